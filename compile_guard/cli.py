@@ -1,0 +1,123 @@
+"""`python -m compile_guard` / `compile-guard`: the command line.
+
+Exit codes (shared by every subcommand):
+  0 pass · 1 invariant failed / regression · 2 usage or input error ·
+  3 engine failure or deadline (the failing rank and its log tail are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from engine import knobs
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
+REPRO_MODULE = "repro.tp_compile_repro"
+
+log = logging.getLogger("compile_guard")
+
+
+def _add_repro_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc", type=int, default=2, help="ranks to launch (TP degree)")
+    parser.add_argument("--modes", default="A,B,C", help="repro modes, subset of A,B,C")
+    parser.add_argument(
+        "--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
+        help="compiler backend of modes B and C",
+    )  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per mode")
+    parser.add_argument("--calls", type=int, default=20, help="timed calls per mode")
+    parser.add_argument("--deadline-s", type=float, default=600.0, help="hard limit for the run")
+    parser.add_argument("--log-dir", type=Path, default=None, help="per-rank logs (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="write the per-rank rows here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="compile-guard",
+        description="Compile-parity regression harness for distributed PyTorch inference.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser(
+        "check",
+        help="TP=2 compile-health check (today: the compile-cliff repro and its invariants)",
+        description="Launch TP=2 ranks and run the compile repro; exit 1 when mode C "
+        "(functional collectives) shows a graph break or more than one graph.",
+    )
+    _add_repro_args(check)
+    repro = sub.add_parser(
+        "repro",
+        help="the TP compile-cliff repro, modes A/B/C, per-rank table",
+        description="Example: compile-guard repro --modes B,C --backend aot_eager",
+    )
+    _add_repro_args(repro)
+    return parser
+
+
+def _repro_argv(args: argparse.Namespace, json_path: Path) -> list[str]:
+    return [
+        "--modes", args.modes, "--backend", args.backend, "--warmup", str(args.warmup),
+        "--calls", str(args.calls), "--json", str(json_path),
+    ]  # fmt: skip
+
+
+def _report_failure(result: LaunchResult) -> None:
+    print(f"ranks failed: {result.summary()}", file=sys.stderr)
+    culprit = result.first_failed if result.first_failed is not None else 0
+    print(f"--- log tail of rank {culprit} ---\n{result.ranks[culprit].log_tail}", file=sys.stderr)
+
+
+def run_repro(args: argparse.Namespace) -> int:
+    if knobs.under_torchrun():
+        # Already one of N ranks (torchrun): run in place, the launcher is not needed.
+        from repro import tp_compile_repro
+
+        argv = _repro_argv(args, args.json or Path("repro.json"))
+        return tp_compile_repro.main(argv)
+    if args.nproc < 1:
+        print(f"--nproc {args.nproc} is invalid; expected >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_"))
+    json_path = args.json or log_dir / "repro.json"
+    started = time.monotonic()
+    print(f"launching {args.nproc} ranks (logs: {log_dir})", flush=True)
+    result = launch(
+        LaunchSpec(
+            argv=python_module_argv(REPRO_MODULE, *_repro_argv(args, json_path)),
+            nprocs=args.nproc,
+            deadline_s=args.deadline_s,
+            log_dir=log_dir,
+        )
+    )
+    if not json_path.exists():
+        _report_failure(result)
+        return EXIT_ENGINE
+    report = json.loads(json_path.read_text())
+    cols = ["rank", "mode", "collective_path", "backend", "graph_break_count", "graph_count", "ms_per_call"]
+    print(tabulate([[row[c] for c in cols] for row in report["rows"]], headers=cols))
+    for line in report["problems"]:
+        print(f"FAIL: {line}")
+    print(f"wall time {time.monotonic() - started:.1f}s; json: {json_path}")
+    if report["problems"]:
+        return EXIT_FAIL
+    if not result.ok:
+        _report_failure(result)
+        return EXIT_ENGINE
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    return run_repro(args)

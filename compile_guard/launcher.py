@@ -1,0 +1,224 @@
+"""The one way compile_guard starts rank processes (CLI, tests, benchmarks).
+
+Each rank gets a torchrun-compatible environment on a fresh free port, its own session
+(so a kill reaches whatever it forked), and its own log file. The launcher waits on the
+ranks' pidfds with a hard deadline — no polling sleeps — and on the first failed rank
+gives the peers a short grace to log, then kills every rank's process group. Nothing it
+started outlives `launch()`: the final sweep runs on every path, exceptions included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+_TAIL_LINES = 40
+
+
+def free_port() -> int:
+    """A port the OS reports free on 127.0.0.1 now; rank 0's store binds it next."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchSpec:
+    argv: Sequence[str]  # command every rank runs, e.g. [sys.executable, "-m", "repro.x"]
+    nprocs: int  # number of ranks (WORLD_SIZE)
+    deadline_s: float  # hard wall-clock limit for the whole run
+    log_dir: Path  # rank{r}.log files land here
+    grace_s: float = 2.0  # after the first failure, time for peers to exit and log
+    env: Mapping[str, str] = field(default_factory=dict)  # extra env for every rank
+    rank_env: Mapping[int, Mapping[str, str]] = field(default_factory=dict)  # per-rank overrides
+    cwd: Path | None = None  # working directory of the ranks
+
+    def __post_init__(self) -> None:
+        if self.nprocs < 1:
+            raise ValueError(f"nprocs={self.nprocs} is invalid; expected >= 1")
+        if not self.deadline_s > 0:
+            raise ValueError(f"deadline_s={self.deadline_s} is invalid; expected seconds > 0")
+        if self.grace_s < 0:
+            raise ValueError(f"grace_s={self.grace_s} is invalid; expected seconds >= 0")
+        bad = sorted(r for r in self.rank_env if not 0 <= r < self.nprocs)
+        if bad:
+            raise ValueError(
+                f"rank_env names ranks {bad}, outside 0..{self.nprocs - 1}; fix the rank ids"
+            )
+        if not self.argv:
+            raise ValueError("argv is empty; give the command each rank runs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankResult:
+    rank: int
+    pid: int
+    returncode: int | None  # exit status; None when ended by a signal
+    signal: str | None  # e.g. "SIGKILL" when ended by a signal
+    killed_by_launcher: bool  # True when the launcher's kill ended it
+    duration_s: float  # from spawn to exit
+    log_path: Path
+    log_tail: str  # last lines of its log
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchResult:
+    ranks: tuple[RankResult, ...]
+    outcome: str  # "ok" | "rank_failed" | "deadline"
+    first_failed: int | None  # rank that failed first (None when ok or deadline)
+    duration_s: float
+    master_port: int
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    def summary(self) -> str:
+        lines = [f"outcome={self.outcome} first_failed={self.first_failed} duration_s={self.duration_s:.2f}"]
+        for r in self.ranks:
+            how = f"rc={r.returncode}" if r.signal is None else f"signal={r.signal}"
+            killed = " (killed by launcher)" if r.killed_by_launcher else ""
+            lines.append(f"  rank {r.rank} pid={r.pid} {how}{killed} after {r.duration_s:.2f}s log={r.log_path}")
+        return "\n".join(lines)
+
+
+def _rank_env(spec: LaunchSpec, rank: int, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(spec.nprocs),
+        LOCAL_WORLD_SIZE=str(spec.nprocs),
+        GROUP_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        PYTHONUNBUFFERED="1",
+        # As torchrun does: N ranks on few cores must not oversubscribe them.
+        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+        # No inductor worker pool: its processes would be the compile's, not the rank's.
+        TORCHINDUCTOR_COMPILE_THREADS="1",
+    )
+    env.update(spec.env)
+    env.update(spec.rank_env.get(rank, {}))
+    return env
+
+
+def _tail(path: Path, lines: int = _TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _kill_groups(procs: Sequence[subprocess.Popen]) -> None:
+    for proc in procs:
+        # Each rank leads its own session, so its pgid is its pid; the group outlives
+        # the leader while any child (a compile worker, say) is alive.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def launch(spec: LaunchSpec) -> LaunchResult:
+    """Run `spec.argv` on `spec.nprocs` ranks; return when all have exited or were killed."""
+    spec.log_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    start = time.monotonic()
+    deadline = start + spec.deadline_s
+    procs: list[subprocess.Popen] = []
+    pidfds: dict[int, int] = {}  # fd -> rank
+    exited_at: dict[int, float] = {}
+    killed: set[int] = set()
+    first_failed: int | None = None
+    kill_at: float | None = None
+    outcome = "ok"
+    try:
+        for rank in range(spec.nprocs):
+            log_path = spec.log_dir / f"rank{rank}.log"
+            with open(log_path, "wb") as log_file:
+                proc = subprocess.Popen(
+                    list(spec.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=_rank_env(spec, rank, port),
+                    cwd=spec.cwd,
+                    start_new_session=True,
+                )
+            procs.append(proc)
+            pidfds[os.pidfd_open(proc.pid)] = rank
+        log.info("launched %s ranks, pids=%s, port=%s", spec.nprocs, [p.pid for p in procs], port)
+
+        while len(exited_at) < spec.nprocs:
+            now = time.monotonic()
+            until = deadline if kill_at is None else min(deadline, kill_at)
+            if now >= until:
+                if now >= deadline and kill_at is None:
+                    outcome = "deadline"
+                    log.warning("deadline of %.1fs reached: killing all ranks", spec.deadline_s)
+                else:
+                    log.warning("grace of %.1fs after rank %s failed: killing", spec.grace_s, first_failed)
+                killed.update(r for r in range(spec.nprocs) if r not in exited_at)
+                break
+            live = [fd for fd, r in pidfds.items() if r not in exited_at]
+            ready, _, _ = select.select(live, [], [], until - now)
+            for fd in ready:
+                rank = pidfds[fd]
+                procs[rank].wait()
+                exited_at[rank] = time.monotonic()
+                if procs[rank].returncode != 0 and first_failed is None:
+                    first_failed, outcome = rank, "rank_failed"
+                    kill_at = exited_at[rank] + spec.grace_s
+                    log.warning("rank %s failed first (rc=%s)", rank, procs[rank].returncode)
+    finally:
+        _kill_groups(procs)
+        for rank, proc in enumerate(procs):
+            proc.wait()
+            exited_at.setdefault(rank, time.monotonic())
+        for fd in pidfds:
+            os.close(fd)
+
+    results = []
+    for rank, proc in enumerate(procs):
+        rc = proc.returncode
+        results.append(
+            RankResult(
+                rank=rank,
+                pid=proc.pid,
+                returncode=rc if rc >= 0 else None,
+                signal=signal.Signals(-rc).name if rc < 0 else None,
+                killed_by_launcher=rank in killed,
+                duration_s=exited_at[rank] - start,
+                log_path=spec.log_dir / f"rank{rank}.log",
+                log_tail=_tail(spec.log_dir / f"rank{rank}.log"),
+            )
+        )
+    return LaunchResult(
+        ranks=tuple(results),
+        outcome=outcome,
+        first_failed=first_failed,
+        duration_s=time.monotonic() - start,
+        master_port=port,
+    )
+
+
+def python_module_argv(module: str, *args: str) -> list[str]:
+    """argv that runs `python -m module args` with this interpreter."""
+    return [sys.executable, "-m", module, *args]

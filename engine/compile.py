@@ -1,0 +1,96 @@
+"""Compiled regions: a callable plus the record of what dynamo made of it.
+
+Graph counts come from a recording backend (it sees every graph dynamo hands to the
+compiler), not from log text; graph breaks come from dynamo's counters, snapshotted when
+the region is built so a region reports only its own. Dynamo's counters are per process:
+compile one region at a time when you need per-region numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters as dynamo_counters
+
+_BACKENDS = ("inductor", "aot_eager", "eager")
+_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileConfig:
+    enabled: bool  # False: the region runs eagerly
+    backend: str = "inductor"  # inductor compiles kernels; aot_eager/eager only trace
+    mode: str | None = None  # inductor mode (None = default)
+    fullgraph: bool = False  # True turns any graph break into an error
+    dynamic: bool | None = False  # False: static shapes, so a shape change is a visible recompile
+
+    def __post_init__(self) -> None:
+        if self.backend not in _BACKENDS:
+            raise ValueError(f"backend={self.backend!r} is invalid; pick one of {list(_BACKENDS)}")
+        if self.mode not in _MODES:
+            raise ValueError(f"mode={self.mode!r} is invalid; pick one of {list(_MODES)}")
+        if self.mode not in (None, "default") and self.backend != "inductor":
+            raise ValueError(f"mode={self.mode!r} needs backend='inductor', got {self.backend!r}")
+
+
+class RecordingBackend:
+    """A dynamo backend that records each graph, then hands it to the real compiler."""
+
+    def __init__(self, cfg: CompileConfig) -> None:
+        self.graphs: list[torch.fx.GraphModule] = []
+        if cfg.backend == "inductor":
+            from torch._inductor import list_mode_options
+            from torch._inductor.compile_fx import compile_fx
+
+            patches = list_mode_options(cfg.mode, cfg.dynamic) if cfg.mode else {}
+            self._compile = functools.partial(compile_fx, config_patches=patches)
+        else:
+            self._compile = torch._dynamo.lookup_backend(cfg.backend)
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable:
+        self.graphs.append(gm)
+        return self._compile(gm, example_inputs)
+
+
+def _break_counts() -> collections.Counter:
+    return collections.Counter(dynamo_counters["graph_break"])
+
+
+class CompiledRegion:
+    """`fn` as it runs on this rank: compiled through a recorder, or eager."""
+
+    def __init__(self, name: str, fn: Callable, cfg: CompileConfig) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.recorder: RecordingBackend | None = None
+        self._breaks_before = _break_counts()
+        if cfg.enabled:
+            self.recorder = RecordingBackend(cfg)
+            self.fn = torch.compile(
+                fn, backend=self.recorder, fullgraph=cfg.fullgraph, dynamic=cfg.dynamic
+            )
+        else:
+            self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def graph_count(self) -> int:
+        """Graphs dynamo produced for this region (0 when eager)."""
+        return 0 if self.recorder is None else len(self.recorder.graphs)
+
+    def graph_breaks(self) -> dict[str, int]:
+        """Graph-break reason -> count, since this region was built."""
+        delta = _break_counts()
+        delta.subtract(self._breaks_before)
+        return {reason: n for reason, n in delta.items() if n > 0}
+
+    @property
+    def graph_break_count(self) -> int:
+        return sum(self.graph_breaks().values())

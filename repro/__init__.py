@@ -1,0 +1,1 @@
+"""Small standalone repro scripts, runnable with `torchrun --nproc-per-node=2`."""
