@@ -62,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _repro_argv(args: argparse.Namespace, json_path: Path) -> list[str]:
-    return [
+def _repro_argv(args: argparse.Namespace, json_path: Path | None) -> list[str]:
+    argv = [
         "--modes", args.modes, "--backend", args.backend, "--warmup", str(args.warmup),
-        "--calls", str(args.calls), "--json", str(json_path),
+        "--calls", str(args.calls),
     ]  # fmt: skip
+    return argv + (["--json", str(json_path)] if json_path else [])
 
 
 def _report_failure(result: LaunchResult) -> None:
@@ -80,8 +81,7 @@ def run_repro(args: argparse.Namespace) -> int:
         # Already one of N ranks (torchrun): run in place, the launcher is not needed.
         from repro import tp_compile_repro
 
-        argv = _repro_argv(args, args.json or Path("repro.json"))
-        return tp_compile_repro.main(argv)
+        return tp_compile_repro.main(_repro_argv(args, args.json))
     if args.nproc < 1:
         print(f"--nproc {args.nproc} is invalid; expected >= 1", file=sys.stderr)
         return EXIT_USAGE

@@ -9,6 +9,7 @@ started outlives `launch()`: the final sweep runs on every path, exceptions incl
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -21,9 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from engine.lifecycle import FAILURE_FILE
+
 log = logging.getLogger(__name__)
 
 _TAIL_LINES = 40
+# A rank that dies by a signal writes no record: its failure time is when the launcher saw
+# it exit, which trails the death by however long the launcher waited for a core. Peers
+# record their own failure only after detecting the death, so crediting signal deaths with
+# this much slack keeps the culprit first on a loaded 2-core box without hiding a peer that
+# genuinely failed earlier.
+_SIGNAL_DEATH_SLACK_S = 0.25
 
 
 def free_port() -> int:
@@ -70,6 +79,8 @@ class RankResult:
     duration_s: float  # from spawn to exit
     log_path: Path
     log_tail: str  # last lines of its log
+    failure: str | None  # the error its failure record names, if it wrote one
+    failed_at_s: float | None  # when it failed (record, else exit), from launch start
 
     @property
     def ok(self) -> bool:
@@ -94,6 +105,8 @@ class LaunchResult:
             how = f"rc={r.returncode}" if r.signal is None else f"signal={r.signal}"
             killed = " (killed by launcher)" if r.killed_by_launcher else ""
             lines.append(f"  rank {r.rank} pid={r.pid} {how}{killed} after {r.duration_s:.2f}s log={r.log_path}")
+            if r.failure:
+                lines.append(f"    failed at {r.failed_at_s:.2f}s: {r.failure.splitlines()[0][:200]}")
         return "\n".join(lines)
 
 
@@ -107,6 +120,7 @@ def _rank_env(spec: LaunchSpec, rank: int, port: int) -> dict[str, str]:
         GROUP_RANK="0",
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
+        COMPILE_GUARD_RUN_DIR=str(spec.log_dir),
         PYTHONUNBUFFERED="1",
         # As torchrun does: N ranks on few cores must not oversubscribe them.
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
@@ -124,6 +138,14 @@ def _tail(path: Path, lines: int = _TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _failure_record(log_dir: Path, rank: int) -> dict | None:
+    # Written by engine.lifecycle.record_failure; data only (JSON), never code.
+    try:
+        return json.loads((log_dir / FAILURE_FILE.format(rank=rank)).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _kill_groups(procs: Sequence[subprocess.Popen]) -> None:
@@ -146,7 +168,7 @@ def launch(spec: LaunchSpec) -> LaunchResult:
     pidfds: dict[int, int] = {}  # fd -> rank
     exited_at: dict[int, float] = {}
     killed: set[int] = set()
-    first_failed: int | None = None
+    first_exit: int | None = None  # first rank seen exiting non-zero: starts the grace
     kill_at: float | None = None
     outcome = "ok"
     try:
@@ -174,7 +196,7 @@ def launch(spec: LaunchSpec) -> LaunchResult:
                     outcome = "deadline"
                     log.warning("deadline of %.1fs reached: killing all ranks", spec.deadline_s)
                 else:
-                    log.warning("grace of %.1fs after rank %s failed: killing", spec.grace_s, first_failed)
+                    log.warning("grace of %.1fs after rank %s failed: killing", spec.grace_s, first_exit)
                 killed.update(r for r in range(spec.nprocs) if r not in exited_at)
                 break
             live = [fd for fd, r in pidfds.items() if r not in exited_at]
@@ -183,8 +205,8 @@ def launch(spec: LaunchSpec) -> LaunchResult:
                 rank = pidfds[fd]
                 procs[rank].wait()
                 exited_at[rank] = time.monotonic()
-                if procs[rank].returncode != 0 and first_failed is None:
-                    first_failed, outcome = rank, "rank_failed"
+                if procs[rank].returncode != 0 and first_exit is None:
+                    first_exit, outcome = rank, "rank_failed"
                     kill_at = exited_at[rank] + spec.grace_s
                     log.warning("rank %s failed first (rc=%s)", rank, procs[rank].returncode)
     finally:
@@ -198,6 +220,13 @@ def launch(spec: LaunchSpec) -> LaunchResult:
     results = []
     for rank, proc in enumerate(procs):
         rc = proc.returncode
+        record = _failure_record(spec.log_dir, rank) if rc != 0 else None
+        failed_at = None
+        if record is not None:
+            failed_at = record["t_monotonic"] - start
+        elif rc != 0 and rank not in killed:
+            failed_at = exited_at[rank] - start
+        log_path = spec.log_dir / f"rank{rank}.log"
         results.append(
             RankResult(
                 rank=rank,
@@ -206,10 +235,21 @@ def launch(spec: LaunchSpec) -> LaunchResult:
                 signal=signal.Signals(-rc).name if rc < 0 else None,
                 killed_by_launcher=rank in killed,
                 duration_s=exited_at[rank] - start,
-                log_path=spec.log_dir / f"rank{rank}.log",
-                log_tail=_tail(spec.log_dir / f"rank{rank}.log"),
+                log_path=log_path,
+                log_tail=_tail(log_path),
+                failure=record["error"] if record else None,
+                failed_at_s=failed_at,
             )
         )
+    first_failed = None
+    failed = [r for r in results if r.failed_at_s is not None]
+    if failed:
+        # The earliest failure, not the earliest exit: a peer that saw the culprit's closed
+        # socket can exit before the culprit finishes tearing down.
+        def order(r: RankResult) -> float:
+            return r.failed_at_s - (_SIGNAL_DEATH_SLACK_S if r.signal and not r.failure else 0.0)
+
+        first_failed = min(failed, key=order).rank
     return LaunchResult(
         ranks=tuple(results),
         outcome=outcome,

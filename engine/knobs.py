@@ -39,10 +39,10 @@ KNOBS: tuple[Knob, ...] = (
         parity=True,
     ),
     Knob(
-        name="COMPILE_GUARD_LOG_LEVEL",
+        name="COMPILE_GUARD_RUN_DIR",
         parse=str,
-        default="INFO",
-        meaning="log level of rank processes",
+        default=None,
+        meaning="launcher's run directory: ranks write failure records here",
         parity=False,
     ),
 )

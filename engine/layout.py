@@ -1,8 +1,8 @@
-"""Joining the job and building its process groups, in one object.
+"""The process groups of one job, built once, in one object.
 
-`init_rank` joins the default group with an explicit timeout; `ParallelLayout` builds the
-TP groups once, checks `tp * pp == world_size`, and hands groups out by axis. Nothing
-here is global: callers pass `layout.group("tp")` to whatever needs a group.
+`ParallelLayout` builds the TP groups, checks `tp * pp == world_size`, and hands groups
+out by axis. Nothing here is global: callers pass `layout.group("tp")` to whatever needs
+a group. Joining the job itself is `engine.lifecycle`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from engine import knobs
-from engine.config import DistConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,51 +26,6 @@ class RankContext:
     device: torch.device  # where this rank's tensors live
     backend: str  # resolved collective backend (gloo / nccl)
     timeout_s: float  # timeout every group of this job was created with
-
-
-def init_rank(cfg: DistConfig) -> RankContext:
-    """Join the default process group from torchrun-style env, with `cfg.timeout_s`."""
-    rank = knobs.read("RANK")
-    world_size = knobs.read("WORLD_SIZE")
-    if rank is None or world_size is None:
-        raise RuntimeError(
-            "RANK/WORLD_SIZE are not set: start this under `torchrun --nproc-per-node=N` "
-            "or through compile_guard's launcher"
-        )
-    local_rank = knobs.read("LOCAL_RANK")
-    device_type = cfg.resolved_device_type()
-    backend = cfg.resolved_backend()
-    if device_type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device(device_type)
-    timeout = datetime.timedelta(seconds=cfg.timeout_s)
-    # device_id binds NCCL communicators eagerly; gloo takes no device.
-    extra = {"device_id": device} if backend == "nccl" else {}
-    dist.init_process_group(
-        backend=backend, rank=rank, world_size=world_size, timeout=timeout, **extra
-    )
-    log.info(
-        "joined: rank=%s world_size=%s backend=%s device=%s timeout_s=%s",
-        rank, world_size, backend, device, cfg.timeout_s,
-    )
-    return RankContext(
-        rank=rank,
-        world_size=world_size,
-        local_rank=local_rank,
-        device=device,
-        backend=backend,
-        timeout_s=cfg.timeout_s,
-    )
-
-
-def shutdown_rank() -> None:
-    """Always called on exit: a live group at interpreter exit aborts with rc 134."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 class ParallelLayout:

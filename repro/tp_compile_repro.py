@@ -27,7 +27,8 @@ from engine.collectives import CollectivePath, TPCollectives, all_gather_json
 from engine.compile import CompileConfig
 from engine.config import DistConfig, ModelConfig
 from engine.generator import CausalGenerator
-from engine.layout import ParallelLayout, init_rank, shutdown_rank
+from engine.layout import ParallelLayout
+from engine.lifecycle import joined
 
 log = logging.getLogger("repro")
 
@@ -120,8 +121,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(name)s: %(message)s")
     torch.set_num_threads(1)
 
-    ctx = init_rank(DistConfig(device=args.device, timeout_s=args.timeout_s))
-    try:
+    with joined(DistConfig(device=args.device, timeout_s=args.timeout_s)) as ctx:
         layout = ParallelLayout(ctx, tp=ctx.world_size)
         cfg = ModelConfig()
         mine = []
@@ -146,8 +146,6 @@ def main(argv=None):
         for line in problems:
             log.error("invariant failed: %s", line)
         return 1 if problems else 0
-    finally:
-        shutdown_rank()
 
 
 if __name__ == "__main__":

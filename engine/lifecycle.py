@@ -1,0 +1,104 @@
+"""A rank's life: join the job, record how it failed, always leave the job.
+
+`joined(cfg)` wraps a rank's whole body. It joins the default group with an explicit
+timeout, and on any exception writes a failure record — the moment and the error —
+into the launcher's run directory *before* tearing down, so the launcher can tell the
+rank that failed first from the peers that failed because of it (a peer's error comes
+after, even when its process exits before). `destroy_process_group` runs on every path:
+a live group at interpreter exit aborts with rc 134.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+
+from engine import knobs
+from engine.config import DistConfig
+from engine.layout import RankContext
+
+log = logging.getLogger(__name__)
+
+FAILURE_FILE = "failure-rank{rank}.json"  # in COMPILE_GUARD_RUN_DIR
+
+
+def init_rank(cfg: DistConfig) -> RankContext:
+    """Join the default process group from torchrun-style env, with `cfg.timeout_s`."""
+    rank = knobs.read("RANK")
+    world_size = knobs.read("WORLD_SIZE")
+    if rank is None or world_size is None:
+        raise RuntimeError(
+            "RANK/WORLD_SIZE are not set: start this under `torchrun --nproc-per-node=N` "
+            "or through compile_guard's launcher"
+        )
+    local_rank = knobs.read("LOCAL_RANK")
+    device_type = cfg.resolved_device_type()
+    backend = cfg.resolved_backend()
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(device_type)
+    timeout = datetime.timedelta(seconds=cfg.timeout_s)
+    # device_id binds NCCL communicators eagerly; gloo takes no device.
+    extra = {"device_id": device} if backend == "nccl" else {}
+    dist.init_process_group(
+        backend=backend, rank=rank, world_size=world_size, timeout=timeout, **extra
+    )
+    log.info(
+        "joined: rank=%s world_size=%s backend=%s device=%s timeout_s=%s",
+        rank, world_size, backend, device, cfg.timeout_s,
+    )
+    return RankContext(
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+        device=device,
+        backend=backend,
+        timeout_s=cfg.timeout_s,
+    )
+
+
+def shutdown_rank() -> None:
+    """Always called on exit: a live group at interpreter exit aborts with rc 134."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def record_failure(exc: BaseException) -> None:
+    """Write when and why this rank failed, atomically; no-op outside a launcher run."""
+    run_dir = knobs.read("COMPILE_GUARD_RUN_DIR")
+    rank = knobs.read("RANK")
+    if not run_dir or rank is None:
+        return
+    record = {"rank": rank, "t_monotonic": time.monotonic(), "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    path = Path(run_dir) / FAILURE_FILE.format(rank=rank)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, sort_keys=True))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def joined(cfg: DistConfig) -> Iterator[RankContext]:
+    """`with joined(cfg) as ctx:` — the body of a rank process."""
+    try:
+        ctx = init_rank(cfg)
+        yield ctx
+    except BaseException as exc:
+        clean_exit = isinstance(exc, SystemExit) and exc.code in (0, None)
+        if not clean_exit:
+            record_failure(exc)
+        raise
+    finally:
+        shutdown_rank()
