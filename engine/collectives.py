@@ -89,5 +89,5 @@ def all_gather_json(obj: Any, *, group: dist.ProcessGroup, device: torch.device)
     dist.all_gather(bufs, buf, group=group)
     return [
         json.loads(bytes(b[: int(n.item())].cpu().tolist()).decode())
-        for b, n in zip(bufs, lengths)
+        for b, n in zip(bufs, lengths, strict=True)
     ]

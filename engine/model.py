@@ -52,7 +52,7 @@ def sharded_rms_norm(
     sumsq = comm.all_reduce_sum(sumsq)
     scale = torch.rsqrt(sumsq / full_width + eps)
     return [
-        (x.float() * scale[..., i : i + 1]).to(x.dtype) * w for i, (x, w) in enumerate(zip(xs, weights))
+        (x.float() * scale[..., i : i + 1]).to(x.dtype) * w for i, (x, w) in enumerate(zip(xs, weights, strict=True))
     ]
 
 

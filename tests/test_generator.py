@@ -51,7 +51,7 @@ def test_reset_reproduces_the_stream_exactly():
     gen.reset_kv_cache()
     gen.reset_crossattn_cache()
     again = [_chunk(gen, i) for i in range(3)]
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         assert torch.equal(a, b)
 
 

@@ -32,3 +32,15 @@ def test_tp2_matches_tp1(run_ranks, tmp_path, compile_mode):
         if compile_mode != "off":
             assert report["graph_count"] == 1  # functional collectives: one graph, no recompile
             assert report["graph_break_count"] == 0
+
+
+def test_tp4_matches_tp1_eager(run_ranks, tmp_path):
+    """TP=4, gloo, CPU, eager: 4 ranks on this 2-core box (2 heads and 128 FFN columns each)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_ranks(["tp_parity", "--compile", "off", "--out", str(out)], nprocs=4, deadline_s=240)
+    assert result.ok, result.summary() + "\n" + result.ranks[0].log_tail
+    for rank in range(4):
+        report = json.loads((out / f"rank{rank}.json").read_text())
+        assert max(report["max_abs_diff_per_chunk"]) < ATOL, report
+        assert report["num_calls"] == CALLS
