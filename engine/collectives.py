@@ -71,6 +71,16 @@ class TPCollectives:
         return _inplace_all_reduce(x, self.group)
 
 
+def broadcast(x: torch.Tensor, *, src: int, group: dist.ProcessGroup) -> torch.Tensor:
+    """In-place broadcast of `x` from global rank `src` over `group` (control plane only)."""
+    dist.broadcast(x, src=src, group=group)
+    return x
+
+
+def barrier(*, group: dist.ProcessGroup) -> None:
+    dist.barrier(group=group)
+
+
 def all_gather_json(obj: Any, *, group: dist.ProcessGroup, device: torch.device) -> list[Any]:
     """Gather one JSON-able object from every rank of `group`, in group-rank order.
 

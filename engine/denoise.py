@@ -37,19 +37,36 @@ def denoise_chunk(
     current_start_frame: int,
     chunk_index: int,
     base_seed: int,
-    context_frames: torch.Tensor | None = None,  # clean frames for the KV recompute call
+    context_frames: torch.Tensor | None = None,  # previous chunk's clean frames: KV recompute
     attention_bias: float = 0.0,
+    initial_latents: torch.Tensor | None = None,  # the envelope's latents; default: seeded noise
 ) -> torch.Tensor:
     """Denoise one chunk; return its clean latents [B, F, C, H, W] (on the generator's device).
 
-    Each call rewrites the chunk's K/V; when `context_frames` is given, one more call at
-    timestep 0 rewrites them from clean context, so the next chunk attends to clean frames.
+    Each call rewrites the chunk's K/V. When `context_frames` is given (KV recompute), one
+    call at timestep 0 first rewrites the *previous* chunk's K/V from those clean frames, so
+    this chunk attends to clean context rather than to the last denoising step's.
     """
     if not denoising_steps:
         raise ValueError("denoising_steps is empty; pass at least one timestep, e.g. [1000, 500]")
     cfg = generator.cfg
-    noisy = chunk_noise(cfg, base_seed=base_seed, chunk_index=chunk_index, step=0, batch=generator.batch)
-    noisy = noisy.to(generator.device, torch.float32)
+    if context_frames is not None:
+        previous_start = current_start_frame - cfg.frames_per_chunk
+        if previous_start < 0:
+            raise ValueError(
+                f"KV recompute at current_start_frame={current_start_frame} has no previous chunk;"
+                f" recompute needs current_start_frame >= {cfg.frames_per_chunk}"
+            )
+        generator(
+            context_frames,
+            0.0,
+            current_start_frame=previous_start,
+            conditioning=conditioning,
+            attention_bias=attention_bias,
+        )
+    if initial_latents is None:
+        initial_latents = chunk_noise(cfg, base_seed=base_seed, chunk_index=chunk_index, step=0, batch=generator.batch)
+    noisy = initial_latents.to(generator.device, torch.float32)
     for i, timestep in enumerate(denoising_steps):
         flow = generator(
             noisy,
@@ -66,12 +83,4 @@ def denoise_chunk(
                 cfg, base_seed=base_seed, chunk_index=chunk_index, step=i + 1, batch=generator.batch
             ).to(generator.device)
             noisy = (1 - next_sigma) * clean + next_sigma * noise
-    if context_frames is not None:
-        generator(
-            context_frames,
-            0.0,
-            current_start_frame=current_start_frame,
-            conditioning=conditioning,
-            attention_bias=attention_bias,
-        )
     return clean

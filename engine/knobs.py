@@ -22,6 +22,29 @@ class Knob:
     parity: bool  # True: must hold the same value on every rank
 
 
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected one of 1/0/true/false/yes/no/on/off, got {text!r}")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 600:
+        raise ValueError(f"expected seconds in (0, 600], got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected an int >= 1, got {value}")
+    return value
+
+
 KNOBS: tuple[Knob, ...] = (
     # torchrun-compatible rendezvous; per-rank by nature, so never parity-checked.
     Knob(name="RANK", parse=int, default=None, meaning="global rank of this process", parity=False),
@@ -45,7 +68,30 @@ KNOBS: tuple[Knob, ...] = (
         meaning="launcher's run directory: ranks write failure records here",
         parity=False,
     ),
-)
+    # Runtime knobs: each changes what a rank does or gates a collective, so all are parity-checked.
+    Knob(name="COMPILE_GUARD_TP_PLAN", parse=str, default="v1_generator_only",
+         meaning="control-plane plan id (only v1_generator_only runs today)", parity=True),
+    Knob(name="COMPILE_GUARD_PP_ENABLED", parse=_flag, default=False,
+         meaning="pipeline-parallel topology on/off (the TP runtime refuses on)", parity=True),
+    Knob(name="COMPILE_GUARD_DEBUG_SYNC", parse=_flag, default=False,
+         meaning="debug barrier after every chunk (gates a collective)", parity=True),
+    Knob(name="COMPILE_GUARD_INPUT_DIGEST", parse=_flag, default=True,
+         meaning="compare sha256 digests of broadcast inputs across ranks every chunk", parity=True),
+    Knob(name="COMPILE_GUARD_FINGERPRINT_EVERY", parse=_positive_int, default=32,
+         meaning="check weight-shard fingerprints every N generator calls (and at init)", parity=True),
+    Knob(name="COMPILE_GUARD_WATCHDOG_S", parse=_seconds, default=5.0,
+         meaning="a worker with no header for this long exits", parity=True),
+    Knob(name="COMPILE_GUARD_HEARTBEAT_S", parse=_seconds, default=0.5,
+         meaning="rank0 sends a NOOP header this often while idle", parity=True),
+    # Test-only fault hooks: the same value on every rank ("perturb on rank 0"), so a hook
+    # can never create a per-rank configuration or a conditional collective.
+    Knob(name="COMPILE_GUARD_TEST_FAULT", parse=str, default="",
+         meaning="test-only: which fault to inject (engine.faults.FAULTS)", parity=True),
+    Knob(name="COMPILE_GUARD_TEST_FAULT_RANK", parse=int, default=0,
+         meaning="test-only: the rank that injects the fault", parity=True),
+    Knob(name="COMPILE_GUARD_TEST_FAULT_CHUNK", parse=int, default=1,
+         meaning="test-only: the chunk_index at which it is injected", parity=True),
+)  # fmt: skip
 
 _BY_NAME: dict[str, Knob] = {knob.name: knob for knob in KNOBS}
 
@@ -63,6 +109,11 @@ def read(name: str, environ: Mapping[str, str] | None = None) -> Any:
         return knob.parse(text)
     except ValueError as exc:
         raise ValueError(f"environment variable {name}={text!r} is invalid: {exc}") from None
+
+
+def parity_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every parity knob's parsed value (defaults included), for the startup handshake."""
+    return {knob.name: read(knob.name, environ) for knob in KNOBS if knob.parity}
 
 
 def under_torchrun(environ: Mapping[str, str] | None = None) -> bool:

@@ -39,6 +39,16 @@ def shard_of(full: torch.Tensor, rule: Shard, tp_rank: int, tp_size: int) -> tor
     return full.chunk(tp_size, dim=dim)[tp_rank]
 
 
+def full_shape(local: tuple[int, ...], rule: Shard, tp_size: int) -> tuple[int, ...]:
+    """The unsharded shape of a parameter whose shard on one rank has shape `local`."""
+    shape = list(local)
+    if rule is Shard.COLWISE:
+        shape[0] *= tp_size
+    elif rule is Shard.ROWWISE:
+        shape[1] *= tp_size
+    return tuple(shape)
+
+
 def materialize(
     module: nn.Module,
     rules: dict[str, tuple[Shard, float, float]],
@@ -58,10 +68,5 @@ def materialize(
     with torch.no_grad():
         for name, param in params.items():
             rule, mean, std = rules[name]
-            full_shape = list(param.shape)
-            if rule is Shard.COLWISE:
-                full_shape[0] *= tp_size
-            elif rule is Shard.ROWWISE:
-                full_shape[1] *= tp_size
-            full = full_tensor(seed, name, tuple(full_shape), mean, std)
+            full = full_tensor(seed, name, full_shape(tuple(param.shape), rule, tp_size), mean, std)
             param.copy_(shard_of(full, rule, tp_rank, tp_size))

@@ -1,0 +1,75 @@
+"""The engine's failures, each with its own exit code, so a log-less exit still says why.
+
+A rank process maps the exception that ends it to `exit_code` (see engine.runtime); the
+matrix runner asserts on these codes. Codes 10+ leave room for Python's 1 and argparse's 2.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    exit_code = 1
+
+
+class PreflightError(EngineError):
+    """Rank0 rejected a request before the header: no peer saw anything; the job goes on."""
+
+    exit_code = 20  # only when a preflight error escapes the driver loop (it should not)
+
+    def __init__(self, stage: str, key_path: str, detail: str) -> None:
+        self.stage, self.key_path, self.detail = stage, key_path, detail
+        super().__init__(f"preflight {stage} failed at {key_path}: {detail}")
+
+
+class ParityMismatch(EngineError):
+    """Ranks disagree on a parity key at init (FM-01/FM-03): every rank exits."""
+
+    exit_code = 10
+
+
+class DigestMismatch(EngineError):
+    """Ranks computed on different broadcast inputs (Franken-model tripwire)."""
+
+    exit_code = 11
+
+
+class FingerprintMismatch(EngineError):
+    """A weight shard differs from what the seed says it must be (Franken-model tripwire)."""
+
+    exit_code = 12
+
+
+class WatchdogExpired(EngineError):
+    """No header within the watchdog window: the driver is gone or frozen."""
+
+    exit_code = 13
+
+
+class PlanRejected(EngineError):
+    """The receiver (or the pre-generator agreement) rejected a plan after the header."""
+
+    exit_code = 14
+
+
+class ProtocolError(EngineError):
+    """A header or meta that breaks envelope v1 (bad magic/version/action, IDs, limits)."""
+
+    exit_code = 15
+
+
+class PeerLost(EngineError):
+    """A collective failed: a peer died or timed out."""
+
+    exit_code = 16
+
+
+class CallCountMismatch(EngineError):
+    """A rank ran a different number of generator calls than the plan said (FM-02)."""
+
+    exit_code = 17
+
+
+class AdHocCollective(EngineError):
+    """A tensor broadcast outside the envelope's manifest (FM-08), stopped before the call."""
+
+    exit_code = 18
