@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -59,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Example: compile-guard repro --modes B,C --backend aot_eager",
     )
     _add_repro_args(repro)
+    matrix = sub.add_parser(
+        "matrix",
+        help="run the operator matrix rows (fault injection, TP=2) and print the table",
+        description="Example: compile-guard matrix --rows OM-01,OM-04 --json matrix.json",
+    )
+    matrix.add_argument("--rows", default=None, help="comma-separated row ids (default: all)")
+    matrix.add_argument("--list", action="store_true", help="list the rows and exit")
+    matrix.add_argument("--json", type=Path, default=None, help="write every row's result here")
+    matrix.add_argument("--log-dir", type=Path, default=None, help="per-row rank logs (default: a temp dir)")
     return parser
 
 
@@ -114,10 +124,55 @@ def run_repro(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_matrix(args: argparse.Namespace) -> int:
+    from compile_guard.matrix import run_row
+    from compile_guard.matrix_rows import ROWS, ROWS_BY_ID
+
+    if args.list:
+        print(tabulate([[r.id, r.fm, r.surface, r.fault, r.expect.event] for r in ROWS],
+                       headers=["id", "FM", "surface", "fault", "caught by"]))  # fmt: skip
+        return EXIT_OK
+    ids = [i.strip() for i in args.rows.split(",") if i.strip()] if args.rows else list(ROWS_BY_ID)
+    unknown = [i for i in ids if i not in ROWS_BY_ID]
+    if unknown or not ids:
+        print(f"--rows: unknown row id(s) {unknown}; known: {sorted(ROWS_BY_ID)}", file=sys.stderr)
+        return EXIT_USAGE
+    log_root = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_matrix_"))
+    started, results = time.monotonic(), []
+    for row_id in ids:
+        result = run_row(ROWS_BY_ID[row_id], log_root)
+        print(f"{row_id:<14} {'pass' if result.passed else 'FAIL'}  ttf={result.ttf_s}s  wall={result.wall_s}s",
+              flush=True)  # fmt: skip
+        results.append(result)
+    table = [
+        [r.id, ROWS_BY_ID[r.id].fm, r.observed, r.signature[:70],
+         r.ttf_s, f"{r.ttf_budget_s}{' OVER' if r.over_budget else ''}", len(r.leftover_pids),
+         "pass" if r.passed else "FAIL"]
+        for r in results
+    ]  # fmt: skip
+    print(tabulate(table, headers=["row", "FM", "exits", "signature", "ttf s", "budget s", "left", "verdict"]))
+    for r in results:
+        for problem in r.problems:
+            print(f"FAIL {r.id}: {problem} (logs: {r.log_dir})")
+    wall = time.monotonic() - started
+    print(f"{sum(r.passed for r in results)}/{len(results)} rows passed in {wall:.1f}s; logs: {log_root}")
+    if args.json:
+        _write_json_atomic(args.json, {"rows": [r.to_json() for r in results], "wall_s": round(wall, 2)})
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL
+
+
+def _write_json_atomic(path: Path, obj: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    if args.command == "matrix":
+        return run_matrix(args)
     return run_repro(args)

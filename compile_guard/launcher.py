@@ -94,6 +94,7 @@ class LaunchResult:
     first_failed: int | None  # rank that failed first (None when ok or deadline)
     duration_s: float
     master_port: int
+    started_at: float  # CLOCK_MONOTONIC at launch: rank exit times are started_at + duration_s
 
     @property
     def ok(self) -> bool:
@@ -256,9 +257,40 @@ def launch(spec: LaunchSpec) -> LaunchResult:
         first_failed=first_failed,
         duration_s=time.monotonic() - start,
         master_port=port,
+        started_at=start,
     )
 
 
 def python_module_argv(module: str, *args: str) -> list[str]:
     """argv that runs `python -m module args` with this interpreter."""
     return [sys.executable, "-m", module, *args]
+
+
+def _sessions_alive(session_ids: set[int]) -> set[int]:
+    alive = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid pgrp session ...
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) in session_ids:
+            alive.add(int(stat.parent.name))
+    return alive
+
+
+def processes_with_env(entry: str) -> set[int]:
+    """pids of live processes whose environment holds `entry` (e.g. MASTER_PORT=1234)."""
+    found, needle = set(), entry.encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in environ.read_bytes().split(b"\0"):
+                found.add(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def leftover_pids(result: LaunchResult) -> list[int]:
+    """Processes of a finished launch still alive: in a rank's session or on its port."""
+    sessions = _sessions_alive({r.pid for r in result.ranks})
+    return sorted(sessions | processes_with_env(f"MASTER_PORT={result.master_port}"))

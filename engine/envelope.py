@@ -191,7 +191,7 @@ def decode_meta(raw: bytes, tensor_count: int) -> tuple[dict[str, Any], dict[str
         raise ProtocolError(f"meta is {len(raw)} bytes > limit {MAX_META_BYTES}")
     try:
         meta = json.loads(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting recurses
         raise ProtocolError(f"meta is not ASCII JSON: {exc}") from None
     if not isinstance(meta, dict) or set(meta) != {"plan", "extras", "tensor_specs"}:
         keys = sorted(meta) if isinstance(meta, dict) else type(meta).__name__

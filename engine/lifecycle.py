@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from engine import knobs
+from engine import events, knobs
 from engine.config import DistConfig
 from engine.layout import RankContext
 
@@ -56,6 +56,7 @@ def init_rank(cfg: DistConfig) -> RankContext:
     dist.init_process_group(
         backend=backend, rank=rank, world_size=world_size, timeout=timeout, **extra
     )
+    events.emit("joined", rank=rank, world_size=world_size, backend=backend, timeout_s=cfg.timeout_s)
     log.info(
         "joined: rank=%s world_size=%s backend=%s device=%s timeout_s=%s",
         rank, world_size, backend, device, cfg.timeout_s,

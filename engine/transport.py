@@ -143,6 +143,8 @@ class EnvelopeSender:
     def send_tensor(self, spec: TensorSpec, tensor: torch.Tensor, *, manifest: list[TensorSpec]) -> None:
         """Broadcast one manifest tensor; anything else is stopped *before* the collective."""
         if spec not in manifest or spec_of(spec.key, spec.index, tensor) != spec:
+            events.emit("adhoc_blocked", key=spec.key, index=spec.index, group=self.group_name,
+                        manifest=[[s.key, s.index] for s in manifest])  # fmt: skip
             raise AdHocCollective(
                 f"broadcast of {spec.key}[{spec.index}] {spec_of(spec.key, spec.index, tensor).dtype}"
                 f"{list(tensor.shape)} is not in the envelope's manifest {[(s.key, s.index) for s in manifest]};"

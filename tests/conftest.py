@@ -8,43 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from compile_guard.launcher import LaunchResult, LaunchSpec, launch
+from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids
 
 REPO = Path(__file__).resolve().parent.parent
 RANK_PROGRAMS = str(REPO / "tests" / "rank_programs.py")
 
 
-def sessions_alive(session_ids: set[int]) -> list[int]:
-    """pids of live processes whose session is one of `session_ids` (ranks lead their own)."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command: state ppid pgrp session ...
-        fields = text.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[3]) in session_ids:
-            alive.append(int(stat.parent.name))
-    return alive
-
-
-def processes_with_env(entry: str) -> list[int]:
-    """pids of live processes whose environment holds `entry` (e.g. MASTER_PORT=1234)."""
-    found = []
-    needle = entry.encode()
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if needle in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:
-            continue
-    return found
-
-
 def assert_nothing_left(result: LaunchResult) -> None:
-    pids = {r.pid for r in result.ranks}
-    left = sorted(set(sessions_alive(pids)) | set(processes_with_env(f"MASTER_PORT={result.master_port}")))
+    left = leftover_pids(result)
     assert not left, f"processes outlived the launch: {left}\n{result.summary()}"
 
 

@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 
-from compile_guard.launcher import free_port
-from tests.conftest import REPO, processes_with_env
+from compile_guard.launcher import free_port, processes_with_env
+from tests.conftest import REPO
 
 # Per forward: 4 blocks x 5 all-reduces (self q/k norm, self out, cross q norm, cross out,
 # FFN down). Dynamo traces Block.forward once as a frame and reuses it across blocks, so
@@ -81,7 +81,7 @@ def test_repro_script_runs_under_torchrun():
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
-    left = processes_with_env(f"MASTER_PORT={port}")
+    left = sorted(processes_with_env(f"MASTER_PORT={port}"))
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"torchrun workers outlived it: {left}"

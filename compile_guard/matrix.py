@@ -1,0 +1,126 @@
+"""The operator-matrix runner: each row through the launcher, judged from exits and events.
+
+For each row: launch `engine.runtime` with the row's hooks and a deadline, then check
+  - every rank's exit code (or signal) is one the row allows;
+  - the detecting rank logged the row's event with the expected fields (which mechanism
+    caught it, where: preflight / init / pre-generator / watchdog);
+  - for rows where the job must go on: every other chunk completed;
+  - no process is left.
+Time-to-fail runs from the injection (the `inject` event; for per-rank config rows,
+the moment the last rank joined) to the detection (job-continues rows) or to the last
+exit of a rank that was not killed by the launcher (exit rows). It is a figure, reported
+against the row's budget, and never part of pass/fail here or in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids, python_module_argv
+from compile_guard.matrix_rows import ALL_EXIT, CHUNKS, CONTINUES, FAULT_CHUNK, RUNTIME, Row
+from engine import events
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowResult:
+    id: str
+    passed: bool
+    problems: list[str]  # why it failed; empty when passed
+    observed: str  # "rank0 rc=14, rank1 rc=14" etc.
+    signature: str  # the detecting rank's event, as logged
+    ttf_s: float | None  # time-to-fail; None when it could not be measured
+    ttf_budget_s: float
+    leftover_pids: list[int]
+    wall_s: float
+    log_dir: str
+
+    @property
+    def over_budget(self) -> bool:
+        return self.ttf_s is None or self.ttf_s > self.ttf_budget_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "over_budget": self.over_budget}
+
+
+def _exit_label(rank: Any) -> int | str:
+    return rank.signal if rank.signal else rank.returncode
+
+
+def _match(event: dict[str, Any], fields: dict[str, Any]) -> bool:
+    return all(event.get(k) == v for k, v in fields.items())
+
+
+def judge(row: Row, result: LaunchResult, rank_events: list[list[dict[str, Any]]]) -> RowResult:
+    problems: list[str] = []
+    exp = row.expect
+    for r in result.ranks:
+        allowed = exp.exit_codes.get(r.rank, (0,)) if exp.kind == ALL_EXIT else (0,)
+        if _exit_label(r) not in allowed:
+            problems.append(f"rank {r.rank} exited {_exit_label(r)}, expected one of {list(allowed)}")
+    if result.outcome == "deadline":
+        problems.append(f"deadline of {row.deadline_s}s reached: a hang, not a fast failure")
+    found = [e for e in rank_events[exp.detector] if e["event"] == exp.event and _match(e, exp.fields)]
+    if not found:
+        seen = sorted({e["event"] for e in rank_events[exp.detector]})
+        problems.append(f"rank {exp.detector} logged no {exp.event} event matching {exp.fields}; it logged {seen}")
+    if exp.kind == CONTINUES:
+        done = next((e for e in rank_events[0] if e["event"] == "run_done"), None)
+        want = [k for k in range(CHUNKS) if k != FAULT_CHUNK]
+        if done is None or done.get("chunks_done") != want:
+            problems.append(f"job did not go on: chunks_done={None if done is None else done.get('chunks_done')}"
+                            f", expected {want}")  # fmt: skip
+    left = leftover_pids(result)
+    if left:
+        problems.append(f"processes left behind: {left}")
+
+    injected = [e["t"] for evs in rank_events for e in evs if e["event"] == "inject"]
+    joined = [e["t"] for evs in rank_events for e in evs if e["event"] == "joined"]
+    t_inject = min(injected) if injected else (max(joined) if joined else None)
+    if exp.kind == CONTINUES:
+        t_end = found[0]["t"] if found else None
+    else:
+        own = [result.started_at + r.duration_s for r in result.ranks if not r.killed_by_launcher]
+        t_end = max(own) if own else None
+    ttf = None if t_inject is None or t_end is None else round(t_end - t_inject, 3)
+    return RowResult(
+        id=row.id,
+        passed=not problems,
+        problems=problems,
+        observed=", ".join(f"rank{r.rank} {_exit_label(r)}" for r in result.ranks),
+        signature=_signature(found[0], exp.fields) if found else "",
+        ttf_s=ttf,
+        ttf_budget_s=exp.ttf_budget_s,
+        leftover_pids=left,
+        wall_s=round(result.duration_s, 2),
+        log_dir=str(result.ranks[0].log_path.parent),
+    )
+
+
+def _signature(event: dict[str, Any], first: dict[str, Any]) -> str:
+    """The event as one line, the row's expected fields first."""
+    keys = [k for k in first if k in event] + sorted(k for k in event if k not in first and k not in ("t", "event"))
+    return f"{event['event']}: " + " ".join(f"{k}={event[k]}" for k in keys)
+
+
+def run_row(row: Row, log_root: Path) -> RowResult:
+    log_dir = log_root / row.id
+    spec = LaunchSpec(
+        argv=python_module_argv(RUNTIME, "--chunks", str(CHUNKS), *row.args),
+        nprocs=row.nprocs,
+        deadline_s=row.deadline_s,
+        log_dir=log_dir,
+        env=row.env,
+        rank_env=row.rank_env,
+    )
+    t0 = time.monotonic()
+    result = launch(spec)
+    rank_events = [events.parse(r.log_path.read_text(errors="replace")) for r in result.ranks]
+    verdict = judge(row, result, rank_events)
+    log.info("%s %s in %.1fs", row.id, "pass" if verdict.passed else "FAIL", time.monotonic() - t0)
+    return verdict

@@ -1,0 +1,131 @@
+"""The operator matrix as data: one Row per check of operator-test-matrix.md.
+
+A row says how to break the engine (parity-checked COMPILE_GUARD_TEST_* hooks, or per-rank
+env for the rows that *are* a per-rank difference) and what a good failure looks like: the
+exit code of every rank, the event that proves which mechanism caught it, and on which rank.
+The runner (compile_guard.matrix) and pytest both iterate over ROWS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.errors import (
+    AdHocCollective,
+    DigestMismatch,
+    FingerprintMismatch,
+    ParityMismatch,
+    PeerLost,
+    PlanRejected,
+    WatchdogExpired,
+)
+
+CONTINUES = "job_continues"  # the fault is rejected and the job finishes every other chunk
+ALL_EXIT = "all_exit"  # every rank exits, with the codes in Expect.exit_codes
+
+RUNTIME = "engine.runtime"
+CHUNKS = 4  # chunks per row run (after warmup)
+FAULT_CHUNK = 1  # hooks fire at this chunk_index
+WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expect:
+    kind: str  # CONTINUES or ALL_EXIT
+    detector: int  # the rank whose log must hold `event`
+    event: str  # CG_EVENT proving the right mechanism caught the fault
+    fields: dict[str, object] = field(default_factory=dict)  # subset the event must match
+    exit_codes: dict[int, tuple[int | str, ...]] = field(default_factory=dict)  # rank -> allowed rc / signal
+    ttf_budget_s: float = 2.0  # figure to reach (reported, not asserted in tests)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    id: str  # matrix ID, with a suffix for variants
+    surface: str
+    fm: str  # failure-mode label
+    fault: str  # what is injected, in words
+    expect: Expect
+    env: dict[str, str] = field(default_factory=dict)  # every rank
+    rank_env: dict[int, dict[str, str]] = field(default_factory=dict)  # per-rank differences
+    args: tuple[str, ...] = ()  # extra engine.runtime arguments
+    nprocs: int = 2
+    deadline_s: float = 60.0
+    topology: str = "TP=2, gloo, CPU, eager"
+
+
+def _hook(name: str, rank: int = 0, chunk: int = FAULT_CHUNK) -> dict[str, str]:
+    return {
+        "COMPILE_GUARD_TEST_FAULT": name,
+        "COMPILE_GUARD_TEST_FAULT_RANK": str(rank),
+        "COMPILE_GUARD_TEST_FAULT_CHUNK": str(chunk),
+    }
+
+
+def _preflight(stage: str, key_path: str) -> Expect:
+    return Expect(
+        kind=CONTINUES, detector=0, event="preflight_rejected",
+        fields={"stage": stage, "key_path": key_path, "chunk_index": FAULT_CHUNK},
+    )  # fmt: skip
+
+
+def _all(code: int, *, detector: int, event: str, **fields: object) -> Expect:
+    return Expect(kind=ALL_EXIT, detector=detector, event=event, fields=fields, exit_codes={0: (code,), 1: (code,)})
+
+
+_PARITY = ParityMismatch.exit_code
+_PEER_GONE = (PeerLost.exit_code, WatchdogExpired.exit_code)  # gloo sees a dead peer first; the watchdog a frozen one
+_OM13_ENV = {"COMPILE_GUARD_WATCHDOG_S": str(WATCHDOG_S)}
+
+ROWS: tuple[Row, ...] = (
+    Row(id="OM-01", surface="TP framing", fm="FM-04", fault="meta holds a lambda",
+        env=_hook("meta_unserialisable"), expect=_preflight("meta_encode", "extras.on_done")),
+    Row(id="OM-02", surface="TP framing", fm="FM-07", fault="latents sent as torch.bool",
+        env=_hook("bool_tensor"), expect=_preflight("dtype", "tensors.latents[0]")),
+    Row(id="OM-03", surface="TP v1.1 plan", fm="FM-02", fault="num_denoise_steps != len(denoising_step_list)",
+        env=_hook("inconsistent_plan"), expect=_preflight("schema", "plan.num_denoise_steps")),
+    Row(id="OM-03-worker", surface="TP v1.1 plan", fm="FM-02",
+        fault="rank 1's received plan miscounts generator calls (only the receiver sees it)",
+        env=_hook("corrupt_plan_on_receive", rank=1),
+        expect=_all(PlanRejected.exit_code, detector=1, event="plan_rejected", chunk_index=FAULT_CHUNK)),
+    Row(id="OM-04", surface="TP/PP plan parity", fm="FM-01", fault="PP enabled on rank 1 only",
+        rank_env={1: {"COMPILE_GUARD_PP_ENABLED": "1"}},
+        expect=_all(_PARITY, detector=0, event="parity_mismatch", keys=["env.COMPILE_GUARD_PP_ENABLED"])),
+    Row(id="OM-04-plan", surface="TP/PP plan parity", fm="FM-01", fault="tp_plan differs on rank 1",
+        rank_env={1: {"COMPILE_GUARD_TP_PLAN": "v0_full_pipeline"}},
+        expect=_all(_PARITY, detector=0, event="parity_mismatch", keys=["env.COMPILE_GUARD_TP_PLAN"])),
+    Row(id="OM-05", surface="conditional collectives", fm="FM-03",
+        fault="debug barrier gated by a flag set on rank 1 only",
+        rank_env={1: {"COMPILE_GUARD_DEBUG_SYNC": "1"}},
+        expect=_all(_PARITY, detector=1, event="parity_mismatch", keys=["env.COMPILE_GUARD_DEBUG_SYNC"])),
+    Row(id="OM-06", surface="ad-hoc broadcasts", fm="FM-08", fault="rank0 broadcasts a tensor outside the manifest",
+        env=_hook("adhoc_broadcast"),
+        expect=Expect(kind=ALL_EXIT, detector=0, event="adhoc_blocked", fields={"key": "shape_probe"},
+                      exit_codes={0: (AdHocCollective.exit_code,), 1: _PEER_GONE})),
+    Row(id="OM-10", surface="KV recompute override", fm="FM-06",
+        fault="do_kv_recompute=True without context_frames_override",
+        env=_hook("recompute_without_override"), expect=_preflight("schema", "tensors.context_frames_override")),
+    Row(id="OM-11", surface="drift tripwire", fm="Franken-model", fault="rank 0 perturbs its copy of latents",
+        env=_hook("perturb_input"),
+        expect=_all(DigestMismatch.exit_code, detector=1, event="digest_mismatch", tensors=["latents"])),
+    Row(id="OM-12", surface="weight divergence tripwire", fm="Franken-model",
+        fault="rank 1 mutates one weight of its shard",
+        env={**_hook("mutate_weight", rank=1), "COMPILE_GUARD_FINGERPRINT_EVERY": "4"},
+        expect=_all(FingerprintMismatch.exit_code, detector=0, event="fingerprint_mismatch", reason="periodic")),
+    Row(id="OM-13-loop", surface="orphan shutdown", fm="hang hygiene", fault="rank0 SIGKILLed after a header",
+        env={**_hook("kill_rank0_loop"), **_OM13_ENV},
+        expect=Expect(kind=ALL_EXIT, detector=1, event="fatal", exit_codes={0: ("SIGKILL",), 1: _PEER_GONE},
+                      ttf_budget_s=WATCHDOG_S + 1)),
+    Row(id="OM-13-idle", surface="orphan shutdown", fm="hang hygiene", fault="rank0 SIGKILLed while idle",
+        env={**_hook("kill_rank0_idle"), **_OM13_ENV}, args=("--idle-after", str(FAULT_CHUNK), "--idle-s", "30"),
+        expect=Expect(kind=ALL_EXIT, detector=1, event="fatal", exit_codes={0: ("SIGKILL",), 1: _PEER_GONE},
+                      ttf_budget_s=WATCHDOG_S + 1)),
+    Row(id="OM-13-frozen", surface="orphan shutdown", fm="hang hygiene",
+        fault="rank0 SIGSTOPped while idle (alive, silent)",
+        env={**_hook("freeze_rank0_idle"), **_OM13_ENV}, args=("--idle-after", str(FAULT_CHUNK), "--idle-s", "30"),
+        expect=Expect(kind=ALL_EXIT, detector=1, event="watchdog_expired",
+                      exit_codes={0: ("SIGKILL",), 1: (WatchdogExpired.exit_code,)}, ttf_budget_s=WATCHDOG_S + 1)),
+)  # fmt: skip
+
+ROWS_BY_ID = {row.id: row for row in ROWS}
+assert len(ROWS_BY_ID) == len(ROWS), "duplicate row id"
