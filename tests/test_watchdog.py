@@ -14,8 +14,10 @@ logging.basicConfig(level=logging.INFO)
 from engine.watchdog import Watchdog
 dog = Watchdog(window_s=0.5, rank=1)
 dog.header_seen({"call_id": 4, "chunk_index": 2})
-for _ in range(5):          # healthy: headers keep coming within the window
-    dog.arm(); time.sleep(0.1); dog.header_seen  # 0.1 s of "work" per header({"call_id": 5, "chunk_index": 2})
+for _ in range(5):  # healthy: a header every 0.1 s keeps it quiet
+    dog.arm()
+    time.sleep(0.1)
+    dog.header_seen({"call_id": 5, "chunk_index": 2})
 dog.arm()
 threading.Event().wait(30)  # the driver went silent: only the watchdog ends this
 """
