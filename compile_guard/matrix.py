@@ -111,7 +111,8 @@ def _signature(event: dict[str, Any], first: dict[str, Any]) -> str:
 def run_row(row: Row, log_root: Path) -> RowResult:
     log_dir = log_root / row.id
     spec = LaunchSpec(
-        argv=python_module_argv(RUNTIME, "--chunks", str(CHUNKS), *row.args),
+        # 2 layers: the rows test the control plane, not the model's depth
+        argv=python_module_argv(RUNTIME, "--chunks", str(CHUNKS), "--layers", "2", *row.args),
         nprocs=row.nprocs,
         deadline_s=row.deadline_s,
         log_dir=log_dir,
