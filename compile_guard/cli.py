@@ -144,13 +144,17 @@ def run_matrix(args: argparse.Namespace) -> int:
         print(f"{row_id:<14} {'pass' if result.passed else 'FAIL'}  ttf={result.ttf_s}s  wall={result.wall_s}s",
               flush=True)  # fmt: skip
         results.append(result)
+    def ms(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds * 1e3, 1)
+
     table = [
-        [r.id, ROWS_BY_ID[r.id].fm, r.observed, r.signature[:70],
-         r.ttf_s, f"{r.ttf_budget_s}{' OVER' if r.over_budget else ''}", len(r.leftover_pids),
+        [r.id, ROWS_BY_ID[r.id].fm, r.observed, r.signature[:64], ms(r.detect_s), ms(r.ttf_s),
+         f"{ms(r.ttf_budget_s)}{' OVER' if r.over_budget else ''}", len(r.leftover_pids),
          "pass" if r.passed else "FAIL"]
         for r in results
     ]  # fmt: skip
-    print(tabulate(table, headers=["row", "FM", "exits", "signature", "ttf s", "budget s", "left", "verdict"]))
+    headers = ["row", "FM", "exits", "signature", "detect ms", "ttf ms", "budget ms", "left", "verdict"]
+    print(tabulate(table, headers=headers))
     for r in results:
         for problem in r.problems:
             print(f"FAIL {r.id}: {problem} (logs: {r.log_dir})")

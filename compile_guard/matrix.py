@@ -35,6 +35,7 @@ class RowResult:
     observed: str  # "rank0 rc=14, rank1 rc=14" etc.
     signature: str  # the detecting rank's event, as logged
     ttf_s: float | None  # time-to-fail; None when it could not be measured
+    detect_s: float | None  # injection -> the detecting event (the rest of ttf is exiting)
     ttf_budget_s: float
     leftover_pids: list[int]
     wall_s: float
@@ -87,7 +88,8 @@ def judge(row: Row, result: LaunchResult, rank_events: list[list[dict[str, Any]]
     else:
         own = [result.started_at + r.duration_s for r in result.ranks if not r.killed_by_launcher]
         t_end = max(own) if own else None
-    ttf = None if t_inject is None or t_end is None else round(t_end - t_inject, 3)
+    ttf = None if t_inject is None or t_end is None else round(t_end - t_inject, 4)
+    detect = None if t_inject is None or not found else round(found[0]["t"] - t_inject, 4)
     return RowResult(
         id=row.id,
         passed=not problems,
@@ -95,6 +97,7 @@ def judge(row: Row, result: LaunchResult, rank_events: list[list[dict[str, Any]]
         observed=", ".join(f"rank{r.rank} {_exit_label(r)}" for r in result.ranks),
         signature=_signature(found[0], exp.fields) if found else "",
         ttf_s=ttf,
+        detect_s=detect,
         ttf_budget_s=exp.ttf_budget_s,
         leftover_pids=left,
         wall_s=round(result.duration_s, 2),
