@@ -59,6 +59,14 @@ class TPCollectives:
             return CollectivePath.FUNCTIONAL
         return CollectivePath.INPLACE
 
+    def effective_path(self, *, compiled: bool) -> CollectivePath:
+        """The path calls take inside a region that is (or is not) compiled."""
+        if self.group is None:
+            return CollectivePath.INPLACE  # tp=1: no collective is issued at all
+        if self.path is not CollectivePath.AUTO:
+            return self.path
+        return CollectivePath.FUNCTIONAL if compiled else CollectivePath.INPLACE
+
     def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
         """Sum `x` over the TP group. `x` must be an intermediate the caller owns."""
         if self.group is None:

@@ -23,6 +23,8 @@ FAULTS = {
     "kill_rank0_loop": "OM-13: rank0 SIGKILLs itself mid-chunk, after the header",
     "kill_rank0_idle": "OM-13: rank0 SIGKILLs itself while idle",
     "freeze_rank0_idle": "OM-13: rank0 SIGSTOPs itself while idle (the watchdog case)",
+    "attn_auto_skew": "C-04: attn_impl=auto resolves to math on the fault rank",
+    "rank_graph_break": "C-03: a debug print inside the compiled forward on the fault rank",
 }
 
 

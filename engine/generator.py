@@ -26,6 +26,7 @@ class CausalGenerator:
         device: torch.device,
         compile_cfg: CompileConfig,
         batch: int = 1,
+        attn_impl: str = "sdpa",  # a resolved kernel name (engine.model.resolve_attention)
     ) -> None:
         tp = comm.size
         if not 0 <= tp_rank < tp:
@@ -33,7 +34,8 @@ class CausalGenerator:
         self.cfg = cfg
         self.device = device
         self.batch = batch
-        self.model = GeneratorModel(cfg, tp=tp, comm=comm)
+        self.comm = comm
+        self.model = GeneratorModel(cfg, tp=tp, comm=comm, attn_impl=attn_impl)
         materialize(self.model, self.model.init_rules(), seed=cfg.seed, tp_rank=tp_rank, tp_size=tp)
         self.model.to(device=device, dtype=cfg.torch_dtype).eval()
         self.kv_cache = KVCache(

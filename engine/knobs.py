@@ -83,6 +83,10 @@ KNOBS: tuple[Knob, ...] = (
          meaning="a worker with no header for this long exits", parity=True),
     Knob(name="COMPILE_GUARD_HEARTBEAT_S", parse=_seconds, default=0.5,
          meaning="rank0 sends a NOOP header this often while idle", parity=True),
+    Knob(name="COMPILE_GUARD_ATTN_IMPL", parse=str, default="auto",
+         meaning="attention kernel: auto, sdpa or math (auto resolves per build)", parity=True),
+    Knob(name="COMPILE_GUARD_COLLECTIVE_PATH", parse=str, default="auto",
+         meaning="TP all-reduce path: auto, eager_inplace, functional, disabled_inplace", parity=True),
     # Test-only fault hooks: the same value on every rank ("perturb on rank 0"), so a hook
     # can never create a per-rank configuration or a conditional collective.
     Knob(name="COMPILE_GUARD_TEST_FAULT", parse=str, default="",

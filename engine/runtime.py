@@ -22,13 +22,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tabulate import tabulate
 
 from engine import events, knobs
-from engine.collectives import TPCollectives, all_gather_json, barrier
+from engine.collectives import CollectivePath, TPCollectives, all_gather_json, barrier
 from engine.compile import CompileConfig
 from engine.config import DistConfig, ModelConfig
 from engine.decoder import LatentDecoder
@@ -39,6 +39,7 @@ from engine.faults import FaultHooks
 from engine.generator import CausalGenerator
 from engine.layout import ParallelLayout, RankContext
 from engine.lifecycle import joined
+from engine.model import resolve_attention
 from engine.parity import diff_table, handshake
 from engine.plan import PLAN_ID, GeneratorPlan
 from engine.stream import StreamBuilder, StreamConfig
@@ -61,10 +62,26 @@ class Runtime:
         self.digest_on = knobs.read("COMPILE_GUARD_INPUT_DIGEST")
         self.fingerprint_every = knobs.read("COMPILE_GUARD_FINGERPRINT_EVERY")
         self.debug_sync = knobs.read("COMPILE_GUARD_DEBUG_SYNC")
+        self.compile_cfg = compile_cfg
+        try:
+            path = CollectivePath(knobs.read("COMPILE_GUARD_COLLECTIVE_PATH"))
+        except ValueError:
+            raise ValueError(
+                f"COMPILE_GUARD_COLLECTIVE_PATH={knobs.read('COMPILE_GUARD_COLLECTIVE_PATH')!r} is invalid;"
+                f" pick one of {[p.value for p in CollectivePath]}"
+            ) from None
+        requested_attn = knobs.read("COMPILE_GUARD_ATTN_IMPL")
+        attn = resolve_attention(requested_attn)
+        if requested_attn == "auto" and self.hooks.fires("attn_auto_skew", rank=ctx.rank, chunk_index=-1):
+            attn = "math"
         self.gen = CausalGenerator(
-            cfg, comm=TPCollectives(group=self.group), tp_rank=layout.axis_rank("tp"),
-            device=ctx.device, compile_cfg=compile_cfg,
+            cfg, comm=TPCollectives(group=self.group, path=path), tp_rank=layout.axis_rank("tp"),
+            device=ctx.device, compile_cfg=compile_cfg, attn_impl=attn,
         )  # fmt: skip
+        if self.hooks.fires("rank_graph_break", rank=ctx.rank, chunk_index=-1):
+            self.gen.model.debug_print = True
+        # Called on every rank after each chunk (the check's probes hook in here).
+        self.after_chunk: Callable[[Envelope], None] | None = None
         self.rules = self.gen.model.init_rules()
         self.expected_fps = expected_fingerprints(self.gen.model, self.rules, seed=cfg.seed, tp_size=len(self.ranks))
         # time spent per concern; fingerprint_init_s is the one-off check, not sampling overhead
@@ -157,7 +174,22 @@ class Runtime:
         if self.debug_sync:
             barrier(group=self.group)
         events.emit("chunk_done", rank=rank, calls=calls, **env.header.ids())
+        if self.after_chunk is not None:
+            self.after_chunk(env)
         return clean
+
+    def effective_backend(self) -> dict[str, Any]:
+        """The *resolved* choices (what `auto` became), for the effective-backend handshake."""
+        return {
+            "attn_impl": self.gen.model.attn_impl,
+            "collective_path": self.gen.comm.effective_path(compiled=self.compile_cfg.enabled).value,
+            "compile_backend": self.compile_cfg.backend if self.compile_cfg.enabled else "eager",
+            "dtype": self.cfg.dtype,
+            "device_type": self.ctx.device.type,
+            "dist_backend": self.ctx.backend,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
 
 
 def drive(rt: Runtime, sender: EnvelopeSender, builder: StreamBuilder, args: argparse.Namespace) -> dict[str, Any]:
@@ -227,20 +259,27 @@ def parity_payload(args: argparse.Namespace, ctx: RankContext, cfg: ModelConfig,
     return payload
 
 
-def run(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
+def prepare(ctx: RankContext, args: argparse.Namespace) -> tuple[ParallelLayout, ModelConfig, CompileConfig]:
+    """Groups, configs and the env parity handshake; semantic checks only after parity."""
     layout = ParallelLayout(ctx, tp=ctx.world_size)
     cfg = ModelConfig(num_layers=args.layers)
-    ccfg = CompileConfig(enabled=args.compile != "off", backend="inductor" if args.compile == "off" else args.compile)
+    compiled = args.compile != "off"
+    ccfg = CompileConfig(enabled=compiled, backend=args.compile if compiled else "inductor")
     handshake("env", parity_payload(args, ctx, cfg, ccfg), group=layout.group("tp"), ranks=layout.ranks("tp"),
               device=ctx.device)  # fmt: skip
-    # Semantics are checked only after parity: a value every rank shares can be refused together.
+    # A value every rank shares can be refused together, after the handshake proved they share it.
     if knobs.read("COMPILE_GUARD_TP_PLAN") != PLAN_ID:
         plan_id = knobs.read("COMPILE_GUARD_TP_PLAN")
         raise ValueError(f"COMPILE_GUARD_TP_PLAN={plan_id!r} is not supported; this runtime runs {PLAN_ID!r}")
     if knobs.read("COMPILE_GUARD_PP_ENABLED"):
         raise ValueError("COMPILE_GUARD_PP_ENABLED=1 but this is the TP runtime; unset it or use the PP runtime")
     cfg.check_tp(ctx.world_size)
-    rt = Runtime(ctx, layout, cfg, ccfg)
+    return layout, cfg, ccfg
+
+
+def serve(rt: Runtime, layout: ParallelLayout, args: argparse.Namespace) -> dict[str, Any]:
+    """rank0 drives the stream, the others follow it; returns this rank's run summary."""
+    ctx, cfg = rt.ctx, rt.cfg
     scfg = StreamConfig(chunks=args.chunks, recompute_every=args.recompute_every, hard_cut_at=args.hard_cut_at)
     common = {"cfg": cfg, "group": layout.group("tp"), "group_name": "tp", "src": DRIVER, "device": ctx.device}
     t0 = time.perf_counter()
@@ -257,8 +296,13 @@ def run(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
+    layout, cfg, ccfg = prepare(ctx, args)
+    return serve(Runtime(ctx, layout, cfg, ccfg), layout, args)
+
+
+def add_stream_args(parser: argparse.ArgumentParser) -> None:
+    """The runtime's arguments, shared with programs built on it (compile_guard.check_rank)."""
     parser.add_argument("--chunks", type=int, default=4, help="chunks after the warmup chunk")
     parser.add_argument("--layers", type=int, default=4, help="transformer blocks (4 = serving shape)")
     parser.add_argument("--recompute-every", type=int, default=2, help="KV recompute every k-th chunk (0: never)")
@@ -267,6 +311,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-s", type=float, default=0.0, help="how long to idle")
     parser.add_argument("--compile", default="off", choices=["off", "eager", "aot_eager", "inductor"])
     parser.add_argument("--timeout-s", type=float, default=30.0, help="process-group timeout")
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """Log how a rank ends and return its exit code (EngineError codes; 2 for configuration)."""
+    if isinstance(exc, EngineError):
+        events.emit("fatal", error=type(exc).__name__, exit_code=exc.exit_code, message=str(exc).splitlines()[0])
+        log.error("exiting with %s (%s): %s", exc.exit_code, type(exc).__name__, exc)
+        return exc.exit_code
+    log.error("configuration error: %s", exc)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_stream_args(parser)
     args = parser.parse_args(argv)
     rank = knobs.read("RANK")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(name)s: %(message)s", stream=sys.stderr)
@@ -279,13 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise PeerLost(f"rank {ctx.rank}: collective failed: {exc}") from exc
         events.emit("run_done", **summary)
         return 0
-    except EngineError as exc:
-        events.emit("fatal", error=type(exc).__name__, exit_code=exc.exit_code, message=str(exc).splitlines()[0])
-        log.error("exiting with %s (%s): %s", exc.exit_code, type(exc).__name__, exc)
-        return exc.exit_code
-    except ValueError as exc:
-        log.error("configuration error: %s", exc)
-        return EXIT_USAGE
+    except (EngineError, ValueError) as exc:
+        return exit_code_of(exc)
 
 
 if __name__ == "__main__":
