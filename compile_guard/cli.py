@@ -18,7 +18,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard import baseline as bl
+from compile_guard.check_cmd import add_check_args, baseline_command, check_command
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from engine import knobs
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
@@ -49,11 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser(
         "check",
-        help="TP=2 compile-health check (today: the compile-cliff repro and its invariants)",
-        description="Launch TP=2 ranks and run the compile repro; exit 1 when mode C "
-        "(functional collectives) shows a graph break or more than one graph.",
+        help="compile-health check of a scenario against its stored baseline",
+        description="Launch the scenario's ranks; handshakes (env, compile, effective backend), lockstep "
+        "warmup, per-rank compile health gathered and required equal across ranks, steady state, then a diff "
+        "against the stored baseline. Example: compile-guard check --scenario tp2 --json out.json",
     )
-    _add_repro_args(check)
+    add_check_args(check)
+    baseline = sub.add_parser("baseline", help="refresh, show or diff stored baselines")
+    actions = baseline.add_subparsers(dest="action", required=True)
+    refresh = actions.add_parser("refresh", help="run the check and write its baseline (atomically)",
+                                 description="Example: compile-guard baseline refresh --scenario tp2")
+    refresh.add_argument("--scenario", default=DEFAULT_SCENARIO)
+    refresh.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR)
+    refresh.add_argument("--log-dir", type=Path, default=None)
+    refresh.add_argument("--dump-dir", type=Path, default=None)
+    show = actions.add_parser("show", help="print a baseline",
+                              description="Example: compile-guard baseline show --scenario tp2")
+    show.add_argument("--scenario", default=DEFAULT_SCENARIO, choices=sorted(SCENARIOS))
+    show.add_argument("--file", type=Path, default=None, help="a baseline file (instead of --scenario)")
+    show.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR)
+    diff = actions.add_parser("diff", help="compare two baseline files (e.g. torch 2.13 vs 2.14)",
+                              description="Example: compile-guard baseline diff baselines/A.json baselines/B.json")
+    diff.add_argument("a", type=Path)
+    diff.add_argument("b", type=Path)
     repro = sub.add_parser(
         "repro",
         help="the TP compile-cliff repro, modes A/B/C, per-rank table",
@@ -141,15 +162,15 @@ def run_matrix(args: argparse.Namespace) -> int:
     started, results = time.monotonic(), []
     for row_id in ids:
         result = run_row(ROWS_BY_ID[row_id], log_root)
-        print(f"{row_id:<14} {'pass' if result.passed else 'FAIL'}  ttf={result.ttf_s}s  wall={result.wall_s}s",
-              flush=True)  # fmt: skip
+        ttf = "n/a" if result.ttf_s is None else f"{result.ttf_s:.3f}s"
+        print(f"{row_id:<14} {'pass' if result.passed else 'FAIL'}  ttf={ttf}  wall={result.wall_s}s", flush=True)
         results.append(result)
     def ms(seconds: float | None) -> float | None:
         return None if seconds is None else round(seconds * 1e3, 1)
 
     table = [
         [r.id, ROWS_BY_ID[r.id].fm, r.observed, r.signature[:64], ms(r.detect_s), ms(r.ttf_s),
-         f"{ms(r.ttf_budget_s)}{' OVER' if r.over_budget else ''}", len(r.leftover_pids),
+         f"{ms(r.ttf_budget_s) or 'n/a'}{' OVER' if r.over_budget else ''}", len(r.leftover_pids),
          "pass" if r.passed else "FAIL"]
         for r in results
     ]  # fmt: skip
@@ -177,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    if args.command == "check":
+        return check_command(args)
+    if args.command == "baseline":
+        return baseline_command(args)
     if args.command == "matrix":
         return run_matrix(args)
     return run_repro(args)

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from engine.lifecycle import FAILURE_FILE
 
@@ -52,6 +52,7 @@ class LaunchSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every rank
     rank_env: Mapping[int, Mapping[str, str]] = field(default_factory=dict)  # per-rank overrides
     cwd: Path | None = None  # working directory of the ranks
+    on_rank0_line: Callable[[str], None] | None = None  # called with each line rank 0 prints, as printed
 
     def __post_init__(self) -> None:
         if self.nprocs < 1:
@@ -149,6 +150,48 @@ def _failure_record(log_dir: Path, rank: int) -> dict | None:
         return None
 
 
+class _LineTee:
+    """Rank 0's output through a pipe: appended to its log and handed out line by line.
+
+    Read only when select says the pipe is readable: no polling, and the rank never
+    blocks on a full pipe for long because the launcher's loop wakes for it.
+    """
+
+    def __init__(self, log_path: Path, on_line: Callable[[str], None]) -> None:
+        self.read_fd: int | None
+        self.read_fd, self.write_fd = os.pipe()
+        self._log = open(log_path, "ab")
+        self._on_line = on_line
+        self._partial = b""
+
+    def spawned(self) -> None:
+        os.close(self.write_fd)  # the child holds it now; EOF arrives when the rank is gone
+
+    def pump(self) -> None:
+        assert self.read_fd is not None
+        data = os.read(self.read_fd, 1 << 16)
+        if not data:
+            os.close(self.read_fd)
+            self.read_fd = None
+            return
+        self._log.write(data)
+        self._log.flush()
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._on_line(line.decode(errors="replace"))
+
+    def close(self) -> None:
+        if self.read_fd is not None:
+            os.set_blocking(self.read_fd, False)
+            try:
+                while self.read_fd is not None:
+                    self.pump()  # drain what the dead rank left in the pipe
+            except BlockingIOError:
+                os.close(self.read_fd)
+                self.read_fd = None
+        self._log.close()
+
+
 def _kill_groups(procs: Sequence[subprocess.Popen]) -> None:
     for proc in procs:
         # Each rank leads its own session, so its pgid is its pid; the group outlives
@@ -162,6 +205,9 @@ def _kill_groups(procs: Sequence[subprocess.Popen]) -> None:
 def launch(spec: LaunchSpec) -> LaunchResult:
     """Run `spec.argv` on `spec.nprocs` ranks; return when all have exited or were killed."""
     spec.log_dir.mkdir(parents=True, exist_ok=True)
+    for rank in range(spec.nprocs):  # a reused log dir must not feed an old run's records to this one
+        (spec.log_dir / f"rank{rank}.log").write_bytes(b"")
+        (spec.log_dir / FAILURE_FILE.format(rank=rank)).unlink(missing_ok=True)
     port = free_port()
     start = time.monotonic()
     deadline = start + spec.deadline_s
@@ -172,19 +218,24 @@ def launch(spec: LaunchSpec) -> LaunchResult:
     first_exit: int | None = None  # first rank seen exiting non-zero: starts the grace
     kill_at: float | None = None
     outcome = "ok"
+    tee: _LineTee | None = None  # rank 0's output, when the caller follows it live
     try:
         for rank in range(spec.nprocs):
             log_path = spec.log_dir / f"rank{rank}.log"
-            with open(log_path, "wb") as log_file:
+            if rank == 0 and spec.on_rank0_line is not None:
+                tee = _LineTee(log_path, spec.on_rank0_line)
+            with open(log_path, "ab") as log_file:
                 proc = subprocess.Popen(
                     list(spec.argv),
                     stdin=subprocess.DEVNULL,
-                    stdout=log_file,
+                    stdout=tee.write_fd if rank == 0 and tee else log_file,
                     stderr=subprocess.STDOUT,
                     env=_rank_env(spec, rank, port),
                     cwd=spec.cwd,
                     start_new_session=True,
                 )
+            if rank == 0 and tee:
+                tee.spawned()
             procs.append(proc)
             pidfds[os.pidfd_open(proc.pid)] = rank
         log.info("launched %s ranks, pids=%s, port=%s", spec.nprocs, [p.pid for p in procs], port)
@@ -201,8 +252,13 @@ def launch(spec: LaunchSpec) -> LaunchResult:
                 killed.update(r for r in range(spec.nprocs) if r not in exited_at)
                 break
             live = [fd for fd, r in pidfds.items() if r not in exited_at]
+            if tee is not None and tee.read_fd is not None:
+                live.append(tee.read_fd)
             ready, _, _ = select.select(live, [], [], until - now)
             for fd in ready:
+                if tee is not None and fd == tee.read_fd:
+                    tee.pump()
+                    continue
                 rank = pidfds[fd]
                 procs[rank].wait()
                 exited_at[rank] = time.monotonic()
@@ -217,6 +273,8 @@ def launch(spec: LaunchSpec) -> LaunchResult:
             exited_at.setdefault(rank, time.monotonic())
         for fd in pidfds:
             os.close(fd)
+        if tee is not None:
+            tee.close()
 
     results = []
     for rank, proc in enumerate(procs):

@@ -20,8 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compile_guard import baseline as bl
+from compile_guard import check
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids, python_module_argv
-from compile_guard.matrix_rows import ALL_EXIT, CHUNKS, CONTINUES, FAULT_CHUNK, RUNTIME, Row
+from compile_guard.matrix_rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, RUNTIME, Row
+from compile_guard.scenarios import SCENARIOS
 from engine import events
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,15 @@ class RowResult:
     signature: str  # the detecting rank's event, as logged
     ttf_s: float | None  # time-to-fail; None when it could not be measured
     detect_s: float | None  # injection -> the detecting event (the rest of ttf is exiting)
-    ttf_budget_s: float
+    ttf_budget_s: float | None
     leftover_pids: list[int]
     wall_s: float
     log_dir: str
 
     @property
     def over_budget(self) -> bool:
+        if self.ttf_budget_s is None:
+            return False  # nothing fails in this row: no time to measure
         return self.ttf_s is None or self.ttf_s > self.ttf_budget_s
 
     def to_json(self) -> dict[str, Any]:
@@ -57,8 +62,10 @@ def _match(event: dict[str, Any], fields: dict[str, Any]) -> bool:
     return all(event.get(k) == v for k, v in fields.items())
 
 
-def judge(row: Row, result: LaunchResult, rank_events: list[list[dict[str, Any]]]) -> RowResult:
-    problems: list[str] = []
+def judge(
+    row: Row, result: LaunchResult, rank_events: list[list[dict[str, Any]]], extra_problems: tuple[str, ...] = ()
+) -> RowResult:
+    problems: list[str] = list(extra_problems)
     exp = row.expect
     for r in result.ranks:
         allowed = exp.exit_codes.get(r.rank, (0,)) if exp.kind == ALL_EXIT else (0,)
@@ -83,13 +90,16 @@ def judge(row: Row, result: LaunchResult, rank_events: list[list[dict[str, Any]]
     injected = [e["t"] for evs in rank_events for e in evs if e["event"] == "inject"]
     joined = [e["t"] for evs in rank_events for e in evs if e["event"] == "joined"]
     t_inject = min(injected) if injected else (max(joined) if joined else None)
-    if exp.kind == CONTINUES:
+    if exp.ttf_budget_s is None:
+        t_end = None
+    elif exp.kind == CONTINUES:
         t_end = found[0]["t"] if found else None
     else:
         own = [result.started_at + r.duration_s for r in result.ranks if not r.killed_by_launcher]
         t_end = max(own) if own else None
     ttf = None if t_inject is None or t_end is None else round(t_end - t_inject, 4)
-    detect = None if t_inject is None or not found else round(found[0]["t"] - t_inject, 4)
+    measurable = exp.ttf_budget_s is not None and t_inject is not None and found
+    detect = round(found[0]["t"] - t_inject, 4) if measurable else None
     return RowResult(
         id=row.id,
         passed=not problems,
@@ -111,20 +121,45 @@ def _signature(event: dict[str, Any], first: dict[str, Any]) -> str:
     return f"{event['event']}: " + " ".join(f"{k}={event[k]}" for k in keys)
 
 
+def baseline_problems(row: Row, run: check.CheckRun) -> list[str]:
+    """A check row's verdict against the committed baseline of its scenario."""
+    exp = row.expect
+    if exp.baseline is None:
+        return []
+    if run.probes is None:
+        return ["the check's ranks wrote no probes"]
+    found = bl.find(bl.DEFAULT_DIR, check.expected_factors(run.scenario))
+    if found is None:
+        return [f"no committed baseline for scenario {run.scenario.name}: run `baseline refresh`"]
+    report = check.judge(run, bl.load(found[0]), found[0], found[1], allow_improvement=False, strict=False)
+    problems = []
+    want = check.EXIT_OK if exp.baseline == "pass" else check.EXIT_FAIL
+    if report.exit_code != want:
+        problems.append(f"baseline verdict exit {report.exit_code}, expected {want} ({exp.baseline}):\n{report.text}")
+    sites = [s["site"] for s in run.probes[0]["final"]["break_sites"]]
+    for expected in exp.sites:
+        if not any(expected in site for site in sites) or expected not in report.text:
+            problems.append(f"report names no break site in {expected}; sites: {sites}")
+    return problems
+
+
 def run_row(row: Row, log_root: Path) -> RowResult:
     log_dir = log_root / row.id
-    spec = LaunchSpec(
-        # 2 layers: the rows test the control plane, not the model's depth
-        argv=python_module_argv(RUNTIME, "--chunks", str(CHUNKS), "--layers", "2", *row.args),
-        nprocs=row.nprocs,
-        deadline_s=row.deadline_s,
-        log_dir=log_dir,
-        env=row.env,
-        rank_env=row.rank_env,
-    )
     t0 = time.monotonic()
-    result = launch(spec)
+    extra: list[str] = []
+    if row.program == CHECK:
+        run = check.run_check(SCENARIOS[row.scenario], log_dir=log_dir, env=row.env, rank_env=row.rank_env)
+        result = run.result
+        extra = baseline_problems(row, run)
+    else:
+        result = launch(
+            LaunchSpec(
+                # 2 layers: the rows test the control plane, not the model's depth
+                argv=python_module_argv(RUNTIME, "--chunks", str(CHUNKS), "--layers", "2", *row.args),
+                nprocs=row.nprocs, deadline_s=row.deadline_s, log_dir=log_dir, env=row.env, rank_env=row.rank_env,
+            )
+        )  # fmt: skip
     rank_events = [events.parse(r.log_path.read_text(errors="replace")) for r in result.ranks]
-    verdict = judge(row, result, rank_events)
+    verdict = judge(row, result, rank_events, tuple(extra))
     log.info("%s %s in %.1fs", row.id, "pass" if verdict.passed else "FAIL", time.monotonic() - t0)
     return verdict

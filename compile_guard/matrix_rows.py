@@ -8,10 +8,12 @@ The runner (compile_guard.matrix) and pytest both iterate over ROWS.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from engine.errors import (
     AdHocCollective,
+    CompileAsymmetry,
     DigestMismatch,
     FingerprintMismatch,
     ParityMismatch,
@@ -21,12 +23,15 @@ from engine.errors import (
 )
 
 CONTINUES = "job_continues"  # the fault is rejected and the job finishes every other chunk
+CONTINUES_CHECK = "check_completes"  # the check's ranks all finish; the verdict is the baseline diff
 ALL_EXIT = "all_exit"  # every rank exits, with the codes in Expect.exit_codes
 
 RUNTIME = "engine.runtime"
+CHECK = "compile_guard.check_rank"
 CHUNKS = 4  # chunks per row run (after warmup)
 FAULT_CHUNK = 1  # hooks fire at this chunk_index
-WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
+WATCHDOG_S = 2.0
+WARMUP_BUDGET_S = 5.0  # C-03: injected at build, caught after the warmup compile (aot_eager, 4 layers)  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +41,9 @@ class Expect:
     event: str  # CG_EVENT proving the right mechanism caught the fault
     fields: dict[str, object] = field(default_factory=dict)  # subset the event must match
     exit_codes: dict[int, tuple[int | str, ...]] = field(default_factory=dict)  # rank -> allowed rc / signal
-    ttf_budget_s: float = 2.0  # figure to reach (reported, not asserted in tests)
+    ttf_budget_s: float | None = 2.0  # figure to reach (reported, not asserted); None: no failure to time
+    baseline: str | None = None  # check rows: the verdict against the stored baseline ("pass"/"regression")
+    sites: tuple[str, ...] = ()  # check rows: break sites the regression report must name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +59,8 @@ class Row:
     nprocs: int = 2
     deadline_s: float = 60.0
     topology: str = "TP=2, gloo, CPU, eager"
+    program: str = RUNTIME  # engine.runtime, or CHECK: the check's rank program on a scenario
+    scenario: str = "tp2-aot"  # CHECK rows: the scenario (aot_eager: dynamo's counts, no kernel compile)
 
 
 def _hook(name: str, rank: int = 0, chunk: int = FAULT_CHUNK) -> dict[str, str]:
@@ -125,6 +134,30 @@ ROWS: tuple[Row, ...] = (
         env={**_hook("freeze_rank0_idle"), **_OM13_ENV}, args=("--idle-after", str(FAULT_CHUNK), "--idle-s", "30"),
         expect=Expect(kind=ALL_EXIT, detector=1, event="watchdog_expired",
                       exit_codes={0: ("SIGKILL",), 1: (WatchdogExpired.exit_code,)}, ttf_budget_s=WATCHDOG_S + 1)),
+    # Compile + distributed regression rows: the check's rank program on scenario tp2-aot.
+    Row(id="C-01", surface="compile parity", fm="FM-01", fault="compile disabled on rank 1 (TORCH_COMPILE_DISABLE=1)",
+        program=CHECK, topology="TP=2, gloo, CPU, aot_eager", rank_env={1: {"TORCH_COMPILE_DISABLE": "1"}},
+        expect=_all(_PARITY, detector=0, event="parity_mismatch", handshake="compile")),
+    Row(id="C-02", surface="graph-break gate", fm="compile cliff", fault="none: mode C's invariant (0 breaks, 1 graph)",
+        program=CHECK, topology="TP=2, gloo, CPU, aot_eager",
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="progress",
+                      fields={"phase": "warmup_done", "unique_graphs": 1, "graph_breaks": 0},
+                      ttf_budget_s=None, baseline="pass")),
+    Row(id="C-02-disable", surface="graph-break gate", fm="compile cliff",
+        fault="collectives wrapped in torch.compiler.disable() on every rank", program=CHECK,
+        topology="TP=2, gloo, CPU, aot_eager", env={"COMPILE_GUARD_COLLECTIVE_PATH": "disabled_inplace"},
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="progress", fields={"phase": "warmup_done"},
+                      ttf_budget_s=None, baseline="regression", sites=("engine/collectives.py",))),
+    Row(id="C-03", surface="rank-symmetric compile health", fm="asymmetric compile",
+        fault="debug print in the compiled forward on rank 1 only", program=CHECK,
+        topology="TP=2, gloo, CPU, aot_eager", env=_hook("rank_graph_break", rank=1, chunk=-1),
+        # Detectable only once both ranks compiled: the gather runs right after warmup, by design.
+        expect=dataclasses.replace(_all(CompileAsymmetry.exit_code, detector=0, event="compile_asymmetry"),
+                                   ttf_budget_s=WARMUP_BUDGET_S)),
+    Row(id="C-04", surface="effective backend parity", fm="FM-01", fault="attn_impl=auto resolves to math on rank 1",
+        program=CHECK, topology="TP=2, gloo, CPU, aot_eager", env=_hook("attn_auto_skew", rank=1, chunk=-1),
+        expect=_all(_PARITY, detector=1, event="parity_mismatch", handshake="effective_backend",
+                    keys=["attn_impl"])),
 )  # fmt: skip
 
 ROWS_BY_ID = {row.id: row for row in ROWS}

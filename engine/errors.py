@@ -73,3 +73,9 @@ class AdHocCollective(EngineError):
     """A tensor broadcast outside the envelope's manifest (FM-08), stopped before the call."""
 
     exit_code = 18
+
+
+class CompileAsymmetry(EngineError):
+    """Ranks of a symmetric group compiled differently (C-03): breaks, graphs, guards differ."""
+
+    exit_code = 19

@@ -1,0 +1,67 @@
+"""The direction policy, as PyTorch's own compile-count CI gate has it.
+
+- counted metrics (breaks, graphs, recompiles): more = regression; fewer = improvement,
+  which fails too (the baseline must be refreshed, or it silently rots) unless allowed;
+- break reasons: a new reason or a higher count = regression; a reason gone or lower =
+  improvement;
+- graph fingerprints, guard counts, op counts, effective backend: changed = reported,
+  a regression only under --strict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+OK, REGRESSION, IMPROVEMENT, CHANGED = "ok", "regression", "improvement", "changed"
+COUNTED = ("graph_breaks", "unique_graphs", "recompiles", "steady_recompiles")
+REPORTED = ("graph_fingerprints", "collectives_in_graphs", "guard_count", "graph_ops", "effective_backend")
+_RANK = {OK: 0, CHANGED: 1, IMPROVEMENT: 2, REGRESSION: 3}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    metric: str
+    baseline: Any
+    per_rank: list[Any]  # the value on each rank
+    verdict: str  # the worst over ranks
+
+
+def _counted(base: int, value: int) -> str:
+    return OK if value == base else REGRESSION if value > base else IMPROVEMENT
+
+
+def _reasons(base: dict[str, int], value: dict[str, int]) -> str:
+    verdicts = {_counted(base.get(k, 0), value.get(k, 0)) for k in set(base) | set(value)}
+    return REGRESSION if REGRESSION in verdicts else IMPROVEMENT if IMPROVEMENT in verdicts else OK
+
+
+def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Row]:
+    """One row per metric; per-reason rows for break reasons (so a new reason is visible)."""
+    rows = []
+    for metric in COUNTED:
+        values = [m[metric] for m in per_rank]
+        verdict = max((_counted(baseline[metric], v) for v in values), key=_RANK.get)
+        rows.append(Row(metric=metric, baseline=baseline[metric], per_rank=values, verdict=verdict))
+    reasons = sorted(set(baseline["break_reasons"]).union(*(m["break_reasons"] for m in per_rank)))
+    for reason in reasons:
+        values = [m["break_reasons"].get(reason, 0) for m in per_rank]
+        base = baseline["break_reasons"].get(reason, 0)
+        verdict = max((_reasons({reason: base}, {reason: v}) for v in values), key=_RANK.get)
+        rows.append(Row(metric=f"break: {reason}", baseline=base, per_rank=values, verdict=verdict))
+    for metric in REPORTED:
+        values = [m[metric] for m in per_rank]
+        verdict = OK if all(v == baseline[metric] for v in values) else CHANGED
+        rows.append(Row(metric=metric, baseline=baseline[metric], per_rank=values, verdict=verdict))
+    return rows
+
+
+def outcome(rows: list[Row], *, allow_improvement: bool, strict: bool) -> tuple[bool, list[str]]:
+    """(passed, reasons it did not)."""
+    problems = [f"{r.metric}: {r.baseline} -> {r.per_rank} (regression)" for r in rows if r.verdict == REGRESSION]
+    if not allow_improvement:
+        problems += [f"{r.metric}: {r.baseline} -> {r.per_rank} (improvement: refresh the baseline)"
+                     for r in rows if r.verdict == IMPROVEMENT]  # fmt: skip
+    if strict:
+        problems += [f"{r.metric} changed (--strict)" for r in rows if r.verdict == CHANGED]
+    return not problems, problems

@@ -1,0 +1,46 @@
+"""Named check scenarios: what `check` runs, and what a baseline is a baseline of.
+
+A scenario's config hash (written into its baselines) covers every field that changes
+the compiled program, so a baseline is never compared against a different setup silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    name: str  # id used on the command line and in baseline file names
+    description: str  # one line for `check --list`
+    nprocs: int = 2  # ranks = TP degree
+    compile: str = "inductor"  # compile backend of the generator region
+    layers: int = 4  # transformer blocks (4 = serving shape)
+    chunks: int = 3  # steady-state chunks after the warmup chunk
+    recompute_every: int = 2  # a KV-recompute chunk runs in steady state too
+    env: dict[str, str] = field(default_factory=dict)  # knobs every rank gets
+    deadline_s: float = 600.0  # hard limit of one check run (a cold inductor compile included)
+
+    def runtime_args(self) -> list[str]:
+        return [
+            "--chunks", str(self.chunks), "--layers", str(self.layers), "--compile", self.compile,
+            "--recompute-every", str(self.recompute_every),
+        ]  # fmt: skip
+
+    def config_hash(self) -> str:
+        """Hash of the fields that define the compiled program (not name, text or deadline)."""
+        factors = {k: v for k, v in asdict(self).items() if k not in ("name", "description", "deadline_s")}
+        return hashlib.sha256(json.dumps(factors, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(name="tp2", description="TP=2, gloo/CPU, inductor, serving shapes (the default)"),
+        Scenario(name="tp2-aot", description="TP=2, gloo/CPU, aot_eager: dynamo's view without kernel compile",
+                 compile="aot_eager"),
+    )
+}  # fmt: skip
+DEFAULT_SCENARIO = "tp2"
