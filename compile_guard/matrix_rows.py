@@ -30,8 +30,8 @@ RUNTIME = "engine.runtime"
 CHECK = "compile_guard.check_rank"
 CHUNKS = 4  # chunks per row run (after warmup)
 FAULT_CHUNK = 1  # hooks fire at this chunk_index
-WATCHDOG_S = 2.0
-WARMUP_BUDGET_S = 5.0  # C-03: injected at build, caught after the warmup compile (aot_eager, 4 layers)  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
+WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
+WARMUP_BUDGET_S = 5.0  # C-03: injected at build, caught after the warmup compile (aot_eager, 4 layers)
 
 
 @dataclass(frozen=True, kw_only=True)
