@@ -1,0 +1,91 @@
+"""Baseline I/O: round trip, corrupt and foreign files, and concurrent refreshes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from compile_guard import baseline as bl
+
+FACTORS = {"scenario": "tp2", "torch": "2.13.0+cpu", "device_type": "cpu", "compile_backend": "inductor",
+           "dist_backend": "gloo", "world_size": 2, "config_hash": "abc"}  # fmt: skip
+METRICS = {"unique_graphs": 1, "graph_breaks": 0, "recompiles": 0, "steady_recompiles": 0, "break_reasons": {},
+           "graph_fingerprints": ["f1"], "collectives_in_graphs": 20, "guard_count": 10, "graph_ops": 5,
+           "effective_backend": {"attn_impl": "sdpa"}}  # fmt: skip
+
+
+def _baseline(**metrics) -> bl.Baseline:
+    return bl.Baseline(factors=dict(FACTORS), metrics={**METRICS, **metrics}, break_sites=[])
+
+
+def test_round_trip_is_stable_and_diff_friendly(tmp_path):
+    path = tmp_path / bl.file_name(FACTORS)
+    bl.write(path, _baseline())
+    assert bl.load(path) == _baseline()
+    text = path.read_text()
+    assert text == bl.dumps(_baseline())  # byte-stable: same facts, same file
+    assert '  "graph_breaks": 0,\n' in text  # one fact a line, sorted keys
+    assert path.name == "tp2__torch-2.13.0_cpu__cpu__inductor__gloo__ws2.json"
+    assert not list(tmp_path.glob(".*tmp"))  # no temp file left
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "schema 'list' is not 1"),
+        ('{"schema": 7}', "schema 7 is not 1"),
+        ('{"schema": 1, "factors": {}, "metrics": {}, "break_sites": []}', "'factors' lacks"),
+    ],
+)
+def test_corrupt_or_wrong_schema_names_file_and_problem(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(bl.BaselineError, match=message) as info:
+        bl.load(path)
+    assert str(path) in str(info.value)  # names the file
+    assert "baseline refresh" in str(info.value)  # and the fix
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(bl.BaselineError, match="no such file"):
+        bl.load(tmp_path / "nope.json")
+
+
+def test_find_prefers_exact_then_other_torch_versions(tmp_path):
+    assert bl.find(tmp_path, FACTORS) is None
+    foreign = {**FACTORS, "torch": "2.14.1+cu130"}
+    bl.write(tmp_path / bl.file_name(foreign), bl.Baseline(factors=foreign, metrics=METRICS, break_sites=[]))
+    path, exact = bl.find(tmp_path, FACTORS)
+    assert not exact and "2.14.1" in path.name  # compared across versions, flagged as such
+    bl.write(tmp_path / bl.file_name(FACTORS), _baseline())
+    assert bl.find(tmp_path, FACTORS) == (tmp_path / bl.file_name(FACTORS), True)
+    other_backend = {**FACTORS, "compile_backend": "aot_eager"}
+    assert bl.find(tmp_path, other_backend) is None  # never matched across backends
+
+
+def _writer(path: str, breaks: int, rounds: int) -> None:
+    for _ in range(rounds):
+        bl.write(Path(path), _baseline(graph_breaks=breaks))
+
+
+def test_concurrent_refreshes_never_tear_the_file(tmp_path):
+    """4 writer processes race 50 writes each while this process keeps reading."""
+    path = tmp_path / "race.json"
+    bl.write(path, _baseline())
+    ctx = multiprocessing.get_context("spawn")
+    writers = [ctx.Process(target=_writer, args=(str(path), i, 50)) for i in range(4)]
+    for w in writers:
+        w.start()
+    seen = set()
+    while any(w.is_alive() for w in writers):
+        seen.add(bl.load(path).metrics["graph_breaks"])  # raises on a torn file
+    for w in writers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert json.loads(path.read_text())["metrics"]["graph_breaks"] in range(4)
+    assert not list(tmp_path.glob(".*tmp"))
+    assert seen  # the reader did read while writers wrote

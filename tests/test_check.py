@@ -1,0 +1,77 @@
+"""`check` end to end through the CLI. Topology: TP=2, gloo, CPU (scenarios tp2 = inductor,
+tp2-aot = aot_eager); the CLI launches and supervises the ranks with a deadline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from compile_guard import baseline as bl
+from compile_guard.check import expected_factors
+from compile_guard.scenarios import SCENARIOS
+from tests.conftest import REPO
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_default_scenario_passes_against_the_committed_baseline(tmp_path):
+    proc = _cli("check", "--json", str(tmp_path / "check.json"), "--log-dir", str(tmp_path / "logs"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "handshake compile" in proc.stdout and "warmup done" in proc.stdout  # progress lines
+    assert "PASS" in proc.stdout
+    report = json.loads((tmp_path / "check.json").read_text())
+    assert report["passed"] and report["exact_baseline"]
+    assert report["factors"]["scenario"] == "tp2"
+    finals = [p["final"] for p in report["probes"]]
+    assert [f["unique_graphs"] for f in finals] == [1, 1]  # functional collectives: one graph per rank
+    assert [f["graph_breaks"] for f in finals] == [0, 0]
+    assert [f["collectives_in_graphs"] for f in finals] == [20, 20]  # 4 blocks x 5 all-reduces
+
+
+def test_missing_baseline_exits_2_with_the_refresh_command(tmp_path):
+    proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
+    assert proc.returncode == 2
+    assert "baseline refresh --scenario tp2-aot" in proc.stderr
+
+
+def test_corrupt_baseline_exits_2_naming_the_file(tmp_path):
+    path = tmp_path / bl.file_name(expected_factors(SCENARIOS["tp2-aot"]))
+    path.write_text('{"schema": 1, "factors": ')
+    proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr and "not valid JSON" in proc.stderr
+
+
+def test_unknown_scenario_exits_2():
+    proc = _cli("check", "--scenario", "tp9")
+    assert proc.returncode == 2 and "--scenario 'tp9' is unknown" in proc.stderr
+
+
+def test_foreign_torch_version_is_compared_and_stated(tmp_path):
+    factors = expected_factors(SCENARIOS["tp2-aot"])
+    committed = bl.find(bl.DEFAULT_DIR, factors)
+    assert committed and committed[1], "commit the tp2-aot baseline (baseline refresh --scenario tp2-aot)"
+    base = bl.load(committed[0])
+    foreign = {**base.factors, "torch": "2.12.0+cpu"}
+    bl.write(tmp_path / bl.file_name(foreign), bl.Baseline(factors=foreign, metrics=base.metrics, break_sites=[]))
+    proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"torch version change: baseline 2.12.0+cpu -> running {factors['torch']}" in proc.stdout
+
+
+def test_improvement_fails_unless_allowed(tmp_path):
+    """A baseline with more breaks than today's run: an improvement, exit 1 unless allowed."""
+    committed = bl.load(bl.find(bl.DEFAULT_DIR, expected_factors(SCENARIOS["tp2-aot"]))[0])
+    metrics = {**committed.metrics, "graph_breaks": 3}
+    bl.write(tmp_path / bl.file_name(committed.factors),
+             bl.Baseline(factors=committed.factors, metrics=metrics, break_sites=[]))  # fmt: skip
+    proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
+    assert proc.returncode == 1, proc.stdout
+    assert "graph_breaks: 3 -> [0, 0] (improvement" in proc.stdout
+    assert "baseline refresh --scenario tp2-aot" in proc.stdout
+    allowed = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path), "--allow-improvement")
+    assert allowed.returncode == 0, allowed.stdout

@@ -1,0 +1,68 @@
+"""Compile probe on one process (no process group): reasons, sites, recompiles, graphs."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from compile_guard.probe import CompileProbe, normalise_reason, relative_site, symmetric_view
+from engine.compile import CompileConfig, CompiledRegion
+
+MESSAGE = (
+    "Skip calling `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function f at "
+    "0x7f00>`\n\n For more details about this graph break, please visit: "
+    "https://meta-pytorch.github.io/compile-graph-break-site/gb/gb0098.html"
+)
+
+
+def test_normalise_reason_drops_object_reprs():
+    assert normalise_reason(MESSAGE) == "gb0098: Skip calling `torch.compiler.disable()`d function"
+    assert normalise_reason("some break without a registry id\nmore") == "some break without a registry id"
+
+
+def test_relative_site_is_portable():
+    assert relative_site("/work/main/engine/collectives.py", 78) == "engine/collectives.py:78"
+    assert relative_site("/x/lib/python3.11/site-packages/torch/nn/functional.py", 5) == "torch/nn/functional.py:5"
+    assert relative_site("/tmp/other.py", 1) == "other.py:1"
+
+
+def _break_fn(x):
+    y = x * 2
+    torch._dynamo.graph_break()  # one explicit break: two graphs
+    return y + 1
+
+
+def test_probe_counts_breaks_sites_graphs_and_recompiles():
+    torch._dynamo.reset()
+    region = CompiledRegion("t", _break_fn, CompileConfig(enabled=True, backend="eager"))
+    probe = CompileProbe(region)
+    region(torch.ones(3))
+    first = probe.snapshot()
+    assert first["graph_breaks"] == 1  # the explicit graph_break()
+    assert first["unique_graphs"] == 2  # one graph either side of it
+    assert len(first["graph_fingerprints"]) == 2 and first["recompiles"] == 0
+    lines, start = inspect.getsourcelines(_break_fn)
+    break_line = start + next(i for i, line in enumerate(lines) if "graph_break()" in line)
+    assert [s["site"] for s in first["break_sites"]] == [f"test_probe.py:{break_line}"]
+    region(torch.ones(3, dtype=torch.float64))  # new dtype: a guard fails, each frame recompiles
+    second = probe.snapshot()
+    assert second["recompiles"] >= 1
+    assert any("dtype" in r["reason"] for r in second["recompile_reasons"])
+    assert symmetric_view(second)["recompiles"] == second["recompiles"]
+
+
+def test_graph_fingerprint_is_deterministic_and_counts_ops():
+    def fn(x):
+        return torch.relu(x) + 1
+
+    prints = []
+    for _ in range(2):
+        torch._dynamo.reset()
+        region = CompiledRegion("t", fn, CompileConfig(enabled=True, backend="eager"))
+        probe = CompileProbe(region)
+        region(torch.ones(2))
+        prints.append(probe.snapshot())
+    assert prints[0]["graph_fingerprints"] == prints[1]["graph_fingerprints"]
+    assert prints[0]["graphs"][0]["op_counts"] == {"add": 1, "relu": 1}
+    assert prints[0]["collectives_in_graphs"] == 0
