@@ -19,8 +19,13 @@ def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def test_default_scenario_passes_against_the_committed_baseline(tmp_path):
-    proc = _cli("check", "--json", str(tmp_path / "check.json"), "--log-dir", str(tmp_path / "logs"))
+    proc = _cli("check", "--json", str(tmp_path / "check.json"), "--log-dir", str(tmp_path / "logs"),
+                "--dump-dir", str(tmp_path / "dumps"))  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    for rank in (0, 1):  # depyf under inductor (the load_by_key_path wrapper): decompiled frames and kernels
+        dumped = [p.name for p in (tmp_path / "dumps" / f"rank{rank}").iterdir()]
+        assert any(n.startswith("full_code_for_forward") for n in dumped), dumped
+        assert any(".kernel_" in n for n in dumped), dumped
     assert "handshake compile" in proc.stdout and "warmup done" in proc.stdout  # progress lines
     assert "PASS" in proc.stdout
     report = json.loads((tmp_path / "check.json").read_text())
