@@ -27,14 +27,12 @@ import torch
 
 from compile_guard.probe import CompileProbe, symmetric_view
 from compile_guard.scenarios import SCENARIOS
-from engine import events, knobs
+from engine import events
 from engine.collectives import all_gather_json
 from engine.compile import CompileConfig
-from engine.config import DistConfig
-from engine.errors import CompileAsymmetry, EngineError, PeerLost
-from engine.lifecycle import joined
+from engine.errors import CompileAsymmetry
 from engine.parity import diff_table, handshake
-from engine.runtime import Runtime, add_stream_args, exit_code_of, prepare, serve
+from engine.runtime import Runtime, add_stream_args, prepare, rank_main, serve
 from engine.transport import Envelope
 
 log = logging.getLogger("compile_guard.check_rank")
@@ -159,22 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dump-dir", default=None, help="depyf dumps per rank")
     add_stream_args(parser)
     args = parser.parse_args(argv)
-    rank = knobs.read("RANK")
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(name)s: %(message)s", stream=sys.stderr)
-    torch.set_num_threads(1)
-    try:
-        with joined(DistConfig(timeout_s=args.timeout_s)) as ctx:
-            try:
-                report = run(ctx, args)
-            except RuntimeError as exc:
-                raise PeerLost(f"rank {ctx.rank}: collective failed: {exc}") from exc
+
+    def write_probe(report: dict[str, Any]) -> None:
         path = Path(args.out) / f"probe-rank{report['rank']}.json"
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
         os.replace(tmp, path)
-        return 0
-    except (EngineError, ValueError) as exc:
-        return exit_code_of(exc)
+
+    return rank_main(args, lambda ctx: run(ctx, args), write_probe)
 
 
 if __name__ == "__main__":

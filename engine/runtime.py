@@ -313,7 +313,7 @@ def add_stream_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout-s", type=float, default=30.0, help="process-group timeout")
 
 
-def exit_code_of(exc: BaseException) -> int:
+def _exit_code_of(exc: BaseException) -> int:
     """Log how a rank ends and return its exit code (EngineError codes; 2 for configuration)."""
     if isinstance(exc, EngineError):
         events.emit("fatal", error=type(exc).__name__, exit_code=exc.exit_code, message=str(exc).splitlines()[0])
@@ -323,23 +323,30 @@ def exit_code_of(exc: BaseException) -> int:
     return EXIT_USAGE
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_stream_args(parser)
-    args = parser.parse_args(argv)
+def rank_main(
+    args: argparse.Namespace, body: Callable[[RankContext], dict[str, Any]], done: Callable[[dict[str, Any]], None]
+) -> int:
+    """The life of a rank program: log setup, join, `body`, leave; the exit code says how it ended."""
     rank = knobs.read("RANK")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(name)s: %(message)s", stream=sys.stderr)
     torch.set_num_threads(1)
     try:
         with joined(DistConfig(timeout_s=args.timeout_s)) as ctx:
             try:
-                summary = run(ctx, args)
+                result = body(ctx)
             except RuntimeError as exc:  # a collective failed underneath us: a peer died or timed out
                 raise PeerLost(f"rank {ctx.rank}: collective failed: {exc}") from exc
-        events.emit("run_done", **summary)
+        done(result)
         return 0
     except (EngineError, ValueError) as exc:
-        return exit_code_of(exc)
+        return _exit_code_of(exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_stream_args(parser)
+    args = parser.parse_args(argv)
+    return rank_main(args, lambda ctx: run(ctx, args), lambda summary: events.emit("run_done", **summary))
 
 
 if __name__ == "__main__":
