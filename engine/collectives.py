@@ -85,6 +85,17 @@ def broadcast(x: torch.Tensor, *, src: int, group: dist.ProcessGroup) -> torch.T
     return x
 
 
+def send(x: torch.Tensor, *, dst: int, group: dist.ProcessGroup) -> None:
+    """Point-to-point send of `x` to global rank `dst` (PP stage boundaries only)."""
+    dist.send(x, dst=dst, group=group)
+
+
+def recv(x: torch.Tensor, *, src: int, group: dist.ProcessGroup) -> torch.Tensor:
+    """Point-to-point receive into `x` from global rank `src`."""
+    dist.recv(x, src=src, group=group)
+    return x
+
+
 def barrier(*, group: dist.ProcessGroup) -> None:
     dist.barrier(group=group)
 

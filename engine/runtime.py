@@ -43,7 +43,7 @@ from engine.model import resolve_attention
 from engine.parity import diff_table, handshake
 from engine.plan import PLAN_ID, GeneratorPlan
 from engine.stream import StreamBuilder, StreamConfig
-from engine.transport import Envelope, EnvelopeReceiver, EnvelopeSender
+from engine.transport import BroadcastChannel, Envelope, EnvelopeReceiver, EnvelopeSender
 from engine.tripwires import check_fingerprints, expected_fingerprints, input_digest, shard_fingerprint
 from engine.watchdog import Watchdog
 
@@ -281,7 +281,8 @@ def serve(rt: Runtime, layout: ParallelLayout, args: argparse.Namespace) -> dict
     """rank0 drives the stream, the others follow it; returns this rank's run summary."""
     ctx, cfg = rt.ctx, rt.cfg
     scfg = StreamConfig(chunks=args.chunks, recompute_every=args.recompute_every, hard_cut_at=args.hard_cut_at)
-    common = {"cfg": cfg, "group": layout.group("tp"), "group_name": "tp", "src": DRIVER, "device": ctx.device}
+    channel = BroadcastChannel(group=layout.group("tp"), name="tp", src=DRIVER)
+    common = {"cfg": cfg, "channel": channel, "device": ctx.device}
     t0 = time.perf_counter()
     if ctx.rank == DRIVER:
         summary = drive(rt, EnvelopeSender(**common), StreamBuilder(cfg, scfg, rt.hooks), args)

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from engine import events
-from engine.collectives import broadcast
+from engine.collectives import broadcast, recv, send
 from engine.config import ModelConfig
 from engine.envelope import (
     HEADER_LEN,
@@ -78,11 +78,39 @@ class Prepared:
         )  # fmt: skip
 
 
+class BroadcastChannel:
+    """TP: the driver broadcasts, every other rank of the group receives the same bytes."""
+
+    def __init__(self, *, group: dist.ProcessGroup, name: str, src: int) -> None:
+        self.group, self.name, self.src = group, name, src
+
+    def put(self, t: torch.Tensor) -> None:
+        broadcast(t, src=self.src, group=self.group)
+
+    def get(self, t: torch.Tensor) -> torch.Tensor:
+        return broadcast(t, src=self.src, group=self.group)
+
+
+class P2PChannel:
+    """PP: one stage sends to the next, point to point (each direction is its own channel)."""
+
+    def __init__(self, *, group: dist.ProcessGroup, name: str, peer: int) -> None:
+        self.group, self.name, self.peer = group, name, peer
+
+    def put(self, t: torch.Tensor) -> None:
+        send(t, dst=self.peer, group=self.group)
+
+    def get(self, t: torch.Tensor) -> torch.Tensor:
+        return recv(t, src=self.peer, group=self.group)
+
+
+Channel = BroadcastChannel | P2PChannel
+
+
 class EnvelopeSender:
-    def __init__(
-        self, *, cfg: ModelConfig, group: dist.ProcessGroup, group_name: str, src: int, device: torch.device
-    ) -> None:
-        self.cfg, self.group, self.group_name, self.src, self.device = cfg, group, group_name, src, device
+    def __init__(self, *, cfg: ModelConfig, channel: Channel, device: torch.device) -> None:
+        self.cfg, self.channel, self.device = cfg, channel, device
+        self.group_name = channel.name
         self._next_call_id = 0
         self._last_chunk_index = -2  # warmup (-1) may come first
         self.cache_epoch = 0
@@ -127,16 +155,16 @@ class EnvelopeSender:
 
     def send_header(self, header: Header) -> None:
         """The commitment point: after this, peers block until the whole envelope arrives."""
-        events.emit("commit", point="header", action=header.action.name, src=self.src,
+        events.emit("commit", point="header", action=header.action.name,
                     **self._ids(header.call_id, header.chunk_index, header.cache_epoch))  # fmt: skip
-        broadcast(header.to_tensor().to(self.device), src=self.src, group=self.group)
+        self.channel.put(header.to_tensor().to(self.device))
         if header.action is Action.INFER:
             self._last_chunk_index = header.chunk_index
             self.cache_epoch = header.cache_epoch
 
     def send_payload(self, meta: bytes, specs: list[TensorSpec], tensors: list[torch.Tensor]) -> None:
         payload = torch.frombuffer(bytearray(meta), dtype=torch.uint8).to(self.device)
-        broadcast(payload, src=self.src, group=self.group)
+        self.channel.put(payload)
         for spec, tensor in zip(specs, tensors, strict=True):
             self.send_tensor(spec, tensor, manifest=specs)
 
@@ -150,7 +178,7 @@ class EnvelopeSender:
                 f"{list(tensor.shape)} is not in the envelope's manifest {[(s.key, s.index) for s in manifest]};"
                 " every cross-rank tensor must travel in an envelope (receivers allocate from the manifest)"
             )
-        broadcast(tensor, src=self.src, group=self.group)
+        self.channel.put(tensor)
 
     def control(self, action: Action) -> Header:
         """A payload-less header (NOOP heartbeat, SHUTDOWN, ERROR), sent at once."""
@@ -168,15 +196,14 @@ class EnvelopeReceiver:
         self,
         *,
         cfg: ModelConfig,
-        group: dist.ProcessGroup,
-        group_name: str,
-        src: int,
+        channel: Channel,
         device: torch.device,
         rank: int,
-        watchdog: Watchdog,
+        watchdog: Watchdog | None,  # None where the stream never idles (a result channel)
         hooks: FaultHooks,
     ) -> None:
-        self.cfg, self.group, self.group_name, self.src, self.device = cfg, group, group_name, src, device
+        self.cfg, self.channel, self.device = cfg, channel, device
+        self.group_name = channel.name
         self.rank, self.watchdog, self.hooks = rank, watchdog, hooks
         self.last_call_id = -1
         self.last_chunk_index = -2
@@ -184,10 +211,12 @@ class EnvelopeReceiver:
 
     def recv_header(self) -> Header:
         raw = torch.empty(HEADER_LEN, dtype=torch.int64, device=self.device)
-        self.watchdog.arm()
-        broadcast(raw, src=self.src, group=self.group)
+        if self.watchdog is not None:
+            self.watchdog.arm()
+        self.channel.get(raw)
         header = decode_header(raw.cpu())
-        self.watchdog.header_seen(header.ids())
+        if self.watchdog is not None:
+            self.watchdog.header_seen(header.ids())
         if header.call_id <= self.last_call_id:
             raise ProtocolError(f"call_id {header.call_id} <= previous {self.last_call_id}: duplicated or replayed")
         self.last_call_id = header.call_id
@@ -200,7 +229,7 @@ class EnvelopeReceiver:
     def recv_envelope(self, header: Header) -> Envelope:
         """Meta and tensors of an INFER header; a rejected plan is still fully drained."""
         raw = torch.empty(header.meta_len, dtype=torch.uint8, device=self.device)
-        broadcast(raw, src=self.src, group=self.group)
+        self.channel.get(raw)
         plan_raw, _extras, specs = decode_meta(bytes(raw.cpu().numpy()), header.tensor_count)
         ids = {**header.ids(), "group": self.group_name, "rank": self.rank}
         if self.hooks.fires("corrupt_plan_on_receive", rank=self.rank, chunk_index=header.chunk_index):
@@ -221,6 +250,6 @@ class EnvelopeReceiver:
             log.error("rank %s rejects call_id=%s: %s", self.rank, header.call_id, rejection)
         tensors = {}
         for spec in specs:  # drained even when rejected: the sender is already sending them
-            tensors[spec.key] = broadcast(spec.allocate(self.device), src=self.src, group=self.group)
+            tensors[spec.key] = self.channel.get(spec.allocate(self.device))
         self.cache_epoch = max(self.cache_epoch, header.cache_epoch)
         return Envelope(header=header, plan=plan, tensors=tensors, rejection=rejection)

@@ -10,7 +10,7 @@ from engine.errors import PreflightError
 from engine.faults import FaultHooks
 from engine.plan import GeneratorPlan, PlanError, validate_plan
 from engine.stream import StreamBuilder, StreamConfig
-from engine.transport import ChunkRequest, EnvelopeSender
+from engine.transport import BroadcastChannel, ChunkRequest, EnvelopeSender
 
 CFG = ModelConfig(num_layers=1)
 NO_FAULT = FaultHooks(name="", rank=0, chunk=0)
@@ -25,7 +25,8 @@ def _request(chunk_index: int = 1) -> ChunkRequest:
 
 def _sender() -> EnvelopeSender:
     # preflight touches no group: safe without a process group
-    return EnvelopeSender(cfg=CFG, group=None, group_name="tp", src=0, device=torch.device("cpu"))
+    channel = BroadcastChannel(group=None, name="tp", src=0)
+    return EnvelopeSender(cfg=CFG, channel=channel, device=torch.device("cpu"))
 
 
 def _check(req: ChunkRequest) -> None:
