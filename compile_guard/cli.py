@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--list", action="store_true", help="list the rows and exit")
     matrix.add_argument("--json", type=Path, default=None, help="write every row's result here")
     matrix.add_argument("--log-dir", type=Path, default=None, help="per-row rank logs (default: a temp dir)")
+    overlap = sub.add_parser(
+        "overlap",
+        help="PP0 overlap rows O-01..O-03: D sweep, overlap signature classifier, recompute coupling",
+        description="Example: compile-guard overlap --trace trace.json --json overlap.json",
+    )
+    overlap.add_argument("--chunks", type=int, default=24, help="chunks per run")
+    overlap.add_argument("--trace", type=Path, default=None, help="Chrome/Perfetto trace of the D=2 run")
+    overlap.add_argument("--json", type=Path, default=None, help="every run's summary")
+    overlap.add_argument("--log-dir", type=Path, default=None, help="per-run rank logs (default: a temp dir)")
     return parser
 
 
@@ -204,4 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return baseline_command(args)
     if args.command == "matrix":
         return run_matrix(args)
+    if args.command == "overlap":
+        from compile_guard.overlap import overlap_command
+
+        return overlap_command(args)
     return run_repro(args)

@@ -23,7 +23,7 @@ from typing import Any
 from compile_guard import baseline as bl
 from compile_guard import check
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids, python_module_argv
-from compile_guard.matrix_rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, RUNTIME, Row
+from compile_guard.matrix_rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, PP0, Row
 from compile_guard.scenarios import SCENARIOS
 from engine import events
 
@@ -152,10 +152,11 @@ def run_row(row: Row, log_root: Path) -> RowResult:
         result = run.result
         extra = baseline_problems(row, run)
     else:
+        out = ("--out", str(log_dir)) if row.program == PP0 else ()
         result = launch(
             LaunchSpec(
                 # 2 layers: the rows test the control plane, not the model's depth
-                argv=python_module_argv(RUNTIME, "--chunks", str(CHUNKS), "--layers", "2", *row.args),
+                argv=python_module_argv(row.program, "--chunks", str(CHUNKS), "--layers", "2", *out, *row.args),
                 nprocs=row.nprocs, deadline_s=row.deadline_s, log_dir=log_dir, env=row.env, rank_env=row.rank_env,
             )
         )  # fmt: skip

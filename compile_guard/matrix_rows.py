@@ -28,6 +28,7 @@ ALL_EXIT = "all_exit"  # every rank exits, with the codes in Expect.exit_codes
 
 RUNTIME = "engine.runtime"
 CHECK = "compile_guard.check_rank"
+PP0 = "engine.pp0"
 CHUNKS = 4  # chunks per row run (after warmup)
 FAULT_CHUNK = 1  # hooks fire at this chunk_index
 WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
@@ -134,6 +135,12 @@ ROWS: tuple[Row, ...] = (
         env={**_hook("freeze_rank0_idle"), **_OM13_ENV}, args=("--idle-after", str(FAULT_CHUNK), "--idle-s", "30"),
         expect=Expect(kind=ALL_EXIT, detector=1, event="watchdog_expired",
                       exit_codes={0: ("SIGKILL",), 1: (WatchdogExpired.exit_code,)}, ttf_budget_s=WATCHDOG_S + 1)),
+    Row(id="OM-09", surface="KV lifecycle (epoch fence)", fm="FM-10",
+        fault="stage 1 delays chunk 1's result; rank0 hard-cuts at chunk 2 before it arrives", program=PP0,
+        topology="PP0 (rank0 stage 0, rank1 stage 1), D_in = D_out = 2, gloo, CPU",
+        env=_hook("delay_result", rank=1), args=("--depth", "2", "--hard-cut-at", str(FAULT_CHUNK + 1)),
+        expect=Expect(kind=CONTINUES, detector=0, event="stale_result_dropped",
+                      fields={"chunk_index": FAULT_CHUNK, "where": "in flight"})),
     # Compile + distributed regression rows: the check's rank program on scenario tp2-aot.
     Row(id="C-01", surface="compile parity", fm="FM-01", fault="compile disabled on rank 1 (TORCH_COMPILE_DISABLE=1)",
         program=CHECK, topology="TP=2, gloo, CPU, aot_eager", rank_env={1: {"TORCH_COMPILE_DISABLE": "1"}},

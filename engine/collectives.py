@@ -85,9 +85,13 @@ def broadcast(x: torch.Tensor, *, src: int, group: dist.ProcessGroup) -> torch.T
     return x
 
 
-def send(x: torch.Tensor, *, dst: int, group: dist.ProcessGroup) -> None:
-    """Point-to-point send of `x` to global rank `dst` (PP stage boundaries only)."""
-    dist.send(x, dst=dst, group=group)
+def isend(x: torch.Tensor, *, dst: int, group: dist.ProcessGroup) -> dist.Work:
+    """Non-blocking point-to-point send of `x` to global rank `dst` (PP stage boundaries only).
+
+    Non-blocking because the two stages send to each other: two blocking sends that wait
+    for each other's receive would deadlock. `x` must stay alive until the work completes.
+    """
+    return dist.isend(x, dst=dst, group=group)
 
 
 def recv(x: torch.Tensor, *, src: int, group: dist.ProcessGroup) -> torch.Tensor:

@@ -52,6 +52,7 @@ class Action(enum.IntEnum):
     INFER = 1  # one chunk: meta + tensors follow
     SHUTDOWN = 2  # clean end of the job
     ERROR = 3  # terminal: the sender is going down, receivers exit cleanly
+    RESULT = 4  # PP0 return channel only: a stage-1 result (meta + tensors follow)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +101,7 @@ def decode_header(raw: torch.Tensor) -> Header:
             f"negative id in header: call_id={call_id} chunk_index={chunk} "
             f"cache_epoch={cache_epoch} control_epoch={control_epoch}"
         )
-    if act is Action.INFER:
+    if act in (Action.INFER, Action.RESULT):
         if not 0 < meta_len <= MAX_META_BYTES:
             raise ProtocolError(f"meta_len={meta_len} outside (0, {MAX_META_BYTES}]")
         if not 0 <= count <= MAX_TENSORS:

@@ -25,6 +25,7 @@ FAULTS = {
     "freeze_rank0_idle": "OM-13: rank0 SIGSTOPs itself while idle (the watchdog case)",
     "attn_auto_skew": "C-04: attn_impl=auto resolves to math on the fault rank",
     "rank_graph_break": "C-03: a debug print inside the compiled forward on the fault rank",
+    "delay_result": "OM-09: stage 1 holds back one chunk's result (PP0)",
 }
 
 

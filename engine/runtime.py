@@ -206,6 +206,7 @@ def drive(rt: Runtime, sender: EnvelopeSender, builder: StreamBuilder, args: arg
         if rt.hooks.fires("kill_rank0_loop", rank=DRIVER, chunk_index=k):
             os.kill(os.getpid(), signal.SIGKILL)
         sender.send_payload(prepared.meta, prepared.specs, prepared.tensors)
+        builder.committed()
         if rt.hooks.fires("adhoc_broadcast", rank=DRIVER, chunk_index=k):
             probe = torch.zeros(2, dtype=torch.int64, device=rt.ctx.device)  # "tell workers a shape"
             spec = TensorSpec(key="shape_probe", index=0, dtype="int64", shape=(2,))
@@ -215,7 +216,7 @@ def drive(rt: Runtime, sender: EnvelopeSender, builder: StreamBuilder, args: arg
         if k < 0:
             builder.restart(new_stream=False)
         else:
-            builder.accepted(clean)
+            builder.context(clean)
             done.append(k)
         if k == args.idle_after:
             t_end = time.monotonic() + args.idle_s

@@ -92,7 +92,10 @@ class StreamBuilder:
         self.position, self.previous_clean = 0, None
         self.stream_id += int(new_stream)
 
-    def accepted(self, clean: torch.Tensor) -> None:
-        """The chunk ran on every rank: advance the stream."""
-        self.previous_clean = clean.detach().cpu()
+    def committed(self) -> None:
+        """The last request went out (its header is sent): the next chunk follows it."""
         self.position += 1
+
+    def context(self, clean: torch.Tensor) -> None:
+        """Clean frames of the latest chunk: the next recompute's context_frames_override."""
+        self.previous_clean = clean.detach().cpu()

@@ -13,6 +13,7 @@ agreed on by every rank before the first generator collective (engine.runtime).
 
 from __future__ import annotations
 
+import collections
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from engine import events
-from engine.collectives import broadcast, recv, send
+from engine.collectives import broadcast, isend, recv
 from engine.config import ModelConfig
 from engine.envelope import (
     HEADER_LEN,
@@ -65,7 +66,7 @@ class Prepared:
     """A request that passed every preflight stage: nothing left to fail before sending."""
 
     header: Header
-    plan: GeneratorPlan
+    plan: GeneratorPlan | None  # None for a RESULT
     meta: bytes
     specs: list[TensorSpec]  # the manifest, sorted by (key, index)
     tensors: list[torch.Tensor]  # materialised, in manifest order
@@ -92,13 +93,25 @@ class BroadcastChannel:
 
 
 class P2PChannel:
-    """PP: one stage sends to the next, point to point (each direction is its own channel)."""
+    """PP: one stage sends to the next, point to point (each direction is its own channel).
+
+    Sends are posted without waiting (the stages send to each other, and two blocking sends
+    would wait on each other); the channel keeps each tensor alive until its send completes,
+    in order, and `drain()` waits for all of them.
+    """
 
     def __init__(self, *, group: dist.ProcessGroup, name: str, peer: int) -> None:
         self.group, self.name, self.peer = group, name, peer
+        self._pending: collections.deque = collections.deque()  # (work, tensor), oldest first
 
     def put(self, t: torch.Tensor) -> None:
-        send(t, dst=self.peer, group=self.group)
+        while self._pending and self._pending[0][0].is_completed():
+            self._pending.popleft()[0].wait()  # surfaces an error of a completed send
+        self._pending.append((isend(t, dst=self.peer, group=self.group), t))
+
+    def drain(self) -> None:
+        while self._pending:
+            self._pending.popleft()[0].wait()
 
     def get(self, t: torch.Tensor) -> torch.Tensor:
         return recv(t, src=self.peer, group=self.group)
@@ -153,6 +166,21 @@ class EnvelopeSender:
         )  # fmt: skip
         return Prepared(header=header, plan=plan, meta=meta, specs=specs, tensors=tensors)
 
+    def prepare_result(
+        self, *, chunk_index: int, cache_epoch: int, stats: dict[str, Any], tensors: dict[str, torch.Tensor]
+    ) -> Prepared:
+        """A RESULT message (PP0 return channel): the same framing, stats in `extras`."""
+        specs = sorted((spec_of(k, 0, t) for k, t in tensors.items()), key=lambda s: (s.key, s.index))
+        meta = encode_meta({}, stats, specs)
+        check_wire_dtypes(specs)
+        header = Header(
+            action=Action.RESULT, call_id=self._next_call_id, chunk_index=chunk_index, cache_epoch=cache_epoch,
+            control_epoch=self.control_epoch, meta_len=len(meta), tensor_count=len(specs),
+        )  # fmt: skip
+        self._next_call_id += 1
+        materialised = [tensors[s.key].to(self.device).contiguous() for s in specs]
+        return Prepared(header=header, plan=None, meta=meta, specs=specs, tensors=materialised)
+
     def send_header(self, header: Header) -> None:
         """The commitment point: after this, peers block until the whole envelope arrives."""
         events.emit("commit", point="header", action=header.action.name,
@@ -161,6 +189,8 @@ class EnvelopeSender:
         if header.action is Action.INFER:
             self._last_chunk_index = header.chunk_index
             self.cache_epoch = header.cache_epoch
+        elif header.action is Action.RESULT:
+            self._last_chunk_index = header.chunk_index
 
     def send_payload(self, meta: bytes, specs: list[TensorSpec], tensors: list[torch.Tensor]) -> None:
         payload = torch.frombuffer(bytearray(meta), dtype=torch.uint8).to(self.device)
@@ -201,7 +231,9 @@ class EnvelopeReceiver:
         rank: int,
         watchdog: Watchdog | None,  # None where the stream never idles (a result channel)
         hooks: FaultHooks,
+        accept: frozenset[Action] = frozenset({Action.NOOP, Action.INFER, Action.SHUTDOWN, Action.ERROR}),
     ) -> None:
+        self.accept = accept  # actions this stream may carry; RESULT only on a return channel
         self.cfg, self.channel, self.device = cfg, channel, device
         self.group_name = channel.name
         self.rank, self.watchdog, self.hooks = rank, watchdog, hooks
@@ -217,10 +249,12 @@ class EnvelopeReceiver:
         header = decode_header(raw.cpu())
         if self.watchdog is not None:
             self.watchdog.header_seen(header.ids())
+        if header.action not in self.accept:
+            raise ProtocolError(f"{header.action.name} is not allowed on channel {self.group_name}")
         if header.call_id <= self.last_call_id:
             raise ProtocolError(f"call_id {header.call_id} <= previous {self.last_call_id}: duplicated or replayed")
         self.last_call_id = header.call_id
-        if header.action is Action.INFER:
+        if header.action in (Action.INFER, Action.RESULT):
             if header.chunk_index <= self.last_chunk_index:
                 raise ProtocolError(f"chunk_index {header.chunk_index} <= previous {self.last_chunk_index}")
             self.last_chunk_index = header.chunk_index
@@ -253,3 +287,10 @@ class EnvelopeReceiver:
             tensors[spec.key] = self.channel.get(spec.allocate(self.device))
         self.cache_epoch = max(self.cache_epoch, header.cache_epoch)
         return Envelope(header=header, plan=plan, tensors=tensors, rejection=rejection)
+
+    def recv_result(self, header: Header) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """Stats and tensors of a RESULT header, allocated strictly from its manifest."""
+        raw = torch.empty(header.meta_len, dtype=torch.uint8, device=self.device)
+        self.channel.get(raw)
+        _plan, stats, specs = decode_meta(bytes(raw.cpu().numpy()), header.tensor_count)
+        return stats, {spec.key: self.channel.get(spec.allocate(self.device)) for spec in specs}

@@ -19,7 +19,8 @@ NO_FAULT = FaultHooks(name="", rank=0, chunk=0)
 def _request(chunk_index: int = 1) -> ChunkRequest:
     builder = StreamBuilder(CFG, StreamConfig(chunks=4, recompute_every=2), NO_FAULT)
     builder.request(0)
-    builder.accepted(torch.zeros(1, CFG.frames_per_chunk, 4, 16, 16))
+    builder.committed()
+    builder.context(torch.zeros(1, CFG.frames_per_chunk, 4, 16, 16))
     return builder.request(chunk_index)
 
 
