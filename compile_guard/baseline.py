@@ -10,12 +10,12 @@ then `os.replace`: concurrent refreshes never leave a torn file, the last one wi
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.atomic_json import write_text
 
 SCHEMA = 1
 FACTOR_KEYS = ("scenario", "torch", "device_type", "compile_backend", "dist_backend", "world_size", "config_hash")
@@ -58,17 +58,7 @@ def dumps(baseline: Baseline) -> str:
 
 def write(path: Path, baseline: Baseline) -> None:
     """Atomically replace `path` with `baseline` (temp file in the same dir, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(baseline))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, dumps(baseline))
 
 
 def load(path: Path) -> Baseline:

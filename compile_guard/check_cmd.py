@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from compile_guard import baseline as bl
 from compile_guard import policy
 from compile_guard.check import EXIT_OK, EXIT_USAGE, expected_factors, failure_report, judge, run_check
 from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS, Scenario
+from engine.atomic_json import write_json
 
 
 def add_check_args(parser: argparse.ArgumentParser) -> None:
@@ -56,12 +56,6 @@ def _run(scenario: Scenario, args: argparse.Namespace):
     return run
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 def check_command(args: argparse.Namespace) -> int:
     if args.list:
         print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
@@ -88,7 +82,7 @@ def check_command(args: argparse.Namespace) -> int:
         run, base, path, exact, allow_improvement=args.allow_improvement, strict=args.strict)  # fmt: skip
     print(report.text)
     if args.json:
-        _write_json(args.json, report.data)
+        write_json(args.json, report.data)
     return report.exit_code
 
 

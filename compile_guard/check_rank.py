@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,6 +27,7 @@ import torch
 from compile_guard.probe import CompileProbe, symmetric_view
 from compile_guard.scenarios import SCENARIOS
 from engine import events
+from engine.atomic_json import write_json
 from engine.collectives import all_gather_json
 from engine.compile import CompileConfig
 from engine.errors import CompileAsymmetry
@@ -159,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def write_probe(report: dict[str, Any]) -> None:
-        path = Path(args.out) / f"probe-rank{report['rank']}.json"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_json(Path(args.out) / f"probe-rank{report['rank']}.json", report)
 
     return rank_main(args, lambda ctx: run(ctx, args), write_probe)
 

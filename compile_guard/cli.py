@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from compile_guard.check_cmd import add_check_args, baseline_command, check_comm
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from engine import knobs
+from engine.atomic_json import write_json
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
 REPRO_MODULE = "repro.tp_compile_repro"
@@ -191,14 +191,8 @@ def run_matrix(args: argparse.Namespace) -> int:
     wall = time.monotonic() - started
     print(f"{sum(r.passed for r in results)}/{len(results)} rows passed in {wall:.1f}s; logs: {log_root}")
     if args.json:
-        _write_json_atomic(args.json, {"rows": [r.to_json() for r in results], "wall_s": round(wall, 2)})
+        write_json(args.json, {"rows": [r.to_json() for r in results], "wall_s": round(wall, 2)})
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL
-
-
-def _write_json_atomic(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard.launcher import LaunchSpec, launch, python_module_argv
+from engine.atomic_json import write_json
 from engine.overlap_metrics import chrome_trace, classify
 
 MATRIX_GATE = 0.30  # the operator matrix's OverlapScore gate for a healthy pipeline
@@ -93,10 +93,10 @@ def overlap_command(args: argparse.Namespace) -> int:
           f"period / max(stage0, stage1) = {d2['period_over_max_stage']:.2f} (target <= 1.1); "
           f"D=1: OverlapScore {runs['D=1']['summary']['overlap_score']:.2f} (collapsed)")  # fmt: skip
     if args.trace:
-        _write(args.trace, chrome_trace(runs["D=2"]["records"]))
+        write_json(args.trace, chrome_trace(runs["D=2"]["records"]))
         print(f"trace (D=2 healthy; open in chrome://tracing or ui.perfetto.dev): {args.trace}")
     if args.json:
-        _write(args.json, {"runs": {k: {kk: v[kk] for kk in ("summary", "max_depth", "queued_bytes_peak", "config")}
+        write_json(args.json, {"runs": {k: {kk: v[kk] for kk in ("summary", "max_depth", "queued_bytes_peak", "config")}
                                     for k, v in runs.items()}, "o03_delta": delta, "problems": problems})  # fmt: skip
     for p in problems:
         print(f"FAIL {p}")
@@ -104,8 +104,4 @@ def overlap_command(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _write(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from engine import events, knobs
+from engine.atomic_json import write_json
 from engine.config import DistConfig
 from engine.layout import RankContext
 
@@ -84,10 +83,7 @@ def record_failure(exc: BaseException) -> None:
     if not run_dir or rank is None:
         return
     record = {"rank": rank, "t_monotonic": time.monotonic(), "error": f"{type(exc).__name__}: {exc}"[:2000]}
-    path = Path(run_dir) / FAILURE_FILE.format(rank=rank)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, sort_keys=True))
-    os.replace(tmp, path)
+    write_json(Path(run_dir) / FAILURE_FILE.format(rank=rank), record)
 
 
 @contextlib.contextmanager

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
-import json
 import logging
-import os
 import resource
 import time
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from engine import events, knobs
+from engine.atomic_json import write_json
 from engine.collectives import TPCollectives
 from engine.compile import CompileConfig
 from engine.config import ModelConfig
@@ -295,10 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def write(out: dict[str, Any]) -> None:
-        path = Path(args.out) / f"pp0-rank{out['rank']}.json"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(out, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_json(Path(args.out) / f"pp0-rank{out['rank']}.json", out)
         events.emit("run_done", rank=out["rank"], dropped=len(out.get("dropped", [])),
                     chunks_done=out.get("chunks_done"))  # fmt: skip
 

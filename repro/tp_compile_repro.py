@@ -14,15 +14,16 @@ Prints a per-rank table and exits 1 when mode C's invariant fails on any rank.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 from tabulate import tabulate
 
+from engine.atomic_json import write_json
 from engine.collectives import CollectivePath, TPCollectives, all_gather_json
 from engine.compile import CompileConfig
 from engine.config import DistConfig, ModelConfig
@@ -139,10 +140,7 @@ def main(argv=None):
             cols = ["rank", "mode", "collective_path", "graph_break_count", "graph_count", "ms_per_call"]
             print(tabulate([[r[c] for c in cols] for r in rows], headers=cols), flush=True)
             if args.json:
-                tmp = f"{args.json}.tmp{os.getpid()}"
-                with open(tmp, "w") as f:
-                    json.dump({"rows": rows, "problems": problems}, f, indent=1, sort_keys=True)
-                os.replace(tmp, args.json)
+                write_json(Path(args.json), {"rows": rows, "problems": problems})
         for line in problems:
             log.error("invariant failed: %s", line)
         return 1 if problems else 0
