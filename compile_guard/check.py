@@ -33,8 +33,12 @@ class CheckRun:
     probes: list[dict[str, Any]] | None  # per rank; None when a rank wrote none
     log_dir: Path
 
+    def mesh_probes(self) -> list[dict[str, Any]]:
+        """The symmetric group's probes (pp1: rank0, the driver, compiles nothing)."""
+        return [p for p in self.probes if p.get("role") != "driver"]
+
     def factors(self) -> dict[str, Any]:
-        eff = self.probes[0]["effective_backend"]
+        eff = self.mesh_probes()[0]["effective_backend"]
         return {
             "scenario": self.scenario.name,
             "torch": eff["torch"],
@@ -49,13 +53,13 @@ class CheckRun:
         return [
             {**{k: p["final"][k] for k in bl.METRIC_KEYS if k in p["final"]},
              "steady_recompiles": p["steady_recompiles"], "effective_backend": p["effective_backend"]}
-            for p in self.probes
+            for p in self.mesh_probes()
         ]  # fmt: skip
 
     def to_baseline(self) -> bl.Baseline:
         # Ranks were proven symmetric after warmup; rank 0 speaks for the group.
         return bl.Baseline(factors=self.factors(), metrics=self.metrics()[0],
-                           break_sites=self.probes[0]["final"]["break_sites"])  # fmt: skip
+                           break_sites=self.mesh_probes()[0]["final"]["break_sites"])  # fmt: skip
 
 
 def run_check(
@@ -80,7 +84,8 @@ def run_check(
     result = launch(
         LaunchSpec(
             argv=argv, nprocs=scenario.nprocs, deadline_s=scenario.deadline_s, log_dir=log_dir,
-            env={**scenario.env, **(env or {})}, rank_env=rank_env or {}, on_rank0_line=follow,
+            env={**scenario.env, **(env or {})}, rank_env=rank_env or {}, on_line=follow,
+            followed_rank=1 if scenario.topology == "pp1" else 0,  # pp1: the mesh leader compiles
         )
     )  # fmt: skip
     paths = [log_dir / f"probe-rank{r}.json" for r in range(scenario.nprocs)]
@@ -141,16 +146,20 @@ def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *,
                      " (compared across versions; refresh to store this version's baseline)")  # fmt: skip
     if base.factors.get("config_hash") != factors["config_hash"]:
         lines.append(f"scenario config changed: {base.factors.get('config_hash')} -> {factors['config_hash']}")
-    ranks = [f"rank{r}" for r in range(len(per_rank))]
+    ranks = [f"rank{p['rank']}" for p in run.mesh_probes()]
+    drivers = [p["rank"] for p in run.probes if p.get("role") == "driver"]
+    if drivers:
+        lines.append(f"rank{drivers[0]}: the driver, out of the mesh; compiles nothing, so it is reported apart"
+                     f" (chunks done {run.probes[drivers[0]]['run']['chunks_done']})")  # fmt: skip
     lines.append(tabulate([[r.metric, _cell(r.baseline), *map(_cell, r.per_rank), r.verdict] for r in rows],
                           headers=["metric", "baseline", *ranks, "verdict"]))  # fmt: skip
-    sites = run.probes[0]["final"]["break_sites"]
+    sites = run.mesh_probes()[0]["final"]["break_sites"]
     if sites:
         lines.append("graph-break sites (rank 0):")
         for s in sites:
             lines.append(f"  {s['site']}  {s['reason']}  x{s['count']}")
             lines.append(_source_around(s["site"]))
-    steady = run.probes[0]["steady_recompile_reasons"]
+    steady = run.mesh_probes()[0]["steady_recompile_reasons"]
     for rec in steady:
         lines.append(f"recompile after warmup: {rec['frame']} at {rec['site']}: {rec['reason']}")
     refresh = f"python -m compile_guard baseline refresh --scenario {factors['scenario']}"

@@ -26,7 +26,7 @@ import torch
 
 from compile_guard.probe import CompileProbe, symmetric_view
 from compile_guard.scenarios import SCENARIOS
-from engine import events
+from engine import events, pp1
 from engine.atomic_json import write_json
 from engine.collectives import all_gather_json
 from engine.compile import CompileConfig
@@ -125,7 +125,22 @@ class WarmupGate:
 
 
 def run(ctx: Any, args: argparse.Namespace) -> dict[str, Any]:
-    layout, cfg, ccfg = prepare(ctx, args)
+    if SCENARIOS[args.scenario].topology == "pp1":
+        layout, cfg, ccfg = pp1.prepare(ctx, args)
+        if ctx.rank == pp1.DRIVER:  # out of the mesh, compiles nothing: reported apart
+            summary = pp1.drive(ctx, layout, cfg, args)
+            return {"scenario": args.scenario, "rank": ctx.rank, "role": "driver", "run": summary}
+
+        def serve_fn(rt: Runtime) -> None:
+            pp1.serve_mesh(ctx, layout, rt)
+    else:
+        layout, cfg, ccfg = prepare(ctx, args)
+
+        def serve_fn(rt: Runtime) -> None:
+            serve(rt, layout, args)
+
+    # The symmetric group: the TP group (tp2) or the mesh (pp1). Compile settings, resolved
+    # backends and compile health must match inside it.
     group, ranks = layout.group("tp"), layout.ranks("tp")
     handshake("compile", compile_payload(ccfg), group=group, ranks=ranks, device=ctx.device)
     rt = Runtime(ctx, layout, cfg, ccfg)
@@ -135,18 +150,19 @@ def run(ctx: Any, args: argparse.Namespace) -> dict[str, Any]:
     rt.after_chunk = gate
     dump = Path(args.dump_dir) / f"rank{ctx.rank}" if args.dump_dir else None
     with depyf_dump(dump):
-        summary = serve(rt, layout, args)
+        serve_fn(rt)
     final = probe.snapshot()
     steady = final["recompile_reasons"][len(gate.warmup["recompile_reasons"]):]
     return {
         "scenario": args.scenario,
         "rank": ctx.rank,
+        "role": "mesh",
         "effective_backend": rt.effective_backend(),
         "warmup": symmetric_view(gate.warmup),
         "final": final,
         "steady_recompiles": len(steady),
         "steady_recompile_reasons": steady,
-        "run": {k: summary[k] for k in ("generator_calls", "wall_s", "generator_s")},
+        "run": {"generator_calls": rt.gen.num_calls, **rt.timers},
     }
 
 

@@ -52,7 +52,8 @@ class LaunchSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every rank
     rank_env: Mapping[int, Mapping[str, str]] = field(default_factory=dict)  # per-rank overrides
     cwd: Path | None = None  # working directory of the ranks
-    on_rank0_line: Callable[[str], None] | None = None  # called with each line rank 0 prints, as printed
+    on_line: Callable[[str], None] | None = None  # called with each line `followed_rank` prints, as printed
+    followed_rank: int = 0  # whose output on_line follows live
 
     def __post_init__(self) -> None:
         if self.nprocs < 1:
@@ -68,6 +69,8 @@ class LaunchSpec:
             )
         if not self.argv:
             raise ValueError("argv is empty; give the command each rank runs")
+        if not 0 <= self.followed_rank < self.nprocs:
+            raise ValueError(f"followed_rank={self.followed_rank} is outside 0..{self.nprocs - 1}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +154,7 @@ def _failure_record(log_dir: Path, rank: int) -> dict | None:
 
 
 class _LineTee:
-    """Rank 0's output through a pipe: appended to its log and handed out line by line.
+    """A followed rank's output through a pipe: appended to its log and handed out line by line.
 
     Read only when select says the pipe is readable: no polling, and the rank never
     blocks on a full pipe for long because the launcher's loop wakes for it.
@@ -218,23 +221,24 @@ def launch(spec: LaunchSpec) -> LaunchResult:
     first_exit: int | None = None  # first rank seen exiting non-zero: starts the grace
     kill_at: float | None = None
     outcome = "ok"
-    tee: _LineTee | None = None  # rank 0's output, when the caller follows it live
+    tee: _LineTee | None = None  # the followed rank's output, when the caller follows it live
     try:
         for rank in range(spec.nprocs):
             log_path = spec.log_dir / f"rank{rank}.log"
-            if rank == 0 and spec.on_rank0_line is not None:
-                tee = _LineTee(log_path, spec.on_rank0_line)
+            followed = rank == spec.followed_rank and spec.on_line is not None
+            if followed:
+                tee = _LineTee(log_path, spec.on_line)
             with open(log_path, "ab") as log_file:
                 proc = subprocess.Popen(
                     list(spec.argv),
                     stdin=subprocess.DEVNULL,
-                    stdout=tee.write_fd if rank == 0 and tee else log_file,
+                    stdout=tee.write_fd if followed else log_file,
                     stderr=subprocess.STDOUT,
                     env=_rank_env(spec, rank, port),
                     cwd=spec.cwd,
                     start_new_session=True,
                 )
-            if rank == 0 and tee:
+            if followed:
                 tee.spawned()
             procs.append(proc)
             pidfds[os.pidfd_open(proc.pid)] = rank

@@ -136,7 +136,7 @@ def baseline_problems(row: Row, run: check.CheckRun) -> list[str]:
     want = check.EXIT_OK if exp.baseline == "pass" else check.EXIT_FAIL
     if report.exit_code != want:
         problems.append(f"baseline verdict exit {report.exit_code}, expected {want} ({exp.baseline}):\n{report.text}")
-    sites = [s["site"] for s in run.probes[0]["final"]["break_sites"]]
+    sites = [s["site"] for s in run.mesh_probes()[0]["final"]["break_sites"]]
     for expected in exp.sites:
         if not any(expected in site for site in sites) or expected not in report.text:
             problems.append(f"report names no break site in {expected}; sites: {sites}")
@@ -152,7 +152,7 @@ def run_row(row: Row, log_root: Path) -> RowResult:
         result = run.result
         extra = baseline_problems(row, run)
     else:
-        out = ("--out", str(log_dir)) if row.program == PP0 else ()
+        out = ("--out", str(log_dir)) if row.program == PP0 else ()  # engine.runtime and engine.pp1 take none
         result = launch(
             LaunchSpec(
                 # 2 layers: the rows test the control plane, not the model's depth

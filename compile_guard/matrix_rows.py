@@ -19,7 +19,9 @@ from engine.errors import (
     ParityMismatch,
     PeerLost,
     PlanRejected,
+    TerminatedByPeer,
     WatchdogExpired,
+    WrongGroup,
 )
 
 CONTINUES = "job_continues"  # the fault is rejected and the job finishes every other chunk
@@ -29,6 +31,8 @@ ALL_EXIT = "all_exit"  # every rank exits, with the codes in Expect.exit_codes
 RUNTIME = "engine.runtime"
 CHECK = "compile_guard.check_rank"
 PP0 = "engine.pp0"
+PP1 = "engine.pp1"
+PP1_TOPOLOGY = "PP1: rank0 out of the mesh + mesh of 2 (TP=2, leader rank1), gloo, CPU, eager"
 CHUNKS = 4  # chunks per row run (after warmup)
 FAULT_CHUNK = 1  # hooks fire at this chunk_index
 WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
@@ -141,6 +145,33 @@ ROWS: tuple[Row, ...] = (
         env=_hook("delay_result", rank=1), args=("--depth", "2", "--hard-cut-at", str(FAULT_CHUNK + 1)),
         expect=Expect(kind=CONTINUES, detector=0, event="stale_result_dropped",
                       fields={"chunk_index": FAULT_CHUNK, "where": "in flight"})),
+    Row(id="OM-07", surface="PP leader safety", fm="PP-FM-LEADER-THROW",
+        fault="the leader's received envelope is corrupt (its plan miscounts calls)", program=PP1, nprocs=3,
+        topology=PP1_TOPOLOGY, env=_hook("corrupt_plan_on_receive", rank=1),
+        expect=Expect(kind=ALL_EXIT, detector=1, event="terminal_broadcast",
+                      fields={"reason": "PLAN_REJECTED", "group": "mesh_pg", "chunk_index": FAULT_CHUNK},
+                      exit_codes={0: (TerminatedByPeer.exit_code,), 1: (PlanRejected.exit_code,),
+                                  2: (TerminatedByPeer.exit_code,)})),
+    Row(id="OM-08", surface="wrong group collective", fm="PP-FM-WRONG-GROUP",
+        fault="the mesh's pre-generator gather is handed world_pg instead of mesh_pg (every mesh rank)",
+        program=PP1, nprocs=3, topology=PP1_TOPOLOGY, env=_hook("wrong_group", rank=-1),
+        expect=Expect(kind=ALL_EXIT, detector=1, event="wrong_group",
+                      fields={"group_used": "world_pg", "expected_group": "mesh_pg", "chunk_index": FAULT_CHUNK},
+                      exit_codes={0: (TerminatedByPeer.exit_code,), 1: (WrongGroup.exit_code,),
+                                  2: (WrongGroup.exit_code,)})),
+    Row(id="OM-02-pp1", surface="PP framing", fm="FM-07", fault="latents sent as torch.bool to the leader",
+        program=PP1, nprocs=3, topology=PP1_TOPOLOGY, env=_hook("bool_tensor"),
+        expect=_preflight("dtype", "tensors.latents[0]")),
+    Row(id="OM-04-pp1", surface="TP/PP plan parity", fm="FM-01", fault="PP enabled on rank 2 only",
+        program=PP1, nprocs=3, topology=PP1_TOPOLOGY, rank_env={2: {"COMPILE_GUARD_PP_ENABLED": "1"}},
+        expect=Expect(kind=ALL_EXIT, detector=0, event="parity_mismatch", fields={"ranks": [0, 1, 2]},
+                      exit_codes={0: (_PARITY,), 1: (_PARITY,), 2: (_PARITY,)})),
+    Row(id="FM-02-pp1", surface="mesh call-count agreement", fm="FM-02",
+        fault="mesh rank 2 plans a different generator-call count", program=PP1, nprocs=3, topology=PP1_TOPOLOGY,
+        env=_hook("corrupt_plan_on_receive", rank=2),
+        expect=Expect(kind=ALL_EXIT, detector=2, event="plan_rejected", fields={"chunk_index": FAULT_CHUNK},
+                      exit_codes={0: (TerminatedByPeer.exit_code,), 1: (PlanRejected.exit_code,),
+                                  2: (PlanRejected.exit_code,)})),
     # Compile + distributed regression rows: the check's rank program on scenario tp2-aot.
     Row(id="C-01", surface="compile parity", fm="FM-01", fault="compile disabled on rank 1 (TORCH_COMPILE_DISABLE=1)",
         program=CHECK, topology="TP=2, gloo, CPU, aot_eager", rank_env={1: {"TORCH_COMPILE_DISABLE": "1"}},

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 class Scenario:
     name: str  # id used on the command line and in baseline file names
     description: str  # one line for `check --list`
-    nprocs: int = 2  # ranks = TP degree
+    topology: str = "tp"  # "tp": every rank in one TP group; "pp1": rank0 drives a TP mesh of nprocs - 1
+    nprocs: int = 2  # ranks (tp: the TP degree; pp1: 1 + the mesh size)
     compile: str = "inductor"  # compile backend of the generator region
     layers: int = 4  # transformer blocks (4 = serving shape)
     chunks: int = 3  # steady-state chunks after the warmup chunk
@@ -41,6 +42,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(name="tp2", description="TP=2, gloo/CPU, inductor, serving shapes (the default)"),
         Scenario(name="tp2-aot", description="TP=2, gloo/CPU, aot_eager: dynamo's view without kernel compile",
                  compile="aot_eager"),
+        Scenario(name="pp1", description="PP1: rank0 out of the mesh + a TP=2 mesh, gloo/CPU, inductor",
+                 topology="pp1", nprocs=3),
     )
 }  # fmt: skip
 DEFAULT_SCENARIO = "tp2"

@@ -2,7 +2,9 @@
 
 Header: a fixed int64[HEADER_LEN] tensor, the first thing sent:
     [magic, version, action, call_id, chunk_index, cache_epoch, control_epoch,
-     meta_len, tensor_count, reserved]
+     meta_len, tensor_count, reason]
+Version 2 = version 1 plus a reason code on the terminal ERROR action (the last slot, 0
+otherwise): PP1's mesh leader tells non-leaders and rank0 *why* it stopped the job.
 Meta: canonical JSON (sorted keys, no spaces, ASCII, no NaN) holding the plan, free-form
 `extras`, and the `tensor_specs` manifest sorted by (key, index). Tensors follow in
 manifest order; the receiver allocates strictly from the manifest.
@@ -24,7 +26,7 @@ import torch
 from engine.errors import PreflightError, ProtocolError
 
 MAGIC = 0x43475631  # "CGV1"
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 HEADER_LEN = 10
 
 # Limits the receiver enforces before allocating anything.
@@ -47,6 +49,14 @@ WIRE_DTYPES: dict[str, torch.dtype] = {
 _DTYPE_NAMES = {v: k for k, v in WIRE_DTYPES.items()}
 
 
+class Reason(enum.IntEnum):
+    NONE = 0
+    PLAN_REJECTED = 1  # the leader (or the mesh agreement) refused the plan
+    WRONG_GROUP = 2  # a collective was about to run on the wrong process group
+    CALL_COUNT = 3  # mesh ranks planned different generator-call counts
+    INTERNAL = 9  # anything else: see the sender's log
+
+
 class Action(enum.IntEnum):
     NOOP = 0  # heartbeat while idle
     INFER = 1  # one chunk: meta + tensors follow
@@ -64,6 +74,7 @@ class Header:
     control_epoch: int  # bumped when the control plane restarts
     meta_len: int = 0  # bytes of meta that follow (INFER only)
     tensor_count: int = 0  # tensors that follow (INFER only)
+    reason: Reason = Reason.NONE  # why, for ERROR
     version: int = ENVELOPE_VERSION
 
     def ids(self) -> dict[str, int]:
@@ -78,7 +89,7 @@ class Header:
         return torch.tensor(
             [
                 MAGIC, self.version, int(self.action), self.call_id, self.chunk_index,
-                self.cache_epoch, self.control_epoch, self.meta_len, self.tensor_count, 0,
+                self.cache_epoch, self.control_epoch, self.meta_len, self.tensor_count, int(self.reason),
             ],
             dtype=torch.int64,
         )  # fmt: skip
@@ -88,7 +99,7 @@ def decode_header(raw: torch.Tensor) -> Header:
     """int64[HEADER_LEN] -> Header; ProtocolError on anything envelope v1 does not allow."""
     if raw.dtype != torch.int64 or tuple(raw.shape) != (HEADER_LEN,):
         raise ProtocolError(f"header must be int64[{HEADER_LEN}], got {raw.dtype}{list(raw.shape)}")
-    magic, version, action, call_id, chunk, cache_epoch, control_epoch, meta_len, count, _ = raw.tolist()
+    magic, version, action, call_id, chunk, cache_epoch, control_epoch, meta_len, count, reason = raw.tolist()
     if magic != MAGIC:
         raise ProtocolError(f"header magic {magic:#x} != {MAGIC:#x}: not an envelope (desynced stream?)")
     if version != ENVELOPE_VERSION:
@@ -108,9 +119,11 @@ def decode_header(raw: torch.Tensor) -> Header:
             raise ProtocolError(f"tensor_count={count} outside [0, {MAX_TENSORS}]")
     elif meta_len != 0 or count != 0:
         raise ProtocolError(f"{act.name} carries no payload, got meta_len={meta_len} tensor_count={count}")
+    if reason not in Reason._value2member_map_ or (reason != 0 and act is not Action.ERROR):
+        raise ProtocolError(f"reason {reason} is invalid for {act.name}; only ERROR carries one of {list(Reason)}")
     return Header(
         action=act, call_id=call_id, chunk_index=chunk, cache_epoch=cache_epoch,
-        control_epoch=control_epoch, meta_len=meta_len, tensor_count=count, version=version,
+        control_epoch=control_epoch, meta_len=meta_len, tensor_count=count, reason=Reason(reason), version=version,
     )  # fmt: skip
 
 

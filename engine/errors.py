@@ -79,3 +79,15 @@ class CompileAsymmetry(EngineError):
     """Ranks of a symmetric group compiled differently (C-03): breaks, graphs, guards differ."""
 
     exit_code = 19
+
+
+class WrongGroup(EngineError):
+    """A collective was about to run on a group other than the one its call site expects."""
+
+    exit_code = 21
+
+
+class TerminatedByPeer(EngineError):
+    """A peer sent the terminal ERROR action (PP1: the mesh leader, or the leader to rank0)."""
+
+    exit_code = 22

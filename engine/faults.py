@@ -26,6 +26,7 @@ FAULTS = {
     "attn_auto_skew": "C-04: attn_impl=auto resolves to math on the fault rank",
     "rank_graph_break": "C-03: a debug print inside the compiled forward on the fault rank",
     "delay_result": "OM-09: stage 1 holds back one chunk's result (PP0)",
+    "wrong_group": "OM-08: the mesh's pre-generator gather is issued on world_pg instead of mesh_pg (PP1)",
 }
 
 
@@ -48,8 +49,9 @@ class FaultHooks:
         )
 
     def fires(self, name: str, *, rank: int, chunk_index: int) -> bool:
+        """True on the fault rank (every rank reaching the site when the fault rank is -1)."""
         assert name in FAULTS, name
-        if self.name != name or rank != self.rank or chunk_index != self.chunk:
+        if self.name != name or self.rank not in (-1, rank) or chunk_index != self.chunk:
             return False
         events.emit("inject", fault=name, rank=rank, chunk_index=chunk_index)
         return True

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from engine import events
+from engine.errors import WrongGroup
+
 log = logging.getLogger(__name__)
 
 
@@ -34,25 +37,46 @@ class ParallelLayout:
     contain r. Every rank creates every group, in the same order, as new_group requires.
     """
 
-    def __init__(self, ctx: RankContext, *, tp: int, pp: int = 1) -> None:
-        if tp * pp != ctx.world_size:
+    def __init__(self, ctx: RankContext, *, tp: int, pp: int = 1, driver_out_of_mesh: bool = False) -> None:
+        # driver_out_of_mesh (PP1): rank 0 drives from outside; ranks 1..tp form the mesh.
+        offset = 1 if driver_out_of_mesh else 0
+        if tp * pp + offset != ctx.world_size:
+            driver = " + 1 driver" if offset else ""
             raise ValueError(
-                f"tp({tp}) * pp({pp}) = {tp * pp} does not match world_size({ctx.world_size});"
-                f" launch {tp * pp} ranks or pick tp/pp with tp * pp == {ctx.world_size}"
+                f"tp({tp}) * pp({pp}){driver} = {tp * pp + offset} does not match world_size({ctx.world_size});"
+                f" launch {tp * pp + offset} ranks or pick tp/pp to match {ctx.world_size}"
             )
         self.ctx = ctx
         self.tp = tp
         self.pp = pp
+        # names in logs: the TP group of a PP1 mesh is the mesh's group
+        self.group_names = {"world": "world_pg", "tp": "mesh_pg" if driver_out_of_mesh else "tp_pg"}
         timeout = datetime.timedelta(seconds=ctx.timeout_s)
         self._groups: dict[str, dist.ProcessGroup] = {}
         self._ranks: dict[str, tuple[int, ...]] = {}
+        world = tuple(range(ctx.world_size))
+        self._groups["world"], self._ranks["world"] = dist.new_group(list(world), timeout=timeout), world
         for stage in range(pp):
-            ranks = tuple(range(stage * tp, (stage + 1) * tp))
+            ranks = tuple(range(offset + stage * tp, offset + (stage + 1) * tp))
             group = dist.new_group(list(ranks), timeout=timeout)
             if ctx.rank in ranks:
                 self._groups["tp"] = group
                 self._ranks["tp"] = ranks
-        log.info("layout: tp=%s pp=%s tp_ranks=%s", tp, pp, self._ranks["tp"])
+        log.info("layout: tp=%s pp=%s driver_out_of_mesh=%s tp_ranks=%s", tp, pp, driver_out_of_mesh,
+                 self._ranks.get("tp"))  # fmt: skip
+
+    def require(self, handed: dist.ProcessGroup, axis: str, **ids: object) -> dist.ProcessGroup:
+        """`handed` if it is this layout's `axis` group; else WrongGroup, before any backend call."""
+        if self._groups.get(axis) is handed:
+            return handed
+        used = next((self.group_names[name] for name, g in self._groups.items() if g is handed), "unknown")
+        expected = self.group_names[axis]
+        ids = {k: v for k, v in ids.items() if k != "group"}
+        events.emit("wrong_group", group_used=used, expected_group=expected, rank=self.ctx.rank, **ids)
+        raise WrongGroup(
+            f"rank {self.ctx.rank}: a collective expecting group '{expected}' was handed '{used}' ({ids});"
+            f" stopped before the backend call (on '{used}' it would wait for ranks that never join)"
+        )
 
     def group(self, axis: str) -> dist.ProcessGroup:
         if axis not in self._groups:

@@ -56,7 +56,7 @@ class Runtime:
     """One rank's chunk executor; identical on every rank except for who sends."""
 
     def __init__(self, ctx: RankContext, layout: ParallelLayout, cfg: ModelConfig, compile_cfg: CompileConfig) -> None:
-        self.ctx, self.cfg = ctx, cfg
+        self.ctx, self.cfg, self.layout = ctx, cfg, layout
         self.group, self.ranks = layout.group("tp"), layout.ranks("tp")
         self.hooks = FaultHooks.from_knobs()
         self.digest_on = knobs.read("COMPILE_GUARD_INPUT_DIGEST")
@@ -87,6 +87,7 @@ class Runtime:
         # time spent per concern; fingerprint_init_s is the one-off check, not sampling overhead
         self.timers = {"generator_s": 0.0, "digest_s": 0.0, "fingerprint_s": 0.0, "fingerprint_init_s": 0.0}
         self.fingerprint_checks = 0
+        self.last_chunk_calls = 0  # generator calls of the last chunk (PP1's leader reports them)
         self._calls_at_last_check = 0
         self.check_fingerprints(reason="init")
 
@@ -116,8 +117,11 @@ class Runtime:
             t0 = time.perf_counter()
             mine["digest"] = input_digest(env.tensors)
             self.timers["digest_s"] += time.perf_counter() - t0
-        per_rank = all_gather_json(mine, group=self.group, device=self.ctx.device)
         ids = {**env.header.ids(), "group": "tp"}
+        group = self.group
+        if self.hooks.fires("wrong_group", rank=self.ctx.rank, chunk_index=k):
+            group = self.layout.group("world")  # the injected bug: this call site is handed world_pg
+        per_rank = all_gather_json(mine, group=self.layout.require(group, "tp", **ids), device=self.ctx.device)
         rejected = [[r, d["reason"]] for r, d in zip(self.ranks, per_rank, strict=True) if not d["ok"]]
         if rejected:
             raise PlanRejected(
@@ -163,7 +167,7 @@ class Runtime:
             initial_latents=env.tensors["latents"],
         )
         self.timers["generator_s"] += time.perf_counter() - t0
-        calls = self.gen.num_calls - before
+        calls = self.last_chunk_calls = self.gen.num_calls - before
         if calls != plan.expected_generator_calls:
             raise CallCountMismatch(
                 f"rank {rank} ran {calls} generator calls for chunk_index={k},"

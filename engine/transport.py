@@ -134,8 +134,7 @@ class EnvelopeSender:
 
     def preflight(self, req: ChunkRequest) -> Prepared:
         """Everything that can throw, before the commitment point. Raises PreflightError."""
-        call_id = self._next_call_id
-        self._next_call_id += 1  # a rejected request burns its id: IDs stay strictly increasing
+        call_id = self.next_call_id()  # a rejected request burns its id: IDs stay strictly increasing
         epoch = self.cache_epoch + 1 if req.plan.get("init_cache") is True else self.cache_epoch
         ids = self._ids(call_id, req.chunk_index, epoch)
         try:
@@ -174,10 +173,9 @@ class EnvelopeSender:
         meta = encode_meta({}, stats, specs)
         check_wire_dtypes(specs)
         header = Header(
-            action=Action.RESULT, call_id=self._next_call_id, chunk_index=chunk_index, cache_epoch=cache_epoch,
+            action=Action.RESULT, call_id=self.next_call_id(), chunk_index=chunk_index, cache_epoch=cache_epoch,
             control_epoch=self.control_epoch, meta_len=len(meta), tensor_count=len(specs),
         )  # fmt: skip
-        self._next_call_id += 1
         materialised = [tensors[s.key].to(self.device).contiguous() for s in specs]
         return Prepared(header=header, plan=None, meta=meta, specs=specs, tensors=materialised)
 
@@ -210,13 +208,17 @@ class EnvelopeSender:
             )
         self.channel.put(tensor)
 
+    def next_call_id(self) -> int:
+        """Take the next call_id (strictly increasing over every action this sender sends)."""
+        self._next_call_id += 1
+        return self._next_call_id - 1
+
     def control(self, action: Action) -> Header:
-        """A payload-less header (NOOP heartbeat, SHUTDOWN, ERROR), sent at once."""
+        """A payload-less header (NOOP heartbeat, SHUTDOWN), sent at once."""
         header = Header(
-            action=action, call_id=self._next_call_id, chunk_index=max(self._last_chunk_index, -1),
+            action=action, call_id=self.next_call_id(), chunk_index=max(self._last_chunk_index, -1),
             cache_epoch=self.cache_epoch, control_epoch=self.control_epoch,
         )  # fmt: skip
-        self._next_call_id += 1
         self.send_header(header)
         return header
 

@@ -80,3 +80,15 @@ def test_improvement_fails_unless_allowed(tmp_path):
     assert "baseline refresh --scenario tp2-aot" in proc.stdout
     allowed = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path), "--allow-improvement")
     assert allowed.returncode == 0, allowed.stdout
+
+
+def test_pp1_compares_mesh_ranks_and_reports_rank0_apart(tmp_path):
+    """PP1 scenario: 3 ranks; the handshakes and the compile-health gather run inside the mesh."""
+    proc = _cli("check", "--scenario", "pp1", "--json", str(tmp_path / "pp1.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "handshake compile: 22 keys equal on ranks [1, 2]" in proc.stdout
+    assert "rank0: the driver, out of the mesh" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("metric"))
+    assert header.split()[1:4] == ["baseline", "rank1", "rank2"]
+    report = json.loads((tmp_path / "pp1.json").read_text())
+    assert [p.get("role") for p in report["probes"]] == ["driver", "mesh", "mesh"]

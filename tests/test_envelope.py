@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.envelope import (
+    ENVELOPE_VERSION,
     HEADER_LEN,
     MAGIC,
     MAX_META_BYTES,
@@ -17,6 +18,7 @@ from engine.envelope import (
     MAX_TENSORS,
     Action,
     Header,
+    Reason,
     TensorSpec,
     canonical_json,
     decode_header,
@@ -30,9 +32,16 @@ SPECS = [TensorSpec(key="latents", index=0, dtype="float32", shape=(1, 3, 4, 16,
 
 
 def _raw(**over) -> torch.Tensor:
-    fields = dict(magic=MAGIC, version=1, action=1, call_id=3, chunk=2, cache=1, control=0, meta=10, count=1, r=0)
+    fields = dict(magic=MAGIC, version=ENVELOPE_VERSION, action=1, call_id=3, chunk=2, cache=1, control=0,
+                  meta=10, count=1, r=0)  # fmt: skip
     fields.update(over)
     return torch.tensor(list(fields.values()), dtype=torch.int64)
+
+
+def test_error_carries_its_reason():
+    header = Header(action=Action.ERROR, call_id=9, chunk_index=2, cache_epoch=1, control_epoch=0,
+                    reason=Reason.WRONG_GROUP)  # fmt: skip
+    assert decode_header(header.to_tensor()).reason is Reason.WRONG_GROUP
 
 
 def test_header_round_trip():
@@ -45,7 +54,9 @@ def test_header_round_trip():
     "over, message",
     [
         ({"magic": 0}, "not an envelope"),
-        ({"version": 2}, "envelope version 2 is not supported"),
+        ({"version": 1}, "envelope version 1 is not supported"),
+        ({"r": 1}, "reason 1 is invalid for INFER"),
+        ({"action": 3, "meta": 0, "count": 0, "r": 77}, "reason 77 is invalid for ERROR"),
         ({"action": 9}, "unknown action 9"),
         ({"call_id": -1}, "negative id"),
         ({"chunk": -2}, "negative id"),
@@ -139,7 +150,7 @@ def test_spec_of_keeps_non_wire_dtype_for_the_dtype_stage():
        st.booleans())  # fmt: skip
 def test_fuzz_header(values, magic_ok):
     if magic_ok:
-        values[0], values[1] = MAGIC, 1
+        values[0], values[1] = MAGIC, ENVELOPE_VERSION
     try:
         header = decode_header(torch.tensor(values, dtype=torch.int64))
     except ProtocolError:
