@@ -174,6 +174,8 @@ def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *,
     data = {
         "factors": factors, "baseline": str(base_path), "baseline_factors": base.factors, "exact_baseline": exact,
         "rows": [r.__dict__ for r in rows], "problems": problems, "passed": passed, "probes": run.probes,
+        "failing_metrics": [r.metric for r in policy.failing(rows, allow_improvement=allow_improvement,
+                                                             strict=strict)],
         "log_dir": str(run.log_dir),
     }  # fmt: skip
     return Report(exit_code=EXIT_OK if passed else EXIT_FAIL, text="\n".join(lines), data=data)

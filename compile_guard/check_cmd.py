@@ -15,6 +15,7 @@ from tabulate import tabulate
 from compile_guard import baseline as bl
 from compile_guard import policy
 from compile_guard.check import EXIT_OK, EXIT_USAGE, expected_factors, failure_report, judge, run_check
+from compile_guard.junit import Case, write_junit
 from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS, Scenario
 from engine.atomic_json import write_json
 
@@ -24,6 +25,7 @@ def add_check_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR, help="baseline directory")
     parser.add_argument("--json", type=Path, default=None, help="write everything here")
+    parser.add_argument("--junit", type=Path, default=None, help="JUnit XML: one testcase per metric")
     parser.add_argument("--dump-dir", type=Path, default=None, help="depyf dumps per rank")
     parser.add_argument("--log-dir", type=Path, default=None, help="per-rank logs (default: a temp dir)")
     parser.add_argument("--allow-improvement", action="store_true", help="fewer breaks/graphs than baseline passes")
@@ -83,7 +85,22 @@ def check_command(args: argparse.Namespace) -> int:
     print(report.text)
     if args.json:
         write_json(args.json, report.data)
+    if args.junit:
+        write_junit(args.junit, f"check.{scenario.name}", _junit_cases(scenario.name, report))
     return report.exit_code
+
+
+def _junit_cases(scenario: str, report: Any) -> list[Case]:
+    classname = f"compile_guard.check.{scenario}"
+    if "rows" not in report.data:  # the run itself failed: one failing case with the log tail
+        return [Case(name="run", classname=classname, failure=report.text, message=report.data.get("verdict", ""))]
+    cases = []
+    for row in report.data["rows"]:
+        failed = row["metric"] in report.data["failing_metrics"]
+        diff = f"{row['metric']}: baseline {json.dumps(row['baseline'])} -> per rank {json.dumps(row['per_rank'])}"
+        cases.append(Case(name=row["metric"], classname=classname, failure=diff if failed else None,
+                          message=f"{row['verdict']}: {diff}"[:200]))  # fmt: skip
+    return cases
 
 
 def _metric_table(metrics: dict[str, Any]) -> str:

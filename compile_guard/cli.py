@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from compile_guard import baseline as bl
 from compile_guard.check_cmd import add_check_args, baseline_command, check_command
+from compile_guard.junit import Case, write_junit
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from engine import knobs
@@ -48,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="compile-guard",
         description="Compile-parity regression harness for distributed PyTorch inference.",
+        epilog="Examples: compile-guard check · compile-guard matrix --rows OM-01,OM-04 · "
+        "compile-guard baseline refresh --scenario tp2 · compile-guard overlap --trace t.json",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser(
         "check",
@@ -89,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--rows", default=None, help="comma-separated row ids (default: all)")
     matrix.add_argument("--list", action="store_true", help="list the rows and exit")
     matrix.add_argument("--json", type=Path, default=None, help="write every row's result here")
+    matrix.add_argument("--junit", type=Path, default=None, help="JUnit XML: one testcase per row")
     matrix.add_argument("--log-dir", type=Path, default=None, help="per-row rank logs (default: a temp dir)")
     overlap = sub.add_parser(
         "overlap",
@@ -100,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     overlap.add_argument("--json", type=Path, default=None, help="every run's summary")
     overlap.add_argument("--log-dir", type=Path, default=None, help="per-run rank logs (default: a temp dir)")
     return parser
+
+
+def _version() -> str:
+    import platform
+
+    import torch
+
+    from compile_guard import __version__
+
+    return f"compile-guard {__version__} (torch {torch.__version__}, python {platform.python_version()})"
 
 
 def _repro_argv(args: argparse.Namespace, json_path: Path | None) -> list[str]:
@@ -192,6 +207,11 @@ def run_matrix(args: argparse.Namespace) -> int:
     print(f"{sum(r.passed for r in results)}/{len(results)} rows passed in {wall:.1f}s; logs: {log_root}")
     if args.json:
         write_json(args.json, {"rows": [r.to_json() for r in results], "wall_s": round(wall, 2)})
+    if args.junit:
+        cases = [Case(name=r.id, classname="compile_guard.matrix", time_s=r.wall_s,
+                      failure="\n".join(r.problems) + f"\nlogs: {r.log_dir}" if r.problems else None,
+                      message=r.problems[0][:200] if r.problems else "") for r in results]  # fmt: skip
+        write_junit(args.junit, "matrix", cases)
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL
 
 

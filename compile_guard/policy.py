@@ -56,12 +56,15 @@ def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Ro
     return rows
 
 
+def failing(rows: list[Row], *, allow_improvement: bool, strict: bool) -> list[Row]:
+    """The rows that fail the gate under these flags."""
+    fails = {REGRESSION} | ({IMPROVEMENT} if not allow_improvement else set()) | ({CHANGED} if strict else set())
+    return [r for r in rows if r.verdict in fails]
+
+
 def outcome(rows: list[Row], *, allow_improvement: bool, strict: bool) -> tuple[bool, list[str]]:
     """(passed, reasons it did not)."""
-    problems = [f"{r.metric}: {r.baseline} -> {r.per_rank} (regression)" for r in rows if r.verdict == REGRESSION]
-    if not allow_improvement:
-        problems += [f"{r.metric}: {r.baseline} -> {r.per_rank} (improvement: refresh the baseline)"
-                     for r in rows if r.verdict == IMPROVEMENT]  # fmt: skip
-    if strict:
-        problems += [f"{r.metric} changed (--strict)" for r in rows if r.verdict == CHANGED]
+    notes = {REGRESSION: "regression", IMPROVEMENT: "improvement: refresh the baseline", CHANGED: "changed, --strict"}
+    problems = [f"{r.metric}: {r.baseline} -> {r.per_rank} ({notes[r.verdict]})"
+                for r in failing(rows, allow_improvement=allow_improvement, strict=strict)]  # fmt: skip
     return not problems, problems
