@@ -5,7 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+UPGRADE_TORCH ?= 2.14.1
+UPGRADE_VENV ?= .venv-torch-upgrade
+
+.PHONY: run test bench clean upgrade-rehearsal
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +25,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_repro.py
 
+# Opt-in, not in CI: a second venv on the newer torch (a ~5 GB CUDA build that runs on
+# CPU), then check / baseline refresh / baseline diff against the committed baselines.
+upgrade-rehearsal:
+	$(PYTHON) -m venv $(UPGRADE_VENV)
+	$(UPGRADE_VENV)/bin/python -m pip install --quiet torch==$(UPGRADE_TORCH) -e '.[test]'
+	$(UPGRADE_VENV)/bin/python benchmarks/upgrade_rehearsal.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(UPGRADE_VENV) build *.egg-info

@@ -1,0 +1,74 @@
+"""Upgrade day, rehearsed for real: run `check` on a newer torch against the old baselines.
+
+    make upgrade-rehearsal            # builds .venv-torch-upgrade with torch 2.14.1, runs this there
+
+Per scenario: (1) `check` against the stored baselines of the *previous* torch (what a
+user sees on upgrade day: the version change stated, every metric that moved, per break
+reason and site), (2) `baseline refresh` writes this torch's baseline, (3) `baseline diff`
+shows old vs new side by side. Ends with a table of what moved and the wall time.
+Not in the default test run (the CUDA build of torch is a ~5 GB venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from compile_guard import baseline as bl
+from compile_guard.check import expected_factors
+from compile_guard.scenarios import SCENARIOS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=1800)  # fmt: skip
+    print(proc.stdout, end="")
+    print(proc.stderr, end="", file=sys.stderr)
+    return proc
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default="tp2,tp2-aot,pp1")
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="upgrade_rehearsal_"))
+    started, summary = time.monotonic(), []
+    for name in args.scenarios.split(","):
+        factors = expected_factors(SCENARIOS[name])
+        found = bl.find(bl.DEFAULT_DIR, factors)
+        if found is None:
+            print(f"{name}: no baseline to compare with; skipped")
+            continue
+        old_path, exact = found
+        if exact:
+            print(f"{name}: a baseline for torch {torch.__version__} already exists; comparing against it")
+        print(f"\n===== {name}: check on torch {torch.__version__} against {old_path.name} =====")
+        t0 = time.monotonic()
+        check = cli("check", "--scenario", name, "--json", str(out / f"{name}.json"))
+        report = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").exists() else {}
+        moved = [f"{r['metric']} ({r['verdict']})" for r in report.get("rows", []) if r["verdict"] != "ok"]
+        print(f"\n===== {name}: baseline refresh =====")
+        cli("baseline", "refresh", "--scenario", name)
+        new_path = bl.DEFAULT_DIR / bl.file_name(factors)
+        print(f"\n===== {name}: baseline diff {old_path.name} {new_path.name} =====")
+        cli("baseline", "diff", str(old_path), str(new_path))
+        summary.append([name, bl.load(old_path).factors["torch"], torch.__version__, check.returncode,
+                        ", ".join(moved) or "nothing", round(time.monotonic() - t0, 1)])  # fmt: skip
+    print("\n" + tabulate(summary, headers=["scenario", "baseline torch", "running torch", "check exit", "moved",
+                                            "wall s"]))  # fmt: skip
+    print(f"rehearsal wall time {time.monotonic() - started:.1f}s (venv build not included); reports: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
