@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,21 +41,23 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="tp2,tp2-aot,pp1")
+    parser.add_argument("--from-torch", default="2.13.0+cpu", help="the torch version upgraded from")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="upgrade_rehearsal_"))
     started, summary = time.monotonic(), []
     for name in args.scenarios.split(","):
         factors = expected_factors(SCENARIOS[name])
-        found = bl.find(bl.DEFAULT_DIR, factors)
-        if found is None:
-            print(f"{name}: no baseline to compare with; skipped")
+        old_path = bl.DEFAULT_DIR / bl.file_name({**factors, "torch": args.from_torch})
+        if not old_path.exists():
+            print(f"{name}: no torch {args.from_torch} baseline ({old_path.name}); skipped")
             continue
-        old_path, exact = found
-        if exact:
-            print(f"{name}: a baseline for torch {torch.__version__} already exists; comparing against it")
+        # Only the old baseline in view: exactly what a user sees before refreshing.
+        before = out / "before" / name
+        before.mkdir(parents=True)
+        shutil.copy(old_path, before)
         print(f"\n===== {name}: check on torch {torch.__version__} against {old_path.name} =====")
         t0 = time.monotonic()
-        check = cli("check", "--scenario", name, "--json", str(out / f"{name}.json"))
+        check = cli("check", "--scenario", name, "--baselines", str(before), "--json", str(out / f"{name}.json"))
         report = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").exists() else {}
         moved = [f"{r['metric']} ({r['verdict']})" for r in report.get("rows", []) if r["verdict"] != "ok"]
         print(f"\n===== {name}: baseline refresh =====")

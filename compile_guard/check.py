@@ -18,7 +18,7 @@ from compile_guard import baseline as bl
 from compile_guard import policy
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.scenarios import Scenario
-from engine import events
+from engine import events, knobs
 from engine.errors import CompileAsymmetry, ParityMismatch
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
@@ -76,6 +76,10 @@ def run_check(
         *(["--dump-dir", str(dump_dir)] if dump_dir else []),
     )  # fmt: skip
 
+    env = dict(env or {})
+    if dump_dir is not None and knobs.read("TORCH_TRACE") is None:
+        env["TORCH_TRACE"] = str(dump_dir / "torch_trace")  # every rank's structured log, ready for tlparse
+
     def follow(line: str) -> None:
         for event in events.parse(line):
             if on_progress is not None and event["event"] in ("parity_ok", "progress"):
@@ -84,7 +88,7 @@ def run_check(
     result = launch(
         LaunchSpec(
             argv=argv, nprocs=scenario.nprocs, deadline_s=scenario.deadline_s, log_dir=log_dir,
-            env={**scenario.env, **(env or {})}, rank_env=rank_env or {}, on_line=follow,
+            env={**scenario.env, **env}, rank_env=rank_env or {}, on_line=follow,
             followed_rank=1 if scenario.topology == "pp1" else 0,  # pp1: the mesh leader compiles
         )
     )  # fmt: skip

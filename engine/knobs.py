@@ -62,6 +62,13 @@ KNOBS: tuple[Knob, ...] = (
         parity=True,
     ),
     Knob(
+        name="TORCH_TRACE",
+        parse=str,
+        default=None,
+        meaning="torch's structured trace directory (tlparse input); check --dump-dir sets it when unset",
+        parity=False,
+    ),
+    Knob(
         name="COMPILE_GUARD_RUN_DIR",
         parse=str,
         default=None,

@@ -26,6 +26,8 @@ def test_default_scenario_passes_against_the_committed_baseline(tmp_path):
         dumped = [p.name for p in (tmp_path / "dumps" / f"rank{rank}").iterdir()]
         assert any(n.startswith("full_code_for_forward") for n in dumped), dumped
         assert any(".kernel_" in n for n in dumped), dumped
+    traces = [t.name for t in (tmp_path / "dumps" / "torch_trace").iterdir()]  # TORCH_TRACE, for tlparse
+    assert any("rank_0" in t for t in traces) and any("rank_1" in t for t in traces), traces
     assert "handshake compile" in proc.stdout and "warmup done" in proc.stdout  # progress lines
     assert "PASS" in proc.stdout
     report = json.loads((tmp_path / "check.json").read_text())
