@@ -71,10 +71,13 @@ def run_check(
     dump_dir: Path | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> CheckRun:
-    argv = python_module_argv(
-        "compile_guard.check_rank", "--scenario", scenario.name, "--out", str(log_dir), *scenario.runtime_args(),
-        *(["--dump-dir", str(dump_dir)] if dump_dir else []),
-    )  # fmt: skip
+    if scenario.target is not None:  # the user's own model: its own rank program
+        argv = python_module_argv("compile_guard.target_rank", "--out", str(log_dir), *scenario.runtime_args())
+    else:
+        argv = python_module_argv(
+            "compile_guard.check_rank", "--scenario", scenario.name, "--out", str(log_dir),
+            *scenario.runtime_args(), *(["--dump-dir", str(dump_dir)] if dump_dir else []),
+        )  # fmt: skip
 
     env = dict(env or {})
     if dump_dir is not None and knobs.read("TORCH_TRACE") is None:
@@ -110,6 +113,12 @@ def failure_report(run: CheckRun) -> Report:
     culprit = result.ranks[result.first_failed if result.first_failed is not None else 0]
     codes = {r.rank: r.returncode for r in result.ranks}
     asym = result.outcome == "rank_failed" and all(c in ASYMMETRY_CODES for c in codes.values())
+    if result.outcome == "rank_failed" and all(c == EXIT_USAGE for c in codes.values()):
+        # every rank refused its input (a target whose factory raised or returned the wrong thing)
+        errors = [line for line in culprit.log_tail.splitlines() if "configuration error" in line]
+        text = (errors[-1].split("configuration error: ", 1)[-1] if errors else culprit.log_tail)
+        return Report(exit_code=EXIT_USAGE, text=f"input error: {text}",
+                      data={"verdict": "input error", "exit_codes": codes, "log_dir": str(run.log_dir)})  # fmt: skip
     kind = "cross-rank asymmetry" if asym else f"engine failure ({result.outcome})"
     text = (
         f"{kind}: {result.summary()}\n--- log tail of rank {culprit.rank} ({culprit.log_path}) ---\n"

@@ -16,7 +16,8 @@ from compile_guard import baseline as bl
 from compile_guard import policy
 from compile_guard.check import EXIT_OK, EXIT_USAGE, expected_factors, failure_report, judge, run_check
 from compile_guard.junit import Case, write_junit
-from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS, Scenario
+from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS, Scenario, target_scenario
+from compile_guard.target import TargetError, load_factory
 from engine.atomic_json import write_json
 
 
@@ -30,6 +31,10 @@ def add_check_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, default=None, help="per-rank logs (default: a temp dir)")
     parser.add_argument("--allow-improvement", action="store_true", help="fewer breaks/graphs than baseline passes")
     parser.add_argument("--strict", action="store_true", help="changed fingerprints/backend fail too")
+    parser.add_argument("--target", default=None, help="your own model: package.module:factory (docs/targets.md)")
+    parser.add_argument("--nproc", type=int, default=2, help="with --target: ranks (= TP degree)")
+    parser.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
+                        help="with --target: compile backend")  # fmt: skip
 
 
 def _scenario(name: str) -> Scenario | None:
@@ -63,10 +68,21 @@ def check_command(args: argparse.Namespace) -> int:
         print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
                        headers=["scenario", "ranks", "backend", "description"]))  # fmt: skip
         return EXIT_OK
-    scenario = _scenario(args.scenario)
+    if args.target is not None:
+        try:
+            load_factory(args.target)  # a typo fails here, before any rank starts
+        except TargetError as exc:
+            print(f"input error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        scenario = target_scenario(args.target, nprocs=args.nproc, backend=args.backend)
+    else:
+        scenario = _scenario(args.scenario)
     if scenario is None:
         return EXIT_USAGE
     refresh = f"python -m compile_guard baseline refresh --scenario {scenario.name}"
+    if scenario.target is not None:
+        refresh = (f"python -m compile_guard baseline refresh --target {scenario.target} --nproc {scenario.nprocs}"
+                   f" --backend {scenario.compile} --baselines {args.baselines}")  # fmt: skip
     found = bl.find(args.baselines, expected_factors(scenario))
     if found is None:
         name = bl.file_name(expected_factors(scenario))
@@ -110,7 +126,15 @@ def _metric_table(metrics: dict[str, Any]) -> str:
 
 def baseline_command(args: argparse.Namespace) -> int:
     if args.action == "refresh":
-        scenario = _scenario(args.scenario)
+        if args.target is not None:
+            try:
+                load_factory(args.target)
+            except TargetError as exc:
+                print(f"input error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            scenario = target_scenario(args.target, nprocs=args.nproc, backend=args.backend)
+        else:
+            scenario = _scenario(args.scenario)
         if scenario is None:
             return EXIT_USAGE
         run = _run(scenario, args)

@@ -108,20 +108,25 @@ class WarmupGate:
         if chunk != -1:
             events.emit("progress", phase="steady", chunk_index=chunk, generator_calls=self.rt.gen.num_calls)
             return
-        self.warmup = self.probe.snapshot()
-        per_rank = all_gather_json(symmetric_view(self.warmup), group=self.rt.group, device=self.rt.ctx.device)
-        rows = diff_table(per_rank, self.ranks)
-        events.emit("progress", phase="warmup_done", unique_graphs=self.warmup["unique_graphs"],
-                    graph_breaks=self.warmup["graph_breaks"], recompiles=self.warmup["recompiles"])  # fmt: skip
-        if rows:
-            from tabulate import tabulate
+        self.warmup = require_symmetric(self.probe.snapshot(), group=self.rt.group, ranks=self.ranks,
+                                        device=self.rt.ctx.device)  # fmt: skip
 
-            events.emit("compile_asymmetry", keys=[r[0] for r in rows], ranks=list(self.ranks))
-            table = tabulate([[k, *(json.dumps(v)[:60] for v in vals)] for k, *vals in rows],
-                             headers=["metric", *(f"rank{r}" for r in self.ranks)])  # fmt: skip
-            log.error("compile health differs across ranks after warmup:\n%s", table)
-            keys = [r[0] for r in rows]
-            raise CompileAsymmetry(f"compile health differs across ranks after warmup on {keys}\n{table}")
+
+def require_symmetric(snapshot: dict[str, Any], *, group: Any, ranks: tuple[int, ...], device: Any) -> dict[str, Any]:
+    """Gather every rank's post-warmup compile health; CompileAsymmetry with the diff if any differs (C-03)."""
+    per_rank = all_gather_json(symmetric_view(snapshot), group=group, device=device)
+    rows = diff_table(per_rank, ranks)
+    events.emit("progress", phase="warmup_done", unique_graphs=snapshot["unique_graphs"],
+                graph_breaks=snapshot["graph_breaks"], recompiles=snapshot["recompiles"])  # fmt: skip
+    if rows:
+        from tabulate import tabulate
+
+        events.emit("compile_asymmetry", keys=[r[0] for r in rows], ranks=list(ranks))
+        table = tabulate([[k, *(json.dumps(v)[:60] for v in vals)] for k, *vals in rows],
+                         headers=["metric", *(f"rank{r}" for r in ranks)])  # fmt: skip
+        log.error("compile health differs across ranks after warmup:\n%s", table)
+        raise CompileAsymmetry(f"compile health differs across ranks after warmup on {[r[0] for r in rows]}\n{table}")
+    return snapshot
 
 
 def run(ctx: Any, args: argparse.Namespace) -> dict[str, Any]:

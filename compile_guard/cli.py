@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR)
     refresh.add_argument("--log-dir", type=Path, default=None)
     refresh.add_argument("--dump-dir", type=Path, default=None)
+    refresh.add_argument("--target", default=None, help="your own model: package.module:factory")
+    refresh.add_argument("--nproc", type=int, default=2, help="with --target: ranks")
+    refresh.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"])
     show = actions.add_parser("show", help="print a baseline",
                               description="Example: compile-guard baseline show --scenario tp2")
     show.add_argument("--scenario", default=DEFAULT_SCENARIO, choices=sorted(SCENARIOS))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 
@@ -22,9 +23,12 @@ class Scenario:
     chunks: int = 3  # steady-state chunks after the warmup chunk
     recompute_every: int = 2  # a KV-recompute chunk runs in steady state too
     env: dict[str, str] = field(default_factory=dict)  # knobs every rank gets
+    target: str | None = None  # "pkg.module:factory" for a user's own model (check --target)
     deadline_s: float = 600.0  # hard limit of one check run (a cold inductor compile included)
 
     def runtime_args(self) -> list[str]:
+        if self.target is not None:
+            return ["--target", self.target, "--backend", self.compile]
         return [
             "--chunks", str(self.chunks), "--layers", str(self.layers), "--compile", self.compile,
             "--recompute-every", str(self.recompute_every),
@@ -47,3 +51,10 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }  # fmt: skip
 DEFAULT_SCENARIO = "tp2"
+
+
+def target_scenario(spec: str, *, nprocs: int, backend: str) -> Scenario:
+    """The scenario of a user's target: named after it, so its baselines are too."""
+    name = "target-" + re.sub(r"[^0-9A-Za-z]+", "_", spec).strip("_")
+    return Scenario(name=name, description=f"--target {spec} on {nprocs} ranks, {backend}", nprocs=nprocs,
+                    compile=backend, target=spec)

@@ -14,14 +14,15 @@ from tests.conftest import REPO
 
 SURFACE = {
     "": ["--help", "--version"],
-    "check": ["--allow-improvement", "--baselines", "--dump-dir", "--help", "--json", "--junit", "--list",
-              "--log-dir", "--scenario", "--strict"],
+    "check": ["--allow-improvement", "--backend", "--baselines", "--dump-dir", "--help", "--json", "--junit",
+              "--list", "--log-dir", "--nproc", "--scenario", "--strict", "--target"],
     "repro": ["--backend", "--calls", "--deadline-s", "--help", "--json", "--log-dir", "--modes", "--nproc",
               "--warmup"],
     "matrix": ["--help", "--json", "--junit", "--list", "--log-dir", "--rows"],
     "overlap": ["--chunks", "--help", "--json", "--log-dir", "--trace"],
     "baseline": ["--help"],
-    "baseline refresh": ["--baselines", "--dump-dir", "--help", "--log-dir", "--scenario"],
+    "baseline refresh": ["--backend", "--baselines", "--dump-dir", "--help", "--log-dir", "--nproc", "--scenario",
+                         "--target"],
     "baseline show": ["--baselines", "--file", "--help", "--scenario"],
     "baseline diff": ["--help", "a", "b"],
 }  # fmt: skip

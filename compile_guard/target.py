@@ -1,0 +1,64 @@
+"""Guard your own model: `check --target package.module:factory`.
+
+The factory runs on every rank with a `TargetContext` (rank, world size, the TP group, the
+device) and returns a `GuardTarget`: the function to compile (compile_guard compiles it
+through its recording backend) and the example inputs, one argument tuple per step.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+
+class TargetError(ValueError):
+    """A target that cannot be loaded or used: names the target and what to fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetContext:
+    rank: int  # global rank
+    world_size: int  # ranks in the job (= the TP degree)
+    tp_group: dist.ProcessGroup  # pass it to every collective, explicitly
+    device: torch.device
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardTarget:
+    fn: Callable[..., Any]  # what compile_guard compiles and checks
+    inputs: list[tuple[Any, ...]]  # one argument tuple per step; every step runs in warmup and steady state
+
+
+def load_factory(spec: str) -> Callable[[TargetContext], Any]:
+    """'package.module:factory' -> the factory; TargetError with the fix otherwise."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise TargetError(f"--target {spec!r} is not 'package.module:factory'; e.g. docs.examples.tp_mlp:good")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TargetError(f"--target {spec!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise TargetError(f"--target {spec!r}: {module_name} has no callable {attr!r}")
+    return factory
+
+
+def build(spec: str, ctx: TargetContext) -> GuardTarget:
+    factory = load_factory(spec)
+    try:
+        target = factory(ctx)
+    except Exception as exc:  # the user's code: report it as theirs, with the target's name
+        raise TargetError(f"--target {spec!r}: the factory raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(target, GuardTarget) or not callable(target.fn):
+        raise TargetError(
+            f"--target {spec!r}: the factory returned {type(target).__name__}; expected "
+            "compile_guard.target.GuardTarget(fn=<callable>, inputs=[(args...), ...])"
+        )
+    if not target.inputs or not all(isinstance(step, tuple) for step in target.inputs):
+        raise TargetError(f"--target {spec!r}: inputs must be a non-empty list of argument tuples")
+    return target

@@ -1,0 +1,53 @@
+"""A worked example target for `compile-guard check --target`: a tensor-parallel MLP block.
+
+    python -m compile_guard check --target docs.examples.tp_mlp:good --baselines my_baselines
+    python -m compile_guard check --target docs.examples.tp_mlp:rank_branch --baselines my_baselines
+
+`good` is what a user would write: column-parallel up projection, row-parallel down
+projection joined by a functional all-reduce on the TP group it is given. `rank_branch`
+adds a rank-dependent Python branch inside the compiled function — rank 0 compiles a
+different graph from rank 1 — which the post-warmup compile-health gather catches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed._functional_collectives as funcol
+
+from compile_guard.target import GuardTarget, TargetContext
+
+DIM, HIDDEN, TOKENS = 64, 256, 16
+
+
+def _mlp(ctx: TargetContext, *, rank_branch: bool) -> GuardTarget:
+    gen = torch.Generator().manual_seed(0)  # same full weights on every rank, then each keeps its shard
+    up = torch.randn(HIDDEN, DIM, generator=gen).chunk(ctx.world_size, 0)[ctx.rank].to(ctx.device) * DIM**-0.5
+    down = torch.randn(DIM, HIDDEN, generator=gen).chunk(ctx.world_size, 1)[ctx.rank].to(ctx.device) * HIDDEN**-0.5
+    group, rank = ctx.tp_group, ctx.rank
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(x @ up.T)  # [T, HIDDEN / tp]
+        if rank_branch and rank == 0:
+            h = h * 0.5  # a "debug scale" on one rank: a different graph there
+        return funcol.all_reduce(h @ down.T, "sum", group)  # [T, DIM]
+
+    inputs = [(torch.randn(TOKENS, DIM, generator=torch.Generator().manual_seed(s)).to(ctx.device),) for s in (1, 2)]
+    return GuardTarget(fn=block, inputs=inputs)
+
+
+def good(ctx: TargetContext) -> GuardTarget:
+    return _mlp(ctx, rank_branch=False)
+
+
+def rank_branch(ctx: TargetContext) -> GuardTarget:
+    return _mlp(ctx, rank_branch=True)
+
+
+def broken(ctx: TargetContext) -> GuardTarget:
+    """A factory that fails (for the loading tests): the error reaches the user as exit 2."""
+    raise RuntimeError("weights not found at /nonexistent/ckpt")
+
+
+def wrong_shape(ctx: TargetContext) -> dict:
+    """Returns the wrong thing (for the loading tests)."""
+    return {"fn": None}

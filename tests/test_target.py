@@ -1,0 +1,69 @@
+"""`check --target`: a user's own model. Topology: TP=2 over 2 ranks, gloo, CPU, aot_eager;
+the worked example is docs/examples/tp_mlp.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+EXAMPLE = "docs.examples.tp_mlp"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def _target(action: list[str], name: str, baselines) -> subprocess.CompletedProcess:
+    return _cli(*action, "--target", f"{EXAMPLE}:{name}", "--backend", "aot_eager", "--baselines", str(baselines))
+
+
+def test_good_target_round_trip(tmp_path):
+    """Baselines live in the user's directory; a refreshed target then passes its check."""
+    assert _target(["check"], "good", tmp_path).returncode == 2  # no baseline yet: exit 2 + the command
+    refresh = _target(["baseline", "refresh"], "good", tmp_path)
+    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
+    names = [p.name for p in tmp_path.iterdir()]
+    assert len(names) == 1 and names[0].startswith("target-docs_examples_tp_mlp_good__torch-"), names
+    check = _target(["check"], "good", tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "PASS" in check.stdout
+    assert "collectives_in_graphs  1" in check.stdout  # the funcol all-reduce stays in the one graph
+
+
+def test_rank_dependent_branch_is_caught(tmp_path):
+    proc = _target(["baseline", "refresh"], "rank_branch", tmp_path)
+    assert proc.returncode == 1, proc.stdout  # cross-rank asymmetry
+    assert "graph_fingerprints" in proc.stdout and "cross-rank asymmetry" in proc.stdout
+    assert not list(tmp_path.iterdir())  # no baseline is written from an asymmetric run
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("broken", "the factory raised RuntimeError: weights not found at /nonexistent/ckpt"),
+        ("wrong_shape", "the factory returned dict; expected compile_guard.target.GuardTarget"),
+    ],
+)
+def test_factory_errors_exit_2_with_the_message(tmp_path, name, message):
+    proc = _target(["baseline", "refresh"], name, tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("no_such_module:factory", "cannot import 'no_such_module'"),
+        (f"{EXAMPLE}:missing", "has no callable 'missing'"),
+        ("not-a-target", "is not 'package.module:factory'"),
+    ],
+)
+def test_unloadable_targets_exit_2_before_any_rank_starts(tmp_path, spec, message):
+    proc = _cli("check", "--target", spec, "--baselines", str(tmp_path))
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "launching" not in proc.stdout
