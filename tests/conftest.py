@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids
+from compile_guard.launcher import LaunchResult, LaunchSpec, leftover_pids
+from compile_guard.pytest_plugin import launch_checked
 
 REPO = Path(__file__).resolve().parent.parent
 RANK_PROGRAMS = str(REPO / "tests" / "rank_programs.py")
@@ -32,9 +33,7 @@ def run_ranks_argv(tmp_path):
             cwd=REPO,
             **kwargs,
         )
-        result = launch(spec)
-        assert_nothing_left(result)
-        return result
+        return launch_checked(spec)  # the pytest plugin's own helper: fails on leftovers
 
     return run
 

@@ -1,0 +1,79 @@
+"""pytest plugin (entry point `pytest11`): run functions on N ranks, and gate compile health.
+
+    def test_my_block(rank_runner):
+        run = rank_runner("mypkg.tests.programs:allreduce_once", nprocs=2)
+        assert run.ok and run.values == [3.0, 3.0]
+
+    def test_health(tmp_path):
+        assert_compile_health(probe_or_metrics, "ci/baselines/mine.json")
+
+`rank_runner` launches the ranks through compile_guard's launcher — each in its own
+session, a hard deadline, the whole group killed on the first failure — and fails the test
+if any process outlives the run. The test process itself never joins a collective.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from compile_guard import baseline as bl
+from compile_guard import policy
+from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankRun:
+    result: LaunchResult
+    values: list[Any]  # each rank's return value (None where a rank returned nothing)
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+
+def launch_checked(spec: LaunchSpec) -> LaunchResult:
+    """launch(), then fail loudly if anything it started is still alive."""
+    result = launch(spec)
+    left = leftover_pids(result)
+    if left:
+        pytest.fail(f"processes outlived the launch: {left}\n{result.summary()}")
+    return result
+
+
+@pytest.fixture
+def rank_runner(tmp_path: Path) -> Callable[..., RankRun]:
+    """rank_runner("pkg.mod:func", nprocs=2, deadline_s=60, env=None, rank_env=None) -> RankRun."""
+    runs = iter(range(1_000_000))
+
+    def run(func: str, *, nprocs: int = 2, deadline_s: float = 60.0, **spec: Any) -> RankRun:
+        out = tmp_path / f"rank_run{next(runs)}"
+        result = launch_checked(LaunchSpec(
+            argv=[sys.executable, "-m", "compile_guard.rank_call", "--func", func, "--out", str(out)],
+            nprocs=nprocs, deadline_s=deadline_s, log_dir=out, **spec,
+        ))  # fmt: skip
+        paths = [out / f"result-rank{r}.json" for r in range(nprocs)]
+        return RankRun(result=result, values=[json.loads(p.read_text()) if p.exists() else None for p in paths])
+
+    return run
+
+
+def assert_compile_health(
+    metrics: dict[str, Any] | list[dict[str, Any]], baseline: str | Path, *, allow_improvement: bool = False,
+    strict: bool = False,
+) -> None:
+    """Gate per-rank compile-health metrics (a probe's `final` + `steady_recompiles` + `effective_backend`,
+    or a list of them) against a baseline file with the check's policy; AssertionError with the table."""
+    base = bl.load(Path(baseline))
+    per_rank = metrics if isinstance(metrics, list) else [metrics]
+    rows = policy.compare(base.metrics, per_rank)
+    passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
+    if not passed:
+        moved = [r for r in rows if r.verdict != policy.OK]
+        table = "\n".join(f"  {r.metric}: {r.baseline} -> {r.per_rank} ({r.verdict})" for r in moved)
+        raise AssertionError(f"compile health regressed against {baseline}:\n{table}\n" + "\n".join(problems))

@@ -1,0 +1,32 @@
+"""Functions the pytest-plugin tests run on every rank (via compile_guard.rank_call)."""
+
+from __future__ import annotations
+
+import torch
+
+from compile_guard.probe import CompileProbe
+from compile_guard.target import TargetContext
+from engine.collectives import TPCollectives
+from engine.compile import CompileConfig, CompiledRegion
+
+
+def allreduce_rank_plus_one(ctx: TargetContext) -> float:
+    x = torch.tensor([ctx.rank + 1.0])
+    return float(TPCollectives(group=ctx.tp_group).all_reduce_sum(x).item())
+
+
+def compiled_allreduce_health(ctx: TargetContext) -> dict:
+    """A compiled TP op (functional all-reduce): its compile health, as the check reports it."""
+    comm = TPCollectives(group=ctx.tp_group)
+    region = CompiledRegion("t", lambda x: comm.all_reduce_sum(x * 2) + 1, CompileConfig(enabled=True, backend="eager"))
+    probe = CompileProbe(region)
+    region(torch.ones(4))
+    region(torch.ones(4))
+    final = probe.snapshot()
+    return {**{k: final[k] for k in ("unique_graphs", "graph_breaks", "recompiles", "break_reasons",
+                                     "graph_fingerprints", "collectives_in_graphs", "guard_count", "graph_ops")},
+            "steady_recompiles": 0, "effective_backend": {"compile_backend": "eager"}}  # fmt: skip
+
+
+def raises(ctx: TargetContext) -> None:
+    raise RuntimeError(f"rank {ctx.rank} fails on purpose")
