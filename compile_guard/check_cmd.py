@@ -44,6 +44,18 @@ def _scenario(name: str) -> Scenario | None:
     return SCENARIOS[name]
 
 
+def _scenario_of(args: argparse.Namespace) -> Scenario | None:
+    """--target's scenario (its factory loadable: a typo fails before any rank starts), or --scenario's."""
+    if args.target is None:
+        return _scenario(args.scenario)
+    try:
+        load_factory(args.target)
+    except TargetError as exc:
+        print(f"input error: {exc}", file=sys.stderr)
+        return None
+    return target_scenario(args.target, nprocs=args.nproc, backend=args.backend)
+
+
 def _progress(event: dict[str, Any]) -> None:
     if event["event"] == "parity_ok":
         print(f"  handshake {event['handshake']}: {event['keys']} keys equal on ranks {event['ranks']}", flush=True)
@@ -68,15 +80,7 @@ def check_command(args: argparse.Namespace) -> int:
         print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
                        headers=["scenario", "ranks", "backend", "description"]))  # fmt: skip
         return EXIT_OK
-    if args.target is not None:
-        try:
-            load_factory(args.target)  # a typo fails here, before any rank starts
-        except TargetError as exc:
-            print(f"input error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        scenario = target_scenario(args.target, nprocs=args.nproc, backend=args.backend)
-    else:
-        scenario = _scenario(args.scenario)
+    scenario = _scenario_of(args)
     if scenario is None:
         return EXIT_USAGE
     refresh = f"python -m compile_guard baseline refresh --scenario {scenario.name}"
@@ -126,15 +130,7 @@ def _metric_table(metrics: dict[str, Any]) -> str:
 
 def baseline_command(args: argparse.Namespace) -> int:
     if args.action == "refresh":
-        if args.target is not None:
-            try:
-                load_factory(args.target)
-            except TargetError as exc:
-                print(f"input error: {exc}", file=sys.stderr)
-                return EXIT_USAGE
-            scenario = target_scenario(args.target, nprocs=args.nproc, backend=args.backend)
-        else:
-            scenario = _scenario(args.scenario)
+        scenario = _scenario_of(args)
         if scenario is None:
             return EXIT_USAGE
         run = _run(scenario, args)
