@@ -16,12 +16,14 @@ from engine import events
 from engine.layout import ParallelLayout, RankContext
 
 
-def test_pp1_stream_runs_and_rank0_stays_out_of_the_mesh(run_ranks_argv):
-    result = run_ranks_argv([sys.executable, "-m", "engine.pp1", "--chunks", "4"], nprocs=3, deadline_s=120)
+@pytest.mark.parametrize("mesh", [2, 4])
+def test_pp1_stream_runs_and_rank0_stays_out_of_the_mesh(run_ranks_argv, mesh):
+    """PP1 with a mesh of 2 (TP=2, 3 ranks) and of 4 (TP=4, 5 ranks): any mesh size works."""
+    result = run_ranks_argv([sys.executable, "-m", "engine.pp1", "--chunks", "4"], nprocs=mesh + 1, deadline_s=180)
     assert result.ok, result.summary() + "\n" + result.ranks[0].log_tail
     logs = [events.parse(r.log_path.read_text()) for r in result.ranks]
     done = [next(e for e in evs if e["event"] == "run_done")["chunks_done"] for evs in logs]
-    assert done == [[0, 1, 2, 3]] * 3  # rank0 decoded all; both mesh ranks generated all
+    assert done == [[0, 1, 2, 3]] * (mesh + 1)  # rank0 decoded all; every mesh rank generated all
     assert not any(e["event"] == "commit" and e.get("point") == "phase_b" for e in logs[0])  # no generator
     assert {e.get("group") for e in logs[0] if e["event"] == "commit"} == {"world_pg"}  # only its p2p channel
     leader_infer = [e for e in logs[1] if e["event"] == "commit" and e.get("action") == "INFER"]
