@@ -14,6 +14,7 @@ if any process outlives the run. The test process itself never joins a collectiv
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ def launch_checked(spec: LaunchSpec) -> LaunchResult:
 @pytest.fixture
 def rank_runner(tmp_path: Path) -> Callable[..., RankRun]:
     """rank_runner("pkg.mod:func", nprocs=2, deadline_s=60, env=None, rank_env=None) -> RankRun."""
-    runs = iter(range(1_000_000))
+    runs = itertools.count()
 
     def run(func: str, *, nprocs: int = 2, deadline_s: float = 60.0, **spec: Any) -> RankRun:
         out = tmp_path / f"rank_run{next(runs)}"

@@ -8,16 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from compile_guard.launcher import LaunchResult, LaunchSpec, leftover_pids
+from compile_guard.launcher import LaunchResult, LaunchSpec
 from compile_guard.pytest_plugin import launch_checked
 
 REPO = Path(__file__).resolve().parent.parent
 RANK_PROGRAMS = str(REPO / "tests" / "rank_programs.py")
-
-
-def assert_nothing_left(result: LaunchResult) -> None:
-    left = leftover_pids(result)
-    assert not left, f"processes outlived the launch: {left}\n{result.summary()}"
 
 
 @pytest.fixture

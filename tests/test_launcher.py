@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from compile_guard.launcher import LaunchSpec, launch
-from tests.conftest import assert_nothing_left
+from compile_guard.launcher import LaunchSpec
+from compile_guard.pytest_plugin import launch_checked
 
 PG_TIMEOUT_S = 5.0  # rank programs' process-group timeout: a frozen peer is seen after it
 DEADLINE_S = 60.0
@@ -82,7 +82,7 @@ def test_rank_env_overrides_reach_only_their_rank(tmp_path):
         "import os, sys; r = int(os.environ['RANK']);"
         "sys.exit(0 if os.environ.get('CG_PROBE') == ('x' if r == 2 else 'base') else 7)"
     )
-    result = launch(
+    result = launch_checked(
         LaunchSpec(
             argv=[sys.executable, "-c", script],
             nprocs=3,
@@ -93,7 +93,6 @@ def test_rank_env_overrides_reach_only_their_rank(tmp_path):
         )
     )
     assert result.ok, result.summary()
-    assert_nothing_left(result)
 
 
 @pytest.mark.parametrize(
