@@ -13,10 +13,10 @@ import torch
 from engine.collectives import TPCollectives
 from engine.compile import CompileConfig
 from engine.config import DistConfig, ModelConfig
-from engine.denoise import chunk_noise, denoise_chunk
-from engine.generator import CausalGenerator
 from engine.layout import ParallelLayout
 from engine.lifecycle import joined
+from engine.model.denoise import chunk_noise, denoise_chunk
+from engine.model.generator import CausalGenerator
 
 
 def main() -> int:

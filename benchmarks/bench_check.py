@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.check import run_check
+from compile_guard.check_run import run_check
 from compile_guard.launcher import LaunchSpec, launch
 from compile_guard.scenarios import SCENARIOS
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.overlap import run_pp0
-from engine.overlap_metrics import classify
+from compile_guard.commands.overlap import run_pp0
+from engine.topology.overlap_metrics import classify
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from engine.lifecycle import FAILURE_FILE
+from engine.failure import FAILURE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -205,122 +205,134 @@ def _kill_groups(procs: Sequence[subprocess.Popen]) -> None:
             pass
 
 
+class _Run:
+    """One launch: spawn, supervise until every rank exited or was killed, then collect."""
+
+    def __init__(self, spec: LaunchSpec) -> None:
+        self.spec = spec
+        self.port = free_port()
+        self.start = time.monotonic()
+        self.deadline = self.start + spec.deadline_s
+        self.procs: list[subprocess.Popen] = []
+        self.pidfds: dict[int, int] = {}  # fd -> rank
+        self.exited_at: dict[int, float] = {}
+        self.killed: set[int] = set()
+        self.first_exit: int | None = None  # first rank seen exiting non-zero: starts the grace
+        self.kill_at: float | None = None
+        self.outcome = "ok"
+        self.tee: _LineTee | None = None  # the followed rank's output, when the caller follows it live
+
+    def spawn(self) -> None:
+        spec = self.spec
+        for rank in range(spec.nprocs):
+            log_path = spec.log_dir / f"rank{rank}.log"
+            followed = rank == spec.followed_rank and spec.on_line is not None
+            if followed:
+                self.tee = _LineTee(log_path, spec.on_line)
+            with open(log_path, "ab") as log_file:
+                proc = subprocess.Popen(
+                    list(spec.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=self.tee.write_fd if followed else log_file,
+                    stderr=subprocess.STDOUT,
+                    env=_rank_env(spec, rank, self.port),
+                    cwd=spec.cwd,
+                    start_new_session=True,
+                )
+            if followed:
+                self.tee.spawned()
+            self.procs.append(proc)
+            self.pidfds[os.pidfd_open(proc.pid)] = rank
+        log.info("launched %s ranks, pids=%s, port=%s", spec.nprocs, [p.pid for p in self.procs], self.port)
+
+    def supervise(self) -> None:
+        """Wait on the pidfds (and the followed rank's pipe) until all exited, a grace ran out or the deadline."""
+        spec = self.spec
+        while len(self.exited_at) < spec.nprocs:
+            now = time.monotonic()
+            until = self.deadline if self.kill_at is None else min(self.deadline, self.kill_at)
+            if now >= until:
+                if now >= self.deadline and self.kill_at is None:
+                    self.outcome = "deadline"
+                    log.warning("deadline of %.1fs reached: killing all ranks", spec.deadline_s)
+                else:
+                    log.warning("grace of %.1fs after rank %s failed: killing", spec.grace_s, self.first_exit)
+                self.killed.update(r for r in range(spec.nprocs) if r not in self.exited_at)
+                return
+            live = [fd for fd, r in self.pidfds.items() if r not in self.exited_at]
+            if self.tee is not None and self.tee.read_fd is not None:
+                live.append(self.tee.read_fd)
+            ready, _, _ = select.select(live, [], [], until - now)
+            for fd in ready:
+                if self.tee is not None and fd == self.tee.read_fd:
+                    self.tee.pump()
+                else:
+                    self._exited(self.pidfds[fd])
+
+    def _exited(self, rank: int) -> None:
+        self.procs[rank].wait()
+        self.exited_at[rank] = time.monotonic()
+        if self.procs[rank].returncode != 0 and self.first_exit is None:
+            self.first_exit, self.outcome = rank, "rank_failed"
+            self.kill_at = self.exited_at[rank] + self.spec.grace_s
+            log.warning("rank %s failed first (rc=%s)", rank, self.procs[rank].returncode)
+
+    def sweep(self) -> None:
+        """Kill whatever is left, reap every rank, close the fds: runs on every path."""
+        _kill_groups(self.procs)
+        for rank, proc in enumerate(self.procs):
+            proc.wait()
+            self.exited_at.setdefault(rank, time.monotonic())
+        for fd in self.pidfds:
+            os.close(fd)
+        if self.tee is not None:
+            self.tee.close()
+
+    def rank_result(self, rank: int) -> RankResult:
+        proc, log_path = self.procs[rank], self.spec.log_dir / f"rank{rank}.log"
+        rc = proc.returncode
+        record = _failure_record(self.spec.log_dir, rank) if rc != 0 else None
+        failed_at = None
+        if record is not None:
+            failed_at = record["t_monotonic"] - self.start
+        elif rc != 0 and rank not in self.killed:
+            failed_at = self.exited_at[rank] - self.start
+        return RankResult(
+            rank=rank, pid=proc.pid, returncode=rc if rc >= 0 else None,
+            signal=signal.Signals(-rc).name if rc < 0 else None, killed_by_launcher=rank in self.killed,
+            duration_s=self.exited_at[rank] - self.start, log_path=log_path, log_tail=_tail(log_path),
+            failure=record["error"] if record else None, failed_at_s=failed_at,
+        )  # fmt: skip
+
+    def result(self) -> LaunchResult:
+        results = [self.rank_result(rank) for rank in range(len(self.procs))]
+        first_failed = None
+        failed = [r for r in results if r.failed_at_s is not None]
+        if failed:
+            # The earliest failure, not the earliest exit: a peer that saw the culprit's closed
+            # socket can exit before the culprit finishes tearing down.
+            def order(r: RankResult) -> float:
+                return r.failed_at_s - (_SIGNAL_DEATH_SLACK_S if r.signal and not r.failure else 0.0)
+
+            first_failed = min(failed, key=order).rank
+        return LaunchResult(ranks=tuple(results), outcome=self.outcome, first_failed=first_failed,
+                            duration_s=time.monotonic() - self.start, master_port=self.port,
+                            started_at=self.start)  # fmt: skip
+
+
 def launch(spec: LaunchSpec) -> LaunchResult:
     """Run `spec.argv` on `spec.nprocs` ranks; return when all have exited or were killed."""
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     for rank in range(spec.nprocs):  # a reused log dir must not feed an old run's records to this one
         (spec.log_dir / f"rank{rank}.log").write_bytes(b"")
         (spec.log_dir / FAILURE_FILE.format(rank=rank)).unlink(missing_ok=True)
-    port = free_port()
-    start = time.monotonic()
-    deadline = start + spec.deadline_s
-    procs: list[subprocess.Popen] = []
-    pidfds: dict[int, int] = {}  # fd -> rank
-    exited_at: dict[int, float] = {}
-    killed: set[int] = set()
-    first_exit: int | None = None  # first rank seen exiting non-zero: starts the grace
-    kill_at: float | None = None
-    outcome = "ok"
-    tee: _LineTee | None = None  # the followed rank's output, when the caller follows it live
+    run = _Run(spec)
     try:
-        for rank in range(spec.nprocs):
-            log_path = spec.log_dir / f"rank{rank}.log"
-            followed = rank == spec.followed_rank and spec.on_line is not None
-            if followed:
-                tee = _LineTee(log_path, spec.on_line)
-            with open(log_path, "ab") as log_file:
-                proc = subprocess.Popen(
-                    list(spec.argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=tee.write_fd if followed else log_file,
-                    stderr=subprocess.STDOUT,
-                    env=_rank_env(spec, rank, port),
-                    cwd=spec.cwd,
-                    start_new_session=True,
-                )
-            if followed:
-                tee.spawned()
-            procs.append(proc)
-            pidfds[os.pidfd_open(proc.pid)] = rank
-        log.info("launched %s ranks, pids=%s, port=%s", spec.nprocs, [p.pid for p in procs], port)
-
-        while len(exited_at) < spec.nprocs:
-            now = time.monotonic()
-            until = deadline if kill_at is None else min(deadline, kill_at)
-            if now >= until:
-                if now >= deadline and kill_at is None:
-                    outcome = "deadline"
-                    log.warning("deadline of %.1fs reached: killing all ranks", spec.deadline_s)
-                else:
-                    log.warning("grace of %.1fs after rank %s failed: killing", spec.grace_s, first_exit)
-                killed.update(r for r in range(spec.nprocs) if r not in exited_at)
-                break
-            live = [fd for fd, r in pidfds.items() if r not in exited_at]
-            if tee is not None and tee.read_fd is not None:
-                live.append(tee.read_fd)
-            ready, _, _ = select.select(live, [], [], until - now)
-            for fd in ready:
-                if tee is not None and fd == tee.read_fd:
-                    tee.pump()
-                    continue
-                rank = pidfds[fd]
-                procs[rank].wait()
-                exited_at[rank] = time.monotonic()
-                if procs[rank].returncode != 0 and first_exit is None:
-                    first_exit, outcome = rank, "rank_failed"
-                    kill_at = exited_at[rank] + spec.grace_s
-                    log.warning("rank %s failed first (rc=%s)", rank, procs[rank].returncode)
+        run.spawn()
+        run.supervise()
     finally:
-        _kill_groups(procs)
-        for rank, proc in enumerate(procs):
-            proc.wait()
-            exited_at.setdefault(rank, time.monotonic())
-        for fd in pidfds:
-            os.close(fd)
-        if tee is not None:
-            tee.close()
-
-    results = []
-    for rank, proc in enumerate(procs):
-        rc = proc.returncode
-        record = _failure_record(spec.log_dir, rank) if rc != 0 else None
-        failed_at = None
-        if record is not None:
-            failed_at = record["t_monotonic"] - start
-        elif rc != 0 and rank not in killed:
-            failed_at = exited_at[rank] - start
-        log_path = spec.log_dir / f"rank{rank}.log"
-        results.append(
-            RankResult(
-                rank=rank,
-                pid=proc.pid,
-                returncode=rc if rc >= 0 else None,
-                signal=signal.Signals(-rc).name if rc < 0 else None,
-                killed_by_launcher=rank in killed,
-                duration_s=exited_at[rank] - start,
-                log_path=log_path,
-                log_tail=_tail(log_path),
-                failure=record["error"] if record else None,
-                failed_at_s=failed_at,
-            )
-        )
-    first_failed = None
-    failed = [r for r in results if r.failed_at_s is not None]
-    if failed:
-        # The earliest failure, not the earliest exit: a peer that saw the culprit's closed
-        # socket can exit before the culprit finishes tearing down.
-        def order(r: RankResult) -> float:
-            return r.failed_at_s - (_SIGNAL_DEATH_SLACK_S if r.signal and not r.failure else 0.0)
-
-        first_failed = min(failed, key=order).rank
-    return LaunchResult(
-        ranks=tuple(results),
-        outcome=outcome,
-        first_failed=first_failed,
-        duration_s=time.monotonic() - start,
-        master_port=port,
-        started_at=start,
-    )
+        run.sweep()
+    return run.result()
 
 
 def python_module_argv(module: str, *args: str) -> list[str]:

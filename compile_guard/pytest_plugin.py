@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import pytest
 
-from compile_guard import baseline as bl
-from compile_guard import policy
+from compile_guard.health import baseline as bl
+from compile_guard.health import policy
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids
 
 
@@ -55,7 +55,7 @@ def rank_runner(tmp_path: Path) -> Callable[..., RankRun]:
     def run(func: str, *, nprocs: int = 2, deadline_s: float = 60.0, **spec: Any) -> RankRun:
         out = tmp_path / f"rank_run{next(runs)}"
         result = launch_checked(LaunchSpec(
-            argv=[sys.executable, "-m", "compile_guard.rank_call", "--func", func, "--out", str(out)],
+            argv=[sys.executable, "-m", "compile_guard.ranks.call", "--func", func, "--out", str(out)],
             nprocs=nprocs, deadline_s=deadline_s, log_dir=out, **spec,
         ))  # fmt: skip
         paths = [out / f"result-rank{r}.json" for r in range(nprocs)]

@@ -1,6 +1,6 @@
 """The engine's failures, each with its own exit code, so a log-less exit still says why.
 
-A rank process maps the exception that ends it to `exit_code` (see engine.runtime); the
+A rank process maps the exception that ends it to `exit_code` (see engine.topology.tp); the
 matrix runner asserts on these codes. Codes 10+ leave room for Python's 1 and argparse's 2.
 """
 
@@ -76,7 +76,7 @@ class AdHocCollective(EngineError):
 
 
 class CompileAsymmetry(EngineError):
-    """Ranks of a symmetric group compiled differently (C-03): breaks, graphs, guards differ."""
+    """Ranks of a symmetric group compiled differently: breaks, graphs, guards differ."""
 
     exit_code = 19
 

@@ -1,8 +1,8 @@
 """The process groups of one job, built once, in one object.
 
-`ParallelLayout` builds the TP groups, checks `tp * pp == world_size`, and hands groups
-out by axis. Nothing here is global: callers pass `layout.group("tp")` to whatever needs
-a group. Joining the job itself is `engine.lifecycle`.
+`ParallelLayout` builds the TP groups (and the PP groups when pp > 1), checks
+`tp * pp == world_size`, and hands groups out by axis. Nothing here is global: callers pass
+`layout.group("tp")` to whatever needs a group. Joining the job itself is `engine.lifecycle`.
 """
 
 from __future__ import annotations
@@ -62,6 +62,14 @@ class ParallelLayout:
             if ctx.rank in ranks:
                 self._groups["tp"] = group
                 self._ranks["tp"] = ranks
+        if pp > 1:  # the stage boundary: rank i of every stage's TP group, stage by stage
+            self.group_names["pp"] = "pp_pg"
+            for index in range(tp):
+                ranks = tuple(offset + stage * tp + index for stage in range(pp))
+                group = dist.new_group(list(ranks), timeout=timeout)
+                if ctx.rank in ranks:
+                    self._groups["pp"] = group
+                    self._ranks["pp"] = ranks
         log.info("layout: tp=%s pp=%s driver_out_of_mesh=%s tp_ranks=%s", tp, pp, driver_out_of_mesh,
                  self._ranks.get("tp"))  # fmt: skip
 

@@ -13,21 +13,18 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import time
-from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
 from engine import events, knobs
-from engine.atomic_json import write_json
 from engine.config import DistConfig
+from engine.failure import record_failure
 from engine.layout import RankContext
 
 log = logging.getLogger(__name__)
 
-FAILURE_FILE = "failure-rank{rank}.json"  # in COMPILE_GUARD_RUN_DIR
 
 
 def init_rank(cfg: DistConfig) -> RankContext:
@@ -74,16 +71,6 @@ def shutdown_rank() -> None:
     """Always called on exit: a live group at interpreter exit aborts with rc 134."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def record_failure(exc: BaseException) -> None:
-    """Write when and why this rank failed, atomically; no-op outside a launcher run."""
-    run_dir = knobs.read("COMPILE_GUARD_RUN_DIR")
-    rank = knobs.read("RANK")
-    if not run_dir or rank is None:
-        return
-    record = {"rank": rank, "t_monotonic": time.monotonic(), "error": f"{type(exc).__name__}: {exc}"[:2000]}
-    write_json(Path(run_dir) / FAILURE_FILE.format(rank=rank), record)
 
 
 @contextlib.contextmanager

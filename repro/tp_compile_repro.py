@@ -27,9 +27,9 @@ from engine.atomic_json import write_json
 from engine.collectives import CollectivePath, TPCollectives, all_gather_json
 from engine.compile import CompileConfig
 from engine.config import DistConfig, ModelConfig
-from engine.generator import CausalGenerator
 from engine.layout import ParallelLayout
 from engine.lifecycle import joined
+from engine.model.generator import CausalGenerator
 
 log = logging.getLogger("repro")
 

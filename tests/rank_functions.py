@@ -1,10 +1,11 @@
-"""Functions the pytest-plugin tests run on every rank (via compile_guard.rank_call)."""
+"""Functions the pytest-plugin tests run on every rank (via compile_guard.ranks.call)."""
 
 from __future__ import annotations
 
 import torch
 
-from compile_guard.probe import CompileProbe
+from compile_guard.health.probe import CompileProbe
+from compile_guard.health.schema import baseline_view
 from compile_guard.target import TargetContext
 from engine.collectives import TPCollectives
 from engine.compile import CompileConfig, CompiledRegion
@@ -22,10 +23,7 @@ def compiled_allreduce_health(ctx: TargetContext) -> dict:
     probe = CompileProbe(region)
     region(torch.ones(4))
     region(torch.ones(4))
-    final = probe.snapshot()
-    return {**{k: final[k] for k in ("unique_graphs", "graph_breaks", "recompiles", "break_reasons",
-                                     "graph_fingerprints", "collectives_in_graphs", "guard_count", "graph_ops")},
-            "steady_recompiles": 0, "effective_backend": {"compile_backend": "eager"}}  # fmt: skip
+    return baseline_view(probe.snapshot(effective_backend={"compile_backend": "eager"}))
 
 
 def raises(ctx: TargetContext) -> None:

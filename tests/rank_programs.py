@@ -24,10 +24,10 @@ from engine import knobs
 from engine.collectives import TPCollectives
 from engine.compile import CompileConfig
 from engine.config import DistConfig, ModelConfig
-from engine.denoise import chunk_noise, denoise_chunk, expected_generator_calls
-from engine.generator import CausalGenerator
 from engine.layout import ParallelLayout
 from engine.lifecycle import joined
+from engine.model.denoise import chunk_noise, denoise_chunk, expected_generator_calls
+from engine.model.generator import CausalGenerator
 
 log = logging.getLogger("rank_program")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compile_guard import baseline as bl
+from compile_guard.health import baseline as bl
 
 FACTORS = {"scenario": "tp2", "torch": "2.13.0+cpu", "device_type": "cpu", "compile_backend": "inductor",
            "dist_backend": "gloo", "world_size": 2, "config_hash": "abc"}  # fmt: skip

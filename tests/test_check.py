@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 
-from compile_guard import baseline as bl
-from compile_guard.check import expected_factors
+from compile_guard.check_run import expected_factors
+from compile_guard.health import baseline as bl
 from compile_guard.scenarios import SCENARIOS
 from tests.conftest import REPO
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.envelope import (
+from engine.control.envelope import (
     ENVELOPE_VERSION,
     HEADER_LEN,
     MAGIC,

@@ -7,9 +7,9 @@ import torch
 from engine.collectives import TPCollectives
 from engine.compile import CompileConfig
 from engine.config import ModelConfig
-from engine.decoder import LatentDecoder
-from engine.denoise import chunk_noise, denoise_chunk, expected_generator_calls
-from engine.generator import CausalGenerator
+from engine.model.decoder import LatentDecoder
+from engine.model.denoise import chunk_noise, denoise_chunk, expected_generator_calls
+from engine.model.generator import CausalGenerator
 
 CFG = ModelConfig(num_layers=2)
 STEPS = [1000, 500]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.kv_cache import KVCache
+from engine.model.kv_cache import KVCache
 
 TPF = 2  # tokens per frame
 CAP_FRAMES = 4

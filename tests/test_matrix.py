@@ -1,6 +1,6 @@
-"""The operator matrix, one test per row of compile_guard.matrix_rows.ROWS.
+"""The operator matrix, one test per row of compile_guard.matrix.rows.ROWS.
 
-Topology per row: TP=2, gloo, CPU, eager (see each Row). Each row runs engine.runtime on 2
+Topology per row: TP=2, gloo, CPU, eager (see each Row). Each row runs engine.topology.tp on 2
 rank processes through the launcher with a deadline; the test asserts the row's verdict:
 exit codes, the detecting event, the job going on where it must, nothing left behind.
 Time-to-fail is a figure (printed by `python -m compile_guard matrix`), not asserted here.
@@ -13,8 +13,8 @@ import subprocess
 import pytest
 
 from compile_guard.launcher import LaunchResult, RankResult
-from compile_guard.matrix import judge, run_row
-from compile_guard.matrix_rows import ROWS, ROWS_BY_ID
+from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
+from compile_guard.matrix.runner import judge, run_row
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])

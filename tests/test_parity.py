@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.parity import diff_table
+from engine.control.parity import diff_table
 
 
 def test_diff_table_lists_only_differing_keys():

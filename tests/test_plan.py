@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from engine.config import ModelConfig
+from engine.control.plan import GeneratorPlan, PlanError, validate_plan
+from engine.control.stream import StreamBuilder, StreamConfig
+from engine.control.transport import BroadcastChannel, ChunkRequest, EnvelopeSender
 from engine.errors import PreflightError
-from engine.faults import FaultHooks
-from engine.plan import GeneratorPlan, PlanError, validate_plan
-from engine.stream import StreamBuilder, StreamConfig
-from engine.transport import BroadcastChannel, ChunkRequest, EnvelopeSender
+from engine.hooks import Hooks
 
 CFG = ModelConfig(num_layers=1)
-NO_FAULT = FaultHooks(name="", rank=0, chunk=0)
+NO_FAULT = Hooks()
 
 
 def _request(chunk_index: int = 1) -> ChunkRequest:
@@ -31,7 +31,7 @@ def _sender() -> EnvelopeSender:
 
 
 def _check(req: ChunkRequest) -> None:
-    from engine.envelope import spec_of
+    from engine.control.envelope import spec_of
 
     validate_plan(GeneratorPlan.from_json(req.plan), [spec_of(k, 0, t) for k, t in req.tensors.items()], CFG)
 

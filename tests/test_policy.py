@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compile_guard import policy
+from compile_guard.health import policy
 
 BASE = {
     "graph_breaks": 2, "unique_graphs": 3, "recompiles": 0, "steady_recompiles": 0,

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from engine.overlap_metrics import chrome_trace, classify, summarise
+from engine.topology.overlap_metrics import chrome_trace, classify, summarise
 
 
 def _pp0(run_ranks_argv, tmp_path, *args: str) -> dict:
@@ -19,7 +19,7 @@ def _pp0(run_ranks_argv, tmp_path, *args: str) -> dict:
 
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    result = run_ranks_argv([sys.executable, "-m", "engine.pp0", "--layers", "2", "--out", str(out), *args],
+    result = run_ranks_argv([sys.executable, "-m", "engine.topology.pp0", "--layers", "2", "--out", str(out), *args],
                             deadline_s=120)  # fmt: skip
     assert result.ok, result.summary() + "\n" + result.ranks[0].log_tail
     return json.loads((out / "pp0-rank0.json").read_text())

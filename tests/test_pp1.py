@@ -19,7 +19,8 @@ from engine.layout import ParallelLayout, RankContext
 @pytest.mark.parametrize("mesh", [2, 4])
 def test_pp1_stream_runs_and_rank0_stays_out_of_the_mesh(run_ranks_argv, mesh):
     """PP1 with a mesh of 2 (TP=2, 3 ranks) and of 4 (TP=4, 5 ranks): any mesh size works."""
-    result = run_ranks_argv([sys.executable, "-m", "engine.pp1", "--chunks", "4"], nprocs=mesh + 1, deadline_s=180)
+    argv = [sys.executable, "-m", "engine.topology.pp1", "--chunks", "4"]
+    result = run_ranks_argv(argv, nprocs=mesh + 1, deadline_s=180)
     assert result.ok, result.summary() + "\n" + result.ranks[0].log_tail
     logs = [events.parse(r.log_path.read_text()) for r in result.ranks]
     done = [next(e for e in evs if e["event"] == "run_done")["chunks_done"] for evs in logs]

@@ -6,7 +6,8 @@ import inspect
 
 import torch
 
-from compile_guard.probe import CompileProbe, normalise_reason, relative_site, symmetric_view
+from compile_guard.health.probe import CompileProbe, normalise_reason, relative_site
+from compile_guard.health.schema import symmetric_view
 from engine.compile import CompileConfig, CompiledRegion
 
 MESSAGE = (

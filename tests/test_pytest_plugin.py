@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from compile_guard import baseline as bl
+from compile_guard.health import baseline as bl
 from compile_guard.pytest_plugin import assert_compile_health
 
 

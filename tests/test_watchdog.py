@@ -11,7 +11,7 @@ from engine.errors import WatchdogExpired
 PROGRAM = """
 import logging, threading, time
 logging.basicConfig(level=logging.INFO)
-from engine.watchdog import Watchdog
+from engine.control.watchdog import Watchdog
 dog = Watchdog(window_s=0.5, rank=1)
 dog.header_seen({"call_id": 4, "chunk_index": 2})
 for _ in range(5):  # healthy: a header every 0.1 s keeps it quiet

@@ -1,0 +1,107 @@
+"""The parent side of a check run: launch the check ranks for a run spec, read their probes.
+
+`run_check` is shared by `check`, `baseline refresh`, the matrix's C rows and the pytest
+plugin; compile_guard.report turns a run and a baseline into rows, text and an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from compile_guard.health import baseline as bl
+from compile_guard.health.schema import baseline_view
+from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from engine import events, knobs
+from engine.runspec import RunSpec
+
+RANK_PROGRAM = "compile_guard.ranks.check"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRun:
+    spec: RunSpec
+    result: LaunchResult
+    probes: list[dict[str, Any]] | None  # per rank; None when a rank wrote none
+    log_dir: Path
+
+    def mesh_probes(self) -> list[dict[str, Any]]:
+        """The symmetric group's probes (pp1: rank0, the driver, compiles nothing)."""
+        return [p for p in self.probes if p.get("role") != "driver"]
+
+    def factors(self) -> dict[str, Any]:
+        eff = self.mesh_probes()[0]["effective_backend"]
+        return {
+            "scenario": self.spec.name,
+            "torch": eff["torch"],
+            "device_type": eff["device_type"],
+            "compile_backend": eff["compile_backend"],
+            "dist_backend": eff["dist_backend"],
+            "world_size": self.spec.nprocs,
+            "config_hash": self.spec.config_hash(),
+        }
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return [baseline_view(p["final"]) for p in self.mesh_probes()]
+
+    def to_baseline(self) -> bl.Baseline:
+        # Ranks were proven symmetric after warmup; rank 0 speaks for the group.
+        return bl.Baseline(factors=self.factors(), metrics=self.metrics()[0],
+                           break_sites=self.mesh_probes()[0]["final"]["break_sites"])  # fmt: skip
+
+
+def run_check(
+    spec: RunSpec,
+    *,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    rank_env: dict[int, dict[str, str]] | None = None,
+    dump_dir: Path | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> CheckRun:
+    argv = python_module_argv(RANK_PROGRAM, "--spec", spec.to_json(), "--out", str(log_dir),
+                              *(["--dump-dir", str(dump_dir)] if dump_dir and spec.target is None else []))  # fmt: skip
+    env = dict(env or {})
+    if dump_dir is not None and knobs.read("TORCH_TRACE") is None:
+        env["TORCH_TRACE"] = str(dump_dir / "torch_trace")  # every rank's structured log, ready for tlparse
+
+    def follow(line: str) -> None:
+        for event in events.parse(line):
+            if on_progress is not None and event["event"] in ("parity_ok", "progress"):
+                on_progress(event)
+
+    result = launch(
+        LaunchSpec(
+            argv=argv, nprocs=spec.nprocs, deadline_s=spec.deadline_s, log_dir=log_dir,
+            env={**spec.env, **env}, rank_env=rank_env or {}, on_line=follow,
+            followed_rank=1 if spec.topology == "pp1" else 0,  # pp1: the mesh leader compiles
+        )
+    )  # fmt: skip
+    paths = [log_dir / f"probe-rank{r}.json" for r in range(spec.nprocs)]
+    probes = [json.loads(p.read_text()) for p in paths] if result.ok and all(p.exists() for p in paths) else None
+    return CheckRun(spec=spec, result=result, probes=probes, log_dir=log_dir)
+
+
+def installed_torch() -> str:
+    """The torch version a run will report, without importing torch."""
+    return importlib.metadata.version("torch")
+
+
+def expected_factors(spec: RunSpec, *, device_type: str | None = None) -> dict[str, Any]:
+    """The factors a run of `spec` will report, known before launching (to find its baseline)."""
+    if device_type is None:
+        from engine.config import DistConfig  # imports torch: whether CUDA is there decides the device
+
+        device_type = DistConfig().resolved_device_type()
+    return {
+        "scenario": spec.name,
+        "torch": installed_torch(),
+        "device_type": device_type,
+        "compile_backend": spec.compile,
+        "dist_backend": "nccl" if device_type == "cuda" else "gloo",
+        "world_size": spec.nprocs,
+        "config_hash": spec.config_hash(),
+    }

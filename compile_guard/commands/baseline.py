@@ -1,0 +1,122 @@
+"""`compile-guard baseline {refresh,show,diff}`: write (atomically), print and compare baselines.
+
+`show` and `diff` only read files: they import no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from compile_guard.check_run import expected_factors
+from compile_guard.commands.check import add_spec_args, launch_with_progress, spec_from
+from compile_guard.health import baseline as bl
+from compile_guard.health import policy
+from compile_guard.report import EXIT_OK, EXIT_USAGE, failure_report
+from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    refresh = actions.add_parser("refresh", help="run the check and write its baseline (atomically)",
+                                 description="Example: compile-guard baseline refresh --scenario tp2")
+    add_spec_args(refresh)
+    refresh.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR)
+    refresh.add_argument("--log-dir", type=Path, default=None)
+    refresh.add_argument("--dump-dir", type=Path, default=None)
+    show = actions.add_parser("show", help="print a baseline",
+                              description="Example: compile-guard baseline show --scenario tp2")
+    show.add_argument("--scenario", default=DEFAULT_SCENARIO, choices=sorted(SCENARIOS))
+    show.add_argument("--file", type=Path, default=None, help="a baseline file (instead of --scenario)")
+    show.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR)
+    diff = actions.add_parser("diff", help="compare two baseline files (e.g. torch 2.13 vs 2.14)",
+                              description="Example: compile-guard baseline diff baselines/A.json baselines/B.json")
+    diff.add_argument("a", type=Path)
+    diff.add_argument("b", type=Path)
+
+
+def _metric_table(metrics: dict[str, Any]) -> str:
+    return tabulate([[k, json.dumps(v, sort_keys=True)[:100]] for k, v in sorted(metrics.items())],
+                    headers=["metric", "value"])  # fmt: skip
+
+
+def refresh(args: argparse.Namespace) -> int:
+    spec = spec_from(args)
+    if spec is None:
+        return EXIT_USAGE
+    checked = launch_with_progress(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
+    if checked.probes is None:
+        report = failure_report(checked)
+        print(report.text)
+        return report.exit_code
+    new = checked.to_baseline()
+    path = args.baselines / bl.file_name(new.factors)
+    previous = None
+    if path.exists():
+        try:
+            previous = bl.load(path)
+        except bl.BaselineError as exc:
+            print(f"replacing unreadable baseline: {exc}")
+    bl.write(path, new)
+    print(f"wrote {path}")
+    if previous is None:
+        print(_metric_table(new.metrics))
+    else:
+        rows = [r for r in policy.compare(previous.metrics, [new.metrics]) if r.verdict != policy.OK]
+        print("unchanged" if not rows else tabulate(
+            [[r.metric, json.dumps(r.baseline)[:50], json.dumps(r.per_rank[0])[:50], r.verdict] for r in rows],
+            headers=["metric", "before", "after", "verdict"]))  # fmt: skip
+    return EXIT_OK
+
+
+def _shown(args: argparse.Namespace) -> Path | None:
+    """--file, or the scenario's baseline for the installed torch (any device type), else the newest other."""
+    if args.file:
+        return args.file
+    spec = SCENARIOS[args.scenario]
+    for device_type in ("cpu", "cuda"):
+        found = bl.find(args.baselines, expected_factors(spec, device_type=device_type))
+        if found is not None:
+            return found[0]
+    return None
+
+
+def show(args: argparse.Namespace) -> int:
+    path = _shown(args)
+    if path is None:
+        print(f"no baseline for scenario {args.scenario} in {args.baselines}", file=sys.stderr)
+        return EXIT_USAGE
+    base = bl.load(path)
+    print(f"{path}\n" + tabulate(sorted(base.factors.items()), headers=["factor", "value"]))
+    print(_metric_table(base.metrics))
+    for note in base.notes:
+        print(f"note: {note}")
+    return EXIT_OK
+
+
+def diff(args: argparse.Namespace) -> int:
+    a, b = bl.load(args.a), bl.load(args.b)
+    changed = [k for k in bl.FACTOR_KEYS if a.factors.get(k) != b.factors.get(k)]
+    print(f"A = {args.a}\nB = {args.b}\nfactors that differ: "
+          + (", ".join(f"{k}: {a.factors.get(k)} -> {b.factors.get(k)}" for k in changed) or "none"))  # fmt: skip
+    rows = policy.compare(a.metrics, [b.metrics])
+    print(tabulate([[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
+                   headers=["metric", "A", "B", "B vs A"]))  # fmt: skip
+    for note in (*a.notes, *b.notes):
+        print(f"note: {note}")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "refresh":
+        return refresh(args)
+    try:
+        return show(args) if args.action == "show" else diff(args)
+    except bl.BaselineError as exc:
+        print(f"baseline file error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

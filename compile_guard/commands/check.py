@@ -1,0 +1,127 @@
+"""`compile-guard check`: a scenario's (or a target's) compile health against its stored baseline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from compile_guard.check_run import CheckRun, expected_factors, run_check
+from compile_guard.health import baseline as bl
+from compile_guard.junit import Case, write_junit
+from compile_guard.report import EXIT_OK, EXIT_USAGE, Report, failure_report, judge
+from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
+from engine.atomic_json import write_json
+from engine.runspec import RunSpec
+
+DESCRIPTION = (
+    "Launch the scenario's ranks; handshakes (env, compile, effective backend), lockstep warmup, per-rank compile "
+    "health gathered and required equal across ranks, steady state, then a diff against the stored baseline. "
+    "Example: compile-guard check --scenario tp2 --json out.json"
+)
+
+
+def add_spec_args(parser: argparse.ArgumentParser) -> None:
+    """What picks the run spec: shared by check and baseline refresh."""
+    parser.add_argument("--scenario", default=DEFAULT_SCENARIO, help=f"named config (default {DEFAULT_SCENARIO})")
+    parser.add_argument("--target", default=None, help="your own model: package.module:factory (docs/targets.md)")
+    parser.add_argument("--nproc", type=int, default=2, help="with --target: ranks (= TP degree)")
+    parser.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
+                        help="with --target: compile backend")  # fmt: skip
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_spec_args(parser)
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR, help="baseline directory")
+    parser.add_argument("--json", type=Path, default=None, help="write everything here")
+    parser.add_argument("--junit", type=Path, default=None, help="JUnit XML: one testcase per metric")
+    parser.add_argument("--dump-dir", type=Path, default=None, help="depyf dumps per rank")
+    parser.add_argument("--log-dir", type=Path, default=None, help="per-rank logs (default: a temp dir)")
+    parser.add_argument("--allow-improvement", action="store_true", help="fewer breaks/graphs than baseline passes")
+    parser.add_argument("--strict", action="store_true", help="changed fingerprints/backend fail too")
+
+
+def spec_from(args: argparse.Namespace) -> RunSpec | None:
+    """The run spec the flags pick; None (the error printed) when they pick none."""
+    try:
+        return resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
+    except ValueError as exc:  # UnknownScenario, TargetError
+        print(f"input error: {exc}", file=sys.stderr)
+        return None
+
+
+def refresh_command(spec: RunSpec, baselines: Path) -> str:
+    if spec.target is None:
+        return f"python -m compile_guard baseline refresh --scenario {spec.name}"
+    return (f"python -m compile_guard baseline refresh --target {spec.target} --nproc {spec.nprocs}"
+            f" --backend {spec.compile} --baselines {baselines}")  # fmt: skip
+
+
+def _progress(event: dict[str, Any]) -> None:
+    if event["event"] == "parity_ok":
+        print(f"  handshake {event['handshake']}: {event['keys']} keys equal on ranks {event['ranks']}", flush=True)
+    elif event.get("phase") == "warmup_done":
+        print(f"  warmup done: unique_graphs={event['unique_graphs']} graph_breaks={event['graph_breaks']}"
+              f" recompiles={event['recompiles']}", flush=True)  # fmt: skip
+    else:
+        print(f"  steady chunk {event['chunk_index']} done ({event['generator_calls']} generator calls)", flush=True)
+
+
+def launch_with_progress(spec: RunSpec, *, log_dir: Path | None, dump_dir: Path | None) -> CheckRun:
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_check_"))
+    print(f"check {spec.name}: launching {spec.nprocs} ranks (logs: {log_dir})", flush=True)
+    started = time.monotonic()
+    run = run_check(spec, log_dir=log_dir, dump_dir=dump_dir, on_progress=_progress)
+    print(f"  ranks done in {time.monotonic() - started:.1f}s", flush=True)
+    return run
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
+                       headers=["scenario", "ranks", "backend", "description"]))  # fmt: skip
+        return EXIT_OK
+    spec = spec_from(args)
+    if spec is None:
+        return EXIT_USAGE
+    found = bl.find(args.baselines, expected_factors(spec))
+    if found is None:
+        name = bl.file_name(expected_factors(spec))
+        print(f"no baseline for scenario {spec.name} in {args.baselines} (looked for {name});"
+              f" create it with `{refresh_command(spec, args.baselines)}`", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    path, exact = found
+    try:
+        base = bl.load(path)
+    except bl.BaselineError as exc:
+        print(f"baseline file error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    checked = launch_with_progress(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
+    report = failure_report(checked) if checked.probes is None else judge(
+        checked, base, path, exact, allow_improvement=args.allow_improvement, strict=args.strict)  # fmt: skip
+    print(report.text)
+    if args.json:
+        write_json(args.json, report.data)
+    if args.junit:
+        write_junit(args.junit, f"check.{spec.name}", junit_cases(spec.name, report))
+    return report.exit_code
+
+
+def junit_cases(scenario: str, report: Report) -> list[Case]:
+    classname = f"compile_guard.check.{scenario}"
+    if "rows" not in report.data:  # the run itself failed: one failing case with the log tail
+        return [Case(name="run", classname=classname, failure=report.text, message=report.data.get("verdict", ""))]
+    cases = []
+    for row in report.data["rows"]:
+        failed = row["metric"] in report.data["failing_metrics"]
+        diff = f"{row['metric']}: baseline {json.dumps(row['baseline'])} -> per rank {json.dumps(row['per_rank'])}"
+        cases.append(Case(name=row["metric"], classname=classname, failure=diff if failed else None,
+                          message=f"{row['verdict']}: {diff}"[:200]))  # fmt: skip
+    return cases

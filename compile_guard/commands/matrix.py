@@ -1,0 +1,73 @@
+"""`compile-guard matrix`: the operator matrix rows (fault injection), per-row verdict and figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+from compile_guard.junit import Case, write_junit
+from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
+from compile_guard.matrix.runner import RowResult, run_row
+from compile_guard.report import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from engine.atomic_json import write_json
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rows", default=None, help="comma-separated row ids (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    parser.add_argument("--json", type=Path, default=None, help="write every row's result here")
+    parser.add_argument("--junit", type=Path, default=None, help="JUnit XML: one testcase per row")
+    parser.add_argument("--log-dir", type=Path, default=None, help="per-row rank logs (default: a temp dir)")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 1)
+
+
+def _table(results: list[RowResult]) -> str:
+    table = [
+        [r.id, ROWS_BY_ID[r.id].fm, r.observed, r.signature[:64], _ms(r.detect_s), _ms(r.ttf_s),
+         f"{_ms(r.ttf_budget_s) or 'n/a'}{' OVER' if r.over_budget else ''}", len(r.leftover_pids),
+         "pass" if r.passed else "FAIL"]
+        for r in results
+    ]  # fmt: skip
+    headers = ["row", "FM", "exits", "signature", "detect ms", "ttf ms", "budget ms", "left", "verdict"]
+    return tabulate(table, headers=headers)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        print(tabulate([[r.id, r.fm, r.surface, r.fault, r.expect.event] for r in ROWS],
+                       headers=["id", "FM", "surface", "fault", "caught by"]))  # fmt: skip
+        return EXIT_OK
+    ids = [i.strip() for i in args.rows.split(",") if i.strip()] if args.rows else list(ROWS_BY_ID)
+    unknown = [i for i in ids if i not in ROWS_BY_ID]
+    if unknown or not ids:
+        print(f"--rows: unknown row id(s) {unknown}; known: {sorted(ROWS_BY_ID)}", file=sys.stderr)
+        return EXIT_USAGE
+    log_root = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_matrix_"))
+    started, results = time.monotonic(), []
+    for row_id in ids:
+        result = run_row(ROWS_BY_ID[row_id], log_root)
+        ttf = "n/a" if result.ttf_s is None else f"{result.ttf_s:.3f}s"
+        print(f"{row_id:<14} {'pass' if result.passed else 'FAIL'}  ttf={ttf}  wall={result.wall_s}s", flush=True)
+        results.append(result)
+    print(_table(results))
+    for r in results:
+        for problem in r.problems:
+            print(f"FAIL {r.id}: {problem} (logs: {r.log_dir})")
+    wall = time.monotonic() - started
+    print(f"{sum(r.passed for r in results)}/{len(results)} rows passed in {wall:.1f}s; logs: {log_root}")
+    if args.json:
+        write_json(args.json, {"rows": [r.to_json() for r in results], "wall_s": round(wall, 2)})
+    if args.junit:
+        cases = [Case(name=r.id, classname="compile_guard.matrix", time_s=r.wall_s,
+                      failure="\n".join(r.problems) + f"\nlogs: {r.log_dir}" if r.problems else None,
+                      message=r.problems[0][:200] if r.problems else "") for r in results]  # fmt: skip
+        write_junit(args.junit, "matrix", cases)
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL

@@ -1,0 +1,114 @@
+"""Stored baselines: JSON files keyed by named factors, written atomically.
+
+A baseline records what one scenario compiled to on one torch version, device type and
+backend. The factors are written *into* the file and into its name, so a mismatch
+explains itself. Format: sorted keys, one fact a line, schema-versioned; break reasons
+normalised (registry id + title). Writes go to a unique temp file in the same directory,
+then `os.replace`: concurrent refreshes never leave a torn file, the last one wins whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compile_guard.health import schema
+from engine.atomic_json import write_text
+
+SCHEMA = 1
+FACTOR_KEYS = ("scenario", "torch", "device_type", "compile_backend", "dist_backend", "world_size", "config_hash")
+METRIC_KEYS = schema.BASELINE_KEYS  # the schema's counted, per-reason and reported metrics
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "baselines"
+
+
+class BaselineError(Exception):
+    """A baseline file that cannot be used: names the file and the problem."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Baseline:
+    factors: dict[str, Any]  # FACTOR_KEYS -> value
+    metrics: dict[str, Any]  # METRIC_KEYS -> value
+    break_sites: list[dict[str, Any]]  # for the report: where breaks were, when recorded
+    notes: tuple[str, ...] = ()  # what loading had to assume (metrics newer than the file); never written
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "factors": self.factors, "metrics": self.metrics, "break_sites": self.break_sites}
+
+
+def file_name(factors: dict[str, Any]) -> str:
+    torch_version = re.sub(r"[^0-9A-Za-z.]+", "_", str(factors["torch"]))
+    return (
+        f"{factors['scenario']}__torch-{torch_version}__{factors['device_type']}__{factors['compile_backend']}"
+        f"__{factors['dist_backend']}__ws{factors['world_size']}.json"
+    )
+
+
+def dumps(baseline: Baseline) -> str:
+    return json.dumps(baseline.to_json(), indent=1, sort_keys=True) + "\n"
+
+
+def write(path: Path, baseline: Baseline) -> None:
+    """Atomically replace `path` with `baseline` (temp file in the same dir, fsync, rename)."""
+    write_text(path, dumps(baseline))
+
+
+def load(path: Path) -> Baseline:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BaselineError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BaselineError(path, f"not valid JSON ({exc}); delete it and run `baseline refresh`") from None
+    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+        seen = raw.get("schema") if isinstance(raw, dict) else type(raw).__name__
+        raise BaselineError(path, f"schema {seen!r} is not {SCHEMA}; regenerate it with `baseline refresh`")
+    factors = raw.get("factors")
+    if not isinstance(factors, dict) or sorted(set(FACTOR_KEYS) - set(factors)):
+        missing = sorted(set(FACTOR_KEYS) - set(factors)) if isinstance(factors, dict) else list(FACTOR_KEYS)
+        raise BaselineError(path, f"'factors' lacks {missing}; regenerate it with `baseline refresh`")
+    if not isinstance(raw.get("metrics"), dict):
+        raise BaselineError(path, "'metrics' must be an object; regenerate it with `baseline refresh`")
+    if not isinstance(raw.get("break_sites"), list):
+        raise BaselineError(path, "'break_sites' must be a list; regenerate it with `baseline refresh`")
+    metrics, notes = _metrics(path, raw["metrics"])
+    return Baseline(factors=factors, metrics=metrics, break_sites=raw["break_sites"], notes=tuple(notes))
+
+
+def _metrics(path: Path, stored: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Every schema metric: stored ones type-checked, newer ones at their default with a note."""
+    metrics, notes = {}, []
+    for key in METRIC_KEYS:
+        if key not in stored:
+            metrics[key] = schema.default_of(key)
+            notes.append(f"{path.name} predates metric {key!r}: read as {metrics[key]!r} (refresh to record it)")
+            continue
+        expected = schema.type_of(key)
+        value = stored[key]
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise BaselineError(path, f"metrics.{key} is {type(value).__name__} {value!r}, expected"
+                                      f" {expected.__name__}; fix or delete the file, then `baseline refresh`")
+        metrics[key] = value
+    return metrics, notes
+
+
+def find(directory: Path, factors: dict[str, Any]) -> tuple[Path, bool] | None:
+    """The baseline for `factors`: (path, exact). Not exact = another torch version."""
+    exact = directory / file_name(factors)
+    if exact.exists():
+        return exact, True
+    others = sorted(
+        p for p in directory.glob(f"{factors['scenario']}__torch-*.json")
+        if p.name.endswith(
+            f"__{factors['device_type']}__{factors['compile_backend']}__{factors['dist_backend']}"
+            f"__ws{factors['world_size']}.json"
+        )
+    )  # fmt: skip
+    return (others[-1], False) if others else None

@@ -1,0 +1,77 @@
+"""The direction policy, as PyTorch's own compile-count CI gate has it.
+
+- counted metrics (breaks, graphs, recompiles): more = regression; fewer = improvement,
+  which fails too (the baseline must be refreshed, or it silently rots) unless allowed;
+- break reasons: a new reason or a higher count = regression; a reason gone or lower =
+  improvement;
+- graph fingerprints, guard counts, op counts, effective backend: changed = reported,
+  a regression only under --strict.
+Which metric is which comes from the schema (compile_guard.health.schema).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from compile_guard.health import schema
+
+OK, REGRESSION, IMPROVEMENT, CHANGED = "ok", "regression", "improvement", "changed"
+_RANK = {OK: 0, CHANGED: 1, IMPROVEMENT: 2, REGRESSION: 3}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    metric: str
+    baseline: Any
+    per_rank: list[Any]  # the value on each rank
+    verdict: str  # the worst over ranks
+
+
+def _counted(base: int, value: int) -> str:
+    return OK if value == base else REGRESSION if value > base else IMPROVEMENT
+
+
+def _reasons(base: dict[str, int], value: dict[str, int]) -> str:
+    verdicts = {_counted(base.get(k, 0), value.get(k, 0)) for k in set(base) | set(value)}
+    return REGRESSION if REGRESSION in verdicts else IMPROVEMENT if IMPROVEMENT in verdicts else OK
+
+
+def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Row]:
+    """One row per metric; per-reason rows for break reasons (so a new reason is visible)."""
+    rows = []
+
+    def value(metrics: dict[str, Any], name: str) -> Any:
+        return metrics.get(name, schema.default_of(name))
+
+    for f in schema.fields_judged(schema.COUNTED):
+        values = [value(m, f.name) for m in per_rank]
+        verdict = max((_counted(value(baseline, f.name), v) for v in values), key=_RANK.get)
+        rows.append(Row(metric=f.name, baseline=value(baseline, f.name), per_rank=values, verdict=verdict))
+    for f in schema.fields_judged(schema.REASONS):
+        label = "break" if f.name == "break_reasons" else f.name
+        base_counts = value(baseline, f.name)
+        for reason in sorted(set(base_counts).union(*(value(m, f.name) for m in per_rank))):
+            values = [value(m, f.name).get(reason, 0) for m in per_rank]
+            base = base_counts.get(reason, 0)
+            verdict = max((_reasons({reason: base}, {reason: v}) for v in values), key=_RANK.get)
+            rows.append(Row(metric=f"{label}: {reason}", baseline=base, per_rank=values, verdict=verdict))
+    for f in schema.fields_judged(schema.REPORTED):
+        values = [value(m, f.name) for m in per_rank]
+        verdict = OK if all(v == value(baseline, f.name) for v in values) else CHANGED
+        rows.append(Row(metric=f.name, baseline=value(baseline, f.name), per_rank=values, verdict=verdict))
+    return rows
+
+
+def failing(rows: list[Row], *, allow_improvement: bool, strict: bool) -> list[Row]:
+    """The rows that fail the gate under these flags."""
+    fails = {REGRESSION} | ({IMPROVEMENT} if not allow_improvement else set()) | ({CHANGED} if strict else set())
+    return [r for r in rows if r.verdict in fails]
+
+
+def outcome(rows: list[Row], *, allow_improvement: bool, strict: bool) -> tuple[bool, list[str]]:
+    """(passed, reasons it did not)."""
+    notes = {REGRESSION: "regression", IMPROVEMENT: "improvement: refresh the baseline", CHANGED: "changed, --strict"}
+    problems = [f"{r.metric}: {r.baseline} -> {r.per_rank} ({notes[r.verdict]})"
+                for r in failing(rows, allow_improvement=allow_improvement, strict=strict)]  # fmt: skip
+    return not problems, problems

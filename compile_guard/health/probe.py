@@ -1,0 +1,139 @@
+"""Per-rank compile health: what dynamo made of one compiled region, as plain data.
+
+The probe collects observations (compile_guard.health.schema.Observations); the schema
+turns them into metrics.
+
+Sources, none of them log scraping for counts:
+- graphs: the region's recording backend (each graph dynamo handed to the compiler);
+  fingerprinted from the normalised graph code, with op counts and the number of
+  functional collectives inside the graph;
+- graph breaks: dynamo's `graph_break` counter, keyed by a *normalised* reason — the
+  graph-break registry id (gbNNNN) and the break type's title, never the message with
+  object reprs and addresses — so a torch upgrade moves a baseline only where behaviour moved;
+- break sites: dynamo's graph-break artifact log records (user file:line) captured by a
+  handler, the only place dynamo states the site;
+- recompiles and guards: dynamo's compilation metrics (one record per frame compile;
+  compile id "frame/n" with n > 0 is a recompile, with dynamo's recompile reason).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch._dynamo.utils as dynamo_utils
+
+from compile_guard.health.schema import CompileHealth, Observations
+from engine.compile import CompiledRegion
+
+_GB_ID = re.compile(r"/gb/(gb\d+)\.html")
+_SITE = re.compile(r"in user code at (.+?):(\d+)\n")
+_FUNCTIONAL_COLLECTIVE = "_c10d_functional."
+_BREAK_LOGGER = "torch._dynamo.symbolic_convert.__graph_breaks"
+_METRICS_LIMIT = 100_000  # dynamo keeps 64 compile records by default; a graph cliff makes more
+
+
+def normalise_reason(message: str) -> str:
+    """'gb0098: Skip calling `torch.compiler.disable()`d function' from a full break message."""
+    found = _GB_ID.search(message)
+    title = message.strip().splitlines()[0].strip() if message.strip() else "?"
+    return f"{found.group(1)}: {title}" if found else title
+
+
+def relative_site(filename: str, line: int) -> str:
+    """file:line with the path made portable (repo-relative, or from site-packages on)."""
+    path = Path(filename)
+    parts = path.parts
+    for anchor in ("site-packages", "dist-packages"):
+        if anchor in parts:
+            return f"{'/'.join(parts[parts.index(anchor) + 1:])}:{line}"
+    for root in ("engine", "compile_guard", "repro"):
+        if root in parts:
+            return f"{'/'.join(parts[len(parts) - 1 - parts[::-1].index(root):])}:{line}"
+    return f"{path.name}:{line}"
+
+
+class _BreakSites(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.sites: collections.Counter = collections.Counter()  # (reason, site) -> count
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        site = _SITE.search(message + "\n")
+        if site is None:
+            return
+        reason = message.split("Graph Break Reason:", 1)[-1]
+        # The innermost break type is the first registry id in the reason text.
+        gb = _GB_ID.search(reason)
+        key = gb.group(1) if gb else "?"
+        self.sites[(key, relative_site(site.group(1), int(site.group(2))))] += 1
+
+
+def graph_fingerprint(gm: torch.fx.GraphModule) -> dict[str, Any]:
+    ops: collections.Counter = collections.Counter()
+    for node in gm.graph.nodes:
+        if node.op in ("call_function", "call_method", "call_module"):
+            target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+            ops[str(node.target) if _FUNCTIONAL_COLLECTIVE in str(node.target) else target] += 1
+    # gm.code is generated from the graph: placeholder names come from the traced source, not
+    # from object ids, so it hashes the same on every rank and every run of the same program.
+    code = re.sub(r"0x[0-9a-f]+", "0x?", gm.code)
+    return {
+        "fingerprint": hashlib.sha256(code.encode()).hexdigest()[:16],
+        "nodes": len(gm.graph.nodes),
+        "ops": sum(ops.values()),
+        "collectives": sum(n for op, n in ops.items() if _FUNCTIONAL_COLLECTIVE in op and "wait_tensor" not in op),
+        "op_counts": dict(sorted(ops.items())),
+    }
+
+
+class CompileProbe:
+    """Attach before the region's first call; `snapshot()` any time after."""
+
+    def __init__(self, region: CompiledRegion) -> None:
+        self.region = region
+        dynamo_utils.set_compilation_metrics_limit(_METRICS_LIMIT)
+        self._metrics_start = len(dynamo_utils.get_compilation_metrics())
+        self._sites = _BreakSites()
+        torch._logging.set_logs(graph_breaks=True)
+        logger = logging.getLogger(_BREAK_LOGGER)
+        logger.addHandler(self._sites)
+        logger.propagate = False  # keep the multi-KB break reports out of the rank log
+
+    def observe(self, *, effective_backend: dict[str, Any] | None = None,
+                warmup_recompiles: int | None = None) -> Observations:  # fmt: skip
+        by_reason: collections.Counter = collections.Counter()
+        for message, count in self.region.graph_breaks().items():
+            by_reason[normalise_reason(message)] += count
+        compiles = []
+        for m in dynamo_utils.get_compilation_metrics()[self._metrics_start :]:
+            _frame, _, attempt = (m.compile_id or "0/0").partition("/")
+            attempt = attempt.split("_")[0]
+            reason = (m.recompile_reason or "?").split(":", 1)[-1].strip().splitlines()[0]
+            compiles.append({
+                "frame": m.co_name, "site": relative_site(m.co_filename or "?", m.co_firstlineno or 0),
+                "attempt": int(attempt) if attempt.isdigit() else 0, "reason": re.sub(r"\s+", " ", reason)[:200],
+                "guard_count": m.guard_count or 0,
+            })  # fmt: skip
+        return Observations(
+            graph_count=self.region.graph_count,
+            graphs=[graph_fingerprint(gm) for gm in (self.region.recorder.graphs if self.region.recorder else [])],
+            break_reasons=dict(by_reason),
+            break_sites=sorted(
+                [{"reason": r, "site": s, "count": n} for (r, s), n in self._sites.sites.items()],
+                key=lambda d: (d["site"], d["reason"]),
+            ),
+            compiles=compiles,
+            effective_backend=effective_backend or {},
+            warmup_recompiles=warmup_recompiles,
+        )
+
+    def snapshot(self, **context: Any) -> dict[str, Any]:
+        """Every metric of the schema, as JSON (context: effective_backend, warmup_recompiles)."""
+        return CompileHealth.measure(self.observe(**context)).to_json()

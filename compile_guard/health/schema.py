@@ -1,0 +1,125 @@
+"""The compile-health schema: every metric, how it is judged, its default and how it is measured.
+
+One dataclass, `CompileHealth`; each field is a metric and says
+- `judged`: COUNTED (more = regression, fewer = improvement), REASONS (a count per break
+  reason, judged like COUNTED per reason), REPORTED (a change is reported, a regression
+  only under --strict) or DETAIL (in the probe output for the report, never in a baseline);
+- `symmetric`: whether it must be equal on every rank of a group after warmup (C-03);
+- its default: what a baseline written before the field existed reads as;
+- `measure`: how it is computed from one rank's `Observations` (engine-agnostic facts the
+  probe collects from dynamo: graphs, breaks, compile records).
+
+The probe output, the symmetric view, the policy and the baseline loader all derive from
+this table. Adding a metric = one field here (plus a new observation in probe.py only if
+it needs a fact the probe does not collect yet). No torch import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+COUNTED, REASONS, REPORTED, DETAIL = "counted", "reasons", "reported", "detail"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observations:
+    """What the probe saw on one rank, as plain data."""
+
+    graph_count: int  # graphs dynamo handed the compiler (the recording backend)
+    graphs: list[dict[str, Any]]  # per graph: fingerprint, nodes, ops, collectives, op_counts
+    break_reasons: dict[str, int]  # normalised break reason -> count
+    break_sites: list[dict[str, Any]]  # {reason, site, count}, sorted by site
+    compiles: list[dict[str, Any]]  # one per frame compile: frame, site, attempt, reason, guard_count
+    effective_backend: dict[str, Any] = field(default_factory=dict)  # what `auto` resolved to
+    warmup_recompiles: int | None = None  # recompiles seen at the end of warmup; None: this *is* warmup
+
+    @property
+    def recompile_reasons(self) -> list[dict[str, Any]]:
+        return [{k: c[k] for k in ("frame", "site", "reason")} for c in self.compiles if c["attempt"] > 0]
+
+
+def metric(judged: str, *, symmetric: bool, default: Any, measure: Callable[[Observations], Any],
+           doc: str) -> Any:  # fmt: skip
+    meta = {"judged": judged, "symmetric": symmetric, "measure": measure, "doc": doc, "type": type(default)}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _steady(obs: Observations) -> list[dict[str, Any]]:
+    return [] if obs.warmup_recompiles is None else obs.recompile_reasons[obs.warmup_recompiles:]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileHealth:
+    # -- counted: more is a regression, fewer an improvement (the baseline must then be refreshed)
+    graph_breaks: int = metric(COUNTED, symmetric=True, default=0, doc="graph breaks, all reasons",
+                               measure=lambda o: sum(o.break_reasons.values()))
+    unique_graphs: int = metric(COUNTED, symmetric=True, default=0, doc="graphs dynamo handed the compiler",
+                                measure=lambda o: o.graph_count)
+    recompiles: int = metric(COUNTED, symmetric=True, default=0, doc="frame compiles with attempt > 0",
+                             measure=lambda o: len(o.recompile_reasons))
+    steady_recompiles: int = metric(COUNTED, symmetric=False, default=0, doc="recompiles after warmup",
+                                    measure=lambda o: len(_steady(o)))
+    # -- per reason: a new reason or a higher count is a regression
+    break_reasons: dict = metric(REASONS, symmetric=True, default={}, doc="break count per normalised reason",
+                                 measure=lambda o: dict(sorted(o.break_reasons.items())))
+    # -- reported: a change is stated; a regression only under --strict
+    graph_fingerprints: list = metric(REPORTED, symmetric=True, default=[], doc="normalised graph code hashes",
+                                      measure=lambda o: [g["fingerprint"] for g in o.graphs])
+    collectives_in_graphs: int = metric(REPORTED, symmetric=True, default=0, doc="functional collectives in graphs",
+                                        measure=lambda o: sum(g["collectives"] for g in o.graphs))
+    guard_count: int = metric(REPORTED, symmetric=True, default=0, doc="guards over every frame compile",
+                              measure=lambda o: sum(c["guard_count"] for c in o.compiles))
+    graph_ops: int = metric(REPORTED, symmetric=False, default=0, doc="call nodes over every graph",
+                            measure=lambda o: sum(g["ops"] for g in o.graphs))
+    effective_backend: dict = metric(REPORTED, symmetric=False, default={}, doc="what `auto` resolved to",
+                                     measure=lambda o: o.effective_backend)
+    # -- details: in the probe output for the report, never in a baseline
+    break_sites: list = metric(DETAIL, symmetric=False, default=[], doc="user file:line of each break",
+                               measure=lambda o: o.break_sites)
+    frames_compiled: int = metric(DETAIL, symmetric=False, default=0, doc="frame compiles, first ones included",
+                                  measure=lambda o: len(o.compiles))
+    recompile_reasons: list = metric(DETAIL, symmetric=False, default=[], doc="dynamo's reason per recompile",
+                                     measure=lambda o: o.recompile_reasons)
+    steady_recompile_reasons: list = metric(DETAIL, symmetric=False, default=[], doc="those after warmup",
+                                            measure=_steady)
+    graphs: list = metric(DETAIL, symmetric=False, default=[], doc="per-graph fingerprint and op counts",
+                          measure=lambda o: o.graphs)
+
+    @classmethod
+    def measure(cls, obs: Observations) -> CompileHealth:
+        return cls(**{f.name: f.metadata["measure"](obs) for f in dataclasses.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def fields_judged(*kinds: str) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(CompileHealth) if f.metadata["judged"] in kinds]
+
+
+BASELINE_KEYS = tuple(f.name for f in fields_judged(COUNTED, REASONS, REPORTED))
+SYMMETRIC_KEYS = tuple(f.name for f in dataclasses.fields(CompileHealth) if f.metadata["symmetric"])
+
+
+def default_of(name: str) -> Any:
+    f = next(f for f in dataclasses.fields(CompileHealth) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def type_of(name: str) -> type:
+    return next(f for f in dataclasses.fields(CompileHealth) if f.name == name).metadata["type"]
+
+
+def symmetric_view(health: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal across the ranks of a symmetric group after warmup (C-03)."""
+    return {key: health[key] for key in SYMMETRIC_KEYS}
+
+
+def baseline_view(health: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a baseline stores, from a probe output (`final`)."""
+    return {key: health.get(key, default_of(key)) for key in BASELINE_KEYS}
+

@@ -1,0 +1,122 @@
+"""The matrix's fault injector: test-only faults, switched by parity-checked COMPILE_GUARD_TEST_* knobs.
+
+Every rank reads the same (fault, rank, chunk) triple — the env parity handshake enforces
+it — and hands the engine a `FaultInjector` as its hooks. At the fault's injection point
+(engine.hooks.Point), on the fault rank (every rank when it is -1) and at the fault chunk,
+the injector logs an `inject` event with a CLOCK_MONOTONIC time (the matrix measures
+time-to-fail from it), then does the fault to what the site holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from engine import events, knobs
+from engine.control.envelope import TensorSpec
+from engine.hooks import Hooks, Point, Site
+
+DELAY_RESULT_S = 0.3  # OM-09's injected delay: long enough that the hard cut always comes first
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fault:
+    point: Point  # where the engine lets it happen
+    doc: str  # the matrix row it serves and what it does
+    act: Callable[[Site], None]  # the fault itself, on what the site holds
+
+
+def _recompute_without_override(site: Site) -> None:
+    plan = site["plan"]
+    plan["do_kv_recompute"], plan["expected_generator_calls"] = True, plan["num_denoise_steps"] + 1
+    site["tensors"].pop("context_frames_override", None)
+
+
+def _mutate_weight(site: Site) -> None:
+    with torch.no_grad():
+        site["model"].blocks[0].self_q.weight.view(-1)[0] += 1e-3
+
+
+def _adhoc_broadcast(site: Site) -> None:
+    probe = torch.zeros(2, dtype=torch.int64, device=site["sender"].device)  # "tell workers a shape"
+    spec = TensorSpec(key="shape_probe", index=0, dtype="int64", shape=(2,))
+    site["sender"].send_tensor(spec, probe, manifest=site["manifest"])
+
+
+def _inconsistent_plan(site: Site) -> None:
+    site["plan"]["num_denoise_steps"] += 1
+
+
+def _miscount_received_plan(site: Site) -> None:
+    site["plan"] = {**site["plan"], "expected_generator_calls": site["plan"].get("expected_generator_calls", 0) + 1}
+
+
+def _skew_attention(site: Site) -> None:
+    if site["requested"] == "auto":
+        site["attn_impl"] = "math"
+
+
+def _signal_self(sig: signal.Signals) -> Callable[[Site], None]:
+    return lambda _site: os.kill(os.getpid(), sig)
+
+
+FAULTS: dict[str, Fault] = {
+    "meta_unserialisable": Fault(point=Point.REQUEST_BUILT, doc="OM-01: a lambda in the request's extras",
+                                 act=lambda s: s["extras"].__setitem__("on_done", lambda: None)),
+    "bool_tensor": Fault(point=Point.REQUEST_BUILT, doc="OM-02: latents sent as torch.bool",
+                         act=lambda s: s["tensors"].__setitem__("latents", s["tensors"]["latents"] > 0)),
+    "inconsistent_plan": Fault(point=Point.REQUEST_BUILT, doc="OM-03: num_denoise_steps != len(denoising_step_list)",
+                               act=_inconsistent_plan),
+    "recompute_without_override": Fault(point=Point.REQUEST_BUILT, act=_recompute_without_override,
+                                        doc="OM-10: do_kv_recompute without context_frames_override"),
+    "corrupt_plan_on_receive": Fault(point=Point.PLAN_RECEIVED,
+                                     doc="OM-03/OM-07/FM-02: the fault rank's received plan miscounts calls",
+                                     act=_miscount_received_plan),
+    "adhoc_broadcast": Fault(point=Point.PAYLOAD_SENT, doc="OM-06: rank0 broadcasts a tensor outside the manifest",
+                             act=_adhoc_broadcast),
+    "perturb_input": Fault(point=Point.CHUNK_INPUTS, doc="OM-11: the fault rank perturbs its copy of the latents",
+                           act=lambda s: s["tensors"]["latents"].add_(1e-3)),
+    "mutate_weight": Fault(point=Point.CHUNK_INPUTS, doc="OM-12: the fault rank mutates a weight of its shard",
+                           act=_mutate_weight),
+    "kill_rank0_loop": Fault(point=Point.HEADER_SENT, doc="OM-13: rank0 SIGKILLs itself mid-chunk, after the header",
+                             act=_signal_self(signal.SIGKILL)),
+    "kill_rank0_idle": Fault(point=Point.IDLE_TICK, doc="OM-13: rank0 SIGKILLs itself while idle",
+                             act=_signal_self(signal.SIGKILL)),
+    "freeze_rank0_idle": Fault(point=Point.IDLE_TICK, doc="OM-13: rank0 SIGSTOPs itself while idle (the watchdog)",
+                               act=_signal_self(signal.SIGSTOP)),
+    "attn_auto_skew": Fault(point=Point.ATTENTION_RESOLVED, doc="C-04: attn_impl=auto resolves to math",
+                            act=_skew_attention),
+    "rank_graph_break": Fault(point=Point.MODEL_BUILT, doc="C-03: a debug print inside the compiled forward",
+                              act=lambda s: setattr(s["model"], "debug_print", True)),
+    "delay_result": Fault(point=Point.RESULT_READY, doc="OM-09: stage 1 holds back one chunk's result (PP0)",
+                          act=lambda _s: time.sleep(DELAY_RESULT_S)),
+    "wrong_group": Fault(point=Point.AGREEMENT_GROUP, doc="OM-08: the pre-generator gather is handed world_pg",
+                         act=lambda s: s.__setitem__("group", s["layout"].group("world"))),
+}  # fmt: skip
+
+
+class FaultInjector(Hooks):
+    def __init__(self, *, name: str, rank: int, chunk: int) -> None:
+        if name and name not in FAULTS:
+            raise ValueError(f"COMPILE_GUARD_TEST_FAULT={name!r} is unknown; pick one of {sorted(FAULTS)}")
+        self.name, self.rank, self.chunk = name, rank, chunk
+        self.fault = FAULTS.get(name)
+
+    @classmethod
+    def from_knobs(cls) -> FaultInjector:
+        return cls(name=knobs.read("COMPILE_GUARD_TEST_FAULT"), rank=knobs.read("COMPILE_GUARD_TEST_FAULT_RANK"),
+                   chunk=knobs.read("COMPILE_GUARD_TEST_FAULT_CHUNK"))  # fmt: skip
+
+    def at(self, point: Point, site: Site) -> None:
+        fault = self.fault
+        if fault is None or fault.point is not point or self.rank not in (-1, site.rank):
+            return
+        if site.chunk_index != self.chunk:
+            return
+        events.emit("inject", fault=self.name, rank=site.rank, chunk_index=site.chunk_index)
+        fault.act(site)

@@ -1,0 +1,202 @@
+"""The operator matrix as data: one Row per check of operator-test-matrix.md.
+
+A row says how to break the engine (parity-checked COMPILE_GUARD_TEST_* hooks, or per-rank
+env for the rows that *are* a per-rank difference) and what a good failure looks like: the
+exit code of every rank, the event that proves which mechanism caught it, and on which rank.
+The runner (compile_guard.matrix.runner) and pytest both iterate over ROWS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import (
+    AdHocCollective,
+    CompileAsymmetry,
+    DigestMismatch,
+    FingerprintMismatch,
+    ParityMismatch,
+    PeerLost,
+    PlanRejected,
+    TerminatedByPeer,
+    WatchdogExpired,
+    WrongGroup,
+)
+from engine.runspec import PP0Spec
+
+CONTINUES = "job_continues"  # the fault is rejected and the job finishes every other chunk
+CONTINUES_CHECK = "check_completes"  # the check's ranks all finish; the verdict is the baseline diff
+ALL_EXIT = "all_exit"  # every rank exits, with the codes in Expect.exit_codes
+
+RUNTIME, PP0, PP1 = "tp", "pp0", "pp1"  # an engine topology, run by compile_guard.ranks.serve
+CHECK = "check"  # the check's rank program (compile_guard.ranks.check) on a scenario
+PP1_TOPOLOGY = "PP1: rank0 out of the mesh + mesh of 2 (TP=2, leader rank1), gloo, CPU, eager"
+CHUNKS = 4  # chunks per row run (after warmup)
+FAULT_CHUNK = 1  # hooks fire at this chunk_index
+WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
+WARMUP_BUDGET_S = 5.0  # C-03: injected at build, caught after the warmup compile (aot_eager, 4 layers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expect:
+    kind: str  # CONTINUES or ALL_EXIT
+    detector: int  # the rank whose log must hold `event`
+    event: str  # CG_EVENT proving the right mechanism caught the fault
+    fields: dict[str, object] = field(default_factory=dict)  # subset the event must match
+    exit_codes: dict[int, tuple[int | str, ...]] = field(default_factory=dict)  # rank -> allowed rc / signal
+    ttf_budget_s: float | None = 2.0  # figure to reach (reported, not asserted); None: no failure to time
+    baseline: str | None = None  # check rows: the verdict against the stored baseline ("pass"/"regression")
+    sites: tuple[str, ...] = ()  # check rows: break sites the regression report must name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    id: str  # matrix ID, with a suffix for variants
+    surface: str
+    fm: str  # failure-mode label
+    fault: str  # what is injected, in words
+    expect: Expect
+    env: dict[str, str] = field(default_factory=dict)  # every rank
+    rank_env: dict[int, dict[str, str]] = field(default_factory=dict)  # per-rank differences
+    spec: dict[str, Any] = field(default_factory=dict)  # RunSpec fields beyond the rows' defaults
+    nprocs: int = 2
+    deadline_s: float = 60.0
+    topology: str = "TP=2, gloo, CPU, eager"
+    program: str = RUNTIME  # an engine topology (tp, pp0, pp1), or CHECK: the check's rank program on a scenario
+    scenario: str = "tp2-aot"  # CHECK rows: the scenario (aot_eager: dynamo's counts, no kernel compile)
+
+
+def _hook(name: str, rank: int = 0, chunk: int = FAULT_CHUNK) -> dict[str, str]:
+    return {
+        "COMPILE_GUARD_TEST_FAULT": name,
+        "COMPILE_GUARD_TEST_FAULT_RANK": str(rank),
+        "COMPILE_GUARD_TEST_FAULT_CHUNK": str(chunk),
+    }
+
+
+def _preflight(stage: str, key_path: str) -> Expect:
+    return Expect(
+        kind=CONTINUES, detector=0, event="preflight_rejected",
+        fields={"stage": stage, "key_path": key_path, "chunk_index": FAULT_CHUNK},
+    )  # fmt: skip
+
+
+def _all(code: int, *, detector: int, event: str, **fields: object) -> Expect:
+    return Expect(kind=ALL_EXIT, detector=detector, event=event, fields=fields, exit_codes={0: (code,), 1: (code,)})
+
+
+_PARITY = ParityMismatch.exit_code
+_PEER_GONE = (PeerLost.exit_code, WatchdogExpired.exit_code)  # gloo sees a dead peer first; the watchdog a frozen one
+_OM13_ENV = {"COMPILE_GUARD_WATCHDOG_S": str(WATCHDOG_S)}
+
+ROWS: tuple[Row, ...] = (
+    Row(id="OM-01", surface="TP framing", fm="FM-04", fault="meta holds a lambda",
+        env=_hook("meta_unserialisable"), expect=_preflight("meta_encode", "extras.on_done")),
+    Row(id="OM-02", surface="TP framing", fm="FM-07", fault="latents sent as torch.bool",
+        env=_hook("bool_tensor"), expect=_preflight("dtype", "tensors.latents[0]")),
+    Row(id="OM-03", surface="TP v1.1 plan", fm="FM-02", fault="num_denoise_steps != len(denoising_step_list)",
+        env=_hook("inconsistent_plan"), expect=_preflight("schema", "plan.num_denoise_steps")),
+    Row(id="OM-03-worker", surface="TP v1.1 plan", fm="FM-02",
+        fault="rank 1's received plan miscounts generator calls (only the receiver sees it)",
+        env=_hook("corrupt_plan_on_receive", rank=1),
+        expect=_all(PlanRejected.exit_code, detector=1, event="plan_rejected", chunk_index=FAULT_CHUNK)),
+    Row(id="OM-04", surface="TP/PP plan parity", fm="FM-01", fault="PP enabled on rank 1 only",
+        rank_env={1: {"COMPILE_GUARD_PP_ENABLED": "1"}},
+        expect=_all(_PARITY, detector=0, event="parity_mismatch", keys=["env.COMPILE_GUARD_PP_ENABLED"])),
+    Row(id="OM-04-plan", surface="TP/PP plan parity", fm="FM-01", fault="tp_plan differs on rank 1",
+        rank_env={1: {"COMPILE_GUARD_TP_PLAN": "v0_full_pipeline"}},
+        expect=_all(_PARITY, detector=0, event="parity_mismatch", keys=["env.COMPILE_GUARD_TP_PLAN"])),
+    Row(id="OM-05", surface="conditional collectives", fm="FM-03",
+        fault="debug barrier gated by a flag set on rank 1 only",
+        rank_env={1: {"COMPILE_GUARD_DEBUG_SYNC": "1"}},
+        expect=_all(_PARITY, detector=1, event="parity_mismatch", keys=["env.COMPILE_GUARD_DEBUG_SYNC"])),
+    Row(id="OM-06", surface="ad-hoc broadcasts", fm="FM-08", fault="rank0 broadcasts a tensor outside the manifest",
+        env=_hook("adhoc_broadcast"),
+        expect=Expect(kind=ALL_EXIT, detector=0, event="adhoc_blocked", fields={"key": "shape_probe"},
+                      exit_codes={0: (AdHocCollective.exit_code,), 1: _PEER_GONE})),
+    Row(id="OM-10", surface="KV recompute override", fm="FM-06",
+        fault="do_kv_recompute=True without context_frames_override",
+        env=_hook("recompute_without_override"), expect=_preflight("schema", "tensors.context_frames_override")),
+    Row(id="OM-11", surface="drift tripwire", fm="Franken-model", fault="rank 0 perturbs its copy of latents",
+        env=_hook("perturb_input"),
+        expect=_all(DigestMismatch.exit_code, detector=1, event="digest_mismatch", tensors=["latents"])),
+    Row(id="OM-12", surface="weight divergence tripwire", fm="Franken-model",
+        fault="rank 1 mutates one weight of its shard",
+        env={**_hook("mutate_weight", rank=1), "COMPILE_GUARD_FINGERPRINT_EVERY": "4"},
+        expect=_all(FingerprintMismatch.exit_code, detector=0, event="fingerprint_mismatch", reason="periodic")),
+    Row(id="OM-13-loop", surface="orphan shutdown", fm="hang hygiene", fault="rank0 SIGKILLed after a header",
+        env={**_hook("kill_rank0_loop"), **_OM13_ENV},
+        expect=Expect(kind=ALL_EXIT, detector=1, event="fatal", exit_codes={0: ("SIGKILL",), 1: _PEER_GONE},
+                      ttf_budget_s=WATCHDOG_S + 1)),
+    Row(id="OM-13-idle", surface="orphan shutdown", fm="hang hygiene", fault="rank0 SIGKILLed while idle",
+        env={**_hook("kill_rank0_idle"), **_OM13_ENV}, spec={"idle_after": FAULT_CHUNK, "idle_s": 30.0},
+        expect=Expect(kind=ALL_EXIT, detector=1, event="fatal", exit_codes={0: ("SIGKILL",), 1: _PEER_GONE},
+                      ttf_budget_s=WATCHDOG_S + 1)),
+    Row(id="OM-13-frozen", surface="orphan shutdown", fm="hang hygiene",
+        fault="rank0 SIGSTOPped while idle (alive, silent)",
+        env={**_hook("freeze_rank0_idle"), **_OM13_ENV}, spec={"idle_after": FAULT_CHUNK, "idle_s": 30.0},
+        expect=Expect(kind=ALL_EXIT, detector=1, event="watchdog_expired",
+                      exit_codes={0: ("SIGKILL",), 1: (WatchdogExpired.exit_code,)}, ttf_budget_s=WATCHDOG_S + 1)),
+    Row(id="OM-09", surface="KV lifecycle (epoch fence)", fm="FM-10",
+        fault="stage 1 delays chunk 1's result; rank0 hard-cuts at chunk 2 before it arrives", program=PP0,
+        topology="PP0 (rank0 stage 0, rank1 stage 1), D_in = D_out = 2, gloo, CPU",
+        env=_hook("delay_result", rank=1), spec={"pp0": PP0Spec(d_in=2, d_out=2), "hard_cut_at": FAULT_CHUNK + 1},
+        expect=Expect(kind=CONTINUES, detector=0, event="stale_result_dropped",
+                      fields={"chunk_index": FAULT_CHUNK, "where": "in flight"})),
+    Row(id="OM-07", surface="PP leader safety", fm="PP-FM-LEADER-THROW",
+        fault="the leader's received envelope is corrupt (its plan miscounts calls)", program=PP1, nprocs=3,
+        topology=PP1_TOPOLOGY, env=_hook("corrupt_plan_on_receive", rank=1),
+        expect=Expect(kind=ALL_EXIT, detector=1, event="terminal_broadcast",
+                      fields={"reason": "PLAN_REJECTED", "group": "mesh_pg", "chunk_index": FAULT_CHUNK},
+                      exit_codes={0: (TerminatedByPeer.exit_code,), 1: (PlanRejected.exit_code,),
+                                  2: (TerminatedByPeer.exit_code,)})),
+    Row(id="OM-08", surface="wrong group collective", fm="PP-FM-WRONG-GROUP",
+        fault="the mesh's pre-generator gather is handed world_pg instead of mesh_pg (every mesh rank)",
+        program=PP1, nprocs=3, topology=PP1_TOPOLOGY, env=_hook("wrong_group", rank=-1),
+        expect=Expect(kind=ALL_EXIT, detector=1, event="wrong_group",
+                      fields={"group_used": "world_pg", "expected_group": "mesh_pg", "chunk_index": FAULT_CHUNK},
+                      exit_codes={0: (TerminatedByPeer.exit_code,), 1: (WrongGroup.exit_code,),
+                                  2: (WrongGroup.exit_code,)})),
+    Row(id="OM-02-pp1", surface="PP framing", fm="FM-07", fault="latents sent as torch.bool to the leader",
+        program=PP1, nprocs=3, topology=PP1_TOPOLOGY, env=_hook("bool_tensor"),
+        expect=_preflight("dtype", "tensors.latents[0]")),
+    Row(id="OM-04-pp1", surface="TP/PP plan parity", fm="FM-01", fault="PP enabled on rank 2 only",
+        program=PP1, nprocs=3, topology=PP1_TOPOLOGY, rank_env={2: {"COMPILE_GUARD_PP_ENABLED": "1"}},
+        expect=Expect(kind=ALL_EXIT, detector=0, event="parity_mismatch", fields={"ranks": [0, 1, 2]},
+                      exit_codes={0: (_PARITY,), 1: (_PARITY,), 2: (_PARITY,)})),
+    Row(id="FM-02-pp1", surface="mesh call-count agreement", fm="FM-02",
+        fault="mesh rank 2 plans a different generator-call count", program=PP1, nprocs=3, topology=PP1_TOPOLOGY,
+        env=_hook("corrupt_plan_on_receive", rank=2),
+        expect=Expect(kind=ALL_EXIT, detector=2, event="plan_rejected", fields={"chunk_index": FAULT_CHUNK},
+                      exit_codes={0: (TerminatedByPeer.exit_code,), 1: (PlanRejected.exit_code,),
+                                  2: (PlanRejected.exit_code,)})),
+    # Compile + distributed regression rows: the check's rank program on scenario tp2-aot.
+    Row(id="C-01", surface="compile parity", fm="FM-01", fault="compile disabled on rank 1 (TORCH_COMPILE_DISABLE=1)",
+        program=CHECK, topology="TP=2, gloo, CPU, aot_eager", rank_env={1: {"TORCH_COMPILE_DISABLE": "1"}},
+        expect=_all(_PARITY, detector=0, event="parity_mismatch", handshake="compile")),
+    Row(id="C-02", surface="graph-break gate", fm="compile cliff", fault="none: mode C's invariant (0 breaks, 1 graph)",
+        program=CHECK, topology="TP=2, gloo, CPU, aot_eager",
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="progress",
+                      fields={"phase": "warmup_done", "unique_graphs": 1, "graph_breaks": 0},
+                      ttf_budget_s=None, baseline="pass")),
+    Row(id="C-02-disable", surface="graph-break gate", fm="compile cliff",
+        fault="collectives wrapped in torch.compiler.disable() on every rank", program=CHECK,
+        topology="TP=2, gloo, CPU, aot_eager", env={"COMPILE_GUARD_COLLECTIVE_PATH": "disabled_inplace"},
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="progress", fields={"phase": "warmup_done"},
+                      ttf_budget_s=None, baseline="regression", sites=("engine/collectives.py",))),
+    Row(id="C-03", surface="rank-symmetric compile health", fm="asymmetric compile",
+        fault="debug print in the compiled forward on rank 1 only", program=CHECK,
+        topology="TP=2, gloo, CPU, aot_eager", env=_hook("rank_graph_break", rank=1, chunk=-1),
+        # Detectable only once both ranks compiled: the gather runs right after warmup, by design.
+        expect=dataclasses.replace(_all(CompileAsymmetry.exit_code, detector=0, event="compile_asymmetry"),
+                                   ttf_budget_s=WARMUP_BUDGET_S)),
+    Row(id="C-04", surface="effective backend parity", fm="FM-01", fault="attn_impl=auto resolves to math on rank 1",
+        program=CHECK, topology="TP=2, gloo, CPU, aot_eager", env=_hook("attn_auto_skew", rank=1, chunk=-1),
+        expect=_all(_PARITY, detector=1, event="parity_mismatch", handshake="effective_backend",
+                    keys=["attn_impl"])),
+)  # fmt: skip
+
+ROWS_BY_ID = {row.id: row for row in ROWS}
+assert len(ROWS_BY_ID) == len(ROWS), "duplicate row id"

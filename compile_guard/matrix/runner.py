@@ -1,0 +1,175 @@
+"""The operator-matrix runner: each row through the launcher, judged from exits and events.
+
+For each row: launch the row's engine topology (compile_guard.ranks.serve, with the fault
+injector as the engine's hooks) or the check's ranks, with a deadline, then check
+  - every rank's exit code (or signal) is one the row allows;
+  - the detecting rank logged the row's event with the expected fields (which mechanism
+    caught it, where: preflight / init / pre-generator / watchdog);
+  - for rows where the job must go on: every other chunk completed;
+  - no process is left.
+Time-to-fail runs from the injection (the `inject` event; for per-rank config rows,
+the moment the last rank joined) to the detection (job-continues rows) or to the last
+exit of a rank that was not killed by the launcher (exit rows). It is a figure, reported
+against the row's budget, and never part of pass/fail here or in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from compile_guard import check_run as check
+from compile_guard import report
+from compile_guard.health import baseline as bl
+from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids, python_module_argv
+from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, Row
+from compile_guard.scenarios import SCENARIOS
+from engine import events
+from engine.runspec import RunSpec
+
+SERVE = "compile_guard.ranks.serve"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowResult:
+    id: str
+    passed: bool
+    problems: list[str]  # why it failed; empty when passed
+    observed: str  # "rank0 rc=14, rank1 rc=14" etc.
+    signature: str  # the detecting rank's event, as logged
+    ttf_s: float | None  # time-to-fail; None when it could not be measured
+    detect_s: float | None  # injection -> the detecting event (the rest of ttf is exiting)
+    ttf_budget_s: float | None
+    leftover_pids: list[int]
+    wall_s: float
+    log_dir: str
+
+    @property
+    def over_budget(self) -> bool:
+        if self.ttf_budget_s is None:
+            return False  # nothing fails in this row: no time to measure
+        return self.ttf_s is None or self.ttf_s > self.ttf_budget_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "over_budget": self.over_budget}
+
+
+def _exit_label(rank: Any) -> int | str:
+    return rank.signal if rank.signal else rank.returncode
+
+
+def _match(event: dict[str, Any], fields: dict[str, Any]) -> bool:
+    return all(event.get(k) == v for k, v in fields.items())
+
+
+def judge(
+    row: Row, result: LaunchResult, rank_events: list[list[dict[str, Any]]], extra_problems: tuple[str, ...] = ()
+) -> RowResult:
+    problems: list[str] = list(extra_problems)
+    exp = row.expect
+    for r in result.ranks:
+        allowed = exp.exit_codes.get(r.rank, (0,)) if exp.kind == ALL_EXIT else (0,)
+        if _exit_label(r) not in allowed:
+            problems.append(f"rank {r.rank} exited {_exit_label(r)}, expected one of {list(allowed)}")
+    if result.outcome == "deadline":
+        problems.append(f"deadline of {row.deadline_s}s reached: a hang, not a fast failure")
+    found = [e for e in rank_events[exp.detector] if e["event"] == exp.event and _match(e, exp.fields)]
+    if not found:
+        seen = sorted({e["event"] for e in rank_events[exp.detector]})
+        problems.append(f"rank {exp.detector} logged no {exp.event} event matching {exp.fields}; it logged {seen}")
+    if exp.kind == CONTINUES:
+        done = next((e for e in rank_events[0] if e["event"] == "run_done"), None)
+        want = [k for k in range(CHUNKS) if k != FAULT_CHUNK]
+        if done is None or done.get("chunks_done") != want:
+            problems.append(f"job did not go on: chunks_done={None if done is None else done.get('chunks_done')}"
+                            f", expected {want}")  # fmt: skip
+    left = leftover_pids(result)
+    if left:
+        problems.append(f"processes left behind: {left}")
+
+    injected = [e["t"] for evs in rank_events for e in evs if e["event"] == "inject"]
+    joined = [e["t"] for evs in rank_events for e in evs if e["event"] == "joined"]
+    t_inject = min(injected) if injected else (max(joined) if joined else None)
+    if exp.ttf_budget_s is None:
+        t_end = None
+    elif exp.kind == CONTINUES:
+        t_end = found[0]["t"] if found else None
+    else:
+        own = [result.started_at + r.duration_s for r in result.ranks if not r.killed_by_launcher]
+        t_end = max(own) if own else None
+    ttf = None if t_inject is None or t_end is None else round(t_end - t_inject, 4)
+    measurable = exp.ttf_budget_s is not None and t_inject is not None and found
+    detect = round(found[0]["t"] - t_inject, 4) if measurable else None
+    return RowResult(
+        id=row.id,
+        passed=not problems,
+        problems=problems,
+        observed=", ".join(f"rank{r.rank} {_exit_label(r)}" for r in result.ranks),
+        signature=_signature(found[0], exp.fields) if found else "",
+        ttf_s=ttf,
+        detect_s=detect,
+        ttf_budget_s=exp.ttf_budget_s,
+        leftover_pids=left,
+        wall_s=round(result.duration_s, 2),
+        log_dir=str(result.ranks[0].log_path.parent),
+    )
+
+
+def _signature(event: dict[str, Any], first: dict[str, Any]) -> str:
+    """The event as one line, the row's expected fields first."""
+    keys = [k for k in first if k in event] + sorted(k for k in event if k not in first and k not in ("t", "event"))
+    return f"{event['event']}: " + " ".join(f"{k}={event[k]}" for k in keys)
+
+
+def baseline_problems(row: Row, run: check.CheckRun) -> list[str]:
+    """A check row's verdict against the committed baseline of its scenario."""
+    exp = row.expect
+    if exp.baseline is None:
+        return []
+    if run.probes is None:
+        return ["the check's ranks wrote no probes"]
+    found = bl.find(bl.DEFAULT_DIR, check.expected_factors(run.spec))
+    if found is None:
+        return [f"no committed baseline for scenario {run.spec.name}: run `baseline refresh`"]
+    verdict = report.judge(run, bl.load(found[0]), found[0], found[1], allow_improvement=False, strict=False)
+    problems = []
+    want = report.EXIT_OK if exp.baseline == "pass" else report.EXIT_FAIL
+    if verdict.exit_code != want:
+        problems.append(f"baseline verdict exit {verdict.exit_code}, expected {want} ({exp.baseline}):\n{verdict.text}")
+    sites = [s["site"] for s in run.mesh_probes()[0]["final"]["break_sites"]]
+    for expected in exp.sites:
+        if not any(expected in site for site in sites) or expected not in verdict.text:
+            problems.append(f"report names no break site in {expected}; sites: {sites}")
+    return problems
+
+
+def row_spec(row: Row) -> RunSpec:
+    """The run spec of an engine row: 2 layers (the rows test the control plane, not the model's depth)."""
+    return RunSpec(name=row.id, topology=row.program, nprocs=row.nprocs, compile="off", layers=2, chunks=CHUNKS,
+                   deadline_s=row.deadline_s, **row.spec)  # fmt: skip
+
+
+def run_row(row: Row, log_root: Path) -> RowResult:
+    log_dir = log_root / row.id
+    t0 = time.monotonic()
+    extra: list[str] = []
+    if row.program == CHECK:
+        run = check.run_check(SCENARIOS[row.scenario], log_dir=log_dir, env=row.env, rank_env=row.rank_env)
+        result = run.result
+        extra = baseline_problems(row, run)
+    else:
+        spec = row_spec(row)
+        result = launch(
+            LaunchSpec(argv=python_module_argv(SERVE, "--spec", spec.to_json(), "--out", str(log_dir)),
+                       nprocs=row.nprocs, deadline_s=row.deadline_s, log_dir=log_dir, env=row.env,
+                       rank_env=row.rank_env)
+        )  # fmt: skip
+    rank_events = [events.parse(r.log_path.read_text(errors="replace")) for r in result.ranks]
+    verdict = judge(row, result, rank_events, tuple(extra))
+    log.info("%s %s in %.1fs", row.id, "pass" if verdict.passed else "FAIL", time.monotonic() - t0)
+    return verdict

@@ -1,0 +1,97 @@
+"""The rank side of `check`: handshakes, lockstep warmup, compile-health probes.
+
+    python -m compile_guard.ranks.check --spec '<RunSpec JSON>' --out DIR     # on every rank
+
+On each rank, before any inference: the env parity handshake (FM-01), the compile
+parity handshake (C-01: compile on/off and every setting that changes graphs), the
+effective-backend handshake (C-04: what `auto` resolved to). Then the warmup chunk
+(chunk_index=-1) runs through the control plane; right after it every rank's compile
+health is gathered and must be equal across the group (C-03), else every rank exits
+with the diff. Then the steady-state chunks; the probe is taken again to count
+recompiles after warmup. Each rank writes `probe-rank{r}.json` into --out; the parent
+(compile_guard.check_run) diffs it against the baseline. A `--target` spec runs the
+user's factory instead of the engine (compile_guard.ranks.target).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from compile_guard.health.probe import CompileProbe
+from compile_guard.health.schema import symmetric_view
+from compile_guard.matrix.faults import FaultInjector
+from compile_guard.ranks import target
+from compile_guard.ranks.dump import depyf_dump
+from compile_guard.ranks.handshakes import HealthGate, compile_payload
+from engine.atomic_json import write_json
+from engine.control.parity import handshake
+from engine.hooks import HookChain
+from engine.layout import RankContext
+from engine.rank_process import rank_main
+from engine.runspec import RunSpec
+from engine.topology import pp1, tp
+from engine.topology.executor import ChunkExecutor
+
+
+def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any]:
+    faults = FaultInjector.from_knobs()
+    if spec.topology == "pp1":
+        layout, cfg, ccfg = pp1.prepare(ctx, spec)
+        if ctx.rank == pp1.DRIVER:  # out of the mesh, compiles nothing: reported apart
+            summary = pp1.drive(ctx, layout, cfg, spec, faults)
+            return {"scenario": spec.name, "rank": ctx.rank, "role": "driver", "run": summary}
+    else:
+        layout, cfg, ccfg = tp.prepare(ctx, spec)
+    # The symmetric group: the TP group (tp2) or the mesh (pp1). Compile settings, resolved
+    # backends and compile health must match inside it.
+    group, ranks = layout.group("tp"), layout.ranks("tp")
+    handshake("compile", compile_payload(ccfg), group=group, ranks=ranks, device=ctx.device)
+    gate = HealthGate(group=group, ranks=ranks, device=ctx.device)
+    hooks = HookChain(faults, gate)
+    ex = ChunkExecutor(ctx, layout, cfg, ccfg, hooks)
+    effective = ex.effective_backend()
+    handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
+    gate.probe = CompileProbe(ex.gen.region)
+    with depyf_dump(dump_dir / f"rank{ctx.rank}" if dump_dir else None):
+        if spec.topology == "pp1":
+            pp1.serve_mesh(ctx, layout, ex)
+        else:
+            tp.serve(ex, layout, spec, hooks)
+    final = gate.probe.snapshot(effective_backend=effective, warmup_recompiles=len(gate.warmup["recompile_reasons"]))
+    return {
+        "scenario": spec.name,
+        "rank": ctx.rank,
+        "role": "mesh",
+        "effective_backend": effective,
+        "warmup": symmetric_view(gate.warmup),
+        "final": final,
+        "steady_recompiles": final["steady_recompiles"],
+        "steady_recompile_reasons": final["steady_recompile_reasons"],
+        "run": {"generator_calls": ex.gen.num_calls, **ex.timers},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="the run spec, canonical JSON (engine.runspec.RunSpec)")
+    parser.add_argument("--out", required=True, help="directory for probe-rank{r}.json")
+    parser.add_argument("--dump-dir", type=Path, default=None, help="depyf dumps per rank")
+    args = parser.parse_args(argv)
+    spec = RunSpec.from_json(args.spec)
+    out = Path(args.out)
+
+    def body(ctx: RankContext) -> dict[str, Any]:
+        if spec.target is not None:
+            return target.run(ctx, spec)
+        return run(ctx, spec, args.dump_dir)
+
+    def write_probe(report: dict[str, Any]) -> None:
+        write_json(out / f"probe-rank{report['rank']}.json", report)
+
+    return rank_main(spec.dist_config(), body, write_probe)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Inside a rank: the compile handshake's payload and the post-warmup symmetry gate (C-01, C-03).
+
+`compile_payload` is what every rank states about its compile settings as they *effectively*
+are; `require_symmetric` gathers every rank's post-warmup compile health and stops every
+rank with the diff if any differs; `HealthGate` is the engine observer that runs it after
+the warmup chunk and reports progress after the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import torch
+from tabulate import tabulate
+
+from compile_guard.health.probe import CompileProbe
+from compile_guard.health.schema import symmetric_view
+from engine import events
+from engine.collectives import all_gather_json
+from engine.compile import CompileConfig
+from engine.control.parity import diff_table
+from engine.errors import CompileAsymmetry
+from engine.hooks import Hooks
+
+log = logging.getLogger("compile_guard.ranks")
+
+# dynamo / inductor settings that change what gets compiled; absent ones read "<absent>"
+# (a torch upgrade renames config keys: the handshake then compares "<absent>" alike).
+DYNAMO_KEYS = (
+    "disable", "suppress_errors", "automatic_dynamic_shapes", "assume_static_by_default", "cache_size_limit",
+    "recompile_limit", "capture_scalar_outputs", "capture_dynamic_output_shape_ops", "specialize_int",
+    "nested_graph_breaks", "inline_inbuilt_nn_modules",
+)  # fmt: skip
+INDUCTOR_KEYS = ("max_autotune", "freezing", "fallback_random", "cpp_wrapper", "coordinate_descent_tuning",
+                 "triton.cudagraphs")  # fmt: skip
+
+
+def _config_value(module: Any, dotted: str) -> Any:
+    value = module
+    for part in dotted.split("."):
+        value = getattr(value, part, "<absent>")
+    return value if isinstance(value, (bool, int, float, str, type(None))) else repr(value)
+
+
+def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
+    import torch._inductor.config as inductor_config
+
+    payload = {
+        # effective: TORCH_COMPILE_DISABLE=1 on one rank turns compile off there alone
+        "compile.enabled": ccfg.enabled and not torch._dynamo.config.disable,
+        "compile.backend": ccfg.backend,
+        "compile.mode": ccfg.mode,
+        "compile.fullgraph": ccfg.fullgraph,
+        "compile.dynamic": ccfg.dynamic,
+    }
+    payload.update({f"dynamo.{k}": _config_value(torch._dynamo.config, k) for k in DYNAMO_KEYS})
+    payload.update({f"inductor.{k}": _config_value(inductor_config, k) for k in INDUCTOR_KEYS})
+    return payload
+
+
+def require_symmetric(health: dict[str, Any], *, group: Any, ranks: tuple[int, ...], device: Any) -> dict[str, Any]:
+    """Gather every rank's post-warmup compile health; CompileAsymmetry with the diff if any differs (C-03)."""
+    per_rank = all_gather_json(symmetric_view(health), group=group, device=device)
+    rows = diff_table(per_rank, ranks)
+    events.emit("progress", phase="warmup_done", unique_graphs=health["unique_graphs"],
+                graph_breaks=health["graph_breaks"], recompiles=health["recompiles"])  # fmt: skip
+    if rows:
+        events.emit("compile_asymmetry", keys=[r[0] for r in rows], ranks=list(ranks))
+        table = tabulate([[k, *(json.dumps(v)[:60] for v in vals)] for k, *vals in rows],
+                         headers=["metric", *(f"rank{r}" for r in ranks)])  # fmt: skip
+        log.error("compile health differs across ranks after warmup:\n%s", table)
+        raise CompileAsymmetry(f"compile health differs across ranks after warmup on {[r[0] for r in rows]}\n{table}")
+    return health
+
+
+class HealthGate(Hooks):
+    """Engine observer: after the warmup chunk, the symmetry gate; after the others, progress."""
+
+    def __init__(self, *, group: Any, ranks: tuple[int, ...], device: Any) -> None:
+        self.group, self.ranks, self.device = group, ranks, device
+        self.probe: CompileProbe | None = None  # attached before the region's first call
+        self.warmup: dict[str, Any] | None = None  # the post-warmup health, once gathered
+
+    def after_chunk(self, *, rank: int, chunk_index: int, generator_calls: int) -> None:
+        if chunk_index != -1:
+            events.emit("progress", phase="steady", chunk_index=chunk_index, generator_calls=generator_calls)
+            return
+        assert self.probe is not None, "attach the probe before the warmup chunk"
+        self.warmup = require_symmetric(self.probe.snapshot(), group=self.group, ranks=self.ranks,
+                                        device=self.device)  # fmt: skip

@@ -1,0 +1,50 @@
+"""The rank side of `check --target`: the user's factory, compiled, probed, symmetric.
+
+Per rank: join (TP over the whole world) → env and compile parity handshakes → build the
+target from the factory → effective-backend handshake → warmup (every input step once) →
+compile health gathered and required equal across ranks → steady state (the steps again)
+→ a probe report for the parent, like the engine's (compile_guard.ranks.check).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+
+from compile_guard.health.probe import CompileProbe
+from compile_guard.health.schema import symmetric_view
+from compile_guard.ranks.handshakes import compile_payload, require_symmetric
+from compile_guard.target import TargetContext, build
+from engine.compile import CompiledRegion
+from engine.control.parity import env_payload, handshake
+from engine.layout import ParallelLayout, RankContext
+from engine.runspec import RunSpec
+
+
+def run(ctx: RankContext, spec: RunSpec) -> dict[str, Any]:
+    layout = ParallelLayout(ctx, tp=ctx.world_size)
+    group, ranks = layout.group("tp"), layout.ranks("tp")
+    ccfg = spec.compile_config()
+    handshake("env", env_payload(spec, ctx), group=group, ranks=ranks, device=ctx.device)
+    handshake("compile", compile_payload(ccfg), group=group, ranks=ranks, device=ctx.device)
+    target = build(spec.target, TargetContext(rank=ctx.rank, world_size=ctx.world_size, tp_group=group,
+                                              device=ctx.device))  # fmt: skip
+    effective = {"compile_backend": ccfg.backend, "device_type": ctx.device.type, "dist_backend": ctx.backend,
+                 "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
+    handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
+    region = CompiledRegion("target", target.fn, ccfg)
+    probe = CompileProbe(region)
+    with torch.no_grad():
+        for step in target.inputs:
+            region(*step)
+        warm = require_symmetric(probe.snapshot(), group=group, ranks=ranks, device=ctx.device)
+        for _ in range(spec.steady):
+            for step in target.inputs:
+                region(*step)
+    final = probe.snapshot(effective_backend=effective, warmup_recompiles=len(warm["recompile_reasons"]))
+    return {"scenario": spec.target, "rank": ctx.rank, "role": "mesh", "effective_backend": effective,
+            "warmup": symmetric_view(warm), "final": final, "steady_recompiles": final["steady_recompiles"],
+            "steady_recompile_reasons": final["steady_recompile_reasons"],
+            "run": {"steps": len(target.inputs) * (1 + spec.steady)}}  # fmt: skip

@@ -1,0 +1,120 @@
+"""A check run judged: against a baseline (rows, verdicts, the text a person reads), or as a failure.
+
+`judge` diffs a run's per-rank metrics against a stored baseline with the direction policy;
+`failure_report` explains a run that produced no probes (asymmetry, input error, engine
+failure). Both return the exit code, the text and everything for --json.
+"""
+
+from __future__ import annotations
+
+import json
+import linecache
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from compile_guard.check_run import CheckRun
+from compile_guard.health import baseline as bl
+from compile_guard.health import policy
+from engine.errors import CompileAsymmetry, ParityMismatch
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
+REPO = Path(__file__).resolve().parent.parent
+ASYMMETRY_CODES = (ParityMismatch.exit_code, CompileAsymmetry.exit_code)  # rank exits meaning "the ranks differ"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    exit_code: int
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)  # everything, for --json
+
+
+def failure_report(run: CheckRun) -> Report:
+    """A run that produced no probes: asymmetry (exit 1) or engine failure/deadline (exit 3)."""
+    result = run.result
+    culprit = result.ranks[result.first_failed if result.first_failed is not None else 0]
+    codes = {r.rank: r.returncode for r in result.ranks}
+    asym = result.outcome == "rank_failed" and all(c in ASYMMETRY_CODES for c in codes.values())
+    if result.outcome == "rank_failed" and all(c == EXIT_USAGE for c in codes.values()):
+        # every rank refused its input (a target whose factory raised or returned the wrong thing)
+        errors = [line for line in culprit.log_tail.splitlines() if "configuration error" in line]
+        text = (errors[-1].split("configuration error: ", 1)[-1] if errors else culprit.log_tail)
+        return Report(exit_code=EXIT_USAGE, text=f"input error: {text}",
+                      data={"verdict": "input error", "exit_codes": codes, "log_dir": str(run.log_dir)})  # fmt: skip
+    kind = "cross-rank asymmetry" if asym else f"engine failure ({result.outcome})"
+    text = (
+        f"{kind}: {result.summary()}\n--- log tail of rank {culprit.rank} ({culprit.log_path}) ---\n"
+        f"{culprit.log_tail}"
+    )
+    return Report(exit_code=EXIT_FAIL if asym else EXIT_ENGINE, text=text,
+                  data={"verdict": kind, "exit_codes": codes, "log_dir": str(run.log_dir)})  # fmt: skip
+
+
+def _source_around(site: str, context: int = 2) -> str:
+    file, _, line = site.rpartition(":")
+    path = REPO / file
+    if not path.exists() or not line.isdigit():
+        return ""
+    n = int(line)
+    return "\n".join(
+        f"    {'>' if i == n else ' '} {i:4d} | {linecache.getline(str(path), i).rstrip()}"
+        for i in range(max(1, n - context), n + context + 1)
+        if linecache.getline(str(path), i)
+    )
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True)
+    text = str(text)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *,
+          allow_improvement: bool, strict: bool) -> Report:  # fmt: skip
+    per_rank = run.metrics()
+    rows = policy.compare(base.metrics, per_rank)
+    passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
+    factors = run.factors()
+    lines = [f"scenario {factors['scenario']}: {run.spec.description}", f"baseline {base_path}"]
+    if not exact:
+        lines.append(f"torch version change: baseline {base.factors['torch']} -> running {factors['torch']}"
+                     " (compared across versions; refresh to store this version's baseline)")  # fmt: skip
+    lines.extend(f"note: {note}" for note in base.notes)
+    if base.factors.get("config_hash") != factors["config_hash"]:
+        lines.append(f"scenario config changed: {base.factors.get('config_hash')} -> {factors['config_hash']}")
+    ranks = [f"rank{p['rank']}" for p in run.mesh_probes()]
+    drivers = [p["rank"] for p in run.probes if p.get("role") == "driver"]
+    if drivers:
+        lines.append(f"rank{drivers[0]}: the driver, out of the mesh; compiles nothing, so it is reported apart"
+                     f" (chunks done {run.probes[drivers[0]]['run']['chunks_done']})")  # fmt: skip
+    lines.append(tabulate([[r.metric, _cell(r.baseline), *map(_cell, r.per_rank), r.verdict] for r in rows],
+                          headers=["metric", "baseline", *ranks, "verdict"]))  # fmt: skip
+    sites = run.mesh_probes()[0]["final"]["break_sites"]
+    if sites:
+        lines.append("graph-break sites (rank 0):")
+        for s in sites:
+            lines.append(f"  {s['site']}  {s['reason']}  x{s['count']}")
+            lines.append(_source_around(s["site"]))
+    steady = run.mesh_probes()[0]["steady_recompile_reasons"]
+    for rec in steady:
+        lines.append(f"recompile after warmup: {rec['frame']} at {rec['site']}: {rec['reason']}")
+    refresh = f"python -m compile_guard baseline refresh --scenario {factors['scenario']}"
+    if passed:
+        lines.append("PASS")
+    else:
+        lines.extend(f"FAIL {p}" for p in problems)
+        if any(r.verdict == policy.IMPROVEMENT for r in rows) and not allow_improvement:
+            lines.append(f"fewer breaks/graphs than the baseline: run `{refresh}` (or pass --allow-improvement)")
+        elif any(r.verdict == policy.REGRESSION for r in rows):
+            lines.append(f"if this change is intended, run `{refresh}` and commit the new baseline")
+    data = {
+        "factors": factors, "baseline": str(base_path), "baseline_factors": base.factors, "exact_baseline": exact,
+        "rows": [r.__dict__ for r in rows], "problems": problems, "passed": passed, "probes": run.probes,
+        "failing_metrics": [r.metric for r in policy.failing(rows, allow_improvement=allow_improvement,
+                                                             strict=strict)],
+        "log_dir": str(run.log_dir),
+    }  # fmt: skip
+    return Report(exit_code=EXIT_OK if passed else EXIT_FAIL, text="\n".join(lines), data=data)

@@ -1,0 +1,47 @@
+"""The layers stay apart: the engine knows nothing of the harness, and the parent's light
+commands never import torch."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+ROW_ID = re.compile(r"\b(OM|C|O)-\d\d")  # matrix rows; FM-xx are the contract's failure modes
+
+
+def _engine_files() -> list[Path]:
+    return sorted((REPO / "engine").rglob("*.py"))
+
+
+def test_the_engine_never_imports_the_harness():
+    for path in _engine_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(n.split(".")[0] == "compile_guard" for n in names), f"{path}:{node.lineno}"
+
+
+def test_the_engine_never_names_a_matrix_row():
+    """Faults live in compile_guard.matrix.faults; the engine exposes injection points only."""
+    named = [f"{p.relative_to(REPO)}:{i}" for p in _engine_files()
+             for i, line in enumerate(p.read_text().splitlines(), 1) if ROW_ID.search(line)]  # fmt: skip
+    assert named == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["check", "--list"], ["check", "--help"],
+                                  ["baseline", "show", "--scenario", "tp2"], ["matrix", "--list"]])  # fmt: skip
+def test_light_commands_import_no_torch(argv):
+    probe = ("import sys, runpy; sys.argv = ['compile-guard', *sys.argv[1:]]\n"
+             "from compile_guard.cli import main\n"
+             "code = main(sys.argv[1:])\n"
+             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
+             "raise SystemExit(code)\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
