@@ -75,6 +75,9 @@ class CompileHealth:
                               measure=lambda o: sum(c["guard_count"] for c in o.compiles))
     graph_ops: int = metric(REPORTED, symmetric=False, default=0, doc="call nodes over every graph",
                             measure=lambda o: sum(g["ops"] for g in o.graphs))
+    graph_nodes: int = metric(REPORTED, symmetric=False, default=0, doc="FX nodes over every graph (ops + inputs"
+                              " + outputs): grows when parameters are lifted to graph inputs",
+                              measure=lambda o: sum(g["nodes"] for g in o.graphs))
     effective_backend: dict = metric(REPORTED, symmetric=False, default={}, doc="what `auto` resolved to",
                                      measure=lambda o: o.effective_backend)
     # -- details: in the probe output for the report, never in a baseline
