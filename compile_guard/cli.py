@@ -6,7 +6,8 @@ and `baseline show/diff` stay light; a command imports what it needs when it run
 
 Exit codes (shared by every subcommand):
   0 pass · 1 invariant failed / regression · 2 usage or input error ·
-  3 engine failure or deadline (the failing rank and its log tail are printed).
+  3 engine failure, deadline or an unexpected exception (one line, the traceback in a file) ·
+  128+N interrupted by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP): every rank killed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ import importlib
 import importlib.metadata
 import logging
 import platform
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from compile_guard.supervision import Interrupted
+
+EXIT_ENGINE = 3  # an unexpected exception: the engine (or the harness) failed, not the check
 
 # subcommand -> (module, help, description); the description ends with an example
 COMMANDS = {
@@ -62,4 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except Interrupted as exc:  # a launch was stopped by a signal: its ranks are already killed
+        print(f"interrupted by {signal.Signals(exc.signum).name}: every rank was killed", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # Ctrl-C outside a launch (a launch turns it into "interrupted" itself)
+        print("interrupted by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Exception as exc:  # a bug of ours or of the environment: never reported as a regression
+        crash_log = Path(tempfile.mkdtemp(prefix="compile_guard_crash_")) / "traceback.txt"
+        crash_log.write_text(traceback.format_exc())
+        print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              f" (traceback: {crash_log})", file=sys.stderr)  # fmt: skip
+        return EXIT_ENGINE

@@ -1,9 +1,11 @@
 """The one way compile_guard starts rank processes (CLI, tests, benchmarks).
 
-Each rank gets a torchrun-compatible environment on a fresh free port, its own session
-(so a kill reaches whatever it forked), and its own log file. The launcher waits on the
-ranks' pidfds with a hard deadline — no polling sleeps — and on the first failed rank
-gives the peers a short grace to log, then kills every rank's process group. Nothing it
+Each rank gets a torchrun-compatible environment whose rendezvous store the launcher hosts
+itself on 127.0.0.1 (compile_guard.supervision), its own session (so a kill reaches whatever
+it forked), its own log file, and dies with the launcher (PR_SET_PDEATHSIG). The launcher
+waits on the ranks' pidfds with a hard deadline — no polling sleeps — and on the first
+failed rank gives the peers a short grace to log, then kills every rank's process group.
+SIGINT, SIGTERM and SIGHUP end the run the same way (outcome "interrupted"). Nothing it
 started outlives `launch()`: the final sweep runs on every path, exceptions included.
 """
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from compile_guard.supervision import Interrupted, Interruptible, die_with_parent, loopback_store
 from engine.failure import FAILURE_FILE
 
 log = logging.getLogger(__name__)
@@ -94,11 +97,12 @@ class RankResult:
 @dataclass(frozen=True, kw_only=True)
 class LaunchResult:
     ranks: tuple[RankResult, ...]
-    outcome: str  # "ok" | "rank_failed" | "deadline"
+    outcome: str  # "ok" | "rank_failed" | "deadline" | "interrupted"
     first_failed: int | None  # rank that failed first (None when ok or deadline)
     duration_s: float
     master_port: int
     started_at: float  # CLOCK_MONOTONIC at launch: rank exit times are started_at + duration_s
+    interrupted_by: int | None = None  # the signal that stopped the launcher (outcome "interrupted")
 
     @property
     def ok(self) -> bool:
@@ -125,6 +129,11 @@ def _rank_env(spec: LaunchSpec, rank: int, port: int) -> dict[str, str]:
         GROUP_RANK="0",
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
+        # Every rank is a client of the launcher's store (as of torchrun's agent store).
+        TORCHELASTIC_USE_AGENT_STORE="True",
+        # Peers meet on loopback only: nothing of a check listens on another interface.
+        GLOO_SOCKET_IFNAME="lo",
+        NCCL_SOCKET_IFNAME="lo",
         COMPILE_GUARD_RUN_DIR=str(spec.log_dir),
         PYTHONUNBUFFERED="1",
         # As torchrun does: N ranks on few cores must not oversubscribe them.
@@ -210,7 +219,7 @@ class _Run:
 
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
-        self.port = free_port()
+        self.store, self.port = loopback_store(timeout_s=spec.deadline_s)
         self.start = time.monotonic()
         self.deadline = self.start + spec.deadline_s
         self.procs: list[subprocess.Popen] = []
@@ -220,6 +229,7 @@ class _Run:
         self.first_exit: int | None = None  # first rank seen exiting non-zero: starts the grace
         self.kill_at: float | None = None
         self.outcome = "ok"
+        self.interrupted_by: int | None = None
         self.tee: _LineTee | None = None  # the followed rank's output, when the caller follows it live
 
     def spawn(self) -> None:
@@ -238,6 +248,7 @@ class _Run:
                     env=_rank_env(spec, rank, self.port),
                     cwd=spec.cwd,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(os.getpid()),
                 )
             if followed:
                 self.tee.spawned()
@@ -277,6 +288,11 @@ class _Run:
             self.kill_at = self.exited_at[rank] + self.spec.grace_s
             log.warning("rank %s failed first (rc=%s)", rank, self.procs[rank].returncode)
 
+    def interrupted(self, signum: int) -> None:
+        log.warning("%s: killing all ranks", signal.Signals(signum).name)
+        self.outcome, self.interrupted_by = "interrupted", signum
+        self.killed.update(r for r in range(len(self.procs)) if r not in self.exited_at)
+
     def sweep(self) -> None:
         """Kill whatever is left, reap every rank, close the fds: runs on every path."""
         _kill_groups(self.procs)
@@ -287,6 +303,7 @@ class _Run:
             os.close(fd)
         if self.tee is not None:
             self.tee.close()
+        self.store = None  # the rendezvous store goes with the run
 
     def rank_result(self, rank: int) -> RankResult:
         proc, log_path = self.procs[rank], self.spec.log_dir / f"rank{rank}.log"
@@ -317,7 +334,7 @@ class _Run:
             first_failed = min(failed, key=order).rank
         return LaunchResult(ranks=tuple(results), outcome=self.outcome, first_failed=first_failed,
                             duration_s=time.monotonic() - self.start, master_port=self.port,
-                            started_at=self.start)  # fmt: skip
+                            started_at=self.start, interrupted_by=self.interrupted_by)  # fmt: skip
 
 
 def launch(spec: LaunchSpec) -> LaunchResult:
@@ -326,45 +343,23 @@ def launch(spec: LaunchSpec) -> LaunchResult:
     for rank in range(spec.nprocs):  # a reused log dir must not feed an old run's records to this one
         (spec.log_dir / f"rank{rank}.log").write_bytes(b"")
         (spec.log_dir / FAILURE_FILE.format(rank=rank)).unlink(missing_ok=True)
-    run = _Run(spec)
-    try:
-        run.spawn()
-        run.supervise()
-    finally:
-        run.sweep()
+    with Interruptible() as guard:
+        with guard.critical():  # a signal here is held: no rank is started and then forgotten
+            run = _Run(spec)
+        try:
+            with guard.critical():
+                run.spawn()
+            if guard.pending is not None:
+                raise Interrupted(guard.pending)
+            run.supervise()
+        except Interrupted as exc:
+            run.interrupted(exc.signum)
+        finally:
+            with guard.critical():
+                run.sweep()
     return run.result()
 
 
 def python_module_argv(module: str, *args: str) -> list[str]:
     """argv that runs `python -m module args` with this interpreter."""
     return [sys.executable, "-m", module, *args]
-
-
-def _sessions_alive(session_ids: set[int]) -> set[int]:
-    alive = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid pgrp session ...
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[3]) in session_ids:
-            alive.add(int(stat.parent.name))
-    return alive
-
-
-def processes_with_env(entry: str) -> set[int]:
-    """pids of live processes whose environment holds `entry` (e.g. MASTER_PORT=1234)."""
-    found, needle = set(), entry.encode()
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if needle in environ.read_bytes().split(b"\0"):
-                found.add(int(environ.parent.name))
-        except OSError:
-            continue
-    return found
-
-
-def leftover_pids(result: LaunchResult) -> list[int]:
-    """Processes of a finished launch still alive: in a rank's session or on its port."""
-    sessions = _sessions_alive({r.pid for r in result.ranks})
-    return sorted(sessions | processes_with_env(f"MASTER_PORT={result.master_port}"))

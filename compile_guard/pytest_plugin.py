@@ -25,7 +25,8 @@ import pytest
 
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
-from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids
+from compile_guard.launcher import LaunchResult, LaunchSpec, launch
+from compile_guard.leftovers import leftover_pids
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import linecache
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from tabulate import tabulate
 from compile_guard.check_run import CheckRun
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
-from engine.errors import CompileAsymmetry, ParityMismatch
+from engine import events
+from engine.errors import CompileAsymmetry, CompileFailed, ParityMismatch
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
 REPO = Path(__file__).resolve().parent.parent
@@ -32,25 +34,54 @@ class Report:
     data: dict[str, Any] = field(default_factory=dict)  # everything, for --json
 
 
+def interrupted_exit(signum: int) -> int:
+    """128 + the signal, as a shell reports a process ended by it (130 SIGINT, 143 SIGTERM, 129 SIGHUP)."""
+    return 128 + signum
+
+
+def _progress(log_path: Path) -> str:
+    """How far a run got, from the followed rank's events (for a partial report)."""
+    found = events.parse(log_path.read_text(errors="replace")) if log_path.exists() else []
+    shakes = [e["handshake"] for e in found if e["event"] == "parity_ok"]
+    warm = any(e.get("phase") == "warmup_done" for e in found)
+    steady = sum(e.get("phase") == "steady" for e in found)
+    return (f"handshakes passed: {', '.join(shakes) or 'none'}; warmup {'done' if warm else 'not done'};"
+            f" steady chunks done: {steady}")  # fmt: skip
+
+
 def failure_report(run: CheckRun) -> Report:
-    """A run that produced no probes: asymmetry (exit 1) or engine failure/deadline (exit 3)."""
+    """A run that produced no probes: interrupted (128+signal), input error (2), asymmetry (1),
+    compile error or engine failure or deadline (3)."""
     result = run.result
     culprit = result.ranks[result.first_failed if result.first_failed is not None else 0]
     codes = {r.rank: r.returncode for r in result.ranks}
-    asym = result.outcome == "rank_failed" and all(c in ASYMMETRY_CODES for c in codes.values())
+    data = {"exit_codes": codes, "log_dir": str(run.log_dir)}
+    if result.outcome == "interrupted":
+        name = signal.Signals(result.interrupted_by).name
+        text = (f"interrupted by {name} after {result.duration_s:.1f}s: every rank was killed, nothing judged;"
+                f" {_progress(result.ranks[0].log_path)} (logs: {run.log_dir})")  # fmt: skip
+        return Report(exit_code=interrupted_exit(result.interrupted_by), text=text,
+                      data={**data, "verdict": "interrupted", "signal": name})  # fmt: skip
     if result.outcome == "rank_failed" and all(c == EXIT_USAGE for c in codes.values()):
         # every rank refused its input (a target whose factory raised or returned the wrong thing)
         errors = [line for line in culprit.log_tail.splitlines() if "configuration error" in line]
         text = (errors[-1].split("configuration error: ", 1)[-1] if errors else culprit.log_tail)
-        return Report(exit_code=EXIT_USAGE, text=f"input error: {text}",
-                      data={"verdict": "input error", "exit_codes": codes, "log_dir": str(run.log_dir)})  # fmt: skip
-    kind = "cross-rank asymmetry" if asym else f"engine failure ({result.outcome})"
-    text = (
-        f"{kind}: {result.summary()}\n--- log tail of rank {culprit.rank} ({culprit.log_path}) ---\n"
-        f"{culprit.log_tail}"
-    )
-    return Report(exit_code=EXIT_FAIL if asym else EXIT_ENGINE, text=text,
-                  data={"verdict": kind, "exit_codes": codes, "log_dir": str(run.log_dir)})  # fmt: skip
+        return Report(exit_code=EXIT_USAGE, text=f"input error: {text}", data={**data, "verdict": "input error"})
+    exits = "\n".join(result.summary().splitlines()[1:])
+    if result.outcome == "rank_failed" and all(c in ASYMMETRY_CODES for c in codes.values()):
+        # the culprit's own record holds the per-rank table (and break sites): printed once
+        text = f"cross-rank asymmetry: {culprit.failure or culprit.log_tail}\n{exits}"
+        return Report(exit_code=EXIT_FAIL, text=text, data={**data, "verdict": "cross-rank asymmetry"})
+    compiled = [r for r in result.ranks if r.returncode == CompileFailed.exit_code]
+    if compiled:
+        first = min(compiled, key=lambda r: r.failed_at_s if r.failed_at_s is not None else float("inf"))
+        text = (f"compile error on rank {first.rank}: {first.failure}\n{exits}\n"
+                f"(full traceback in {first.log_path})")  # fmt: skip
+        return Report(exit_code=EXIT_ENGINE, text=text, data={**data, "verdict": "compile error"})
+    kind = f"engine failure ({result.outcome})"
+    tail = f"--- log tail of rank {culprit.rank} ({culprit.log_path}) ---\n{culprit.log_tail}"
+    text = f"{kind}: {result.summary()}\n{tail}"
+    return Report(exit_code=EXIT_ENGINE, text=text, data={**data, "verdict": kind})
 
 
 def _source_around(site: str, context: int = 2) -> str:

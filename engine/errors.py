@@ -91,3 +91,15 @@ class TerminatedByPeer(EngineError):
     """A peer sent the terminal ERROR action (PP1: the mesh leader, or the leader to rank0)."""
 
     exit_code = 22
+
+
+class CompileFailed(EngineError):
+    """torch.compile itself failed on this rank (dynamo, AOT or inductor): the message is dynamo's."""
+
+    exit_code = 23
+
+
+class RankCrashed(EngineError):
+    """An exception nobody expected; the rank's log holds its full traceback."""
+
+    exit_code = 24

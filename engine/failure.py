@@ -22,5 +22,5 @@ def record_failure(exc: BaseException) -> None:
     rank = knobs.read("RANK")
     if not run_dir or rank is None:
         return
-    record = {"rank": rank, "t_monotonic": time.monotonic(), "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    record = {"rank": rank, "t_monotonic": time.monotonic(), "error": f"{type(exc).__name__}: {exc}"[:8000]}
     write_json(Path(run_dir) / FAILURE_FILE.format(rank=rank), record)

@@ -1,9 +1,12 @@
 """The shell of every rank program: log setup, join, the body, leave; the exit code says how it ended.
 
 Each EngineError ends the rank with its own exit code (engine.errors); a ValueError is a
-configuration error (2); a RuntimeError out of a collective means a peer died or timed out
-(PeerLost). The engine's own programs (`engine.topology.*`) and compile_guard's rank
-programs (`compile_guard.ranks.*`) all run through `rank_main`.
+configuration error (2); a failure of torch.compile itself is CompileFailed (with dynamo's
+message); any other RuntimeError out of the body means a collective failed under us — a
+peer died or timed out (PeerLost); anything else is RankCrashed. Every exception that is
+not one of ours leaves its full traceback in the rank's log. The engine's own programs
+(`engine.topology.*`) and compile_guard's rank programs (`compile_guard.ranks.*`) all run
+through `rank_main`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 
 from engine import events, knobs
 from engine.config import DistConfig
-from engine.errors import EngineError, PeerLost
+from engine.errors import CompileFailed, EngineError, PeerLost, RankCrashed
 from engine.layout import RankContext
 from engine.lifecycle import joined
 
@@ -34,6 +37,30 @@ def exit_code_of(exc: BaseException) -> int:
     return EXIT_USAGE
 
 
+def _compile_failure(exc: BaseException) -> str | None:
+    """dynamo's own message when `exc` is torch.compile failing (not a collective), else None."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    if isinstance(exc, TorchDynamoException) or type(exc).__name__ in ("InductorError", "BackendCompilerFailed"):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, RecursionError):  # deep user code under dynamo (or a tracer) exhausts the stack
+        return f"RecursionError: {exc}"
+    return None
+
+
+def as_engine_error(exc: Exception, rank: int) -> EngineError:
+    """What an exception out of a rank's body means, as one of ours (the traceback is logged)."""
+    if isinstance(exc, EngineError):
+        return exc
+    log.error("rank %s: %s raised; traceback:", rank, type(exc).__name__, exc_info=exc)
+    compile_message = _compile_failure(exc)
+    if compile_message is not None:
+        return CompileFailed(f"rank {rank}: torch.compile failed: {compile_message}")
+    if isinstance(exc, RuntimeError):  # a collective failed underneath us: a peer died or timed out
+        return PeerLost(f"rank {rank}: collective failed: {exc}")
+    return RankCrashed(f"rank {rank}: unexpected {type(exc).__name__}: {exc}")
+
+
 def rank_main(dist_cfg: DistConfig, body: Callable[[RankContext], dict[str, Any]],
               done: Callable[[dict[str, Any]], None]) -> int:  # fmt: skip
     """Run `body` as one rank of the job; `done` gets its result after the group is left."""
@@ -44,9 +71,13 @@ def rank_main(dist_cfg: DistConfig, body: Callable[[RankContext], dict[str, Any]
         with joined(dist_cfg) as ctx:
             try:
                 result = body(ctx)
-            except RuntimeError as exc:  # a collective failed underneath us: a peer died or timed out
-                raise PeerLost(f"rank {ctx.rank}: collective failed: {exc}") from exc
+            except ValueError:
+                raise
+            except Exception as exc:
+                raise as_engine_error(exc, ctx.rank) from exc
         done(result)
         return 0
     except (EngineError, ValueError) as exc:
         return exit_code_of(exc)
+    except Exception as exc:  # joining or leaving failed (a rendezvous that never completes, say)
+        return exit_code_of(as_engine_error(exc, rank))

@@ -13,6 +13,9 @@ from compile_guard.pytest_plugin import launch_checked
 
 REPO = Path(__file__).resolve().parent.parent
 RANK_PROGRAMS = str(REPO / "tests" / "rank_programs.py")
+# A test waits on a CLI longer than the CLI's own hard deadline for its ranks (RunSpec.deadline_s,
+# 600 s), and pytest's timeout (pyproject) is longer still: the innermost deadline always fires first.
+CLI_TIMEOUT_S = 660.0
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import sys
 from compile_guard.check_run import expected_factors
 from compile_guard.health import baseline as bl
 from compile_guard.scenarios import SCENARIOS
-from tests.conftest import REPO
+from tests.conftest import CLI_TIMEOUT_S, REPO
 
 
-def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
 

@@ -10,7 +10,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 from compile_guard.cli import build_parser
-from tests.conftest import REPO
+from tests.conftest import CLI_TIMEOUT_S, REPO
 
 SURFACE = {
     "": ["--help", "--version"],
@@ -49,7 +49,7 @@ def test_cli_surface_is_frozen():
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **(env or {})})  # fmt: skip
+                          timeout=CLI_TIMEOUT_S, env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def test_version_names_the_torch_it_runs_on():

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import CLI_TIMEOUT_S, REPO
 
 EXAMPLE = "docs.examples.tp_mlp"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+                          timeout=CLI_TIMEOUT_S)  # fmt: skip
 
 
 def _target(action: list[str], name: str, baselines) -> subprocess.CompletedProcess:

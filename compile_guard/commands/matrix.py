@@ -14,6 +14,7 @@ from compile_guard.junit import Case, write_junit
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import RowResult, run_row
 from compile_guard.report import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from compile_guard.supervision import Interrupted
 from engine.atomic_json import write_json
 
 
@@ -53,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
     log_root = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_matrix_"))
     started, results = time.monotonic(), []
     for row_id in ids:
-        result = run_row(ROWS_BY_ID[row_id], log_root)
+        try:
+            result = run_row(ROWS_BY_ID[row_id], log_root)
+        except Interrupted:
+            print(f"{row_id:<14} interrupted; the rows done so far:\n{_table(results)}", flush=True)
+            raise
         ttf = "n/a" if result.ttf_s is None else f"{result.ttf_s:.3f}s"
         print(f"{row_id:<14} {'pass' if result.passed else 'FAIL'}  ttf={ttf}  wall={result.wall_s}s", flush=True)
         results.append(result)

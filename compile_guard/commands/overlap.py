@@ -21,6 +21,7 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard.launcher import LaunchSpec, launch, python_module_argv
+from compile_guard.supervision import Interrupted
 from engine.atomic_json import write_json
 from engine.runspec import PP0Spec, RunSpec
 from engine.topology.overlap_metrics import chrome_trace, classify
@@ -47,6 +48,8 @@ def run_pp0(log_dir: Path, *, depth: int, chunks: int, recompute: str = "r1", sc
     spec = pp0_spec(depth=depth, chunks=chunks, recompute=recompute, schedule=schedule)
     result = launch(LaunchSpec(argv=python_module_argv(SERVE, "--spec", spec.to_json(), "--out", str(log_dir)),
                                nprocs=2, deadline_s=spec.deadline_s, log_dir=log_dir))  # fmt: skip
+    if result.outcome == "interrupted":
+        raise Interrupted(result.interrupted_by)
     if not result.ok:
         raise RuntimeError(f"PP0 run failed:\n{result.summary()}\n{result.ranks[result.first_failed or 0].log_tail}")
     ranks = [json.loads((log_dir / f"pp0-rank{r}.json").read_text()) for r in (0, 1)]

@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.report import EXIT_ENGINE, EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from compile_guard.supervision import Interrupted
 from engine import knobs
 
 REPRO_MODULE = "repro.tp_compile_repro"
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"launching {args.nproc} ranks (logs: {log_dir})", flush=True)
     result = launch(LaunchSpec(argv=python_module_argv(REPRO_MODULE, *_repro_argv(args, json_path)),
                                nprocs=args.nproc, deadline_s=args.deadline_s, log_dir=log_dir))  # fmt: skip
+    if result.outcome == "interrupted":
+        raise Interrupted(result.interrupted_by)
     if not json_path.exists():
         _report_failure(result)
         return EXIT_ENGINE

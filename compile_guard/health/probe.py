@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import linecache
 import logging
 import re
 from pathlib import Path
@@ -62,6 +63,7 @@ class _BreakSites(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.sites: collections.Counter = collections.Counter()  # (reason, site) -> count
+        self.source: dict[str, str] = {}  # site -> its source line, read where the code is
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -72,7 +74,9 @@ class _BreakSites(logging.Handler):
         # The innermost break type is the first registry id in the reason text.
         gb = _GB_ID.search(reason)
         key = gb.group(1) if gb else "?"
-        self.sites[(key, relative_site(site.group(1), int(site.group(2))))] += 1
+        where = relative_site(site.group(1), int(site.group(2)))
+        self.sites[(key, where)] += 1
+        self.source.setdefault(where, linecache.getline(site.group(1), int(site.group(2))).strip())
 
 
 def graph_fingerprint(gm: torch.fx.GraphModule) -> dict[str, Any]:
@@ -126,7 +130,8 @@ class CompileProbe:
             graphs=[graph_fingerprint(gm) for gm in (self.region.recorder.graphs if self.region.recorder else [])],
             break_reasons=dict(by_reason),
             break_sites=sorted(
-                [{"reason": r, "site": s, "count": n} for (r, s), n in self._sites.sites.items()],
+                [{"reason": r, "site": s, "count": n, "source": self._sites.source.get(s, "")}
+                 for (r, s), n in self._sites.sites.items()],
                 key=lambda d: (d["site"], d["reason"]),
             ),
             compiles=compiles,

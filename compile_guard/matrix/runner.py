@@ -24,9 +24,11 @@ from typing import Any
 from compile_guard import check_run as check
 from compile_guard import report
 from compile_guard.health import baseline as bl
-from compile_guard.launcher import LaunchResult, LaunchSpec, launch, leftover_pids, python_module_argv
+from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from compile_guard.leftovers import leftover_pids
 from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, Row
 from compile_guard.scenarios import SCENARIOS
+from compile_guard.supervision import Interrupted
 from engine import events
 from engine.runspec import RunSpec
 
@@ -169,6 +171,8 @@ def run_row(row: Row, log_root: Path) -> RowResult:
                        nprocs=row.nprocs, deadline_s=row.deadline_s, log_dir=log_dir, env=row.env,
                        rank_env=row.rank_env)
         )  # fmt: skip
+    if result.outcome == "interrupted":
+        raise Interrupted(result.interrupted_by)  # the row's ranks are killed; the matrix stops here
     rank_events = [events.parse(r.log_path.read_text(errors="replace")) for r in result.ranks]
     verdict = judge(row, result, rank_events, tuple(extra))
     log.info("%s %s in %.1fs", row.id, "pass" if verdict.passed else "FAIL", time.monotonic() - t0)

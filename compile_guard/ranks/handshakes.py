@@ -62,16 +62,21 @@ def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
 
 def require_symmetric(health: dict[str, Any], *, group: Any, ranks: tuple[int, ...], device: Any) -> dict[str, Any]:
     """Gather every rank's post-warmup compile health; CompileAsymmetry with the diff if any differs (C-03)."""
-    per_rank = all_gather_json(symmetric_view(health), group=group, device=device)
-    rows = diff_table(per_rank, ranks)
+    per_rank = all_gather_json({"health": symmetric_view(health), "sites": health["break_sites"]}, group=group,
+                               device=device)  # fmt: skip
+    rows = diff_table([r["health"] for r in per_rank], ranks)
     events.emit("progress", phase="warmup_done", unique_graphs=health["unique_graphs"],
                 graph_breaks=health["graph_breaks"], recompiles=health["recompiles"])  # fmt: skip
     if rows:
         events.emit("compile_asymmetry", keys=[r[0] for r in rows], ranks=list(ranks))
         table = tabulate([[k, *(json.dumps(v)[:60] for v in vals)] for k, *vals in rows],
                          headers=["metric", *(f"rank{r}" for r in ranks)])  # fmt: skip
-        log.error("compile health differs across ranks after warmup:\n%s", table)
-        raise CompileAsymmetry(f"compile health differs across ranks after warmup on {[r[0] for r in rows]}\n{table}")
+        sites = "\n".join(
+            f"  rank{rank}: {s['site']}  {s['reason']}  x{s['count']}  | {s.get('source', '')}"
+            for rank, r in zip(ranks, per_rank, strict=True) for s in r["sites"]
+        ) or "  (none on any rank)"
+        raise CompileAsymmetry(f"compile health differs across ranks after warmup on {[r[0] for r in rows]}\n"
+                               f"{table}\ngraph-break sites:\n{sites}")  # fmt: skip
     return health
 
 

@@ -46,7 +46,6 @@ def handshake(
         return
     table = tabulate(rows, headers=["key", *(f"rank{r}" for r in ranks)])
     events.emit("parity_mismatch", handshake=name, keys=[r[0] for r in rows], ranks=list(ranks))
-    log.error("%s parity handshake failed; exiting before the first inference:\n%s", name, table)
     raise ParityMismatch(
         f"{name} parity mismatch on {len(rows)} key(s) {[r[0] for r in rows]}: make every rank use the "
         f"same values\n{table}"
