@@ -24,8 +24,11 @@ import traceback
 from pathlib import Path
 
 from compile_guard.supervision import Interrupted
+from engine import knobs
 
+EXIT_USAGE = 2  # a launcher variable that does not parse is bad input
 EXIT_ENGINE = 3  # an unexpected exception: the engine (or the harness) failed, not the check
+LAUNCHER_KNOBS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
 
 # subcommand -> (module, help, description); the description ends with an example
 COMMANDS = {
@@ -72,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    try:
+        for name in LAUNCHER_KNOBS:  # a launcher's variables parse, or nothing starts
+            knobs.read(name)
+    except ValueError as exc:
+        print(f"input error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return args.run(args)
     except Interrupted as exc:  # a launch was stopped by a signal: its ranks are already killed

@@ -97,41 +97,65 @@ def _source_around(site: str, context: int = 2) -> str:
     )
 
 
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True)
-    text = str(text)
-    return text if len(text) <= 40 else text[:37] + "..."
+TABLE_WIDTH = 120  # the terminal table; --json has every value whole
+_METRIC_WIDTH, _VERDICT_WIDTH = 44, 11
 
 
-def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *,
-          allow_improvement: bool, strict: bool) -> Report:  # fmt: skip
-    per_rank = run.metrics()
-    rows = policy.compare(base.metrics, per_rank)
-    passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
-    factors = run.factors()
-    lines = [f"scenario {factors['scenario']}: {run.spec.description}", f"baseline {base_path}"]
+def _cell(value: Any, width: int) -> str:
+    text = str(value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True))
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def metric_table(rows: list[policy.Row], ranks: list[str]) -> str:
+    """metric | baseline | rank... | verdict, cut to TABLE_WIDTH columns."""
+    columns = 1 + len(ranks)
+    width = max(8, (TABLE_WIDTH - _METRIC_WIDTH - _VERDICT_WIDTH - 2 * (columns + 1)) // columns)
+    body = [[_cell(r.metric, _METRIC_WIDTH), _cell(r.baseline, width), *(_cell(v, width) for v in r.per_rank),
+             r.verdict] for r in rows]  # fmt: skip
+    return tabulate(body, headers=["metric", "baseline", *ranks, "verdict"], disable_numparse=True)
+
+
+def _context_lines(run: CheckRun, base: bl.Baseline, exact: bool, factors: dict[str, Any]) -> list[str]:
+    lines = []
     if not exact:
         lines.append(f"torch version change: baseline {base.factors['torch']} -> running {factors['torch']}"
                      " (compared across versions; refresh to store this version's baseline)")  # fmt: skip
     lines.extend(f"note: {note}" for note in base.notes)
-    if base.factors.get("config_hash") != factors["config_hash"]:
-        lines.append(f"scenario config changed: {base.factors.get('config_hash')} -> {factors['config_hash']}")
-    ranks = [f"rank{p['rank']}" for p in run.mesh_probes()]
     drivers = [p["rank"] for p in run.probes if p.get("role") == "driver"]
     if drivers:
         lines.append(f"rank{drivers[0]}: the driver, out of the mesh; compiles nothing, so it is reported apart"
                      f" (chunks done {run.probes[drivers[0]]['run']['chunks_done']})")  # fmt: skip
-    lines.append(tabulate([[r.metric, _cell(r.baseline), *map(_cell, r.per_rank), r.verdict] for r in rows],
-                          headers=["metric", "baseline", *ranks, "verdict"]))  # fmt: skip
+    return lines
+
+
+def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> list[str]:
+    lines = []
+    empty = next((r for r in rows if r.metric == policy.NOTHING_COMPILED), None)
+    if empty is not None:
+        named = [rank for rank, graphs in zip(ranks, empty.per_rank, strict=True) if graphs == 0]
+        lines.append(f"compile is on, yet {', '.join(named)} compiled no graph: compile did not happen"
+                     " (TORCH_COMPILE_DISABLE=1 on every rank? a backend that fell back to eager?)")  # fmt: skip
     sites = run.mesh_probes()[0]["final"]["break_sites"]
     if sites:
         lines.append("graph-break sites (rank 0):")
         for s in sites:
             lines.append(f"  {s['site']}  {s['reason']}  x{s['count']}")
             lines.append(_source_around(s["site"]))
-    steady = run.mesh_probes()[0]["steady_recompile_reasons"]
-    for rec in steady:
+    for rec in run.mesh_probes()[0]["steady_recompile_reasons"]:
         lines.append(f"recompile after warmup: {rec['frame']} at {rec['site']}: {rec['reason']}")
+    return lines
+
+
+def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *,
+          allow_improvement: bool, strict: bool) -> Report:  # fmt: skip
+    per_rank = run.metrics()
+    rows = policy.compare(base.metrics, per_rank)
+    rows += policy.nothing_compiled(per_rank, compile_on=run.spec.compile != "off")
+    passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
+    factors = run.factors()
+    ranks = [f"rank{p['rank']}" for p in run.mesh_probes()]
+    lines = [f"scenario {factors['scenario']}: {run.spec.description}", f"baseline {base_path}",
+             *_context_lines(run, base, exact, factors), metric_table(rows, ranks), *_detail_lines(run, rows, ranks)]
     refresh = f"python -m compile_guard baseline refresh --scenario {factors['scenario']}"
     if passed:
         lines.append("PASS")

@@ -38,10 +38,15 @@ def load_factory(spec: str) -> Callable[[TargetContext], Any]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise TargetError(f"--target {spec!r} is not 'package.module:factory'; e.g. docs.examples.tp_mlp:good")
+    if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
+        raise TargetError(f"--target {spec!r} is not 'package.module:factory' (dotted names, no relative import);"
+                          " e.g. docs.examples.tp_mlp:good")  # fmt: skip
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise TargetError(f"--target {spec!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from None
+    except Exception as exc:  # the user's module failed while importing: theirs to fix, named as such
+        raise TargetError(f"--target {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise TargetError(f"--target {spec!r}: {module_name} has no callable {attr!r}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ FACTORS = {"scenario": "tp2", "torch": "2.13.0+cpu", "device_type": "cpu", "comp
            "dist_backend": "gloo", "world_size": 2, "config_hash": "abc"}  # fmt: skip
 METRICS = {"unique_graphs": 1, "graph_breaks": 0, "recompiles": 0, "steady_recompiles": 0, "break_reasons": {},
            "graph_fingerprints": ["f1"], "collectives_in_graphs": 20, "guard_count": 10, "graph_ops": 5,
-           "effective_backend": {"attn_impl": "sdpa"}}  # fmt: skip
+           "graph_nodes": 9, "effective_backend": {"attn_impl": "sdpa"}}  # fmt: skip
 
 
 def _baseline(**metrics) -> bl.Baseline:
@@ -89,3 +92,55 @@ def test_concurrent_refreshes_never_tear_the_file(tmp_path):
     assert json.loads(path.read_text())["metrics"]["graph_breaks"] in range(4)
     assert not list(tmp_path.glob(".*tmp"))
     assert seen  # the reader did read while writers wrote
+
+
+def test_a_metric_newer_than_the_file_loads_with_its_default_and_a_note(tmp_path):
+    path = tmp_path / "old.json"
+    raw = _baseline().to_json()
+    del raw["metrics"]["graph_nodes"]
+    path.write_text(json.dumps(raw))
+    loaded = bl.load(path)
+    assert loaded.metrics["graph_nodes"] == 0  # the schema's default
+    assert loaded.notes == ("old.json predates metric 'graph_nodes': read as 0 (refresh to record it)",)
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("metrics", "graph_breaks", "0", "metrics.graph_breaks is str '0', expected int"),
+    ("metrics", "break_reasons", [], "metrics.break_reasons is list [], expected dict"),
+    ("metrics", "unique_graphs", True, "metrics.unique_graphs is bool True, expected int"),
+    ("factors", "world_size", "2", "factors.world_size is str '2', expected int"),
+    ("factors", "torch", 2.13, "factors.torch is float 2.13, expected str"),
+])  # fmt: skip
+def test_every_field_is_type_checked(tmp_path, section, key, value, expected):
+    raw = _baseline().to_json()
+    raw[section][key] = value
+    path = tmp_path / "typed.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(bl.BaselineError, match=re.escape(expected)) as info:
+        bl.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_fifo_or_an_oversized_file_is_refused_not_read(tmp_path):
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(bl.BaselineError, match="not a regular file"):
+        bl.load(fifo)  # would block forever if opened
+    big = tmp_path / "big.json"
+    big.write_text(" " * (bl.MAX_BYTES + 1))
+    with pytest.raises(bl.BaselineError, match="over the 1048576"):
+        bl.load(big)
+
+
+def test_written_files_are_world_readable(tmp_path):
+    path = tmp_path / bl.file_name(FACTORS)
+    bl.write(path, _baseline())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_foreign_versions_are_ordered_as_versions(tmp_path):
+    for version in ("2.9.0+cpu", "2.12.0+cpu", "2.10.1+cpu"):
+        factors = {**FACTORS, "torch": version}
+        bl.write(tmp_path / bl.file_name(factors), bl.Baseline(factors=factors, metrics=METRICS, break_sites=[]))
+    path, exact = bl.find(tmp_path, {**FACTORS, "torch": "2.13.0+cpu"})
+    assert not exact and "torch-2.12.0_cpu" in path.name  # not 2.9.0, which sorts last as text

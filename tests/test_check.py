@@ -4,6 +4,7 @@ tp2-aot = aot_eager); the CLI launches and supervises the ranks with a deadline.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,8 +19,9 @@ def _cli(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProc
                           timeout=timeout)  # fmt: skip
 
 
-def test_default_scenario_passes_against_the_committed_baseline(tmp_path):
-    proc = _cli("check", "--json", str(tmp_path / "check.json"), "--log-dir", str(tmp_path / "logs"),
+def test_default_scenario_passes_strictly_against_the_committed_baseline(tmp_path):
+    """--strict: not even a fingerprint or guard count may have moved since the baseline was committed."""
+    proc = _cli("check", "--strict", "--json", str(tmp_path / "check.json"), "--log-dir", str(tmp_path / "logs"),
                 "--dump-dir", str(tmp_path / "dumps"))  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for rank in (0, 1):  # depyf under inductor (the load_by_key_path wrapper): decompiled frames and kernels
@@ -29,7 +31,8 @@ def test_default_scenario_passes_against_the_committed_baseline(tmp_path):
     traces = [t.name for t in (tmp_path / "dumps" / "torch_trace").iterdir()]  # TORCH_TRACE, for tlparse
     assert any("rank_0" in t for t in traces) and any("rank_1" in t for t in traces), traces
     assert "handshake compile" in proc.stdout and "warmup done" in proc.stdout  # progress lines
-    assert "PASS" in proc.stdout
+    assert "PASS" in proc.stdout and "changed" not in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines() if "|" not in line) <= 120  # the table fits
     report = json.loads((tmp_path / "check.json").read_text())
     assert report["passed"] and report["exact_baseline"]
     assert report["factors"]["scenario"] == "tp2"
@@ -94,3 +97,34 @@ def test_pp1_compares_mesh_ranks_and_reports_rank0_apart(tmp_path):
     assert header.split()[1:4] == ["baseline", "rank1", "rank2"]
     report = json.loads((tmp_path / "pp1.json").read_text())
     assert [p.get("role") for p in report["probes"]] == ["driver", "mesh", "mesh"]
+
+
+def test_every_committed_baseline_of_this_torch_matches_todays_config():
+    """A baseline whose config hash is stale compares against another program: exit 2 (below). So every
+    committed one for the installed torch must carry its scenario's hash of today."""
+    import torch
+
+    for name, spec in SCENARIOS.items():
+        found = bl.find(bl.DEFAULT_DIR, expected_factors(spec))
+        assert found is not None and found[1], f"no committed {name} baseline for torch {torch.__version__}"
+        assert bl.load(found[0]).factors["config_hash"] == spec.config_hash(), f"{found[0]} is stale: refresh it"
+
+
+def test_a_baseline_for_another_configuration_exits_2(tmp_path):
+    committed = bl.load(bl.find(bl.DEFAULT_DIR, expected_factors(SCENARIOS["tp2-aot"]))[0])
+    factors = {**committed.factors, "config_hash": "0123456789abcdef"}
+    bl.write(tmp_path / bl.file_name(factors), bl.Baseline(factors=factors, metrics=committed.metrics, break_sites=[]))
+    proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is for another configuration" in proc.stderr and "baseline refresh --scenario tp2-aot" in proc.stderr
+
+
+def test_compile_disabled_on_every_rank_is_a_regression_not_an_improvement(tmp_path):
+    """TP=2, gloo, aot_eager, TORCH_COMPILE_DISABLE=1 on both ranks: symmetric, so no handshake objects;
+    0 graphs while compile is on, and the collectives left the graph — even --allow-improvement fails."""
+    proc = subprocess.run([sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot",
+                           "--allow-improvement"], cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                          env={**os.environ, "TORCH_COMPILE_DISABLE": "1"})  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "compile is on, yet rank0, rank1 compiled no graph" in proc.stdout
+    assert "FAIL collectives_in_graphs: 20 -> [0, 0] (regression)" in proc.stdout

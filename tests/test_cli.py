@@ -9,7 +9,10 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from compile_guard.cli import build_parser
+from compile_guard.junit import Case, write_junit
 from tests.conftest import CLI_TIMEOUT_S, REPO
 
 SURFACE = {
@@ -88,3 +91,25 @@ def test_matrix_junit_one_case_per_row(tmp_path):
     suite = ET.parse(junit).getroot().find("testsuite")
     assert [c.get("name") for c in suite.findall("testcase")] == ["OM-01", "OM-04"]
     assert suite.get("failures") == "0"
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["check", "--target", "..x:y"], {}, "is not 'package.module:factory'"),
+    (["check", "--list"], {"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is invalid"),
+    (["repro", "--deadline-s", "nan"], {}, "nan is invalid"),
+    (["repro", "--deadline-s", "0"], {}, "0 is invalid"),
+    (["check", "--nproc", "0"], {}, "0 is invalid"),
+    (["matrix", "--rows", ""], {}, "--rows is empty"),
+    (["baseline", "show", "--file", "/dev/null"], {}, "is not a regular file"),
+])  # fmt: skip
+def test_bad_input_exits_2_naming_it(argv, env, message):
+    proc = _cli(*argv, env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+
+
+def test_junit_carries_control_characters_escaped(tmp_path):
+    path = tmp_path / "t.xml"
+    write_junit(path, "s", [Case(name="run", classname="c", failure="log tail \x00 with \x1b[31m color")])
+    failure = ET.parse(path).getroot().find("testsuite/testcase/failure")  # parses: nothing raw left
+    assert failure.text == "log tail \\x00 with \\x1b[31m color"

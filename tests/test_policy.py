@@ -56,3 +56,16 @@ def test_outcome_flags():
     regressed = policy.compare(BASE, [{**BASE, "unique_graphs": 9}])
     passed, problems = policy.outcome(regressed, allow_improvement=True, strict=False)
     assert not passed and problems == ["unique_graphs: 3 -> [9] (regression)"]
+
+
+def test_collectives_leaving_the_graph_is_a_regression_more_is_reported():
+    assert _verdicts(collectives_in_graphs=0)["collectives_in_graphs"] == policy.REGRESSION  # the compile cliff
+    assert _verdicts(collectives_in_graphs=24)["collectives_in_graphs"] == policy.CHANGED
+    assert _verdicts()["collectives_in_graphs"] == policy.OK
+
+
+def test_no_graph_while_compile_is_on_is_a_regression_whatever_the_baseline():
+    zeros = {**BASE, "unique_graphs": 0, "graph_breaks": 0, "break_reasons": {}}
+    rows = policy.nothing_compiled([zeros, {**BASE}], compile_on=True)
+    assert [(r.metric, r.per_rank, r.verdict) for r in rows] == [(policy.NOTHING_COMPILED, [0, 3], policy.REGRESSION)]
+    assert policy.nothing_compiled([zeros, zeros], compile_on=False) == []  # eager on purpose: nothing to compile

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from compile_guard.check_run import expected_factors
 from compile_guard.commands.check import add_spec_args, launch_with_progress, spec_from
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
-from compile_guard.report import EXIT_OK, EXIT_USAGE, failure_report
+from compile_guard.report import EXIT_FAIL, EXIT_OK, EXIT_USAGE, failure_report
 from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS
 
 
@@ -49,19 +50,26 @@ def refresh(args: argparse.Namespace) -> int:
     spec = spec_from(args)
     if spec is None:
         return EXIT_USAGE
+    path = args.baselines / bl.file_name(expected_factors(spec))
+    previous = None
+    if os.path.lexists(path):  # what is replaced must have been a baseline: never clobber anything else
+        try:
+            previous = bl.load(path)
+        except bl.BaselineError as exc:
+            print(f"baseline file error: {exc}; refusing to replace it — move it away first", file=sys.stderr)
+            return EXIT_USAGE
     checked = launch_with_progress(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
     if checked.probes is None:
         report = failure_report(checked)
         print(report.text)
         return report.exit_code
+    empty = policy.nothing_compiled(checked.metrics(), compile_on=spec.compile != "off")
+    if empty:
+        print(f"refusing to write a baseline with no graph while compile is on (graphs per rank {empty[0].per_rank}):"
+              " compile did not happen — a baseline of zeros would pass every broken run", file=sys.stderr)  # fmt: skip
+        return EXIT_FAIL
     new = checked.to_baseline()
-    path = args.baselines / bl.file_name(new.factors)
-    previous = None
-    if path.exists():
-        try:
-            previous = bl.load(path)
-        except bl.BaselineError as exc:
-            print(f"replacing unreadable baseline: {exc}")
+    assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
     bl.write(path, new)
     print(f"wrote {path}")
     if previous is None:

@@ -13,6 +13,7 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard.check_run import CheckRun, expected_factors, run_check
+from compile_guard.commands.argtypes import positive_int
 from compile_guard.health import baseline as bl
 from compile_guard.junit import Case, write_junit
 from compile_guard.report import EXIT_OK, EXIT_USAGE, Report, failure_report, judge
@@ -31,7 +32,7 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
     """What picks the run spec: shared by check and baseline refresh."""
     parser.add_argument("--scenario", default=DEFAULT_SCENARIO, help=f"named config (default {DEFAULT_SCENARIO})")
     parser.add_argument("--target", default=None, help="your own model: package.module:factory (docs/targets.md)")
-    parser.add_argument("--nproc", type=int, default=2, help="with --target: ranks (= TP degree)")
+    parser.add_argument("--nproc", type=positive_int, default=2, help="with --target: ranks (= TP degree)")
     parser.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
                         help="with --target: compile backend")  # fmt: skip
 
@@ -102,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
         base = bl.load(path)
     except bl.BaselineError as exc:
         print(f"baseline file error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if base.factors["config_hash"] != spec.config_hash():
+        print(f"baseline file error: {path} is for another configuration (config hash {base.factors['config_hash']},"
+              f" this run {spec.config_hash()}): compare like with like — refresh it with"
+              f" `{refresh_command(spec, args.baselines)}`", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     checked = launch_with_progress(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
     report = failure_report(checked) if checked.probes is None else judge(

@@ -46,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
         print(tabulate([[r.id, r.fm, r.surface, r.fault, r.expect.event] for r in ROWS],
                        headers=["id", "FM", "surface", "fault", "caught by"]))  # fmt: skip
         return EXIT_OK
-    ids = [i.strip() for i in args.rows.split(",") if i.strip()] if args.rows else list(ROWS_BY_ID)
+    ids = list(ROWS_BY_ID) if args.rows is None else [i.strip() for i in args.rows.split(",") if i.strip()]
+    if not ids:
+        print("--rows is empty; give row ids such as OM-01,OM-04 (see matrix --list), or omit it for all",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     unknown = [i for i in ids if i not in ROWS_BY_ID]
-    if unknown or not ids:
+    if unknown:
         print(f"--rows: unknown row id(s) {unknown}; known: {sorted(ROWS_BY_ID)}", file=sys.stderr)
         return EXIT_USAGE
     log_root = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_matrix_"))

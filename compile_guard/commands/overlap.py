@@ -20,6 +20,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from compile_guard.commands.argtypes import positive_int
 from compile_guard.launcher import LaunchSpec, launch, python_module_argv
 from compile_guard.supervision import Interrupted
 from engine.atomic_json import write_json
@@ -32,7 +33,7 @@ DEPTHS = (1, 2, 3, 4)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--chunks", type=int, default=24, help="chunks per run")
+    parser.add_argument("--chunks", type=positive_int, default=24, help="chunks per run")
     parser.add_argument("--trace", type=Path, default=None, help="Chrome/Perfetto trace of the D=2 run")
     parser.add_argument("--json", type=Path, default=None, help="every run's summary")
     parser.add_argument("--log-dir", type=Path, default=None, help="per-run rank logs (default: a temp dir)")

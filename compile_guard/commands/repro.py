@@ -11,8 +11,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard.commands.argtypes import non_negative_int, positive_int, positive_seconds
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
-from compile_guard.report import EXIT_ENGINE, EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from compile_guard.report import EXIT_ENGINE, EXIT_FAIL, EXIT_OK
 from compile_guard.supervision import Interrupted
 from engine import knobs
 
@@ -20,15 +21,15 @@ REPRO_MODULE = "repro.tp_compile_repro"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nproc", type=int, default=2, help="ranks to launch (TP degree)")
+    parser.add_argument("--nproc", type=positive_int, default=2, help="ranks to launch (TP degree)")
     parser.add_argument("--modes", default="A,B,C", help="repro modes, subset of A,B,C")
     parser.add_argument(
         "--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
         help="compiler backend of modes B and C",
     )  # fmt: skip
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per mode")
-    parser.add_argument("--calls", type=int, default=20, help="timed calls per mode")
-    parser.add_argument("--deadline-s", type=float, default=600.0, help="hard limit for the run")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed calls per mode")
+    parser.add_argument("--calls", type=positive_int, default=20, help="timed calls per mode")
+    parser.add_argument("--deadline-s", type=positive_seconds, default=600.0, help="hard limit for the run")
     parser.add_argument("--log-dir", type=Path, default=None, help="per-rank logs (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="write the per-rank rows here")
 
@@ -53,9 +54,6 @@ def run(args: argparse.Namespace) -> int:
         from repro import tp_compile_repro
 
         return tp_compile_repro.main(_repro_argv(args, args.json))
-    if args.nproc < 1:
-        print(f"--nproc {args.nproc} is invalid; expected >= 1", file=sys.stderr)
-        return EXIT_USAGE
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_"))
     json_path = args.json or log_dir / "repro.json"
     started = time.monotonic()

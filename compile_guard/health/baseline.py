@@ -10,7 +10,9 @@ then `os.replace`: concurrent refreshes never leave a torn file, the last one wi
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from engine.atomic_json import write_text
 
 SCHEMA = 1
 FACTOR_KEYS = ("scenario", "torch", "device_type", "compile_backend", "dist_backend", "world_size", "config_hash")
+FACTOR_TYPES = {key: int if key == "world_size" else str for key in FACTOR_KEYS}
+MAX_BYTES = 1 << 20  # a baseline is a few KiB; anything near this is not one
 METRIC_KEYS = schema.BASELINE_KEYS  # the schema's counted, per-reason and reported metrics
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "baselines"
 
@@ -60,11 +64,25 @@ def write(path: Path, baseline: Baseline) -> None:
     write_text(path, dumps(baseline))
 
 
-def load(path: Path) -> Baseline:
+def _read(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_BYTES (a FIFO or device would block or flood)."""
     try:
-        raw = json.loads(path.read_text())
+        info = os.stat(path)
     except FileNotFoundError:
         raise BaselineError(path, "no such file") from None
+    except OSError as exc:
+        raise BaselineError(path, f"cannot stat it ({exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BaselineError(path, "is not a regular file (a FIFO, device or directory?); point at a baseline .json")
+    if info.st_size > MAX_BYTES:
+        raise BaselineError(path, f"is {info.st_size} bytes, over the {MAX_BYTES} a baseline may have")
+    with open(path, "rb") as f:
+        return f.read(MAX_BYTES + 1).decode()
+
+
+def load(path: Path) -> Baseline:
+    try:
+        raw = json.loads(_read(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BaselineError(path, f"not valid JSON ({exc}); delete it and run `baseline refresh`") from None
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
@@ -76,8 +94,13 @@ def load(path: Path) -> Baseline:
         raise BaselineError(path, f"'factors' lacks {missing}; regenerate it with `baseline refresh`")
     if not isinstance(raw.get("metrics"), dict):
         raise BaselineError(path, "'metrics' must be an object; regenerate it with `baseline refresh`")
-    if not isinstance(raw.get("break_sites"), list):
-        raise BaselineError(path, "'break_sites' must be a list; regenerate it with `baseline refresh`")
+    for key, expected in FACTOR_TYPES.items():
+        if not isinstance(factors[key], expected) or isinstance(factors[key], bool):
+            raise BaselineError(path, f"factors.{key} is {type(factors[key]).__name__} {factors[key]!r}, expected"
+                                      f" {expected.__name__}; fix or delete the file, then `baseline refresh`")
+    sites = raw.get("break_sites")
+    if not isinstance(sites, list) or not all(isinstance(s, dict) for s in sites):
+        raise BaselineError(path, "'break_sites' must be a list of objects; regenerate it with `baseline refresh`")
     metrics, notes = _metrics(path, raw["metrics"])
     return Baseline(factors=factors, metrics=metrics, break_sites=raw["break_sites"], notes=tuple(notes))
 
@@ -105,10 +128,15 @@ def find(directory: Path, factors: dict[str, Any]) -> tuple[Path, bool] | None:
     if exact.exists():
         return exact, True
     others = sorted(
-        p for p in directory.glob(f"{factors['scenario']}__torch-*.json")
-        if p.name.endswith(
-            f"__{factors['device_type']}__{factors['compile_backend']}__{factors['dist_backend']}"
-            f"__ws{factors['world_size']}.json"
-        )
+        (p for p in directory.glob(f"{factors['scenario']}__torch-*.json")
+         if p.name.endswith(f"__{factors['device_type']}__{factors['compile_backend']}__{factors['dist_backend']}"
+                            f"__ws{factors['world_size']}.json")),
+        key=lambda p: version_key(p.name.split("__")[1].removeprefix("torch-")),
     )  # fmt: skip
     return (others[-1], False) if others else None
+
+
+def version_key(version: str) -> tuple[tuple[int, ...], str]:
+    """'2.12.0_cpu' sorts after '2.9.0_cpu': release numbers as numbers, the local part as text."""
+    release = re.split(r"[+_]", version, maxsplit=1)[0]
+    return tuple(int(n) for n in re.findall(r"\d+", release)), version

@@ -4,6 +4,8 @@
   which fails too (the baseline must be refreshed, or it silently rots) unless allowed;
 - break reasons: a new reason or a higher count = regression; a reason gone or lower =
   improvement;
+- collectives inside graphs: fewer = regression (a collective that leaves the graph is the
+  compile cliff), more = reported;
 - graph fingerprints, guard counts, op counts, effective backend: changed = reported,
   a regression only under --strict.
 Which metric is which comes from the schema (compile_guard.health.schema).
@@ -17,6 +19,7 @@ from typing import Any
 from compile_guard.health import schema
 
 OK, REGRESSION, IMPROVEMENT, CHANGED = "ok", "regression", "improvement", "changed"
+NOTHING_COMPILED = "graphs while compile is on"
 _RANK = {OK: 0, CHANGED: 1, IMPROVEMENT: 2, REGRESSION: 3}
 
 
@@ -56,11 +59,25 @@ def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Ro
             base = base_counts.get(reason, 0)
             verdict = max((_reasons({reason: base}, {reason: v}) for v in values), key=_RANK.get)
             rows.append(Row(metric=f"{label}: {reason}", baseline=base, per_rank=values, verdict=verdict))
+    for f in schema.fields_judged(schema.KEPT):
+        values = [value(m, f.name) for m in per_rank]
+        base = value(baseline, f.name)
+        verdict = REGRESSION if any(v < base for v in values) else OK if all(v == base for v in values) else CHANGED
+        rows.append(Row(metric=f.name, baseline=base, per_rank=values, verdict=verdict))
     for f in schema.fields_judged(schema.REPORTED):
         values = [value(m, f.name) for m in per_rank]
         verdict = OK if all(v == value(baseline, f.name) for v in values) else CHANGED
         rows.append(Row(metric=f.name, baseline=value(baseline, f.name), per_rank=values, verdict=verdict))
     return rows
+
+
+def nothing_compiled(per_rank: list[dict[str, Any]], *, compile_on: bool) -> list[Row]:
+    """Compile is on, yet a rank made no graph: a regression whatever a baseline says (a baseline
+    recorded while compile was broken holds zeros too, and must never gate anything)."""
+    values = [m.get("unique_graphs", 0) for m in per_rank]
+    if not compile_on or all(v > 0 for v in values):
+        return []
+    return [Row(metric=NOTHING_COMPILED, baseline="> 0", per_rank=values, verdict=REGRESSION)]
 
 
 def failing(rows: list[Row], *, allow_improvement: bool, strict: bool) -> list[Row]:

@@ -2,8 +2,9 @@
 
 One dataclass, `CompileHealth`; each field is a metric and says
 - `judged`: COUNTED (more = regression, fewer = improvement), REASONS (a count per break
-  reason, judged like COUNTED per reason), REPORTED (a change is reported, a regression
-  only under --strict) or DETAIL (in the probe output for the report, never in a baseline);
+  reason, judged like COUNTED per reason), KEPT (fewer = regression: work left the graph;
+  more is reported), REPORTED (a change is reported, a regression only under --strict) or
+  DETAIL (in the probe output for the report, never in a baseline);
 - `symmetric`: whether it must be equal on every rank of a group after warmup (C-03);
 - its default: what a baseline written before the field existed reads as;
 - `measure`: how it is computed from one rank's `Observations` (engine-agnostic facts the
@@ -20,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-COUNTED, REASONS, REPORTED, DETAIL = "counted", "reasons", "reported", "detail"
+COUNTED, REASONS, KEPT, REPORTED, DETAIL = "counted", "reasons", "kept", "reported", "detail"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +70,8 @@ class CompileHealth:
     # -- reported: a change is stated; a regression only under --strict
     graph_fingerprints: list = metric(REPORTED, symmetric=True, default=[], doc="normalised graph code hashes",
                                       measure=lambda o: [g["fingerprint"] for g in o.graphs])
-    collectives_in_graphs: int = metric(REPORTED, symmetric=True, default=0, doc="functional collectives in graphs",
+    # -- kept: fewer is a regression (a collective that leaves the graph is the compile cliff), more is reported
+    collectives_in_graphs: int = metric(KEPT, symmetric=True, default=0, doc="functional collectives in graphs",
                                         measure=lambda o: sum(g["collectives"] for g in o.graphs))
     guard_count: int = metric(REPORTED, symmetric=True, default=0, doc="guards over every frame compile",
                               measure=lambda o: sum(c["guard_count"] for c in o.compiles))
@@ -104,7 +106,7 @@ def fields_judged(*kinds: str) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(CompileHealth) if f.metadata["judged"] in kinds]
 
 
-BASELINE_KEYS = tuple(f.name for f in fields_judged(COUNTED, REASONS, REPORTED))
+BASELINE_KEYS = tuple(f.name for f in fields_judged(COUNTED, REASONS, KEPT, REPORTED))
 SYMMETRIC_KEYS = tuple(f.name for f in dataclasses.fields(CompileHealth) if f.metadata["symmetric"])
 
 

@@ -138,7 +138,10 @@ def baseline_problems(row: Row, run: check.CheckRun) -> list[str]:
     found = bl.find(bl.DEFAULT_DIR, check.expected_factors(run.spec))
     if found is None:
         return [f"no committed baseline for scenario {run.spec.name}: run `baseline refresh`"]
-    verdict = report.judge(run, bl.load(found[0]), found[0], found[1], allow_improvement=False, strict=False)
+    base = bl.load(found[0])
+    if base.factors["config_hash"] != run.spec.config_hash():
+        return [f"{found[0]} is for another configuration: run `baseline refresh --scenario {run.spec.name}`"]
+    verdict = report.judge(run, base, found[0], found[1], allow_improvement=False, strict=False)
     problems = []
     want = report.EXIT_OK if exp.baseline == "pass" else report.EXIT_FAIL
     if verdict.exit_code != want:

@@ -87,3 +87,46 @@ def test_sigkill_of_the_cli_takes_its_ranks_down_within_2s(tmp_path):
             os.kill(pid, signal.SIGKILL)
     assert not alive, f"{len(alive)} rank(s) outlived the CLI by more than 2 s"
     assert left == set()
+
+
+def _listening(pids: set[int]) -> list[tuple[int, str]]:
+    """(pid, local address) of every listening TCP socket the given processes hold."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address = fields[1].split(":")[0]
+                found.append((inodes[fields[9]], _ip(address, width)))
+    return found
+
+
+def _ip(hex_address: str, width: int) -> str:
+    raw = bytes.fromhex(hex_address)
+    if width == 8:
+        return ".".join(str(b) for b in raw[::-1])
+    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+    return ":".join(b"".join(words).hex()[i:i + 4] for i in range(0, 32, 4))
+
+
+def test_a_check_listens_on_loopback_only(tmp_path):
+    """The store (hosted by the CLI) and every gloo pair (ranks) listen on 127.0.0.1 / ::1 only."""
+    proc = _start_check(tmp_path)
+    try:
+        _read_until(proc, b"handshake effective_backend", WAIT_S)  # the store is up, gloo pairs connected
+        sockets = _listening(_ranks_of(tmp_path) | {proc.pid})
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+    loopback = {"127.0.0.1", "0000:0000:0000:0000:0000:0000:0000:0001"}
+    assert any(pid == proc.pid for pid, _ in sockets), sockets  # the CLI hosts the rendezvous store
+    assert [s for s in sockets if s[1] not in loopback and not s[1].startswith("127.")] == [], sockets
