@@ -32,6 +32,8 @@ def test_default_scenario_passes_strictly_against_the_committed_baseline(tmp_pat
     assert any("rank_0" in t for t in traces) and any("rank_1" in t for t in traces), traces
     assert "handshake compile" in proc.stdout and "warmup done" in proc.stdout  # progress lines
     assert "PASS" in proc.stdout and "changed" not in proc.stdout
+    for rank in (0, 1):  # the harness makes torch (or depyf) warn about nothing
+        assert "Warning" not in (tmp_path / "logs" / f"rank{rank}.log").read_text()
     assert max(len(line) for line in proc.stdout.splitlines() if "|" not in line) <= 120  # the table fits
     report = json.loads((tmp_path / "check.json").read_text())
     assert report["passed"] and report["exact_baseline"]
@@ -128,3 +130,18 @@ def test_compile_disabled_on_every_rank_is_a_regression_not_an_improvement(tmp_p
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "compile is on, yet rank0, rank1 compiled no graph" in proc.stdout
     assert "FAIL collectives_in_graphs: 20 -> [0, 0] (regression)" in proc.stdout
+
+
+def test_dump_dir_works_on_code_with_graph_breaks(tmp_path):
+    """TP=2, gloo, aot_eager, collectives behind torch.compiler.disable(): 10 breaks per rank. The dump
+    holds the decompiled frames on both sides of a break, and the verdict is the regression (exit 1)."""
+    proc = subprocess.run([sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot", "--dump-dir",
+                           str(tmp_path / "dumps")], cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                          env={**os.environ, "COMPILE_GUARD_COLLECTIVE_PATH": "disabled_inplace"})  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for rank in (0, 1):
+        dumped = {p.name for p in (tmp_path / "dumps" / f"rank{rank}").iterdir()}
+        assert any(n.startswith("__transformed_code_") and n.endswith("_for_forward.py") for n in dumped), dumped
+        resumed = [n for n in dumped if "_for_torch_dynamo_resume_in_forward_at_" in n]  # after a break
+        assert resumed, dumped
+        assert "def " in (tmp_path / "dumps" / f"rank{rank}" / resumed[0]).read_text()  # decompiled source

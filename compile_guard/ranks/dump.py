@@ -1,10 +1,44 @@
-"""`check --dump-dir`: depyf's decompiled source of every compiled frame, per rank."""
+"""`check --dump-dir`: depyf's decompiled source of every compiled frame, per rank.
+
+depyf's own hook *replaces* each compiled frame's code with a decompile-and-compile-back of
+it (so a debugger can step through it). On code with graph breaks that breaks the run:
+`fix_irregular_code` recurses without end on dynamo's resume functions, and code it does
+compile back can fail at run time ("closure expected cell"). A dump must never change what
+runs, so here the hook only writes the decompiled source of each transformed frame (both
+sides of every break) and dynamo keeps its own code; depyf still writes the graphs, the
+full code per function and the inductor kernels. Its load_by_key_path patch is wrapped too:
+it rejects a keyword torch 2.13 passes.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import sys
+import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+
+def _dump_only(self: Any, code: Any, new_code: Any) -> None:
+    """The bytecode hook: write the transformed frame's decompiled source; never replace the code."""
+    frame = sys._getframe()
+    while not (frame.f_code.co_name == "_compile" and frame.f_code.co_filename.endswith("convert_frame.py")):
+        frame = frame.f_back  # dynamo's _compile holds the user frame: depyf's full_code dump needs its globals
+    self.optimized_code_and_module.append([code, frame.f_locals["frame"].f_globals])
+    from depyf import decompile
+
+    name = code.co_name.replace(".", "_").replace("<", "_").replace(">", "_").replace(" ", "_")
+    try:
+        source = decompile(new_code)
+    except Exception as exc:  # then at least say which frame is missing and why
+        source = f"# depyf could not decompile this frame either: {type(exc).__name__}: {exc}\n"
+    for n in itertools.count():
+        path = Path(self.dump_src_dir) / f"__transformed_code_{n}_for_{name}.py"
+        if not path.exists():
+            path.write_text(f"# {code.co_name} of {code.co_filename}:{code.co_firstlineno}, as dynamo transformed"
+                            f" it (decompiled by depyf; dynamo ran its own bytecode)\n{source}")  # fmt: skip
+            return None
 
 
 @contextlib.contextmanager
@@ -19,14 +53,21 @@ def depyf_dump(dump_dir: Path | None) -> Iterator[None]:
     # TODO(no upstream issue found): depyf 0.20's load_by_key_path patch takes 4 positional
     # arguments, and torch 2.13 passes a keyword-only `set_sys_modules`. Remove this wrapper
     # once depyf's patched function accepts extra keywords.
-    original = depyf_debugging.patched_load_by_key_path
+    original_load = depyf_debugging.patched_load_by_key_path
+    original_hook = depyf_debugging.DebuggableHook.__call__
 
-    def tolerant(key, path, linemap=None, attrs=None, **_torch_kwargs):
-        return original(key, path, linemap, attrs)
+    def tolerant_load(key, path, linemap=None, attrs=None, **_torch_kwargs):
+        return original_load(key, path, linemap, attrs)
 
-    depyf_debugging.patched_load_by_key_path = tolerant
+    depyf_debugging.patched_load_by_key_path = tolerant_load
+    depyf_debugging.DebuggableHook.__call__ = _dump_only
+    stack = contextlib.ExitStack()
     try:
-        with depyf.prepare_debug(str(dump_dir)):
+        with warnings.catch_warnings():  # depyf's reminder on entry is ours to give, not the user's to see
+            warnings.filterwarnings("ignore", message=".*You are trying to debug")
+            stack.enter_context(depyf.prepare_debug(str(dump_dir)))
+        with stack:
             yield
     finally:
-        depyf_debugging.patched_load_by_key_path = original
+        depyf_debugging.patched_load_by_key_path = original_load
+        depyf_debugging.DebuggableHook.__call__ = original_hook

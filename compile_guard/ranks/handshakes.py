@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -39,8 +40,11 @@ INDUCTOR_KEYS = ("max_autotune", "freezing", "fallback_random", "cpp_wrapper", "
 
 def _config_value(module: Any, dotted: str) -> Any:
     value = module
-    for part in dotted.split("."):
-        value = getattr(value, part, "<absent>")
+    with warnings.catch_warnings():  # reading a deprecated key warns; the handshake only compares it
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for part in dotted.split("."):
+            value = getattr(value, part, "<absent>")
     return value if isinstance(value, (bool, int, float, str, type(None))) else repr(value)
 
 
