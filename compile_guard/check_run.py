@@ -24,9 +24,10 @@ RANK_PROGRAM = "compile_guard.ranks.check"
 @dataclass(frozen=True, kw_only=True)
 class CheckRun:
     spec: RunSpec
-    result: LaunchResult
+    result: LaunchResult | None  # None when the ranks ran in place under another launcher
     probes: list[dict[str, Any]] | None  # per rank; None when a rank wrote none
-    log_dir: Path
+    log_dir: Path | None  # the ranks' logs (None in place: the launcher has them)
+    rank_code: int = 0  # in place: this rank's own exit code as a rank program
 
     def mesh_probes(self) -> list[dict[str, Any]]:
         """The symmetric group's probes (pp1: rank0, the driver, compiles nothing)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from compile_guard import in_place
 from compile_guard.check_run import CheckRun, expected_factors, run_check
 from compile_guard.commands.argtypes import positive_int
 from compile_guard.health import baseline as bl
@@ -84,6 +85,15 @@ def launch_with_progress(spec: RunSpec, *, log_dir: Path | None, dump_dir: Path 
     return run
 
 
+def probe_in_place(spec: RunSpec, *, dump_dir: Path | None) -> CheckRun:
+    """This process is one rank: run the check's rank body here and gather every rank's report."""
+    reports, code = in_place.probe_all(spec, dump_dir=dump_dir)
+    if reports is None and in_place.is_leader():
+        print(f"check {spec.name}: this rank ended with rank exit code {code}; its log above says why",
+              file=sys.stderr)  # fmt: skip
+    return CheckRun(spec=spec, result=None, probes=reports, log_dir=None, rank_code=code)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
@@ -109,9 +119,16 @@ def run(args: argparse.Namespace) -> int:
               f" this run {spec.config_hash()}): compare like with like — refresh it with"
               f" `{refresh_command(spec, args.baselines)}`", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    checked = launch_with_progress(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
+    if in_place.active():  # torchrun (or srun's wrapper) already made this process a rank
+        checked = probe_in_place(spec, dump_dir=args.dump_dir)
+        if checked.probes is None:
+            return in_place.cli_code(checked.rank_code)
+    else:
+        checked = launch_with_progress(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
     report = failure_report(checked) if checked.probes is None else judge(
         checked, base, path, exact, allow_improvement=args.allow_improvement, strict=args.strict)  # fmt: skip
+    if not in_place.is_leader():
+        return report.exit_code  # every rank judged the same data; rank 0 speaks for them
     print(report.text)
     if args.json:
         write_json(args.json, report.data)

@@ -10,12 +10,15 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard import in_place
 from compile_guard.junit import Case, write_junit
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import RowResult, run_row
 from compile_guard.report import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from compile_guard.supervision import Interrupted
 from engine.atomic_json import write_json
+
+LEADER_WAIT_S = 3600.0  # in place, ranks > 0 wait this long for rank 0's matrix (25 rows take ~2 min)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,12 @@ def _table(results: list[RowResult]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if in_place.active() and not args.list:  # the rows supervise ranks of their own: rank 0 runs them
+        return in_place.leader_runs("matrix", lambda: _run(args), timeout_s=LEADER_WAIT_S)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.list:
         print(tabulate([[r.id, r.fm, r.surface, r.fault, r.expect.event] for r in ROWS],
                        headers=["id", "FM", "surface", "fault", "caught by"]))  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from compile_guard import in_place
 from compile_guard.commands.argtypes import positive_int
 from compile_guard.launcher import LaunchSpec, launch, python_module_argv
 from compile_guard.supervision import Interrupted
@@ -62,6 +63,12 @@ def _r(x: float, n: int = 1) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if in_place.active():  # each run supervises a stage pair of its own: rank 0 runs them
+        return in_place.leader_runs("overlap", lambda: _run(args), timeout_s=3600.0)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     root = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_overlap_"))
     runs: dict[str, dict[str, Any]] = {}
     for d in DEPTHS:

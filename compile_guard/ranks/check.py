@@ -73,6 +73,11 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any
     }
 
 
+def probe_rank(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any]:
+    """This rank's probe report: the engine's scenario, or the user's --target."""
+    return target.run(ctx, spec) if spec.target is not None else run(ctx, spec, dump_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="the run spec, canonical JSON (engine.runspec.RunSpec)")
@@ -82,15 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = RunSpec.from_json(args.spec)
     out = Path(args.out)
 
-    def body(ctx: RankContext) -> dict[str, Any]:
-        if spec.target is not None:
-            return target.run(ctx, spec)
-        return run(ctx, spec, args.dump_dir)
-
     def write_probe(report: dict[str, Any]) -> None:
         write_json(out / f"probe-rank{report['rank']}.json", report)
 
-    return rank_main(spec.dist_config(), body, write_probe)
+    return rank_main(spec.dist_config(), lambda ctx: probe_rank(ctx, spec, args.dump_dir), write_probe)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,64 @@
+"""Under a launcher the CLI runs in place: no nested launch, rank 0 writes the report, every rank
+exits with the same code, nothing is left behind.
+
+Topologies: torchrun --standalone with 2 workers (TP=2, gloo, CPU, aot_eager); two torchrun
+agents of 1 worker each joined by a c10d rendezvous on 127.0.0.1 (--nnodes=2), standing in for
+two nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+import xml.etree.ElementTree as ET
+
+from compile_guard.launcher import free_port
+from compile_guard.leftovers import processes_with_env
+from tests.conftest import CLI_TIMEOUT_S, REPO
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+CHECK = ["-m", "compile_guard", "check", "--scenario", "tp2-aot"]
+
+
+def _run_all(commands: list[list[str]], run_id: str) -> list[subprocess.CompletedProcess]:
+    """Start every command at once (own sessions), wait for all; kill every group on the way out."""
+    procs = [subprocess.Popen(c, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True) for c in commands]  # fmt: skip
+    try:
+        outs = [p.communicate(timeout=CLI_TIMEOUT_S)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    left = processes_with_env(f"TORCHELASTIC_RUN_ID={run_id}")
+    assert not left, f"processes outlived torchrun: {left}"
+    return [subprocess.CompletedProcess(c, p.returncode, out, "") for c, p, out in zip(commands, procs, outs)]
+
+
+def _reports(text: str) -> int:
+    return sum(line.startswith("scenario tp2-aot:") for line in text.splitlines())
+
+
+def test_check_runs_in_place_under_torchrun(tmp_path):
+    run_id = uuid.uuid4().hex
+    json_path, junit = tmp_path / "check.json", tmp_path / "check.xml"
+    [proc] = _run_all([[*TORCHRUN, "--standalone", "--nproc-per-node=2", f"--rdzv-id={run_id}", *CHECK,
+                        "--json", str(json_path), "--junit", str(junit)]], run_id)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert "launching" not in proc.stdout  # no nested launch
+    assert _reports(proc.stdout) == 1 and "PASS" in proc.stdout  # rank 0 alone printed it
+    assert json_path.exists() and ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
+
+
+def test_check_runs_in_place_across_two_torchrun_agents(tmp_path):
+    run_id = uuid.uuid4().hex
+    endpoint = f"127.0.0.1:{free_port()}"  # the c10d rendezvous both agents meet at
+    agents = [[*TORCHRUN, "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1", "--rdzv-backend=c10d",
+               f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}", *CHECK] for node in (0, 1)]  # fmt: skip
+    procs = _run_all(agents, run_id)
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(p.stdout for p in procs)
+    assert sum(_reports(p.stdout) for p in procs) == 1  # one report, from global rank 0
