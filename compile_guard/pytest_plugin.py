@@ -1,4 +1,7 @@
-"""pytest plugin (entry point `pytest11`): run functions on N ranks, and gate compile health.
+"""pytest plugin (entry point `pytest11`): guard a model in one line, run functions on N ranks.
+
+    def test_my_model(compile_guard_check):
+        compile_guard_check("mypkg.guard:factory", baselines="ci/baselines", backend="aot_eager")
 
     def test_my_block(rank_runner):
         run = rank_runner("mypkg.tests.programs:allreduce_once", nprocs=2)
@@ -6,6 +9,9 @@
 
     def test_health(tmp_path):
         assert_compile_health(probe_or_metrics, "ci/baselines/mine.json")
+
+`compile_guard_check` is the whole `check --target`: handshakes, warmup, the cross-rank gather,
+the baseline diff and the policy; the test fails with the check's report.
 
 `rank_runner` launches the ranks through compile_guard's launcher — each in its own
 session, a hard deadline, the whole group killed on the first failure — and fails the test
@@ -63,6 +69,41 @@ def rank_runner(tmp_path: Path) -> Callable[..., RankRun]:
         return RankRun(result=result, values=[json.loads(p.read_text()) if p.exists() else None for p in paths])
 
     return run
+
+
+@pytest.fixture
+def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
+    """compile_guard_check("pkg.mod:factory", baselines=DIR, nprocs=2, backend="inductor", strict=False,
+    allow_improvement=False) -> the report; fails the test with the report unless the check passes."""
+    runs = itertools.count()
+
+    def check(target: str, *, baselines: str | Path, nprocs: int = 2, backend: str = "inductor",
+              strict: bool = False, allow_improvement: bool = False) -> Any:  # fmt: skip
+        from compile_guard.check_run import expected_factors, run_check
+        from compile_guard.commands.check import refresh_command
+        from compile_guard.report import failure_report, judge
+        from compile_guard.scenarios import resolve
+
+        spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
+        refresh = refresh_command(spec, Path(baselines))
+        found = bl.find(Path(baselines), expected_factors(spec))
+        if found is None:
+            pytest.fail(f"no baseline for {target} in {baselines}: create it with `{refresh}`", pytrace=False)
+        base = bl.load(found[0])
+        if base.factors["config_hash"] != spec.config_hash():
+            pytest.fail(f"{found[0]} is for another configuration: refresh it with `{refresh}`", pytrace=False)
+        run = run_check(spec, log_dir=tmp_path / f"compile_guard_check{next(runs)}")
+        left = leftover_pids(run.result)
+        if left:
+            pytest.fail(f"processes outlived the check: {left}\n{run.result.summary()}")
+        report = failure_report(run) if run.probes is None else judge(
+            run, base, found[0], found[1], allow_improvement=allow_improvement, strict=strict)  # fmt: skip
+        if report.exit_code != 0:
+            pytest.fail(f"compile_guard check of {target} failed (exit {report.exit_code}):\n{report.text}",
+                        pytrace=False)  # fmt: skip
+        return report
+
+    return check
 
 
 def assert_compile_health(

@@ -36,7 +36,7 @@ def _run_all(commands: list[list[str]], run_id: str) -> list[subprocess.Complete
                 p.wait()
     left = processes_with_env(f"TORCHELASTIC_RUN_ID={run_id}")
     assert not left, f"processes outlived torchrun: {left}"
-    return [subprocess.CompletedProcess(c, p.returncode, out, "") for c, p, out in zip(commands, procs, outs)]
+    return [subprocess.CompletedProcess(c, p.returncode, out, "") for c, p, out in zip(commands, procs, outs, strict=True)]
 
 
 def _reports(text: str) -> int:

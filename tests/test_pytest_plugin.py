@@ -4,10 +4,16 @@ Topology of each run: 2 ranks, gloo, CPU, through rank_runner's launcher with a 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from compile_guard.health import baseline as bl
 from compile_guard.pytest_plugin import assert_compile_health
+from compile_guard.scenarios import resolve
+from tests.conftest import CLI_TIMEOUT_S, REPO
 
 
 def test_rank_runner_returns_each_ranks_value(rank_runner):
@@ -28,10 +34,35 @@ def test_assert_compile_health_against_a_baseline(rank_runner, tmp_path):
     assert run.ok, run.result.summary()
     metrics = run.values
     assert [m["collectives_in_graphs"] for m in metrics] == [1, 1]  # funcol: inside the one graph
-    factors = {k: "x" for k in bl.FACTOR_KEYS}
+    factors = {k: 2 if k == "world_size" else "x" for k in bl.FACTOR_KEYS}
     path = tmp_path / "b.json"
     bl.write(path, bl.Baseline(factors=factors, metrics=metrics[0], break_sites=[]))
     assert_compile_health(metrics, path)  # same health: passes
     worse = [{**m, "graph_breaks": 2, "unique_graphs": 3} for m in metrics]
     with pytest.raises(AssertionError, match=r"graph_breaks: 0 -> \[2, 2\] \(regression\)"):
         assert_compile_health(worse, path)
+
+
+def test_compile_guard_check_guards_a_model_in_one_line(compile_guard_check, tmp_path):
+    """TP=2 over 2 ranks, gloo, CPU, aot_eager: the worked example's good factory passes against the
+    baseline refreshed for it; the rank-dependent branch fails the test with the check's report."""
+    target = "docs.examples.tp_mlp:good"
+    with pytest.raises(pytest.fail.Exception, match="no baseline for docs.examples.tp_mlp:good"):
+        compile_guard_check(target, baselines=tmp_path, backend="aot_eager")
+    refresh = subprocess.run([sys.executable, "-m", "compile_guard", "baseline", "refresh", "--target", target,
+                              "--backend", "aot_eager", "--baselines", str(tmp_path)], cwd=REPO,
+                             capture_output=True, text=True, timeout=CLI_TIMEOUT_S)  # fmt: skip
+    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
+    report = compile_guard_check(target, baselines=tmp_path, backend="aot_eager")
+    assert report.exit_code == 0 and "PASS" in report.text
+    branch = tmp_path / "branch"
+    branch.mkdir()
+    for path in tmp_path.glob("target-*.json"):  # the same health, filed under the other target's name
+        raw = json.loads(path.read_text())
+        raw["factors"]["scenario"] = "target-docs_examples_tp_mlp_rank_branch"
+        raw["factors"]["config_hash"] = resolve(scenario_name="", target="docs.examples.tp_mlp:rank_branch",
+                                                nprocs=2, backend="aot_eager").config_hash()  # fmt: skip
+        bl.write(branch / bl.file_name(raw["factors"]), bl.Baseline(factors=raw["factors"], metrics=raw["metrics"],
+                                                                    break_sites=[]))  # fmt: skip
+    with pytest.raises(pytest.fail.Exception, match="cross-rank asymmetry"):
+        compile_guard_check("docs.examples.tp_mlp:rank_branch", baselines=branch, backend="aot_eager")
