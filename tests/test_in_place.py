@@ -36,7 +36,8 @@ def _run_all(commands: list[list[str]], run_id: str) -> list[subprocess.Complete
                 p.wait()
     left = processes_with_env(f"TORCHELASTIC_RUN_ID={run_id}")
     assert not left, f"processes outlived torchrun: {left}"
-    return [subprocess.CompletedProcess(c, p.returncode, out, "") for c, p, out in zip(commands, procs, outs, strict=True)]
+    done = zip(commands, procs, outs, strict=True)
+    return [subprocess.CompletedProcess(c, p.returncode, out, "") for c, p, out in done]
 
 
 def _reports(text: str) -> int:
