@@ -94,15 +94,14 @@ def installed_torch() -> str:
 def expected_factors(spec: RunSpec, *, device_type: str | None = None) -> dict[str, Any]:
     """The factors a run of `spec` will report, known before launching (to find its baseline)."""
     if device_type is None:
-        from engine.config import DistConfig  # imports torch: whether CUDA is there decides the device
-
-        device_type = DistConfig().resolved_device_type()
+        device_type = spec.device if spec.device != "auto" else spec.dist_config().resolved_device_type()  # torch
+    dist_backend = spec.dist_backend if spec.dist_backend != "auto" else "nccl" if device_type == "cuda" else "gloo"
     return {
         "scenario": spec.name,
         "torch": installed_torch(),
         "device_type": device_type,
         "compile_backend": spec.compile,
-        "dist_backend": "nccl" if device_type == "cuda" else "gloo",
+        "dist_backend": dist_backend,
         "world_size": spec.nprocs,
         "config_hash": spec.config_hash(),
     }

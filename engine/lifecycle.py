@@ -42,7 +42,8 @@ def init_rank(cfg: DistConfig) -> RankContext:
     if device_type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
-        device = torch.device("cuda", local_rank)
+        # More ranks than GPUs on a host (gloo over CUDA tensors, the smoke test on one GPU) share them.
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     else:
         device = torch.device(device_type)

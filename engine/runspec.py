@@ -66,6 +66,8 @@ class RunSpec:
     env: dict[str, str] = field(default_factory=dict)  # knobs every rank gets from the launcher
     target: str | None = None  # "pkg.module:factory": a user's own model instead of the engine
     pp0: PP0Spec = field(default_factory=PP0Spec)  # PP0's pipeline shape (topology pp0 only)
+    device: str = "auto"  # auto: cuda when available, else cpu (a factor of the baseline, not of the hash)
+    dist_backend: str = "auto"  # auto: nccl on cuda, gloo on cpu; gloo with cuda tensors is allowed
     timeout_s: float = 30.0  # every process group's timeout (a frozen peer is seen after this)
     deadline_s: float = 600.0  # the parent's hard limit for the whole run (a cold inductor compile included)
 
@@ -141,7 +143,7 @@ class RunSpec:
     def dist_config(self) -> Any:
         from engine.config import DistConfig
 
-        return DistConfig(timeout_s=self.timeout_s)
+        return DistConfig(device=self.device, backend=self.dist_backend, timeout_s=self.timeout_s)
 
     def stream_config(self) -> Any:
         from engine.control.stream import StreamConfig
