@@ -7,7 +7,9 @@ plugin; compile_guard.report turns a run and a baseline into rows, text and an e
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -87,7 +89,16 @@ def run_check(
 
 
 def installed_torch() -> str:
-    """The torch version a run will report, without importing torch."""
+    """torch.__version__ as a run will report it (with its local part, 2.14.1+cu130), without importing
+    torch: read as text from torch/version.py, which the wheel writes; the package metadata drops the
+    local part on some builds."""
+    spec = importlib.util.find_spec("torch")
+    if spec is not None and spec.origin is not None:
+        version_file = Path(spec.origin).parent / "version.py"
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M) \
+            if version_file.is_file() else None
+        if found:
+            return found.group(1)
     return importlib.metadata.version("torch")
 
 

@@ -47,8 +47,9 @@ COMMANDS = {
 
 def _version() -> str:
     from compile_guard import __version__
+    from compile_guard.check_run import installed_torch
 
-    torch = importlib.metadata.version("torch")  # the installed torch, without importing it
+    torch = installed_torch()  # the installed torch, without importing it
     return f"compile-guard {__version__} (torch {torch}, python {platform.python_version()})"
 
 

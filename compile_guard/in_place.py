@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from compile_guard.ranks.check import probe_rank
 from compile_guard.report import ASYMMETRY_CODES, EXIT_ENGINE, EXIT_FAIL, EXIT_USAGE
 from engine import knobs
 from engine.runspec import RunSpec
@@ -42,6 +41,7 @@ def cli_code(rank_code: int) -> int:
 
 def probe_all(spec: RunSpec, *, dump_dir: Path | None) -> tuple[list[dict[str, Any]] | None, int]:
     """(every rank's probe report in rank order, or None; this rank's exit code as a rank program)."""
+    from compile_guard.ranks.check import probe_rank  # the rank side: torch, the engine
     from engine.collectives import all_gather_json
     from engine.layout import ParallelLayout
     from engine.rank_process import rank_main

@@ -61,6 +61,14 @@ def as_engine_error(exc: Exception, rank: int) -> EngineError:
     return RankCrashed(f"rank {rank}: unexpected {type(exc).__name__}: {exc}")
 
 
+def run_topology(spec: Any, run: Callable[..., dict[str, Any]]) -> int:
+    """A topology's own command line: `run(ctx, spec, Hooks())` as this rank, its summary logged as run_done."""
+    from engine.hooks import Hooks
+
+    return rank_main(spec.dist_config(), lambda ctx: run(ctx, spec, Hooks()),
+                     lambda summary: events.emit("run_done", **summary))  # fmt: skip
+
+
 def rank_main(dist_cfg: DistConfig, body: Callable[[RankContext], dict[str, Any]],
               done: Callable[[dict[str, Any]], None]) -> int:  # fmt: skip
     """Run `body` as one rank of the job; `done` gets its result after the group is left."""

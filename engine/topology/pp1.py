@@ -41,7 +41,7 @@ from engine.errors import CallCountMismatch, EngineError, PlanRejected, Terminat
 from engine.hooks import Hooks
 from engine.layout import ParallelLayout, RankContext
 from engine.model.decoder import LatentDecoder
-from engine.rank_process import rank_main
+from engine.rank_process import run_topology
 from engine.runspec import RunSpec
 from engine.topology.driver import Driver
 from engine.topology.executor import ChunkExecutor
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = RunSpec(name="pp1", topology="pp1", nprocs=knobs.read("WORLD_SIZE") or 3, compile=args.compile,
                    layers=args.layers, chunks=args.chunks, recompute_every=args.recompute_every,
                    timeout_s=args.timeout_s)  # fmt: skip
-    return rank_main(spec.dist_config(), lambda ctx: run(ctx, spec, Hooks()),
-                     lambda summary: events.emit("run_done", **summary))  # fmt: skip
+    return run_topology(spec, run)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import argparse
 import time
 from typing import Any
 
-from engine import events, knobs
+from engine import knobs
 from engine.compile import CompileConfig
 from engine.config import ModelConfig
 from engine.control.envelope import Action
@@ -28,7 +28,7 @@ from engine.errors import PlanRejected
 from engine.hooks import Hooks
 from engine.layout import ParallelLayout, RankContext
 from engine.model.decoder import LatentDecoder
-from engine.rank_process import rank_main
+from engine.rank_process import run_topology
 from engine.runspec import RunSpec
 from engine.topology.driver import Driver
 from engine.topology.executor import ChunkExecutor
@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                    layers=args.layers, chunks=args.chunks, recompute_every=args.recompute_every,
                    hard_cut_at=args.hard_cut_at, idle_after=args.idle_after, idle_s=args.idle_s,
                    timeout_s=args.timeout_s)  # fmt: skip
-    return rank_main(spec.dist_config(), lambda ctx: run(ctx, spec, Hooks()),
-                     lambda summary: events.emit("run_done", **summary))  # fmt: skip
+    return run_topology(spec, run)
 
 
 if __name__ == "__main__":
