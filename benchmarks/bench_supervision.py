@@ -41,9 +41,8 @@ def _wait_for(proc: subprocess.Popen, needle: bytes, timeout_s: float) -> None:
         seen += chunk
 
 
-def _gone_within(pids: set[int], timeout_s: float) -> float | None:
-    """Seconds until every pid exited, or None when some outlived `timeout_s`."""
-    fds, t0 = {os.pidfd_open(p) for p in pids}, time.monotonic()
+def _gone_within(fds: set[int], t0: float, timeout_s: float) -> float | None:
+    """Seconds from t0 until every pidfd's process exited, or None when some outlived `timeout_s`."""
     alive = set(fds)
     while alive and time.monotonic() - t0 < timeout_s:
         ready, _, _ = select.select(list(alive), [], [], timeout_s - (time.monotonic() - t0))
@@ -60,9 +59,11 @@ def trial(sig: signal.Signals, log_dir: Path) -> tuple[int, float | None]:
     try:
         _wait_for(proc, READY, 180)
         ranks = processes_with_env(f"COMPILE_GUARD_RUN_DIR={log_dir}") - {proc.pid}
+        fds = {os.pidfd_open(pid) for pid in ranks}  # opened before the signal: a pid is never reused on us
+        t0 = time.monotonic()
         os.kill(proc.pid, sig)
         proc.wait(timeout=60)
-        gone = _gone_within(ranks, 5.0)
+        gone = _gone_within(fds, t0, 5.0)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -43,6 +43,9 @@ class RecordingBackend:
 
     def __init__(self, cfg: CompileConfig) -> None:
         self.graphs: list[torch.fx.GraphModule] = []
+        # Called with (graph, example inputs) before each graph is compiled: a harness reads
+        # what it needs of the graph here (compile_guard's collective schedule) without owning it.
+        self.observers: list[Callable[[torch.fx.GraphModule, list[Any]], None]] = []
         if cfg.backend == "inductor":
             from torch._inductor import list_mode_options
             from torch._inductor.compile_fx import compile_fx
@@ -54,6 +57,8 @@ class RecordingBackend:
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable:
         self.graphs.append(gm)
+        for observe in self.observers:
+            observe(gm, example_inputs)
         return self._compile(gm, example_inputs)
 
 

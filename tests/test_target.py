@@ -3,6 +3,7 @@ the worked example is docs/examples/tp_mlp.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -18,8 +19,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=CLI_TIMEOUT_S)  # fmt: skip
 
 
-def _target(action: list[str], name: str, baselines) -> subprocess.CompletedProcess:
-    return _cli(*action, "--target", f"{EXAMPLE}:{name}", "--backend", "aot_eager", "--baselines", str(baselines))
+def _target(action: list[str], name: str, baselines, module: str = EXAMPLE) -> subprocess.CompletedProcess:
+    return _cli(*action, "--target", f"{module}:{name}", "--backend", "aot_eager", "--baselines", str(baselines))
 
 
 def test_good_target_round_trip(tmp_path):
@@ -67,3 +68,21 @@ def test_unloadable_targets_exit_2_before_any_rank_starts(tmp_path, spec, messag
     proc = _cli("check", "--target", spec, "--baselines", str(tmp_path))
     assert proc.returncode == 2 and message in proc.stderr
     assert "launching" not in proc.stdout
+
+
+def test_dtensor_collectives_are_seen_after_dispatch(tmp_path):
+    """TP=2 over 2 ranks, gloo, aot_eager, a DTensor MLP (parallelize_module, colwise + rowwise): the
+    dynamo graph holds no collective; the schedule read after dispatch has the rowwise all-reduce."""
+    refresh = _target(["baseline", "refresh"], "mlp", tmp_path, module="docs.examples.tp_dtensor")
+    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
+    check = _target(["check", "--json", str(tmp_path / "check.json")], "mlp", tmp_path,
+                    module="docs.examples.tp_dtensor")  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    for probe in json.loads((tmp_path / "check.json").read_text())["probes"]:
+        final = probe["final"]
+        assert final["graphs"][0]["collectives"] == 0  # dynamo's view: DTensor ops, no collective
+        assert final["collectives_in_graphs"] == 1  # after dispatch: rowwise down's one all-reduce
+        [schedule] = final["collective_schedules"]
+        assert schedule["collectives"] == [{"op": "all_reduce", "reduce_op": "sum", "shape": [16, 64],
+                                            "dtype": "torch.float32", "group": schedule["collectives"][0]["group"]}]
+        assert schedule["collectives"][0]["group"]["ranks"] == [0, 1]

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch._dynamo.utils as dynamo_utils
 
+from compile_guard.health.schedule import collective_schedule
 from compile_guard.health.schema import CompileHealth, Observations
 from engine.compile import CompiledRegion
 
@@ -105,6 +106,9 @@ class CompileProbe:
         dynamo_utils.set_compilation_metrics_limit(_METRICS_LIMIT)
         self._metrics_start = len(dynamo_utils.get_compilation_metrics())
         self._sites = _BreakSites()
+        self._schedules: list[dict[str, Any]] = []  # per graph, in compile order: after dispatch
+        if region.recorder is not None:
+            region.recorder.observers.append(lambda gm, inputs: self._schedules.append(collective_schedule(gm, inputs)))
         torch._logging.set_logs(graph_breaks=True)
         logger = logging.getLogger(_BREAK_LOGGER)
         logger.addHandler(self._sites)
@@ -128,6 +132,7 @@ class CompileProbe:
         return Observations(
             graph_count=self.region.graph_count,
             graphs=[graph_fingerprint(gm) for gm in (self.region.recorder.graphs if self.region.recorder else [])],
+            schedules=list(self._schedules),
             break_reasons=dict(by_reason),
             break_sites=sorted(
                 [{"reason": r, "site": s, "count": n, "source": self._sites.source.get(s, "")}

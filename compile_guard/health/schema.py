@@ -30,6 +30,7 @@ class Observations:
 
     graph_count: int  # graphs dynamo handed the compiler (the recording backend)
     graphs: list[dict[str, Any]]  # per graph: fingerprint, nodes, ops, collectives, op_counts
+    schedules: list[dict[str, Any]]  # per graph: its collective schedule after dispatch (health.schedule)
     break_reasons: dict[str, int]  # normalised break reason -> count
     break_sites: list[dict[str, Any]]  # {reason, site, count}, sorted by site
     compiles: list[dict[str, Any]]  # one per frame compile: frame, site, attempt, reason, guard_count
@@ -47,6 +48,18 @@ def metric(judged: str, *, symmetric: bool, default: Any, measure: Callable[[Obs
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _collectives(obs: Observations) -> int:
+    """Collectives per graph as dispatch sees them (DTensor's too); the dynamo graph's count where a
+    graph could not be re-traced."""
+    after = [len(s["collectives"]) if s.get("collectives") is not None else None for s in obs.schedules]
+    after += [None] * (len(obs.graphs) - len(after))
+    return sum(g["collectives"] if n is None else n for g, n in zip(obs.graphs, after, strict=True))
+
+
+def _schedule_digest(obs: Observations) -> str:
+    return "/".join(s.get("digest") or "?" for s in obs.schedules)
 
 
 def _steady(obs: Observations) -> list[dict[str, Any]]:
@@ -68,11 +81,13 @@ class CompileHealth:
     break_reasons: dict = metric(REASONS, symmetric=True, default={}, doc="break count per normalised reason",
                                  measure=lambda o: dict(sorted(o.break_reasons.items())))
     # -- reported: a change is stated; a regression only under --strict
+    schedule_digest: str = metric(REPORTED, symmetric=True, default="", doc="digest of each graph's collective"
+                                  " schedule (op, group, shape, dtype, reduce op, in order)", measure=_schedule_digest)
     graph_fingerprints: list = metric(REPORTED, symmetric=True, default=[], doc="normalised graph code hashes",
                                       measure=lambda o: [g["fingerprint"] for g in o.graphs])
     # -- kept: fewer is a regression (a collective that leaves the graph is the compile cliff), more is reported
-    collectives_in_graphs: int = metric(KEPT, symmetric=True, default=0, doc="functional collectives in graphs",
-                                        measure=lambda o: sum(g["collectives"] for g in o.graphs))
+    collectives_in_graphs: int = metric(KEPT, symmetric=True, default=0, doc="collectives in graphs, after dispatch",
+                                        measure=_collectives)
     guard_count: int = metric(REPORTED, symmetric=True, default=0, doc="guards over every frame compile",
                               measure=lambda o: sum(c["guard_count"] for c in o.compiles))
     graph_ops: int = metric(REPORTED, symmetric=False, default=0, doc="call nodes over every graph",
@@ -93,6 +108,8 @@ class CompileHealth:
                                             measure=_steady)
     graphs: list = metric(DETAIL, symmetric=False, default=[], doc="per-graph fingerprint and op counts",
                           measure=lambda o: o.graphs)
+    collective_schedules: list = metric(DETAIL, symmetric=False, default=[], doc="per graph, after dispatch",
+                                        measure=lambda o: o.schedules)
 
     @classmethod
     def measure(cls, obs: Observations) -> CompileHealth:

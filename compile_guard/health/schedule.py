@@ -1,0 +1,89 @@
+"""The collective schedule of a compiled graph, read *after* dispatch.
+
+The graph dynamo hands the backend holds DTensor ops, not the collectives they become: a
+DTensor model shows no collective there at all. Tracing that graph once more with fake
+tensors (make_fx) runs it through dispatch — DTensor's sharding propagation included — and
+yields the ATen graph in which every collective is a functional c10d op, in the order the
+compiled code will issue them. Per collective: op, group (name and ranks), input shape and
+dtype, reduce op; plus a digest of the whole schedule. Compile time only: nothing here runs
+when the compiled code runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.proxy_tensor import make_fx
+
+_FUNCOL = "_c10d_functional."
+
+
+def _group(name: Any) -> dict[str, Any]:
+    """A group name as the graph carries it, with its ranks when this process knows the group."""
+    if not isinstance(name, str):
+        return {"name": repr(name), "ranks": None}
+    try:
+        from torch.distributed.distributed_c10d import _resolve_process_group
+
+        ranks = dist.get_process_group_ranks(_resolve_process_group(name))
+    except Exception:  # a group of another process, or a name torch no longer resolves
+        ranks = None
+    return {"name": name, "ranks": ranks}
+
+
+def _size(d: Any) -> int | str:
+    """A size as data. The fake re-trace may give a subclass's inner tensors symbolic sizes; their hint
+    is the concrete size this compile was for (a symbol's name would not be stable across runs)."""
+    if isinstance(d, int):
+        return d
+    try:
+        from torch.fx.experimental.symbolic_shapes import hint_int
+
+        return hint_int(d)
+    except Exception:  # no hint: a genuinely dynamic size
+        return str(d)
+
+
+def _shape(t: torch.Tensor) -> list[int | str]:
+    return [_size(d) for d in t.shape]
+
+
+def _tensor_of(arg: Any) -> dict[str, Any]:
+    value = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+    if isinstance(value, (list, tuple)):  # coalesced collectives take lists
+        return {"shape": [_shape(v) for v in value], "dtype": str(value[0].dtype) if value else None}
+    if isinstance(value, torch.Tensor):
+        return {"shape": _shape(value), "dtype": str(value.dtype)}
+    return {"shape": None, "dtype": None}
+
+
+def _entry(node: torch.fx.Node) -> dict[str, Any]:
+    op = str(node.target).split(_FUNCOL, 1)[1].split(".")[0]
+    strings = [a for a in node.args[1:] if isinstance(a, str)]
+    group_name = node.kwargs.get("group_name", strings[-1] if strings else None)
+    reduce_op = strings[0] if op.startswith(("all_reduce", "reduce_scatter")) and len(strings) > 1 else None
+    return {"op": op, "group": _group(group_name), **_tensor_of(node.args[0]), "reduce_op": reduce_op}
+
+
+def digest(collectives: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(collectives, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def collective_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[str, Any]:
+    """{"collectives": [...in issue order], "digest": str}; {"error": ...} when the graph cannot be
+    re-traced (then the dynamo-level view is all there is — never a failed compile)."""
+    # Static shapes under one fake mode: real inputs (and a DTensor's parameters) turn fake on first use,
+    # so nothing is computed or communicated, and every size is the concrete one of this compile.
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True):
+            traced = make_fx(gm, tracing_mode="real")(*example_inputs)
+    except Exception as exc:
+        return {"collectives": None, "digest": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    collectives = [_entry(n) for n in traced.graph.nodes
+                   if n.op == "call_function" and _FUNCOL in str(n.target) and "wait_tensor" not in str(n.target)]
+    return {"collectives": collectives, "digest": digest(collectives)}
