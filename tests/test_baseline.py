@@ -12,12 +12,16 @@ from pathlib import Path
 import pytest
 
 from compile_guard.health import baseline as bl
+from compile_guard.health.schema import BASELINE_KEYS, default_of
 
 FACTORS = {"scenario": "tp2", "torch": "2.13.0+cpu", "device_type": "cpu", "compile_backend": "inductor",
            "dist_backend": "gloo", "world_size": 2, "config_hash": "abc"}  # fmt: skip
-METRICS = {"unique_graphs": 1, "graph_breaks": 0, "recompiles": 0, "steady_recompiles": 0, "break_reasons": {},
-           "graph_fingerprints": ["f1"], "collectives_in_graphs": 20, "guard_count": 10, "graph_ops": 5,
-           "graph_nodes": 9, "effective_backend": {"attn_impl": "sdpa"}}  # fmt: skip
+METRICS = {
+    **{key: default_of(key) for key in BASELINE_KEYS},  # every metric of the schema, today's and future ones
+    "unique_graphs": 1, "graph_breaks": 0, "recompiles": 0, "steady_recompiles": 0, "break_reasons": {},
+    "graph_fingerprints": ["f1"], "collectives_in_graphs": 20, "guard_count": 10, "graph_ops": 5, "graph_nodes": 9,
+    "schedule_digest": "d1", "effective_backend": {"attn_impl": "sdpa"},
+}  # fmt: skip
 
 
 def _baseline(**metrics) -> bl.Baseline:
