@@ -4,7 +4,8 @@ Per chunk: build the request, preflight it (a rejected request never reaches a h
 job goes on), send header and payload — the commitment point —, then hand the envelope to
 whoever generates it (`produce`: the local TP executor, or the PP1 mesh leader over
 point-to-point) and decode what comes back. PP0's stage 0 pipelines envelopes instead of
-waiting for each result, so it uses `send` alone and schedules the rest itself.
+waiting for each result: it uses `prepare` and `commit` (timing each) and schedules the rest
+itself.
 """
 
 from __future__ import annotations
@@ -34,17 +35,25 @@ class Driver:
     def send(self, k: int) -> Prepared | None:
         """Preflight and send chunk k's envelope; None when preflight refused it (the job goes on)."""
         try:
-            prepared = self.sender.preflight(self.builder.request(k))
+            prepared = self.prepare(k)
         except PreflightError as exc:  # nobody saw a header for it
             self.rejected.append({"chunk_index": k, "stage": exc.stage, "key_path": exc.key_path})
             return None
+        self.commit(k, prepared)
+        return prepared
+
+    def prepare(self, k: int) -> Prepared:
+        """Chunk k's request, preflighted (PreflightError before any header)."""
+        return self.sender.preflight(self.builder.request(k))
+
+    def commit(self, k: int, prepared: Prepared) -> None:
+        """The commitment point: header, then payload; the stream moves on."""
         self.sender.send_header(prepared.header)
         at(self.hooks, Point.HEADER_SENT, rank=self.rank, chunk_index=k)
         self.sender.send_payload(prepared.meta, prepared.specs, prepared.tensors)
         self.builder.committed()
         at(self.hooks, Point.PAYLOAD_SENT, rank=self.rank, chunk_index=k, sender=self.sender,
            manifest=prepared.specs)  # fmt: skip
-        return prepared
 
     def settle(self, k: int, clean: torch.Tensor) -> None:
         """Chunk k's clean latents came back: decode, and feed the next recompute's context."""

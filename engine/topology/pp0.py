@@ -45,6 +45,7 @@ from engine.model.decoder import LatentDecoder
 from engine.model.generator import CausalGenerator
 from engine.rank_process import rank_main
 from engine.runspec import PP0Spec, RunSpec
+from engine.topology.driver import Driver
 from engine.topology.executor import phase_b
 from engine.topology.overlap_metrics import summarise
 
@@ -72,6 +73,8 @@ class Stage0:
             rank=ctx.rank, watchdog=None, hooks=hooks, accept=frozenset({Action.RESULT}),
         )  # fmt: skip
         self.builder = StreamBuilder(cfg, spec.stream_config(), hooks, rank=ctx.rank)
+        # the shared drive machinery (request, preflight, commit); the pipelined schedule is this class's
+        self.driver = Driver(sender=self.sender, builder=self.builder, hooks=hooks, rank=ctx.rank)
         self.decoder = LatentDecoder(cfg, width=spec.pp0.decoder_width).to(ctx.device)
         self.records: dict[int, dict[str, Any]] = {}
         self.in_flight: collections.deque = collections.deque()  # (chunk, epoch, bytes) sent, not received
@@ -91,11 +94,9 @@ class Stage0:
 
     def _send(self, k: int) -> None:
         t_a0 = time.monotonic()
-        prepared = self.sender.preflight(self.builder.request(k))  # a PreflightError ends the run: tests' bug
+        prepared = self.driver.prepare(k)  # a PreflightError ends the run: tests' bug
         t_a1 = time.monotonic()
-        self.sender.send_header(prepared.header)
-        self.sender.send_payload(prepared.meta, prepared.specs, prepared.tensors)
-        self.builder.committed()
+        self.driver.commit(k, prepared)
         nbytes = sum(t.numel() * t.element_size() for t in prepared.tensors)
         self.in_flight.append((k, prepared.header.cache_epoch, nbytes))
         self._flush_stale_ready()
