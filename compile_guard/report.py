@@ -20,11 +20,12 @@ from compile_guard.check_run import CheckRun
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from engine import events
-from engine.errors import CompileAsymmetry, CompileFailed, ParityMismatch
+from engine.errors import CompileAsymmetry, CompileFailed, InputSignatureMismatch, ParityMismatch
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
 REPO = Path(__file__).resolve().parent.parent
-ASYMMETRY_CODES = (ParityMismatch.exit_code, CompileAsymmetry.exit_code)  # rank exits meaning "the ranks differ"
+# rank exits meaning "the ranks differ"
+ASYMMETRY_CODES = (ParityMismatch.exit_code, CompileAsymmetry.exit_code, InputSignatureMismatch.exit_code)
 
 
 @dataclass(frozen=True, kw_only=True)

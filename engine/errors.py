@@ -103,3 +103,9 @@ class RankCrashed(EngineError):
     """An exception nobody expected; the rank's log holds its full traceback."""
 
     exit_code = 24
+
+
+class InputSignatureMismatch(EngineError):
+    """Ranks were about to run a step on inputs of different shapes, dtypes, strides or devices."""
+
+    exit_code = 25

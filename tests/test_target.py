@@ -86,3 +86,14 @@ def test_dtensor_collectives_are_seen_after_dispatch(tmp_path):
         assert schedule["collectives"] == [{"op": "all_reduce", "reduce_op": "sum", "shape": [16, 64],
                                             "dtype": "torch.float32", "group": schedule["collectives"][0]["group"]}]
         assert schedule["collectives"][0]["group"]["ranks"] == [0, 1]
+
+
+def test_a_rank_given_another_input_shape_is_stopped_before_the_step(tmp_path):
+    """TP=2 over 2 ranks, gloo, aot_eager: rank 1's second input is one token longer. Without the
+    per-step agreement rank 1 recompiles alone and the all-reduce sizes differ (a gloo abort, an
+    NCCL hang); with it both ranks stop before step 1 with the signature table (exit 1)."""
+    proc = _target(["baseline", "refresh"], "rank_shape", tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "step 1: ranks would run on inputs of different signatures" in proc.stdout
+    assert "[16, 64]" in proc.stdout and "[17, 64]" in proc.stdout
+    assert not list(tmp_path.glob("*.json"))  # nothing written

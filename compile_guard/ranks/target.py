@@ -2,7 +2,8 @@
 
 Per rank: join (TP over the whole world) → env and compile parity handshakes → build the
 target from the factory → effective-backend handshake → warmup (every input step once) →
-compile health gathered and required equal across ranks → steady state (the steps again)
+compile health gathered and required equal across ranks → steady state (the steps again).
+Before every step the ranks agree on its input signature (compile_guard.ranks.signature)
 → a probe report for the parent, like the engine's (compile_guard.ranks.check).
 """
 
@@ -16,6 +17,7 @@ import torch
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
+from compile_guard.ranks.signature import agree_on_inputs
 from compile_guard.target import TargetContext, build
 from engine.compile import CompiledRegion
 from engine.control.parity import env_payload, handshake
@@ -36,13 +38,21 @@ def run(ctx: RankContext, spec: RunSpec) -> dict[str, Any]:
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     region = CompiledRegion("target", target.fn, ccfg)
     probe = CompileProbe(region)
+    steps = 0
+
+    def run_step(args: tuple[Any, ...]) -> None:
+        nonlocal steps
+        agree_on_inputs(args, step=steps, group=group, ranks=ranks, device=ctx.device)  # before the step runs
+        region(*args)
+        steps += 1
+
     with torch.no_grad():
-        for step in target.inputs:
-            region(*step)
+        for args in target.inputs:
+            run_step(args)
         warm = require_symmetric(probe.snapshot(), group=group, ranks=ranks, device=ctx.device)
         for _ in range(spec.steady):
-            for step in target.inputs:
-                region(*step)
+            for args in target.inputs:
+                run_step(args)
     final = probe.snapshot(effective_backend=effective, warmup_recompiles=len(warm["recompile_reasons"]))
     return {"scenario": spec.target, "rank": ctx.rank, "role": "mesh", "effective_backend": effective,
             "warmup": symmetric_view(warm), "final": final, "steady_recompiles": final["steady_recompiles"],

@@ -43,6 +43,16 @@ def rank_branch(ctx: TargetContext) -> GuardTarget:
     return _mlp(ctx, rank_branch=True)
 
 
+def rank_shape(ctx: TargetContext) -> GuardTarget:
+    """Rank 1 alone gets a longer second input: it would recompile alone, then all-reduce a tensor
+    of another size than its peer's. The per-step input agreement stops it before the step."""
+    target = good(ctx)
+    if ctx.rank == 1:
+        longer = torch.randn(TOKENS + 1, DIM, generator=torch.Generator().manual_seed(2)).to(ctx.device)
+        return GuardTarget(fn=target.fn, inputs=[target.inputs[0], (longer,)])
+    return target
+
+
 def broken(ctx: TargetContext) -> GuardTarget:
     """A factory that fails (for the loading tests): the error reaches the user as exit 2."""
     raise RuntimeError("weights not found at /nonexistent/ckpt")
