@@ -54,7 +54,7 @@ def _shape(t: torch.Tensor) -> list[int | str]:
 
 
 def _tensor_of(arg: Any) -> dict[str, Any]:
-    value = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+    value = (arg.meta.get("val", arg.meta.get("example_value")) if isinstance(arg, torch.fx.Node) else None)
     if isinstance(value, (list, tuple)):  # coalesced collectives take lists
         return {"shape": [_shape(v) for v in value], "dtype": str(value[0].dtype) if value else None}
     if isinstance(value, torch.Tensor):
@@ -74,9 +74,24 @@ def digest(collectives: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(collectives, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _hides_collectives(example_inputs: list[Any]) -> bool:
+    """A tensor subclass among the inputs (a DTensor's parameters): its collectives appear only after
+    dispatch. Plain tensors: the functional collectives dynamo captured are already the schedule."""
+    return any(isinstance(x, torch.Tensor) and type(x) not in (torch.Tensor, torch.nn.Parameter)
+               for x in example_inputs)  # fmt: skip
+
+
+def _schedule_of(graph: torch.fx.Graph) -> dict[str, Any]:
+    collectives = [_entry(n) for n in graph.nodes
+                   if n.op == "call_function" and _FUNCOL in str(n.target) and "wait_tensor" not in str(n.target)]
+    return {"collectives": collectives, "digest": digest(collectives)}
+
+
 def collective_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[str, Any]:
     """{"collectives": [...in issue order], "digest": str}; {"error": ...} when the graph cannot be
     re-traced (then the dynamo-level view is all there is — never a failed compile)."""
+    if not _hides_collectives(example_inputs):
+        return _schedule_of(gm.graph)  # no re-trace: what dynamo captured is what dispatch runs
     # Static shapes under one fake mode: real inputs (and a DTensor's parameters) turn fake on first use,
     # so nothing is computed or communicated, and every size is the concrete one of this compile.
     try:
@@ -84,6 +99,4 @@ def collective_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> 
             traced = make_fx(gm, tracing_mode="real")(*example_inputs)
     except Exception as exc:
         return {"collectives": None, "digest": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    collectives = [_entry(n) for n in traced.graph.nodes
-                   if n.op == "call_function" and _FUNCOL in str(n.target) and "wait_tensor" not in str(n.target)]
-    return {"collectives": collectives, "digest": digest(collectives)}
+    return _schedule_of(traced.graph)
