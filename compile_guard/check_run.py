@@ -88,6 +88,34 @@ def run_check(
     return CheckRun(spec=spec, result=result, probes=probes, log_dir=log_dir)
 
 
+class NoBaseline(Exception):
+    """No baseline for a spec in a directory: the message names the file looked for and the refresh command."""
+
+
+def refresh_command(spec: RunSpec, baselines: Path) -> str:
+    if spec.target is None:
+        return f"python -m compile_guard baseline refresh --scenario {spec.name}"
+    return (f"python -m compile_guard baseline refresh --target {spec.target} --nproc {spec.nprocs}"
+            f" --backend {spec.compile} --baselines {baselines}")  # fmt: skip
+
+
+def baseline_for(spec: RunSpec, directory: Path) -> tuple[Path, bool, bl.Baseline]:
+    """(path, exact torch version, baseline) that a run of `spec` is judged against. NoBaseline when there
+    is none; BaselineError when it cannot be used — unreadable, or recorded for another configuration."""
+    found = bl.find(directory, expected_factors(spec))
+    if found is None:
+        raise NoBaseline(f"no baseline for scenario {spec.name} in {directory} (looked for"
+                         f" {bl.file_name(expected_factors(spec))}); create it with"
+                         f" `{refresh_command(spec, directory)}`")  # fmt: skip
+    path, exact = found
+    base = bl.load(path)
+    if base.factors["config_hash"] != spec.config_hash():
+        raise bl.BaselineError(path, f"is for another configuration (config hash {base.factors['config_hash']},"
+                                     f" this run {spec.config_hash()}): compare like with like — refresh it with"
+                                     f" `{refresh_command(spec, directory)}`")  # fmt: skip
+    return path, exact, base
+
+
 def installed_torch() -> str:
     """torch.__version__ as a run will report it (with its local part, 2.14.1+cu130), without importing
     torch: read as text from torch/version.py, which the wheel writes; the package metadata drops the

@@ -11,15 +11,12 @@ wait for its exit code on the launcher's store and exit with it.
 from __future__ import annotations
 
 import datetime
-import logging
 from pathlib import Path
 from typing import Any, Callable
 
 from compile_guard.report import ASYMMETRY_CODES, EXIT_ENGINE, EXIT_FAIL, EXIT_USAGE
 from engine import knobs
 from engine.runspec import RunSpec
-
-log = logging.getLogger("compile_guard.in_place")
 
 
 def active() -> bool:

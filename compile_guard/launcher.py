@@ -39,7 +39,8 @@ _SIGNAL_DEATH_SLACK_S = 0.25
 
 
 def free_port() -> int:
-    """A port the OS reports free on 127.0.0.1 now; rank 0's store binds it next."""
+    """A port the OS reports free on 127.0.0.1 now (for a torchrun rendezvous endpoint in tests; the
+    launcher itself never picks one: its store binds port 0 and keeps the socket)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -79,25 +79,21 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
 
     def check(target: str, *, baselines: str | Path, nprocs: int = 2, backend: str = "inductor",
               strict: bool = False, allow_improvement: bool = False) -> Any:  # fmt: skip
-        from compile_guard.check_run import expected_factors, run_check
-        from compile_guard.commands.check import refresh_command
+        from compile_guard.check_run import NoBaseline, baseline_for, run_check
         from compile_guard.report import failure_report, judge
         from compile_guard.scenarios import resolve
 
         spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
-        refresh = refresh_command(spec, Path(baselines))
-        found = bl.find(Path(baselines), expected_factors(spec))
-        if found is None:
-            pytest.fail(f"no baseline for {target} in {baselines}: create it with `{refresh}`", pytrace=False)
-        base = bl.load(found[0])
-        if base.factors["config_hash"] != spec.config_hash():
-            pytest.fail(f"{found[0]} is for another configuration: refresh it with `{refresh}`", pytrace=False)
+        try:
+            path, exact, base = baseline_for(spec, Path(baselines))
+        except (NoBaseline, bl.BaselineError) as exc:
+            pytest.fail(f"no baseline for {target} to judge against: {exc}", pytrace=False)
         run = run_check(spec, log_dir=tmp_path / f"compile_guard_check{next(runs)}")
         left = leftover_pids(run.result)
         if left:
             pytest.fail(f"processes outlived the check: {left}\n{run.result.summary()}")
         report = failure_report(run) if run.probes is None else judge(
-            run, base, found[0], found[1], allow_improvement=allow_improvement, strict=strict)  # fmt: skip
+            run, base, path, exact, allow_improvement=allow_improvement, strict=strict)  # fmt: skip
         if report.exit_code != 0:
             pytest.fail(f"compile_guard check of {target} failed (exit {report.exit_code}):\n{report.text}",
                         pytrace=False)  # fmt: skip

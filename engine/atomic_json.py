@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-def write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
+def write_text(path: Path, text: str) -> None:
     """Replace `path` with `text` whole: temp file, fsync, rename, fsync of the directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,7 +22,7 @@ def write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
-            os.fchmod(f.fileno(), mode)  # mkstemp makes 0600; a baseline or report is for everyone to read
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; a baseline or report is for everyone to read
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

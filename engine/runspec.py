@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 TOPOLOGIES = ("tp", "pp0", "pp1")
@@ -109,9 +109,6 @@ class RunSpec:
         if isinstance(raw.get("pp0"), dict):
             raw["pp0"] = PP0Spec(**raw["pp0"])
         return cls(**raw)
-
-    def with_(self, **changes: Any) -> RunSpec:
-        return replace(self, **changes)
 
     def config_hash(self) -> str:
         """Hash of the fields that define the compiled program (not names, timeouts or deadlines)."""

@@ -15,13 +15,12 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard import in_place
-from compile_guard.check_run import CheckRun, expected_factors
-from compile_guard.commands.check import add_spec_args, launch_with_progress, probe_in_place, spec_from
+from compile_guard.check_run import expected_factors
+from compile_guard.commands.check import add_spec_args, probe, spec_from
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.report import EXIT_FAIL, EXIT_OK, EXIT_USAGE, failure_report
 from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS
-from engine.runspec import RunSpec
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,19 +47,6 @@ def _metric_table(metrics: dict[str, Any]) -> str:
                     headers=["metric", "value"])  # fmt: skip
 
 
-def _checked(spec: RunSpec, args: argparse.Namespace) -> CheckRun | int:
-    """The check run for a refresh, or the exit code when it produced no probes."""
-    if in_place.active():
-        checked = probe_in_place(spec, dump_dir=args.dump_dir)
-        return checked if checked.probes is not None else in_place.cli_code(checked.rank_code)
-    checked = launch_with_progress(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
-    if checked.probes is None:
-        report = failure_report(checked)
-        print(report.text)
-        return report.exit_code
-    return checked
-
-
 def refresh(args: argparse.Namespace) -> int:
     spec = spec_from(args)
     if spec is None:
@@ -73,9 +59,13 @@ def refresh(args: argparse.Namespace) -> int:
         except bl.BaselineError as exc:
             print(f"baseline file error: {exc}; refusing to replace it — move it away first", file=sys.stderr)
             return EXIT_USAGE
-    checked = _checked(spec, args)
+    checked = probe(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
     if isinstance(checked, int):
         return checked
+    if checked.probes is None:
+        report = failure_report(checked)
+        print(report.text)
+        return report.exit_code
     empty = policy.nothing_compiled(checked.metrics(), compile_on=spec.compile != "off")
     if not in_place.is_leader():  # in place: rank 0 writes; every rank reaches the same verdict
         return EXIT_FAIL if empty else EXIT_OK

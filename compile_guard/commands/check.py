@@ -13,7 +13,7 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard import in_place
-from compile_guard.check_run import CheckRun, expected_factors, run_check
+from compile_guard.check_run import CheckRun, NoBaseline, baseline_for, run_check
 from compile_guard.commands.argtypes import positive_int
 from compile_guard.health import baseline as bl
 from compile_guard.junit import Case, write_junit
@@ -59,13 +59,6 @@ def spec_from(args: argparse.Namespace) -> RunSpec | None:
         return None
 
 
-def refresh_command(spec: RunSpec, baselines: Path) -> str:
-    if spec.target is None:
-        return f"python -m compile_guard baseline refresh --scenario {spec.name}"
-    return (f"python -m compile_guard baseline refresh --target {spec.target} --nproc {spec.nprocs}"
-            f" --backend {spec.compile} --baselines {baselines}")  # fmt: skip
-
-
 def _progress(event: dict[str, Any]) -> None:
     if event["event"] == "parity_ok":
         print(f"  handshake {event['handshake']}: {event['keys']} keys equal on ranks {event['ranks']}", flush=True)
@@ -94,6 +87,15 @@ def probe_in_place(spec: RunSpec, *, dump_dir: Path | None) -> CheckRun:
     return CheckRun(spec=spec, result=None, probes=reports, log_dir=None, rank_code=code)
 
 
+def probe(spec: RunSpec, *, log_dir: Path | None, dump_dir: Path | None) -> CheckRun | int:
+    """The check's ranks for `spec`: in place under a launcher (this rank's CLI exit code when it
+    failed: its log says why), else self-launched (a failed run comes back without probes)."""
+    if in_place.active():  # torchrun (or srun's wrapper) already made this process a rank
+        checked = probe_in_place(spec, dump_dir=dump_dir)
+        return checked if checked.probes is not None else in_place.cli_code(checked.rank_code)
+    return launch_with_progress(spec, log_dir=log_dir, dump_dir=dump_dir)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
@@ -102,29 +104,17 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from(args)
     if spec is None:
         return EXIT_USAGE
-    found = bl.find(args.baselines, expected_factors(spec))
-    if found is None:
-        name = bl.file_name(expected_factors(spec))
-        print(f"no baseline for scenario {spec.name} in {args.baselines} (looked for {name});"
-              f" create it with `{refresh_command(spec, args.baselines)}`", file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
-    path, exact = found
     try:
-        base = bl.load(path)
+        path, exact, base = baseline_for(spec, args.baselines)
+    except NoBaseline as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     except bl.BaselineError as exc:
         print(f"baseline file error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if base.factors["config_hash"] != spec.config_hash():
-        print(f"baseline file error: {path} is for another configuration (config hash {base.factors['config_hash']},"
-              f" this run {spec.config_hash()}): compare like with like — refresh it with"
-              f" `{refresh_command(spec, args.baselines)}`", file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
-    if in_place.active():  # torchrun (or srun's wrapper) already made this process a rank
-        checked = probe_in_place(spec, dump_dir=args.dump_dir)
-        if checked.probes is None:
-            return in_place.cli_code(checked.rank_code)
-    else:
-        checked = launch_with_progress(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
+    checked = probe(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
+    if isinstance(checked, int):
+        return checked
     report = failure_report(checked) if checked.probes is None else judge(
         checked, base, path, exact, allow_improvement=args.allow_improvement, strict=args.strict)  # fmt: skip
     if not in_place.is_leader():

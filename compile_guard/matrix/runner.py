@@ -135,13 +135,11 @@ def baseline_problems(row: Row, run: check.CheckRun) -> list[str]:
         return []
     if run.probes is None:
         return ["the check's ranks wrote no probes"]
-    found = bl.find(bl.DEFAULT_DIR, check.expected_factors(run.spec))
-    if found is None:
-        return [f"no committed baseline for scenario {run.spec.name}: run `baseline refresh`"]
-    base = bl.load(found[0])
-    if base.factors["config_hash"] != run.spec.config_hash():
-        return [f"{found[0]} is for another configuration: run `baseline refresh --scenario {run.spec.name}`"]
-    verdict = report.judge(run, base, found[0], found[1], allow_improvement=False, strict=False)
+    try:
+        path, exact, base = check.baseline_for(run.spec, bl.DEFAULT_DIR)
+    except (check.NoBaseline, bl.BaselineError) as exc:
+        return [f"the committed baseline cannot judge this row: {exc}"]
+    verdict = report.judge(run, base, path, exact, allow_improvement=False, strict=False)
     problems = []
     want = report.EXIT_OK if exp.baseline == "pass" else report.EXIT_FAIL
     if verdict.exit_code != want:

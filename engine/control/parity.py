@@ -9,7 +9,6 @@ printing a per-key, per-rank table of exactly the keys that differ.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import platform
 from typing import Any
 
@@ -20,8 +19,6 @@ from tabulate import tabulate
 from engine import events, knobs
 from engine.collectives import all_gather_json
 from engine.errors import ParityMismatch
-
-log = logging.getLogger(__name__)
 
 
 def diff_table(per_rank: list[dict[str, Any]], ranks: tuple[int, ...]) -> list[list[Any]]:
@@ -52,12 +49,12 @@ def handshake(
     )
 
 
-def env_payload(spec: Any, ctx: Any, *configs: Any) -> dict[str, Any]:
-    """The env handshake's payload: parity knobs, the run spec, the configs it became, versions."""
+def env_payload(spec: Any, ctx: Any, **configs: Any) -> dict[str, Any]:
+    """The env handshake's payload: parity knobs, the run spec, the configs it became (keyed by the
+    name each is passed under: model=..., compile=...), versions."""
     payload = {f"env.{k}": v for k, v in knobs.parity_values().items()}
     payload.update(spec.parity_items())
-    for cfg in configs:
-        prefix = {"ModelConfig": "model", "CompileConfig": "compile"}.get(type(cfg).__name__, type(cfg).__name__)
+    for prefix, cfg in configs.items():
         payload.update({f"{prefix}.{k}": v for k, v in dataclasses.asdict(cfg).items()})
     payload.update(
         {"torch": torch.__version__, "python": platform.python_version(), "dist_backend": ctx.backend,

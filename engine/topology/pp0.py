@@ -226,7 +226,7 @@ def run(ctx: RankContext, spec: RunSpec, hooks: Hooks) -> dict[str, Any]:
     layout = ParallelLayout(ctx, tp=1, pp=2)  # one rank per stage; the stages meet in the pp group
     group, ranks = layout.group("pp"), layout.ranks("pp")
     cfg, ccfg = spec.model_config(), spec.compile_config()
-    handshake("env", env_payload(spec, ctx, cfg, ccfg), group=group, ranks=ranks, device=ctx.device)
+    handshake("env", env_payload(spec, ctx, model=cfg, compile=ccfg), group=group, ranks=ranks, device=ctx.device)
     if ctx.rank == STAGE0:
         out = Stage0(ctx, cfg, spec, group, hooks).run()
         config = {"chunks": spec.chunks, "hard_cut_at": spec.hard_cut_at, **spec.pp0.__dict__}

@@ -159,8 +159,8 @@ def prepare(ctx: RankContext, spec: RunSpec) -> tuple[ParallelLayout, ModelConfi
     tp = ctx.world_size - 1
     layout = ParallelLayout(ctx, tp=tp, driver_out_of_mesh=True)
     cfg, ccfg = spec.model_config(), spec.compile_config()
-    handshake("env", env_payload(spec, ctx, cfg, ccfg), group=layout.group("world"), ranks=layout.ranks("world"),
-              device=ctx.device)  # fmt: skip
+    payload = env_payload(spec, ctx, model=cfg, compile=ccfg)
+    handshake("env", payload, group=layout.group("world"), ranks=layout.ranks("world"), device=ctx.device)
     cfg.check_tp(tp)
     return layout, cfg, ccfg
 

@@ -40,8 +40,8 @@ def prepare(ctx: RankContext, spec: RunSpec) -> tuple[ParallelLayout, ModelConfi
     """Groups, configs and the env parity handshake; semantic checks only after parity."""
     layout = ParallelLayout(ctx, tp=ctx.world_size)
     cfg, ccfg = spec.model_config(), spec.compile_config()
-    handshake("env", env_payload(spec, ctx, cfg, ccfg), group=layout.group("tp"), ranks=layout.ranks("tp"),
-              device=ctx.device)  # fmt: skip
+    payload = env_payload(spec, ctx, model=cfg, compile=ccfg)
+    handshake("env", payload, group=layout.group("tp"), ranks=layout.ranks("tp"), device=ctx.device)
     # A value every rank shares can be refused together, after the handshake proved they share it.
     if knobs.read("COMPILE_GUARD_TP_PLAN") != PLAN_ID:
         plan_id = knobs.read("COMPILE_GUARD_TP_PLAN")
