@@ -31,6 +31,9 @@ class TargetContext:
 class GuardTarget:
     fn: Callable[..., Any]  # what compile_guard compiles and checks
     inputs: list[tuple[Any, ...]]  # one argument tuple per step; every step runs in warmup and steady state
+    # called with the step's number (0, 1, ... across warmup and steady state) before it runs: the
+    # per-step state a serving loop updates outside the compiled function (a scheduler, a cache position)
+    before_step: Callable[[int], None] | None = None
 
 
 def load_factory(spec: str) -> Callable[[TargetContext], Any]:

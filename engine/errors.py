@@ -109,3 +109,10 @@ class InputSignatureMismatch(EngineError):
     """Ranks were about to run a step on inputs of different shapes, dtypes, strides or devices."""
 
     exit_code = 25
+
+
+class CompileDivergence(EngineError):
+    """Ranks of a group compiled different graphs (or one rank compiled alone): every rank stopped before the
+    graph's first run, so before its first collective."""
+
+    exit_code = 26

@@ -25,6 +25,7 @@ class Point(str, enum.Enum):
     PLAN_RECEIVED = "plan_received"  # a receiver decoded a plan, before validating it (site: plan)
     CHUNK_INPUTS = "chunk_inputs"  # every rank: a chunk's inputs before the agreement (site: tensors, model)
     AGREEMENT_GROUP = "agreement_group"  # every rank: the group the pre-generator gather gets (site: group)
+    PHASE_B = "phase_b"  # every rank: a chunk's inputs after the agreement, before Phase B (site: tensors, model)
     ATTENTION_RESOLVED = "attention_resolved"  # build: what attn_impl=auto became (site: attn_impl, requested)
     MODEL_BUILT = "model_built"  # build: the generator's model before its first call (site: model)
     RESULT_READY = "result_ready"  # PP stage 1: a result before it is sent back

@@ -12,6 +12,7 @@ through `rank_main`.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -89,3 +90,14 @@ def rank_main(dist_cfg: DistConfig, body: Callable[[RankContext], dict[str, Any]
         return exit_code_of(exc)
     except Exception as exc:  # joining or leaving failed (a rendezvous that never completes, say)
         return exit_code_of(as_engine_error(exc, rank))
+
+
+def leave(code: int) -> None:
+    """End a rank process with `code` now. Its group is destroyed and its outputs written by then
+    (`rank_main`); interpreter teardown is skipped: after a failed compile its garbage collection over
+    dynamo's state takes seconds, which would spend the launcher's grace and get the rank killed."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

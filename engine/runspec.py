@@ -70,6 +70,8 @@ class RunSpec:
     dist_backend: str = "auto"  # auto: nccl on cuda, gloo on cpu; gloo with cuda tensors is allowed
     timeout_s: float = 30.0  # every process group's timeout (a frozen peer is seen after this)
     deadline_s: float = 600.0  # the parent's hard limit for the whole run (a cold inductor compile included)
+    agree_window_s: float = 2.0  # compile agreement: how long a rank waits for a peer that compiles nothing
+    agree_inputs: bool = True  # --target: ranks agree on each step's input signature before it runs
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -88,6 +90,10 @@ class RunSpec:
             raise ValueError(f"--target runs on topology tp (TP over every rank), got {self.topology!r}")
         if not 0 < self.timeout_s <= 600:
             raise ValueError(f"timeout_s={self.timeout_s} is invalid; expected seconds in (0, 600]")
+        if not 0 < self.agree_window_s <= 60:
+            raise ValueError(f"agree_window_s={self.agree_window_s} is invalid; expected seconds in (0, 60]")
+        if not isinstance(self.agree_inputs, bool):
+            raise ValueError(f"agree_inputs={self.agree_inputs!r} is invalid; expected true or false")
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_s={self.deadline_s} is invalid; expected seconds > 0")
         if not isinstance(self.env, dict) or not all(isinstance(v, str) for v in self.env.values()):

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import linecache
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,53 +29,18 @@ import torch._dynamo.utils as dynamo_utils
 
 from compile_guard.health.schedule import collective_schedule
 from compile_guard.health.schema import CompileHealth, Observations
+from compile_guard.health.sites import BREAK_LOGGER, GB_ID, BreakSites, relative_site  # noqa: F401 (re-exported)
 from engine.compile import CompiledRegion
 
-_GB_ID = re.compile(r"/gb/(gb\d+)\.html")
-_SITE = re.compile(r"in user code at (.+?):(\d+)\n")
 _FUNCTIONAL_COLLECTIVE = "_c10d_functional."
-_BREAK_LOGGER = "torch._dynamo.symbolic_convert.__graph_breaks"
 _METRICS_LIMIT = 100_000  # dynamo keeps 64 compile records by default; a graph cliff makes more
 
 
 def normalise_reason(message: str) -> str:
     """'gb0098: Skip calling `torch.compiler.disable()`d function' from a full break message."""
-    found = _GB_ID.search(message)
+    found = GB_ID.search(message)
     title = message.strip().splitlines()[0].strip() if message.strip() else "?"
     return f"{found.group(1)}: {title}" if found else title
-
-
-def relative_site(filename: str, line: int) -> str:
-    """file:line with the path made portable (repo-relative, or from site-packages on)."""
-    path = Path(filename)
-    parts = path.parts
-    for anchor in ("site-packages", "dist-packages"):
-        if anchor in parts:
-            return f"{'/'.join(parts[parts.index(anchor) + 1:])}:{line}"
-    for root in ("engine", "compile_guard", "repro"):
-        if root in parts:
-            return f"{'/'.join(parts[len(parts) - 1 - parts[::-1].index(root):])}:{line}"
-    return f"{path.name}:{line}"
-
-
-class _BreakSites(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.sites: collections.Counter = collections.Counter()  # (reason, site) -> count
-        self.source: dict[str, str] = {}  # site -> its source line, read where the code is
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        site = _SITE.search(message + "\n")
-        if site is None:
-            return
-        reason = message.split("Graph Break Reason:", 1)[-1]
-        # The innermost break type is the first registry id in the reason text.
-        gb = _GB_ID.search(reason)
-        key = gb.group(1) if gb else "?"
-        where = relative_site(site.group(1), int(site.group(2)))
-        self.sites[(key, where)] += 1
-        self.source.setdefault(where, linecache.getline(site.group(1), int(site.group(2))).strip())
 
 
 def graph_fingerprint(gm: torch.fx.GraphModule) -> dict[str, Any]:
@@ -105,12 +68,12 @@ class CompileProbe:
         self.region = region
         dynamo_utils.set_compilation_metrics_limit(_METRICS_LIMIT)
         self._metrics_start = len(dynamo_utils.get_compilation_metrics())
-        self._sites = _BreakSites()
+        self._sites = BreakSites()
         self._schedules: list[dict[str, Any]] = []  # per graph, in compile order: after dispatch
         if region.recorder is not None:
             region.recorder.observers.append(lambda gm, inputs: self._schedules.append(collective_schedule(gm, inputs)))
         torch._logging.set_logs(graph_breaks=True)
-        logger = logging.getLogger(_BREAK_LOGGER)
+        logger = logging.getLogger(BREAK_LOGGER)
         logger.addHandler(self._sites)
         logger.propagate = False  # keep the multi-KB break reports out of the rank log
 

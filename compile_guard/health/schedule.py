@@ -13,14 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import weakref
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.fx.traceback as fx_traceback
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from compile_guard.health.sites import relative_site
+
 _FUNCOL = "_c10d_functional."
+_FRAME = re.compile(r'File "(.+?)", line (\d+)')
+# one schedule per graph, however many readers (the probe, the compile agreement) ask for it
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _group(name: Any) -> dict[str, Any]:
@@ -62,16 +71,30 @@ def _tensor_of(arg: Any) -> dict[str, Any]:
     return {"shape": None, "dtype": None}
 
 
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _site(node: torch.fx.Node) -> str | None:
+    """The innermost frame outside torch that issued this collective (dynamo keeps the stack on each node):
+    the user's line, not DTensor's or funcol's."""
+    frames = [(f, int(n)) for f, n in _FRAME.findall(node.meta.get("stack_trace") or "")]
+    users = [fr for fr in frames if not fr[0].startswith(_TORCH_DIR)] or frames
+    return relative_site(*users[-1]) if users else None
+
+
 def _entry(node: torch.fx.Node) -> dict[str, Any]:
     op = str(node.target).split(_FUNCOL, 1)[1].split(".")[0]
     strings = [a for a in node.args[1:] if isinstance(a, str)]
     group_name = node.kwargs.get("group_name", strings[-1] if strings else None)
     reduce_op = strings[0] if op.startswith(("all_reduce", "reduce_scatter")) and len(strings) > 1 else None
-    return {"op": op, "group": _group(group_name), **_tensor_of(node.args[0]), "reduce_op": reduce_op}
+    return {"op": op, "group": _group(group_name), **_tensor_of(node.args[0]), "reduce_op": reduce_op,
+            "site": _site(node)}  # fmt: skip
 
 
 def digest(collectives: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps(collectives, sort_keys=True).encode()).hexdigest()[:16]
+    """Over what every rank must issue alike; the site says where, and is left out."""
+    issued = [{k: v for k, v in c.items() if k != "site"} for c in collectives]
+    return hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _hides_collectives(example_inputs: list[Any]) -> bool:
@@ -90,13 +113,21 @@ def _schedule_of(graph: torch.fx.Graph) -> dict[str, Any]:
 def collective_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[str, Any]:
     """{"collectives": [...in issue order], "digest": str}; {"error": ...} when the graph cannot be
     re-traced (then the dynamo-level view is all there is — never a failed compile)."""
+    if gm not in _MEMO:
+        _MEMO[gm] = _read_schedule(gm, example_inputs)
+    return _MEMO[gm]
+
+
+def _read_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[str, Any]:
     if not _hides_collectives(example_inputs):
         return _schedule_of(gm.graph)  # no re-trace: what dynamo captured is what dispatch runs
     # Static shapes under one fake mode: real inputs (and a DTensor's parameters) turn fake on first use,
     # so nothing is computed or communicated, and every size is the concrete one of this compile.
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True):
-            traced = make_fx(gm, tracing_mode="real")(*example_inputs)
+        # Interpreting node by node under preserve_node_meta carries each dynamo node's stack trace onto
+        # the ATen nodes it becomes, so a DTensor collective still names the user line that caused it.
+        with FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True), fx_traceback.preserve_node_meta():
+            traced = make_fx(torch.fx.Interpreter(gm).run, tracing_mode="real")(*example_inputs)
     except Exception as exc:
         return {"collectives": None, "digest": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
     return _schedule_of(traced.graph)

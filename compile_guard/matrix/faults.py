@@ -61,6 +61,17 @@ def _skew_attention(site: Site) -> None:
         site["attn_impl"] = "math"
 
 
+def _one_more_frame(site: Site) -> None:
+    latents = site["tensors"]["latents"]
+    site["tensors"]["latents"] = torch.cat([latents, latents[:, :1]], dim=1)
+
+
+def _every_rank_recompiles_one_flips_a_setting(site: Site) -> None:
+    site["model"].blocks[0].norm1.eps *= 2  # every rank: a legitimate recompile, on all ranks at once
+    if site.rank == site["model"].tp - 1:  # the last rank of the group alone also flips a dynamo setting
+        torch._dynamo.config.capture_scalar_outputs = not torch._dynamo.config.capture_scalar_outputs
+
+
 def _signal_self(sig: signal.Signals) -> Callable[[Site], None]:
     return lambda _site: os.kill(os.getpid(), sig)
 
@@ -93,6 +104,15 @@ FAULTS: dict[str, Fault] = {
                             act=_skew_attention),
     "rank_graph_break": Fault(point=Point.MODEL_BUILT, doc="C-03: a debug print inside the compiled forward",
                               act=lambda s: setattr(s["model"], "debug_print", True)),
+    "rank_frames": Fault(point=Point.PHASE_B, doc="CD-01: the fault rank's latents get one more frame after the"
+                         " input agreement: it alone recompiles, its all-reduces are longer", act=_one_more_frame),
+    "rank_eps": Fault(point=Point.PHASE_B, doc="CD-02: the fault rank changes a LayerNorm's eps (a guarded float)",
+                      act=lambda s: setattr(s["model"].blocks[0].norm1, "eps", s["model"].blocks[0].norm1.eps * 2)),
+    "rank_debug_sync": Fault(point=Point.MODEL_BUILT, doc="CD-03: a debug all-reduce in the compiled forward",
+                             act=lambda s: setattr(s["model"], "debug_sync", True)),
+    "setting_skew": Fault(point=Point.PHASE_B, act=_every_rank_recompiles_one_flips_a_setting,
+                          doc="CD-05 (fault rank -1): every rank recompiles (a new eps), the last rank with"
+                              " dynamo's capture_scalar_outputs flipped"),
     "delay_result": Fault(point=Point.RESULT_READY, doc="OM-09: stage 1 holds back one chunk's result (PP0)",
                           act=lambda _s: time.sleep(DELAY_RESULT_S)),
     "wrong_group": Fault(point=Point.AGREEMENT_GROUP, doc="OM-08: the pre-generator gather is handed world_pg",

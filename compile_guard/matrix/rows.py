@@ -8,13 +8,12 @@ The runner (compile_guard.matrix.runner) and pytest both iterate over ROWS.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import (
     AdHocCollective,
-    CompileAsymmetry,
+    CompileDivergence,
     DigestMismatch,
     FingerprintMismatch,
     ParityMismatch,
@@ -36,7 +35,8 @@ PP1_TOPOLOGY = "PP1: rank0 out of the mesh + mesh of 2 (TP=2, leader rank1), glo
 CHUNKS = 4  # chunks per row run (after warmup)
 FAULT_CHUNK = 1  # hooks fire at this chunk_index
 WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
-WARMUP_BUDGET_S = 5.0  # C-03: injected at build, caught after the warmup compile (aot_eager, 4 layers)
+DIVERGE_BUDGET_S = 5.0  # CD rows: from the end of the divergent compile to every rank stopped
+DTENSOR = "TP=2 DTensor MLP (parallelize_module), gloo, CPU, aot_eager"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +49,7 @@ class Expect:
     ttf_budget_s: float | None = 2.0  # figure to reach (reported, not asserted); None: no failure to time
     baseline: str | None = None  # check rows: the verdict against the stored baseline ("pass"/"regression")
     sites: tuple[str, ...] = ()  # check rows: break sites the regression report must name
+    since: str | None = None  # time-to-fail starts at the last such event before detection, not the injection
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,7 @@ class Row:
     topology: str = "TP=2, gloo, CPU, eager"
     program: str = RUNTIME  # an engine topology (tp, pp0, pp1), or CHECK: the check's rank program on a scenario
     scenario: str = "tp2-aot"  # CHECK rows: the scenario (aot_eager: dynamo's counts, no kernel compile)
+    target: str | None = None  # CHECK rows: a user target ("pkg.module:factory") instead of the scenario's engine
 
 
 def _hook(name: str, rank: int = 0, chunk: int = FAULT_CHUNK) -> dict[str, str]:
@@ -85,6 +87,14 @@ def _preflight(stage: str, key_path: str) -> Expect:
 
 def _all(code: int, *, detector: int, event: str, **fields: object) -> Expect:
     return Expect(kind=ALL_EXIT, detector=detector, event=event, fields=fields, exit_codes={0: (code,), 1: (code,)})
+
+
+def _diverged(kind: str, *, detector: int) -> Expect:
+    """Every rank stopped by the compile agreement; the detector's compile_divergence event of that kind."""
+    fields: dict[str, object] = {"kind": kind}
+    return Expect(kind=ALL_EXIT, detector=detector, event="compile_divergence", fields=fields,
+                  exit_codes={0: (CompileDivergence.exit_code,), 1: (CompileDivergence.exit_code,)},
+                  ttf_budget_s=DIVERGE_BUDGET_S, since="graph_compiled")
 
 
 _PARITY = ParityMismatch.exit_code
@@ -189,13 +199,51 @@ ROWS: tuple[Row, ...] = (
     Row(id="C-03", surface="rank-symmetric compile health", fm="asymmetric compile",
         fault="debug print in the compiled forward on rank 1 only", program=CHECK,
         topology="TP=2, gloo, CPU, aot_eager", env=_hook("rank_graph_break", rank=1, chunk=-1),
-        # Detectable only once both ranks compiled: the gather runs right after warmup, by design.
-        expect=dataclasses.replace(_all(CompileAsymmetry.exit_code, detector=0, event="compile_asymmetry"),
-                                   ttf_budget_s=WARMUP_BUDGET_S)),
+        # The compile agreement compares the warmup graph before it runs; the statement names the break site.
+        expect=_diverged("mismatch", detector=0)),
+    Row(id="C-03-dtensor", surface="rank-symmetric compile health", fm="asymmetric compile",
+        fault="debug print in the DTensor MLP's forward on rank 1 only", program=CHECK, topology=DTENSOR,
+        target="docs.examples.tp_divergence:graph_break", expect=_diverged("mismatch", detector=0)),
     Row(id="C-04", surface="effective backend parity", fm="FM-01", fault="attn_impl=auto resolves to math on rank 1",
         program=CHECK, topology="TP=2, gloo, CPU, aot_eager", env=_hook("attn_auto_skew", rank=1, chunk=-1),
         expect=_all(_PARITY, detector=1, event="parity_mismatch", handshake="effective_backend",
                     keys=["attn_impl"])),
+)  # fmt: skip
+
+# Compile divergence: one rank compiles what its peers do not. The compile agreement (compile_guard.agreement)
+# stops every rank before the divergent graph's first run; each fault on our engine and on a DTensor target.
+_DIV, _AOT = "compile divergence", "TP=2, gloo, CPU, aot_eager"
+ROWS += (
+    Row(id="CD-01", surface=_DIV, fm="rank-only recompile (shape)", program=CHECK, topology=_AOT,
+        fault="rank 1's latents get one more frame after the input agreement (chunk 1)",
+        env=_hook("rank_frames", rank=1), expect=_diverged("missing", detector=1)),
+    Row(id="CD-01-dtensor", surface=_DIV, fm="rank-only recompile (shape)", program=CHECK, topology=DTENSOR,
+        fault="rank 1's second input is longer (input agreement off)", target="docs.examples.tp_divergence:shape",
+        spec={"agree_inputs": False}, expect=_diverged("missing", detector=1)),
+    Row(id="CD-02", surface=_DIV, fm="rank-only recompile (guard)", program=CHECK, topology=_AOT,
+        fault="rank 1 changes a LayerNorm's eps at chunk 1 (a guarded Python float)",
+        env=_hook("rank_eps", rank=1), expect=_diverged("missing", detector=1)),
+    Row(id="CD-02-dtensor", surface=_DIV, fm="rank-only recompile (guard)", program=CHECK, topology=DTENSOR,
+        fault="rank 1's MLP.scale changes at the first steady step", target="docs.examples.tp_divergence:guarded_value",
+        expect=_diverged("missing", detector=1)),
+    Row(id="CD-03", surface=_DIV, fm="extra collective", program=CHECK, topology="TP=2, gloo, CPU, aot_eager",
+        fault="a debug all-reduce in the compiled forward on rank 1", env=_hook("rank_debug_sync", rank=1, chunk=-1),
+        expect=_diverged("mismatch", detector=0)),
+    Row(id="CD-03-dtensor", surface=_DIV, fm="extra collective", program=CHECK, topology=DTENSOR,
+        fault="a debug all-reduce in the DTensor MLP on rank 1", target="docs.examples.tp_divergence:extra_collective",
+        expect=_diverged("mismatch", detector=0)),
+    Row(id="CD-04", surface=_DIV, fm="collective shape", program=CHECK, topology="TP=2, gloo, CPU, aot_eager",
+        fault="rank 1's warmup latents get one more frame: its all-reduces are longer",
+        env=_hook("rank_frames", rank=1, chunk=-1), expect=_diverged("mismatch", detector=0)),
+    Row(id="CD-04-dtensor", surface=_DIV, fm="collective shape", program=CHECK, topology=DTENSOR,
+        fault="a rank-local padding before a reduction", target="docs.examples.tp_divergence:collective_shape",
+        expect=_diverged("mismatch", detector=0)),
+    Row(id="CD-05", surface=_DIV, fm="setting skew", program=CHECK, topology="TP=2, gloo, CPU, aot_eager",
+        fault="every rank recompiles at chunk 1; rank 1 flipped dynamo's capture_scalar_outputs first",
+        env=_hook("setting_skew", rank=-1), expect=_diverged("mismatch", detector=0)),
+    Row(id="CD-05-dtensor", surface=_DIV, fm="setting skew", program=CHECK, topology=DTENSOR,
+        fault="every rank recompiles at the first steady step; rank 1 flipped capture_scalar_outputs",
+        target="docs.examples.tp_divergence:settings", expect=_diverged("mismatch", detector=0)),
 )  # fmt: skip
 
 ROWS_BY_ID = {row.id: row for row in ROWS}

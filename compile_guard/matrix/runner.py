@@ -15,6 +15,7 @@ against the row's budget, and never part of pass/fail here or in tests.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from compile_guard.health import baseline as bl
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.leftovers import leftover_pids
 from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, Row
-from compile_guard.scenarios import SCENARIOS
+from compile_guard.scenarios import SCENARIOS, target_scenario
 from compile_guard.supervision import Interrupted
 from engine import events
 from engine.runspec import RunSpec
@@ -97,6 +98,10 @@ def judge(
     injected = [e["t"] for evs in rank_events for e in evs if e["event"] == "inject"]
     joined = [e["t"] for evs in rank_events for e in evs if e["event"] == "joined"]
     t_inject = min(injected) if injected else (max(joined) if joined else None)
+    if exp.since is not None:  # the clock starts at the last `since` event before the detection
+        limit = found[0]["t"] if found else float("inf")
+        starts = [e["t"] for evs in rank_events for e in evs if e["event"] == exp.since and e["t"] <= limit]
+        t_inject = max(starts) if starts else None
     if exp.ttf_budget_s is None:
         t_end = None
     elif exp.kind == CONTINUES:
@@ -157,12 +162,19 @@ def row_spec(row: Row) -> RunSpec:
                    deadline_s=row.deadline_s, **row.spec)  # fmt: skip
 
 
+def check_spec(row: Row) -> RunSpec:
+    """The run spec of a check row: its scenario, or its target on 2 ranks with aot_eager; then the row's fields."""
+    base = SCENARIOS[row.scenario] if row.target is None else target_scenario(row.target, nprocs=row.nprocs,
+                                                                               backend="aot_eager")  # fmt: skip
+    return dataclasses.replace(base, **row.spec)
+
+
 def run_row(row: Row, log_root: Path) -> RowResult:
     log_dir = log_root / row.id
     t0 = time.monotonic()
     extra: list[str] = []
     if row.program == CHECK:
-        run = check.run_check(SCENARIOS[row.scenario], log_dir=log_dir, env=row.env, rank_env=row.rank_env)
+        run = check.run_check(check_spec(row), log_dir=log_dir, env=row.env, rank_env=row.rank_env)
         result = run.result
         extra = baseline_problems(row, run)
     else:

@@ -17,7 +17,7 @@ from compile_guard.target import TargetContext
 from engine.atomic_json import write_json
 from engine.config import DistConfig
 from engine.layout import ParallelLayout, RankContext
-from engine.rank_process import rank_main
+from engine.rank_process import leave, rank_main
 
 
 def run(ctx: RankContext, func_spec: str) -> dict[str, Any]:
@@ -43,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    leave(main())

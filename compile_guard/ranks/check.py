@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from compile_guard.agreement import agreement_on
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.matrix.faults import FaultInjector
@@ -29,7 +30,7 @@ from engine.atomic_json import write_json
 from engine.control.parity import handshake
 from engine.hooks import HookChain
 from engine.layout import RankContext
-from engine.rank_process import rank_main
+from engine.rank_process import leave, rank_main
 from engine.runspec import RunSpec
 from engine.topology import pp1, tp
 from engine.topology.executor import ChunkExecutor
@@ -54,7 +55,8 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any
     effective = ex.effective_backend()
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     gate.probe = CompileProbe(ex.gen.region)
-    with depyf_dump(dump_dir / f"rank{ctx.rank}" if dump_dir else None):
+    dump = depyf_dump(dump_dir / f"rank{ctx.rank}" if dump_dir else None)
+    with agreement_on(ex.gen.region, group=group, window_s=spec.agree_window_s), dump:
         if spec.topology == "pp1":
             pp1.serve_mesh(ctx, layout, ex)
         else:
@@ -94,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    leave(main())

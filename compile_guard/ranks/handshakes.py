@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from tabulate import tabulate
 
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
+from compile_guard.health.settings import settings_payload
 from engine import events
 from engine.collectives import all_gather_json
 from engine.compile import CompileConfig
@@ -27,30 +27,7 @@ from engine.hooks import Hooks
 
 log = logging.getLogger("compile_guard.ranks")
 
-# dynamo / inductor settings that change what gets compiled; absent ones read "<absent>"
-# (a torch upgrade renames config keys: the handshake then compares "<absent>" alike).
-DYNAMO_KEYS = (
-    "disable", "suppress_errors", "automatic_dynamic_shapes", "assume_static_by_default", "cache_size_limit",
-    "recompile_limit", "capture_scalar_outputs", "capture_dynamic_output_shape_ops", "specialize_int",
-    "nested_graph_breaks", "inline_inbuilt_nn_modules",
-)  # fmt: skip
-INDUCTOR_KEYS = ("max_autotune", "freezing", "fallback_random", "cpp_wrapper", "coordinate_descent_tuning",
-                 "triton.cudagraphs")  # fmt: skip
-
-
-def _config_value(module: Any, dotted: str) -> Any:
-    value = module
-    with warnings.catch_warnings():  # reading a deprecated key warns; the handshake only compares it
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for part in dotted.split("."):
-            value = getattr(value, part, "<absent>")
-    return value if isinstance(value, (bool, int, float, str, type(None))) else repr(value)
-
-
 def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
-    import torch._inductor.config as inductor_config
-
     payload = {
         # effective: TORCH_COMPILE_DISABLE=1 on one rank turns compile off there alone
         "compile.enabled": ccfg.enabled and not torch._dynamo.config.disable,
@@ -59,9 +36,7 @@ def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
         "compile.fullgraph": ccfg.fullgraph,
         "compile.dynamic": ccfg.dynamic,
     }
-    payload.update({f"dynamo.{k}": _config_value(torch._dynamo.config, k) for k in DYNAMO_KEYS})
-    payload.update({f"inductor.{k}": _config_value(inductor_config, k) for k in INDUCTOR_KEYS})
-    return payload
+    return {**payload, **settings_payload()}
 
 
 def require_symmetric(health: dict[str, Any], *, group: Any, ranks: tuple[int, ...], device: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from compile_guard.matrix.faults import FaultInjector
 from engine import events
 from engine.layout import RankContext
-from engine.rank_process import rank_main
+from engine.rank_process import leave, rank_main
 from engine.runspec import RunSpec
 from engine.topology import pp0, pp1, tp
 
@@ -45,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    leave(main())

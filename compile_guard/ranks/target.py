@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from compile_guard.agreement import agreement_on
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
@@ -38,11 +39,20 @@ def run(ctx: RankContext, spec: RunSpec) -> dict[str, Any]:
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     region = CompiledRegion("target", target.fn, ccfg)
     probe = CompileProbe(region)
+    with agreement_on(region, group=group, window_s=spec.agree_window_s):
+        return _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
+
+
+def _steps(ctx: RankContext, spec: RunSpec, target: Any, region: CompiledRegion, probe: CompileProbe,
+           effective: dict[str, Any], *, group: Any, ranks: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
     steps = 0
 
     def run_step(args: tuple[Any, ...]) -> None:
         nonlocal steps
-        agree_on_inputs(args, step=steps, group=group, ranks=ranks, device=ctx.device)  # before the step runs
+        if target.before_step is not None:
+            target.before_step(steps)
+        if spec.agree_inputs:
+            agree_on_inputs(args, step=steps, group=group, ranks=ranks, device=ctx.device)  # before the step runs
         region(*args)
         steps += 1
 

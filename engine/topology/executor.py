@@ -160,6 +160,7 @@ class ChunkExecutor:
         at(self.hooks, Point.CHUNK_INPUTS, rank=rank, chunk_index=k, tensors=env.tensors, model=self.gen.model)
         self.agree(env)
         events.emit("commit", point="phase_b", group="tp", rank=rank, **env.header.ids())
+        at(self.hooks, Point.PHASE_B, rank=rank, chunk_index=k, tensors=env.tensors, model=self.gen.model)
         t0 = time.perf_counter()
         clean, calls = phase_b(self.gen, env.plan, env.tensors, chunk_index=k, rank=rank)
         self.timers["generator_s"] += time.perf_counter() - t0

@@ -43,7 +43,7 @@ from engine.hooks import Hooks, Point, at
 from engine.layout import ParallelLayout, RankContext
 from engine.model.decoder import LatentDecoder
 from engine.model.generator import CausalGenerator
-from engine.rank_process import rank_main
+from engine.rank_process import leave, rank_main
 from engine.runspec import PP0Spec, RunSpec
 from engine.topology.driver import Driver
 from engine.topology.executor import phase_b
@@ -267,4 +267,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    leave(main())

@@ -28,7 +28,7 @@ from engine.errors import PlanRejected
 from engine.hooks import Hooks
 from engine.layout import ParallelLayout, RankContext
 from engine.model.decoder import LatentDecoder
-from engine.rank_process import run_topology
+from engine.rank_process import leave, run_topology
 from engine.runspec import RunSpec
 from engine.topology.driver import Driver
 from engine.topology.executor import ChunkExecutor
@@ -114,4 +114,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    leave(main())

@@ -1,0 +1,117 @@
+"""Compile divergences on a DTensor model, one factory each: what the compile agreement stops.
+
+    python -m compile_guard check --target docs.examples.tp_divergence:guarded_value
+
+The model is docs/examples/tp_dtensor.py's MLP (parallelize_module: colwise up, rowwise down,
+whose all-reduce appears only after dispatch). Each factory adds one habit that makes rank 1
+compile something rank 0 does not; the matrix's CD rows run them (compile_guard.matrix.rows):
+
+- `shape`: rank 1's second input is longer, so rank 1 alone recompiles (a shape guard) and its
+  all-reduce has another size (the per-step input agreement would stop it first; the CD row
+  turns that off to show the compile agreement alone);
+- `guarded_value`: from the first steady step on, rank 1's `scale` is another Python float:
+  dynamo's guard on it fails there alone;
+- `extra_collective`: a debug all-reduce left in on rank 1;
+- `collective_shape`: a rank-local padding before a reduction;
+- `settings`: at the first steady step every rank updates `scale` (every rank recompiles) and
+  rank 1 also flips a dynamo setting;
+- `graph_break`: a debug print inside forward on rank 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed._functional_collectives as funcol
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+from compile_guard.target import GuardTarget, TargetContext
+
+DIM, HIDDEN, TOKENS = 64, 256, 16
+FAULTY = 1  # the rank with the habit
+STEPS = 2  # input steps per pass: the first steady step is step STEPS
+
+
+class MLP(torch.nn.Module):
+    def __init__(self, group: torch.distributed.ProcessGroup) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(DIM, HIDDEN)
+        self.down = torch.nn.Linear(HIDDEN, DIM)
+        self.group = group
+        self.scale = 1.0  # a Python float read in forward: dynamo specialises on it and guards it
+        self.debug_sync = False  # a debug all-reduce of the activations' sum
+        self.pad = 0  # rows of padding before the reduction
+        self.debug_print = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(self.up(x)) * self.scale
+        if self.debug_print:
+            print("debug: activations", h.shape)
+        if self.debug_sync:
+            h = h + 0.0 * funcol.all_reduce(h.sum(), "sum", self.group)
+        y = self.down(h)
+        if self.pad:
+            y = funcol.all_reduce(torch.nn.functional.pad(y, (0, 0, 0, self.pad)), "sum", self.group)[: y.shape[0]]
+        return y
+
+
+def _build(ctx: TargetContext) -> tuple[MLP, list[tuple[torch.Tensor, ...]]]:
+    torch.manual_seed(0)  # the same full weights on every rank; parallelize_module keeps each rank's shard
+    mesh = DeviceMesh.from_group(ctx.tp_group, ctx.device.type)
+    model = MLP(ctx.tp_group).to(ctx.device)
+    parallelize_module(model, mesh, {"up": ColwiseParallel(), "down": RowwiseParallel()})
+    inputs = [(torch.randn(TOKENS, DIM, generator=torch.Generator().manual_seed(s)).to(ctx.device),)
+              for s in range(1, STEPS + 1)]  # fmt: skip
+    return model, inputs
+
+
+def healthy(ctx: TargetContext) -> GuardTarget:
+    model, inputs = _build(ctx)
+    return GuardTarget(fn=model, inputs=inputs)
+
+
+def shape(ctx: TargetContext) -> GuardTarget:
+    model, inputs = _build(ctx)
+    if ctx.rank == FAULTY:
+        inputs[-1] = (torch.randn(TOKENS + 8, DIM, generator=torch.Generator().manual_seed(9)).to(ctx.device),)
+    return GuardTarget(fn=model, inputs=inputs)
+
+
+def guarded_value(ctx: TargetContext) -> GuardTarget:
+    model, inputs = _build(ctx)
+
+    def before_step(step: int) -> None:
+        if step == STEPS and ctx.rank == FAULTY:
+            model.scale = 0.5
+
+    return GuardTarget(fn=model, inputs=inputs, before_step=before_step)
+
+
+def extra_collective(ctx: TargetContext) -> GuardTarget:
+    model, inputs = _build(ctx)
+    model.debug_sync = ctx.rank == FAULTY
+    return GuardTarget(fn=model, inputs=inputs)
+
+
+def collective_shape(ctx: TargetContext) -> GuardTarget:
+    model, inputs = _build(ctx)
+    model.pad = 2 if ctx.rank == FAULTY else 1  # "round up to the local block size", computed per rank
+    return GuardTarget(fn=model, inputs=inputs)
+
+
+def settings(ctx: TargetContext) -> GuardTarget:
+    model, inputs = _build(ctx)
+
+    def before_step(step: int) -> None:
+        if step == STEPS:
+            model.scale = 0.5  # every rank: a legitimate recompile, on all ranks at once
+            if ctx.rank == FAULTY:
+                torch._dynamo.config.capture_scalar_outputs = True
+
+    return GuardTarget(fn=model, inputs=inputs, before_step=before_step)
+
+
+def graph_break(ctx: TargetContext) -> GuardTarget:
+    model, inputs = _build(ctx)
+    model.debug_print = ctx.rank == FAULTY
+    return GuardTarget(fn=model, inputs=inputs)
