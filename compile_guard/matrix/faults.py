@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from engine import events, knobs
+from engine.collectives import TPCollectives
 from engine.control.envelope import TensorSpec
 from engine.hooks import Hooks, Point, Site
 
@@ -59,6 +60,23 @@ def _miscount_received_plan(site: Site) -> None:
 def _skew_attention(site: Site) -> None:
     if site["requested"] == "auto":
         site["attn_impl"] = "math"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _DebugSyncCollectives(TPCollectives):
+    """A debug all-reduce of the activations' sum before each reduce ("are the ranks in step?"), in the
+    compiled forward only (the eager cross-attention fill calls the same collectives; CD-03 is about graphs)."""
+
+    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            return super().all_reduce_sum(x)
+        in_step = super().all_reduce_sum(x.sum())
+        return super().all_reduce_sum(x) + 0.0 * in_step
+
+
+def _debug_sync_left_in(site: Site) -> None:
+    block = site["model"].blocks[0]
+    block.comm = _DebugSyncCollectives(group=block.comm.group, path=block.comm.path)
 
 
 def _one_more_frame(site: Site) -> None:
@@ -109,7 +127,7 @@ FAULTS: dict[str, Fault] = {
     "rank_eps": Fault(point=Point.PHASE_B, doc="CD-02: the fault rank changes a LayerNorm's eps (a guarded float)",
                       act=lambda s: setattr(s["model"].blocks[0].norm1, "eps", s["model"].blocks[0].norm1.eps * 2)),
     "rank_debug_sync": Fault(point=Point.MODEL_BUILT, doc="CD-03: a debug all-reduce in the compiled forward",
-                             act=lambda s: setattr(s["model"], "debug_sync", True)),
+                             act=_debug_sync_left_in),
     "setting_skew": Fault(point=Point.PHASE_B, act=_every_rank_recompiles_one_flips_a_setting,
                           doc="CD-05 (fault rank -1): every rank recompiles (a new eps), the last rank with"
                               " dynamo's capture_scalar_outputs flipped"),
