@@ -20,13 +20,20 @@ from compile_guard.check_run import CheckRun
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from engine import events
-from engine.errors import CompileAsymmetry, CompileDivergence, CompileFailed, InputSignatureMismatch, ParityMismatch
+from engine.errors import (
+    CollectiveMismatch,
+    CompileAsymmetry,
+    CompileDivergence,
+    CompileFailed,
+    InputSignatureMismatch,
+    ParityMismatch,
+)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
 REPO = Path(__file__).resolve().parent.parent
 # rank exits meaning "the ranks differ"
 ASYMMETRY_CODES = (ParityMismatch.exit_code, CompileAsymmetry.exit_code, InputSignatureMismatch.exit_code,
-                   CompileDivergence.exit_code)  # fmt: skip
+                   CompileDivergence.exit_code, CollectiveMismatch.exit_code)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -116,3 +116,9 @@ class CompileDivergence(EngineError):
     graph's first run, so before its first collective."""
 
     exit_code = 26
+
+
+class CollectiveMismatch(EngineError):
+    """Ranks were about to issue different eager collectives (op, group, shape, dtype): stopped before the call."""
+
+    exit_code = 27

@@ -72,6 +72,8 @@ class RunSpec:
     deadline_s: float = 600.0  # the parent's hard limit for the whole run (a cold inductor compile included)
     agree_window_s: float = 2.0  # compile agreement: how long a rank waits for a peer that compiles nothing
     agree_inputs: bool = True  # --target: ranks agree on each step's input signature before it runs
+    agree_compiles: bool = True  # every compiled graph agreed across its group before its first run
+    eager_ledger: bool = False  # ranks agree on every eager c10d collective before it is issued
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -92,8 +94,9 @@ class RunSpec:
             raise ValueError(f"timeout_s={self.timeout_s} is invalid; expected seconds in (0, 600]")
         if not 0 < self.agree_window_s <= 60:
             raise ValueError(f"agree_window_s={self.agree_window_s} is invalid; expected seconds in (0, 60]")
-        if not isinstance(self.agree_inputs, bool):
-            raise ValueError(f"agree_inputs={self.agree_inputs!r} is invalid; expected true or false")
+        for name in ("agree_inputs", "agree_compiles", "eager_ledger"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; expected true or false")
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_s={self.deadline_s} is invalid; expected seconds > 0")
         if not isinstance(self.env, dict) or not all(isinstance(v, str) for v in self.env.values()):

@@ -17,15 +17,16 @@ from tests.conftest import CLI_TIMEOUT_S, REPO
 
 SURFACE = {
     "": ["--help", "--version"],
-    "check": ["--allow-improvement", "--backend", "--baselines", "--dump-dir", "--help", "--json", "--junit",
-              "--list", "--log-dir", "--nproc", "--scenario", "--strict", "--target"],
+    "check": ["--agree-window", "--allow-improvement", "--backend", "--baselines", "--dump-dir", "--eager-ledger",
+              "--help", "--json", "--junit", "--list", "--log-dir", "--no-input-agreement", "--nproc", "--scenario",
+              "--strict", "--target"],
     "repro": ["--backend", "--calls", "--deadline-s", "--help", "--json", "--log-dir", "--modes", "--nproc",
               "--warmup"],
     "matrix": ["--help", "--json", "--junit", "--list", "--log-dir", "--rows"],
     "overlap": ["--chunks", "--help", "--json", "--log-dir", "--trace"],
     "baseline": ["--help"],
-    "baseline refresh": ["--backend", "--baselines", "--dump-dir", "--help", "--log-dir", "--nproc", "--scenario",
-                         "--target"],
+    "baseline refresh": ["--agree-window", "--backend", "--baselines", "--dump-dir", "--eager-ledger", "--help",
+                         "--log-dir", "--no-input-agreement", "--nproc", "--scenario", "--target"],
     "baseline show": ["--baselines", "--file", "--help", "--scenario"],
     "baseline diff": ["--help", "a", "b"],
 }  # fmt: skip

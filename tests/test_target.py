@@ -100,3 +100,21 @@ def test_a_rank_given_another_input_shape_is_stopped_before_the_step(tmp_path):
     assert "step 1: ranks would run on inputs of different signatures" in proc.stdout
     assert "[16, 64]" in proc.stdout and "[17, 64]" in proc.stdout
     assert not list(tmp_path.glob("*.json"))  # nothing written
+
+
+def test_a_hugging_face_llama_made_tensor_parallel_is_guarded(tmp_path):
+    """TP=2 over 2 ranks, gloo, aot_eager: transformers' LlamaForCausalLM (config only, random init)
+    with parallelize_module on every decoder layer. One graph, no break; after dispatch the schedule
+    has the rowwise o_proj and down_proj all-reduces of both layers."""
+    module = "docs.examples.hf_llama"
+    refresh = _target(["baseline", "refresh"], "llama", tmp_path, module=module)
+    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
+    check = _target(["check", "--json", str(tmp_path / "check.json")], "llama", tmp_path, module=module)
+    assert check.returncode == 0, check.stdout + check.stderr
+    for probe in json.loads((tmp_path / "check.json").read_text())["probes"]:
+        final = probe["final"]
+        assert (final["unique_graphs"], final["graph_breaks"]) == (1, 0)  # the whole forward, one graph
+        assert final["collectives_in_graphs"] == 4  # 2 layers x (o_proj + down_proj) rowwise all-reduces
+    diverged = _target(["baseline", "refresh"], "llama_rank_dtype", tmp_path, module=module)
+    assert diverged.returncode == 1, diverged.stdout + diverged.stderr
+    assert "compile divergence" in diverged.stdout and "differs: ['fingerprint']" in diverged.stdout

@@ -19,9 +19,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
-import sys
-import threading
 from typing import Any, Callable, Iterator
 
 import torch
@@ -29,18 +26,14 @@ import torch.distributed as dist
 
 from compile_guard.agreement import statement as st
 from compile_guard.agreement.channel import ChannelError, SideChannel, default_store, now
+from compile_guard.agreement.watcher import Watcher
 from compile_guard.health.sites import BREAK_LOGGER
 from engine import events
 from engine.compile import CompiledRegion
-from engine.errors import CompileDivergence, ProtocolError
-from engine.failure import record_failure
 
 log = logging.getLogger("compile_guard.agreement")
 _INSTANCES = itertools.count()  # every rank builds its agreements in the same order: the same names
-_ERRORS = {"CompileDivergence": CompileDivergence, "ProtocolError": ProtocolError}
-WATCH_SLICE_S = 600.0  # the watcher's blocking wait, renewed until close
 BUSY_S = 10.0  # a peer inside a dynamo compile is waited for this much longer at a time (up to compile_timeout_s)
-DEFER_S = 1.0  # a watcher whose rank waits in a gate lets the gate raise the verdict for this long
 
 
 class CompileAgreement:
@@ -59,13 +52,9 @@ class CompileAgreement:
         prefix = f"compile_guard/agree/{name}{next(_INSTANCES)}/{self.group_name}"
         store = store if store is not None else default_store()
         self.channel = SideChannel(store, prefix=prefix)  # this rank's main thread: publish, busy, compare
-        self._watch_channel = SideChannel(store, prefix=prefix)  # the watcher's own connection
         self.maker = st.StatementMaker(self.rank)
         self.graphs = 0  # graphs stated so far (the next one's number)
         self.agreed = 0  # graphs every rank agreed on
-        self._lock = threading.Lock()
-        self._in_gate = False  # the main thread is waiting in a gate: it raises the verdict itself
-        self._raised = threading.Event()  # this rank raised a verdict itself: its watcher must not stop it again
         self._closed = False
         torch._logging.set_logs(graph_breaks=True)
         breaks = logging.getLogger(BREAK_LOGGER)
@@ -75,8 +64,8 @@ class CompileAgreement:
 
         self._callbacks = (callback_handler.register_start_callback(self._compile_started),
                            callback_handler.register_end_callback(self._compile_ended))  # fmt: skip
-        self._watcher = threading.Thread(target=self._watch, name=f"compile-agreement-{self.group_name}", daemon=True)
-        self._watcher.start()
+        self.watcher = Watcher(store, prefix=prefix, rank=self.rank, group=self.group_name, ranks=self.ranks,
+                               event="compile_divergence")  # fmt: skip
         log.info("compile agreement on: group=%s ranks=%s window_s=%s", self.group_name, list(self.ranks), window_s)
 
     # -- the compile path (main thread) ---------------------------------------------------------------------
@@ -120,20 +109,13 @@ class CompileAgreement:
         return run
 
     def _gate(self, mine: dict[str, Any]) -> None:
-        with self._lock:
-            self._in_gate = True
-        try:
+        with self.watcher.waiting():
             verdict = self._await(mine)
             if verdict is not None:
-                self._raised.set()
-                self._announce(verdict, detector=self.rank)
-                raise _ERRORS.get(verdict.get("error"), CompileDivergence)(verdict["text"])
-            self.agreed += 1
-            events.emit("compile_agreed", graph=mine["n"], compile_id=mine["compile_id"], group=self.group_name,
-                        ranks=list(self.ranks))  # fmt: skip
-        finally:
-            with self._lock:
-                self._in_gate = False
+                self.watcher.raise_verdict(verdict)
+        self.agreed += 1
+        events.emit("compile_agreed", graph=mine["n"], compile_id=mine["compile_id"], group=self.group_name,
+                    ranks=list(self.ranks))  # fmt: skip
 
     def _await(self, mine: dict[str, Any]) -> dict[str, Any] | None:
         """Every peer's statement of graph n, compared; the verdict that stands if any rank found one.
@@ -209,60 +191,17 @@ class CompileAgreement:
     def _declare(self, verdict: dict[str, Any]) -> dict[str, Any]:
         return self.channel.declare({**verdict, "by": self.rank}, self.ranks)
 
-    def _announce(self, verdict: dict[str, Any], *, detector: int) -> None:
-        events.emit("compile_divergence", graph=verdict.get("graph"), kind=verdict.get("kind"),
-                    fields=verdict.get("fields"), by=verdict.get("by"), detector=detector, group=self.group_name,
-                    ranks=list(self.ranks), first_collective=verdict.get("first_collective"))  # fmt: skip
-        log.error("%s", verdict.get("text"))
-
-    # -- the watcher (its own thread) ----------------------------------------------------------------------
-    def _watch(self) -> None:
-        try:
-            while True:
-                why = self._watch_channel.wait_wake(self.rank, WATCH_SLICE_S)
-                if why is None:
-                    continue
-                if why == "closed":
-                    return
-                verdict = self._watch_channel.verdict() or {"text": f"woken with {why!r} and no verdict"}
-                with self._lock:
-                    in_gate, closed = self._in_gate, self._closed
-                if closed or (in_gate and self._raised.wait(DEFER_S)) or self._raised.is_set():
-                    return  # the main thread raised it in its gate (or the rank is done compiling)
-                self._stop(verdict)
-        except (dist.DistError, RuntimeError) as exc:  # the store went away: the job is over anyway
-            log.info("compile agreement watcher of group %s ends: %s", self.group_name, exc)
-
-    def _stop(self, verdict: dict[str, Any]) -> None:
-        """Stop this rank now, wherever its main thread is (inside a collective, say): crash > hang."""
-        error = _ERRORS.get(verdict.get("error"), CompileDivergence)
-        self._announce(verdict, detector=self.rank)
-        head, _, rest = str(verdict.get("text")).partition("\n")
-        exc = error(f"{head} (stopped by rank {verdict.get('by')}'s verdict)\n{rest}")
-        record_failure(exc)
-        events.emit("fatal", error=error.__name__, exit_code=error.exit_code, message=str(exc).splitlines()[0])
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(error.exit_code)
-
     def close(self) -> None:
         """Stop the watcher and the compile callbacks; call once the rank compiles and runs no more."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        if self._closed:
+            return
+        self._closed = True
         from torch._dynamo.callback import callback_handler
 
         callback_handler.remove_start_callback(self._callbacks[0])
         callback_handler.remove_end_callback(self._callbacks[1])
         logging.getLogger(BREAK_LOGGER).removeHandler(self.maker.sites)
-        try:
-            self.channel.wake(self.rank, "closed")
-        except (dist.DistError, RuntimeError):  # the store is gone: the watcher ends on its own error
-            pass
-        self._watcher.join(timeout=5.0)
+        self.watcher.close(self.channel)
 
     def __enter__(self) -> CompileAgreement:
         return self
@@ -282,10 +221,11 @@ def agree_on_compiles(group: dist.ProcessGroup, compiler: str | Callable = "indu
 
 
 @contextlib.contextmanager
-def agreement_on(region: CompiledRegion, *, group: dist.ProcessGroup, window_s: float) -> Iterator[Any]:
+def agreement_on(region: CompiledRegion, *, group: dist.ProcessGroup, window_s: float,
+                 enabled: bool = True) -> Iterator[Any]:  # fmt: skip
     """`with agreement_on(region, group=...)`: every graph of the region agreed across `group` before it runs
-    (nothing to agree on when the region runs eagerly)."""
-    if region.recorder is None:
+    (nothing to agree on when the region runs eagerly, or when `enabled` is False)."""
+    if region.recorder is None or not enabled:
         yield None
         return
     agreement = CompileAgreement(group=group, window_s=window_s)

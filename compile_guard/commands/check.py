@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -14,7 +15,7 @@ from tabulate import tabulate
 
 from compile_guard import in_place
 from compile_guard.check_run import CheckRun, NoBaseline, baseline_for, run_check
-from compile_guard.commands.argtypes import positive_int
+from compile_guard.commands.argtypes import positive_int, positive_seconds
 from compile_guard.health import baseline as bl
 from compile_guard.junit import Case, write_junit
 from compile_guard.report import EXIT_OK, EXIT_USAGE, Report, failure_report, judge
@@ -36,6 +37,12 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=positive_int, default=2, help="with --target: ranks (= TP degree)")
     parser.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
                         help="with --target: compile backend")  # fmt: skip
+    parser.add_argument("--agree-window", type=positive_seconds, default=2.0,
+                        help="compile agreement: seconds a rank waits for a peer that compiles nothing (default 2)")
+    parser.add_argument("--eager-ledger", action="store_true",
+                        help="ranks also agree on every eager c10d collective before it is issued")
+    parser.add_argument("--no-input-agreement", action="store_true",
+                        help="with --target: skip the per-step input signature agreement (ranks feed other shapes)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +60,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def spec_from(args: argparse.Namespace) -> RunSpec | None:
     """The run spec the flags pick; None (the error printed) when they pick none."""
     try:
-        return resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
+        spec = resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
+        return dataclasses.replace(spec, agree_window_s=args.agree_window, eager_ledger=args.eager_ledger,
+                                   agree_inputs=not args.no_input_agreement)  # fmt: skip
     except ValueError as exc:  # UnknownScenario, TargetError
         print(f"input error: {exc}", file=sys.stderr)
         return None

@@ -64,19 +64,24 @@ def _skew_attention(site: Site) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class _DebugSyncCollectives(TPCollectives):
-    """A debug all-reduce of the activations' sum before each reduce ("are the ranks in step?"), in the
-    compiled forward only (the eager cross-attention fill calls the same collectives; CD-03 is about graphs)."""
+    """A debug all-reduce of the activations' sum before each reduce ("are the ranks in step?"): in the
+    compiled forward only (CD-03, about graphs), or also in eager code (EL-01: the cross-attention fill)."""
+
+    compiled_only: bool = True
 
     def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling():
+        if self.compiled_only and not torch.compiler.is_compiling():
             return super().all_reduce_sum(x)
         in_step = super().all_reduce_sum(x.sum())
         return super().all_reduce_sum(x) + 0.0 * in_step
 
 
-def _debug_sync_left_in(site: Site) -> None:
-    block = site["model"].blocks[0]
-    block.comm = _DebugSyncCollectives(group=block.comm.group, path=block.comm.path)
+def _debug_sync_left_in(*, compiled_only: bool) -> Callable[[Site], None]:
+    def act(site: Site) -> None:
+        block = site["model"].blocks[0]
+        block.comm = _DebugSyncCollectives(group=block.comm.group, path=block.comm.path, compiled_only=compiled_only)
+
+    return act
 
 
 def _one_more_frame(site: Site) -> None:
@@ -127,7 +132,9 @@ FAULTS: dict[str, Fault] = {
     "rank_eps": Fault(point=Point.PHASE_B, doc="CD-02: the fault rank changes a LayerNorm's eps (a guarded float)",
                       act=lambda s: setattr(s["model"].blocks[0].norm1, "eps", s["model"].blocks[0].norm1.eps * 2)),
     "rank_debug_sync": Fault(point=Point.MODEL_BUILT, doc="CD-03: a debug all-reduce in the compiled forward",
-                             act=_debug_sync_left_in),
+                             act=_debug_sync_left_in(compiled_only=True)),
+    "rank_debug_sync_eager": Fault(point=Point.MODEL_BUILT, doc="EL-01: the same debug all-reduce in eager code too",
+                                   act=_debug_sync_left_in(compiled_only=False)),
     "setting_skew": Fault(point=Point.PHASE_B, act=_every_rank_recompiles_one_flips_a_setting,
                           doc="CD-05 (fault rank -1): every rank recompiles (a new eps), the last rank with"
                               " dynamo's capture_scalar_outputs flipped"),

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.errors import (
     AdHocCollective,
+    CollectiveMismatch,
     CompileDivergence,
     DigestMismatch,
     FingerprintMismatch,
@@ -244,6 +245,15 @@ ROWS += (
     Row(id="CD-05-dtensor", surface=_DIV, fm="setting skew", program=CHECK, topology=DTENSOR,
         fault="every rank recompiles at the first steady step; rank 1 flipped capture_scalar_outputs",
         target="docs.examples.tp_divergence:settings", expect=_diverged("mismatch", detector=0)),
+)  # fmt: skip
+
+# The eager-collective ledger (opt-in: check --eager-ledger): the same debug all-reduce, reached in eager code.
+ROWS += (
+    Row(id="EL-01", surface="eager collective ledger", fm="extra collective (eager)", program=CHECK, topology=_AOT,
+        fault="a debug all-reduce on rank 1 in the eager cross-attention fill (without the ledger: a gloo abort)",
+        env=_hook("rank_debug_sync_eager", rank=1, chunk=-1), spec={"eager_ledger": True},
+        expect=Expect(kind=ALL_EXIT, detector=0, event="collective_mismatch", fields={"kind": "mismatch"},
+                      exit_codes={0: (CollectiveMismatch.exit_code,), 1: (CollectiveMismatch.exit_code,)})),
 )  # fmt: skip
 
 ROWS_BY_ID = {row.id: row for row in ROWS}

@@ -19,7 +19,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from compile_guard.agreement import agreement_on
+import torch.distributed as dist
+
+from compile_guard.agreement import agreement_on, ledger_on
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.matrix.faults import FaultInjector
@@ -56,7 +58,10 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     gate.probe = CompileProbe(ex.gen.region)
     dump = depyf_dump(dump_dir / f"rank{ctx.rank}" if dump_dir else None)
-    with agreement_on(ex.gen.region, group=group, window_s=spec.agree_window_s), dump:
+    # pp1: rank0 drives the mesh from outside it and keeps no ledger, so the mesh watches its own group only
+    groups = [group] if spec.topology == "pp1" or group is dist.group.WORLD else [group, dist.group.WORLD]
+    agreement = agreement_on(ex.gen.region, group=group, window_s=spec.agree_window_s, enabled=spec.agree_compiles)
+    with agreement, ledger_on(spec.eager_ledger, groups=groups), dump:
         if spec.topology == "pp1":
             pp1.serve_mesh(ctx, layout, ex)
         else:

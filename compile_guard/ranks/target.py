@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from compile_guard.agreement import agreement_on
+from compile_guard.agreement import agreement_on, ledger_on
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
@@ -39,7 +39,8 @@ def run(ctx: RankContext, spec: RunSpec) -> dict[str, Any]:
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     region = CompiledRegion("target", target.fn, ccfg)
     probe = CompileProbe(region)
-    with agreement_on(region, group=group, window_s=spec.agree_window_s):
+    with agreement_on(region, group=group, window_s=spec.agree_window_s, enabled=spec.agree_compiles), \
+            ledger_on(spec.eager_ledger, groups=[group]):
         return _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
 
 

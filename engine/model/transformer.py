@@ -177,8 +177,6 @@ class GeneratorModel(nn.Module):
         # A debugging habit the harness must catch: set on one rank only, the print
         # breaks that rank's graph and nothing else differs.
         self.debug_print = False
-        # Another: a debug all-reduce ("are the ranks in step?") left in the forward, on one rank.
-        self.debug_sync = False
 
     def init_rules(self) -> dict[str, tuple[Shard, float, float]]:
         """name -> (shard, init mean, init std) for `engine.model.weights.materialize`."""
@@ -241,8 +239,6 @@ class GeneratorModel(nn.Module):
         )
         if self.debug_print:
             print("debug: chunk tokens", x.shape)
-        if self.debug_sync:
-            x = x + 0.0 * self.blocks[0].comm.all_reduce_sum(x.sum())
         new_k, new_v = [], []
         for i, block in enumerate(self.blocks):
             x, k, v = block(x, mod, mask, cross_k[i], cross_v[i], cache_k[i], cache_v[i])

@@ -1,0 +1,93 @@
+"""Each compile-divergence row three ways, side by side in one run: compile_guard, bare gloo, DETAIL.
+
+    python benchmarks/bench_divergence.py [--rows CD-01,CD-03] [--deadline-s 120]
+
+- compile_guard: the row as the matrix runs it (compile agreement on; EL rows with the ledger);
+- bare: the same fault with every agreement off (compile, inputs, ledger): what a job sees today;
+- DETAIL: bare plus TORCH_DISTRIBUTED_DEBUG=DETAIL (c10d's per-collective fingerprint check).
+
+Per row and mode: how the run ended (exit codes, or a hang: the deadline), time from launch to
+the first rank's failure record (each mode's time-to-detect on one clock; compile_guard's own
+figure from the end of the divergent compile is printed too), and whether the failure names the
+cause: "full" = the rank and the frame/guard/break or the collective with its source line,
+"collective" = op and shapes only, "none". A run that ends 0 did not detect anything: the ranks
+went on with different programs (silent drift).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compile_guard import check_run  # noqa: E402
+from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
+from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402
+
+MODES = ("compile_guard", "bare", "DETAIL")
+_FULL = re.compile(r"guard failed|gb\d{4}|first differing collective: #|eager collective #\d+ .* at |"
+                   r"compiled no graph #\d+")  # fmt: skip
+_COLLECTIVE = re.compile(r"OpType=|TensorShape|[Ss]ize mismatch|mismatch between collectives", re.S)
+
+
+def cause(text: str) -> str:
+    if _FULL.search(text):
+        return "full"
+    return "collective" if _COLLECTIVE.search(text) else "none"
+
+
+def run_mode(row: Row, mode: str, log_root: Path, deadline_s: float) -> dict[str, object]:
+    spec = dataclasses.replace(check_spec(row), deadline_s=deadline_s)
+    env = dict(row.env)
+    if mode != "compile_guard":
+        spec = dataclasses.replace(spec, agree_compiles=False, agree_inputs=False, eager_ledger=False)
+    if mode == "DETAIL":
+        env["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
+    t0 = time.monotonic()
+    run = check_run.run_check(spec, log_dir=log_root / f"{row.id}-{mode}", env=env, rank_env=row.rank_env)
+    result = run.result
+    failed = [r.failed_at_s for r in result.ranks if r.failed_at_s is not None and not r.ok]
+    texts = "\n".join((r.failure or "") + "\n" + r.log_tail for r in result.ranks)
+    ended = "hang (deadline)" if result.outcome == "deadline" else ", ".join(
+        str(r.signal or r.returncode) for r in result.ranks)  # fmt: skip
+    detected = result.outcome not in ("ok", "deadline")
+    return {"ended": ended, "detected": "yes" if detected else ("hang" if result.outcome == "deadline" else "no"),
+            "ttd_s": round(min(failed), 2) if failed and detected else None,
+            "cause": cause(texts) if detected else "-", "wall_s": round(time.monotonic() - t0, 1)}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="", help="comma-separated row ids (default: every CD/EL row and C-03)")
+    parser.add_argument("--deadline-s", type=float, default=120.0, help="per run: past it, a hang")
+    args = parser.parse_args()
+    wanted = [r for r in ROWS if (r.id in args.rows.split(",") if args.rows else
+                                  r.id.startswith(("CD-", "EL-", "C-03")))]  # fmt: skip
+    log_root = Path(tempfile.mkdtemp(prefix="bench_divergence_"))
+    table = []
+    for row in wanted:
+        own = run_row(row, log_root / "rows")
+        cells = [row.id, row.fault[:44], f"{own.ttf_s}" if own.passed else "ROW FAILED"]
+        for mode in MODES:
+            m = run_mode(row, mode, log_root, args.deadline_s)
+            cells += [f"{m['detected']} {m['ttd_s'] if m['ttd_s'] is not None else ''}".strip(), m["cause"]]
+            print(f"{row.id} {mode}: {m}", flush=True)
+        table.append(cells)
+    headers = ["row", "fault", "cg ttf s*"] + [f"{m} {k}" for m in MODES for k in ("detected (s)", "cause")]
+    print(tabulate(table, headers=headers, disable_numparse=True))
+    print("* compile_guard's time-to-fail from the end of the divergent compile to every rank stopped; the"
+          " 'detected (s)' columns run from the launch (startup and warmup compile included) on one clock")
+    print(f"logs: {log_root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
