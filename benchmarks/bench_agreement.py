@@ -39,22 +39,33 @@ def _steady(ctx, args) -> dict:
     def block(x: torch.Tensor) -> torch.Tensor:
         return funcol.all_reduce(torch.nn.functional.gelu(x @ up.T) @ down.T, "sum", group)
 
+    def local(x: torch.Tensor) -> torch.Tensor:  # no collective: the wrapper's own cost, without gloo's noise
+        return torch.nn.functional.gelu(x @ up.T) @ down.T
+
     backend = agree_on_compiles(group, "aot_eager")
-    variants = {"agreed": torch.compile(block, backend=backend),
-                "plain": torch.compile(lambda x: block(x), backend="aot_eager")}  # fmt: skip
+    variants = {
+        ("TP block (funcol all-reduce)", "agreed"): torch.compile(block, backend=backend),
+        ("TP block (funcol all-reduce)", "plain"): torch.compile(lambda x: block(x), backend="aot_eager"),
+        ("local block (no collective)", "agreed"): torch.compile(local, backend=backend),
+        ("local block (no collective)", "plain"): torch.compile(lambda x: local(x), backend="aot_eager"),
+        ("tiny (x + 1): the wrapper alone", "agreed"): torch.compile(lambda x: x[:1] + 1, backend=backend),
+        ("tiny (x + 1): the wrapper alone", "plain"): torch.compile(lambda x: x[:1] + 1, backend="aot_eager"),
+    }
     x = torch.randn(TOKENS, DIM, generator=gen)
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
     with torch.no_grad():
         for fn in variants.values():
             fn(x)  # compile (and agree) once, outside the timing
-        for _ in range(args.repeats * 2):
-            for name, fn in variants.items():
+        block_steps = max(1, args.steps // 10)  # short blocks, finely interleaved: the box drifts, pairs do not
+        for i in range(args.repeats * 20):
+            for key in (list(variants) if i % 2 == 0 else list(variants)[::-1]):
+                fn = variants[key]
                 t0 = time.perf_counter()
-                for _ in range(args.steps):
+                for _ in range(block_steps):
                     fn(x)
-                times[name].append((time.perf_counter() - t0) / args.steps)
+                times[key].append((time.perf_counter() - t0) / block_steps)
     backend.agreement.close()
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {f"{model}|{kind}": statistics.median(v) for (model, kind), v in times.items()}
 
 
 def _eager(ctx, args) -> dict:
@@ -124,10 +135,12 @@ def main() -> int:
 
     out = Path(tempfile.mkdtemp(prefix="bench_agreement_"))
     steady = _launch("steady", "steady", out, args)
-    plain, agreed = steady["plain"], steady["agreed"]
-    print(tabulate([["plain backend", f"{plain * 1e6:.1f}", "1.000"],
-                    ["agree_on_compiles", f"{agreed * 1e6:.1f}", f"{agreed / plain:.3f}"]],
-                   headers=["compiled TP block, steady state", "us/step (median)", "ratio"]))  # fmt: skip
+    models = sorted({k.split("|")[0] for k in steady})
+    print(tabulate([[m, f"{steady[m + '|plain'] * 1e6:.1f}", f"{steady[m + '|agreed'] * 1e6:.1f}",
+                     f"{(steady[m + '|agreed'] - steady[m + '|plain']) * 1e6:+.1f}",
+                     f"{steady[m + '|agreed'] / steady[m + '|plain']:.3f}"] for m in models],
+                   headers=["steady state, nothing compiles", "plain us/step", "agreed us/step", "delta us",
+                            "ratio"]))  # fmt: skip
     rows: dict[str, list[float]] = {"bare gloo": [], "ledger": [], "DETAIL": []}
     for i in range(args.repeats):
         for name in (list(rows) if i % 2 == 0 else list(rows)[::-1]):

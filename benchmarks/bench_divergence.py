@@ -3,7 +3,9 @@
     python benchmarks/bench_divergence.py [--rows CD-01,CD-03] [--deadline-s 120]
 
 - compile_guard: the row as the matrix runs it (compile agreement on; EL rows with the ledger);
-- bare: the same fault with every agreement off (compile, inputs, ledger): what a job sees today;
+- bare: the same fault with compile_guard's compile and collective checks off (compile agreement, input
+  agreement, ledger, post-warmup health gather; the engine's own control-plane tripwires stay): what a
+  job sees today;
 - DETAIL: bare plus TORCH_DISTRIBUTED_DEBUG=DETAIL (c10d's per-collective fingerprint check).
 
 Per row and mode: how the run ended (exit codes, or a hang: the deadline), time from launch to
@@ -33,7 +35,7 @@ from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
 from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402
 
 MODES = ("compile_guard", "bare", "DETAIL")
-_FULL = re.compile(r"guard failed|gb\d{4}|first differing collective: #|eager collective #\d+ .* at |"
+_FULL = re.compile(r"guard failed|gb\d{4}|first differing collective: #|rank\d+: \w+ \{.*\} at \S+:\d+|"
                    r"compiled no graph #\d+")  # fmt: skip
 _COLLECTIVE = re.compile(r"OpType=|TensorShape|[Ss]ize mismatch|mismatch between collectives", re.S)
 
@@ -48,7 +50,8 @@ def run_mode(row: Row, mode: str, log_root: Path, deadline_s: float) -> dict[str
     spec = dataclasses.replace(check_spec(row), deadline_s=deadline_s)
     env = dict(row.env)
     if mode != "compile_guard":
-        spec = dataclasses.replace(spec, agree_compiles=False, agree_inputs=False, eager_ledger=False)
+        spec = dataclasses.replace(spec, agree_compiles=False, agree_inputs=False, eager_ledger=False,
+                                   gate_health=False)  # fmt: skip
     if mode == "DETAIL":
         env["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
     t0 = time.monotonic()

@@ -74,6 +74,7 @@ class RunSpec:
     agree_inputs: bool = True  # --target: ranks agree on each step's input signature before it runs
     agree_compiles: bool = True  # every compiled graph agreed across its group before its first run
     eager_ledger: bool = False  # ranks agree on every eager c10d collective before it is issued
+    gate_health: bool = True  # the post-warmup compile-health gather (off only for benchmarks' bare runs)
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -94,7 +95,7 @@ class RunSpec:
             raise ValueError(f"timeout_s={self.timeout_s} is invalid; expected seconds in (0, 600]")
         if not 0 < self.agree_window_s <= 60:
             raise ValueError(f"agree_window_s={self.agree_window_s} is invalid; expected seconds in (0, 60]")
-        for name in ("agree_inputs", "agree_compiles", "eager_ledger"):
+        for name in ("agree_inputs", "agree_compiles", "eager_ledger", "gate_health"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; expected true or false")
         if not self.deadline_s > 0:

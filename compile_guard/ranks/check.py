@@ -51,7 +51,7 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any
     # backends and compile health must match inside it.
     group, ranks = layout.group("tp"), layout.ranks("tp")
     handshake("compile", compile_payload(ccfg), group=group, ranks=ranks, device=ctx.device)
-    gate = HealthGate(group=group, ranks=ranks, device=ctx.device)
+    gate = HealthGate(group=group, ranks=ranks, device=ctx.device, enabled=spec.gate_health)
     hooks = HookChain(faults, gate)
     ex = ChunkExecutor(ctx, layout, cfg, ccfg, hooks)
     effective = ex.effective_backend()

@@ -39,8 +39,14 @@ def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
     return {**payload, **settings_payload()}
 
 
-def require_symmetric(health: dict[str, Any], *, group: Any, ranks: tuple[int, ...], device: Any) -> dict[str, Any]:
-    """Gather every rank's post-warmup compile health; CompileAsymmetry with the diff if any differs (C-03)."""
+def require_symmetric(health: dict[str, Any], *, group: Any, ranks: tuple[int, ...], device: Any,
+                      enabled: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Gather every rank's post-warmup compile health; CompileAsymmetry with the diff if any differs (C-03).
+    `enabled=False` (RunSpec.gate_health, benchmarks' bare runs only) skips the gather."""
+    if not enabled:
+        events.emit("progress", phase="warmup_done", unique_graphs=health["unique_graphs"],
+                    graph_breaks=health["graph_breaks"], recompiles=health["recompiles"])  # fmt: skip
+        return health
     per_rank = all_gather_json({"health": symmetric_view(health), "sites": health["break_sites"]}, group=group,
                                device=device)  # fmt: skip
     rows = diff_table([r["health"] for r in per_rank], ranks)
@@ -62,8 +68,8 @@ def require_symmetric(health: dict[str, Any], *, group: Any, ranks: tuple[int, .
 class HealthGate(Hooks):
     """Engine observer: after the warmup chunk, the symmetry gate; after the others, progress."""
 
-    def __init__(self, *, group: Any, ranks: tuple[int, ...], device: Any) -> None:
-        self.group, self.ranks, self.device = group, ranks, device
+    def __init__(self, *, group: Any, ranks: tuple[int, ...], device: Any, enabled: bool = True) -> None:
+        self.group, self.ranks, self.device, self.enabled = group, ranks, device, enabled
         self.probe: CompileProbe | None = None  # attached before the region's first call
         self.warmup: dict[str, Any] | None = None  # the post-warmup health, once gathered
 
@@ -73,4 +79,4 @@ class HealthGate(Hooks):
             return
         assert self.probe is not None, "attach the probe before the warmup chunk"
         self.warmup = require_symmetric(self.probe.snapshot(), group=self.group, ranks=self.ranks,
-                                        device=self.device)  # fmt: skip
+                                        device=self.device, enabled=self.enabled)  # fmt: skip

@@ -60,7 +60,8 @@ def _steps(ctx: RankContext, spec: RunSpec, target: Any, region: CompiledRegion,
     with torch.no_grad():
         for args in target.inputs:
             run_step(args)
-        warm = require_symmetric(probe.snapshot(), group=group, ranks=ranks, device=ctx.device)
+        warm = require_symmetric(probe.snapshot(), group=group, ranks=ranks, device=ctx.device,
+                                 enabled=spec.gate_health)  # fmt: skip
         for _ in range(spec.steady):
             for args in target.inputs:
                 run_step(args)
