@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+import time
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from engine.layout import ParallelLayout, RankContext
 from engine.rank_process import leave, rank_main
 
 FAULTY, AT_STEP = 1, 3
+SLOW_COMPILE_S = 3.0  # with --window-s 1: a peer busy compiling for three windows
 
 
 class Block(torch.nn.Module):
@@ -35,12 +37,24 @@ class Block(torch.nn.Module):
         return funcol.all_reduce(x * self.scale, "sum", self.group)
 
 
+def _slow_tracing(backend: Any) -> Any:
+    """The agreeing backend reached 3x the window late, as after a long dynamo trace on one rank only (a
+    big model, a cold cache): the time it takes is the fault, nothing waits on it."""
+
+    def late(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        time.sleep(SLOW_COMPILE_S)
+        return backend(gm, example_inputs)
+
+    return late
+
+
 def compile_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
     group = ParallelLayout(ctx, tp=ctx.world_size).group("tp")
+    faulty = ctx.rank == FAULTY
     backend = agree_on_compiles(group, "eager", window_s=args.window_s)  # the one documented call
     block = Block(group)
-    model = torch.compile(block, backend=backend)
-    faulty = ctx.rank == FAULTY
+    model = torch.compile(block, backend=_slow_tracing(backend) if args.fault == "slow_compile" and faulty
+                          else backend)  # fmt: skip
     if args.fault == "garbled" and faulty:  # a peer whose statement is over the size limit
         channel = backend.agreement.channel
         channel.publish = lambda n, rank, value, what: channel.store.set(channel.key("s", n, rank),
@@ -73,7 +87,8 @@ def ledger_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("api", choices=["compile", "ledger"])
-    parser.add_argument("--fault", choices=["none", "recompile", "garbled", "extra", "stuck"], default="none")
+    parser.add_argument("--fault", default="none",
+                        choices=["none", "recompile", "garbled", "extra", "stuck", "slow_compile"])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--window-s", type=float, default=1.0)
     args = parser.parse_args()

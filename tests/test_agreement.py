@@ -95,6 +95,14 @@ def test_a_healthy_serving_loop_agrees_on_its_one_graph(run_ranks_argv):
         assert "{'graphs': 1, 'agreed': 1}" in r.log_path.read_text()  # one graph, agreed once, nothing after
 
 
+def test_a_peer_that_compiles_for_longer_than_the_window_is_waited_for(run_ranks_argv):
+    """Rank 1 reaches the backend 3 s late, three times the window (a long trace): dynamo's compile callbacks
+    mark it busy on the store, so rank 0 keeps waiting instead of declaring it absent, and the two agree."""
+    result = _run(run_ranks_argv, "compile", "--fault", "slow_compile")
+    assert [r.returncode for r in result.ranks] == [0, 0], result.summary()
+    assert all("{'graphs': 1, 'agreed': 1}" in r.log_path.read_text() for r in result.ranks)
+
+
 def test_a_rank_only_recompile_mid_step_stops_both_ranks_before_the_new_graph_runs(run_ranks_argv):
     """Rank 1 alone recompiles (a guarded float changed) while rank 0 is inside graph 0's all-reduce: rank 1
     waits the 1 s window, declares, raises; rank 0's watcher stops it in the collective."""
