@@ -36,6 +36,13 @@ _INSTANCES = itertools.count()  # every rank builds its agreements in the same o
 BUSY_S = 10.0  # a peer inside a dynamo compile is waited for this much longer at a time (up to compile_timeout_s)
 
 
+def _cache_hits() -> int:
+    """Inductor's FX-graph and AOT-autograd cache hits so far in this process (loaded artifacts hit them)."""
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"]
+
+
 class CompileAgreement:
     """One group's agreement on every graph compiled through `backend()` (or handed to `compile()`)."""
 
@@ -93,11 +100,14 @@ class CompileAgreement:
         except ChannelError:  # our own statement too large even cut: say so to the peers, never hang them
             statement = {**statement, "collectives": [], "oversized": True}
             self.channel.publish(statement["n"], self.rank, statement, what=f"rank {self.rank}'s statement")
+        hits = _cache_hits()
         compiled = compile_fn(gm, example_inputs)
+        cache = "hit" if _cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
         log.info("graph %s stated: frame=%s compile_id=%s fingerprint=%s schedule=%s group=%s", statement["n"],
                  statement["frame"]["name"], statement["compile_id"], statement["fingerprint"],
                  statement["schedule_digest"], self.group_name)  # fmt: skip
-        events.emit("graph_compiled", graph=statement["n"], compile_id=statement["compile_id"], group=self.group_name)
+        events.emit("graph_compiled", graph=statement["n"], compile_id=statement["compile_id"], group=self.group_name,
+                    cache=cache)  # fmt: skip
         held = {"agreed": False}
 
         def run(*args: Any) -> Any:

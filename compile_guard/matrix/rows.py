@@ -245,6 +245,13 @@ ROWS += (
     Row(id="CD-05-dtensor", surface=_DIV, fm="setting skew", program=CHECK, topology=DTENSOR,
         fault="every rank recompiles at the first steady step; rank 1 flipped capture_scalar_outputs",
         target="docs.examples.tp_divergence:settings", expect=_diverged("mismatch", detector=0)),
+    # Not a divergence, and the agreement must say so: loaded artifacts are keyed on graph and config.
+    Row(id="CD-06-dtensor", surface=_DIV, fm="artifacts on one rank", program=CHECK,
+        topology="TP=2 DTensor MLP (parallelize_module), gloo, CPU, inductor",
+        fault="rank 0 loads saved compile artifacts (a cache hit), rank 1 compiles fresh",
+        target="docs.examples.tp_divergence:cache_artifacts", spec={"compile": "inductor"},
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="graph_compiled", fields={"cache": "hit"},
+                      ttf_budget_s=None)),
 )  # fmt: skip
 
 # The eager-collective ledger (opt-in: check --eager-ledger): the same debug all-reduce, reached in eager code.

@@ -15,7 +15,9 @@ compile something rank 0 does not; the matrix's CD rows run them (compile_guard.
 - `collective_shape`: a rank-local padding before a reduction;
 - `settings`: at the first steady step every rank updates `scale` (every rank recompiles) and
   rank 1 also flips a dynamo setting;
-- `graph_break`: a debug print inside forward on rank 1.
+- `graph_break`: a debug print inside forward on rank 1;
+- `cache_artifacts` (inductor): rank 0 loads saved compile artifacts, rank 1 compiles fresh — the
+  same program, which the agreement must confirm rather than stop.
 """
 
 from __future__ import annotations
@@ -114,4 +116,37 @@ def settings(ctx: TargetContext) -> GuardTarget:
 def graph_break(ctx: TargetContext) -> GuardTarget:
     model, inputs = _build(ctx)
     model.debug_print = ctx.rank == FAULTY
+    return GuardTarget(fn=model, inputs=inputs)
+
+
+def cache_artifacts(ctx: TargetContext) -> GuardTarget:
+    """Compiled artifacts loaded on rank 0 only (a CI cache restored on one host), rank 1 compiling fresh.
+
+    Run with --backend inductor. Both ranks compile and run the model once together through the same
+    backend the check uses, and save the artifacts (`torch.compiler.save_cache_artifacts`); dynamo is
+    reset; rank 0 loads its artifacts into an empty cache directory (`load_cache_artifacts`), rank 1
+    turns its caches off. The check's compile is then a cache hit on rank 0 and a cold compile on
+    rank 1: a compile-time skew the agreement must wait out, and the same program on both ranks, which
+    it must confirm — loaded artifacts are keyed on the graph and the config, so they are no divergence."""
+    import os
+    import tempfile
+
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    from engine.compile import CompileConfig, CompiledRegion
+
+    model, inputs = _build(ctx)
+    with torch.no_grad():  # as the check runs its steps: the same inference graph, the same cache key
+        CompiledRegion("warm", model, CompileConfig(enabled=True, backend="inductor"))(*inputs[0])  # both ranks
+    saved = torch.compiler.save_cache_artifacts()
+    torch._dynamo.reset()
+    if ctx.rank == 0:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="restored_cache_")  # nothing on disk
+        if saved is None:
+            raise RuntimeError("torch.compiler.save_cache_artifacts() saved nothing: run with --backend inductor")
+        torch.compiler.load_cache_artifacts(saved[0])
+    else:
+        inductor_config.fx_graph_cache = False  # compiles fresh: no graph cache, no autograd cache
+        functorch_config.enable_autograd_cache = False
     return GuardTarget(fn=model, inputs=inputs)
