@@ -243,10 +243,11 @@ class EnvelopeReceiver:
         self.last_chunk_index = -2
         self.cache_epoch = 0
 
-    def recv_header(self) -> Header:
+    def recv_header(self, *, window_s: float | None = None) -> Header:
+        """The next header; the watchdog expects it within `window_s` (default: its own window)."""
         raw = torch.empty(HEADER_LEN, dtype=torch.int64, device=self.device)
         if self.watchdog is not None:
-            self.watchdog.arm()
+            self.watchdog.arm(window_s)
         self.channel.get(raw)
         header = decode_header(raw.cpu())
         if self.watchdog is not None:

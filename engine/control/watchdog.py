@@ -30,15 +30,18 @@ class Watchdog:
         self.rank = rank
         self._cond = threading.Condition()
         self._deadline: float | None = None
+        self._armed_s = window_s  # the window of the current wait
         self._closed = False
         self.last_header_t: float | None = None  # CLOCK_MONOTONIC of the last header
         self.last_ids: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._run, name="cg-watchdog", daemon=True)
         self._thread.start()
 
-    def arm(self) -> None:
+    def arm(self, window_s: float | None = None) -> None:
+        """Expect a header within `window_s` (default: the watchdog's window)."""
         with self._cond:
-            self._deadline = time.monotonic() + self.window_s
+            self._armed_s = self.window_s if window_s is None else window_s
+            self._deadline = time.monotonic() + self._armed_s
             self._cond.notify()
 
     def header_seen(self, ids: dict[str, Any]) -> None:
@@ -69,10 +72,10 @@ class Watchdog:
     def _expire(self) -> None:
         since = None if self.last_header_t is None else round(time.monotonic() - self.last_header_t, 3)
         exc = WatchdogExpired(
-            f"rank {self.rank}: no header for {self.window_s}s (last header {since}s ago, ids {self.last_ids});"
+            f"rank {self.rank}: no header for {self._armed_s}s (last header {since}s ago, ids {self.last_ids});"
             " the driver (rank0) is gone or frozen: exiting instead of waiting for the backend timeout"
         )
-        events.emit("watchdog_expired", rank=self.rank, window_s=self.window_s, since_last_header_s=since,
+        events.emit("watchdog_expired", rank=self.rank, window_s=self._armed_s, since_last_header_s=since,
                     **self.last_ids)  # fmt: skip
         log.error("%s", exc)
         record_failure(exc)

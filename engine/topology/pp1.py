@@ -58,6 +58,9 @@ def _terminal(sender: EnvelopeSender, reason: Reason, *, chunk_index: int) -> No
     sender.send_header(header)
 
 
+WARMUP_RESULT_S = 300.0  # how long rank0 waits for the warmup chunk's result
+
+
 def drive(ctx: RankContext, layout: ParallelLayout, cfg: ModelConfig, spec: RunSpec, hooks: Hooks) -> dict[str, Any]:
     """rank0: the shared drive loop, with the leader producing each chunk (or its ERROR)."""
     world = layout.group("world")
@@ -68,8 +71,10 @@ def drive(ctx: RankContext, layout: ParallelLayout, cfg: ModelConfig, spec: RunS
         watchdog=watchdog, hooks=hooks, accept=frozenset({Action.RESULT, Action.ERROR}),
     )  # fmt: skip
 
-    def from_leader(_k: int, _prepared: Prepared) -> torch.Tensor:
-        header = results.recv_header()
+    def from_leader(k: int, _prepared: Prepared) -> torch.Tensor:
+        # The warmup result carries the mesh's first compile (a cold inductor compile: ~20 s on a loaded
+        # 2-core box, minutes for a big model); a frozen mesh then meets the run's deadline instead.
+        header = results.recv_header(window_s=WARMUP_RESULT_S if k < 0 else None)
         if header.action is Action.ERROR:
             raise TerminatedByPeer(f"the mesh leader stopped the job at chunk_index={header.chunk_index}:"
                                    f" {header.reason.name}; see rank {LEADER}'s log")  # fmt: skip
