@@ -145,11 +145,16 @@ class CompileAgreement:
                     if remaining > 0 and self.channel.wait_for(n, r, remaining):
                         peers[r] = self.channel.read(n, r, what=f"rank {r}'s statement of graph {n}")
                         continue
+                    # busy first, then the statement: a peer states before its compile ends, so one that
+                    # stated between the wait and this look is seen here, never taken for absent
+                    busy = self.channel.busy(r)
+                    if self.channel.has("s", n, r):
+                        peers[r] = self.channel.read(n, r, what=f"rank {r}'s statement of graph {n}")
+                        continue
                 except ChannelError as exc:
                     return self._declare({"error": "ProtocolError", "kind": "bad_entry", "graph": n, "fields": [],
                                           "text": f"compile agreement: {exc}; the peer runs another compile_guard"
                                                   " or its store entry was cut"})  # fmt: skip
-                busy = self.channel.busy(r)
                 if busy and now() - start < self.compile_timeout_s:
                     window_end[r] = now() + max(self.window_s, BUSY_S)  # still compiling (maybe this graph)
                     continue
