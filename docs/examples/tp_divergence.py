@@ -89,16 +89,19 @@ def guarded_value(ctx: TargetContext) -> GuardTarget:
     return GuardTarget(fn=model, inputs=inputs, before_step=before_step)
 
 
-def extra_collective(ctx: TargetContext) -> GuardTarget:
+def _habit(ctx: TargetContext, attr: str, *, faulty: object, others: object) -> GuardTarget:
+    """The MLP with `attr` set to `faulty` on the faulty rank and to `others` everywhere else."""
     model, inputs = _build(ctx)
-    model.debug_sync = ctx.rank == FAULTY
+    setattr(model, attr, faulty if ctx.rank == FAULTY else others)
     return GuardTarget(fn=model, inputs=inputs)
+
+
+def extra_collective(ctx: TargetContext) -> GuardTarget:
+    return _habit(ctx, "debug_sync", faulty=True, others=False)
 
 
 def collective_shape(ctx: TargetContext) -> GuardTarget:
-    model, inputs = _build(ctx)
-    model.pad = 2 if ctx.rank == FAULTY else 1  # "round up to the local block size", computed per rank
-    return GuardTarget(fn=model, inputs=inputs)
+    return _habit(ctx, "pad", faulty=2, others=1)  # "round up to the local block size", computed per rank
 
 
 def settings(ctx: TargetContext) -> GuardTarget:
@@ -114,9 +117,7 @@ def settings(ctx: TargetContext) -> GuardTarget:
 
 
 def graph_break(ctx: TargetContext) -> GuardTarget:
-    model, inputs = _build(ctx)
-    model.debug_print = ctx.rank == FAULTY
-    return GuardTarget(fn=model, inputs=inputs)
+    return _habit(ctx, "debug_print", faulty=True, others=False)
 
 
 def cache_artifacts(ctx: TargetContext) -> GuardTarget:
