@@ -14,6 +14,12 @@ figure from the end of the divergent compile is printed too), and whether the fa
 cause: "full" = the rank and the frame/guard/break or the collective with its source line,
 "collective" = op and shapes only, "none". A run that ends 0 did not detect anything: the ranks
 went on with different programs (silent drift).
+
+Then the healthy skews, each guarded by compile_guard and each of which it must *not* stop (a false
+stop): a peer 3 s late to its first compile and to a symmetric recompile, a peer SIGSTOPped 5 s, a
+peer compiling 3 s longer, a rank-varying constant, an idle server 15 s under the ledger (the one-call
+APIs in tests/agreement_programs.py), a vocab-parallel model's `check` (docs/examples/vocab_parallel.py)
+and CD-06-dtensor (artifacts loaded on one rank).
 """
 
 from __future__ import annotations
@@ -33,10 +39,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compile_guard import check_run  # noqa: E402
 from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
 from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402
+from compile_guard.scenarios import target_scenario  # noqa: E402
 
 MODES = ("compile_guard", "bare", "DETAIL")
 _FULL = re.compile(r"guard failed|gb\d{4}|first differing collective: #|rank\d+: \w+ \{.*\} at \S+:\d+|"
-                   r"compiled no graph #\d+")  # fmt: skip
+                   r"made call \d+ of this frame without compiling")  # fmt: skip
+PROGRAM = str(Path(__file__).resolve().parent.parent / "tests" / "agreement_programs.py")
+HEALTHY = {  # name -> the agreement program's arguments: every one must end 0 on both ranks
+    "peer 3 s late to its first compile": ["compile", "--fault", "late_first", "--late-s", "3"],
+    "peer 3 s late to a symmetric recompile": ["compile", "--fault", "late_recompile", "--late-s", "3"],
+    "peer SIGSTOPped 5 s, then SIGCONT": ["compile", "--fault", "sigstop", "--late-s", "5"],
+    "peer compiling 3 s longer": ["compile", "--fault", "slow_compile"],
+    "rank-varying constant (offset = 128 * rank)": ["compile", "--fault", "varying"],
+    "idle server 15 s (ledger)": ["ledger", "--fault", "idle", "--late-s", "15"],
+}
 _COLLECTIVE = re.compile(r"OpType=|TensorShape|[Ss]ize mismatch|mismatch between collectives", re.S)
 
 
@@ -67,10 +83,35 @@ def run_mode(row: Row, mode: str, log_root: Path, deadline_s: float) -> dict[str
             "cause": cause(texts) if detected else "-", "wall_s": round(time.monotonic() - t0, 1)}  # fmt: skip
 
 
+def healthy(log_root: Path) -> list[list[str]]:
+    """Each healthy skew once under compile_guard: how it ended (a nonzero exit is a false stop)."""
+    from compile_guard.launcher import LaunchSpec, launch
+    from compile_guard.matrix.rows import ROWS_BY_ID
+
+    rows = []
+    for name, argv in HEALTHY.items():
+        t0 = time.monotonic()
+        result = launch(LaunchSpec(argv=[sys.executable, PROGRAM, *argv], nprocs=2, deadline_s=120.0,
+                                   log_dir=log_root / "healthy" / name.split()[0]))  # fmt: skip
+        codes = [r.signal or r.returncode for r in result.ranks]
+        rows.append([name, ", ".join(map(str, codes)), "no" if result.ok else "FALSE STOP",
+                     f"{time.monotonic() - t0:.1f}"])  # fmt: skip
+    spec = target_scenario("docs.examples.vocab_parallel:model", nprocs=2, backend="aot_eager")
+    t0 = time.monotonic()
+    run = check_run.run_check(spec, log_dir=log_root / "healthy" / "vocab")
+    rows.append(["vocab-parallel model (check --target)", ", ".join(str(r.returncode) for r in run.result.ranks),
+                 "no" if run.result.ok else "FALSE STOP", f"{time.monotonic() - t0:.1f}"])  # fmt: skip
+    cd06 = run_row(ROWS_BY_ID["CD-06-dtensor"], log_root / "rows")
+    rows.append(["CD-06-dtensor: artifacts loaded on one rank", "row " + ("passed" if cd06.passed else "FAILED"),
+                 "no" if cd06.passed else "FALSE STOP", "-"])  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="", help="comma-separated row ids (default: every CD/EL row and C-03)")
     parser.add_argument("--deadline-s", type=float, default=120.0, help="per run: past it, a hang")
+    parser.add_argument("--no-healthy", action="store_true", help="skip the healthy skews")
     args = parser.parse_args()
     wanted = [r for r in ROWS if (r.id in args.rows.split(",") if args.rows else
                                   r.id.startswith(("CD-", "EL-", "C-03")))]  # fmt: skip
@@ -88,6 +129,11 @@ def main() -> int:
     print(tabulate(table, headers=headers, disable_numparse=True))
     print("* compile_guard's time-to-fail from the end of the divergent compile to every rank stopped; the"
           " 'detected (s)' columns run from the launch (startup and warmup compile included) on one clock")
+    if not args.no_healthy:
+        rows = healthy(log_root)
+        print(tabulate(rows, headers=["healthy skew (must not stop)", "exits", "stopped?", "wall s"],
+                       disable_numparse=True))  # fmt: skip
+        print(f"false stops: {sum(r[2] != 'no' for r in rows)} of {len(rows)}")
     print(f"logs: {log_root}")
     return 0
 

@@ -7,6 +7,7 @@ and `baseline show/diff` stay light; a command imports what it needs when it run
 Exit codes (shared by every subcommand):
   0 pass · 1 invariant failed / regression · 2 usage or input error ·
   3 engine failure, deadline or an unexpected exception (one line, the traceback in a file) ·
+  4 a stall: a rank held at an agreement while a peer made no progress (every rank's position reported) ·
   128+N interrupted by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP): every rank killed.
 """
 

@@ -14,8 +14,9 @@ import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from compile_guard.report import ASYMMETRY_CODES, EXIT_ENGINE, EXIT_FAIL, EXIT_USAGE
+from compile_guard.report import ASYMMETRY_CODES, EXIT_ENGINE, EXIT_FAIL, EXIT_STALL, EXIT_USAGE
 from engine import knobs
+from engine.errors import Stalled
 from engine.runspec import RunSpec
 
 
@@ -30,9 +31,11 @@ def is_leader() -> bool:
 
 
 def cli_code(rank_code: int) -> int:
-    """A rank program's exit code as the CLI's: 1 the ranks differ, 2 input, 3 anything else."""
+    """A rank program's exit code as the CLI's: 1 the ranks differ, 2 input, 4 a stall, 3 anything else."""
     if rank_code == 0:
         return 0
+    if rank_code == Stalled.exit_code:
+        return EXIT_STALL
     return EXIT_FAIL if rank_code in ASYMMETRY_CODES else EXIT_USAGE if rank_code == EXIT_USAGE else EXIT_ENGINE
 
 

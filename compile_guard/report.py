@@ -27,9 +27,12 @@ from engine.errors import (
     CompileFailed,
     InputSignatureMismatch,
     ParityMismatch,
+    Stalled,
 )
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
+# 4: a stall — a rank held at an agreement while a peer made no progress: no proof the ranks differ (not 1),
+# and not an engine failure of ours (3): every rank's position is in the report
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE, EXIT_STALL = 0, 1, 2, 3, 4
 REPO = Path(__file__).resolve().parent.parent
 # rank exits meaning "the ranks differ"
 ASYMMETRY_CODES = (ParityMismatch.exit_code, CompileAsymmetry.exit_code, InputSignatureMismatch.exit_code,
@@ -77,6 +80,12 @@ def failure_report(run: CheckRun) -> Report:
         text = (errors[-1].split("configuration error: ", 1)[-1] if errors else culprit.log_tail)
         return Report(exit_code=EXIT_USAGE, text=f"input error: {text}", data={**data, "verdict": "input error"})
     exits = "\n".join(result.summary().splitlines()[1:])
+    stalled = [r for r in result.ranks if r.returncode == Stalled.exit_code]
+    if result.outcome == "rank_failed" and stalled and all(c in (Stalled.exit_code, None) for c in codes.values()):
+        # every rank that could exit exited with the stall; a frozen one was killed by the launcher
+        first = min(stalled, key=lambda r: r.failed_at_s if r.failed_at_s is not None else float("inf"))
+        text = f"stall: {first.failure or first.log_tail}\n{exits}"
+        return Report(exit_code=EXIT_STALL, text=text, data={**data, "verdict": "stall"})
     if result.outcome == "rank_failed" and all(c in ASYMMETRY_CODES for c in codes.values()):
         # the culprit's own record holds the per-rank table (and break sites): printed once
         text = f"cross-rank asymmetry: {culprit.failure or culprit.log_tail}\n{exits}"
@@ -112,6 +121,8 @@ _METRIC_WIDTH, _VERDICT_WIDTH = 44, 11
 
 def _cell(value: Any, width: int) -> str:
     text = str(value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True))
+    if len(text) > width and text.startswith(f"{policy.RANK_VARYING}: "):  # the end names the op and argument
+        return f"{policy.RANK_VARYING}: ...{text[len(text) - width + len(policy.RANK_VARYING) + 5:]}"
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -150,6 +161,12 @@ def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> li
         for s in sites:
             lines.append(f"  {s['site']}  {s['reason']}  x{s['count']}")
             lines.append(_source_around(s["site"]))
+    varying = run.mesh_probes()[0]["final"].get("rank_varying_sites") or []
+    if varying:
+        lines.append("rank-varying constants (legitimate SPMD code, e.g. vocab offsets; a site not in the baseline"
+                     " fails):")  # fmt: skip
+        lines.extend(f"  {c['site']}  {c['key']}: " + ", ".join(f"rank{r}={v}" for r, v in c["values"].items())
+                     for c in varying)  # fmt: skip
     for rec in run.mesh_probes()[0]["steady_recompile_reasons"]:
         lines.append(f"recompile after warmup: {rec['frame']} at {rec['site']}: {rec['reason']}")
     return lines

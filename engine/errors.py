@@ -122,3 +122,10 @@ class CollectiveMismatch(EngineError):
     """Ranks were about to issue different eager collectives (op, group, shape, dtype): stopped before the call."""
 
     exit_code = 27
+
+
+class Stalled(EngineError):
+    """A rank held at an agreement while a peer made no progress for the stall window: every rank's position
+    reported, every rank stopped before the group's own timeout. No proof of a divergence: a stall."""
+
+    exit_code = 28

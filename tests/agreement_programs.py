@@ -3,12 +3,22 @@
     python tests/agreement_programs.py compile --fault recompile     # agree_on_compiles(group, "eager")
     python tests/agreement_programs.py ledger --fault extra          # CollectiveLedger(groups=[group])
 
-Faults are chosen by argv, identical on every rank; rank 1 is the faulty one.
+Faults are chosen by argv, identical on every rank; the delays are the faults (nothing waits on them).
+Healthy habits (never stopped): `late_first` / `late_recompile` (rank 0 spends --late-s of eager work
+before its first call / before the step where every rank meets a new shape), `sigstop` (rank 1
+SIGSTOPs rank 0 for --late-s, then SIGCONTs it), `varying` (a vocab-parallel offset: a constant that
+differs by rank), `rank_print` (a print in forward on rank 1: a rank-only graph break whose
+collectives still line up — reported, stopped only with stop_on_asymmetry), `slow_compile`, ledger
+`idle` (rank 0 serves no request for --late-s). Faults (rank 1 unless said): `recompile` (a rank-only
+recompile mid-step), `garbled` (an oversized statement), `frozen` (rank 0 SIGSTOPped for good),
+`stuck` (rank 0 blocks for good); ledger `extra`, `stuck`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -17,29 +27,34 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 
+from compile_guard import compat
 from compile_guard.agreement import CollectiveLedger, agree_on_compiles
-from compile_guard.agreement.channel import MAX_ENTRY_BYTES
+from compile_guard.agreement.ops import MAX_ENTRY_BYTES
 from engine.config import DistConfig
 from engine.layout import ParallelLayout, RankContext
 from engine.rank_process import leave, rank_main
 
 FAULTY, AT_STEP = 1, 3
-SLOW_COMPILE_S = 3.0  # with --window-s 1: a peer busy compiling for three windows
+SLOW_COMPILE_S = 3.0  # a peer busy compiling for longer than a probe interval
 
 
 class Block(torch.nn.Module):
-    def __init__(self, group: dist.ProcessGroup) -> None:
+    def __init__(self, group: dist.ProcessGroup, offset: int) -> None:
         super().__init__()
         self.group = group
         self.scale = 1.0  # a Python float dynamo guards
+        self.offset = offset  # a Python int baked into the graph: `rank * chunk` in a vocab-parallel layer
+        self.debug = False  # a print inside forward: a graph break
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return funcol.all_reduce(x * self.scale, "sum", self.group)
+        local = (x - self.offset).clamp(min=0) * self.scale
+        if self.debug:
+            print("debug: local", local.shape)  # on one rank only, as a library warning left on rank 0 does
+        return funcol.all_reduce(local, "sum", self.group)
 
 
 def _slow_tracing(backend: Any) -> Any:
-    """The agreeing backend reached 3x the window late, as after a long dynamo trace on one rank only (a
-    big model, a cold cache): the time it takes is the fault, nothing waits on it."""
+    """The agreeing backend reached late on one rank only (a big model, a cold cache)."""
 
     def late(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
         time.sleep(SLOW_COMPILE_S)
@@ -48,31 +63,62 @@ def _slow_tracing(backend: Any) -> Any:
     return late
 
 
+def _peer_pid(ctx: RankContext, peer: int) -> int:
+    store = compat.default_store()
+    store.set(f"test/pid/{ctx.rank}", str(os.getpid()))
+    store.wait([f"test/pid/{peer}"])
+    return int(store.get(f"test/pid/{peer}").decode())
+
+
+def _before_step(ctx: RankContext, args: argparse.Namespace, step: int, pid0: int | None) -> None:
+    """The fault's habit, on its rank, before `step`."""
+    if args.fault == "late_first" and ctx.rank == 0 and step == 0:
+        time.sleep(args.late_s)  # eager work before the first call: writing outputs, a GC pause
+    if step != AT_STEP:
+        return
+    if args.fault == "late_recompile" and ctx.rank == 0:
+        time.sleep(args.late_s)
+    if args.fault in ("sigstop", "frozen") and ctx.rank == FAULTY:
+        os.kill(pid0, signal.SIGSTOP)
+        if args.fault == "sigstop":
+            threading.Timer(args.late_s, os.kill, (pid0, signal.SIGCONT)).start()
+    if args.fault == "stuck" and ctx.rank == 0:
+        threading.Event().wait()  # rank 0 never comes back (until killed)
+
+
 def compile_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
     group = ParallelLayout(ctx, tp=ctx.world_size).group("tp")
     faulty = ctx.rank == FAULTY
-    backend = agree_on_compiles(group, "eager", window_s=args.window_s)  # the one documented call
-    block = Block(group)
+    pid0 = _peer_pid(ctx, 0) if args.fault in ("sigstop", "frozen") else None
+    backend = agree_on_compiles(group, "eager", stall_s=args.stall_s)  # the one documented call
+    block = Block(group, offset=128 * ctx.rank if args.fault == "varying" else 0)
+    block.debug = args.fault == "rank_print" and faulty
     model = torch.compile(block, backend=_slow_tracing(backend) if args.fault == "slow_compile" and faulty
                           else backend)  # fmt: skip
     if args.fault == "garbled" and faulty:  # a peer whose statement is over the size limit
-        channel = backend.agreement.channel
-        channel.publish = lambda n, rank, value, what: channel.store.set(channel.key("s", n, rank),
-                                                                        b"x" * (MAX_ENTRY_BYTES + 1))
+        transport = backend.agreement.transport
+        execute = transport.execute
+        transport.execute = lambda op: execute(type(op)(op.key, b"x" * (MAX_ENTRY_BYTES + 1)) if (
+            type(op).__name__ == "Set" and "/s/" in op.key) else op)  # fmt: skip
+    symmetric_new_shape = args.fault in ("late_recompile", "sigstop", "frozen", "stuck")
     try:
         for step in range(args.steps):
+            _before_step(ctx, args, step, pid0)
             if args.fault == "recompile" and faulty and step == AT_STEP:
                 block.scale = 0.5  # rank 1 alone recompiles; rank 0 waits in graph 0's all-reduce
-            model(torch.ones(4))
+            size = 6 if symmetric_new_shape and step >= AT_STEP else 4  # every rank: a new shape, a recompile
+            model(torch.arange(size, dtype=torch.float32) + 128 * ctx.rank)
     finally:
         backend.agreement.close()
-    return {"graphs": backend.agreement.graphs, "agreed": backend.agreement.agreed}
+    agreement = backend.agreement
+    return {"graphs": agreement.graphs, "agreed": agreement.agreed, "asymmetries": len(agreement.asymmetries),
+            "rank_varying": sorted(c["site"] for c in agreement.rank_varying.values())}  # fmt: skip
 
 
 def ledger_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
     group = ParallelLayout(ctx, tp=ctx.world_size).group("tp")
     faulty = ctx.rank == FAULTY
-    with CollectiveLedger(groups=[group], wait_s=args.window_s) as ledger:
+    with CollectiveLedger(groups=[group], stall_s=args.stall_s) as ledger:
         for step in range(args.steps):
             x = torch.ones(4)
             dist.all_reduce(x, group=group)
@@ -80,6 +126,8 @@ def ledger_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
                 dist.all_reduce(torch.ones(2), group=group)  # a debug sync left in on one rank
             if faulty and step == AT_STEP and args.fault == "stuck":
                 threading.Event().wait()  # rank 1 never issues its next collective (until killed)
+            if ctx.rank == 0 and step == AT_STEP and args.fault == "idle":
+                time.sleep(args.late_s)  # the server gets no request; rank 1 waits in its broadcast
             dist.broadcast(x, src=0, group=group)
     return {"calls": dict(ledger.calls)}
 
@@ -88,12 +136,15 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("api", choices=["compile", "ledger"])
     parser.add_argument("--fault", default="none",
-                        choices=["none", "recompile", "garbled", "extra", "stuck", "slow_compile"])
+                        choices=["none", "recompile", "garbled", "extra", "stuck", "slow_compile", "late_first",
+                                 "late_recompile", "sigstop", "frozen", "varying", "idle", "rank_print"])  # fmt: skip
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--window-s", type=float, default=1.0)
+    parser.add_argument("--late-s", type=float, default=3.0, help="the healthy delay of the late/idle faults")
+    parser.add_argument("--stall-s", type=float, default=None, help="the agreements' stall window (default: derived)")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="the process group's timeout")
     args = parser.parse_args()
     body = compile_loop if args.api == "compile" else ledger_loop
-    return rank_main(DistConfig(timeout_s=30.0), lambda ctx: body(ctx, args), lambda result: print(result))
+    return rank_main(DistConfig(timeout_s=args.timeout_s), lambda ctx: body(ctx, args), lambda result: print(result))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ BASE = {
     "graph_breaks": 2, "unique_graphs": 3, "recompiles": 0, "steady_recompiles": 0,
     "break_reasons": {"gb0098: disable": 2}, "graph_fingerprints": ["a", "b", "c"], "collectives_in_graphs": 20,
     "guard_count": 100, "graph_ops": 400, "effective_backend": {"attn_impl": "sdpa"},
+    "rank_varying_constants": {"m.py forward: lt args.1": 1},
 }  # fmt: skip
+SCALE = "m.py forward: mul args.1"  # `scale = 0.5 if rank == 1`: a rank-varying site the baseline lacks
 
 
 def _verdicts(**changes) -> dict[str, str]:
@@ -30,6 +32,9 @@ def _verdicts(**changes) -> dict[str, str]:
         ({"break_reasons": {"gb0098: disable": 2, "gb0007: print": 1}}, "break: gb0007: print", policy.REGRESSION),
         ({"break_reasons": {"gb0098: disable": 3}}, "break: gb0098: disable", policy.REGRESSION),
         ({"break_reasons": {}}, "break: gb0098: disable", policy.IMPROVEMENT),
+        ({"rank_varying_constants": {**BASE["rank_varying_constants"], SCALE: 1}}, f"rank-varying: {SCALE}",
+         policy.REGRESSION),
+        ({}, "rank-varying: m.py forward: lt args.1", policy.OK),  # the vocab offset the baseline holds
         ({"graph_fingerprints": ["a", "b", "x"]}, "graph_fingerprints", policy.CHANGED),
         ({"guard_count": 90}, "guard_count", policy.CHANGED),
         ({"effective_backend": {"attn_impl": "math"}}, "effective_backend", policy.CHANGED),

@@ -4,6 +4,7 @@ the worked example is docs/examples/tp_mlp.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,9 +15,9 @@ from tests.conftest import CLI_TIMEOUT_S, REPO
 EXAMPLE = "docs.examples.tp_mlp"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT_S)  # fmt: skip
+                          timeout=CLI_TIMEOUT_S, env=env)  # fmt: skip
 
 
 def _target(action: list[str], name: str, baselines, module: str = EXAMPLE) -> subprocess.CompletedProcess:
@@ -118,3 +119,51 @@ def test_a_hugging_face_llama_made_tensor_parallel_is_guarded(tmp_path):
     diverged = _target(["baseline", "refresh"], "llama_rank_dtype", tmp_path, module=module)
     assert diverged.returncode == 1, diverged.stdout + diverged.stderr
     assert "compile divergence" in diverged.stdout and "differs: ['fingerprint']" in diverged.stdout
+
+
+def test_a_vocab_parallel_model_with_rank_varying_constants_is_baselined_and_a_new_one_fails(tmp_path):
+    """TP=2 over 2 ranks, gloo, aot_eager: hand-written Megatron-style TP with functional collectives
+    (docs/examples/vocab_parallel.py). Rank r's graph holds its own vocab bounds (`x < 128 * r`, ...): healthy,
+    so refresh and check pass and the report lists each constant with its site. Then the user's model changes
+    (`build(ctx, rank_scale=True)`: a debug scale on rank 1): a rank-varying site the baseline lacks fails."""
+    user = tmp_path / "user"
+    user.mkdir()
+    model = user / "usermodel.py"
+    model.write_text("from docs.examples.vocab_parallel import build\n\n\ndef model(ctx):\n"
+                     "    return build(ctx, rank_scale=False)\n")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{user}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["--target", "usermodel:model", "--backend", "aot_eager", "--baselines", str(tmp_path / "b")]
+    refresh = _cli("baseline", "refresh", *args, env=env)
+    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
+    check = _cli("check", *args, env=env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "docs/examples/vocab_parallel.py forward: lt args.1: rank0=0, rank1=128" in check.stdout
+    assert "docs/examples/vocab_parallel.py forward: sub args.1: rank0=0, rank1=128" in check.stdout
+    model.write_text(model.read_text().replace("rank_scale=False", "rank_scale=True"))
+    changed = _cli("check", *args, env=env)
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    assert "FAIL rank-varying: docs/examples/vocab_parallel.py forward: mul args.1: 0 -> [1, 1] (regression)" in (
+        changed.stdout)  # fmt: skip
+
+
+@pytest.fixture
+def cpu_hog():
+    """A busy loop on every core for the test's length, in its own session; killed (and reaped) after it."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            for _ in range(os.cpu_count() or 1)]  # fmt: skip
+    try:
+        yield len(hogs)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=30)
+
+
+def test_check_under_a_cpu_hog_on_every_core_is_never_stopped(tmp_path, cpu_hog):
+    """TP=2 over 2 ranks, gloo, aot_eager, every core busy with another process: the ranks compile and reach
+    their holds at times the scheduler picks. Ten checks, ten passes: load is never proof of anything."""
+    refresh = _target(["baseline", "refresh"], "good", tmp_path)
+    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
+    for i in range(10):
+        check = _target(["check"], "good", tmp_path)
+        assert check.returncode == 0, f"check {i} under {cpu_hog} hogs:\n{check.stdout}{check.stderr}"

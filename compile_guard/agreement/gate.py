@@ -1,21 +1,21 @@
-"""Compile-time agreement: no graph runs until every rank of its group compiled the same graph.
+"""Compile-time agreement, torch side: no graph runs until every rank of its group compiled the same graph.
 
-When dynamo hands a graph to the backend, the rank publishes its statement (frame, compile id,
-fingerprint, collective schedule, settings: compile_guard.agreement.statement) on the side
-channel and compiles; the compiled callable is held back until its first call, where the rank
-waits for its peers' statements of the same graph number and compares. A peer that is not
-compiling and states nothing within `window_s` did not compile this graph at all (a rank-only
-recompile): that is a divergence too. The first rank to see a divergence writes the verdict
-and raises CompileDivergence before the graph runs; a watcher thread on every rank wakes on
-the verdict and stops its rank wherever it is — mid-step inside a collective of the previous
-graph, or idle — so no rank ever runs the divergent graph's collectives, and none waits for a
-process-group timeout.
+When dynamo hands a graph to the backend, the rank states it (compile_guard.agreement.statement) on
+the job's store and compiles it; the compiled callable counts every call of its frame (a local
+integer: the rank's position) and, at its first call, holds until the protocol
+(compile_guard.agreement.protocol) has every peer's statement of the same slot, or a proof, or a
+stall. A divergence raises before the graph runs; the watcher thread of every other rank stops it
+wherever it is (inside the previous graph's all-reduce, idle), so no rank runs the divergent
+graph's collectives and none waits for a process-group timeout. A peer that is late is waited
+for — however long — until the stall rule: no progress for `stall_s`, by default a margin under
+the group's own timeout, so the report always comes before the job would have failed by itself.
 
-Cost when nothing compiles: one flag test per graph call (benchmarks/bench_divergence.py).
+Cost when nothing compiles: an increment and two flag tests per graph call (benchmarks/bench_agreement.py).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -24,16 +24,18 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from compile_guard.agreement import statement as st
-from compile_guard.agreement.channel import ChannelError, SideChannel, default_store, now
-from compile_guard.agreement.watcher import Watcher
+from compile_guard import compat
+from compile_guard.agreement import holds, judge, protocol
+from compile_guard.agreement.channel import ChannelError, Transport
+from compile_guard.agreement.positions import Positions
+from compile_guard.agreement.statement import StatementMaker, fit
+from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main
 from compile_guard.health.sites import BREAK_LOGGER
 from engine import events
 from engine.compile import CompiledRegion
 
 log = logging.getLogger("compile_guard.agreement")
 _INSTANCES = itertools.count()  # every rank builds its agreements in the same order: the same names
-BUSY_S = 10.0  # a peer inside a dynamo compile is waited for this much longer at a time (up to compile_timeout_s)
 
 
 def _cache_hits() -> int:
@@ -44,43 +46,55 @@ def _cache_hits() -> int:
 
 
 class CompileAgreement:
-    """One group's agreement on every graph compiled through `backend()` (or handed to `compile()`)."""
+    """One group's agreement on every graph compiled through `backend()` (or handed to `compile()`).
 
-    def __init__(self, *, group: dist.ProcessGroup, window_s: float = 2.0, compile_timeout_s: float = 600.0,
-                 store: dist.Store | None = None, name: str = "compile") -> None:  # fmt: skip
-        if not 0 < window_s <= 60:
-            raise ValueError(f"window_s={window_s} is invalid; expected seconds in (0, 60] (default 2)")
-        if compile_timeout_s < window_s:
-            raise ValueError(f"compile_timeout_s={compile_timeout_s} is shorter than window_s={window_s}")
-        self.group, self.window_s, self.compile_timeout_s = group, window_s, compile_timeout_s
+    stall_s: no progress from a peer for this long is a stall (default: a margin under the group's timeout);
+    strict_constants: a constant that differs by rank (a vocab offset) stops the job (default: reported);
+    stop_on_asymmetry: a rank-only graph break stops it even while the collective streams line up."""
+
+    def __init__(self, *, group: dist.ProcessGroup, stall_s: float | None = None, strict_constants: bool = False,
+                 stop_on_asymmetry: bool = False, compile_timeout_s: float = 600.0, store: dist.Store | None = None,
+                 name: str = "compile") -> None:  # fmt: skip
+        timeout_s = compat.group_timeout_s(group)
+        self.stall_s = default_stall_s(timeout_s) if stall_s is None else stall_s
+        if not 0 < self.stall_s <= 24 * 3600:
+            raise ValueError(f"stall_s={stall_s} is invalid; expected seconds > 0 (default: under the group's"
+                             f" {timeout_s:.0f}s timeout)")  # fmt: skip
+        self.group, self.rank = group, dist.get_rank()
         self.ranks = tuple(dist.get_process_group_ranks(group))
-        self.rank = dist.get_rank()
         self.group_name = group.group_name
-        prefix = f"compile_guard/agree/{name}{next(_INSTANCES)}/{self.group_name}"
-        store = store if store is not None else default_store()
-        self.channel = SideChannel(store, prefix=prefix)  # this rank's main thread: publish, busy, compare
-        self.maker = st.StatementMaker(self.rank)
+        self.options = judge.Options(strict_constants=strict_constants, stop_on_asymmetry=stop_on_asymmetry)
+        store = store if store is not None else compat.default_store()
+        member = protocol.Member(rank=self.rank, ranks=self.ranks, group=self.group_name, stall_s=self.stall_s,
+                                 prefix=f"compile_guard/agree/{name}{next(_INSTANCES)}/{self.group_name}",
+                                 probe_s=min(2.0, self.stall_s / 10), answer_s=answer_window_s(self.stall_s, timeout_s),
+                                 compile_s=compile_timeout_s, describe=describe_main)  # fmt: skip
+        self.positions = Positions(self.rank, siblings=RANK_POSITIONS)
+        self.link = protocol.Link(member, self.positions)
+        self.transport = Transport(store)  # this rank's main thread: publish, hold, answer
+        self.maker = StatementMaker(self.rank, self.positions)
         self.graphs = 0  # graphs stated so far (the next one's number)
         self.agreed = 0  # graphs every rank agreed on
+        self.rank_varying: dict[str, dict[str, Any]] = {}  # constant key -> {site, values}: legitimately differ
+        self.asymmetries: list[str] = []  # reports of rank-only graph breaks whose streams lined up
+        self._mine: dict[str, list[dict[str, Any]]] = {}  # slot -> my collectives (a parent call's stream)
         self._closed = False
         torch._logging.set_logs(graph_breaks=True)
         breaks = logging.getLogger(BREAK_LOGGER)
         breaks.addHandler(self.maker.sites)
         breaks.propagate = False
-        from torch._dynamo.callback import callback_handler
-
-        self._callbacks = (callback_handler.register_start_callback(self._compile_started),
-                           callback_handler.register_end_callback(self._compile_ended))  # fmt: skip
-        self.watcher = Watcher(store, prefix=prefix, rank=self.rank, group=self.group_name, ranks=self.ranks,
-                               event="compile_divergence")  # fmt: skip
-        log.info("compile agreement on: group=%s ranks=%s window_s=%s", self.group_name, list(self.ranks), window_s)
+        self._remove_callbacks = compat.on_compiles(self._compile_started, self._compile_ended)
+        self.watcher = Watcher(store, self.link, event="compile_divergence")
+        log.info("compile agreement on: group=%s ranks=%s stall_s=%.1f (group timeout %.0fs)", self.group_name,
+                 list(self.ranks), self.stall_s, timeout_s)  # fmt: skip
 
     # -- the compile path (main thread) ---------------------------------------------------------------------
     def _compile_started(self, args: Any = None) -> None:
-        self.channel.set_busy(self.rank, str(getattr(args, "compile_id", "?")))
+        self.positions.busy = str(getattr(args, "compile_id", None) or "compiling")
+        self.positions.compiles += 1
 
     def _compile_ended(self, args: Any = None) -> None:
-        self.channel.set_busy(self.rank, "")
+        self.positions.busy = ""
 
     def backend(self, compiler: str | Callable = "inductor") -> Callable:
         """A dynamo backend: `compiler` (a backend name or callable), each graph held until the ranks agree."""
@@ -92,131 +106,77 @@ class CompileAgreement:
         return agreeing_backend
 
     def compile(self, gm: torch.fx.GraphModule, example_inputs: list[Any], compile_fn: Callable) -> Callable:
-        """State the graph, compile it with `compile_fn`, return it held back until the agreement."""
-        statement = self.maker.make(self.graphs, gm, example_inputs)
+        """State the graph, compile it with `compile_fn`, return it counting its calls, held until the agreement."""
+        made, site_of = self.maker.make(self.graphs, gm, example_inputs)
+        statement = fit(made, what=f"rank {self.rank}'s statement of graph {self.graphs}")
         self.graphs += 1
-        try:
-            self.channel.publish(statement["n"], self.rank, statement, what=f"rank {self.rank}'s statement")
-        except ChannelError:  # our own statement too large even cut: say so to the peers, never hang them
-            statement = {**statement, "collectives": [], "oversized": True}
-            self.channel.publish(statement["n"], self.rank, statement, what=f"rank {self.rank}'s statement")
+        self.transport.run(protocol.publish(self.link, statement))  # before the compile: before its first run
         hits = _cache_hits()
         compiled = compile_fn(gm, example_inputs)
         cache = "hit" if _cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
-        log.info("graph %s stated: frame=%s compile_id=%s fingerprint=%s schedule=%s group=%s", statement["n"],
-                 statement["frame"]["name"], statement["compile_id"], statement["fingerprint"],
-                 statement["schedule_digest"], self.group_name)  # fmt: skip
-        events.emit("graph_compiled", graph=statement["n"], compile_id=statement["compile_id"], group=self.group_name,
-                    cache=cache)  # fmt: skip
-        held = {"agreed": False}
+        slot, record = statement["slot"], self.positions.frames[statement["fid"]]
+        self._mine[slot] = made["collectives"]
+        log.info("graph %s stated: frame=%s slot=%s compile_id=%s fingerprint=%s schedule=%s group=%s", made["n"],
+                 made["frame"]["name"], slot, made["compile_id"], made["fingerprint"], made["schedule_digest"],
+                 self.group_name)  # fmt: skip
+        events.emit("graph_compiled", graph=made["n"], slot=slot, compile_id=made["compile_id"],
+                    group=self.group_name, cache=cache)  # fmt: skip
+        positions, nested = self.positions, made["parent"] is not None
+        held = [True]
 
         def run(*args: Any) -> Any:
-            if not held["agreed"]:
-                self._gate(statement)
-                held["agreed"] = True
+            record.ran(slot)  # this rank's position: one more call of this frame
+            if nested:
+                positions.nested.append(slot)
+            else:
+                positions.nested = [slot]
+            if positions.pending:  # a peer holding asked about a call this one settles
+                self.transport.run(protocol.answer_due(self.link))
+            if held[0]:
+                self._gate(made, site_of)
+                held[0] = False
             return compiled(*args)
 
         return run
 
-    def _gate(self, mine: dict[str, Any]) -> None:
+    def _gate(self, mine: dict[str, Any], site_of: judge.SiteOf) -> None:
+        before = [c for s in self.positions.nested[:-1] for c in self._mine.get(s, [])] if mine["parent"] else []
         with self.watcher.waiting():
-            verdict = self._await(mine)
-            if verdict is not None:
-                self.watcher.raise_verdict(verdict)
-        self.agreed += 1
-        events.emit("compile_agreed", graph=mine["n"], compile_id=mine["compile_id"], group=self.group_name,
-                    ranks=list(self.ranks))  # fmt: skip
-
-    def _await(self, mine: dict[str, Any]) -> dict[str, Any] | None:
-        """Every peer's statement of graph n, compared; the verdict that stands if any rank found one.
-
-        Each wait on the store lasts until the peer's window ends, so a healthy agreement never times out
-        a wait (a timed-out wait is also a line in the c10d log); a peer still compiling gets BUSY_S more."""
-        n, peers = mine["n"], {r: None for r in self.ranks if r != self.rank}
-        start = now()
-        window_end = dict.fromkeys(peers, start + self.window_s)
-        while any(v is None for v in peers.values()):
-            standing = self.channel.verdict()
-            if standing is not None:
-                return standing
-            for r in [r for r, v in peers.items() if v is None]:
-                try:
-                    remaining = window_end[r] - now()
-                    if remaining > 0 and self.channel.wait_for(n, r, remaining):
-                        peers[r] = self.channel.read(n, r, what=f"rank {r}'s statement of graph {n}")
-                        continue
-                    # busy first, then the statement: a peer states before its compile ends, so one that
-                    # stated between the wait and this look is seen here, never taken for absent
-                    busy = self.channel.busy(r)
-                    if self.channel.has("s", n, r):
-                        peers[r] = self.channel.read(n, r, what=f"rank {r}'s statement of graph {n}")
-                        continue
-                except ChannelError as exc:
-                    return self._declare({"error": "ProtocolError", "kind": "bad_entry", "graph": n, "fields": [],
-                                          "text": f"compile agreement: {exc}; the peer runs another compile_guard"
-                                                  " or its store entry was cut"})  # fmt: skip
-                if busy and now() - start < self.compile_timeout_s:
-                    window_end[r] = now() + max(self.window_s, BUSY_S)  # still compiling (maybe this graph)
-                    continue
-                return self._declare(self._missing(mine, r, busy, waited_s=now() - start))
-        statements = sorted([mine, *peers.values()], key=lambda s: s["rank"])
-        fields = st.differing(statements)
-        return self._declare(self._mismatch(statements, fields)) if fields else None
-
-    # -- verdicts ------------------------------------------------------------------------------------------
-    def _header(self, n: int) -> str:
-        return (f"compile divergence in group {self.group_name} (ranks {list(self.ranks)}) at graph #{n}, stopped"
-                " before the graph's first run (none of its collectives ran)")  # fmt: skip
-
-    def _mismatch(self, statements: list[dict[str, Any]], fields: list[str]) -> dict[str, Any]:
-        first = st.first_differing_collective(statements)
-        text = "\n".join([self._header(statements[0]["n"]), *(f"  {st.describe(s)}" for s in statements),
-                          f"differs: {fields}", st.table(statements),
-                          f"first differing collective: {first or '(schedules agree)'}",
-                          "graph breaks since the previous graph:", st.breaks_text(statements)])  # fmt: skip
-        return {"error": "CompileDivergence", "kind": "mismatch", "graph": statements[0]["n"], "fields": fields,
-                "ranks": [s["rank"] for s in statements], "first_collective": first, "text": text}  # fmt: skip
-
-    def _latest_for_frame(self, rank: int, mine: dict[str, Any]) -> dict[str, Any] | None:
-        """The graph `rank` runs for this frame: its latest agreed statement of the same code."""
-        for n in range(mine["n"] - 1, -1, -1):
             try:
-                theirs = self.channel.read(n, rank, what=f"rank {rank}'s statement of graph {n}")
-            except ChannelError:
-                return None
-            if theirs is not None and theirs.get("frame") == mine["frame"]:
-                return theirs
-        return None
-
-    def _missing(self, mine: dict[str, Any], rank: int, busy: str, *, waited_s: float) -> dict[str, Any]:
-        state = f"still compiling {busy} after {waited_s:.1f}s" if busy else "not compiling: running or idle"
-        theirs = self._latest_for_frame(rank, mine)
-        lines = [self._header(mine["n"]), f"  {st.describe(mine)}",
-                 f"  rank {rank} compiled no graph #{mine['n']} within {self.window_s:.1f}s ({state})"]  # fmt: skip
-        if theirs is not None:
-            pair = sorted([mine, theirs], key=lambda s: s["rank"])
-            lines += [f"  rank {rank} runs graph #{theirs['n']} for this frame (compile id {theirs['compile_id']})",
-                      st.table(pair),
-                      f"first differing collective: {st.first_differing_collective(pair) or '(schedules agree)'}"]
-        lines += ["graph breaks since the previous graph:", st.breaks_text([mine])]
-        first = st.first_differing_collective(sorted([mine, theirs], key=lambda s: s["rank"])) if theirs else None
-        return {"error": "CompileDivergence", "kind": "missing", "graph": mine["n"], "fields": ["graph"],
-                "ranks": [mine["rank"]], "absent": [rank], "first_collective": first, "text": "\n".join(lines)}
-
-    def _declare(self, verdict: dict[str, Any]) -> dict[str, Any]:
-        return self.channel.declare({**verdict, "by": self.rank}, self.ranks)
+                out = self.transport.run(holds.hold_graph(self.link, mine, before=before, site_of=site_of,
+                                                             options=self.options))  # fmt: skip
+            except ChannelError as exc:  # a peer's entry that is not what the protocol allows: never a hang
+                out = self.transport.run(protocol.declare(self.link, {
+                    "error": "ProtocolError", "kind": "bad_entry", "fields": [], "slot": mine["slot"],
+                    "text": f"compile agreement: {exc}; the peer runs another compile_guard or its entry was cut"}))
+            if isinstance(out, protocol.Stopped):
+                self.watcher.raise_verdict(out.verdict)
+        self.agreed += 1
+        counts = collections.Counter(c["key"] for c in out.judgement.rank_varying)
+        for found in out.judgement.rank_varying:
+            self.rank_varying.setdefault(found["key"], {**found, "count": counts[found["key"]]})
+        asymmetry = out.judgement.asymmetry or (f"rank-only graph break: ranks {list(out.covered)} ran the parent"
+                                                " call as one graph; the streams line up" if out.covered else None)
+        if asymmetry:
+            self.asymmetries.append(asymmetry)
+            log.warning("%s", asymmetry)
+        events.emit("compile_agreed", graph=mine["n"], slot=mine["slot"], compile_id=mine["compile_id"],
+                    group=self.group_name, ranks=list(self.ranks), asymmetry=bool(asymmetry),
+                    rank_varying=[f"{c['site']} {c['values']}" for c in out.judgement.rank_varying][:8])  # fmt: skip
 
     def close(self) -> None:
-        """Stop the watcher and the compile callbacks; call once the rank compiles and runs no more."""
+        """Leave the agreement (a final position for peers still holding); call once the rank compiles no more."""
         if self._closed:
             return
         self._closed = True
-        from torch._dynamo.callback import callback_handler
-
-        callback_handler.remove_start_callback(self._callbacks[0])
-        callback_handler.remove_end_callback(self._callbacks[1])
+        self._remove_callbacks()
         logging.getLogger(BREAK_LOGGER).removeHandler(self.maker.sites)
-        self.watcher.close(self.channel)
+        try:
+            self.transport.run(protocol.close(self.link))
+        except (dist.DistError, RuntimeError) as exc:  # the store is gone: the job is over anyway
+            log.info("compile agreement of group %s closes without its final position: %s", self.group_name, exc)
+        self.watcher.join()
+        self.positions.leave()
 
     def __enter__(self) -> CompileAgreement:
         return self
@@ -228,7 +188,7 @@ class CompileAgreement:
 def agree_on_compiles(group: dist.ProcessGroup, compiler: str | Callable = "inductor", **kwargs: Any) -> Callable:
     """The one call for a serving job: a dynamo backend whose graphs run only once every rank of `group`
     compiled the same graph. `torch.compile(model, backend=agree_on_compiles(tp_group))`; the backend's
-    `.agreement.close()` ends it (at exit it ends with the process)."""
+    `.agreement.close()` ends it (at exit it ends with the process). Keywords: CompileAgreement's."""
     agreement = CompileAgreement(group=group, **kwargs)
     backend = agreement.backend(compiler)
     backend.agreement = agreement  # type: ignore[attr-defined]
@@ -236,17 +196,18 @@ def agree_on_compiles(group: dist.ProcessGroup, compiler: str | Callable = "indu
 
 
 @contextlib.contextmanager
-def agreement_on(region: CompiledRegion, *, group: dist.ProcessGroup, window_s: float,
-                 enabled: bool = True) -> Iterator[Any]:  # fmt: skip
+def agreement_on(region: CompiledRegion, *, group: dist.ProcessGroup, stall_s: float | None = None,
+                 enabled: bool = True, **kwargs: Any) -> Iterator[Any]:  # fmt: skip
     """`with agreement_on(region, group=...)`: every graph of the region agreed across `group` before it runs
     (nothing to agree on when the region runs eagerly, or when `enabled` is False)."""
     if region.recorder is None or not enabled:
         yield None
         return
-    agreement = CompileAgreement(group=group, window_s=window_s)
+    agreement = CompileAgreement(group=group, stall_s=stall_s, **kwargs)
     region.recorder.gate = agreement.compile
     try:
         yield agreement
     finally:
         region.recorder.gate = None
         agreement.close()
+

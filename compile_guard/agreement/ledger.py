@@ -6,34 +6,36 @@
 While it is on, `torch.distributed`'s group collectives (all_reduce, broadcast, all_gather,
 all_gather_into_tensor, reduce_scatter_tensor, all_to_all_single, reduce, barrier) are wrapped:
 before call n on a watched group, the rank publishes entry n — op, group (name and ranks),
-shapes, dtype, reduce op or root, the caller's site — and waits for every peer's entry n.
-Entries that differ are a CollectiveMismatch raised *before* the call, so the divergent
-collective never runs (gloo would abort on a size mismatch, NCCL hang or reduce garbage); a
-peer that issues nothing within `wait_s` is named with its last entry, instead of a hang
-until the process-group timeout. The watcher (compile_guard.agreement.watcher) stops ranks
-that are elsewhere. Calls through a name bound before the ledger was installed (`from
+shapes, dtype, reduce op or root, the caller's site — and waits for every peer's entry n
+(compile_guard.agreement.holds.hold_entry). Entries that differ are a CollectiveMismatch raised
+*before* the call, so the divergent collective never runs (gloo would abort on a size mismatch,
+NCCL hang or reduce garbage). A peer that has not issued entry n yet is late — an idle server
+waiting for its next request is healthy — and is waited for until the stall rule (no progress for
+`stall_s`, by default a margin under the group's timeout): then every rank's position is reported
+and every rank stops. Calls through a name bound before the ledger was installed (`from
 torch.distributed import all_reduce`) are not seen; calls through `dist.<op>` are.
 
-Unlike TORCH_DISTRIBUTED_DEBUG=DETAIL it adds no collective (three store round trips per
-call), names the caller's source line, and can be switched on for one group in a running job.
+Unlike TORCH_DISTRIBUTED_DEBUG=DETAIL it adds no collective (a few store round trips per call),
+names the caller's source line, and can be switched on for one group in a running job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import inspect
 import itertools
-import json
 import sys
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 
-from compile_guard.agreement.channel import ChannelError, SideChannel, decode, default_store, encode
-from compile_guard.agreement.watcher import Watcher
+from compile_guard import compat
+from compile_guard.agreement import holds, protocol
+from compile_guard.agreement.channel import ChannelError, Transport
+from compile_guard.agreement.positions import Positions
+from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main
 from compile_guard.health.sites import relative_site
 
 OPS = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor",
@@ -66,22 +68,33 @@ def _site(depth: int = 3) -> str:
 class CollectiveLedger:
     """Agree on every eager collective issued on `groups` (default: the world group) while installed."""
 
-    def __init__(self, *, groups: list[dist.ProcessGroup] | None = None, wait_s: float = 10.0,
+    def __init__(self, *, groups: list[dist.ProcessGroup] | None = None, stall_s: float | None = None,
                  store: dist.Store | None = None) -> None:  # fmt: skip
-        if not 0 < wait_s <= 600:
-            raise ValueError(f"wait_s={wait_s} is invalid; expected seconds in (0, 600] (default 10)")
-        self.wait_s = wait_s
         self.rank = dist.get_rank()
         self.groups = {g.group_name: g for g in (groups or [dist.group.WORLD])}
-        store = store if store is not None else default_store()
-        prefix = f"compile_guard/ledger{next(_INSTANCES)}"
-        self.channel = SideChannel(store, prefix=prefix)
+        timeout_s = min(compat.group_timeout_s(g) for g in self.groups.values())
+        self.stall_s = default_stall_s(timeout_s) if stall_s is None else stall_s
+        if not 0 < self.stall_s <= 24 * 3600:
+            raise ValueError(f"stall_s={stall_s} is invalid; expected seconds > 0 (default: under the groups'"
+                             f" {timeout_s:.0f}s timeout)")  # fmt: skip
+        store = store if store is not None else compat.default_store()
         ranks = tuple(sorted({r for g in self.groups.values() for r in dist.get_process_group_ranks(g)}))
-        self.watcher = Watcher(store, prefix=prefix, rank=self.rank, group=",".join(self.groups), ranks=ranks,
-                               event="collective_mismatch")  # fmt: skip
-        self.calls = dict.fromkeys(self.groups, 0)  # entries so far per group
+        member = protocol.Member(rank=self.rank, ranks=ranks, group=",".join(self.groups), stall_s=self.stall_s,
+                                 prefix=f"compile_guard/ledger{next(_INSTANCES)}", probe_s=min(2.0, self.stall_s / 10),
+                                 answer_s=answer_window_s(self.stall_s, timeout_s), describe=describe_main)  # fmt: skip
+        self.positions = Positions(self.rank, siblings=RANK_POSITIONS)
+        self.link = protocol.Link(member, self.positions)
+        self.transport = Transport(store)
+        self.watcher = Watcher(store, self.link, event="collective_mismatch")
+        self._peers = {name: [r for r in dist.get_process_group_ranks(g) if r != self.rank]
+                       for name, g in self.groups.items()}  # fmt: skip
         self._originals: dict[str, Callable] = {}
         self._active = False  # the ledger's own work is never recorded
+
+    @property
+    def calls(self) -> dict[str, int]:
+        """Entries issued so far per group."""
+        return {name: self.positions.entries.get(name, 0) for name in self.groups}
 
     def install(self) -> CollectiveLedger:
         for op in OPS:
@@ -114,63 +127,30 @@ class CollectiveLedger:
         self._active = True
         try:
             name = group.group_name
-            n = self.calls[name]
-            self.calls[name] = n + 1
+            n = self.positions.entries.get(name, 0)
             mine = {"n": n, "rank": self.rank, **self._entry(op, group, arguments)}
-            peers = [r for r in dist.get_process_group_ranks(group) if r != self.rank]
             with self.watcher.waiting():
-                verdict = self._compare(name, n, mine, peers)
-                if verdict is not None:
-                    self.watcher.raise_verdict(verdict)
+                try:
+                    out = self.transport.run(holds.hold_entry(self.link, name, n, mine, self._peers[name]))
+                except ChannelError as exc:  # a peer's entry that is not what the protocol allows
+                    out = self.transport.run(protocol.declare(self.link, {
+                        "error": "ProtocolError", "kind": "bad_entry", "entry": n, "fields": [],
+                        "text": f"eager-collective ledger: {exc}"}))  # fmt: skip
+                if out is not None:
+                    self.watcher.raise_verdict(out.verdict)
         finally:
             self._active = False
-
-    def _compare(self, name: str, n: int, mine: dict[str, Any], peers: list[int]) -> dict[str, Any] | None:
-        store = self.channel.store
-        key = functools.partial(self.channel.key, name)
-        store.set(key("s", n, self.rank), encode(mine, what=f"rank {self.rank}'s ledger entry"))
-        if n >= 1:  # every peer read my entry n-1 before it could publish its n, which I am about to read
-            store.delete_key(key("s", n - 1, self.rank))
-        try:
-            store.wait([key("s", n, r) for r in peers], datetime.timedelta(seconds=self.wait_s))
-        except dist.DistStoreError:
-            return self._declare(self._missing(name, n, mine, peers))
-        try:
-            theirs = [decode(v, what=f"rank {r}'s ledger entry {n}")
-                      for r, v in zip(peers, store.multi_get([key("s", n, r) for r in peers]), strict=True)]
-        except ChannelError as exc:
-            return self._declare({"error": "ProtocolError", "kind": "bad_entry", "entry": n, "fields": [],
-                                  "text": f"eager-collective ledger: {exc}"})  # fmt: skip
-        entries = sorted([mine, *theirs], key=lambda e: e["rank"])
-        issued = [{k: v for k, v in e.items() if k not in ("rank", "site")} for e in entries]
-        if all(e == issued[0] for e in issued):
-            return None
-        lines = [f"eager collective #{n} on group {name} differs across ranks; stopped before the call"]
-        lines += [f"  rank{e['rank']}: {e['op']} {json.dumps(e['args'], sort_keys=True)} at {e['site']}"
-                  for e in entries]  # fmt: skip
-        return self._declare({"error": "CollectiveMismatch", "kind": "mismatch", "entry": n, "fields": ["entry"],
-                              "first_collective": lines[1:], "text": "\n".join(lines)})  # fmt: skip
-
-    def _missing(self, name: str, n: int, mine: dict[str, Any], peers: list[int]) -> dict[str, Any]:
-        absent = [r for r in peers if not self.channel.has(name, "s", n, r)]
-        lines = [f"eager collective #{n} on group {name}: rank(s) {absent} issued nothing within {self.wait_s:.1f}s",
-                 f"  rank{self.rank}: {mine['op']} {json.dumps(mine['args'], sort_keys=True)} at {mine['site']}"]
-        for r in absent:
-            last = self.channel.store.get(self.channel.key(name, "s", n - 1, r)) if n and self.channel.has(
-                name, "s", n - 1, r) else None  # fmt: skip
-            lines.append(f"  rank{r}: last entry #{n - 1}: {decode(last, what='entry') if last else '(none)'}")
-        return {"error": "CollectiveMismatch", "kind": "missing", "entry": n, "fields": ["entry"],
-                "text": "\n".join(lines)}  # fmt: skip
-
-    def _declare(self, verdict: dict[str, Any]) -> dict[str, Any]:
-        every = sorted({r for g in self.groups.values() for r in dist.get_process_group_ranks(g)})
-        return self.channel.declare({**verdict, "by": self.rank}, tuple(every))
 
     def close(self) -> None:
         for op, original in self._originals.items():
             setattr(dist, op, original)
         self._originals.clear()
-        self.watcher.close(self.channel)
+        try:
+            self.transport.run(protocol.close(self.link))
+        except (dist.DistError, RuntimeError):  # the store is gone: the watcher ends on its own error
+            pass
+        self.watcher.join()
+        self.positions.leave()
 
     def __enter__(self) -> CollectiveLedger:
         return self.install()

@@ -1,75 +1,82 @@
-"""What a rank states about one compiled graph, and what two ranks' statements say when they differ.
+"""What a rank states about one compiled graph, read while dynamo hands the graph to the backend.
 
-A statement is read while dynamo hands the graph to the backend: the frame (code name and user
-site), dynamo's compile id, why this compile happened (the failed guard of a recompile, the
-graph breaks since the last graph), the graph's fingerprint, its collective schedule after
-dispatch, and the compile settings in force. Ranks of a group compile the same program, so
-every field but `rank` must agree; a divergence report names the fields that do not, the
-first collective that differs, and the break sites.
+A statement names its **slot** — the frame, the call of that frame this rank is making (its local
+count, compile_guard.agreement.positions) and j (the graphs compiled at that call so far) — and,
+for a frame compiled inside another compiled call (a resume function after a graph break), that
+**parent** call. Then what the ranks compare (compile_guard.agreement.judge): the graph's structure
+fingerprint and its constants (compile_guard.health.structure), the collective schedule after
+dispatch, the compile settings; and what explains a difference: dynamo's compile id, each cache
+entry's failed guard (the entry of the same module instance first), the graph breaks since the
+last graph with their sites.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import hashlib
+import os
 import re
+import sys
 from typing import Any
 
 import torch
-from tabulate import tabulate
 
-from compile_guard.health.probe import graph_fingerprint
+from compile_guard import compat
+from compile_guard.agreement.judge import SiteOf
+from compile_guard.agreement.ops import ChannelError, encode
+from compile_guard.agreement.positions import Positions, slot_key
 from compile_guard.health.schedule import collective_schedule
 from compile_guard.health.settings import settings_payload
 from compile_guard.health.sites import BreakSites, relative_site
+from compile_guard.health.structure import constant_site, graph_structure
 
-AGREED = ("frame", "compile_id", "fingerprint", "schedule_digest", "settings")  # must be equal on every rank
 MAX_COLLECTIVES = 256  # a statement carries at most this many schedule entries (the digest covers all)
-
-
+MAX_CONSTANTS = 2000  # and this many constants (their digest covers all)
 _FILE_LINE = re.compile(r'File "(.+?)", line (\d+)')
+_OURS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.dirname(__file__)) + os.sep)
+
+
+def frame_id(name: str, site: str) -> str:
+    return hashlib.sha1(f"{name}@{site}".encode()).hexdigest()[:10]
 
 
 def guard_reason(raw: str | None) -> str | None:
-    """dynamo's recompile reason made one line: 'guard failed: <guard> at <user site> | <source line>'."""
+    """dynamo's failed guard made one line: 'guard failed: <guard> at <user site> | <source line>'."""
     if not raw:
         return None
     text, _, stack = raw.partition("User stack trace")
+    entry = re.match(r"^\s*(\d+/\d+):", text)
     parts = [p.strip() for p in re.sub(r"^\s*\d+/\d+:\s*", "", text).split(" # ")]
     frames = _FILE_LINE.findall(stack)
     site = relative_site(frames[-1][0], int(frames[-1][1])) if frames else (parts[2] if len(parts) > 2 else "?")
     source = f" | {parts[1]}" if len(parts) > 1 else ""
     where = f" at {site}" if site != "?" else ""
-    return " ".join(f"guard failed: {parts[0]}{where}{source}".split())[:300]
+    of = f" (cache entry {entry.group(1)})" if entry else ""
+    return " ".join(f"guard failed{of}: {parts[0]}{where}{source}".split())[:300]
 
 
-def _frame() -> tuple[dict[str, str], str | None]:
-    """(the frame dynamo is compiling, its recompile reason) — read inside the backend call."""
-    try:
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-        from torch._dynamo.utils import get_metrics_context
-
-        code = InstructionTranslator.current_tx().f_code
-        frame = {"name": code.co_name, "site": relative_site(code.co_filename, code.co_firstlineno)}
-        reason = getattr(get_metrics_context(), "_metrics", {}).get("recompile_reason")
-    except Exception:  # not under dynamo (a backend called by hand) or internals moved in a torch upgrade
-        return {"name": "?", "site": "?"}, None
-    return frame, guard_reason(reason)
-
-
-def _compile_id() -> str:
-    from torch._guards import CompileContext
-
-    cid = CompileContext.current_compile_id()
-    return str(cid) if cid is not None else "?"
+def fit(statement: dict[str, Any], *, what: str) -> dict[str, Any]:
+    """The statement as published: cut (constants, then collectives; digests kept) until it fits the limit."""
+    for cut in ({}, {"constants": []}, {"constants": [], "collectives": [], "cut": True}):
+        try:
+            encode({**statement, **cut}, what=what)
+            return {**statement, **cut}
+        except ChannelError:
+            continue
+    raise ChannelError(f"{what} does not fit the store's entry limit even without its lists")
 
 
 class StatementMaker:
-    """Builds each graph's statement; remembers which breaks it already reported."""
+    """Builds each graph's statement; remembers which breaks and failed guards it already reported."""
 
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
+    def __init__(self, rank: int, positions: Positions) -> None:
+        self.rank, self.positions = rank, positions
         self.sites = BreakSites()
         self._reported: collections.Counter = collections.Counter()
+        self._at_call: collections.Counter = collections.Counter()  # (fid, call) -> graphs stated there
+        self._failures_read: dict[int, int] = {}  # id(code) -> guard failures already read
+        self._owner: dict[str, int | None] = {}  # compile id -> id() of the frame's `self` (the module instance)
 
     def new_breaks(self) -> list[dict[str, Any]]:
         fresh = self.sites.sites - self._reported
@@ -77,66 +84,61 @@ class StatementMaker:
         return [{"reason": f"{gb}: {self.sites.titles.get(gb, '?')}", "site": site, "count": n,
                  "source": self.sites.source.get(site, "")} for (gb, site), n in sorted(fresh.items())]  # fmt: skip
 
-    def make(self, n: int, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[str, Any]:
-        frame, reason = _frame()
+    def _reasons(self, code: Any, f_locals: dict[str, Any], cid: str) -> list[str]:
+        """Each cache entry's failed guard for this recompile, the entry of the same `self` first."""
+        failures = compat.guard_failures(code) if code is not None else []
+        fresh = failures[self._failures_read.get(id(code), 0):]
+        self._failures_read[id(code)] = len(failures)
+        owner = id(f_locals["self"]) if "self" in f_locals else None
+        self._owner[cid] = owner
+
+        def same_owner_first(raw: str) -> int:
+            entry = re.match(r"^\s*(\d+/\d+):", raw)
+            return 0 if entry and owner is not None and self._owner.get(entry.group(1)) == owner else 1
+
+        if not fresh and compat.recompile_reason():
+            fresh = [compat.recompile_reason()]
+        return [r for r in (guard_reason(raw) for raw in sorted(fresh, key=same_owner_first)) if r][:8]
+
+    def _parent(self) -> dict[str, Any] | None:
+        """The compiled call this graph runs inside: the innermost frame on the stack (outside torch and
+        compile_guard) that is a frame this agreement compiled and is calling now."""
+        frame = sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            if not code.co_filename.startswith(_OURS):
+                fid = frame_id(code.co_name, relative_site(code.co_filename, code.co_firstlineno))
+                record = self.positions.frames.get(fid)
+                if record is not None and record.count > 0:
+                    return {"fid": fid, "call": record.count - 1, "name": code.co_name}
+            frame = frame.f_back
+        return None
+
+    def make(self, n: int, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> tuple[dict[str, Any], SiteOf]:
+        """(the statement of graph n, this rank's map from a constant's place to its site)."""
+        found = compat.compiling_frame()
+        code, f_locals = found if found is not None else (None, {})
+        name = code.co_name if code is not None else "?"
+        site = relative_site(code.co_filename, code.co_firstlineno) if code is not None else "?"
+        fid = frame_id(name, site)
+        call = self.positions.frame(fid, name, site).count
+        j = self._at_call[(fid, call)]
+        self._at_call[(fid, call)] += 1
+        cid = compat.compile_id()
+        reasons = self._reasons(code, f_locals, cid)
+        structure = graph_structure(gm)
         schedule = collective_schedule(gm, example_inputs)
         collectives = schedule.get("collectives") or []
-        return {
-            "n": n, "rank": self.rank, "frame": frame, "compile_id": _compile_id(), "recompile_reason": reason,
-            "breaks": self.new_breaks(), "fingerprint": graph_fingerprint(gm)["fingerprint"],
+        constants = structure["constants"]
+        statement = {
+            "n": n, "rank": self.rank, "slot": slot_key(fid, call, j), "fid": fid, "call": call, "j": j,
+            "frame": {"name": name, "site": site}, "parent": self._parent(), "compile_id": cid,
+            "recompile_reason": reasons[0] if reasons else None, "recompile_reasons": reasons,
+            "breaks": self.new_breaks(), "fingerprint": structure["fingerprint"],
+            "constants": constants[:MAX_CONSTANTS], "constants_total": len(constants),
+            "constants_digest": structure["constants_digest"],
             "schedule_digest": schedule.get("digest") or f"unread: {schedule.get('error', '?')}"[:120],
             "collectives": collectives[:MAX_COLLECTIVES], "collectives_total": len(collectives),
             "settings": settings_payload(),
         }  # fmt: skip
-
-
-def differing(statements: list[dict[str, Any]]) -> list[str]:
-    """The agreed fields whose values are not the same in every statement."""
-    return [k for k in AGREED if any(s.get(k) != statements[0].get(k) for s in statements)]
-
-
-def _collective(c: dict[str, Any] | None) -> str:
-    if c is None:
-        return "(none)"
-    group = c.get("group") or {}
-    return (f"{c.get('op')} {group.get('name')}{group.get('ranks') or ''} {c.get('shape')} {c.get('dtype')}"
-            f"{' ' + c['reduce_op'] if c.get('reduce_op') else ''} at {c.get('site') or '?'}")  # fmt: skip
-
-
-def first_differing_collective(statements: list[dict[str, Any]]) -> str | None:
-    """'#i: rank0 <op group shape dtype at site> | rank1 ...' at the first position that differs."""
-    schedules = [s.get("collectives") or [] for s in statements]
-    for i in range(max(len(c) for c in schedules)):
-        entries = [c[i] if i < len(c) else None for c in schedules]
-        issued = [None if e is None else {k: v for k, v in e.items() if k != "site"} for e in entries]
-        if any(e != issued[0] for e in issued):
-            pairs = zip(statements, entries, strict=True)
-            return f"#{i}: " + " | ".join(f"rank{s['rank']} {_collective(e)}" for s, e in pairs)
-    return None
-
-
-def _settings_rows(statements: list[dict[str, Any]]) -> list[list[Any]]:
-    keys = sorted(set().union(*(s.get("settings", {}) for s in statements)))
-    values = [[s.get("settings", {}).get(k, "<absent>") for s in statements] for k in keys]
-    return [[f"settings.{k}", *v] for k, v in zip(keys, values, strict=True) if any(x != v[0] for x in v)]
-
-
-def table(statements: list[dict[str, Any]]) -> str:
-    """field | rank... for every field of the statements that tells the ranks apart."""
-    rows = [[k, *(str(s.get(k))[:48] for s in statements)] for k in ("frame", "compile_id", "recompile_reason",
-            "fingerprint", "schedule_digest", "collectives_total")
-            if any(s.get(k) != statements[0].get(k) for s in statements)]  # fmt: skip
-    rows += _settings_rows(statements)
-    return tabulate(rows, headers=["field", *(f"rank{s['rank']}" for s in statements)], disable_numparse=True)
-
-
-def breaks_text(statements: list[dict[str, Any]]) -> str:
-    lines = [f"  rank{s['rank']}: {b['reason']} at {b['site']} x{b['count']}  | {b['source']}"
-             for s in statements for b in s.get("breaks", [])]  # fmt: skip
-    return "\n".join(lines) or "  (none on any rank)"
-
-
-def describe(s: dict[str, Any]) -> str:
-    why = s.get("recompile_reason") or ("graph break" if s.get("breaks") else "first compile")
-    return (f"rank {s['rank']} compiled frame '{s['frame']['name']}' ({s['frame']['site']}), compile id"
-            f" {s['compile_id']}, because: {why}")  # fmt: skip
+        return statement, functools.partial(constant_site, gm)

@@ -1,10 +1,12 @@
-"""The watcher: a thread per rank and agreement that stops its rank the moment a verdict stands.
+"""The watcher: a thread per rank and agreement that answers its peers and stops its rank on a verdict.
 
-Whichever rank finds a divergence writes the verdict and wakes every rank's watcher
-(compile_guard.agreement.channel). A rank whose main thread is waiting in an agreement of its
-own raises the verdict there, as an ordinary exception; any other rank may be anywhere — inside
-a collective its peer will never join, or idle — so its watcher ends the process itself, after
-logging the report and writing the failure record: crash > hang.
+It runs the protocol's `watch` actor on its own store connection: peers holding a graph or a
+ledger entry ask it where this rank is, and it answers from the rank's counters (and, for a stall
+report, the main thread's Python stack). Whichever rank finds a divergence or a stall writes the
+verdict and wakes every watcher. A rank whose main thread waits in an agreement of its own raises
+the verdict there, as an ordinary exception; any other rank may be anywhere — inside a collective
+its peer will never join, or idle — so its watcher ends the process itself, after logging the
+report and writing the failure record: crash > hang.
 """
 
 from __future__ import annotations
@@ -16,40 +18,73 @@ import sys
 import threading
 from typing import Any, Iterator
 
+import torch
 import torch.distributed as dist
 
-from compile_guard.agreement.channel import SideChannel
+from compile_guard.agreement import protocol
+from compile_guard.agreement.channel import Transport
+from compile_guard.agreement.ops import Inbox
+from compile_guard.agreement.positions import Positions
+from compile_guard.health.sites import relative_site
 from engine import events
-from engine.errors import CollectiveMismatch, CompileDivergence, EngineError, ProtocolError
+from engine.errors import CollectiveMismatch, CompileDivergence, EngineError, ProtocolError, Stalled
 from engine.failure import record_failure
 
 log = logging.getLogger("compile_guard.agreement")
-ERRORS: dict[str, type[EngineError]] = {e.__name__: e for e in (CompileDivergence, CollectiveMismatch, ProtocolError)}
-WATCH_SLICE_S = 600.0  # the watcher's blocking wait, renewed until close
+ERRORS: dict[str, type[EngineError]] = {e.__name__: e for e in (CompileDivergence, CollectiveMismatch, ProtocolError,
+                                                                 Stalled)}  # fmt: skip
 DEFER_S = 1.0  # a watcher whose rank waits in an agreement lets that agreement raise the verdict for this long
+RANK_POSITIONS: list[Positions] = []  # every agreement's and ledger's counters in this process (one rank)
+_SKIP = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(__file__) + os.sep, threading.__file__)
+
+
+def default_stall_s(timeout_s: float) -> float:
+    """A margin under the group's own timeout: the stall report (a few store round trips and `answer_s`)
+    always comes before the job would have failed by itself, and never long before it."""
+    return timeout_s - min(max(2.0, 0.1 * timeout_s), timeout_s / 2)
+
+
+def answer_window_s(stall_s: float, timeout_s: float) -> float:
+    """How long a stall report waits for the ranks' positions: half the margin left before the group's timeout
+    (so a silent rank costs the report no more than that), at most 2 s, at least 0.2 s; 2 s when the stall window
+    was set past the timeout (the report cannot come first then anyway)."""
+    return 2.0 if stall_s >= timeout_s else min(2.0, max(0.2, (timeout_s - stall_s) / 2))
+
+
+def describe_main(depth: int = 4) -> dict[str, Any]:
+    """The main thread's innermost frames outside torch and the agreement: where this rank is, for a report."""
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    sites = []
+    while frame is not None and len(sites) < depth:
+        code = frame.f_code
+        if not code.co_filename.startswith(_SKIP):
+            sites.append(f"{relative_site(code.co_filename, frame.f_lineno)} {code.co_name}")
+        frame = frame.f_back
+    return {"stack": sites}
 
 
 def error_of(verdict: dict[str, Any]) -> type[EngineError]:
-    return ERRORS.get(verdict.get("error", ""), CompileDivergence)
+    """The verdict's error; a verdict naming none is a protocol anomaly, never a divergence."""
+    return ERRORS.get(verdict.get("error", ""), ProtocolError)
 
 
 def announce(verdict: dict[str, Any], *, detector: int, group: str, ranks: tuple[int, ...], event: str) -> None:
-    events.emit(event, graph=verdict.get("graph"), entry=verdict.get("entry"), kind=verdict.get("kind"),
-                fields=verdict.get("fields"), by=verdict.get("by"), detector=detector, group=group, ranks=list(ranks),
-                first_collective=verdict.get("first_collective"))  # fmt: skip
+    events.emit(event if verdict.get("error") != "Stalled" else "stall", graph=verdict.get("graph"),
+                slot=verdict.get("slot"), entry=verdict.get("entry"), kind=verdict.get("kind"),
+                fields=verdict.get("fields"), by=verdict.get("by"), detector=detector, group=group,
+                ranks=list(ranks), first_collective=verdict.get("first_collective"),
+                no_answer=verdict.get("no_answer"))  # fmt: skip
     log.error("%s", verdict.get("text"))
 
 
 class Watcher:
-    def __init__(self, store: dist.Store, *, prefix: str, rank: int, group: str, ranks: tuple[int, ...],
-                 event: str) -> None:  # fmt: skip
-        self.channel = SideChannel(store, prefix=prefix)  # its own connection: it blocks in `wait`
-        self.rank, self.group, self.ranks, self.event = rank, group, ranks, event
+    def __init__(self, store: dist.Store, link: protocol.Link, *, event: str) -> None:
+        self.link, self.event = link, event
+        self.transport = Transport(store)  # its own connection: it blocks in `wait`
         self._lock = threading.Lock()
         self._waiting = False  # the main thread waits in an agreement: it raises the verdict itself
         self._raised = threading.Event()  # this rank raised a verdict itself: never stop it a second time
-        self._closed = False
-        self._thread = threading.Thread(target=self._watch, name=f"cg-watch-{prefix}", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=f"cg-watch-{link.m.prefix}", daemon=True)
         self._thread.start()
 
     @contextlib.contextmanager
@@ -65,30 +100,34 @@ class Watcher:
 
     def raise_verdict(self, verdict: dict[str, Any]) -> None:
         self._raised.set()
-        announce(verdict, detector=self.rank, group=self.group, ranks=self.ranks, event=self.event)
+        m = self.link.m
+        announce(verdict, detector=m.rank, group=m.group, ranks=m.ranks, event=self.event)
         raise error_of(verdict)(verdict["text"])
 
     def _watch(self) -> None:
+        link = self.link
         try:
-            while True:
-                why = self.channel.wait_wake(self.rank, WATCH_SLICE_S)
-                if why is None:
-                    continue
-                if why == "closed":
-                    return
-                verdict = self.channel.verdict() or {"text": f"woken with {why!r} and no verdict"}
-                with self._lock:
-                    waiting, closed = self._waiting, self._closed
-                if closed or (waiting and self._raised.wait(DEFER_S)) or self._raised.is_set():
-                    return  # the main thread raised it in its own wait (or the agreement is over)
-                self.stop(verdict)
-        except (dist.DistError, RuntimeError) as exc:  # the store went away: the job is over anyway
-            log.info("watcher of group %s ends: %s", self.group, exc)
+            kind, verdict = self.transport.run(protocol.watch(link, Inbox(link.m.watch_box(link.m.rank))))
+            if kind == "closed":
+                return
+            if kind == "error":  # a message that is not what the protocol allows: every rank stops on it
+                verdict = self.transport.run(protocol.declare(link, verdict)).verdict
+        except dist.DistError as exc:  # the store went away: the job is over anyway
+            log.info("watcher of group %s ends: %s", link.m.group, exc)
+            return
+        except Exception:  # a bug of ours: said loudly; peers that ask this rank then see "no answer"
+            log.exception("watcher of group %s failed; this rank no longer answers its peers", link.m.group)
+            return
+        with self._lock:
+            waiting = self._waiting
+        if (waiting and self._raised.wait(DEFER_S)) or self._raised.is_set():
+            return  # the main thread raised it in its own wait
+        self.stop(verdict)
 
     def stop(self, verdict: dict[str, Any]) -> None:
         """Stop this rank now, wherever its main thread is (inside a collective, say)."""
-        error = error_of(verdict)
-        announce(verdict, detector=self.rank, group=self.group, ranks=self.ranks, event=self.event)
+        error, m = error_of(verdict), self.link.m
+        announce(verdict, detector=m.rank, group=m.group, ranks=m.ranks, event=self.event)
         head, _, rest = str(verdict.get("text")).partition("\n")
         exc = error(f"{head} (stopped by rank {verdict.get('by')}'s verdict)\n{rest}")
         record_failure(exc)
@@ -99,14 +138,6 @@ class Watcher:
         sys.stderr.flush()
         os._exit(error.exit_code)
 
-    def close(self, channel: SideChannel) -> None:
-        """End the watcher (through the main thread's `channel`: this one may be blocked in a wait)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        try:
-            channel.wake(self.rank, "closed")
-        except (dist.DistError, RuntimeError):  # the store is gone: the watcher ends on its own error
-            pass
+    def join(self) -> None:
+        """Wait for the watcher to end (after protocol.close posted it "closed")."""
         self._thread.join(timeout=5.0)

@@ -37,8 +37,11 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=positive_int, default=2, help="with --target: ranks (= TP degree)")
     parser.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
                         help="with --target: compile backend")  # fmt: skip
-    parser.add_argument("--agree-window", type=positive_seconds, default=2.0,
-                        help="compile agreement: seconds a rank waits for a peer that compiles nothing (default 2)")
+    parser.add_argument("--stall-s", type=positive_seconds, default=None,
+                        help="agreements: seconds without progress from a peer before every rank's position is"
+                             " reported and every rank stops (default: a margin under the group timeout, 27 of 30)")
+    parser.add_argument("--agree-window", type=positive_seconds, default=None,
+                        help="no-op, kept for one release: the agreement no longer decides anything by time")
     parser.add_argument("--eager-ledger", action="store_true",
                         help="ranks also agree on every eager c10d collective before it is issued")
     parser.add_argument("--no-input-agreement", action="store_true",
@@ -61,7 +64,10 @@ def spec_from(args: argparse.Namespace) -> RunSpec | None:
     """The run spec the flags pick; None (the error printed) when they pick none."""
     try:
         spec = resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
-        return dataclasses.replace(spec, agree_window_s=args.agree_window, eager_ledger=args.eager_ledger,
+        if args.agree_window is not None:
+            print("note: --agree-window is a no-op now (a late peer is waited for; a stall is reported after"
+                  " --stall-s) and goes in the next release", file=sys.stderr)  # fmt: skip
+        return dataclasses.replace(spec, stall_s=args.stall_s or 0.0, eager_ledger=args.eager_ledger,
                                    agree_inputs=not args.no_input_agreement)  # fmt: skip
     except ValueError as exc:  # UnknownScenario, TargetError
         print(f"input error: {exc}", file=sys.stderr)

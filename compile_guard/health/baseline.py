@@ -112,6 +112,9 @@ def _metrics(path: Path, stored: dict[str, Any]) -> tuple[dict[str, Any], list[s
         if key not in stored:
             metrics[key] = schema.default_of(key)
             notes.append(f"{path.name} predates metric {key!r}: read as {metrics[key]!r} (refresh to record it)")
+            if key == "rank_varying_constants":  # it came with structural fingerprints
+                notes.append(f"{path.name} holds graph fingerprints of the graph's code; they hash its structure now"
+                             " (constants and the rank's own device left out): 'changed' until refreshed")
             continue
         expected = schema.type_of(key)
         value = stored[key]

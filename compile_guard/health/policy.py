@@ -20,6 +20,7 @@ from compile_guard.health import schema
 
 OK, REGRESSION, IMPROVEMENT, CHANGED = "ok", "regression", "improvement", "changed"
 NOTHING_COMPILED = "graphs while compile is on"
+RANK_VARYING = "rank-varying"  # the label of a rank-varying constant's row: "rank-varying: <file function: op arg>"
 _RANK = {OK: 0, CHANGED: 1, IMPROVEMENT: 2, REGRESSION: 3}
 
 
@@ -52,7 +53,7 @@ def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Ro
         verdict = max((_counted(value(baseline, f.name), v) for v in values), key=_RANK.get)
         rows.append(Row(metric=f.name, baseline=value(baseline, f.name), per_rank=values, verdict=verdict))
     for f in schema.fields_judged(schema.REASONS):
-        label = "break" if f.name == "break_reasons" else f.name
+        label = {"break_reasons": "break", "rank_varying_constants": RANK_VARYING}.get(f.name, f.name)
         base_counts = value(baseline, f.name)
         for reason in sorted(set(base_counts).union(*(value(m, f.name) for m in per_rank))):
             values = [value(m, f.name).get(reason, 0) for m in per_rank]

@@ -5,8 +5,8 @@ turns them into metrics.
 
 Sources, none of them log scraping for counts:
 - graphs: the region's recording backend (each graph dynamo handed to the compiler);
-  fingerprinted from the normalised graph code, with op counts and the number of
-  functional collectives inside the graph;
+  fingerprinted by structure (compile_guard.health.structure), with op counts and the number
+  of functional collectives inside the graph;
 - graph breaks: dynamo's `graph_break` counter, keyed by a *normalised* reason — the
   graph-break registry id (gbNNNN) and the break type's title, never the message with
   object reprs and addresses — so a torch upgrade moves a baseline only where behaviour moved;
@@ -19,7 +19,6 @@ Sources, none of them log scraping for counts:
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import re
 from typing import Any
@@ -30,6 +29,7 @@ import torch._dynamo.utils as dynamo_utils
 from compile_guard.health.schedule import collective_schedule
 from compile_guard.health.schema import CompileHealth, Observations
 from compile_guard.health.sites import BREAK_LOGGER, GB_ID, BreakSites, relative_site  # noqa: F401 (re-exported)
+from compile_guard.health.structure import graph_structure
 from engine.compile import CompiledRegion
 
 _FUNCTIONAL_COLLECTIVE = "_c10d_functional."
@@ -44,21 +44,9 @@ def normalise_reason(message: str) -> str:
 
 
 def graph_fingerprint(gm: torch.fx.GraphModule) -> dict[str, Any]:
-    ops: collections.Counter = collections.Counter()
-    for node in gm.graph.nodes:
-        if node.op in ("call_function", "call_method", "call_module"):
-            target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
-            ops[str(node.target) if _FUNCTIONAL_COLLECTIVE in str(node.target) else target] += 1
-    # gm.code is generated from the graph: placeholder names come from the traced source, not
-    # from object ids, so it hashes the same on every rank and every run of the same program.
-    code = re.sub(r"0x[0-9a-f]+", "0x?", gm.code)
-    return {
-        "fingerprint": hashlib.sha256(code.encode()).hexdigest()[:16],
-        "nodes": len(gm.graph.nodes),
-        "ops": sum(ops.values()),
-        "collectives": sum(n for op, n in ops.items() if _FUNCTIONAL_COLLECTIVE in op and "wait_tensor" not in op),
-        "op_counts": dict(sorted(ops.items())),
-    }
+    """The graph's structure fingerprint and op counts (compile_guard.health.structure: constants and the rank's
+    own device index are not structure, so ranks of one SPMD program agree on it)."""
+    return {k: v for k, v in graph_structure(gm).items() if k not in ("constants", "constants_digest")}
 
 
 class CompileProbe:
@@ -66,6 +54,7 @@ class CompileProbe:
 
     def __init__(self, region: CompiledRegion) -> None:
         self.region = region
+        self.constants_from: Any = None  # the compile agreement: its `rank_varying` constants, once judged
         dynamo_utils.set_compilation_metrics_limit(_METRICS_LIMIT)
         self._metrics_start = len(dynamo_utils.get_compilation_metrics())
         self._sites = BreakSites()
@@ -105,6 +94,7 @@ class CompileProbe:
             compiles=compiles,
             effective_backend=effective_backend or {},
             warmup_recompiles=warmup_recompiles,
+            rank_varying=list(self.constants_from.rank_varying.values()) if self.constants_from else [],
         )
 
     def snapshot(self, **context: Any) -> dict[str, Any]:

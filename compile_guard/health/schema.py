@@ -36,6 +36,8 @@ class Observations:
     compiles: list[dict[str, Any]]  # one per frame compile: frame, site, attempt, reason, guard_count
     effective_backend: dict[str, Any] = field(default_factory=dict)  # what `auto` resolved to
     warmup_recompiles: int | None = None  # recompiles seen at the end of warmup; None: this *is* warmup
+    # constants whose value differs by rank, as the compile agreement judged them: {site, key, values, count}
+    rank_varying: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def recompile_reasons(self) -> list[dict[str, Any]]:
@@ -62,6 +64,10 @@ def _schedule_digest(obs: Observations) -> str:
     return "/".join(s.get("digest") or "?" for s in obs.schedules)
 
 
+def _rank_varying(obs: Observations) -> dict[str, int]:
+    return dict(sorted((c["key"], c.get("count", 1)) for c in obs.rank_varying))
+
+
 def _steady(obs: Observations) -> list[dict[str, Any]]:
     return [] if obs.warmup_recompiles is None else obs.recompile_reasons[obs.warmup_recompiles:]
 
@@ -80,10 +86,15 @@ class CompileHealth:
     # -- per reason: a new reason or a higher count is a regression
     break_reasons: dict = metric(REASONS, symmetric=True, default={}, doc="break count per normalised reason",
                                  measure=lambda o: dict(sorted(o.break_reasons.items())))
+    # rank-varying constants (a vocab offset, `rank * chunk`): legitimate SPMD code, so listed and baselined; a
+    # site the baseline does not have (`scale = 0.5 if rank == 1`) is a regression, judged like break reasons
+    rank_varying_constants: dict = metric(REASONS, symmetric=True, default={}, measure=_rank_varying,
+                                          doc="constants differing by rank, per site key (file function: op arg)")
     # -- reported: a change is stated; a regression only under --strict
     schedule_digest: str = metric(REPORTED, symmetric=True, default="", doc="digest of each graph's collective"
                                   " schedule (op, group, shape, dtype, reduce op, in order)", measure=_schedule_digest)
-    graph_fingerprints: list = metric(REPORTED, symmetric=True, default=[], doc="normalised graph code hashes",
+    graph_fingerprints: list = metric(REPORTED, symmetric=True, default=[], doc="graph structure hashes (ops, order,"
+                                      " wiring; constants and the rank's own device index left out)",
                                       measure=lambda o: [g["fingerprint"] for g in o.graphs])
     # -- kept: fewer is a regression (a collective that leaves the graph is the compile cliff), more is reported
     collectives_in_graphs: int = metric(KEPT, symmetric=True, default=0, doc="collectives in graphs, after dispatch",
@@ -110,6 +121,8 @@ class CompileHealth:
                           measure=lambda o: o.graphs)
     collective_schedules: list = metric(DETAIL, symmetric=False, default=[], doc="per graph, after dispatch",
                                         measure=lambda o: o.schedules)
+    rank_varying_sites: list = metric(DETAIL, symmetric=False, default=[], doc="each rank-varying constant's"
+                                      " site and value per rank", measure=lambda o: o.rank_varying)
 
     @classmethod
     def measure(cls, obs: Observations) -> CompileHealth:

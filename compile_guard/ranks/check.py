@@ -60,8 +60,11 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any
     dump = depyf_dump(dump_dir / f"rank{ctx.rank}" if dump_dir else None)
     # pp1: rank0 drives the mesh from outside it and keeps no ledger, so the mesh watches its own group only
     groups = [group] if spec.topology == "pp1" or group is dist.group.WORLD else [group, dist.group.WORLD]
-    agreement = agreement_on(ex.gen.region, group=group, window_s=spec.agree_window_s, enabled=spec.agree_compiles)
-    with agreement, ledger_on(spec.eager_ledger, groups=groups), dump:
+    # check keeps failing a rank-only graph break (C-03) even where the collective streams line up
+    agreement = agreement_on(ex.gen.region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
+                             stop_on_asymmetry=True)  # fmt: skip
+    with agreement as agreed, ledger_on(spec.eager_ledger, groups=groups), dump:
+        gate.probe.constants_from = agreed
         if spec.topology == "pp1":
             pp1.serve_mesh(ctx, layout, ex)
         else:

@@ -39,8 +39,9 @@ def run(ctx: RankContext, spec: RunSpec) -> dict[str, Any]:
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     region = CompiledRegion("target", target.fn, ccfg)
     probe = CompileProbe(region)
-    with agreement_on(region, group=group, window_s=spec.agree_window_s, enabled=spec.agree_compiles), \
-            ledger_on(spec.eager_ledger, groups=[group]):
+    with agreement_on(region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
+                      stop_on_asymmetry=True) as agreed, ledger_on(spec.eager_ledger, groups=[group]):  # fmt: skip
+        probe.constants_from = agreed  # rank-varying constants, judged by the agreement (a metric)
         return _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
 
 

@@ -1,0 +1,235 @@
+"""The holds: a rank's main thread waiting, before a new graph's first run or an eager collective, until the
+peers' statements (or entries) are in and judged, or a proof or a stall ends the wait.
+
+Part of the protocol (compile_guard.agreement.protocol, whose docstring numbers the rules these enforce):
+generators of store ops, no thread, no clock, no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compile_guard.agreement import judge
+from compile_guard.agreement.ops import Actor, Delete, Now, Set, Wait, encode, post, read
+from compile_guard.agreement.positions import frames_of, where
+from compile_guard.agreement.protocol import Agreed, Link, Member, Stopped, declare, stall
+
+
+class _Progress:
+    """When an awaited peer last moved, as seen by a holder; the stall clock."""
+
+    def __init__(self, m: Member, now: float) -> None:
+        self.m, self.last = m, now
+        self.tokens: dict[int, Any] = {}
+        self.busy_since: dict[tuple[int, str], float] = {}
+        self.asked_at: dict[int, float] = {}
+
+    def moved(self, now: float) -> None:
+        self.last = now
+
+    def answer(self, peer: int, msg: dict[str, Any], now: float) -> None:
+        token = (msg.get("progress"), msg.get("busy"))
+        if self.tokens.get(peer, token) != token:
+            self.last = now
+        self.tokens[peer] = token
+        if msg.get("busy"):  # compiling is progress, for one compile up to compile_s
+            since = self.busy_since.setdefault((peer, msg["busy"]), now)
+            if now - since < self.m.compile_s:
+                self.last = now
+
+    def should_ask(self, peer: int, now: float) -> bool:
+        return peer not in self.asked_at or now - self.asked_at[peer] >= self.m.probe_s
+
+    def remaining(self, now: float) -> float:
+        return self.last + self.m.stall_s - now
+
+
+def _ask(link: Link, peer: int, question: dict[str, Any]) -> Actor:
+    link.seq += 1
+    yield from post(link.m.watch_box(peer), {"kind": "ask", "from": link.m.rank, "seq": link.seq, **question})
+
+
+def _receive(link: Link, timeout_s: float, first_seq: int, answers: dict[int, dict[str, Any]],
+             progress: _Progress, now: float) -> Actor:  # fmt: skip
+    """Wait up to `timeout_s` for a message, then drain the inbox; answers to this hold's questions kept.
+    The peers a message came from (their keys are worth reading again), or None when none came (read all)."""
+    touched: set[int] = set()
+    msg = yield from link.inbox.receive(timeout_s)
+    if msg is None:
+        return None
+    while msg is not None:
+        sender = msg.get("from")
+        if msg.get("kind") == "pos" and msg.get("seq", 0) >= first_seq and not msg.get("full"):
+            answers[sender] = msg
+            progress.answer(sender, msg, now)
+        elif msg.get("kind") == "stated":
+            progress.moved(now)
+            if msg.get("slot") is None:  # the peer left: its final position is on the store
+                link.left.add(sender)
+        elif msg.get("kind") == "verdict":
+            link.verdict_posted = True
+        if isinstance(sender, int):
+            touched.add(sender)
+        msg = yield from link.inbox.receive(0)
+    return touched
+
+
+def _continuation(link: Link, mine: dict[str, Any], before: list[dict[str, Any]], peer: int,
+                  parent: dict[str, Any], options: judge.Options) -> Actor:  # fmt: skip
+    """A peer ran the parent call in one graph: do my collectives inside that call line up with its?"""
+    stream, theirs = [*before, *(mine.get("collectives") or [])], parent.get("collectives") or []
+    parted = judge.streams_part({link.m.rank: stream, peer: theirs})
+    if parted is None and len(stream) > len(theirs):
+        parted = (len(theirs), f"#{len(theirs)}: rank{link.m.rank} {judge.collective(stream[len(theirs)])} |"
+                               f" rank{peer} (none)")  # fmt: skip
+    if parted is None and not options.stop_on_asymmetry:
+        return None
+    text = (f"{judge.header(link.m.group, list(link.m.ranks), mine)}\n  {judge.describe(mine)}\n  rank {peer} ran"
+            f" the whole parent call (frame '{parent['frame']['name']}' call {parent.get('call')}) as one graph:"
+            f" this frame never runs inside it there\n" + (f"collective streams part at {parted[1]}" if parted else
+            "collective streams line up (a rank-only graph break)"))  # fmt: skip
+    kind = "mismatch" if parted else "asymmetry"
+    return (yield from declare(link, {"error": "CompileDivergence", "kind": kind, "fields": ["breaks"],
+                                      "ranks": sorted([link.m.rank, peer]), "slot": mine["slot"],
+                                      "first_collective": parted[1] if parted else None, "text": text}))
+
+
+def _decide(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any], before: list[dict[str, Any]],
+            options: judge.Options) -> Actor:  # fmt: skip
+    """What a peer's position (read *after* its statement was found absent) proves: Stopped, a complete parent
+    graph that covers the slot (rule 3), or None (late: wait)."""
+    m, call = link.m, mine["call"]
+    if answer["count"] > call:  # rule 2: the call made, the statement never coming
+        ran = answer.get("ran")
+        other = None if ran is None else (yield from read(m.statement(ran, peer), what="a statement"))
+        return (yield from declare(link, judge.other_graph(m.group, list(m.ranks), mine, peer, other, ran)))
+    if mine.get("parent") and answer.get("parent_ran"):  # rule 3
+        whole = yield from read(m.statement(answer["parent_ran"], peer), what="a statement")
+        if whole is not None and not whole.get("breaks"):
+            stopped = yield from _continuation(link, mine, before, peer, whole, options)
+            return whole if stopped is None else stopped
+    if answer.get("final"):  # the peer left the agreement before making this call: it never will
+        ended = f"(it ended after {answer['count']} calls of this frame)"
+        return (yield from declare(link, judge.other_graph(m.group, list(m.ranks), mine, peer, None, ended)))
+    return None
+
+
+def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]], site_of: judge.SiteOf,
+               options: judge.Options) -> Actor:  # fmt: skip
+    """Hold my new graph `mine` until every peer's statement of its slot is in and judged, or a proof or a
+    stall ends it. `before`: my collectives issued earlier inside the same parent call. Agreed or Stopped."""
+    m, pos = link.m, link.pos
+    peers = [r for r in m.ranks if r != m.rank]
+    slot, call, parent = mine["slot"], mine["call"], mine.get("parent")
+    theirs: dict[int, dict[str, Any]] = {}
+    covered: dict[int, dict[str, Any]] = {}
+    answers: dict[int, dict[str, Any]] = {}
+    start = yield Now()
+    progress, first_seq = _Progress(m, start), link.seq + 1
+    pos.holding = {"what": "graph", "n": mine.get("n"), "frame": mine["frame"], "call": call, "since": start}
+    outer = (parent["fid"], parent["call"]) if parent else None
+    question = {"fid": mine["fid"], "call": call, "parent": list(outer) if outer else None}
+    touched: set[int] | None = None  # the peers worth reading again; None: every undecided one
+    try:
+        while True:
+            if link.verdict_posted or touched is None:
+                link.verdict_posted = False
+                verdict = yield from read(m.verdict, what="the verdict")
+                if verdict is not None:
+                    return Stopped(verdict)
+            undecided = [p for p in peers if p not in theirs and p not in covered]
+            for p in undecided if touched is None else [p for p in undecided if p in touched]:
+                # The final position first: a peer writes it after every statement, so one read before the
+                # statement can never hide a statement that came in between
+                final = None
+                if p in link.left:
+                    final = yield from read(m.final(p), what=f"rank {p}'s final position")
+                statement = yield from read(m.statement(slot, p), what=f"rank {p}'s statement of slot {slot}")
+                if statement is not None:
+                    theirs[p] = statement
+                    continue
+                answer = answers.get(p) if final is None else {
+                    **where(frames_of(final), mine["fid"], call, outer), "final": True}  # fmt: skip
+                decided = None if answer is None else (yield from _decide(link, mine, p, answer, before, options))
+                if isinstance(decided, Stopped):
+                    return decided
+                if decided is not None:
+                    covered[p] = decided
+            if len(theirs) + len(covered) == len(peers):
+                break
+            now = yield Now()
+            asking = now - start >= m.first_ask_s
+            for p in [p for p in peers if p not in theirs and p not in covered] if asking else []:
+                if progress.should_ask(p, now):
+                    yield from _ask(link, p, question)
+                    progress.asked_at[p] = now
+            if asking:
+                touched = yield from _receive(link, max(0.0, min(m.probe_s, progress.remaining(now))), first_seq,
+                                              answers, progress, now)  # fmt: skip
+            else:  # the first slice: wait for the statements themselves (no message tells of them)
+                keys = tuple(m.statement(slot, p) for p in peers if p not in theirs and p not in covered)
+                yield Wait(keys, max(0.001, start + m.first_ask_s - now))
+                touched = None
+            now = yield Now()
+            if progress.remaining(now) <= 0:
+                waiting = [p for p in peers if p not in theirs and p not in covered]
+                return (yield from stall(link, what=f"graph #{mine.get('n')} of frame '{mine['frame']['name']}'"
+                                         f" ({mine['frame']['site']}) at call {call}, from ranks {waiting}",
+                                         since=progress.last))  # fmt: skip
+    finally:
+        pos.holding = None
+    statements = sorted([mine, *theirs.values()], key=lambda s: s["rank"])
+    judgement = judge.judge(statements, group=m.group, site_of=site_of, options=options)
+    if judgement.verdict is not None:
+        return (yield from declare(link, judgement.verdict))
+    return Agreed(judgement, covered=tuple(sorted(covered)))
+
+
+def hold_entry(link: Link, name: str, n: int, mine: dict[str, Any], peers: list[int]) -> Actor:
+    """The ledger: publish my entry n of group `name`, wait for every peer's entry n (late = wait); a different
+    entry n, or a peer that left before issuing it, is proof at once. None when they agree; else Stopped."""
+    m, pos = link.m, link.pos
+    yield Set(m.entry(name, n, m.rank), encode(mine, what=f"rank {m.rank}'s ledger entry"))
+    pos.entries[name] = n + 1
+    theirs: dict[int, dict[str, Any]] = {}
+    answers: dict[int, dict[str, Any]] = {}
+    start = yield Now()
+    progress, first_seq = _Progress(m, start), link.seq + 1
+    pos.holding = {"what": "ledger", "group": name, "entry": n, "op": mine.get("op"), "since": start}
+    try:
+        while True:
+            now = yield Now()
+            for p in [p for p in peers if p not in theirs]:
+                final = None  # read first, when the peer said it left: see hold_graph
+                if p in link.left:
+                    final = yield from read(m.final(p), what=f"rank {p}'s final position")
+                entry = yield from read(m.entry(name, n, p), what=f"rank {p}'s ledger entry {n}")
+                if entry is not None:
+                    theirs[p] = entry
+                    progress.moved(now)
+                elif final is not None:
+                    return (yield from declare(link, judge.ledger_ended(name, n, mine, p, final)))
+            mismatch = judge.ledger_mismatch(name, n, sorted([mine, *theirs.values()], key=lambda e: e["rank"]))
+            if mismatch is not None:
+                return (yield from declare(link, mismatch))
+            if len(theirs) == len(peers):
+                break
+            verdict = yield from read(m.verdict, what="the verdict")
+            if verdict is not None:
+                return Stopped(verdict)
+            yield from _receive(link, 0, first_seq, answers, progress, now)
+            if progress.remaining(now) <= 0:
+                missing = [p for p in peers if p not in theirs]
+                return (yield from stall(link, what=f"eager collective #{n} ({mine.get('op')}) on group {name}, from"
+                                         f" ranks {missing}", since=progress.last))  # fmt: skip
+            for p in [p for p in peers if p not in theirs]:
+                if progress.should_ask(p, now):
+                    yield from _ask(link, p, {"fid": None, "call": 0, "parent": None})
+                    progress.asked_at[p] = now
+            yield Wait(tuple(m.entry(name, n, p) for p in peers if p not in theirs),
+                       max(0.01, min(m.probe_s, progress.remaining(now))))
+    finally:
+        pos.holding = None
+    if n >= 1:  # every peer published its entry n after reading my n-1: nobody reads it again
+        yield Delete(m.entry(name, n - 1, m.rank))
+    return None

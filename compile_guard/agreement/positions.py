@@ -1,0 +1,174 @@
+"""Where a rank is: how many times it ran each compiled frame, and which graph ran at which call.
+
+In an SPMD program the n-th call of a compiled frame is the same step on every rank of the
+group. Each rank counts, locally, the calls of the graphs of each frame it runs (one integer
+increment in the held callable; no store traffic on the hot path) and keeps the graph that ran
+from each call on (a bounded history of changes). A statement says at which call of its frame a
+graph was compiled — its *slot* — so ranks pair statements by slot, never by arrival time.
+
+A peer holding a new graph asks this rank's watcher where it is (compile_guard.agreement.protocol).
+The answer is read here, under a lock, from the counters: the asked call already made (and which
+graph ran at it), or not yet — then the ask stays *pending* and the main thread answers it the
+moment its count passes the call (one truthiness test per graph call while nothing is pending).
+No torch, no store: the protocol's actors turn these answers into messages.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+HISTORY = 4096  # changes of graph per frame kept; an answer about an older call says "unknown"
+
+
+def slot_key(fid: str, call: int, j: int) -> str:
+    """The j-th graph a rank compiled at call `call` of frame `fid`."""
+    return f"{fid}.{call}.{j}"
+
+
+@dataclass
+class FrameRecord:
+    """One compiled frame on this rank: its calls so far and which graph (slot) ran from which call on."""
+
+    fid: str  # short hash of the frame's name and site: the same on every rank
+    name: str  # the code's name, for reports
+    site: str  # file:line of the code, for reports
+    count: int = 0  # calls of this frame's graphs so far
+    last: str | None = None  # the slot that ran last
+    # (call index where a run of one slot began, that slot); one list of pairs, appended to and replaced whole,
+    # so the watcher thread reading it never sees half a change
+    history: list[tuple[int, str]] = field(default_factory=list)
+
+    def ran(self, slot: str) -> int:
+        """Count one call of graph `slot` (the hot path); the call's index. The history first, then the count:
+        a reader sees the call only once it can tell which graph ran at it."""
+        call = self.count
+        if slot is not self.last:
+            self.last = slot
+            self.history.append((call, slot))
+            if len(self.history) > 2 * HISTORY:
+                self.history = self.history[HISTORY:]
+        self.count = call + 1
+        return call
+
+    def slot_at(self, call: int) -> str | None:
+        """The graph that ran at `call` (None: not made yet, or older than the history)."""
+        history = self.history
+        if call >= self.count or not history or call < history[0][0]:
+            return None
+        return history[bisect.bisect_right(history, call, key=lambda entry: entry[0]) - 1][1]
+
+
+def where(frames: dict[str, FrameRecord], fid: str | None, call: int,
+          parent: tuple[str, int] | None) -> dict[str, Any]:  # fmt: skip
+    """A rank's position as far as a question about call `call` of frame `fid` (and its parent call) goes."""
+    record = frames.get(fid) if fid is not None else None
+    found: dict[str, Any] = {"fid": fid, "call": call, "count": record.count if record else 0,
+                             "ran": record.slot_at(call) if record else None}  # fmt: skip
+    if parent is not None:
+        outer = frames.get(parent[0])
+        found["parent_ran"] = outer.slot_at(parent[1]) if outer else None
+    return found
+
+
+def frames_of(final: dict[str, Any]) -> dict[str, FrameRecord]:
+    """A departed rank's frames from its final position (compile_guard.agreement.protocol.close)."""
+    return {fid: FrameRecord(fid=fid, name=f["name"], site=f["site"], count=f["count"],
+                             history=[(int(c), str(s)) for c, s in f["history"]])
+            for fid, f in (final.get("frames") or {}).items()}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A peer's question: where are you with call `call` of frame `fid` (and of its parent call)?"""
+
+    asker: int
+    seq: int
+    fid: str | None  # None: only "how far are you" (the ledger's question, a stall probe): never pending
+    call: int
+    parent: tuple[str, int] | None = None  # (fid, call) of the compiled call the asked frame runs inside
+
+
+class Positions:
+    """One rank's counters, shared by its main thread (counts, statements) and its watcher (answers)."""
+
+    def __init__(self, rank: int, siblings: list[Positions] | None = None) -> None:
+        self.rank = rank
+        # the counters of this rank's other agreements and ledgers: progress in any of them is progress, and a
+        # report shows them all (the simulation gives each simulated rank one Positions and no siblings)
+        self.siblings = siblings if siblings is not None else []
+        self.siblings.append(self)
+        self.frames: dict[str, FrameRecord] = {}
+        self.stated: set[str] = set()  # slots this rank has stated
+        self.busy = ""  # the compile id while this rank compiles, "" otherwise
+        self.compiles = 0  # compiles started: progress while nothing runs
+        self.entries: dict[str, int] = {}  # ledger entries issued per group name
+        self.holding: dict[str, Any] | None = None  # what the main thread waits for now (reports)
+        self.pending: list[Ask] = []  # asks about calls not made yet; the hot path tests its truth
+        self.nested: list[str] = []  # slots run inside the current top-level compiled call, in order
+        self._lock = threading.Lock()
+
+    def frame(self, fid: str, name: str, site: str) -> FrameRecord:
+        return self.frames.setdefault(fid, FrameRecord(fid=fid, name=name, site=site))
+
+    def progress(self) -> list[int]:
+        """Changes whenever this rank advances, in any agreement of its: graph calls, compiles, ledger entries."""
+        # list() copies a dict's values in one step under the GIL: the main thread may add a frame meanwhile
+        siblings = list(self.siblings)
+        return [sum(f.count for p in siblings for f in list(p.frames.values())), sum(p.compiles for p in siblings),
+                sum(n for p in siblings for n in list(p.entries.values()))]  # fmt: skip
+
+    def leave(self) -> None:
+        if self in self.siblings:
+            self.siblings.remove(self)
+
+    def _answer(self, ask: Ask) -> dict[str, Any]:
+        return {"kind": "pos", "from": self.rank, "to": ask.asker, "seq": ask.seq, "busy": self.busy,
+                "progress": self.progress(), **where(self.frames, ask.fid, ask.call, ask.parent),
+                "stated": sorted(s for s in tuple(self.stated) if s.startswith(f"{ask.fid}.{ask.call}."))}  # fmt: skip
+
+    @staticmethod
+    def _settled(ask: Ask, answer: dict[str, Any]) -> bool:
+        """Whether the answer can no longer change what the asker decides (the call made, or its parent's)."""
+        return answer["count"] > ask.call or answer.get("parent_ran") is not None
+
+    def answer(self, ask: Ask) -> dict[str, Any]:
+        """Where this rank is, for `ask` (watcher thread); pending until the asked call is made."""
+        with self._lock:
+            self.pending = [p for p in self.pending if p.asker != ask.asker]  # one open question per asker
+            answer = self._answer(ask)
+            if ask.fid is not None and not self._settled(ask, answer):
+                self.pending = [*self.pending, ask]  # registered before the count was read: never missed
+            return answer
+
+    def due(self) -> list[dict[str, Any]]:
+        """Answers to pending asks that the main thread's progress settled (called while `pending`)."""
+        with self._lock:
+            answers = [(ask, self._answer(ask)) for ask in self.pending]
+            settled = [a for ask, a in answers if self._settled(ask, a)]
+            if settled:
+                self.pending = [ask for ask, a in answers if not self._settled(ask, a)]
+            return settled
+
+    def waiting_for(self, prefix: str) -> list[int]:
+        """Askers whose open question is about calls of slot prefix `fid.call.` (told when this rank states)."""
+        with self._lock:
+            return sorted({ask.asker for ask in self.pending if prefix.startswith(f"{ask.fid}.{ask.call}.")})
+
+    def final(self) -> dict[str, Any]:
+        """What a holder needs of this rank once it has left: its last position, with a short history."""
+        tail = 64
+        return {"entries": dict(self.entries),
+                "frames": {f.fid: {"name": f.name, "site": f.site, "count": f.count, "history": f.history[-tail:]}
+                           for f in list(self.frames.values())}}  # fmt: skip
+
+    def report(self) -> dict[str, Any]:
+        """Everything a stall report shows of this rank, over all its agreements (the watcher adds its stack)."""
+        siblings = list(self.siblings)
+        holding = next((p.holding for p in siblings if p.holding), None)
+        return {"rank": self.rank, "holding": holding, "busy": next((p.busy for p in siblings if p.busy), ""),
+                "entries": {g: n for p in siblings for g, n in list(p.entries.items())},
+                "frames": {f.fid: {"name": f.name, "site": f.site, "calls": f.count, "graph": f.last}
+                           for p in siblings for f in list(p.frames.values())}}  # fmt: skip

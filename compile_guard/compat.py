@@ -1,0 +1,97 @@
+"""The private torch entry points the compile agreement uses, in one place, each with what it falls back to.
+
+Checked on torch 2.13.0 (CPU); every one is imported where it is called, so a torch without it
+fails that call loudly (naming what is missing) or takes the fallback written next to it —
+never a silent "?" inside a field the ranks must agree on. Other modules call these, not torch's
+underscored names. (The rest of the harness's private uses move here with the issue "every torch
+the package admits".)
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+
+class TorchInternalMissing(RuntimeError):
+    """A private torch entry point the agreement needs is not in this torch."""
+
+    def __init__(self, what: str, exc: BaseException) -> None:
+        super().__init__(f"torch {torch.__version__} has no {what} ({type(exc).__name__}: {exc}); the compile"
+                         " agreement needs it: run a torch it was checked on (2.13) or turn it off")  # fmt: skip
+
+
+def default_store() -> dist.Store:
+    """The store the job's default group was initialised with (torchrun's, or our launcher's).
+    torch.distributed.distributed_c10d._get_default_store (2.13)."""
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+    except ImportError as exc:
+        raise TorchInternalMissing("distributed_c10d._get_default_store", exc) from None
+    return _get_default_store()
+
+
+def group_timeout_s(group: dist.ProcessGroup, device: torch.device | None = None) -> float:
+    """The timeout the group was made with. ProcessGroup._get_backend(device).options._timeout (2.13: gloo and
+    NCCL); falls back to torch's default for the backend (30 min for NCCL, 30 min for gloo in 2.13)."""
+    try:
+        backend = group._get_backend(device or torch.device("cuda" if dist.get_backend(group) == "nccl" else "cpu"))
+        timeout = backend.options._timeout
+    except (AttributeError, RuntimeError):
+        from torch.distributed.constants import default_pg_timeout
+
+        timeout = default_pg_timeout
+    return timeout.total_seconds() if isinstance(timeout, datetime.timedelta) else float(timeout)
+
+
+def compiling_frame() -> tuple[Any, dict[str, Any]] | None:
+    """(code, f_locals) of the frame dynamo is compiling, inside a backend call; None outside dynamo.
+    InstructionTranslator.current_tx() (2.13): .f_code, .f_locals."""
+    from torch._dynamo.symbolic_convert import InstructionTranslator
+
+    try:
+        tx = InstructionTranslator.current_tx()
+    except (AttributeError, IndexError, AssertionError):  # not under dynamo (a backend called by hand)
+        return None
+    return tx.f_code, getattr(tx, "f_locals", {}) or {}
+
+
+def recompile_reason() -> str | None:
+    """dynamo's reason for this compile (its first cache entry's failed guard), or None for a first compile.
+    torch._dynamo.utils.get_metrics_context()._metrics["recompile_reason"] (2.13)."""
+    from torch._dynamo.utils import get_metrics_context
+
+    return getattr(get_metrics_context(), "_metrics", {}).get("recompile_reason")
+
+
+def guard_failures(code: Any) -> list[str]:
+    """Every failed-guard reason dynamo recorded for `code` so far, one per cache entry per recompile, each
+    'compile_id: guard ...'. torch._dynamo.guards.guard_failures (2.13: a dict keyed by the original code)."""
+    from torch._dynamo import guards
+
+    return list(getattr(guards, "guard_failures", {}).get(code, []))
+
+
+def compile_id() -> str:
+    """dynamo's id of the compile in progress ('frame/attempt'). torch._guards.CompileContext (2.13)."""
+    from torch._guards import CompileContext
+
+    cid = CompileContext.current_compile_id()
+    return str(cid) if cid is not None else "?"
+
+
+def on_compiles(start: Callable[[Any], None], end: Callable[[Any], None]) -> Callable[[], None]:
+    """Call `start`/`end` around every dynamo compile in this process; returns the function that removes them.
+    torch._dynamo.callback.callback_handler (2.13)."""
+    from torch._dynamo.callback import callback_handler
+
+    handles = (callback_handler.register_start_callback(start), callback_handler.register_end_callback(end))
+
+    def remove() -> None:
+        callback_handler.remove_start_callback(handles[0])
+        callback_handler.remove_end_callback(handles[1])
+
+    return remove
