@@ -167,3 +167,15 @@ def test_check_under_a_cpu_hog_on_every_core_is_never_stopped(tmp_path, cpu_hog)
     for i in range(10):
         check = _target(["check"], "good", tmp_path)
         assert check.returncode == 0, f"check {i} under {cpu_hog} hogs:\n{check.stdout}{check.stderr}"
+
+
+def test_a_stalled_peer_is_exit_4_with_every_ranks_position(tmp_path):
+    """TP=2 over 2 ranks, gloo, aot_eager: rank 0 blocks for good in its own code before a recompile every rank
+    does (docs/examples/tp_divergence.py:stuck_peer). Not a regression, not our input, not an engine crash:
+    a stall, exit 4, the table naming where each rank is; nothing written."""
+    proc = _cli("baseline", "refresh", "--target", "docs.examples.tp_divergence:stuck_peer", "--backend", "aot_eager",
+                "--baselines", str(tmp_path), "--no-input-agreement", "--stall-s", "3")  # fmt: skip
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "stall: Stalled: stall in group" in proc.stdout and "no proof of a divergence" in proc.stdout
+    assert "holds graph #1 'forward'" in proc.stdout and "tp_divergence.py" in proc.stdout  # rank 1, rank 0's line
+    assert not list(tmp_path.glob("*.json"))

@@ -20,6 +20,7 @@ from engine.errors import (
     ParityMismatch,
     PeerLost,
     PlanRejected,
+    Stalled,
     TerminatedByPeer,
     WatchdogExpired,
     WrongGroup,
@@ -37,6 +38,7 @@ CHUNKS = 4  # chunks per row run (after warmup)
 FAULT_CHUNK = 1  # hooks fire at this chunk_index
 WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadline, end them
 DIVERGE_BUDGET_S = 5.0  # CD rows: from the end of the divergent compile to every rank stopped
+STALL_BUDGET_S = 3.0 + 2.0 + 1.0  # ST rows: the stall window, the report's answer wait, the exits
 DTENSOR = "TP=2 DTensor MLP (parallelize_module), gloo, CPU, aot_eager"
 
 
@@ -253,6 +255,16 @@ ROWS += (
         target="docs.examples.tp_divergence:cache_artifacts", spec={"compile": "inductor"},
         expect=Expect(kind=CONTINUES_CHECK, detector=0, event="graph_compiled", fields={"cache": "hit"},
                       ttf_budget_s=None)),
+)  # fmt: skip
+
+# A stall is not a divergence: no proof, every rank's position reported, its own exit code.
+ROWS += (
+    Row(id="ST-01-dtensor", surface=_DIV, fm="stalled peer", program=CHECK, topology=DTENSOR,
+        fault="rank 0 blocks for good in its own code before a recompile every rank does (stall window 3 s)",
+        target="docs.examples.tp_divergence:stuck_peer", spec={"agree_inputs": False, "stall_s": 3.0},
+        expect=Expect(kind=ALL_EXIT, detector=1, event="stall", fields={"kind": "stall"},
+                      exit_codes={0: (Stalled.exit_code,), 1: (Stalled.exit_code,)}, ttf_budget_s=STALL_BUDGET_S,
+                      since="graph_compiled")),
 )  # fmt: skip
 
 # The eager-collective ledger (opt-in: check --eager-ledger): the same debug all-reduce, reached in eager code.

@@ -17,7 +17,10 @@ compile something rank 0 does not; the matrix's CD rows run them (compile_guard.
   rank 1 also flips a dynamo setting;
 - `graph_break`: a debug print inside forward on rank 1;
 - `cache_artifacts` (inductor): rank 0 loads saved compile artifacts, rank 1 compiles fresh — the
-  same program, which the agreement must confirm rather than stop.
+  same program, which the agreement must confirm rather than stop;
+- `stuck_peer`: at the first steady step every rank updates `scale` (a recompile every rank does) but
+  rank 0 first blocks for good in its own code: no proof of anything, a stall (run with
+  --no-input-agreement, else rank 1 waits in the input agreement's collective instead, and --stall-s).
 """
 
 from __future__ import annotations
@@ -112,6 +115,20 @@ def settings(ctx: TargetContext) -> GuardTarget:
             model.scale = 0.5  # every rank: a legitimate recompile, on all ranks at once
             if ctx.rank == FAULTY:
                 torch._dynamo.config.capture_scalar_outputs = True
+
+    return GuardTarget(fn=model, inputs=inputs, before_step=before_step)
+
+
+def stuck_peer(ctx: TargetContext) -> GuardTarget:
+    import threading
+
+    model, inputs = _build(ctx)
+
+    def before_step(step: int) -> None:
+        if step == STEPS:
+            if ctx.rank == 0:
+                threading.Event().wait()  # rank 0 never comes back (until its watcher stops it)
+            model.scale = 0.5
 
     return GuardTarget(fn=model, inputs=inputs, before_step=before_step)
 
