@@ -1,6 +1,7 @@
 """The private torch entry points the compile agreement uses, in one place, each with what it falls back to.
 
-Checked on torch 2.13.0 (CPU); every one is imported where it is called, so a torch without it
+Checked on torch 2.13.0 (CPU) and 2.14.1 (the CUDA build on CPU: the agreement's tests and the upgrade
+rehearsal, 2026-12-02); every one is imported where it is called, so a torch without it
 fails that call loudly (naming what is missing) or takes the fallback written next to it —
 never a silent "?" inside a field the ranks must agree on. Other modules call these, not torch's
 underscored names. (The rest of the harness's private uses move here with the issue "every torch
@@ -21,7 +22,7 @@ class TorchInternalMissing(RuntimeError):
 
     def __init__(self, what: str, exc: BaseException) -> None:
         super().__init__(f"torch {torch.__version__} has no {what} ({type(exc).__name__}: {exc}); the compile"
-                         " agreement needs it: run a torch it was checked on (2.13) or turn it off")  # fmt: skip
+                         " agreement needs it: run a torch it was checked on (2.13, 2.14) or turn it off")  # fmt: skip
 
 
 def default_store() -> dist.Store:
