@@ -27,7 +27,7 @@ from compile_guard.agreement import judge
 from tests.protocol_sim import Graph, Plan, Sim, Step
 
 STALL_S = 10.0
-SEEDS = 600  # per family: healthy x2 (blocking, run-ahead), divergent, stalled -> ~2,400 schedules
+SEEDS = 600  # healthy: 600 x 2 (blocking, run-ahead); divergent: 100 x 9 kinds; stalls: 300 x 2 -> 2,700 schedules
 
 
 def _ar(n: int, variant: int, i: int, extra: int = 0) -> dict[str, Any]:
