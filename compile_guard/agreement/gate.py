@@ -128,6 +128,8 @@ class CompileAgreement:
             record.ran(slot)  # this rank's position: one more call of this frame
             if nested:
                 positions.nested.append(slot)
+                if len(positions.nested) > 1024:  # a parent that never runs a graph of its own again: bounded
+                    positions.nested = positions.nested[-64:]
             else:
                 positions.nested = [slot]
             if positions.pending:  # a peer holding asked about a call this one settles
