@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 
 from compile_guard.agreement import judge
-from compile_guard.agreement.channel import MAX_ENTRY_BYTES, ChannelError, Transport, decode, encode
-from compile_guard.agreement.ops import Get, Set
+from compile_guard.agreement.channel import Transport
+from compile_guard.agreement.ops import MAX_ENTRY_BYTES, ChannelError, Get, Set, decode, encode
 from compile_guard.agreement.positions import Ask, Positions
 from compile_guard.agreement.statement import guard_reason
 from compile_guard.agreement.watcher import answer_window_s, default_stall_s
@@ -272,3 +272,12 @@ def test_a_rank_only_graph_break_whose_collectives_line_up_is_reported_not_stopp
     rank1 = result.ranks[1].log_path.read_text()
     assert "'graphs': 2, 'agreed': 2, 'asymmetries': 2" in rank1
     assert "a graph break on rank(s) [1] only" in rank1 and "ran the parent call as one graph" in rank1
+
+
+def test_the_structure_takes_the_ranks_own_device_from_torch_when_not_given(monkeypatch):
+    """What the statement and the probe call (no device passed): on rank 1 of a GPU node, torch's current device."""
+    from compile_guard.health import structure
+
+    monkeypatch.setattr(structure, "own_device", lambda: torch.device("cuda", 1))
+    assert graph_structure(_arange_graph(1, 0))["fingerprint"] == graph_structure(
+        _arange_graph(0, 0), local_device=torch.device("cuda", 0))["fingerprint"]  # fmt: skip

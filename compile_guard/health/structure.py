@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import weakref
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ _FUNCOL = "_c10d_functional."
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _FRAME = re.compile(r'File "(.+?)", line (\d+), in (\S+)')
 _SYMBOL = re.compile(r"^s\d+$")  # a size symbol's placeholder (dynamic shapes): its number is not structure
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> {local device: its structure}
 
 
 def target_name(node: torch.fx.Node) -> str:
@@ -78,7 +80,24 @@ class _Walker:
 
 
 def graph_structure(gm: torch.fx.GraphModule, *, local_device: torch.device | None = None) -> dict[str, Any]:
-    """{"fingerprint", "constants", "constants_digest", "nodes", "ops", "collectives", "op_counts"}."""
+    """{"fingerprint", "constants", "constants_digest", "nodes", "ops", "collectives", "op_counts"}; one walk per
+    graph however many readers ask (the compile agreement's statement, the probe's every snapshot)."""
+    local = local_device if local_device is not None else own_device()
+    memo = _MEMO.setdefault(gm, {})
+    if local not in memo:
+        memo[local] = _structure(gm, local)
+    return memo[local]
+
+
+def own_device() -> torch.device | None:
+    """This rank's accelerator (engine.lifecycle sets it with torch.cuda.set_device before anything compiles);
+    None on CPU, whose device carries no index."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.device("cuda", torch.cuda.current_device())
+    return None
+
+
+def _structure(gm: torch.fx.GraphModule, local_device: torch.device | None) -> dict[str, Any]:
     nodes = list(gm.graph.nodes)
     walker = _Walker(nodes, local_device)
     parts, ops = [], collections.Counter()
