@@ -15,20 +15,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from compile_guard.agreement.ops import (  # noqa: F401 (re-exported: the channel's limits and errors)
-    MAX_ENTRY_BYTES,
-    Actor,
-    Add,
-    ChannelError,
-    CompareSet,
-    Delete,
-    Get,
-    Now,
-    Set,
-    Wait,
-    decode,
-    encode,
-)
+from compile_guard.agreement.ops import Actor, Add, CompareSet, Delete, Get, Now, Set, Wait
 
 # compare_set with an expected value no entry can hold returns the current value, or this when the key is
 # absent: a get that never blocks, in one round trip (a TCPStore get on an absent key waits for it).

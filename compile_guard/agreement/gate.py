@@ -26,7 +26,8 @@ import torch.distributed as dist
 
 from compile_guard import compat
 from compile_guard.agreement import holds, judge, protocol
-from compile_guard.agreement.channel import ChannelError, Transport
+from compile_guard.agreement.channel import Transport
+from compile_guard.agreement.ops import ChannelError
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.statement import StatementMaker, fit
 from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main
@@ -121,17 +122,14 @@ class CompileAgreement:
                  self.group_name)  # fmt: skip
         events.emit("graph_compiled", graph=made["n"], slot=slot, compile_id=made["compile_id"],
                     group=self.group_name, cache=cache)  # fmt: skip
-        positions, nested = self.positions, made["parent"] is not None
+        positions = self.positions
+        parent = positions.frames[made["parent"]["fid"]] if made["parent"] else None  # a resume function's caller
         held = [True]
 
         def run(*args: Any) -> Any:
             record.ran(slot)  # this rank's position: one more call of this frame
-            if nested:
-                positions.nested.append(slot)
-                if len(positions.nested) > 1024:  # a parent that never runs a graph of its own again: bounded
-                    positions.nested = positions.nested[-64:]
-            else:
-                positions.nested = [slot]
+            if parent is not None:  # inside a call of `parent`: my stream within that call (an asymmetry's check)
+                positions.ran_inside(parent, slot)
             if positions.pending:  # a peer holding asked about a call this one settles
                 self.transport.run(protocol.answer_due(self.link))
             if held[0]:
@@ -142,7 +140,7 @@ class CompileAgreement:
         return run
 
     def _gate(self, mine: dict[str, Any], site_of: judge.SiteOf) -> None:
-        before = [c for s in self.positions.nested[:-1] for c in self._mine.get(s, [])] if mine["parent"] else []
+        before = [c for s in self.positions.inside[:-1] for c in self._mine.get(s, [])] if mine["parent"] else []
         with self.watcher.waiting():
             try:
                 out = self.transport.run(holds.hold_graph(self.link, mine, before=before, site_of=site_of,

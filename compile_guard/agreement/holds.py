@@ -130,6 +130,10 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
     outer = (parent["fid"], parent["call"]) if parent else None
     question = {"fid": mine["fid"], "call": call, "parent": list(outer) if outer else None}
     touched: set[int] | None = None  # the peers worth reading again; None: every undecided one
+
+    def undecided() -> list[int]:
+        return [p for p in peers if p not in theirs and p not in covered]
+
     try:
         while True:
             if link.verdict_posted or touched is None:
@@ -137,8 +141,7 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
                 verdict = yield from read(m.verdict, what="the verdict")
                 if verdict is not None:
                     return Stopped(verdict)
-            undecided = [p for p in peers if p not in theirs and p not in covered]
-            for p in undecided if touched is None else [p for p in undecided if p in touched]:
+            for p in [p for p in undecided() if touched is None or p in touched]:
                 # The final position first: a peer writes it after every statement, so one read before the
                 # statement can never hide a statement that came in between
                 final = None
@@ -155,11 +158,11 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
                     return decided
                 if decided is not None:
                     covered[p] = decided
-            if len(theirs) + len(covered) == len(peers):
+            if not undecided():
                 break
             now = yield Now()
             asking = now - start >= m.first_ask_s
-            for p in [p for p in peers if p not in theirs and p not in covered] if asking else []:
+            for p in undecided() if asking else []:
                 if progress.should_ask(p, now):
                     yield from _ask(link, p, question)
                     progress.asked_at[p] = now
@@ -167,14 +170,13 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
                 touched = yield from _receive(link, max(0.0, min(m.probe_s, progress.remaining(now))), first_seq,
                                               answers, progress, now)  # fmt: skip
             else:  # the first slice: wait for the statements themselves (no message tells of them)
-                keys = tuple(m.statement(slot, p) for p in peers if p not in theirs and p not in covered)
+                keys = tuple(m.statement(slot, p) for p in undecided())
                 yield Wait(keys, max(0.001, start + m.first_ask_s - now))
                 touched = None
             now = yield Now()
             if progress.remaining(now) <= 0:
-                waiting = [p for p in peers if p not in theirs and p not in covered]
                 return (yield from stall(link, what=f"graph #{mine.get('n')} of frame '{mine['frame']['name']}'"
-                                         f" ({mine['frame']['site']}) at call {call}, from ranks {waiting}",
+                                         f" ({mine['frame']['site']}) at call {call}, from ranks {undecided()}",
                                          since=progress.last))  # fmt: skip
     finally:
         pos.holding = None

@@ -51,27 +51,27 @@ def collective(c: dict[str, Any] | None) -> str:
             f"{' ' + c['reduce_op'] if c.get('reduce_op') else ''} at {c.get('site') or '?'}")  # fmt: skip
 
 
-def streams_part(streams: dict[int, list[dict[str, Any]]]) -> tuple[int, str] | None:
-    """(position, text) where the ranks' collective streams part; None while every stream is the start of the
-    longest one (they line up so far: nothing issued so far can hang)."""
+def _first_difference(streams: dict[int, list[dict[str, Any]]], *, ended_differs: bool) -> tuple[int, str] | None:
+    """(position, '#i: rank0 <op group shape dtype at site> | rank1 ...') where the ranks' collectives first
+    differ; a stream that has ended differs there only when `ended_differs`."""
     for i in range(max((len(s) for s in streams.values()), default=0)):
         entries = {r: s[i] if i < len(s) else None for r, s in streams.items()}
-        present = [_issued(e) for e in entries.values() if e is not None]
-        if any(e != present[0] for e in present):
+        compared = [_issued(e) for e in entries.values() if ended_differs or e is not None]
+        if any(e != compared[0] for e in compared):
             return i, f"#{i}: " + " | ".join(f"rank{r} {collective(e)}" for r, e in sorted(entries.items()))
     return None
 
 
+def streams_part(streams: dict[int, list[dict[str, Any]]]) -> tuple[int, str] | None:
+    """Where the ranks' collective streams part; None while every stream is the start of the longest one (they
+    line up so far: nothing issued so far can hang)."""
+    return _first_difference(streams, ended_differs=False)
+
+
 def first_differing_collective(statements: list[dict[str, Any]]) -> str | None:
-    """'#i: rank0 <op group shape dtype at site> | rank1 ...' at the first position that differs (a shorter
-    schedule differs where it ends)."""
-    schedules = [s.get("collectives") or [] for s in statements]
-    for i in range(max((len(c) for c in schedules), default=0)):
-        entries = [c[i] if i < len(c) else None for c in schedules]
-        if any(_issued(e) != _issued(entries[0]) for e in entries):
-            pairs = zip(statements, entries, strict=True)
-            return f"#{i}: " + " | ".join(f"rank{s['rank']} {collective(e)}" for s, e in pairs)
-    return None
+    """The first position where the statements' schedules differ (a shorter schedule differs where it ends)."""
+    found = _first_difference({s["rank"]: s.get("collectives") or [] for s in statements}, ended_differs=True)
+    return None if found is None else found[1]
 
 
 def differing(statements: list[dict[str, Any]]) -> list[str]:

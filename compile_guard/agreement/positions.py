@@ -107,11 +107,20 @@ class Positions:
         self.entries: dict[str, int] = {}  # ledger entries issued per group name
         self.holding: dict[str, Any] | None = None  # what the main thread waits for now (reports)
         self.pending: list[Ask] = []  # asks about calls not made yet; the hot path tests its truth
-        self.nested: list[str] = []  # slots run inside the current top-level compiled call, in order
+        self.inside: list[str] = []  # the slots run so far inside the current call of a parent frame, in order
+        self._inside_of: tuple[str, int] | None = None  # that call: (parent frame, its call count)
         self._lock = threading.Lock()
 
     def frame(self, fid: str, name: str, site: str) -> FrameRecord:
         return self.frames.setdefault(fid, FrameRecord(fid=fid, name=name, site=site))
+
+    def ran_inside(self, parent: FrameRecord, slot: str) -> None:
+        """A resume function's graph ran inside the parent's current call (after the parent's own graph, which
+        `parent.last` is): my collectives within one call of the parent are those slots', in order."""
+        call = (parent.fid, parent.count)
+        if call != self._inside_of:
+            self._inside_of, self.inside = call, [parent.last] if parent.last else []
+        self.inside.append(slot)
 
     def progress(self) -> list[int]:
         """Changes whenever this rank advances, in any agreement of its: graph calls, compiles, ledger entries."""
