@@ -259,7 +259,7 @@ ROWS += (
 
 # A stall is not a divergence: no proof, every rank's position reported, its own exit code.
 ROWS += (
-    Row(id="ST-01-dtensor", surface=_DIV, fm="stalled peer", program=CHECK, topology=DTENSOR,
+    Row(id="ST-01-dtensor", surface="agreement stall", fm="stalled peer", program=CHECK, topology=DTENSOR,
         fault="rank 0 blocks for good in its own code before a recompile every rank does (stall window 3 s)",
         target="docs.examples.tp_divergence:stuck_peer", spec={"agree_inputs": False, "stall_s": 3.0},
         expect=Expect(kind=ALL_EXIT, detector=1, event="stall", fields={"kind": "stall"},
