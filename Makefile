@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 UPGRADE_TORCH ?= 2.14.1
 UPGRADE_VENV ?= .venv-torch-upgrade
 
-.PHONY: run test bench clean upgrade-rehearsal
+.PHONY: run test test-fast bench clean upgrade-rehearsal
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Before each commit (< 3 min here): every in-process test, plus one `smoke` test per surface that starts ranks
+# (tests/conftest.py: a test that starts processes is marked `ranks` by the fixture it uses).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not ranks or smoke" tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_repro.py

@@ -42,7 +42,7 @@ def bare(scenario, log_dir: Path, env: dict[str, str]) -> float:
 def checked(scenario, log_dir: Path, env: dict[str, str]) -> float:
     t0 = time.monotonic()
     run = run_check(scenario, log_dir=log_dir, env=env)
-    if run.probes is None:
+    if run.reports is None:
         raise SystemExit(f"check run failed:\n{run.result.summary()}")
     return time.monotonic() - t0
 

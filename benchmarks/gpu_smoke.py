@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.check_run import expected_factors, run_check
+from compile_guard.check_flow import run_and_judge
+from compile_guard.check_run import expected_factors
 from compile_guard.health import baseline as bl
-from compile_guard.report import failure_report, judge
 from engine.runspec import RunSpec
 
 SPECS = (
@@ -38,18 +38,19 @@ SPECS = (
 
 def refresh_then_check(spec: RunSpec, out: Path) -> list:
     t0 = time.monotonic()
-    first = run_check(spec, log_dir=out / spec.name / "refresh")
-    if first.probes is None:
-        return [spec.name, "refresh", round(time.monotonic() - t0, 1), failure_report(first).text[:300]]
-    path = out / "baselines" / bl.file_name(first.to_baseline().factors)
+    baselines = out / "baselines"
+    refreshed = run_and_judge(spec, baselines, need_baseline=False, log_dir=out / spec.name / "refresh", launch=True)
+    first = refreshed.run
+    if first is None or first.reports is None:
+        return [spec.name, "refresh", round(time.monotonic() - t0, 1), refreshed.report.text[:300]]
+    path = baselines / bl.file_name(first.to_baseline().factors)
     bl.write(path, first.to_baseline())
-    found = bl.find(out / "baselines", expected_factors(spec))
+    found = bl.find(baselines, expected_factors(spec))
     assert found is not None and found[0] == path, (found, path)
     t1 = time.monotonic()
-    second = run_check(spec, log_dir=out / spec.name / "check")
-    report = failure_report(second) if second.probes is None else judge(
-        second, bl.load(path), path, True, allow_improvement=False, strict=False)  # fmt: skip
-    final = second.mesh_probes()[0]["final"] if second.probes else {}
+    checked = run_and_judge(spec, baselines, log_dir=out / spec.name / "check", launch=True)
+    report, second = checked.report, checked.run
+    final = second.mesh()[0].final if second is not None and second.reports else {}
     return [spec.name, "PASS" if report.exit_code == 0 else f"exit {report.exit_code}", round(t1 - t0, 1),
             round(time.monotonic() - t1, 1), final.get("unique_graphs"), final.get("graph_breaks"),
             final.get("collectives_in_graphs"), final.get("effective_backend", {}).get("device_type")]  # fmt: skip

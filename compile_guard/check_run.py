@@ -1,14 +1,13 @@
-"""The parent side of a check run: launch the check ranks for a run spec, read their probes.
+"""The parent side of a check run: launch the check ranks for a run spec, read their reports.
 
-`run_check` is shared by `check`, `baseline refresh`, the matrix's C rows and the pytest
-plugin; compile_guard.report turns a run and a baseline into rows, text and an exit code.
+`run_check` launches them (compile_guard.check_flow runs it, or the in-place body, for every
+caller); compile_guard.report turns a run and a baseline into rows, text and an exit code.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable
 from compile_guard.health import baseline as bl
 from compile_guard.health.schema import baseline_view
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from compile_guard.ranks.rank_report import RankReport
 from engine import events, knobs
 from engine.runspec import RunSpec
 
@@ -27,16 +27,17 @@ RANK_PROGRAM = "compile_guard.ranks.check"
 class CheckRun:
     spec: RunSpec
     result: LaunchResult | None  # None when the ranks ran in place under another launcher
-    probes: list[dict[str, Any]] | None  # per rank; None when a rank wrote none
+    reports: list[RankReport] | None  # per rank, validated; None when the run failed (a rank wrote none)
     log_dir: Path | None  # the ranks' logs (None in place: the launcher has them)
-    rank_code: int = 0  # in place: this rank's own exit code as a rank program
+    code: int = 0  # in place: this rank's CLI exit code, settled with its peers (compile_guard.in_place)
 
-    def mesh_probes(self) -> list[dict[str, Any]]:
-        """The symmetric group's probes (pp1: rank0, the driver, compiles nothing)."""
-        return [p for p in self.probes if p.get("role") != "driver"]
+    def mesh(self) -> list[RankReport]:
+        """The symmetric group's reports (pp1: rank0, the driver, compiles nothing)."""
+        assert self.reports is not None, "a failed run has no reports"
+        return [r for r in self.reports if r.is_mesh]
 
     def factors(self) -> dict[str, Any]:
-        eff = self.mesh_probes()[0]["effective_backend"]
+        eff = self.mesh()[0].effective_backend
         return {
             "scenario": self.spec.name,
             "torch": eff["torch"],
@@ -48,12 +49,12 @@ class CheckRun:
         }
 
     def metrics(self) -> list[dict[str, Any]]:
-        return [baseline_view(p["final"]) for p in self.mesh_probes()]
+        return [baseline_view(r.final) for r in self.mesh()]
 
     def to_baseline(self) -> bl.Baseline:
         # Ranks were proven symmetric after warmup; rank 0 speaks for the group.
         return bl.Baseline(factors=self.factors(), metrics=self.metrics()[0],
-                           break_sites=self.mesh_probes()[0]["final"]["break_sites"])  # fmt: skip
+                           break_sites=self.mesh()[0].final["break_sites"])  # fmt: skip
 
 
 def run_check(
@@ -84,8 +85,10 @@ def run_check(
         )
     )  # fmt: skip
     paths = [log_dir / f"probe-rank{r}.json" for r in range(spec.nprocs)]
-    probes = [json.loads(p.read_text()) for p in paths] if result.ok and all(p.exists() for p in paths) else None
-    return CheckRun(spec=spec, result=result, probes=probes, log_dir=log_dir)
+    reports = None
+    if result.ok and all(p.exists() for p in paths):  # RankReportError (exit 3) on a report this version cannot read
+        reports = [RankReport.from_json(p.read_text(), what=f"rank {r}'s report ({p})") for r, p in enumerate(paths)]
+    return CheckRun(spec=spec, result=result, reports=reports, log_dir=log_dir)
 
 
 class NoBaseline(Exception):

@@ -4,11 +4,9 @@ Each subcommand is a module of compile_guard.commands with `configure(parser)` a
 `run(args) -> exit code`. Nothing here imports torch: `--help`, `--version`, `check --list`
 and `baseline show/diff` stay light; a command imports what it needs when it runs.
 
-Exit codes (shared by every subcommand):
-  0 pass · 1 invariant failed / regression · 2 usage or input error ·
-  3 engine failure, deadline or an unexpected exception (one line, the traceback in a file) ·
-  4 a stall: a rank held at an agreement while a peer made no progress (every rank's position reported) ·
-  128+N interrupted by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP): every rank killed.
+Exit codes (shared by every subcommand; compile_guard.verdict owns them): 0 pass · 1 the ranks
+differ or a regression · 2 our input · 3 engine or user-code failure, a deadline, an unexpected
+exception (one line, the traceback in a file) · 4 a stall · 128+N interrupted by signal N.
 """
 
 from __future__ import annotations
@@ -25,10 +23,9 @@ import traceback
 from pathlib import Path
 
 from compile_guard.supervision import Interrupted
+from compile_guard.verdict import INTERRUPTED_BASE, Cli
 from engine import knobs
 
-EXIT_USAGE = 2  # a launcher variable that does not parse is bad input
-EXIT_ENGINE = 3  # an unexpected exception: the engine (or the harness) failed, not the check
 LAUNCHER_KNOBS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
 
 # subcommand -> (module, help, description); the description ends with an example
@@ -82,18 +79,18 @@ def main(argv: list[str] | None = None) -> int:
             knobs.read(name)
     except ValueError as exc:
         print(f"input error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return Cli.USAGE
     try:
         return args.run(args)
     except Interrupted as exc:  # a launch was stopped by a signal: its ranks are already killed
         print(f"interrupted by {signal.Signals(exc.signum).name}: every rank was killed", file=sys.stderr)
-        return 128 + exc.signum
+        return INTERRUPTED_BASE + exc.signum
     except KeyboardInterrupt:  # Ctrl-C outside a launch (a launch turns it into "interrupted" itself)
         print("interrupted by SIGINT", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return INTERRUPTED_BASE + signal.SIGINT
     except Exception as exc:  # a bug of ours or of the environment: never reported as a regression
         crash_log = Path(tempfile.mkdtemp(prefix="compile_guard_crash_")) / "traceback.txt"
         crash_log.write_text(traceback.format_exc())
         print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
               f" (traceback: {crash_log})", file=sys.stderr)  # fmt: skip
-        return EXIT_ENGINE
+        return Cli.ENGINE

@@ -3,7 +3,14 @@ process one rank of N: no nested launch.
 
 `check` and `baseline refresh`: every rank runs the check's rank body itself, the reports are
 gathered over the job's own world group, every rank judges the same data and so exits with
-the same code; only rank 0 prints and writes files. `matrix` and `overlap` supervise rank
+the same code; only rank 0 prints and writes files. A run that fails is *settled*: each rank,
+once it has left the group, posts its rank code on the launcher's store and reads every peer's
+(for as long as a peer may still take to fail by itself: the group timeout and a margin), and
+all decide with the same `verdict.decide` over the same codes — so every rank of a failed run
+exits the same code too. A rank stopped from a thread (a watcher's verdict, the watchdog)
+settles the same way on its way out (engine.failure.set_exit_status). Where the store does
+not outlive rank 0 (a launcher without torchrun's agent store), a rank decides over its own
+code alone. `matrix` and `overlap` supervise rank
 processes of their own by design (their faults kill ranks): rank 0 runs them, the other ranks
 wait for its exit code on the launcher's store and exit with it.
 """
@@ -11,13 +18,17 @@ wait for its exit code on the launcher's store and exit with it.
 from __future__ import annotations
 
 import datetime
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from compile_guard.report import ASYMMETRY_CODES, EXIT_ENGINE, EXIT_FAIL, EXIT_STALL, EXIT_USAGE
+from compile_guard import verdict
+from compile_guard.verdict import Cli
 from engine import knobs
-from engine.errors import Stalled
 from engine.runspec import RunSpec
+
+log = logging.getLogger(__name__)
+SETTLE_MARGIN_S = 5.0  # past the group timeout: a peer blocked in a collective has failed by itself by then
 
 
 def active() -> bool:
@@ -30,31 +41,68 @@ def is_leader() -> bool:
     return knobs.read("RANK") in (None, 0)
 
 
-def cli_code(rank_code: int) -> int:
-    """A rank program's exit code as the CLI's: 1 the ranks differ, 2 input, 4 a stall, 3 anything else."""
-    if rank_code == 0:
-        return 0
-    if rank_code == Stalled.exit_code:
-        return EXIT_STALL
-    return EXIT_FAIL if rank_code in ASYMMETRY_CODES else EXIT_USAGE if rank_code == EXIT_USAGE else EXIT_ENGINE
+def _launcher_store(timeout_s: float) -> Any | None:
+    """A client of the store torchrun's agent hosts (it outlives every rank); None where there is none."""
+    if not knobs.read("TORCHELASTIC_USE_AGENT_STORE") or knobs.read("MASTER_PORT") is None:
+        return None
+    from torch.distributed import TCPStore
+
+    return TCPStore(knobs.read("MASTER_ADDR"), knobs.read("MASTER_PORT"), None, False,
+                    datetime.timedelta(seconds=timeout_s))  # fmt: skip
 
 
-def probe_all(spec: RunSpec, *, dump_dir: Path | None) -> tuple[list[dict[str, Any]] | None, int]:
-    """(every rank's probe report in rank order, or None; this rank's exit code as a rank program)."""
+def settle(rank_code: int, *, window_s: float) -> verdict.Verdict:
+    """Every rank's code for this attempt, as far as it reached the store in `window_s`, decided; a peer that
+    posted nothing counts as killed (it names no cause). Only this rank's code where there is no such store."""
+    rank, world = knobs.read("RANK"), knobs.read("WORLD_SIZE")
+    own = verdict.RankOutcome(rank=rank, code=rank_code)
+    try:
+        store = _launcher_store(window_s)
+        if store is None:
+            return verdict.decide([own])
+        prefix = f"compile_guard/outcome/{knobs.read('TORCHELASTIC_RESTART_COUNT')}"
+        store.set(f"{prefix}/{rank}", str(rank_code))
+        keys = [f"{prefix}/{r}" for r in range(world)]
+        try:
+            store.wait(keys, datetime.timedelta(seconds=window_s))
+        except Exception:  # a peer that never posts (frozen, killed): decide over what came
+            pass
+        outcomes = []
+        for r, key in enumerate(keys):
+            posted = store.check([key])
+            code = int(store.get(key).decode()) if posted else None
+            outcomes.append(verdict.RankOutcome(rank=r, code=code, killed=not posted))
+    except Exception as exc:  # the store went away (the agent is tearing the job down): this rank alone
+        log.warning("settling the exit code with the peers failed (%s): this rank decides alone", exc)
+        return verdict.decide([own])
+    decided = verdict.decide(outcomes)
+    log.warning("settled: rank codes %s -> exit %s (%s, culprit rank %s)", [o.code for o in outcomes],
+                decided.code, decided.label, decided.culprit)  # fmt: skip
+    return decided
+
+
+def probe_all(spec: RunSpec, *, dump_dir: Path | None) -> tuple[list[Any] | None, int]:
+    """(every rank's RankReport in rank order, or None; this rank's CLI exit code, settled with its peers)."""
     from compile_guard.ranks.check import probe_rank  # the rank side: torch, the engine
+    from compile_guard.ranks.rank_report import RankReport
+    from engine import failure
     from engine.collectives import all_gather_json
     from engine.layout import ParallelLayout
     from engine.rank_process import rank_main
 
-    gathered: list[list[dict[str, Any]]] = []
+    window_s = spec.timeout_s + SETTLE_MARGIN_S
+    failure.set_exit_status(lambda code: settle(code, window_s=window_s).code)  # a rank stopped from a thread
+    gathered: list[list[Any]] = []
 
     def body(ctx: Any) -> dict[str, Any]:
         report = probe_rank(ctx, spec, dump_dir)
         world = ParallelLayout(ctx, tp=ctx.world_size).group("world")  # the job's ranks, with our timeout
-        return {"reports": all_gather_json(report, group=world, device=ctx.device)}
+        return {"reports": all_gather_json(report.as_dict(), group=world, device=ctx.device)}
 
     code = rank_main(spec.dist_config(), body, lambda result: gathered.append(result["reports"]))
-    return (gathered[0] if gathered else None), code
+    if code != 0:
+        return None, settle(code, window_s=window_s).code
+    return [RankReport.from_dict(r, what=f"rank {i}'s report") for i, r in enumerate(gathered[0])], Cli.OK
 
 
 def leader_runs(name: str, command: Callable[[], int], *, timeout_s: float) -> int:
@@ -65,7 +113,7 @@ def leader_runs(name: str, command: Callable[[], int], *, timeout_s: float) -> i
     store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
     key = f"compile_guard/{name}/exit_code"
     if rank == 0:
-        code = EXIT_ENGINE
+        code = int(Cli.ENGINE)
         try:
             code = command()
         finally:

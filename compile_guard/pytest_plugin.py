@@ -79,21 +79,18 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
 
     def check(target: str, *, baselines: str | Path, nprocs: int = 2, backend: str = "inductor",
               strict: bool = False, allow_improvement: bool = False) -> Any:  # fmt: skip
-        from compile_guard.check_run import NoBaseline, baseline_for, run_check
-        from compile_guard.report import failure_report, judge
+        from compile_guard.check_flow import run_and_judge
         from compile_guard.scenarios import resolve
 
         spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
-        try:
-            path, exact, base = baseline_for(spec, Path(baselines))
-        except (NoBaseline, bl.BaselineError) as exc:
-            pytest.fail(f"no baseline for {target} to judge against: {exc}", pytrace=False)
-        run = run_check(spec, log_dir=tmp_path / f"compile_guard_check{next(runs)}")
-        left = leftover_pids(run.result)
+        judged = run_and_judge(spec, Path(baselines), allow_improvement=allow_improvement, strict=strict,
+                               log_dir=tmp_path / f"compile_guard_check{next(runs)}", launch=True)  # fmt: skip
+        if judged.run is None:
+            pytest.fail(f"no baseline for {target} to judge against: {judged.report.text}", pytrace=False)
+        left = leftover_pids(judged.run.result)
         if left:
-            pytest.fail(f"processes outlived the check: {left}\n{run.result.summary()}")
-        report = failure_report(run) if run.probes is None else judge(
-            run, base, path, exact, allow_improvement=allow_improvement, strict=strict)  # fmt: skip
+            pytest.fail(f"processes outlived the check: {left}\n{judged.run.result.summary()}")
+        report = judged.report
         if report.exit_code != 0:
             pytest.fail(f"compile_guard check of {target} failed (exit {report.exit_code}):\n{report.text}",
                         pytrace=False)  # fmt: skip

@@ -1,8 +1,9 @@
 """A check run judged: against a baseline (rows, verdicts, the text a person reads), or as a failure.
 
 `judge` diffs a run's per-rank metrics against a stored baseline with the direction policy;
-`failure_report` explains a run that produced no probes (asymmetry, input error, engine
-failure). Both return the exit code, the text and everything for --json.
+`failure_report` explains a self-launched run that produced no reports, as compile_guard.verdict
+decides it (asymmetry, input error, stall, compile error, engine failure). Both return the exit
+code, the text and everything for --json.
 """
 
 from __future__ import annotations
@@ -16,27 +17,15 @@ from typing import Any
 
 from tabulate import tabulate
 
+from compile_guard import verdict
 from compile_guard.check_run import CheckRun
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
+from compile_guard.launcher import LaunchResult
+from compile_guard.verdict import Cli
 from engine import events
-from engine.errors import (
-    CollectiveMismatch,
-    CompileAsymmetry,
-    CompileDivergence,
-    CompileFailed,
-    InputSignatureMismatch,
-    ParityMismatch,
-    Stalled,
-)
 
-# 4: a stall — a rank held at an agreement while a peer made no progress: no proof the ranks differ (not 1),
-# and not an engine failure of ours (3): every rank's position is in the report
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ENGINE, EXIT_STALL = 0, 1, 2, 3, 4
 REPO = Path(__file__).resolve().parent.parent
-# rank exits meaning "the ranks differ"
-ASYMMETRY_CODES = (ParityMismatch.exit_code, CompileAsymmetry.exit_code, InputSignatureMismatch.exit_code,
-                   CompileDivergence.exit_code, CollectiveMismatch.exit_code)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,11 +33,6 @@ class Report:
     exit_code: int
     text: str
     data: dict[str, Any] = field(default_factory=dict)  # everything, for --json
-
-
-def interrupted_exit(signum: int) -> int:
-    """128 + the signal, as a shell reports a process ended by it (130 SIGINT, 143 SIGTERM, 129 SIGHUP)."""
-    return 128 + signum
 
 
 def _progress(log_path: Path) -> str:
@@ -61,45 +45,45 @@ def _progress(log_path: Path) -> str:
             f" steady chunks done: {steady}")  # fmt: skip
 
 
+def outcomes(result: LaunchResult) -> list[verdict.RankOutcome]:
+    """How each rank of a self-launched run ended, for `verdict.decide`."""
+    return [verdict.RankOutcome(rank=r.rank, code=r.returncode, signal=r.signal, killed=r.killed_by_launcher,
+                                failed_at_s=r.failed_at_s if r.failure else None) for r in result.ranks]  # fmt: skip
+
+
+def decided(result: LaunchResult) -> verdict.Verdict:
+    interrupted_by = result.interrupted_by if result.outcome == "interrupted" else None
+    return verdict.decide(outcomes(result), deadline=result.outcome == "deadline", interrupted_by=interrupted_by)
+
+
 def failure_report(run: CheckRun) -> Report:
-    """A run that produced no probes: interrupted (128+signal), input error (2), asymmetry (1),
-    compile error or engine failure or deadline (3)."""
+    """A run that produced no probes, as `verdict.decide` classes it: the text names the culprit and its error."""
     result = run.result
-    culprit = result.ranks[result.first_failed if result.first_failed is not None else 0]
+    decision = decided(result)
     codes = {r.rank: r.returncode for r in result.ranks}
-    data = {"exit_codes": codes, "log_dir": str(run.log_dir)}
-    if result.outcome == "interrupted":
+    data = {"exit_codes": codes, "log_dir": str(run.log_dir), "verdict": decision.label, "culprit": decision.culprit}
+    if decision.label == verdict.INTERRUPTED:
         name = signal.Signals(result.interrupted_by).name
         text = (f"interrupted by {name} after {result.duration_s:.1f}s: every rank was killed, nothing judged;"
                 f" {_progress(result.ranks[0].log_path)} (logs: {run.log_dir})")  # fmt: skip
-        return Report(exit_code=interrupted_exit(result.interrupted_by), text=text,
-                      data={**data, "verdict": "interrupted", "signal": name})  # fmt: skip
-    if result.outcome == "rank_failed" and all(c == EXIT_USAGE for c in codes.values()):
-        # every rank refused its input (a target whose factory raised or returned the wrong thing)
-        errors = [line for line in culprit.log_tail.splitlines() if "configuration error" in line]
-        text = (errors[-1].split("configuration error: ", 1)[-1] if errors else culprit.log_tail)
-        return Report(exit_code=EXIT_USAGE, text=f"input error: {text}", data={**data, "verdict": "input error"})
+        return Report(exit_code=decision.code, text=text, data={**data, "signal": name})
+    culprit = result.ranks[decision.culprit if decision.culprit is not None else (result.first_failed or 0)]
     exits = "\n".join(result.summary().splitlines()[1:])
-    stalled = [r for r in result.ranks if r.returncode == Stalled.exit_code]
-    if result.outcome == "rank_failed" and stalled and all(c in (Stalled.exit_code, None) for c in codes.values()):
-        # every rank that could exit exited with the stall; a frozen one was killed by the launcher
-        first = min(stalled, key=lambda r: r.failed_at_s if r.failed_at_s is not None else float("inf"))
-        text = f"stall: {first.failure or first.log_tail}\n{exits}"
-        return Report(exit_code=EXIT_STALL, text=text, data={**data, "verdict": "stall"})
-    if result.outcome == "rank_failed" and all(c in ASYMMETRY_CODES for c in codes.values()):
+    said = culprit.failure or culprit.log_tail
+    if decision.label == verdict.INPUT_ERROR:
+        errors = [line for line in culprit.log_tail.splitlines() if "configuration error" in line]
+        text = errors[-1].split("configuration error: ", 1)[-1] if errors else said
+        return Report(exit_code=decision.code, text=f"input error on rank {culprit.rank}: {text}", data=data)
+    if decision.label in (verdict.STALL, verdict.ASYMMETRIC):
         # the culprit's own record holds the per-rank table (and break sites): printed once
-        text = f"cross-rank asymmetry: {culprit.failure or culprit.log_tail}\n{exits}"
-        return Report(exit_code=EXIT_FAIL, text=text, data={**data, "verdict": "cross-rank asymmetry"})
-    compiled = [r for r in result.ranks if r.returncode == CompileFailed.exit_code]
-    if compiled:
-        first = min(compiled, key=lambda r: r.failed_at_s if r.failed_at_s is not None else float("inf"))
-        text = (f"compile error on rank {first.rank}: {first.failure}\n{exits}\n"
-                f"(full traceback in {first.log_path})")  # fmt: skip
-        return Report(exit_code=EXIT_ENGINE, text=text, data={**data, "verdict": "compile error"})
-    kind = f"engine failure ({result.outcome})"
+        return Report(exit_code=decision.code, text=f"{decision.label}: {said}\n{exits}", data=data)
+    if decision.label == verdict.COMPILE_ERROR:
+        text = (f"compile error on rank {culprit.rank}: {culprit.failure}\n{exits}\n"
+                f"(full traceback in {culprit.log_path})")  # fmt: skip
+        return Report(exit_code=decision.code, text=text, data=data)
+    kind = f"{decision.label} ({result.outcome})"
     tail = f"--- log tail of rank {culprit.rank} ({culprit.log_path}) ---\n{culprit.log_tail}"
-    text = f"{kind}: {result.summary()}\n{tail}"
-    return Report(exit_code=EXIT_ENGINE, text=text, data={**data, "verdict": kind})
+    return Report(exit_code=decision.code, text=f"{kind}: {result.summary()}\n{tail}", data={**data, "verdict": kind})
 
 
 def _source_around(site: str, context: int = 2) -> str:
@@ -141,10 +125,10 @@ def _context_lines(run: CheckRun, base: bl.Baseline, exact: bool, factors: dict[
         lines.append(f"torch version change: baseline {base.factors['torch']} -> running {factors['torch']}"
                      " (compared across versions; refresh to store this version's baseline)")  # fmt: skip
     lines.extend(f"note: {note}" for note in base.notes)
-    drivers = [p["rank"] for p in run.probes if p.get("role") == "driver"]
+    drivers = [r for r in run.reports if not r.is_mesh]
     if drivers:
-        lines.append(f"rank{drivers[0]}: the driver, out of the mesh; compiles nothing, so it is reported apart"
-                     f" (chunks done {run.probes[drivers[0]]['run']['chunks_done']})")  # fmt: skip
+        lines.append(f"rank{drivers[0].rank}: the driver, out of the mesh; compiles nothing, so it is reported apart"
+                     f" (chunks done {drivers[0].run.get('chunks_done')})")  # fmt: skip
     return lines
 
 
@@ -155,34 +139,35 @@ def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> li
         named = [rank for rank, graphs in zip(ranks, empty.per_rank, strict=True) if graphs == 0]
         lines.append(f"compile is on, yet {', '.join(named)} compiled no graph: compile did not happen"
                      " (TORCH_COMPILE_DISABLE=1 on every rank? a backend that fell back to eager?)")  # fmt: skip
-    sites = run.mesh_probes()[0]["final"]["break_sites"]
+    final = run.mesh()[0].final
+    sites = final["break_sites"]
     if sites:
         lines.append("graph-break sites (rank 0):")
         for s in sites:
             lines.append(f"  {s['site']}  {s['reason']}  x{s['count']}")
             lines.append(_source_around(s["site"]))
-    varying = run.mesh_probes()[0]["final"].get("rank_varying_sites") or []
+    varying = final["rank_varying_sites"]
     if varying:
         lines.append("rank-varying constants (legitimate SPMD code, e.g. vocab offsets; a site not in the baseline"
                      " fails):")  # fmt: skip
         lines.extend(f"  {c['site']}  {c['key']}: " + ", ".join(f"rank{r}={v}" for r, v in c["values"].items())
                      for c in varying)  # fmt: skip
-    for rec in run.mesh_probes()[0]["steady_recompile_reasons"]:
+    for rec in final["steady_recompile_reasons"]:
         lines.append(f"recompile after warmup: {rec['frame']} at {rec['site']}: {rec['reason']}")
     return lines
 
 
-def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *,
+def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *, refresh: str,
           allow_improvement: bool, strict: bool) -> Report:  # fmt: skip
+    """The run's metrics against the baseline; `refresh` is the command that would store this run's."""
     per_rank = run.metrics()
     rows = policy.compare(base.metrics, per_rank)
     rows += policy.nothing_compiled(per_rank, compile_on=run.spec.compile != "off")
     passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
     factors = run.factors()
-    ranks = [f"rank{p['rank']}" for p in run.mesh_probes()]
+    ranks = [f"rank{r.rank}" for r in run.mesh()]
     lines = [f"scenario {factors['scenario']}: {run.spec.description}", f"baseline {base_path}",
              *_context_lines(run, base, exact, factors), metric_table(rows, ranks), *_detail_lines(run, rows, ranks)]
-    refresh = f"python -m compile_guard baseline refresh --scenario {factors['scenario']}"
     if passed:
         lines.append("PASS")
     else:
@@ -193,9 +178,10 @@ def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *,
             lines.append(f"if this change is intended, run `{refresh}` and commit the new baseline")
     data = {
         "factors": factors, "baseline": str(base_path), "baseline_factors": base.factors, "exact_baseline": exact,
-        "rows": [r.__dict__ for r in rows], "problems": problems, "passed": passed, "probes": run.probes,
+        "rows": [r.__dict__ for r in rows], "problems": problems, "passed": passed,
+        "probes": [r.as_dict() for r in run.reports],
         "failing_metrics": [r.metric for r in policy.failing(rows, allow_improvement=allow_improvement,
                                                              strict=strict)],
         "log_dir": str(run.log_dir),
     }  # fmt: skip
-    return Report(exit_code=EXIT_OK if passed else EXIT_FAIL, text="\n".join(lines), data=data)
+    return Report(exit_code=Cli.OK if passed else Cli.FAIL, text="\n".join(lines), data=data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from engine.errors import ConfigError
 from engine.runspec import RunSpec
 
 SCENARIOS: dict[str, RunSpec] = {
@@ -24,7 +25,7 @@ SCENARIOS: dict[str, RunSpec] = {
 DEFAULT_SCENARIO = "tp2"
 
 
-class UnknownScenario(ValueError):
+class UnknownScenario(ConfigError):
     """A scenario name that is not in the registry: names the known ones."""
 
 
@@ -43,7 +44,8 @@ def target_scenario(spec: str, *, nprocs: int, backend: str) -> RunSpec:
 
 def resolve(*, scenario_name: str, target: str | None, nprocs: int, backend: str) -> RunSpec:
     """The spec `check`/`baseline refresh` run: --target's (its factory loadable, so a typo fails
-    before any rank starts) or --scenario's. ValueError (UnknownScenario, TargetError) naming the fix."""
+    before any rank starts) or --scenario's. ConfigError (UnknownScenario, TargetError) naming the fix;
+    TargetCrashed when the target's module raises while importing."""
     if target is None:
         return scenario(scenario_name)
     from compile_guard.target import load_factory  # imports torch, and the user's module

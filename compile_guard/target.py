@@ -8,15 +8,26 @@ through its recording backend) and the example inputs, one argument tuple per st
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
+from engine.errors import ConfigError, RankCrashed
 
-class TargetError(ValueError):
-    """A target that cannot be loaded or used: names the target and what to fix."""
+log = logging.getLogger("compile_guard.target")
+
+
+class TargetError(ConfigError):
+    """A target that cannot be loaded or used as given (not found, not a factory, the wrong thing returned): the
+    user's input, exit 2, naming the target and what to fix."""
+
+
+class TargetCrashed(RankCrashed):
+    """The target's own code raised (its module while importing, its factory): the code under test failed, exit 3,
+    its traceback in the rank's log. Never an input error: the command line was right."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +59,9 @@ def load_factory(spec: str) -> Callable[[TargetContext], Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise TargetError(f"--target {spec!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from None
-    except Exception as exc:  # the user's module failed while importing: theirs to fix, named as such
-        raise TargetError(f"--target {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # the user's module failed while importing: their code crashed, named as such
+        log.error("--target %r: importing %r raised; traceback:", spec, module_name, exc_info=exc)
+        raise TargetCrashed(f"--target {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise TargetError(f"--target {spec!r}: {module_name} has no callable {attr!r}")
@@ -60,8 +72,9 @@ def build(spec: str, ctx: TargetContext) -> GuardTarget:
     factory = load_factory(spec)
     try:
         target = factory(ctx)
-    except Exception as exc:  # the user's code: report it as theirs, with the target's name
-        raise TargetError(f"--target {spec!r}: the factory raised {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # the user's code crashed: report it as theirs, with the target's name and traceback
+        log.error("--target %r: the factory raised; traceback:", spec, exc_info=exc)
+        raise TargetCrashed(f"--target {spec!r}: the factory raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(target, GuardTarget) or not callable(target.fn):
         raise TargetError(
             f"--target {spec!r}: the factory returned {type(target).__name__}; expected "

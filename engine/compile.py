@@ -9,13 +9,16 @@ compile one region at a time when you need per-region numbers.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters as dynamo_counters
+
+from engine.errors import ConfigError
 
 _BACKENDS = ("inductor", "aot_eager", "eager")
 _MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -31,11 +34,11 @@ class CompileConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in _BACKENDS:
-            raise ValueError(f"backend={self.backend!r} is invalid; pick one of {list(_BACKENDS)}")
+            raise ConfigError(f"backend={self.backend!r} is invalid; pick one of {list(_BACKENDS)}")
         if self.mode not in _MODES:
-            raise ValueError(f"mode={self.mode!r} is invalid; pick one of {list(_MODES)}")
+            raise ConfigError(f"mode={self.mode!r} is invalid; pick one of {list(_MODES)}")
         if self.mode not in (None, "default") and self.backend != "inductor":
-            raise ValueError(f"mode={self.mode!r} needs backend='inductor', got {self.backend!r}")
+            raise ConfigError(f"mode={self.mode!r} needs backend='inductor', got {self.backend!r}")
 
 
 class RecordingBackend:
@@ -89,6 +92,35 @@ class CompiledRegion:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+    # -- the harness's two declared hooks (compile_guard's probe and agreement); the engine never calls them
+
+    @property
+    def compiled(self) -> bool:
+        """Whether graphs go through the recorder (False when the region runs eagerly: nothing to observe)."""
+        return self.recorder is not None
+
+    def observe_graphs(self, observe: Callable[[torch.fx.GraphModule, list[Any]], None]) -> None:
+        """`observe(graph, example inputs)` before each graph of this region is compiled."""
+        assert self.recorder is not None, "an eager region compiles no graph: check `compiled` first"
+        self.recorder.observers.append(observe)
+
+    @contextlib.contextmanager
+    def gated(self, gate: Callable[[torch.fx.GraphModule, list[Any], Callable], Callable]) -> Iterator[None]:
+        """Inside: each graph goes to `gate(graph, example inputs, compile)` in place of `compile`; one gate at
+        a time (a second would silently replace the first's agreement)."""
+        assert self.recorder is not None, "an eager region compiles no graph: check `compiled` first"
+        assert self.recorder.gate is None, f"region {self.name} is gated already"
+        self.recorder.gate = gate
+        try:
+            yield
+        finally:
+            self.recorder.gate = None
+
+    @property
+    def graphs(self) -> list[torch.fx.GraphModule]:
+        """The graphs dynamo produced for this region, in compile order ([] when eager)."""
+        return [] if self.recorder is None else list(self.recorder.graphs)
 
     @property
     def graph_count(self) -> int:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.errors import ConfigError
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _DEVICES = ("auto", "cpu", "cuda")
 _DIST_BACKENDS = ("auto", "gloo", "nccl")
@@ -23,7 +25,7 @@ def _require_positive(obj: object, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(obj).__name__}.{name}={value!r} is invalid; expected a positive int"
             )
 
@@ -67,31 +69,31 @@ class ModelConfig:
             "freq_dim",
         )
         if self.dim % self.num_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"num_heads({self.num_heads}) does not divide dim({self.dim}); "
                 f"pick num_heads in {_divisors(self.dim)}"
             )
         if self.head_dim % 2:
-            raise ValueError(f"head_dim = dim / num_heads = {self.head_dim} must be even")
+            raise ConfigError(f"head_dim = dim / num_heads = {self.head_dim} must be even")
         if self.freq_dim % 2:
-            raise ValueError(f"freq_dim({self.freq_dim}) must be even")
+            raise ConfigError(f"freq_dim({self.freq_dim}) must be even")
         for side in ("latent_height", "latent_width"):
             if getattr(self, side) % self.patch_size:
-                raise ValueError(
+                raise ConfigError(
                     f"patch_size({self.patch_size}) does not divide {side}"
                     f"({getattr(self, side)}); pick a patch_size in {_divisors(getattr(self, side))}"
                 )
         if self.cache_frames < self.frames_per_chunk:
-            raise ValueError(
+            raise ConfigError(
                 f"cache_frames({self.cache_frames}) < frames_per_chunk({self.frames_per_chunk});"
                 f" the cache must hold at least one chunk: set cache_frames >= {self.frames_per_chunk}"
             )
         if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype={self.dtype!r} is invalid; pick one of {sorted(_DTYPES)}")
+            raise ConfigError(f"dtype={self.dtype!r} is invalid; pick one of {sorted(_DTYPES)}")
         if self.seed < 0:
-            raise ValueError(f"seed={self.seed} is invalid; expected an int >= 0")
+            raise ConfigError(f"seed={self.seed} is invalid; expected an int >= 0")
         if not self.eps > 0:
-            raise ValueError(f"eps={self.eps} is invalid; expected a float > 0")
+            raise ConfigError(f"eps={self.eps} is invalid; expected a float > 0")
 
     @property
     def head_dim(self) -> int:
@@ -121,7 +123,7 @@ class ModelConfig:
         """Raise unless `tp` shards heads and FFN hidden evenly."""
         allowed = [d for d in _divisors(self.num_heads) if self.ffn_dim % d == 0]
         if not isinstance(tp, int) or tp <= 0 or tp not in allowed:
-            raise ValueError(
+            raise ConfigError(
                 f"tp({tp}) does not divide num_heads({self.num_heads}) and "
                 f"ffn_dim({self.ffn_dim}); pick tp in {allowed}"
             )
@@ -140,13 +142,13 @@ class DistConfig:
     def __post_init__(self) -> None:
         _require_positive(self, "tp", "pp")
         if self.device not in _DEVICES:
-            raise ValueError(f"device={self.device!r} is invalid; pick one of {list(_DEVICES)}")
+            raise ConfigError(f"device={self.device!r} is invalid; pick one of {list(_DEVICES)}")
         if self.backend not in _DIST_BACKENDS:
-            raise ValueError(
+            raise ConfigError(
                 f"backend={self.backend!r} is invalid; pick one of {list(_DIST_BACKENDS)}"
             )
         if not 0 < self.timeout_s <= 600:
-            raise ValueError(
+            raise ConfigError(
                 f"timeout_s={self.timeout_s} is invalid; expected seconds in (0, 600]: "
                 "a longer timeout turns a frozen peer into a hang"
             )

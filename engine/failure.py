@@ -7,11 +7,16 @@ can tell the rank that failed first from the peers that failed because of it. Da
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import time
 from pathlib import Path
+from typing import Callable, NoReturn
 
-from engine import knobs
+from engine import events, knobs
 from engine.atomic_json import write_json
+from engine.errors import EngineError
 
 FAILURE_FILE = "failure-rank{rank}.json"  # in COMPILE_GUARD_RUN_DIR
 
@@ -24,3 +29,28 @@ def record_failure(exc: BaseException) -> None:
         return
     record = {"rank": rank, "t_monotonic": time.monotonic(), "error": f"{type(exc).__name__}: {exc}"[:8000]}
     write_json(Path(run_dir) / FAILURE_FILE.format(rank=rank), record)
+
+
+# What this process's exit status is for a rank code: the code itself for a rank program; a harness that runs
+# the rank body inside its own CLI process (compile_guard's in-place check) maps it to its CLI code, after telling
+# its peers (so every rank of the job exits the same). One process, one role: set once, before the body runs.
+_exit_status: Callable[[int], int] = int
+
+
+def set_exit_status(mapping: Callable[[int], int]) -> None:
+    global _exit_status
+    _exit_status = mapping
+
+
+def abort(exc: EngineError) -> NoReturn:
+    """End this process now, from a thread that cannot raise into the main one (the watchdog, a watcher: the
+    main thread may be blocked in a collective forever): the failure record, the fatal event, flushed logs, then
+    the exit status for `exc`'s rank code."""
+    record_failure(exc)
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    events.emit("fatal", error=type(exc).__name__, exit_code=int(exc.exit_code), message=message)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status(int(exc.exit_code)))

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from engine.errors import ConfigError
+
 
 @dataclass(frozen=True, kw_only=True)
 class Knob:
@@ -52,6 +54,11 @@ KNOBS: tuple[Knob, ...] = (
     Knob(name="LOCAL_RANK", parse=int, default=0, meaning="rank on this host (picks the CUDA device)", parity=False),
     Knob(name="MASTER_ADDR", parse=str, default="127.0.0.1", meaning="rendezvous host", parity=True),
     Knob(name="MASTER_PORT", parse=int, default=None, meaning="rendezvous port", parity=True),
+    Knob(name="TORCHELASTIC_USE_AGENT_STORE", parse=_flag, default=False,
+         meaning="torchrun: its agent hosts the store at MASTER_ADDR:MASTER_PORT (it outlives every rank)",
+         parity=True),
+    Knob(name="TORCHELASTIC_RESTART_COUNT", parse=int, default=0,
+         meaning="torchrun: how often the job restarted (keys on the agent's store are per attempt)", parity=True),
     # Inductor's compile pool forks workers; one thread keeps compiles inside the rank's
     # process group (so the launcher's kill reaches them) and is what the launcher sets.
     Knob(
@@ -97,7 +104,7 @@ KNOBS: tuple[Knob, ...] = (
     # Test-only fault hooks: the same value on every rank ("perturb on rank 0"), so a hook
     # can never create a per-rank configuration or a conditional collective.
     Knob(name="COMPILE_GUARD_TEST_FAULT", parse=str, default="",
-         meaning="test-only: which fault to inject (engine.faults.FAULTS)", parity=True),
+         meaning="test-only: which fault to inject (compile_guard.matrix.faults.FAULTS)", parity=True),
     Knob(name="COMPILE_GUARD_TEST_FAULT_RANK", parse=int, default=0,
          meaning="test-only: the rank that injects the fault", parity=True),
     Knob(name="COMPILE_GUARD_TEST_FAULT_CHUNK", parse=int, default=1,
@@ -119,7 +126,7 @@ def read(name: str, environ: Mapping[str, str] | None = None) -> Any:
     try:
         return knob.parse(text)
     except ValueError as exc:
-        raise ValueError(f"environment variable {name}={text!r} is invalid: {exc}") from None
+        raise ConfigError(f"environment variable {name}={text!r} is invalid: {exc}") from None
 
 
 def parity_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

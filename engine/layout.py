@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from engine import events
-from engine.errors import WrongGroup
+from engine.errors import ConfigError, WrongGroup
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ParallelLayout:
         offset = 1 if driver_out_of_mesh else 0
         if tp * pp + offset != ctx.world_size:
             driver = " + 1 driver" if offset else ""
-            raise ValueError(
+            raise ConfigError(
                 f"tp({tp}) * pp({pp}){driver} = {tp * pp + offset} does not match world_size({ctx.world_size});"
                 f" launch {tp * pp + offset} ranks or pick tp/pp to match {ctx.world_size}"
             )

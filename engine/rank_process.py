@@ -1,10 +1,12 @@
 """The shell of every rank program: log setup, join, the body, leave; the exit code says how it ended.
 
-Each EngineError ends the rank with its own exit code (engine.errors); a ValueError is a
-configuration error (2); a failure of torch.compile itself is CompileFailed (with dynamo's
-message); any other RuntimeError out of the body means a collective failed under us — a
-peer died or timed out (PeerLost); anything else is RankCrashed. Every exception that is
-not one of ours leaves its full traceback in the rank's log. The engine's own programs
+Each EngineError ends the rank with its own exit code (engine.errors.RankCode); only a
+ConfigError — a run spec, knob or target refused with the fix — is the user's input (2). A
+failure of torch.compile itself is CompileFailed (with dynamo's message); a distributed error
+(torch.distributed.DistError, or gloo's transport RuntimeError) means a collective failed under
+us — a peer died or timed out (PeerLost); anything else, an ordinary ValueError of the model
+under test or a bug of ours included, is RankCrashed. Every exception that is not one of ours
+leaves its full traceback in the rank's log. The engine's own programs
 (`engine.topology.*`) and compile_guard's rank programs (`compile_guard.ranks.*`) all run
 through `rank_main`.
 """
@@ -20,22 +22,24 @@ import torch
 
 from engine import events, knobs
 from engine.config import DistConfig
-from engine.errors import CompileFailed, EngineError, PeerLost, RankCrashed
+from engine.errors import CompileFailed, ConfigError, EngineError, PeerLost, RankCrashed
 from engine.layout import RankContext
 from engine.lifecycle import joined
 
 log = logging.getLogger("engine.rank")
-EXIT_USAGE = 2
+# what gloo's transport raises (a plain RuntimeError on 2.6-2.15) when a peer's socket closes or a wait times out
+_GLOO_TRANSPORT = ("gloo", "Connection closed by peer", "Connection reset by peer", "Timed out waiting")
 
 
-def exit_code_of(exc: BaseException) -> int:
-    """Log how a rank ends and return its exit code (EngineError codes; 2 for configuration)."""
-    if isinstance(exc, EngineError):
-        events.emit("fatal", error=type(exc).__name__, exit_code=exc.exit_code, message=str(exc).splitlines()[0])
-        log.error("exiting with %s (%s): %s", exc.exit_code, type(exc).__name__, exc)
-        return exc.exit_code
-    log.error("configuration error: %s", exc)
-    return EXIT_USAGE
+def exit_code_of(exc: EngineError) -> int:
+    """Log how a rank ends and return its exit code."""
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    events.emit("fatal", error=type(exc).__name__, exit_code=int(exc.exit_code), message=message)
+    if isinstance(exc, ConfigError):
+        log.error("configuration error: %s", exc)
+    else:
+        log.error("exiting with %s (%s): %s", int(exc.exit_code), type(exc).__name__, exc)
+    return int(exc.exit_code)
 
 
 def _compile_failure(exc: BaseException) -> str | None:
@@ -49,6 +53,15 @@ def _compile_failure(exc: BaseException) -> str | None:
     return None
 
 
+def _is_distributed(exc: BaseException) -> bool:
+    """A collective or the store failed under us (not the model's own RuntimeError)."""
+    import torch.distributed as dist
+
+    if isinstance(exc, dist.DistError):
+        return True
+    return type(exc) is RuntimeError and any(mark in str(exc) for mark in _GLOO_TRANSPORT)
+
+
 def as_engine_error(exc: Exception, rank: int) -> EngineError:
     """What an exception out of a rank's body means, as one of ours (the traceback is logged)."""
     if isinstance(exc, EngineError):
@@ -57,7 +70,7 @@ def as_engine_error(exc: Exception, rank: int) -> EngineError:
     compile_message = _compile_failure(exc)
     if compile_message is not None:
         return CompileFailed(f"rank {rank}: torch.compile failed: {compile_message}")
-    if isinstance(exc, RuntimeError):  # a collective failed underneath us: a peer died or timed out
+    if _is_distributed(exc):  # a collective failed underneath us: a peer died or timed out
         return PeerLost(f"rank {rank}: collective failed: {exc}")
     return RankCrashed(f"rank {rank}: unexpected {type(exc).__name__}: {exc}")
 
@@ -80,13 +93,11 @@ def rank_main(dist_cfg: DistConfig, body: Callable[[RankContext], dict[str, Any]
         with joined(dist_cfg) as ctx:
             try:
                 result = body(ctx)
-            except ValueError:
-                raise
             except Exception as exc:
                 raise as_engine_error(exc, ctx.rank) from exc
         done(result)
         return 0
-    except (EngineError, ValueError) as exc:
+    except EngineError as exc:
         return exit_code_of(exc)
     except Exception as exc:  # joining or leaving failed (a rendezvous that never completes, say)
         return exit_code_of(as_engine_error(exc, rank))

@@ -16,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from engine.errors import ConfigError
+
 TOPOLOGIES = ("tp", "pp0", "pp1")
 COMPILE_MODES = ("off", "eager", "aot_eager", "inductor")
 RECOMPUTE = ("r1", "r0a")
@@ -27,7 +29,7 @@ HASHED = ("topology", "nprocs", "compile", "layers", "chunks", "recompute_every"
 
 def _positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} is invalid; expected an int >= 1")
+        raise ConfigError(f"{name}={value!r} is invalid; expected an int >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,9 +46,9 @@ class PP0Spec:
         for name in ("d_in", "d_out", "decoder_width"):
             _positive(name, getattr(self, name))
         if self.recompute not in RECOMPUTE:
-            raise ValueError(f"recompute={self.recompute!r} is invalid; pick one of {list(RECOMPUTE)}")
+            raise ConfigError(f"recompute={self.recompute!r} is invalid; pick one of {list(RECOMPUTE)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is invalid; pick one of {list(SCHEDULES)}")
+            raise ConfigError(f"schedule={self.schedule!r} is invalid; pick one of {list(SCHEDULES)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,30 +80,30 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
-            raise ValueError(f"topology={self.topology!r} is invalid; pick one of {list(TOPOLOGIES)}")
+            raise ConfigError(f"topology={self.topology!r} is invalid; pick one of {list(TOPOLOGIES)}")
         if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile={self.compile!r} is invalid; pick one of {list(COMPILE_MODES)}")
+            raise ConfigError(f"compile={self.compile!r} is invalid; pick one of {list(COMPILE_MODES)}")
         for name in ("nprocs", "layers", "chunks", "steady"):
             _positive(name, getattr(self, name))
         if self.recompute_every < 0:
-            raise ValueError(f"recompute_every={self.recompute_every} is invalid; expected >= 0")
+            raise ConfigError(f"recompute_every={self.recompute_every} is invalid; expected >= 0")
         if self.topology == "pp0" and self.nprocs != 2:
-            raise ValueError(f"topology pp0 runs on 2 ranks (stage 0 + stage 1), got nprocs={self.nprocs}")
+            raise ConfigError(f"topology pp0 runs on 2 ranks (stage 0 + stage 1), got nprocs={self.nprocs}")
         if self.topology == "pp1" and self.nprocs < 2:
-            raise ValueError(f"topology pp1 needs rank0 plus a mesh: nprocs >= 2, got {self.nprocs}")
+            raise ConfigError(f"topology pp1 needs rank0 plus a mesh: nprocs >= 2, got {self.nprocs}")
         if self.target is not None and self.topology != "tp":
-            raise ValueError(f"--target runs on topology tp (TP over every rank), got {self.topology!r}")
+            raise ConfigError(f"--target runs on topology tp (TP over every rank), got {self.topology!r}")
         if not 0 < self.timeout_s <= 600:
-            raise ValueError(f"timeout_s={self.timeout_s} is invalid; expected seconds in (0, 600]")
+            raise ConfigError(f"timeout_s={self.timeout_s} is invalid; expected seconds in (0, 600]")
         if not 0 <= self.stall_s <= 24 * 3600:
-            raise ValueError(f"stall_s={self.stall_s} is invalid; expected seconds >= 0 (0: under timeout_s)")
+            raise ConfigError(f"stall_s={self.stall_s} is invalid; expected seconds >= 0 (0: under timeout_s)")
         for name in ("agree_inputs", "agree_compiles", "eager_ledger", "gate_health"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; expected true or false")
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; expected true or false")
         if not self.deadline_s > 0:
-            raise ValueError(f"deadline_s={self.deadline_s} is invalid; expected seconds > 0")
+            raise ConfigError(f"deadline_s={self.deadline_s} is invalid; expected seconds > 0")
         if not isinstance(self.env, dict) or not all(isinstance(v, str) for v in self.env.values()):
-            raise ValueError(f"env={self.env!r} is invalid; expected a dict of str -> str")
+            raise ConfigError(f"env={self.env!r} is invalid; expected a dict of str -> str")
 
     # -- the wire: canonical JSON, parsed as data ---------------------------------------------
     def to_json(self) -> str:
@@ -111,11 +113,11 @@ class RunSpec:
     def from_json(cls, text: str) -> RunSpec:
         raw = json.loads(text)
         if not isinstance(raw, dict):
-            raise ValueError(f"a run spec is a JSON object, got {type(raw).__name__}")
+            raise ConfigError(f"a run spec is a JSON object, got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"run spec has unknown field(s) {unknown}; parent and ranks run different versions?")
+            raise ConfigError(f"run spec has unknown field(s) {unknown}; parent and ranks run different versions?")
         if isinstance(raw.get("pp0"), dict):
             raw["pp0"] = PP0Spec(**raw["pp0"])
         return cls(**raw)

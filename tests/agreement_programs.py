@@ -17,6 +17,7 @@ recompile mid-step), `garbled` (an oversized statement), `frozen` (rank 0 SIGSTO
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import threading
@@ -35,6 +36,7 @@ from engine.layout import ParallelLayout, RankContext
 from engine.rank_process import leave, rank_main
 
 FAULTY, AT_STEP = 1, 3
+RESULT = "program result:"  # the line each rank prints its result on, as JSON (tests/test_agreement.py reads it)
 SLOW_COMPILE_S = 3.0  # a peer busy compiling for longer than a probe interval
 
 
@@ -144,7 +146,8 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=30.0, help="the process group's timeout")
     args = parser.parse_args()
     body = compile_loop if args.api == "compile" else ledger_loop
-    return rank_main(DistConfig(timeout_s=args.timeout_s), lambda ctx: body(ctx, args), lambda result: print(result))
+    return rank_main(DistConfig(timeout_s=args.timeout_s), lambda ctx: body(ctx, args),
+                     lambda result: print(RESULT, json.dumps(result, sort_keys=True)))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,18 @@
 """Shared helpers: every multi-process test goes through the launcher with a deadline,
-and asserts afterwards that nothing it started is still alive."""
+and asserts afterwards that nothing it started is still alive.
+
+Test tiers. A test that starts processes does it through a fixture here (`cli`, `processes`,
+`run_ranks`, `run_ranks_argv`, the plugin's `rank_runner` / `compile_guard_check`); using one
+marks it `ranks`, and any other test that tries to start a process fails at once saying so (so
+the marker cannot be forgotten). `quick_process` is the one exception: a test that starts a
+single short process which starts no rank (`--help`, an input error refused before any launch)
+stays in the fast tier. `make test-fast` runs `-m "not ranks or smoke"`: every
+in-process test plus the `smoke` handful, one per surface; `make test` runs everything.
+"""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +26,61 @@ RANK_PROGRAMS = str(REPO / "tests" / "rank_programs.py")
 # A test waits on a CLI longer than the CLI's own hard deadline for its ranks (RunSpec.deadline_s,
 # 600 s), and pytest's timeout (pyproject) is longer still: the innermost deadline always fires first.
 CLI_TIMEOUT_S = 660.0
+# fixtures that start processes: a test using one is marked `ranks` (the CLI may launch ranks; the rest do)
+LAUNCHING = frozenset({"cli", "processes", "run_ranks", "run_ranks_argv", "rank_runner", "compile_guard_check",
+                       "tp_mlp_baselines"})  # fmt: skip
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ranks: starts processes (rank programs, the CLI); applied by the fixtures")
+    config.addinivalue_line("markers", "smoke: one test per surface that starts ranks, kept in `make test-fast`")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if LAUNCHING & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ranks)
+
+
+@pytest.fixture(autouse=True)
+def _only_marked_tests_start_processes(request, monkeypatch):
+    """An in-process test that starts a process anyway fails at once: it belongs to the `ranks` tier."""
+    if request.node.get_closest_marker("ranks") is not None or "quick_process" in request.fixturenames:
+        return
+    name = request.node.nodeid
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{name} starts a process but uses no launching fixture ({sorted(LAUNCHING)}): use"
+                             " one, so the test is marked `ranks` and stays out of `make test-fast`")  # fmt: skip
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+def _run_cli(args: tuple[str, ...], *, env: dict[str, str] | None, timeout: float,
+             cwd: Path) -> subprocess.CompletedProcess:  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+@pytest.fixture
+def processes():
+    """Declares that the test starts rank processes (or a CLI that does) by itself: marks it `ranks`."""
+
+
+@pytest.fixture
+def quick_process():
+    """Declares that the test starts one short process that starts no rank: it stays in the fast tier."""
+
+
+@pytest.fixture
+def cli():
+    """cli(*args, env=None, timeout=CLI_TIMEOUT_S) -> CompletedProcess of `python -m compile_guard ARGS` in the repo."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT_S,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:  # fmt: skip
+        return _run_cli(args, env=env, timeout=timeout, cwd=cwd)
+
+    return run
 
 
 @pytest.fixture
@@ -44,3 +109,15 @@ def run_ranks(run_ranks_argv):
         return run_ranks_argv([sys.executable, RANK_PROGRAMS, *args], **kwargs)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tp_mlp_baselines(tmp_path_factory) -> Path:
+    """A baseline directory holding the worked example's baseline (`baseline refresh --target
+    docs.examples.tp_mlp:good`, 2 ranks, aot_eager), refreshed once per session for every test that checks it
+    (test_target's round trip, the plugin's one-line guard). Topology: TP=2, gloo, CPU."""
+    directory = tmp_path_factory.mktemp("tp_mlp_baselines")
+    proc = _run_cli(("baseline", "refresh", "--target", "docs.examples.tp_mlp:good", "--backend", "aot_eager",
+                     "--baselines", str(directory)), env=None, timeout=CLI_TIMEOUT_S, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return directory

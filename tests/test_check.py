@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 
-from compile_guard.check_run import expected_factors
+from compile_guard import check_run, report
+from compile_guard.check_run import CheckRun, expected_factors
 from compile_guard.health import baseline as bl
+from compile_guard.ranks.rank_report import RankReport
 from compile_guard.scenarios import SCENARIOS
 from tests.conftest import CLI_TIMEOUT_S, REPO
 
@@ -19,7 +21,7 @@ def _cli(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProc
                           timeout=timeout)  # fmt: skip
 
 
-def test_default_scenario_passes_strictly_against_the_committed_baseline(tmp_path):
+def test_default_scenario_passes_strictly_against_the_committed_baseline(tmp_path, processes):
     """--strict: not even a fingerprint or guard count may have moved since the baseline was committed."""
     proc = _cli("check", "--strict", "--json", str(tmp_path / "check.json"), "--log-dir", str(tmp_path / "logs"),
                 "--dump-dir", str(tmp_path / "dumps"))  # fmt: skip
@@ -44,13 +46,13 @@ def test_default_scenario_passes_strictly_against_the_committed_baseline(tmp_pat
     assert [f["collectives_in_graphs"] for f in finals] == [20, 20]  # 4 blocks x 5 all-reduces
 
 
-def test_missing_baseline_exits_2_with_the_refresh_command(tmp_path):
+def test_missing_baseline_exits_2_with_the_refresh_command(tmp_path, quick_process):
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
     assert proc.returncode == 2
     assert "baseline refresh --scenario tp2-aot" in proc.stderr
 
 
-def test_corrupt_baseline_exits_2_naming_the_file(tmp_path):
+def test_corrupt_baseline_exits_2_naming_the_file(tmp_path, quick_process):
     path = tmp_path / bl.file_name(expected_factors(SCENARIOS["tp2-aot"]))
     path.write_text('{"schema": 1, "factors": ')
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
@@ -58,12 +60,12 @@ def test_corrupt_baseline_exits_2_naming_the_file(tmp_path):
     assert str(path) in proc.stderr and "not valid JSON" in proc.stderr
 
 
-def test_unknown_scenario_exits_2():
+def test_unknown_scenario_exits_2(quick_process):
     proc = _cli("check", "--scenario", "tp9")
     assert proc.returncode == 2 and "--scenario 'tp9' is unknown" in proc.stderr
 
 
-def test_foreign_torch_version_is_compared_and_stated(tmp_path):
+def test_foreign_torch_version_is_compared_and_stated(tmp_path, processes):
     factors = expected_factors(SCENARIOS["tp2-aot"])
     committed = bl.find(bl.DEFAULT_DIR, factors)
     assert committed and committed[1], "commit the tp2-aot baseline (baseline refresh --scenario tp2-aot)"
@@ -75,21 +77,34 @@ def test_foreign_torch_version_is_compared_and_stated(tmp_path):
     assert f"torch version change: baseline 2.12.0+cpu -> running {factors['torch']}" in proc.stdout
 
 
-def test_improvement_fails_unless_allowed(tmp_path):
-    """A baseline with more breaks than today's run: an improvement, exit 1 unless allowed."""
-    committed = bl.load(bl.find(bl.DEFAULT_DIR, expected_factors(SCENARIOS["tp2-aot"]))[0])
-    metrics = {**committed.metrics, "graph_breaks": 3}
-    bl.write(tmp_path / bl.file_name(committed.factors),
-             bl.Baseline(factors=committed.factors, metrics=metrics, break_sites=[]))  # fmt: skip
-    proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
-    assert proc.returncode == 1, proc.stdout
-    assert "graph_breaks: 3 -> [0, 0] (improvement" in proc.stdout
-    assert "baseline refresh --scenario tp2-aot" in proc.stdout
-    allowed = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path), "--allow-improvement")
-    assert allowed.returncode == 0, allowed.stdout
+def _run_of(metrics: dict, spec) -> CheckRun:
+    """A finished 2-rank run whose every rank reports `metrics` (in process: the judge, not the ranks, is tested)."""
+    from compile_guard.health.schema import CompileHealth, Observations, symmetric_view
+
+    final = {**CompileHealth.measure(Observations(graph_count=0, graphs=[], schedules=[], break_reasons={},
+                                                  break_sites=[], compiles=[])).to_json(), **metrics}  # fmt: skip
+    reports = [RankReport(scenario=spec.name, rank=r, role="mesh", run={}, final=final, warmup=symmetric_view(final),
+                          effective_backend=metrics["effective_backend"]) for r in (0, 1)]  # fmt: skip
+    return CheckRun(spec=spec, result=None, reports=reports, log_dir=None)
 
 
-def test_pp1_compares_mesh_ranks_and_reports_rank0_apart(tmp_path):
+def test_improvement_fails_unless_allowed_and_names_the_refresh_command():
+    """A baseline with more breaks than today's run: an improvement, exit 1 unless allowed; the hint is the refresh
+    command of this very spec (a scenario here; test_target covers --target's). The policy itself: test_policy."""
+    spec = SCENARIOS["tp2-aot"]
+    path, exact, committed = check_run.baseline_for(spec, bl.DEFAULT_DIR)
+    base = bl.Baseline(factors=committed.factors, metrics={**committed.metrics, "graph_breaks": 3}, break_sites=[])
+    run = _run_of(committed.metrics, spec)
+    refresh = check_run.refresh_command(spec, bl.DEFAULT_DIR)
+    failed = report.judge(run, base, path, exact, refresh=refresh, allow_improvement=False, strict=False)
+    assert failed.exit_code == 1
+    assert "graph_breaks: 3 -> [0, 0] (improvement" in failed.text
+    assert f"run `{refresh}` (or pass --allow-improvement)" in failed.text and "--scenario tp2-aot" in refresh
+    allowed = report.judge(run, base, path, exact, refresh=refresh, allow_improvement=True, strict=False)
+    assert allowed.exit_code == 0, allowed.text
+
+
+def test_pp1_compares_mesh_ranks_and_reports_rank0_apart(tmp_path, processes):
     """PP1 scenario: 3 ranks; the handshakes and the compile-health gather run inside the mesh."""
     proc = _cli("check", "--scenario", "pp1", "--json", str(tmp_path / "pp1.json"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -112,7 +127,7 @@ def test_every_committed_baseline_of_this_torch_matches_todays_config():
         assert bl.load(found[0]).factors["config_hash"] == spec.config_hash(), f"{found[0]} is stale: refresh it"
 
 
-def test_a_baseline_for_another_configuration_exits_2(tmp_path):
+def test_a_baseline_for_another_configuration_exits_2(tmp_path, quick_process):
     committed = bl.load(bl.find(bl.DEFAULT_DIR, expected_factors(SCENARIOS["tp2-aot"]))[0])
     factors = {**committed.factors, "config_hash": "0123456789abcdef"}
     bl.write(tmp_path / bl.file_name(factors), bl.Baseline(factors=factors, metrics=committed.metrics, break_sites=[]))
@@ -121,7 +136,7 @@ def test_a_baseline_for_another_configuration_exits_2(tmp_path):
     assert "is for another configuration" in proc.stderr and "baseline refresh --scenario tp2-aot" in proc.stderr
 
 
-def test_compile_disabled_on_every_rank_is_a_regression_not_an_improvement(tmp_path):
+def test_compile_disabled_on_every_rank_is_a_regression_not_an_improvement(tmp_path, processes):
     """TP=2, gloo, aot_eager, TORCH_COMPILE_DISABLE=1 on both ranks: symmetric, so no handshake objects;
     0 graphs while compile is on, and the collectives left the graph — even --allow-improvement fails."""
     proc = subprocess.run([sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot",
@@ -132,7 +147,7 @@ def test_compile_disabled_on_every_rank_is_a_regression_not_an_improvement(tmp_p
     assert "FAIL collectives_in_graphs: 20 -> [0, 0] (regression)" in proc.stdout
 
 
-def test_dump_dir_works_on_code_with_graph_breaks(tmp_path):
+def test_dump_dir_works_on_code_with_graph_breaks(tmp_path, processes):
     """TP=2, gloo, aot_eager, collectives behind torch.compiler.disable(): 10 breaks per rank. The dump
     holds the decompiled frames on both sides of a break, and the verdict is the regression (exit 1)."""
     proc = subprocess.run([sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot", "--dump-dir",

@@ -56,7 +56,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           timeout=CLI_TIMEOUT_S, env={**os.environ, **(env or {})})  # fmt: skip
 
 
-def test_version_names_the_torch_it_runs_on():
+def test_version_names_the_torch_it_runs_on(quick_process):
     import torch
 
     proc = _cli("--version")
@@ -64,34 +64,57 @@ def test_version_names_the_torch_it_runs_on():
     assert torch.__version__ in proc.stdout
 
 
-def test_every_subcommand_help_has_an_example():
+def test_every_subcommand_help_has_an_example(quick_process):
     for command in ("check", "matrix", "repro", "overlap", "baseline refresh", "baseline show", "baseline diff"):
         proc = _cli(*command.split(), "--help")
         assert proc.returncode == 0 and "Example: compile-guard" in " ".join(proc.stdout.split()), command
 
 
-def test_check_junit_carries_the_regression_diff(tmp_path):
-    """TP=2, gloo, aot_eager: collectives behind disable() on every rank against tp2-aot's baseline."""
+def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
+    """In process: `check --junit` over a judged run whose ranks broke at every collective (graph_breaks 10 against
+    tp2-aot's 0; the real run of that fault is matrix row C-02-disable) — the JUnit file carries the diff."""
+    from compile_guard import check_flow, cli, report
+    from compile_guard.check_run import baseline_for, refresh_command
+    from compile_guard.commands import check
+    from compile_guard.health import baseline as bl
+    from compile_guard.scenarios import SCENARIOS
+    from tests.test_check import _run_of
+
+    spec = SCENARIOS["tp2-aot"]
+    path, exact, base = baseline_for(spec, bl.DEFAULT_DIR)
+    run = _run_of({**base.metrics, "graph_breaks": 10, "break_reasons": {"disable": 10}}, spec)
+    judged = report.judge(run, base, path, exact, refresh=refresh_command(spec, bl.DEFAULT_DIR),
+                          allow_improvement=False, strict=False)  # fmt: skip
+    monkeypatch.setattr(check, "run_and_judge", lambda *a, **k: check_flow.Judged(report=judged, run=run,
+                                                                                    baseline=path, refresh=""))
     junit = tmp_path / "check.xml"
-    proc = _cli("check", "--scenario", "tp2-aot", "--junit", str(junit),
-                env={"COMPILE_GUARD_COLLECTIVE_PATH": "disabled_inplace"})  # fmt: skip
-    assert proc.returncode == 1, proc.stdout
+    assert cli.main(["check", "--scenario", "tp2-aot", "--junit", str(junit)]) == 1
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
-    assert suite.get("name") == "check.tp2-aot" and int(suite.get("failures")) >= 4
+    assert suite.get("name") == "check.tp2-aot" and int(suite.get("failures")) == 2  # graph_breaks, break_reasons
     failure = cases["graph_breaks"].find("failure")
     assert failure is not None and "baseline 0 -> per rank [10, 10]" in failure.text
     assert cases["steady_recompiles"].find("failure") is None  # unchanged metrics pass
 
 
-def test_matrix_junit_one_case_per_row(tmp_path):
-    """TP=2, gloo, eager: two rows through the matrix runner."""
+def test_matrix_junit_one_case_per_row(tmp_path, monkeypatch):
+    """In process: `matrix --rows OM-01,OM-04 --junit` writes one case per row, failures with their problems (the
+    rows' real runs are tests/test_matrix.py's)."""
+    from compile_guard import cli
+    from compile_guard.commands import matrix
+    from compile_guard.matrix.runner import RowResult
+
+    def fake_row(row, log_root):
+        problems = ["rank 1 exited 0, expected one of [10]"] if row.id == "OM-04" else []
+        return RowResult(id=row.id, passed=not problems, problems=problems, observed="", signature="", ttf_s=0.1,
+                         detect_s=0.1, ttf_budget_s=1.0, leftover_pids=[], wall_s=1.0, log_dir=str(log_root))
+
+    monkeypatch.setattr(matrix, "run_row", fake_row)
     junit = tmp_path / "matrix.xml"
-    proc = _cli("matrix", "--rows", "OM-01,OM-04", "--junit", str(junit))
-    assert proc.returncode == 0, proc.stdout
+    assert cli.main(["matrix", "--rows", "OM-01,OM-04", "--junit", str(junit), "--log-dir", str(tmp_path)]) == 1
     suite = ET.parse(junit).getroot().find("testsuite")
     assert [c.get("name") for c in suite.findall("testcase")] == ["OM-01", "OM-04"]
-    assert suite.get("failures") == "0"
+    assert suite.get("failures") == "1" and "expected one of [10]" in suite.findall("testcase")[1].find("failure").text
 
 
 @pytest.mark.parametrize("argv, env, message", [
@@ -103,7 +126,7 @@ def test_matrix_junit_one_case_per_row(tmp_path):
     (["matrix", "--rows", ""], {}, "--rows is empty"),
     (["baseline", "show", "--file", "/dev/null"], {}, "is not a regular file"),
 ])  # fmt: skip
-def test_bad_input_exits_2_naming_it(argv, env, message):
+def test_bad_input_exits_2_naming_it(argv, env, message, quick_process):
     proc = _cli(*argv, env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr

@@ -9,11 +9,14 @@ two nodes.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import uuid
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from compile_guard.launcher import free_port
 from compile_guard.leftovers import processes_with_env
@@ -40,11 +43,17 @@ def _run_all(commands: list[list[str]], run_id: str) -> list[subprocess.Complete
     return [subprocess.CompletedProcess(c, p.returncode, out, "") for c, p, out in done]
 
 
+def _worker_exit_codes(text: str) -> list[int]:
+    """Every worker's exit code as torchrun's failure summary lists it (`exitcode  : 2`)."""
+    return [int(code) for code in re.findall(r"exitcode\s*:\s*(-?\d+)", text)]
+
+
 def _reports(text: str) -> int:
     return sum(line.startswith("scenario tp2-aot:") for line in text.splitlines())
 
 
-def test_check_runs_in_place_under_torchrun(tmp_path):
+@pytest.mark.smoke
+def test_check_runs_in_place_under_torchrun(tmp_path, processes):
     run_id = uuid.uuid4().hex
     json_path, junit = tmp_path / "check.json", tmp_path / "check.xml"
     [proc] = _run_all([[*TORCHRUN, "--standalone", "--nproc-per-node=2", f"--rdzv-id={run_id}", *CHECK,
@@ -55,7 +64,7 @@ def test_check_runs_in_place_under_torchrun(tmp_path):
     assert json_path.exists() and ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
 
 
-def test_check_runs_in_place_across_two_torchrun_agents(tmp_path):
+def test_check_runs_in_place_across_two_torchrun_agents(tmp_path, processes):
     run_id = uuid.uuid4().hex
     endpoint = f"127.0.0.1:{free_port()}"  # the c10d rendezvous both agents meet at
     agents = [[*TORCHRUN, "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1", "--rdzv-backend=c10d",
@@ -63,3 +72,20 @@ def test_check_runs_in_place_across_two_torchrun_agents(tmp_path):
     procs = _run_all(agents, run_id)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(p.stdout for p in procs)
     assert sum(_reports(p.stdout) for p in procs) == 1  # one report, from global rank 0
+
+
+@pytest.mark.parametrize("target, code, label", [
+    ("tests.targets:wrong_on_rank1", 2, "input error"),  # rank 1 refuses its target; rank 0 loses its peer
+    ("docs.examples.tp_divergence:guarded_value", 1, "compile divergence"),  # one raises, one stopped by its watcher
+])  # fmt: skip
+def test_every_rank_of_a_failed_in_place_run_exits_the_same_code(tmp_path, target, code, label, processes):
+    """Topology: torchrun --standalone, 2 workers (TP=2, gloo, CPU, aot_eager). The ranks fail in different ways
+    (a ConfigError on one and a lost peer on the other; a verdict raised in one rank's own wait and the other's
+    watcher ending its process): each rank settles over every rank's code on torchrun's store, so both exit the
+    culprit's CLI code."""
+    run_id = uuid.uuid4().hex
+    [proc] = _run_all([[*TORCHRUN, "--standalone", "--nproc-per-node=2", f"--rdzv-id={run_id}", "-m",
+                        "compile_guard", "baseline", "refresh", "--target", target, "--backend", "aot_eager",
+                        "--baselines", str(tmp_path)]], run_id)  # fmt: skip
+    assert proc.returncode != 0 and label in proc.stdout, proc.stdout
+    assert _worker_exit_codes(proc.stdout) == [code, code], proc.stdout

@@ -27,6 +27,7 @@ def test_clean_run_is_ok(run_ranks):
     assert "20 iterations done" in result.ranks[0].log_tail
 
 
+@pytest.mark.smoke
 def test_rank_that_raises(run_ranks):
     """2 ranks, gloo: rank 1 raises mid-loop; rank 0 sees the dead peer within ~1 s."""
     result = run_ranks(_loop("raise"))
@@ -75,7 +76,7 @@ def test_deadline_kills_a_blocked_run(run_ranks):
     assert deadline <= result.duration_s < deadline + 5.0, result.summary()
 
 
-def test_rank_env_overrides_reach_only_their_rank(tmp_path):
+def test_rank_env_overrides_reach_only_their_rank(tmp_path, processes):
     """3 ranks, no collectives: rank 2 alone gets CG_PROBE=x; each rank exits 0 iff it saw
     what it should, so a leaked or missing override fails the run."""
     script = (

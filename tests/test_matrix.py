@@ -16,9 +16,12 @@ from compile_guard.launcher import LaunchResult, RankResult
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import judge, run_row
 
+SMOKE_ROWS = ("OM-04", "CD-01")  # a parity row and a compile-divergence row stay in `make test-fast`
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
-def test_row(row, tmp_path):
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.id, marks=pytest.mark.smoke if r.id in SMOKE_ROWS else ())
+                                 for r in ROWS])  # fmt: skip
+def test_row(row, tmp_path, processes):
     result = run_row(row, tmp_path)
     assert result.passed, "\n".join(result.problems) + f"\nlogs: {result.log_dir}"
     assert result.leftover_pids == []
@@ -40,7 +43,7 @@ def _fake_result(tmp_path, rcs) -> LaunchResult:
     return LaunchResult(ranks=ranks, outcome="ok", first_failed=None, duration_s=1.0, master_port=1, started_at=0.0)
 
 
-def test_judge_rejects_wrong_exit_codes_and_missing_events(tmp_path):
+def test_judge_rejects_wrong_exit_codes_and_missing_events(tmp_path, quick_process):
     """The judge itself can fail: OM-11 with clean exits and no digest event is two problems."""
     row = ROWS_BY_ID["OM-11"]
     verdict = judge(row, _fake_result(tmp_path, [0, 0]), [[], []])
@@ -49,7 +52,7 @@ def test_judge_rejects_wrong_exit_codes_and_missing_events(tmp_path):
     assert any("logged no digest_mismatch event" in p for p in verdict.problems)
 
 
-def test_judge_requires_the_job_to_go_on(tmp_path):
+def test_judge_requires_the_job_to_go_on(tmp_path, quick_process):
     """A preflight row whose run lost a chunk beyond the rejected one fails."""
     row = ROWS_BY_ID["OM-01"]
     rejected = {"event": "preflight_rejected", "t": 1.0, "stage": "meta_encode", "key_path": "extras.on_done",

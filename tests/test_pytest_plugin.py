@@ -4,18 +4,14 @@ Topology of each run: 2 ranks, gloo, CPU, through rank_runner's launcher with a 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from compile_guard.health import baseline as bl
 from compile_guard.pytest_plugin import assert_compile_health
 from compile_guard.scenarios import resolve
-from tests.conftest import CLI_TIMEOUT_S, REPO
 
 
+@pytest.mark.smoke
 def test_rank_runner_returns_each_ranks_value(rank_runner):
     run = rank_runner("tests.rank_functions:allreduce_rank_plus_one", nprocs=2)
     assert run.ok, run.result.summary()
@@ -43,26 +39,29 @@ def test_assert_compile_health_against_a_baseline(rank_runner, tmp_path):
         assert_compile_health(worse, path)
 
 
-def test_compile_guard_check_guards_a_model_in_one_line(compile_guard_check, tmp_path):
-    """TP=2 over 2 ranks, gloo, CPU, aot_eager: the worked example's good factory passes against the
-    baseline refreshed for it; the rank-dependent branch fails the test with the check's report."""
+def test_compile_guard_check_guards_a_model_in_one_line(compile_guard_check, tmp_path, tp_mlp_baselines):
+    """TP=2 over 2 ranks, gloo, CPU, aot_eager: with no baseline the test fails saying so (nothing launched); the
+    worked example's good factory passes against the baseline refreshed for it (one launch)."""
     target = "docs.examples.tp_mlp:good"
     with pytest.raises(pytest.fail.Exception, match="no baseline for docs.examples.tp_mlp:good"):
         compile_guard_check(target, baselines=tmp_path, backend="aot_eager")
-    refresh = subprocess.run([sys.executable, "-m", "compile_guard", "baseline", "refresh", "--target", target,
-                              "--backend", "aot_eager", "--baselines", str(tmp_path)], cwd=REPO,
-                             capture_output=True, text=True, timeout=CLI_TIMEOUT_S)  # fmt: skip
-    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
-    report = compile_guard_check(target, baselines=tmp_path, backend="aot_eager")
+    report = compile_guard_check(target, baselines=tp_mlp_baselines, backend="aot_eager")
     assert report.exit_code == 0 and "PASS" in report.text
-    branch = tmp_path / "branch"
-    branch.mkdir()
-    for path in tmp_path.glob("target-*.json"):  # the same health, filed under the other target's name
-        raw = json.loads(path.read_text())
-        raw["factors"]["scenario"] = "target-docs_examples_tp_mlp_rank_branch"
-        raw["factors"]["config_hash"] = resolve(scenario_name="", target="docs.examples.tp_mlp:rank_branch",
-                                                nprocs=2, backend="aot_eager").config_hash()  # fmt: skip
-        bl.write(branch / bl.file_name(raw["factors"]), bl.Baseline(factors=raw["factors"], metrics=raw["metrics"],
-                                                                    break_sites=[]))  # fmt: skip
-    with pytest.raises(pytest.fail.Exception, match="cross-rank asymmetry"):
-        compile_guard_check("docs.examples.tp_mlp:rank_branch", baselines=branch, backend="aot_eager")
+
+
+@pytest.mark.smoke
+def test_compile_guard_check_fails_the_test_with_the_checks_report(compile_guard_check, tmp_path, monkeypatch):
+    """In process: a check that judges a failure (here a cross-rank asymmetry) fails the test with the report;
+    the real asymmetric run of `tp_mlp:rank_branch` is tests/test_target.py's."""
+    from compile_guard import check_flow
+    from compile_guard.check_run import CheckRun
+    from compile_guard.report import Report
+
+    run = CheckRun(spec=resolve(scenario_name="", target="docs.examples.tp_mlp:rank_branch", nprocs=2,
+                                backend="aot_eager"), result=None, reports=None, log_dir=tmp_path)  # fmt: skip
+    failed = Report(exit_code=1, text="cross-rank asymmetry: CompileDivergence: ...", data={})
+    monkeypatch.setattr(check_flow, "run_and_judge", lambda *a, **k: check_flow.Judged(report=failed, run=run,
+                                                                                        baseline=None, refresh=""))
+    monkeypatch.setattr("compile_guard.pytest_plugin.leftover_pids", lambda result: [])
+    with pytest.raises(pytest.fail.Exception, match=r"failed \(exit 1\):\ncross-rank asymmetry"):
+        compile_guard_check("docs.examples.tp_mlp:rank_branch", baselines=tmp_path, backend="aot_eager")

@@ -19,7 +19,7 @@ from tests.conftest import REPO
 # direction (B > C) and C's exact invariant.
 
 
-def test_repro_modes_show_the_cliff(tmp_path):
+def test_repro_modes_show_the_cliff(tmp_path, processes):
     json_path = tmp_path / "repro.json"
     proc = subprocess.run(
         [sys.executable, "-m", "compile_guard", "repro", "--backend", "aot_eager",
@@ -49,7 +49,7 @@ def test_repro_fails_when_mode_c_breaks():
     assert len(problems) == 1 and problems[0].startswith("rank 1 mode C: graph_break_count=2")
 
 
-def test_repro_usage_error_exits_2():
+def test_repro_usage_error_exits_2(quick_process):
     proc = subprocess.run(
         [sys.executable, "-m", "compile_guard", "repro", "--backend", "tvm"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
@@ -67,7 +67,7 @@ def test_repro_runs_in_place_under_a_launcher(run_ranks_argv):
     assert "launching" not in result.ranks[0].log_tail  # and did not spawn a launcher
 
 
-def test_repro_script_runs_under_torchrun():
+def test_repro_script_runs_under_torchrun(processes):
     """TP=2, gloo, via torchrun itself. torchrun puts its workers in their own sessions, so
     we bound it with SIGTERM (it forwards to workers) and then sweep by our unique port."""
     port = free_port()

@@ -49,8 +49,9 @@ def _ranks_of(log_dir: Path) -> set[int]:
     return processes_with_env(f"COMPILE_GUARD_RUN_DIR={log_dir}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_a_signal_kills_the_ranks_and_reports_interrupted(tmp_path, sig):
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.smoke), signal.SIGHUP],
+                         ids=lambda s: s.name)  # fmt: skip
+def test_a_signal_kills_the_ranks_and_reports_interrupted(tmp_path, sig, processes):
     proc = _start_check(tmp_path)
     try:
         seen = _read_until(proc, b"handshake effective_backend", WAIT_S)
@@ -66,7 +67,7 @@ def test_a_signal_kills_the_ranks_and_reports_interrupted(tmp_path, sig):
     assert _ranks_of(tmp_path) == set()
 
 
-def test_sigkill_of_the_cli_takes_its_ranks_down_within_2s(tmp_path):
+def test_sigkill_of_the_cli_takes_its_ranks_down_within_2s(tmp_path, processes):
     proc = _start_check(tmp_path)
     try:
         _read_until(proc, b"handshake effective_backend", WAIT_S)
@@ -118,7 +119,7 @@ def _ip(hex_address: str, width: int) -> str:
     return ":".join(b"".join(words).hex()[i:i + 4] for i in range(0, 32, 4))
 
 
-def test_a_check_listens_on_loopback_only(tmp_path):
+def test_a_check_listens_on_loopback_only(tmp_path, processes):
     """The store (hosted by the CLI) and every gloo pair (ranks) listen on 127.0.0.1 / ::1 only."""
     proc = _start_check(tmp_path)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,20 +25,20 @@ def _target(action: list[str], name: str, baselines, module: str = EXAMPLE) -> s
     return _cli(*action, "--target", f"{module}:{name}", "--backend", "aot_eager", "--baselines", str(baselines))
 
 
-def test_good_target_round_trip(tmp_path):
-    """Baselines live in the user's directory; a refreshed target then passes its check."""
+@pytest.mark.smoke
+def test_good_target_round_trip(tmp_path, processes, tp_mlp_baselines):
+    """Baselines live in the user's directory (the session's refresh wrote it); a refreshed target then passes."""
     assert _target(["check"], "good", tmp_path).returncode == 2  # no baseline yet: exit 2 + the command
-    refresh = _target(["baseline", "refresh"], "good", tmp_path)
-    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
-    names = [p.name for p in tmp_path.iterdir()]
+    names = [p.name for p in tp_mlp_baselines.iterdir()]
     assert len(names) == 1 and names[0].startswith("target-docs_examples_tp_mlp_good__torch-"), names
-    check = _target(["check"], "good", tmp_path)
+    check = _target(["check", "--json", str(tmp_path / "out.json")], "good", tp_mlp_baselines)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "PASS" in check.stdout
-    assert "collectives_in_graphs  1" in check.stdout  # the funcol all-reduce stays in the one graph
+    rows = {r["metric"]: r for r in json.loads((tmp_path / "out.json").read_text())["rows"]}
+    assert rows["collectives_in_graphs"]["per_rank"] == [1, 1]  # the funcol all-reduce stays in the one graph
 
 
-def test_rank_dependent_branch_is_caught(tmp_path):
+def test_rank_dependent_branch_is_caught(tmp_path, processes):
     proc = _target(["baseline", "refresh"], "rank_branch", tmp_path)
     assert proc.returncode == 1, proc.stdout  # cross-rank asymmetry
     # caught by the compile agreement, before the warmup graph's first run
@@ -46,17 +47,28 @@ def test_rank_dependent_branch_is_caught(tmp_path):
     assert not list(tmp_path.iterdir())  # no baseline is written from an asymmetric run
 
 
-@pytest.mark.parametrize(
-    "name, message",
-    [
-        ("broken", "the factory raised RuntimeError: weights not found at /nonexistent/ckpt"),
-        ("wrong_shape", "the factory returned dict; expected compile_guard.target.GuardTarget"),
-    ],
-)
-def test_factory_errors_exit_2_with_the_message(tmp_path, name, message):
-    proc = _target(["baseline", "refresh"], name, tmp_path)
+def test_a_factory_that_returns_the_wrong_thing_is_exit_2_with_the_fix(tmp_path, processes):
+    proc = _target(["baseline", "refresh"], "wrong_shape", tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stdout
+    # every rank refuses it alike; whichever failed first is named
+    assert re.search(r"input error on rank [01]: --target 'docs.examples.tp_mlp:wrong_shape': the factory returned"
+                     r" dict; expected compile_guard.target.GuardTarget", proc.stdout), proc.stdout
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("name, message, raised", [
+    ("broken", "the factory raised RuntimeError: weights not found at /nonexistent/ckpt", "RuntimeError"),
+    ("value_error_at_step", "unexpected ValueError: expected 16 tokens per step, got 17", "ValueError"),
+])  # fmt: skip
+def test_the_code_under_test_raising_is_exit_3_with_its_traceback_never_an_input_error(tmp_path, name, message,
+                                                                                        raised, processes):
+    """The factory, or the model at step 1, raises an ordinary exception of its own: the code under test crashed
+    (exit 3, the rank's log holds the traceback); the command line was right, so never `input error` (exit 2)."""
+    proc = _target(["baseline", "refresh", "--log-dir", str(tmp_path / "logs")], name, tmp_path / "baselines")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "input error" not in proc.stdout and message in proc.stdout
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("rank*.log"))
+    assert "Traceback (most recent call last)" in logs and f"{raised}: " in logs
 
 
 @pytest.mark.parametrize(
@@ -67,13 +79,13 @@ def test_factory_errors_exit_2_with_the_message(tmp_path, name, message):
         ("not-a-target", "is not 'package.module:factory'"),
     ],
 )
-def test_unloadable_targets_exit_2_before_any_rank_starts(tmp_path, spec, message):
+def test_unloadable_targets_exit_2_before_any_rank_starts(tmp_path, spec, message, quick_process):
     proc = _cli("check", "--target", spec, "--baselines", str(tmp_path))
     assert proc.returncode == 2 and message in proc.stderr
     assert "launching" not in proc.stdout
 
 
-def test_dtensor_collectives_are_seen_after_dispatch(tmp_path):
+def test_dtensor_collectives_are_seen_after_dispatch(tmp_path, processes):
     """TP=2 over 2 ranks, gloo, aot_eager, a DTensor MLP (parallelize_module, colwise + rowwise): the
     dynamo graph holds no collective; the schedule read after dispatch has the rowwise all-reduce."""
     refresh = _target(["baseline", "refresh"], "mlp", tmp_path, module="docs.examples.tp_dtensor")
@@ -92,7 +104,7 @@ def test_dtensor_collectives_are_seen_after_dispatch(tmp_path):
         assert schedule["collectives"][0]["group"]["ranks"] == [0, 1]
 
 
-def test_a_rank_given_another_input_shape_is_stopped_before_the_step(tmp_path):
+def test_a_rank_given_another_input_shape_is_stopped_before_the_step(tmp_path, processes):
     """TP=2 over 2 ranks, gloo, aot_eager: rank 1's second input is one token longer. Without the
     per-step agreement rank 1 recompiles alone and the all-reduce sizes differ (a gloo abort, an
     NCCL hang); with it both ranks stop before step 1 with the signature table (exit 1)."""
@@ -103,7 +115,7 @@ def test_a_rank_given_another_input_shape_is_stopped_before_the_step(tmp_path):
     assert not list(tmp_path.glob("*.json"))  # nothing written
 
 
-def test_a_hugging_face_llama_made_tensor_parallel_is_guarded(tmp_path):
+def test_a_hugging_face_llama_made_tensor_parallel_is_guarded(tmp_path, processes):
     """TP=2 over 2 ranks, gloo, aot_eager: transformers' LlamaForCausalLM (config only, random init)
     with parallelize_module on every decoder layer. One graph, no break; after dispatch the schedule
     has the rowwise o_proj and down_proj all-reduces of both layers."""
@@ -121,7 +133,7 @@ def test_a_hugging_face_llama_made_tensor_parallel_is_guarded(tmp_path):
     assert "compile divergence" in diverged.stdout and "differs: ['fingerprint']" in diverged.stdout
 
 
-def test_a_vocab_parallel_model_with_rank_varying_constants_is_baselined_and_a_new_one_fails(tmp_path):
+def test_a_vocab_parallel_model_with_rank_varying_constants_is_baselined_and_a_new_one_fails(tmp_path, processes):
     """TP=2 over 2 ranks, gloo, aot_eager: hand-written Megatron-style TP with functional collectives
     (docs/examples/vocab_parallel.py). Rank r's graph holds its own vocab bounds (`x < 128 * r`, ...): healthy,
     so refresh and check pass and the report lists each constant with its site. Then the user's model changes
@@ -147,7 +159,7 @@ def test_a_vocab_parallel_model_with_rank_varying_constants_is_baselined_and_a_n
 
 
 @pytest.fixture
-def cpu_hog():
+def cpu_hog(processes):
     """A busy loop on every core for the test's length, in its own session; killed (and reaped) after it."""
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
             for _ in range(os.cpu_count() or 1)]  # fmt: skip
@@ -159,7 +171,7 @@ def cpu_hog():
             hog.wait(timeout=30)
 
 
-def test_check_under_a_cpu_hog_on_every_core_is_never_stopped(tmp_path, cpu_hog):
+def test_check_under_a_cpu_hog_on_every_core_is_never_stopped(tmp_path, cpu_hog, processes):
     """TP=2 over 2 ranks, gloo, aot_eager, every core busy with another process: the ranks compile and reach
     their holds at times the scheduler picks. Ten checks, ten passes: load is never proof of anything."""
     refresh = _target(["baseline", "refresh"], "good", tmp_path)
@@ -169,7 +181,7 @@ def test_check_under_a_cpu_hog_on_every_core_is_never_stopped(tmp_path, cpu_hog)
         assert check.returncode == 0, f"check {i} under {cpu_hog} hogs:\n{check.stdout}{check.stderr}"
 
 
-def test_a_stalled_peer_is_exit_4_with_every_ranks_position(tmp_path):
+def test_a_stalled_peer_is_exit_4_with_every_ranks_position(tmp_path, processes):
     """TP=2 over 2 ranks, gloo, aot_eager: rank 0 blocks for good in its own code before a recompile every rank
     does (docs/examples/tp_divergence.py:stuck_peer). Not a regression, not our input, not an engine crash:
     a stall, exit 4, the table naming where each rank is; nothing written."""

@@ -23,7 +23,7 @@ threading.Event().wait(30)  # the driver went silent: only the watchdog ends thi
 """
 
 
-def test_watchdog_exits_within_its_window():
+def test_watchdog_exits_within_its_window(quick_process):
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=30)
     elapsed = time.monotonic() - t0

@@ -200,14 +200,13 @@ def agreement_on(region: CompiledRegion, *, group: dist.ProcessGroup, stall_s: f
                  enabled: bool = True, **kwargs: Any) -> Iterator[Any]:  # fmt: skip
     """`with agreement_on(region, group=...)`: every graph of the region agreed across `group` before it runs
     (nothing to agree on when the region runs eagerly, or when `enabled` is False)."""
-    if region.recorder is None or not enabled:
+    if not region.compiled or not enabled:
         yield None
         return
     agreement = CompileAgreement(group=group, stall_s=stall_s, **kwargs)
-    region.recorder.gate = agreement.compile
     try:
-        yield agreement
+        with region.gated(agreement.compile):
+            yield agreement
     finally:
-        region.recorder.gate = None
         agreement.close()
 

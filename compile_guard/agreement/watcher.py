@@ -28,7 +28,7 @@ from compile_guard.agreement.positions import Positions
 from compile_guard.health.sites import relative_site
 from engine import events
 from engine.errors import CollectiveMismatch, CompileDivergence, EngineError, ProtocolError, Stalled
-from engine.failure import record_failure
+from engine.failure import abort
 
 log = logging.getLogger("compile_guard.agreement")
 ERRORS: dict[str, type[EngineError]] = {e.__name__: e for e in (CompileDivergence, CollectiveMismatch, ProtocolError,
@@ -115,9 +115,12 @@ class Watcher:
         except dist.DistError as exc:  # the store went away: the job is over anyway
             log.info("watcher of group %s ends: %s", link.m.group, exc)
             return
-        except Exception:  # a bug of ours: said loudly; peers that ask this rank then see "no answer"
-            log.exception("watcher of group %s failed; this rank no longer answers its peers", link.m.group)
-            return
+        except Exception as exc:  # an unreadable verdict, or a bug of ours: this rank must stay stoppable
+            log.exception("watcher of group %s failed; stopping this rank and its peers", link.m.group)
+            verdict = {"error": "ProtocolError", "kind": "watcher_failed", "fields": [],
+                       "text": f"agreement: rank {link.m.rank}'s watcher failed: {type(exc).__name__}: {exc}"}
+            with contextlib.suppress(Exception):  # on a fresh connection: this one may be mid-operation
+                verdict = Transport(self.transport.store).run(protocol.declare(link, verdict)).verdict
         with self._lock:
             waiting = self._waiting
         if (waiting and self._raised.wait(DEFER_S)) or self._raised.is_set():
@@ -129,14 +132,7 @@ class Watcher:
         error, m = error_of(verdict), self.link.m
         announce(verdict, detector=m.rank, group=m.group, ranks=m.ranks, event=self.event)
         head, _, rest = str(verdict.get("text")).partition("\n")
-        exc = error(f"{head} (stopped by rank {verdict.get('by')}'s verdict)\n{rest}")
-        record_failure(exc)
-        events.emit("fatal", error=error.__name__, exit_code=error.exit_code, message=str(exc).splitlines()[0])
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(error.exit_code)
+        abort(error(f"{head} (stopped by rank {verdict.get('by')}'s verdict)\n{rest}"))
 
     def join(self) -> None:
         """Wait for the watcher to end (after protocol.close posted it "closed")."""

@@ -15,12 +15,13 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard import in_place
+from compile_guard.check_flow import run_and_judge
 from compile_guard.check_run import expected_factors
-from compile_guard.commands.check import add_spec_args, probe, spec_from
+from compile_guard.commands.check import add_spec_args, spec_from
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
-from compile_guard.report import EXIT_FAIL, EXIT_OK, EXIT_USAGE, failure_report
 from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS
+from compile_guard.verdict import Cli
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +50,8 @@ def _metric_table(metrics: dict[str, Any]) -> str:
 
 def refresh(args: argparse.Namespace) -> int:
     spec = spec_from(args)
-    if spec is None:
-        return EXIT_USAGE
+    if isinstance(spec, int):
+        return spec
     path = args.baselines / bl.file_name(expected_factors(spec))
     previous = None
     if os.path.lexists(path):  # what is replaced must have been a baseline: never clobber anything else
@@ -58,21 +59,21 @@ def refresh(args: argparse.Namespace) -> int:
             previous = bl.load(path)
         except bl.BaselineError as exc:
             print(f"baseline file error: {exc}; refusing to replace it — move it away first", file=sys.stderr)
-            return EXIT_USAGE
-    checked = probe(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
-    if isinstance(checked, int):
-        return checked
-    if checked.probes is None:
-        report = failure_report(checked)
-        print(report.text)
-        return report.exit_code
+            return Cli.USAGE
+    judged = run_and_judge(spec, args.baselines, need_baseline=False, log_dir=args.log_dir, dump_dir=args.dump_dir,
+                           verbose=True)  # fmt: skip
+    checked = judged.run
+    if checked is None or checked.reports is None:
+        if in_place.is_leader():
+            print(judged.report.text)
+        return judged.report.exit_code
     empty = policy.nothing_compiled(checked.metrics(), compile_on=spec.compile != "off")
     if not in_place.is_leader():  # in place: rank 0 writes; every rank reaches the same verdict
-        return EXIT_FAIL if empty else EXIT_OK
+        return Cli.FAIL if empty else Cli.OK
     if empty:
         print(f"refusing to write a baseline with no graph while compile is on (graphs per rank {empty[0].per_rank}):"
               " compile did not happen — a baseline of zeros would pass every broken run", file=sys.stderr)  # fmt: skip
-        return EXIT_FAIL
+        return Cli.FAIL
     new = checked.to_baseline()
     assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
     bl.write(path, new)
@@ -84,7 +85,7 @@ def refresh(args: argparse.Namespace) -> int:
         print("unchanged" if not rows else tabulate(
             [[r.metric, json.dumps(r.baseline)[:50], json.dumps(r.per_rank[0])[:50], r.verdict] for r in rows],
             headers=["metric", "before", "after", "verdict"]))  # fmt: skip
-    return EXIT_OK
+    return Cli.OK
 
 
 def _shown(args: argparse.Namespace) -> Path | None:
@@ -103,13 +104,13 @@ def show(args: argparse.Namespace) -> int:
     path = _shown(args)
     if path is None:
         print(f"no baseline for scenario {args.scenario} in {args.baselines}", file=sys.stderr)
-        return EXIT_USAGE
+        return Cli.USAGE
     base = bl.load(path)
     print(f"{path}\n" + tabulate(sorted(base.factors.items()), headers=["factor", "value"]))
     print(_metric_table(base.metrics))
     for note in base.notes:
         print(f"note: {note}")
-    return EXIT_OK
+    return Cli.OK
 
 
 def diff(args: argparse.Namespace) -> int:
@@ -122,7 +123,7 @@ def diff(args: argparse.Namespace) -> int:
                    headers=["metric", "A", "B", "B vs A"]))  # fmt: skip
     for note in (*a.notes, *b.notes):
         print(f"note: {note}")
-    return EXIT_OK
+    return Cli.OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,4 +133,4 @@ def run(args: argparse.Namespace) -> int:
         return show(args) if args.action == "show" else diff(args)
     except bl.BaselineError as exc:
         print(f"baseline file error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return Cli.USAGE

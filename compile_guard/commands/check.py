@@ -6,21 +6,20 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
 from compile_guard import in_place
-from compile_guard.check_run import CheckRun, NoBaseline, baseline_for, run_check
+from compile_guard.check_flow import run_and_judge
 from compile_guard.commands.argtypes import positive_int, positive_seconds
 from compile_guard.health import baseline as bl
 from compile_guard.junit import Case, write_junit
-from compile_guard.report import EXIT_OK, EXIT_USAGE, Report, failure_report, judge
+from compile_guard.report import Report
 from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
+from compile_guard.verdict import Cli
 from engine.atomic_json import write_json
+from engine.errors import ConfigError, RankCrashed
 from engine.runspec import RunSpec
 
 DESCRIPTION = (
@@ -60,8 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="changed fingerprints/backend fail too")
 
 
-def spec_from(args: argparse.Namespace) -> RunSpec | None:
-    """The run spec the flags pick; None (the error printed) when they pick none."""
+def spec_from(args: argparse.Namespace) -> RunSpec | int:
+    """The run spec the flags pick; else the exit code, the error printed: 2 when they pick none, 3 when the
+    target's own module raised while importing (the code under test crashed, not the command line)."""
     try:
         spec = resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
         if args.agree_window is not None:
@@ -69,72 +69,30 @@ def spec_from(args: argparse.Namespace) -> RunSpec | None:
                   " --stall-s) and goes in the next release", file=sys.stderr)  # fmt: skip
         return dataclasses.replace(spec, stall_s=args.stall_s or 0.0, eager_ledger=args.eager_ledger,
                                    agree_inputs=not args.no_input_agreement)  # fmt: skip
-    except ValueError as exc:  # UnknownScenario, TargetError
+    except ConfigError as exc:  # UnknownScenario, TargetError
         print(f"input error: {exc}", file=sys.stderr)
-        return None
-
-
-def _progress(event: dict[str, Any]) -> None:
-    if event["event"] == "parity_ok":
-        print(f"  handshake {event['handshake']}: {event['keys']} keys equal on ranks {event['ranks']}", flush=True)
-    elif event.get("phase") == "warmup_done":
-        print(f"  warmup done: unique_graphs={event['unique_graphs']} graph_breaks={event['graph_breaks']}"
-              f" recompiles={event['recompiles']}", flush=True)  # fmt: skip
-    else:
-        print(f"  steady chunk {event['chunk_index']} done ({event['generator_calls']} generator calls)", flush=True)
-
-
-def launch_with_progress(spec: RunSpec, *, log_dir: Path | None, dump_dir: Path | None) -> CheckRun:
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_check_"))
-    print(f"check {spec.name}: launching {spec.nprocs} ranks (logs: {log_dir})", flush=True)
-    started = time.monotonic()
-    run = run_check(spec, log_dir=log_dir, dump_dir=dump_dir, on_progress=_progress)
-    print(f"  ranks done in {time.monotonic() - started:.1f}s", flush=True)
-    return run
-
-
-def probe_in_place(spec: RunSpec, *, dump_dir: Path | None) -> CheckRun:
-    """This process is one rank: run the check's rank body here and gather every rank's report."""
-    reports, code = in_place.probe_all(spec, dump_dir=dump_dir)
-    if reports is None and in_place.is_leader():
-        print(f"check {spec.name}: this rank ended with rank exit code {code}; its log above says why",
-              file=sys.stderr)  # fmt: skip
-    return CheckRun(spec=spec, result=None, probes=reports, log_dir=None, rank_code=code)
-
-
-def probe(spec: RunSpec, *, log_dir: Path | None, dump_dir: Path | None) -> CheckRun | int:
-    """The check's ranks for `spec`: in place under a launcher (this rank's CLI exit code when it
-    failed: its log says why), else self-launched (a failed run comes back without probes)."""
-    if in_place.active():  # torchrun (or srun's wrapper) already made this process a rank
-        checked = probe_in_place(spec, dump_dir=dump_dir)
-        return checked if checked.probes is not None else in_place.cli_code(checked.rank_code)
-    return launch_with_progress(spec, log_dir=log_dir, dump_dir=dump_dir)
+        return Cli.USAGE
+    except RankCrashed as exc:  # TargetCrashed: the traceback is logged above
+        print(f"target failure: {exc}", file=sys.stderr)
+        return Cli.ENGINE
 
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
         print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
                        headers=["scenario", "ranks", "backend", "description"]))  # fmt: skip
-        return EXIT_OK
+        return Cli.OK
     spec = spec_from(args)
-    if spec is None:
-        return EXIT_USAGE
-    try:
-        path, exact, base = baseline_for(spec, args.baselines)
-    except NoBaseline as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    except bl.BaselineError as exc:
-        print(f"baseline file error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    checked = probe(spec, log_dir=args.log_dir, dump_dir=args.dump_dir)
-    if isinstance(checked, int):
-        return checked
-    report = failure_report(checked) if checked.probes is None else judge(
-        checked, base, path, exact, allow_improvement=args.allow_improvement, strict=args.strict)  # fmt: skip
+    if isinstance(spec, int):
+        return spec
+    judged = run_and_judge(spec, args.baselines, allow_improvement=args.allow_improvement, strict=args.strict,
+                           log_dir=args.log_dir, dump_dir=args.dump_dir, verbose=True)  # fmt: skip
+    report = judged.report
     if not in_place.is_leader():
-        return report.exit_code  # every rank judged the same data; rank 0 speaks for them
-    print(report.text)
+        return report.exit_code  # every rank judged the same data (or settled the same code); rank 0 speaks
+    print(report.text, file=sys.stdout if judged.run is not None else sys.stderr)
+    if judged.run is None:
+        return report.exit_code  # nothing ran: no baseline to judge against
     if args.json:
         write_json(args.json, report.data)
     if args.junit:

@@ -14,8 +14,8 @@ from compile_guard import in_place
 from compile_guard.junit import Case, write_junit
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import RowResult, run_row
-from compile_guard.report import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from compile_guard.supervision import Interrupted
+from compile_guard.verdict import Cli
 from engine.atomic_json import write_json
 
 LEADER_WAIT_S = 3600.0  # in place, ranks > 0 wait this long for rank 0's matrix (25 rows take ~2 min)
@@ -54,16 +54,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.list:
         print(tabulate([[r.id, r.fm, r.surface, r.fault, r.expect.event] for r in ROWS],
                        headers=["id", "FM", "surface", "fault", "caught by"]))  # fmt: skip
-        return EXIT_OK
+        return Cli.OK
     ids = list(ROWS_BY_ID) if args.rows is None else [i.strip() for i in args.rows.split(",") if i.strip()]
     if not ids:
         print("--rows is empty; give row ids such as OM-01,OM-04 (see matrix --list), or omit it for all",
               file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
+        return Cli.USAGE
     unknown = [i for i in ids if i not in ROWS_BY_ID]
     if unknown:
         print(f"--rows: unknown row id(s) {unknown}; known: {sorted(ROWS_BY_ID)}", file=sys.stderr)
-        return EXIT_USAGE
+        return Cli.USAGE
     log_root = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_matrix_"))
     started, results = time.monotonic(), []
     for row_id in ids:
@@ -88,4 +88,4 @@ def _run(args: argparse.Namespace) -> int:
                       failure="\n".join(r.problems) + f"\nlogs: {r.log_dir}" if r.problems else None,
                       message=r.problems[0][:200] if r.problems else "") for r in results]  # fmt: skip
         write_junit(args.junit, "matrix", cases)
-    return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL
+    return Cli.OK if all(r.passed for r in results) else Cli.FAIL

@@ -13,8 +13,8 @@ from tabulate import tabulate
 
 from compile_guard.commands.argtypes import non_negative_int, positive_int, positive_seconds
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
-from compile_guard.report import EXIT_ENGINE, EXIT_FAIL, EXIT_OK
 from compile_guard.supervision import Interrupted
+from compile_guard.verdict import Cli
 from engine import knobs
 
 REPRO_MODULE = "repro.tp_compile_repro"
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise Interrupted(result.interrupted_by)
     if not json_path.exists():
         _report_failure(result)
-        return EXIT_ENGINE
+        return Cli.ENGINE
     report = json.loads(json_path.read_text())
     cols = ["rank", "mode", "collective_path", "backend", "graph_break_count", "graph_count", "ms_per_call"]
     print(tabulate([[row[c] for c in cols] for row in report["rows"]], headers=cols))
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"FAIL: {line}")
     print(f"wall time {time.monotonic() - started:.1f}s; json: {json_path}")
     if report["problems"]:
-        return EXIT_FAIL
+        return Cli.FAIL
     if not result.ok:
         _report_failure(result)
-        return EXIT_ENGINE
-    return EXIT_OK
+        return Cli.ENGINE
+    return Cli.OK

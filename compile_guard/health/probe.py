@@ -59,8 +59,8 @@ class CompileProbe:
         self._metrics_start = len(dynamo_utils.get_compilation_metrics())
         self._sites = BreakSites()
         self._schedules: list[dict[str, Any]] = []  # per graph, in compile order: after dispatch
-        if region.recorder is not None:
-            region.recorder.observers.append(lambda gm, inputs: self._schedules.append(collective_schedule(gm, inputs)))
+        if region.compiled:
+            region.observe_graphs(lambda gm, inputs: self._schedules.append(collective_schedule(gm, inputs)))
         torch._logging.set_logs(graph_breaks=True)
         logger = logging.getLogger(BREAK_LOGGER)
         logger.addHandler(self._sites)
@@ -83,7 +83,7 @@ class CompileProbe:
             })  # fmt: skip
         return Observations(
             graph_count=self.region.graph_count,
-            graphs=[graph_fingerprint(gm) for gm in (self.region.recorder.graphs if self.region.recorder else [])],
+            graphs=[graph_fingerprint(gm) for gm in self.region.graphs],
             schedules=list(self._schedules),
             break_reasons=dict(by_reason),
             break_sites=sorted(

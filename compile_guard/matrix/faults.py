@@ -20,6 +20,7 @@ import torch
 from engine import events, knobs
 from engine.collectives import TPCollectives
 from engine.control.envelope import TensorSpec
+from engine.errors import ConfigError
 from engine.hooks import Hooks, Point, Site
 
 DELAY_RESULT_S = 0.3  # OM-09's injected delay: long enough that the hard cut always comes first
@@ -148,7 +149,7 @@ FAULTS: dict[str, Fault] = {
 class FaultInjector(Hooks):
     def __init__(self, *, name: str, rank: int, chunk: int) -> None:
         if name and name not in FAULTS:
-            raise ValueError(f"COMPILE_GUARD_TEST_FAULT={name!r} is unknown; pick one of {sorted(FAULTS)}")
+            raise ConfigError(f"COMPILE_GUARD_TEST_FAULT={name!r} is unknown; pick one of {sorted(FAULTS)}")
         self.name, self.rank, self.chunk = name, rank, chunk
         self.fault = FAULTS.get(name)
 
@@ -156,6 +157,12 @@ class FaultInjector(Hooks):
     def from_knobs(cls) -> FaultInjector:
         return cls(name=knobs.read("COMPILE_GUARD_TEST_FAULT"), rank=knobs.read("COMPILE_GUARD_TEST_FAULT_RANK"),
                    chunk=knobs.read("COMPILE_GUARD_TEST_FAULT_CHUNK"))  # fmt: skip
+
+    @classmethod
+    def requested(cls) -> FaultInjector | None:
+        """The injector when the run asks for a fault (COMPILE_GUARD_TEST_FAULT set), else None: a production
+        check wires no test hook into the engine."""
+        return cls.from_knobs() if knobs.read("COMPILE_GUARD_TEST_FAULT") else None
 
     def at(self, point: Point, site: Site) -> None:
         fault = self.fault

@@ -22,14 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compile_guard import check_run as check
-from compile_guard import report
+from compile_guard.check_flow import Judged, run_and_judge
 from compile_guard.health import baseline as bl
 from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.leftovers import leftover_pids
 from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, Row
 from compile_guard.scenarios import SCENARIOS, target_scenario
 from compile_guard.supervision import Interrupted
+from compile_guard.verdict import Cli
 from engine import events
 from engine.runspec import RunSpec
 
@@ -78,7 +78,8 @@ def judge(
     for r in result.ranks:
         allowed = exp.exit_codes.get(r.rank, (0,)) if exp.kind == ALL_EXIT else (0,)
         if _exit_label(r) not in allowed:
-            problems.append(f"rank {r.rank} exited {_exit_label(r)}, expected one of {list(allowed)}")
+            want = [int(c) if isinstance(c, int) else c for c in allowed]  # RankCode members print as numbers
+            problems.append(f"rank {r.rank} exited {_exit_label(r)}, expected one of {want}")
     if result.outcome == "deadline":
         problems.append(f"deadline of {row.deadline_s}s reached: a hang, not a fast failure")
     found = [e for e in rank_events[exp.detector] if e["event"] == exp.event and _match(e, exp.fields)]
@@ -133,25 +134,24 @@ def _signature(event: dict[str, Any], first: dict[str, Any]) -> str:
     return f"{event['event']}: " + " ".join(f"{k}={event[k]}" for k in keys)
 
 
-def baseline_problems(row: Row, run: check.CheckRun) -> list[str]:
-    """A check row's verdict against the committed baseline of its scenario."""
+def baseline_problems(row: Row, judged: Judged) -> list[str]:
+    """A check row's verdict (the check's own, through the one flow) against the row's expectation."""
     exp = row.expect
     if exp.baseline is None:
         return []
-    if run.probes is None:
-        return ["the check's ranks wrote no probes"]
-    try:
-        path, exact, base = check.baseline_for(run.spec, bl.DEFAULT_DIR)
-    except (check.NoBaseline, bl.BaselineError) as exc:
-        return [f"the committed baseline cannot judge this row: {exc}"]
-    verdict = report.judge(run, base, path, exact, allow_improvement=False, strict=False)
+    run = judged.run
+    if run is None:
+        return [f"the committed baseline cannot judge this row: {judged.report.text}"]
+    if run.reports is None:
+        return [f"the check's ranks wrote no reports: {judged.report.text.splitlines()[0]}"]
     problems = []
-    want = report.EXIT_OK if exp.baseline == "pass" else report.EXIT_FAIL
-    if verdict.exit_code != want:
-        problems.append(f"baseline verdict exit {verdict.exit_code}, expected {want} ({exp.baseline}):\n{verdict.text}")
-    sites = [s["site"] for s in run.mesh_probes()[0]["final"]["break_sites"]]
+    want = Cli.OK if exp.baseline == "pass" else Cli.FAIL
+    if judged.report.exit_code != want:
+        problems.append(f"baseline verdict exit {judged.report.exit_code}, expected {want} ({exp.baseline}):\n"
+                        f"{judged.report.text}")  # fmt: skip
+    sites = [s["site"] for s in run.mesh()[0].final["break_sites"]]
     for expected in exp.sites:
-        if not any(expected in site for site in sites) or expected not in verdict.text:
+        if not any(expected in site for site in sites) or expected not in judged.report.text:
             problems.append(f"report names no break site in {expected}; sites: {sites}")
     return problems
 
@@ -174,9 +174,12 @@ def run_row(row: Row, log_root: Path) -> RowResult:
     t0 = time.monotonic()
     extra: list[str] = []
     if row.program == CHECK:
-        run = check.run_check(check_spec(row), log_dir=log_dir, env=row.env, rank_env=row.rank_env)
-        result = run.result
-        extra = baseline_problems(row, run)
+        judged = run_and_judge(check_spec(row), bl.DEFAULT_DIR, need_baseline=row.expect.baseline is not None,
+                               log_dir=log_dir, env=row.env, rank_env=row.rank_env, launch=True)  # fmt: skip
+        if judged.run is None:  # no committed baseline for the row's scenario: nothing ran
+            raise RuntimeError(f"{row.id}: {judged.report.text}")
+        result = judged.run.result
+        extra = baseline_problems(row, judged)
     else:
         spec = row_spec(row)
         result = launch(

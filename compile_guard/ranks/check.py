@@ -8,8 +8,10 @@ effective-backend handshake (C-04: what `auto` resolved to). Then the warmup chu
 (chunk_index=-1) runs through the control plane; right after it every rank's compile
 health is gathered and must be equal across the group (C-03), else every rank exits
 with the diff. Then the steady-state chunks; the probe is taken again to count
-recompiles after warmup. Each rank writes `probe-rank{r}.json` into --out; the parent
-(compile_guard.check_run) diffs it against the baseline. A `--target` spec runs the
+recompiles after warmup. Each rank writes its `RankReport` as `probe-rank{r}.json` into --out;
+the parent (compile_guard.check_run) reads it back validated and diffs it against the baseline.
+The engine is reached only through its stages (engine.topology.stages) and the region's two
+declared hooks; the fault injector is wired in only when the run asks for a fault. A `--target` spec runs the
 user's factory instead of the engine (compile_guard.ranks.target).
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import torch.distributed as dist
 
@@ -28,63 +29,49 @@ from compile_guard.matrix.faults import FaultInjector
 from compile_guard.ranks import target
 from compile_guard.ranks.dump import depyf_dump
 from compile_guard.ranks.handshakes import HealthGate, compile_payload
-from engine.atomic_json import write_json
+from compile_guard.ranks.rank_report import DRIVER, MESH, RankReport
+from engine.atomic_json import write_text
 from engine.control.parity import handshake
 from engine.hooks import HookChain
 from engine.layout import RankContext
 from engine.rank_process import leave, rank_main
 from engine.runspec import RunSpec
-from engine.topology import pp1, tp
-from engine.topology.executor import ChunkExecutor
+from engine.topology import pp1, stages, tp
 
 
-def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any]:
-    faults = FaultInjector.from_knobs()
-    if spec.topology == "pp1":
-        layout, cfg, ccfg = pp1.prepare(ctx, spec)
-        if ctx.rank == pp1.DRIVER:  # out of the mesh, compiles nothing: reported apart
-            summary = pp1.drive(ctx, layout, cfg, spec, faults)
-            return {"scenario": spec.name, "rank": ctx.rank, "role": "driver", "run": summary}
-    else:
-        layout, cfg, ccfg = tp.prepare(ctx, spec)
-    # The symmetric group: the TP group (tp2) or the mesh (pp1). Compile settings, resolved
-    # backends and compile health must match inside it.
-    group, ranks = layout.group("tp"), layout.ranks("tp")
-    handshake("compile", compile_payload(ccfg), group=group, ranks=ranks, device=ctx.device)
+def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
+    """The engine's scenario through its three stages (engine.topology.stages), probed between them."""
+    prepared = (pp1 if spec.topology == "pp1" else tp).prepare(ctx, spec)
+    faults = FaultInjector.requested()  # only a matrix row's run asks for one
+    if prepared.role == stages.DRIVER:  # pp1's rank 0: out of the mesh, compiles nothing: reported apart
+        summary = prepared.build(faults).serve()
+        return RankReport(scenario=spec.name, rank=ctx.rank, role=DRIVER, run=summary)
+    # The symmetric group: the TP group (tp2) or the mesh (pp1). Compile settings, resolved backends and
+    # compile health must match inside it.
+    group, ranks = prepared.group, prepared.ranks
+    handshake("compile", compile_payload(prepared.ccfg), group=group, ranks=ranks, device=ctx.device)
     gate = HealthGate(group=group, ranks=ranks, device=ctx.device, enabled=spec.gate_health)
-    hooks = HookChain(faults, gate)
-    ex = ChunkExecutor(ctx, layout, cfg, ccfg, hooks)
-    effective = ex.effective_backend()
+    built = prepared.build(HookChain(*(h for h in (faults, gate) if h is not None)))
+    effective = built.effective_backend
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
-    gate.probe = CompileProbe(ex.gen.region)
+    gate.probe = CompileProbe(built.region)
     dump = depyf_dump(dump_dir / f"rank{ctx.rank}" if dump_dir else None)
     # pp1: rank0 drives the mesh from outside it and keeps no ledger, so the mesh watches its own group only
     groups = [group] if spec.topology == "pp1" or group is dist.group.WORLD else [group, dist.group.WORLD]
     # check keeps failing a rank-only graph break (C-03) even where the collective streams line up
-    agreement = agreement_on(ex.gen.region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
+    agreement = agreement_on(built.region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
                              stop_on_asymmetry=True)  # fmt: skip
     with agreement as agreed, ledger_on(spec.eager_ledger, groups=groups), dump:
         gate.probe.constants_from = agreed
-        if spec.topology == "pp1":
-            pp1.serve_mesh(ctx, layout, ex)
-        else:
-            tp.serve(ex, layout, spec, hooks)
+        summary = built.serve()
     final = gate.probe.snapshot(effective_backend=effective, warmup_recompiles=len(gate.warmup["recompile_reasons"]))
-    return {
-        "scenario": spec.name,
-        "rank": ctx.rank,
-        "role": "mesh",
-        "effective_backend": effective,
-        "warmup": symmetric_view(gate.warmup),
-        "final": final,
-        "steady_recompiles": final["steady_recompiles"],
-        "steady_recompile_reasons": final["steady_recompile_reasons"],
-        "run": {"generator_calls": ex.gen.num_calls, **ex.timers},
-    }
+    return RankReport(scenario=spec.name, rank=ctx.rank, role=MESH, effective_backend=effective,
+                      warmup=symmetric_view(gate.warmup), final=final,
+                      run=summary)  # fmt: skip
 
 
-def probe_rank(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> dict[str, Any]:
-    """This rank's probe report: the engine's scenario, or the user's --target."""
+def probe_rank(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
+    """This rank's report: the engine's scenario, or the user's --target."""
     return target.run(ctx, spec) if spec.target is not None else run(ctx, spec, dump_dir)
 
 
@@ -97,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = RunSpec.from_json(args.spec)
     out = Path(args.out)
 
-    def write_probe(report: dict[str, Any]) -> None:
-        write_json(out / f"probe-rank{report['rank']}.json", report)
+    def write_probe(report: RankReport) -> None:
+        write_text(out / f"probe-rank{report.rank}.json", report.to_json())
 
     return rank_main(spec.dist_config(), lambda ctx: probe_rank(ctx, spec, args.dump_dir), write_probe)
 

@@ -18,6 +18,7 @@ from compile_guard.agreement import agreement_on, ledger_on
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
+from compile_guard.ranks.rank_report import MESH, RankReport
 from compile_guard.ranks.signature import agree_on_inputs
 from compile_guard.target import TargetContext, build
 from engine.compile import CompiledRegion
@@ -26,7 +27,7 @@ from engine.layout import ParallelLayout, RankContext
 from engine.runspec import RunSpec
 
 
-def run(ctx: RankContext, spec: RunSpec) -> dict[str, Any]:
+def run(ctx: RankContext, spec: RunSpec) -> RankReport:
     layout = ParallelLayout(ctx, tp=ctx.world_size)
     group, ranks = layout.group("tp"), layout.ranks("tp")
     ccfg = spec.compile_config()
@@ -46,7 +47,7 @@ def run(ctx: RankContext, spec: RunSpec) -> dict[str, Any]:
 
 
 def _steps(ctx: RankContext, spec: RunSpec, target: Any, region: CompiledRegion, probe: CompileProbe,
-           effective: dict[str, Any], *, group: Any, ranks: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
+           effective: dict[str, Any], *, group: Any, ranks: tuple[int, ...]) -> RankReport:  # fmt: skip
     steps = 0
 
     def run_step(args: tuple[Any, ...]) -> None:
@@ -67,7 +68,5 @@ def _steps(ctx: RankContext, spec: RunSpec, target: Any, region: CompiledRegion,
             for args in target.inputs:
                 run_step(args)
     final = probe.snapshot(effective_backend=effective, warmup_recompiles=len(warm["recompile_reasons"]))
-    return {"scenario": spec.target, "rank": ctx.rank, "role": "mesh", "effective_backend": effective,
-            "warmup": symmetric_view(warm), "final": final, "steady_recompiles": final["steady_recompiles"],
-            "steady_recompile_reasons": final["steady_recompile_reasons"],
-            "run": {"steps": len(target.inputs) * (1 + spec.steady)}}  # fmt: skip
+    return RankReport(scenario=spec.name, rank=ctx.rank, role=MESH, effective_backend=effective,
+                      warmup=symmetric_view(warm), final=final, run={"steps": steps})  # fmt: skip

@@ -54,8 +54,20 @@ def rank_shape(ctx: TargetContext) -> GuardTarget:
 
 
 def broken(ctx: TargetContext) -> GuardTarget:
-    """A factory that fails (for the loading tests): the error reaches the user as exit 2."""
+    """A factory that fails (for the loading tests): the code under test crashed, so exit 3 with its traceback."""
     raise RuntimeError("weights not found at /nonexistent/ckpt")
+
+
+def value_error_at_step(ctx: TargetContext) -> GuardTarget:
+    """`good`, whose model raises an ordinary ValueError at step 1 (a shape check of the user's): a crash of the
+    code under test — exit 3 with its traceback — never an input error."""
+    target = good(ctx)
+
+    def before_step(step: int) -> None:
+        if step == 1:
+            raise ValueError("expected 16 tokens per step, got 17")
+
+    return GuardTarget(fn=target.fn, inputs=target.inputs, before_step=before_step)
 
 
 def wrong_shape(ctx: TargetContext) -> dict:

@@ -9,15 +9,13 @@ header's time and IDs and hard-exits (os._exit) with WatchdogExpired's code.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 from typing import Any
 
 from engine import events
 from engine.errors import WatchdogExpired
-from engine.failure import record_failure
+from engine.failure import abort
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,4 @@ class Watchdog:
         events.emit("watchdog_expired", rank=self.rank, window_s=self._armed_s, since_last_header_s=since,
                     **self.last_ids)  # fmt: skip
         log.error("%s", exc)
-        record_failure(exc)
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(WatchdogExpired.exit_code)
+        abort(exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from engine.config import ModelConfig
+from engine.errors import ConfigError
 from engine.model.generator import CausalGenerator
 
 NUM_TRAIN_TIMESTEPS = 1000  # sigma = timestep / 1000
@@ -48,12 +49,12 @@ def denoise_chunk(
     this chunk attends to clean context rather than to the last denoising step's.
     """
     if not denoising_steps:
-        raise ValueError("denoising_steps is empty; pass at least one timestep, e.g. [1000, 500]")
+        raise ConfigError("denoising_steps is empty; pass at least one timestep, e.g. [1000, 500]")
     cfg = generator.cfg
     if context_frames is not None:
         previous_start = current_start_frame - cfg.frames_per_chunk
         if previous_start < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"KV recompute at current_start_frame={current_start_frame} has no previous chunk;"
                 f" recompute needs current_start_frame >= {cfg.frames_per_chunk}"
             )

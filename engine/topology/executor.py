@@ -25,7 +25,7 @@ from engine.control.parity import diff_table
 from engine.control.plan import GeneratorPlan
 from engine.control.transport import Envelope
 from engine.control.tripwires import check_fingerprints, expected_fingerprints, input_digest, shard_fingerprint
-from engine.errors import CallCountMismatch, DigestMismatch, EngineError, PlanRejected
+from engine.errors import CallCountMismatch, ConfigError, DigestMismatch, EngineError, PlanRejected
 from engine.hooks import Hooks, Point, at
 from engine.layout import ParallelLayout, RankContext
 from engine.model.denoise import denoise_chunk
@@ -68,7 +68,7 @@ def collective_path() -> CollectivePath:
     try:
         return CollectivePath(text)
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"COMPILE_GUARD_COLLECTIVE_PATH={text!r} is invalid; pick one of {[p.value for p in CollectivePath]}"
         ) from None
 

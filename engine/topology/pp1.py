@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from engine import events, knobs
-from engine.compile import CompileConfig
 from engine.config import ModelConfig
 from engine.control.envelope import Action, Header, Reason
 from engine.control.parity import env_payload, handshake
@@ -43,6 +42,7 @@ from engine.layout import ParallelLayout, RankContext
 from engine.model.decoder import LatentDecoder
 from engine.rank_process import leave, run_topology
 from engine.runspec import RunSpec
+from engine.topology import stages
 from engine.topology.driver import Driver
 from engine.topology.executor import ChunkExecutor
 
@@ -159,26 +159,35 @@ def follow(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[
         watchdog.close()
 
 
-def prepare(ctx: RankContext, spec: RunSpec) -> tuple[ParallelLayout, ModelConfig, CompileConfig]:
-    """world_pg + mesh_pg, configs, and the env parity handshake over the whole world."""
+def prepare(ctx: RankContext, spec: RunSpec) -> stages.Prepared:
+    """Stage 1: world_pg + mesh_pg, configs, and the env parity handshake over the whole world. The symmetric
+    group is the mesh (the driver, out of it, compiles nothing)."""
     tp = ctx.world_size - 1
     layout = ParallelLayout(ctx, tp=tp, driver_out_of_mesh=True)
     cfg, ccfg = spec.model_config(), spec.compile_config()
     payload = env_payload(spec, ctx, model=cfg, compile=ccfg)
     handshake("env", payload, group=layout.group("world"), ranks=layout.ranks("world"), device=ctx.device)
     cfg.check_tp(tp)
-    return layout, cfg, ccfg
+    mesh = ctx.rank != DRIVER  # the driver is in no TP group
+    return stages.Prepared(ctx=ctx, layout=layout, cfg=cfg, ccfg=ccfg, role=stages.MESH if mesh else stages.DRIVER,
+                           group=layout.group("tp") if mesh else None, ranks=layout.ranks("tp") if mesh else (),
+                           builder=lambda p, hooks: build(p, spec, hooks))  # fmt: skip
 
 
-def serve_mesh(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[str, Any]:
-    return lead(ctx, layout, ex) if ctx.rank == LEADER else follow(ctx, layout, ex)
+def build(prepared: stages.Prepared, spec: RunSpec, hooks: Hooks) -> stages.Built:
+    """Stage 2: the driver builds its request stream; a mesh rank its generator shard (the leader leads)."""
+    ctx, layout = prepared.ctx, prepared.layout
+    if prepared.role == stages.DRIVER:
+        return stages.Built(role=stages.DRIVER, region=None, effective_backend={},
+                            serve=lambda: drive(ctx, layout, prepared.cfg, spec, hooks))  # fmt: skip
+    ex = ChunkExecutor(ctx, layout, prepared.cfg, prepared.ccfg, hooks)
+    serve = (lambda: lead(ctx, layout, ex)) if ctx.rank == LEADER else (lambda: follow(ctx, layout, ex))
+    return stages.Built(role=stages.MESH, region=ex.gen.region, effective_backend=ex.effective_backend(),
+                        serve=stages.serve_counted(serve, ex))  # fmt: skip
 
 
 def run(ctx: RankContext, spec: RunSpec, hooks: Hooks) -> dict[str, Any]:
-    layout, cfg, ccfg = prepare(ctx, spec)
-    if ctx.rank == DRIVER:
-        return drive(ctx, layout, cfg, spec, hooks)
-    return serve_mesh(ctx, layout, ChunkExecutor(ctx, layout, cfg, ccfg, hooks))
+    return prepare(ctx, spec).build(hooks).serve()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,15 +16,13 @@ import time
 from typing import Any
 
 from engine import knobs
-from engine.compile import CompileConfig
-from engine.config import ModelConfig
 from engine.control.envelope import Action
 from engine.control.parity import env_payload, handshake
 from engine.control.plan import PLAN_ID
 from engine.control.stream import StreamBuilder
 from engine.control.transport import BroadcastChannel, EnvelopeReceiver, EnvelopeSender
 from engine.control.watchdog import Watchdog
-from engine.errors import PlanRejected
+from engine.errors import ConfigError, PlanRejected
 from engine.hooks import Hooks
 from engine.layout import ParallelLayout, RankContext
 from engine.model.decoder import LatentDecoder
@@ -32,12 +30,13 @@ from engine.rank_process import leave, run_topology
 from engine.runspec import RunSpec
 from engine.topology.driver import Driver
 from engine.topology.executor import ChunkExecutor
+from engine.topology.stages import MESH, Built, Prepared, serve_counted
 
 DRIVER = 0  # global rank of the driver
 
 
-def prepare(ctx: RankContext, spec: RunSpec) -> tuple[ParallelLayout, ModelConfig, CompileConfig]:
-    """Groups, configs and the env parity handshake; semantic checks only after parity."""
+def prepare(ctx: RankContext, spec: RunSpec) -> Prepared:
+    """Stage 1: groups, configs and the env parity handshake; semantic checks only after parity."""
     layout = ParallelLayout(ctx, tp=ctx.world_size)
     cfg, ccfg = spec.model_config(), spec.compile_config()
     payload = env_payload(spec, ctx, model=cfg, compile=ccfg)
@@ -45,11 +44,19 @@ def prepare(ctx: RankContext, spec: RunSpec) -> tuple[ParallelLayout, ModelConfi
     # A value every rank shares can be refused together, after the handshake proved they share it.
     if knobs.read("COMPILE_GUARD_TP_PLAN") != PLAN_ID:
         plan_id = knobs.read("COMPILE_GUARD_TP_PLAN")
-        raise ValueError(f"COMPILE_GUARD_TP_PLAN={plan_id!r} is not supported; this runtime runs {PLAN_ID!r}")
+        raise ConfigError(f"COMPILE_GUARD_TP_PLAN={plan_id!r} is not supported; this runtime runs {PLAN_ID!r}")
     if knobs.read("COMPILE_GUARD_PP_ENABLED"):
-        raise ValueError("COMPILE_GUARD_PP_ENABLED=1 but this is the TP runtime; unset it or use the PP runtime")
+        raise ConfigError("COMPILE_GUARD_PP_ENABLED=1 but this is the TP runtime; unset it or use the PP runtime")
     cfg.check_tp(ctx.world_size)
-    return layout, cfg, ccfg
+    return Prepared(ctx=ctx, layout=layout, cfg=cfg, ccfg=ccfg, role=MESH, group=layout.group("tp"),
+                    ranks=layout.ranks("tp"), builder=lambda p, hooks: build(p, spec, hooks))  # fmt: skip
+
+
+def build(prepared: Prepared, spec: RunSpec, hooks: Hooks) -> Built:
+    """Stage 2: the generator shard (its fingerprints checked); rank0 drives, the others follow."""
+    ex = ChunkExecutor(prepared.ctx, prepared.layout, prepared.cfg, prepared.ccfg, hooks)
+    return Built(role=MESH, region=ex.gen.region, effective_backend=ex.effective_backend(),
+                 serve=serve_counted(lambda: serve(ex, prepared.layout, spec, hooks), ex))  # fmt: skip
 
 
 def follow(ex: ChunkExecutor, receiver: EnvelopeReceiver) -> dict[str, Any]:
@@ -91,8 +98,7 @@ def serve(ex: ChunkExecutor, layout: ParallelLayout, spec: RunSpec, hooks: Hooks
 
 
 def run(ctx: RankContext, spec: RunSpec, hooks: Hooks) -> dict[str, Any]:
-    layout, cfg, ccfg = prepare(ctx, spec)
-    return serve(ChunkExecutor(ctx, layout, cfg, ccfg, hooks), layout, spec, hooks)
+    return prepare(ctx, spec).build(hooks).serve()
 
 
 def main(argv: list[str] | None = None) -> int:
