@@ -105,7 +105,7 @@ def rank_entry(args) -> None:
 
 
 def _launch(what: str, tag: str, out: Path, args, *, ledger: bool = False, detail: bool = False) -> dict:
-    from compile_guard.launcher import LaunchSpec, launch
+    from compile_guard.launch.launcher import LaunchSpec, launch
 
     argv = [sys.executable, __file__, "rank", "--what", what, "--tag", tag, "--out", str(out),
             "--repeats", str(args.repeats), "--steps", str(args.steps), "--calls", str(args.calls)]  # fmt: skip

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.check_run import run_check
-from compile_guard.launcher import LaunchSpec, launch
-from compile_guard.scenarios import SCENARIOS
+from compile_guard.flow.check_run import run_check
+from compile_guard.flow.scenarios import SCENARIOS
+from compile_guard.launch.launcher import LaunchSpec, launch
 
 REPO = Path(__file__).resolve().parent.parent
 

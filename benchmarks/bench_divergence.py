@@ -37,9 +37,9 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compile_guard import check_run  # noqa: E402
+from compile_guard.flow.scenarios import target_scenario  # noqa: E402
 from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
 from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402
-from compile_guard.scenarios import target_scenario  # noqa: E402
 
 MODES = ("compile_guard", "bare", "DETAIL")
 _FULL = re.compile(r"guard failed|gb\d{4}|first differing collective: #|rank\d+: \w+ \{.*\} at \S+:\d+|"
@@ -85,7 +85,7 @@ def run_mode(row: Row, mode: str, log_root: Path, deadline_s: float) -> dict[str
 
 def healthy(log_root: Path) -> list[list[str]]:
     """Each healthy skew once under compile_guard: how it ended (a nonzero exit is a false stop)."""
-    from compile_guard.launcher import LaunchSpec, launch
+    from compile_guard.launch.launcher import LaunchSpec, launch
     from compile_guard.matrix.rows import ROWS_BY_ID
 
     rows = []

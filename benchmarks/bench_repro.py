@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.launcher import LaunchSpec, launch, python_module_argv
+from compile_guard.launch.launcher import LaunchSpec, launch, python_module_argv
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.leftovers import processes_with_env
+from compile_guard.launch.leftovers import processes_with_env
 
 REPO = Path(__file__).resolve().parent.parent
 CHECK = ["-m", "compile_guard", "check", "--scenario", "tp2-aot"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.launcher import LaunchSpec, launch, python_module_argv
+from compile_guard.launch.launcher import LaunchSpec, launch, python_module_argv
 from engine import events, knobs
 
 OFF = {"COMPILE_GUARD_INPUT_DIGEST": "0", "COMPILE_GUARD_FINGERPRINT_EVERY": "1000000"}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.check_flow import run_and_judge
-from compile_guard.check_run import expected_factors
+from compile_guard.flow.check_flow import run_and_judge
+from compile_guard.flow.check_run import expected_factors
 from compile_guard.health import baseline as bl
 from engine.runspec import RunSpec
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from compile_guard.check_run import expected_factors
+from compile_guard.flow.check_run import expected_factors
+from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
-from compile_guard.scenarios import SCENARIOS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from compile_guard.supervision import Interrupted
+from compile_guard.launch.supervision import Interrupted
 from compile_guard.verdict import INTERRUPTED_BASE, Cli
 from engine import knobs
 
@@ -45,7 +45,7 @@ COMMANDS = {
 
 def _version() -> str:
     from compile_guard import __version__
-    from compile_guard.check_run import installed_torch
+    from compile_guard.flow.check_run import installed_torch
 
     torch = installed_torch()  # the installed torch, without importing it
     return f"compile-guard {__version__} (torch {torch}, python {platform.python_version()})"

@@ -9,9 +9,9 @@ A CI gate is read by its exit code, so each code means one thing:
 
 The rank programs' own codes are `engine.errors.RankCode` (the engine exits with them by
 itself; it imports nothing of the harness). `decide` is the only place they become a CLI code:
-self-launched runs (compile_guard.report), in-place runs (compile_guard.in_place: every rank
+self-launched runs (compile_guard.flow.report), in-place runs (compile_guard.launch.in_place: every rank
 decides over every rank's outcome, so they all exit the same), the matrix's check rows and the
-pytest plugin (both through compile_guard.check_run.run_and_judge). tests/test_verdict.py is
+pytest plugin (both through compile_guard.flow.check_run.run_and_judge). tests/test_verdict.py is
 its table.
 """
 

@@ -131,16 +131,14 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DistConfig:
-    """How a rank joins the job: device, collective backend, timeouts."""
+    """How a rank joins the job: device, collective backend, timeouts. (The mesh's shape is the topology's:
+    engine.layout.ParallelLayout checks tp * pp against the world it joined.)"""
 
-    tp: int = 1  # tensor-parallel degree; tp * pp must equal WORLD_SIZE
-    pp: int = 1  # pipeline stages (1 until the PP topologies land)
     device: str = "auto"  # auto: cuda when available, else cpu
     backend: str = "auto"  # auto: nccl on cuda, gloo on cpu
     timeout_s: float = 30.0  # every process group's timeout: a frozen peer is seen after this
 
     def __post_init__(self) -> None:
-        _require_positive(self, "tp", "pp")
         if self.device not in _DEVICES:
             raise ConfigError(f"device={self.device!r} is invalid; pick one of {list(_DEVICES)}")
         if self.backend not in _DIST_BACKENDS:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from compile_guard.launcher import LaunchResult, LaunchSpec
-from compile_guard.pytest_plugin import launch_checked
+from compile_guard.integrations.pytest_plugin import launch_checked
+from compile_guard.launch.launcher import LaunchResult, LaunchSpec
 
 REPO = Path(__file__).resolve().parent.parent
 RANK_PROGRAMS = str(REPO / "tests" / "rank_programs.py")

@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 
-from compile_guard import check_run, report
-from compile_guard.check_run import CheckRun, expected_factors
+from compile_guard.flow import check_run, report
+from compile_guard.flow.check_run import CheckRun, expected_factors
+from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.ranks.rank_report import RankReport
-from compile_guard.scenarios import SCENARIOS
 from tests.conftest import CLI_TIMEOUT_S, REPO
 
 

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from compile_guard.cli import build_parser
-from compile_guard.junit import Case, write_junit
+from compile_guard.flow.junit import Case, write_junit
 from tests.conftest import CLI_TIMEOUT_S, REPO
 
 SURFACE = {
@@ -73,11 +73,12 @@ def test_every_subcommand_help_has_an_example(quick_process):
 def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     """In process: `check --junit` over a judged run whose ranks broke at every collective (graph_breaks 10 against
     tp2-aot's 0; the real run of that fault is matrix row C-02-disable) — the JUnit file carries the diff."""
-    from compile_guard import check_flow, cli, report
-    from compile_guard.check_run import baseline_for, refresh_command
+    from compile_guard import cli
     from compile_guard.commands import check
+    from compile_guard.flow import check_flow, report
+    from compile_guard.flow.check_run import baseline_for, refresh_command
+    from compile_guard.flow.scenarios import SCENARIOS
     from compile_guard.health import baseline as bl
-    from compile_guard.scenarios import SCENARIOS
     from tests.test_check import _run_of
 
     spec = SCENARIOS["tp2-aot"]

@@ -39,7 +39,6 @@ def test_tp_must_divide_heads_and_ffn():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"tp": 0}, r"DistConfig.tp=0 is invalid"),
         ({"device": "tpu"}, r"device='tpu' is invalid; pick one of \['auto', 'cpu', 'cuda'\]"),
         ({"backend": "mpi"}, r"backend='mpi' is invalid; pick one of \['auto', 'gloo', 'nccl'\]"),
         ({"timeout_s": 1800}, r"timeout_s=1800 is invalid; expected seconds in \(0, 600\]"),

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from compile_guard.launcher import LaunchResult, RankResult
+from compile_guard.launch.launcher import LaunchResult, RankResult
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import judge, run_row
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from compile_guard.flow.scenarios import resolve
 from compile_guard.health import baseline as bl
-from compile_guard.pytest_plugin import assert_compile_health
-from compile_guard.scenarios import resolve
+from compile_guard.integrations.pytest_plugin import assert_compile_health
 
 
 @pytest.mark.smoke
@@ -53,15 +53,15 @@ def test_compile_guard_check_guards_a_model_in_one_line(compile_guard_check, tmp
 def test_compile_guard_check_fails_the_test_with_the_checks_report(compile_guard_check, tmp_path, monkeypatch):
     """In process: a check that judges a failure (here a cross-rank asymmetry) fails the test with the report;
     the real asymmetric run of `tp_mlp:rank_branch` is tests/test_target.py's."""
-    from compile_guard import check_flow
-    from compile_guard.check_run import CheckRun
-    from compile_guard.report import Report
+    from compile_guard.flow import check_flow
+    from compile_guard.flow.check_run import CheckRun
+    from compile_guard.flow.report import Report
 
     run = CheckRun(spec=resolve(scenario_name="", target="docs.examples.tp_mlp:rank_branch", nprocs=2,
                                 backend="aot_eager"), result=None, reports=None, log_dir=tmp_path)  # fmt: skip
     failed = Report(exit_code=1, text="cross-rank asymmetry: CompileDivergence: ...", data={})
     monkeypatch.setattr(check_flow, "run_and_judge", lambda *a, **k: check_flow.Judged(report=failed, run=run,
                                                                                         baseline=None, refresh=""))
-    monkeypatch.setattr("compile_guard.pytest_plugin.leftover_pids", lambda result: [])
+    monkeypatch.setattr("compile_guard.integrations.pytest_plugin.leftover_pids", lambda result: [])
     with pytest.raises(pytest.fail.Exception, match=r"failed \(exit 1\):\ncross-rank asymmetry"):
         compile_guard_check("docs.examples.tp_mlp:rank_branch", baselines=tmp_path, backend="aot_eager")

@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 
-from compile_guard.launcher import free_port
-from compile_guard.leftovers import processes_with_env
+from compile_guard.launch.launcher import free_port
+from compile_guard.launch.leftovers import processes_with_env
 from tests.conftest import REPO
 
 # Per forward: 4 blocks x 5 all-reduces (self q/k norm, self out, cross q norm, cross out,

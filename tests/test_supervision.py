@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from compile_guard.leftovers import processes_with_env
+from compile_guard.launch.leftovers import processes_with_env
 from tests.conftest import REPO
 
 WAIT_S = 120.0  # for the handshakes to pass (an import of torch per rank on a busy box)

@@ -128,7 +128,7 @@ class StatementMaker:
         reasons = self._reasons(code, f_locals, cid)
         structure = graph_structure(gm)
         schedule = collective_schedule(gm, example_inputs)
-        collectives = schedule.get("collectives") or []
+        collectives = schedule["collectives"]
         constants = structure["constants"]
         statement = {
             "n": n, "rank": self.rank, "slot": slot_key(fid, call, j), "fid": fid, "call": call, "j": j,
@@ -137,7 +137,7 @@ class StatementMaker:
             "breaks": self.new_breaks(), "fingerprint": structure["fingerprint"],
             "constants": constants[:MAX_CONSTANTS], "constants_total": len(constants),
             "constants_digest": structure["constants_digest"],
-            "schedule_digest": schedule.get("digest") or f"unread: {schedule.get('error', '?')}"[:120],
+            "schedule_digest": schedule["digest"],
             "collectives": collectives[:MAX_COLLECTIVES], "collectives_total": len(collectives),
             "settings": settings_payload(),
         }  # fmt: skip

@@ -14,13 +14,13 @@ from typing import Any
 
 from tabulate import tabulate
 
-from compile_guard import in_place
-from compile_guard.check_flow import run_and_judge
-from compile_guard.check_run import expected_factors
 from compile_guard.commands.check import add_spec_args, spec_from
+from compile_guard.flow.check_flow import run_and_judge
+from compile_guard.flow.check_run import expected_factors
+from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
-from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS
+from compile_guard.launch import in_place
 from compile_guard.verdict import Cli
 
 

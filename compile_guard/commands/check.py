@@ -10,13 +10,13 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard import in_place
-from compile_guard.check_flow import run_and_judge
 from compile_guard.commands.argtypes import positive_int, positive_seconds
+from compile_guard.flow.check_flow import run_and_judge
+from compile_guard.flow.junit import Case, write_junit
+from compile_guard.flow.report import Report
+from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
 from compile_guard.health import baseline as bl
-from compile_guard.junit import Case, write_junit
-from compile_guard.report import Report
-from compile_guard.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
+from compile_guard.launch import in_place
 from compile_guard.verdict import Cli
 from engine.atomic_json import write_json
 from engine.errors import ConfigError, RankCrashed

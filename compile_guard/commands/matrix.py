@@ -10,11 +10,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard import in_place
-from compile_guard.junit import Case, write_junit
+from compile_guard.flow.junit import Case, write_junit
+from compile_guard.launch import in_place
+from compile_guard.launch.supervision import Interrupted
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import RowResult, run_row
-from compile_guard.supervision import Interrupted
 from compile_guard.verdict import Cli
 from engine.atomic_json import write_json
 

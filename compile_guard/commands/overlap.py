@@ -20,10 +20,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from compile_guard import in_place
 from compile_guard.commands.argtypes import positive_int
-from compile_guard.launcher import LaunchSpec, launch, python_module_argv
-from compile_guard.supervision import Interrupted
+from compile_guard.launch import in_place
+from compile_guard.launch.launcher import LaunchSpec, launch, python_module_argv
+from compile_guard.launch.supervision import Interrupted
 from engine.atomic_json import write_json
 from engine.runspec import PP0Spec, RunSpec
 from engine.topology.overlap_metrics import chrome_trace, classify

@@ -12,8 +12,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from compile_guard.commands.argtypes import non_negative_int, positive_int, positive_seconds
-from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
-from compile_guard.supervision import Interrupted
+from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from compile_guard.launch.supervision import Interrupted
 from compile_guard.verdict import Cli
 from engine import knobs
 

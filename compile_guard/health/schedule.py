@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import weakref
@@ -25,6 +26,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from compile_guard.health.sites import relative_site
+from engine.errors import RankCrashed
+
+log = logging.getLogger("compile_guard.schedule")
 
 _FUNCOL = "_c10d_functional."
 _FRAME = re.compile(r'File "(.+?)", line (\d+)')
@@ -110,9 +114,14 @@ def _schedule_of(graph: torch.fx.Graph) -> dict[str, Any]:
     return {"collectives": collectives, "digest": digest(collectives)}
 
 
+class ScheduleUnreadable(RankCrashed):
+    """A graph whose collectives hide behind a tensor subclass could not be re-traced: its schedule is unknown. An
+    error of this rank's (ours, or torch's tracer), exit 3 with the traceback in the rank's log — never a field the
+    ranks compare (one rank's error would read as a divergence) nor a count of 0 (a regression)."""
+
+
 def collective_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[str, Any]:
-    """{"collectives": [...in issue order], "digest": str}; {"error": ...} when the graph cannot be
-    re-traced (then the dynamo-level view is all there is — never a failed compile)."""
+    """{"collectives": [...in issue order], "digest": str}; ScheduleUnreadable when the graph cannot be re-traced."""
     if gm not in _MEMO:
         _MEMO[gm] = _read_schedule(gm, example_inputs)
     return _MEMO[gm]
@@ -129,5 +138,7 @@ def _read_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[
         with FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True), fx_traceback.preserve_node_meta():
             traced = make_fx(torch.fx.Interpreter(gm).run, tracing_mode="real")(*example_inputs)
     except Exception as exc:
-        return {"collectives": None, "digest": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        log.error("re-tracing a graph for its collective schedule failed; traceback:", exc_info=exc)
+        raise ScheduleUnreadable(f"compile_guard could not re-trace a graph to read its collective schedule after"
+                                 f" dispatch: {type(exc).__name__}: {exc}"[:600]) from exc
     return _schedule_of(traced.graph)

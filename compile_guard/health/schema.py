@@ -53,15 +53,15 @@ def metric(judged: str, *, symmetric: bool, default: Any, measure: Callable[[Obs
 
 
 def _collectives(obs: Observations) -> int:
-    """Collectives per graph as dispatch sees them (DTensor's too); the dynamo graph's count where a
-    graph could not be re-traced."""
-    after = [len(s["collectives"]) if s.get("collectives") is not None else None for s in obs.schedules]
+    """Collectives per graph as dispatch sees them (DTensor's too; a graph that cannot be re-traced stops the run,
+    health.schedule.ScheduleUnreadable); the dynamo graph's own count for a graph the probe did not observe."""
+    after = [len(s["collectives"]) for s in obs.schedules]
     after += [None] * (len(obs.graphs) - len(after))
     return sum(g["collectives"] if n is None else n for g, n in zip(obs.graphs, after, strict=True))
 
 
 def _schedule_digest(obs: Observations) -> str:
-    return "/".join(s.get("digest") or "?" for s in obs.schedules)
+    return "/".join(s["digest"] for s in obs.schedules)
 
 
 def _rank_varying(obs: Observations) -> dict[str, int]:

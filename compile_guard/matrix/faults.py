@@ -23,7 +23,11 @@ from engine.control.envelope import TensorSpec
 from engine.errors import ConfigError
 from engine.hooks import Hooks, Point, Site
 
-DELAY_RESULT_S = 0.3  # OM-09's injected delay: long enough that the hard cut always comes first
+# OM-09's injected delay. The order it tests does not rest on it: with D_in = 2, rank 0's scheduler
+# (engine.topology.pp0, Stage0.run) sends chunk 2 — the hard cut — right after decoding chunk 0 frees a slot,
+# before it next waits for a result, so chunk 1's result is read after the cut however fast it comes. The delay
+# makes the result late in time as well, as a slow stage 1 would, and shows in the row's time-to-fail (~300 ms).
+DELAY_RESULT_S = 0.3
 
 
 @dataclass(frozen=True, kw_only=True)

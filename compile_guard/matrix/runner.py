@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compile_guard.check_flow import Judged, run_and_judge
+from compile_guard.flow.check_flow import Judged, run_and_judge
+from compile_guard.flow.scenarios import SCENARIOS, target_scenario
 from compile_guard.health import baseline as bl
-from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
-from compile_guard.leftovers import leftover_pids
+from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from compile_guard.launch.leftovers import leftover_pids
+from compile_guard.launch.supervision import Interrupted
 from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, Row
-from compile_guard.scenarios import SCENARIOS, target_scenario
-from compile_guard.supervision import Interrupted
 from compile_guard.verdict import Cli
 from engine import events
 from engine.runspec import RunSpec

@@ -13,7 +13,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from compile_guard.target import TargetContext
+from compile_guard.integrations.target import TargetContext
 from engine.atomic_json import write_json
 from engine.config import DistConfig
 from engine.layout import ParallelLayout, RankContext

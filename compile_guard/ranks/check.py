@@ -9,7 +9,7 @@ effective-backend handshake (C-04: what `auto` resolved to). Then the warmup chu
 health is gathered and must be equal across the group (C-03), else every rank exits
 with the diff. Then the steady-state chunks; the probe is taken again to count
 recompiles after warmup. Each rank writes its `RankReport` as `probe-rank{r}.json` into --out;
-the parent (compile_guard.check_run) reads it back validated and diffs it against the baseline.
+the parent (compile_guard.flow.check_run) reads it back validated and diffs it against the baseline.
 The engine is reached only through its stages (engine.topology.stages) and the region's two
 declared hooks; the fault injector is wired in only when the run asks for a fault. A `--target` spec runs the
 user's factory instead of the engine (compile_guard.ranks.target).

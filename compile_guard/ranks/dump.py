@@ -8,6 +8,14 @@ runs, so here the hook only writes the decompiled source of each transformed fra
 sides of every break) and dynamo keeps its own code; depyf still writes the graphs, the
 full code per function and the inductor kernels. Its load_by_key_path patch is wrapped too:
 it rejects a keyword torch 2.13 passes.
+
+Why depyf's hook is replaced rather than a hook of our own registered with
+`torch._dynamo.convert_frame.register_bytecode_hook`: that is the hook depyf registers
+underneath, and it hands over only (old code, new code). depyf's `full_code_for_*` dump at the
+end of `prepare_debug` needs each compiled frame's module globals, which it collects in its
+hook object's `optimized_code_and_module` from dynamo's `_compile` frame; a hook of our own
+next to depyf's would leave depyf's (code-replacing) one in place. So the one hook keeps
+depyf's bookkeeping (the stack walk is depyf's own, kept as is) and drops only the replacement.
 """
 
 from __future__ import annotations

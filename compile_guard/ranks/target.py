@@ -17,10 +17,10 @@ import torch
 from compile_guard.agreement import agreement_on, ledger_on
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
+from compile_guard.integrations.target import TargetContext, build
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
 from compile_guard.ranks.rank_report import MESH, RankReport
 from compile_guard.ranks.signature import agree_on_inputs
-from compile_guard.target import TargetContext, build
 from engine.compile import CompiledRegion
 from engine.control.parity import env_payload, handshake
 from engine.layout import ParallelLayout, RankContext

@@ -3,16 +3,17 @@ process one rank of N: no nested launch.
 
 `check` and `baseline refresh`: every rank runs the check's rank body itself, the reports are
 gathered over the job's own world group, every rank judges the same data and so exits with
-the same code; only rank 0 prints and writes files. A run that fails is *settled*: each rank,
-once it has left the group, posts its rank code on the launcher's store and reads every peer's
-(for as long as a peer may still take to fail by itself: the group timeout and a margin), and
-all decide with the same `verdict.decide` over the same codes — so every rank of a failed run
-exits the same code too. A rank stopped from a thread (a watcher's verdict, the watchdog)
-settles the same way on its way out (engine.failure.set_exit_status). Where the store does
-not outlive rank 0 (a launcher without torchrun's agent store), a rank decides over its own
-code alone. `matrix` and `overlap` supervise rank
-processes of their own by design (their faults kill ranks): rank 0 runs them, the other ranks
-wait for its exit code on the launcher's store and exit with it.
+the same code; only rank 0 prints and writes files. A run that fails is *settled* (`settle`):
+once a rank has left the group, the first rank whose failure is a cause of its own posts it on
+torchrun's store (compare-and-set), every rank reads the standing cause and decides with
+`verdict.decide` over it — so every rank of a failed run exits the same code too. A rank
+stopped from a thread (a watcher's verdict, the watchdog) settles the same way on its way out
+(engine.failure.set_exit_status). Where the store does not outlive rank 0 (a launcher without
+torchrun's agent store), a rank decides over its own code alone.
+
+`matrix` and `overlap` supervise rank processes of their own by design (their faults kill
+ranks): rank 0 runs them, the other ranks wait for its exit code on the launcher's store and
+exit with it.
 """
 
 from __future__ import annotations
@@ -52,32 +53,33 @@ def _launcher_store(timeout_s: float) -> Any | None:
 
 
 def settle(rank_code: int, *, window_s: float) -> verdict.Verdict:
-    """Every rank's code for this attempt, as far as it reached the store in `window_s`, decided; a peer that
-    posted nothing counts as killed (it names no cause). Only this rank's code where there is no such store."""
-    rank, world = knobs.read("RANK"), knobs.read("WORLD_SIZE")
+    """The job's one verdict, the same on every rank. A rank whose failure is a cause of its own (not a lost peer)
+    posts it unless another rank's cause stands already (first writer wins, compare-and-set on torchrun's store),
+    and exits at once — so its peers, blocked in a collective, see it leave and fail within a second; a rank that
+    only lost a peer waits up to `window_s` for the standing cause. Every rank decides over the standing cause
+    alone; this rank's own code where there is none (no agent store, or no cause came)."""
+    rank = knobs.read("RANK")
     own = verdict.RankOutcome(rank=rank, code=rank_code)
     try:
         store = _launcher_store(window_s)
         if store is None:
             return verdict.decide([own])
-        prefix = f"compile_guard/outcome/{knobs.read('TORCHELASTIC_RESTART_COUNT')}"
-        store.set(f"{prefix}/{rank}", str(rank_code))
-        keys = [f"{prefix}/{r}" for r in range(world)]
-        try:
-            store.wait(keys, datetime.timedelta(seconds=window_s))
-        except Exception:  # a peer that never posts (frozen, killed): decide over what came
-            pass
-        outcomes = []
-        for r, key in enumerate(keys):
-            posted = store.check([key])
-            code = int(store.get(key).decode()) if posted else None
-            outcomes.append(verdict.RankOutcome(rank=r, code=code, killed=not posted))
+        key = f"compile_guard/verdict/{knobs.read('TORCHELASTIC_RESTART_COUNT')}"
+        if rank_code not in verdict.CONSEQUENCES:
+            standing = store.compare_set(key, "", f"{rank}:{rank_code}").decode()
+        else:
+            try:
+                store.wait([key], datetime.timedelta(seconds=window_s))
+                standing = store.get(key).decode()
+            except Exception:  # no rank posted a cause (it died without a word): this rank's own view
+                return verdict.decide([own])
+        by, _, code = standing.partition(":")
+        decided = verdict.decide([verdict.RankOutcome(rank=int(by), code=int(code))])
     except Exception as exc:  # the store went away (the agent is tearing the job down): this rank alone
         log.warning("settling the exit code with the peers failed (%s): this rank decides alone", exc)
         return verdict.decide([own])
-    decided = verdict.decide(outcomes)
-    log.warning("settled: rank codes %s -> exit %s (%s, culprit rank %s)", [o.code for o in outcomes],
-                decided.code, decided.label, decided.culprit)  # fmt: skip
+    log.warning("settled: this rank's code %s, the job's cause rank %s code %s -> exit %s (%s)", rank_code, by, code,
+                decided.code, decided.label)  # fmt: skip
     return decided
 
 

@@ -31,8 +31,8 @@ import pytest
 
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
-from compile_guard.launcher import LaunchResult, LaunchSpec, launch
-from compile_guard.leftovers import leftover_pids
+from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch
+from compile_guard.launch.leftovers import leftover_pids
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +79,8 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
 
     def check(target: str, *, baselines: str | Path, nprocs: int = 2, backend: str = "inductor",
               strict: bool = False, allow_improvement: bool = False) -> Any:  # fmt: skip
-        from compile_guard.check_flow import run_and_judge
-        from compile_guard.scenarios import resolve
+        from compile_guard.flow.check_flow import run_and_judge
+        from compile_guard.flow.scenarios import resolve
 
         spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
         judged = run_and_judge(spec, Path(baselines), allow_improvement=allow_improvement, strict=strict,

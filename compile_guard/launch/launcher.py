@@ -1,7 +1,7 @@
 """The one way compile_guard starts rank processes (CLI, tests, benchmarks).
 
 Each rank gets a torchrun-compatible environment whose rendezvous store the launcher hosts
-itself on 127.0.0.1 (compile_guard.supervision), its own session (so a kill reaches whatever
+itself on 127.0.0.1 (compile_guard.launch.supervision), its own session (so a kill reaches whatever
 it forked), its own log file, and dies with the launcher (PR_SET_PDEATHSIG). The launcher
 waits on the ranks' pidfds with a hard deadline — no polling sleeps — and on the first
 failed rank gives the peers a short grace to log, then kills every rank's process group.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from compile_guard.supervision import Interrupted, Interruptible, die_with_parent, loopback_store
+from compile_guard.launch.supervision import Interrupted, Interruptible, die_with_parent, loopback_store
 from engine.failure import FAILURE_FILE
 
 log = logging.getLogger(__name__)

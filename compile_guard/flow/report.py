@@ -18,14 +18,14 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard import verdict
-from compile_guard.check_run import CheckRun
+from compile_guard.flow.check_run import CheckRun
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
-from compile_guard.launcher import LaunchResult
+from compile_guard.launch.launcher import LaunchResult
 from compile_guard.verdict import Cli
 from engine import events
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,7 @@
 """The parent side of a check run: launch the check ranks for a run spec, read their reports.
 
-`run_check` launches them (compile_guard.check_flow runs it, or the in-place body, for every
-caller); compile_guard.report turns a run and a baseline into rows, text and an exit code.
+`run_check` launches them (compile_guard.flow.check_flow runs it, or the in-place body, for every
+caller); compile_guard.flow.report turns a run and a baseline into rows, text and an exit code.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from compile_guard.health import baseline as bl
 from compile_guard.health.schema import baseline_view
-from compile_guard.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.ranks.rank_report import RankReport
 from engine import events, knobs
 from engine.runspec import RunSpec
@@ -29,7 +29,7 @@ class CheckRun:
     result: LaunchResult | None  # None when the ranks ran in place under another launcher
     reports: list[RankReport] | None  # per rank, validated; None when the run failed (a rank wrote none)
     log_dir: Path | None  # the ranks' logs (None in place: the launcher has them)
-    code: int = 0  # in place: this rank's CLI exit code, settled with its peers (compile_guard.in_place)
+    code: int = 0  # in place: this rank's CLI exit code, settled with its peers (compile_guard.launch.in_place)
 
     def mesh(self) -> list[RankReport]:
         """The symmetric group's reports (pp1: rank0, the driver, compiles nothing)."""

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compile_guard import in_place
-from compile_guard.check_run import CheckRun, NoBaseline, baseline_for, refresh_command, run_check
+from compile_guard.flow.check_run import CheckRun, NoBaseline, baseline_for, refresh_command, run_check
+from compile_guard.flow.report import Report, failure_report, judge
 from compile_guard.health import baseline as bl
+from compile_guard.launch import in_place
 from compile_guard.ranks.rank_report import RankReportError
-from compile_guard.report import Report, failure_report, judge
 from compile_guard.verdict import Cli
 from engine.runspec import RunSpec
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compile_guard.launcher import LaunchResult
+from compile_guard.launch.launcher import LaunchResult
 
 
 def _sessions_alive(session_ids: set[int]) -> set[int]:

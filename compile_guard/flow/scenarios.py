@@ -48,7 +48,7 @@ def resolve(*, scenario_name: str, target: str | None, nprocs: int, backend: str
     TargetCrashed when the target's module raises while importing."""
     if target is None:
         return scenario(scenario_name)
-    from compile_guard.target import load_factory  # imports torch, and the user's module
+    from compile_guard.integrations.target import load_factory  # imports torch, and the user's module
 
     load_factory(target)
     return target_scenario(target, nprocs=nprocs, backend=backend)

@@ -1,0 +1,1 @@
+"""What users import into their own code: the --target contract and the pytest plugin."""
