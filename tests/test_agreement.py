@@ -296,3 +296,24 @@ def test_the_structure_takes_the_ranks_own_device_from_torch_when_not_given(monk
     monkeypatch.setattr(structure, "own_device", lambda: torch.device("cuda", 1))
     assert graph_structure(_arange_graph(1, 0))["fingerprint"] == graph_structure(
         _arange_graph(0, 0), local_device=torch.device("cuda", 0))["fingerprint"]  # fmt: skip
+
+
+def test_a_watcher_whose_channel_breaks_still_stops_its_rank_as_a_protocol_error(monkeypatch):
+    """In process, one rank's watcher on a real TCPStore: the verdict it is woken for is not JSON (a peer's entry
+    that breaks the protocol). The watcher neither dies quietly (its rank could no longer be stopped) nor calls it
+    a divergence: it stops its rank with a ProtocolError verdict (rank exit 15, CLI 3)."""
+    from compile_guard.agreement import protocol, watcher
+    from compile_guard.agreement.ops import post
+
+    server = dist.TCPStore("127.0.0.1", 0, 1, True)
+    stopped = []
+    monkeypatch.setattr(watcher.Watcher, "stop", lambda self, verdict: stopped.append(verdict))  # not os._exit here
+    member = protocol.Member(rank=0, ranks=(0, 1), group="g", prefix="t", stall_s=5.0)
+    watching = watcher.Watcher(server, protocol.Link(member, Positions(0)), event="compile_divergence")
+    server.set(member.verdict, b"{not json")
+    Transport(server).run(post(member.watch_box(0), {"kind": "verdict"}))
+    watching._thread.join(timeout=10)
+    assert not watching._thread.is_alive() and len(stopped) == 1, stopped
+    assert stopped[0]["error"] == "ProtocolError" and stopped[0]["kind"] == "watcher_failed"
+    assert "is not JSON" in stopped[0]["text"]
+    assert watcher.error_of(stopped[0]).exit_code == 15

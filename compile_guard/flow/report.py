@@ -81,7 +81,7 @@ def failure_report(run: CheckRun) -> Report:
         text = (f"compile error on rank {culprit.rank}: {culprit.failure}\n{exits}\n"
                 f"(full traceback in {culprit.log_path})")  # fmt: skip
         return Report(exit_code=decision.code, text=text, data=data)
-    kind = f"{decision.label} ({result.outcome})"
+    kind = decision.label if decision.label == verdict.DEADLINE else f"{decision.label} ({result.outcome})"
     tail = f"--- log tail of rank {culprit.rank} ({culprit.log_path}) ---\n{culprit.log_tail}"
     return Report(exit_code=decision.code, text=f"{kind}: {result.summary()}\n{tail}", data={**data, "verdict": kind})
 
