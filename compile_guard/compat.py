@@ -1,4 +1,5 @@
-"""The private torch entry points the compile agreement uses, in one place, each with what it falls back to.
+"""The private torch entry points the harness and the compile agreement use, in one place, each with what it
+falls back to (and the torch versions a behaviour differs on).
 
 Checked on torch 2.13.0 (CPU) and 2.14.1 (the CUDA build on CPU: the agreement's tests and the upgrade
 rehearsal, 2026-12-02); every one is imported where it is called, so a torch without it
@@ -96,3 +97,55 @@ def on_compiles(start: Callable[[Any], None], end: Callable[[Any], None]) -> Cal
         callback_handler.remove_end_callback(handles[1])
 
     return remove
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def listening_store(sock: Any, timeout_s: float) -> dist.TCPStore:
+    """A TCPStore server on an already bound and listening socket, which it takes over (no pick-a-free-port race).
+    `TCPStore(master_listen_fd=...)`: torch 2.8-2.14 (checked 2.13.0, 2.14.1) take the fd on the libuv backend;
+    2.6 and 2.7 (checked 2.6.0) refuse it there (NotImplementedError) and take it on the legacy backend, chosen
+    with `use_libuv=False` (a constructor argument: USE_LIBUV=0 in the environment does not reach it)."""
+    port = sock.getsockname()[1]
+    legacy = {"use_libuv": False} if _torch_version() < (2, 8) else {}
+    # The store takes the fd over (and closes it): detach so Python never closes it twice.
+    return dist.TCPStore("127.0.0.1", port, None, True, datetime.timedelta(seconds=timeout_s),
+                         wait_for_workers=False, master_listen_fd=sock.detach(), **legacy)  # fmt: skip
+
+
+def clone_store(store: dist.Store) -> dist.Store:
+    """A connection of this thread's own to `store`'s server (a TCPStore client serialises its operations).
+    `Store.clone()`: torch 2.8+ (checked 2.13.0, 2.14.1). Before 2.8 (checked 2.6.0) there is none: a new client
+    of the TCPStore under any PrefixStore (`_underlying_non_prefix_store`; 2.6 does not expose a PrefixStore's
+    prefix), so every connection of every rank then shares the server's bare key space — the same on all ranks,
+    since every rank runs the one torch the env handshake agreed on."""
+    if hasattr(store, "clone"):
+        return store.clone()
+    base = getattr(store, "_underlying_non_prefix_store", store)
+    if not isinstance(base, dist.TCPStore):
+        raise TorchInternalMissing("Store.clone (and the store is no TCPStore to connect to again)",
+                                   AttributeError(type(base).__name__))  # fmt: skip
+    return dist.TCPStore(base.host, base.port, None, False, base.timeout, use_libuv=base.libuvBackend)
+
+
+NO_RECOMPILE_REASON = "(this torch's compilation metrics carry no recompile reason: torch < 2.7)"
+
+
+def compile_records(since: int, *, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """dynamo's compilation metrics from record `since` on, as plain dicts (compile_id, co_name, co_filename,
+    co_firstlineno, guard_count, recompile_reason), and the count so far; keeps at least `limit` records.
+    torch._dynamo.utils.get_compilation_metrics / set_compilation_metrics_limit (2.6.0, 2.13.0, 2.14.1 checked).
+    `recompile_reason` is a field from 2.7 on; on 2.6 a recompile's reason reads NO_RECOMPILE_REASON (said,
+    never a guess), and the recompile itself is still counted (its compile id's attempt)."""
+    import torch._dynamo.utils as dynamo_utils
+
+    dynamo_utils.set_compilation_metrics_limit(limit)
+    metrics = dynamo_utils.get_compilation_metrics()
+    records = [{"compile_id": m.compile_id, "co_name": m.co_name, "co_filename": m.co_filename,
+                "co_firstlineno": m.co_firstlineno, "guard_count": m.guard_count,
+                "recompile_reason": getattr(m, "recompile_reason", NO_RECOMPILE_REASON)}
+               for m in metrics[since:]]  # fmt: skip
+    return records, len(metrics)

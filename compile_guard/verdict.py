@@ -60,6 +60,9 @@ class Verdict:
     label: str  # one of the labels above: what the user reads first
     culprit: int | None  # the rank whose own failure decided it; None when every rank passed (or no rank failed)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", int(self.code))  # a plain int: prints as a number on Python 3.10 too
+
 
 def _cause_order(outcome: RankOutcome) -> tuple[int, float, int]:
     """Who failed first *by itself*: a rank with a cause of its own, then one a signal ended, then one that saw a

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from compile_guard import compat
 from compile_guard.agreement.ops import Actor, Add, CompareSet, Delete, Get, Now, Set, Wait
 
 # compare_set with an expected value no entry can hold returns the current value, or this when the key is
@@ -26,7 +27,7 @@ class Transport:
     """Runs protocol actors on one store connection (one thread's)."""
 
     def __init__(self, store: dist.Store) -> None:
-        self.store = store.clone()
+        self.store = compat.clone_store(store)
         self.ops = 0  # store round trips so far (the scale benchmark reads it)
 
     def execute(self, op: Any) -> Any:

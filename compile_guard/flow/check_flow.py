@@ -8,7 +8,6 @@ regressed run prints is built here, once (`check_run.refresh_command`: right for
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,9 +49,6 @@ def run_ranks(spec: RunSpec, *, log_dir: Path | None = None, dump_dir: Path | No
     run comes back without reports)."""
     if in_place.active() and not launch:
         reports, code = in_place.probe_all(spec, dump_dir=dump_dir)
-        if reports is None and in_place.is_leader():
-            print(f"check {spec.name}: this rank ended with exit code {code}; its log above says why",
-                  file=sys.stderr)  # fmt: skip
         return CheckRun(spec=spec, result=None, reports=reports, log_dir=None, code=code)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_check_"))
     if verbose:
@@ -67,7 +63,8 @@ def run_ranks(spec: RunSpec, *, log_dir: Path | None = None, dump_dir: Path | No
 
 def _failed(run: CheckRun) -> Report:
     if run.result is None:  # in place: this rank's code, settled with its peers; the ranks' logs say why
-        return Report(exit_code=run.code, text=f"check {run.spec.name}: failed (exit {run.code}); see the rank logs",
+        return Report(exit_code=run.code, text=f"check {run.spec.name}: failed, exit {run.code}, the same on every"
+                      " rank (settled with the peers); each rank's log above says why",
                       data={"verdict": "failed in place", "exit_code": run.code})  # fmt: skip
     return failure_report(run)
 

@@ -30,9 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True, kw_only=True)
 class Report:
-    exit_code: int
+    exit_code: int  # the CLI's (compile_guard.verdict.Cli), stored as a plain int
     text: str
     data: dict[str, Any] = field(default_factory=dict)  # everything, for --json
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exit_code", int(self.exit_code))  # prints as a number on every Python
 
 
 def _progress(log_path: Path) -> str:

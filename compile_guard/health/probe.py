@@ -24,8 +24,8 @@ import re
 from typing import Any
 
 import torch
-import torch._dynamo.utils as dynamo_utils
 
+from compile_guard import compat
 from compile_guard.health.schedule import collective_schedule
 from compile_guard.health.schema import CompileHealth, Observations
 from compile_guard.health.sites import BREAK_LOGGER, GB_ID, BreakSites, relative_site  # noqa: F401 (re-exported)
@@ -55,8 +55,7 @@ class CompileProbe:
     def __init__(self, region: CompiledRegion) -> None:
         self.region = region
         self.constants_from: Any = None  # the compile agreement: its `rank_varying` constants, once judged
-        dynamo_utils.set_compilation_metrics_limit(_METRICS_LIMIT)
-        self._metrics_start = len(dynamo_utils.get_compilation_metrics())
+        self._metrics_start = compat.compile_records(0, limit=_METRICS_LIMIT)[1]
         self._sites = BreakSites()
         self._schedules: list[dict[str, Any]] = []  # per graph, in compile order: after dispatch
         if region.compiled:
@@ -72,14 +71,14 @@ class CompileProbe:
         for message, count in self.region.graph_breaks().items():
             by_reason[normalise_reason(message)] += count
         compiles = []
-        for m in dynamo_utils.get_compilation_metrics()[self._metrics_start :]:
-            _frame, _, attempt = (m.compile_id or "0/0").partition("/")
+        for m in compat.compile_records(self._metrics_start, limit=_METRICS_LIMIT)[0]:
+            _frame, _, attempt = (m["compile_id"] or "0/0").partition("/")
             attempt = attempt.split("_")[0]
-            reason = (m.recompile_reason or "?").split(":", 1)[-1].strip().splitlines()[0]
+            reason = (m["recompile_reason"] or "?").split(":", 1)[-1].strip().splitlines()[0]
             compiles.append({
-                "frame": m.co_name, "site": relative_site(m.co_filename or "?", m.co_firstlineno or 0),
+                "frame": m["co_name"], "site": relative_site(m["co_filename"] or "?", m["co_firstlineno"] or 0),
                 "attempt": int(attempt) if attempt.isdigit() else 0, "reason": re.sub(r"\s+", " ", reason)[:200],
-                "guard_count": m.guard_count or 0,
+                "guard_count": m["guard_count"] or 0,
             })  # fmt: skip
         return Observations(
             graph_count=self.region.graph_count,

@@ -119,7 +119,7 @@ def leader_runs(name: str, command: Callable[[], int], *, timeout_s: float) -> i
         try:
             code = command()
         finally:
-            store.set(key, str(code))  # the others exit with it, or with 3 if rank 0 crashed
+            store.set(key, str(int(code)))  # the others exit with it, or with 3 if rank 0 crashed
             # Where rank 0 hosts the store (not torchrun's agent), it must outlive every read.
             store.wait([f"{key}/read{r}" for r in range(1, world)], datetime.timedelta(seconds=60))
         return code

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import ctypes
-import datetime
 import os
 import signal
 import socket
@@ -27,16 +26,13 @@ INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def loopback_store(timeout_s: float) -> tuple[Any, int]:
     """(the store, its port): a TCPStore server listening on 127.0.0.1 only."""
-    from torch.distributed import TCPStore  # the launching parent needs torch here, and only here
+    from compile_guard import compat  # the launching parent needs torch here, and only here
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    # The store takes the fd over (and closes it): detach so Python never closes it twice.
-    store = TCPStore("127.0.0.1", port, None, True, datetime.timedelta(seconds=timeout_s),
-                     wait_for_workers=False, master_listen_fd=sock.detach())  # fmt: skip
-    return store, port
+    return compat.listening_store(sock, timeout_s), port
 
 
 def die_with_parent(parent_pid: int) -> Callable[[], None]:
