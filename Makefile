@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 UPGRADE_TORCH ?= 2.14.1
 UPGRADE_VENV ?= .venv-torch-upgrade
 
-.PHONY: run test test-fast bench clean upgrade-rehearsal
+.PHONY: run test test-fast bench clean upgrade-rehearsal version-matrix
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ upgrade-rehearsal:
 	$(PYTHON) -m venv $(UPGRADE_VENV)
 	$(UPGRADE_VENV)/bin/python -m pip install --quiet torch==$(UPGRADE_TORCH) -e '.[test]'
 	$(UPGRADE_VENV)/bin/python benchmarks/upgrade_rehearsal.py
+
+# Opt-in, not in CI: one venv per torch release (default: the floor, a middle release, the newest; 5-7 GB each),
+# the same commands in each, one table. RELEASES=2.6.0,2.7.1 and KEEP=--keep to reuse the venvs.
+RELEASES ?= 2.6.0,2.10.0,2.15.0
+version-matrix: $(STAMP)
+	$(PY) benchmarks/version_matrix.py --releases $(RELEASES) $(KEEP)
 
 clean:
 	rm -rf $(VENV) $(UPGRADE_VENV) build *.egg-info

@@ -149,3 +149,39 @@ def compile_records(since: int, *, limit: int) -> tuple[list[dict[str, Any]], in
                 "recompile_reason": getattr(m, "recompile_reason", NO_RECOMPILE_REASON)}
                for m in metrics[since:]]  # fmt: skip
     return records, len(metrics)
+
+
+def resolve_process_group(name: str) -> dist.ProcessGroup:
+    """The group a functional collective's graph node names. distributed_c10d._resolve_process_group (2.6.0,
+    2.13.0, 2.14.1)."""
+    from torch.distributed.distributed_c10d import _resolve_process_group
+
+    return _resolve_process_group(name)
+
+
+# Every private entry point above, as (what, how to reach it on the installed torch): tests/test_compat.py lists
+# them against the installed torch. A missing one with a fallback is named in its function's docstring.
+ENTRY_POINTS: dict[str, Callable[[], Any]] = {
+    "distributed_c10d._get_default_store": lambda: __import__("torch.distributed.distributed_c10d",
+                                                               fromlist=["_get_default_store"])._get_default_store,
+    "distributed_c10d._resolve_process_group": lambda: __import__(
+        "torch.distributed.distributed_c10d", fromlist=["_resolve_process_group"])._resolve_process_group,
+    "ProcessGroup._get_backend": lambda: dist.ProcessGroup._get_backend,
+    "InstructionTranslator.current_tx": lambda: __import__(
+        "torch._dynamo.symbolic_convert", fromlist=["InstructionTranslator"]).InstructionTranslator.current_tx,
+    "utils.get_metrics_context": lambda: __import__("torch._dynamo.utils",
+                                                     fromlist=["get_metrics_context"]).get_metrics_context,
+    "utils.get_compilation_metrics": lambda: __import__(
+        "torch._dynamo.utils", fromlist=["get_compilation_metrics"]).get_compilation_metrics,
+    "utils.set_compilation_metrics_limit": lambda: __import__(
+        "torch._dynamo.utils", fromlist=["set_compilation_metrics_limit"]).set_compilation_metrics_limit,
+    "guards.guard_failures": lambda: __import__("torch._dynamo.guards", fromlist=["guard_failures"]).guard_failures,
+    "CompileContext.current_compile_id": lambda: __import__(
+        "torch._guards", fromlist=["CompileContext"]).CompileContext.current_compile_id,
+    "callback.callback_handler": lambda: __import__("torch._dynamo.callback",
+                                                     fromlist=["callback_handler"]).callback_handler,
+    "TCPStore(master_listen_fd=, use_libuv=)": lambda: dist.TCPStore.__init__,
+}
+# Entry points with a fallback written in their function (absent on some torch the package admits).
+WITH_FALLBACK = {"Store.clone": "clone_store: a new client of the same TCPStore (torch < 2.8)",
+                 "CompilationMetrics.recompile_reason": "compile_records: NO_RECOMPILE_REASON (torch < 2.7)"}

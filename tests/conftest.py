@@ -121,3 +121,30 @@ def tp_mlp_baselines(tmp_path_factory) -> Path:
                      "--baselines", str(directory)), env=None, timeout=CLI_TIMEOUT_S, cwd=REPO)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return directory
+
+
+def _pinned_torch() -> str:
+    """The torch CI installs (constraints.txt): its committed baselines must all be there."""
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip().startswith("torch=="):
+            return line.split("==", 1)[1].strip()
+    raise AssertionError("constraints.txt pins no torch")
+
+
+def committed_baseline(scenario: str) -> Path:
+    """The committed baseline of `scenario` for the installed torch. On another torch than CI's pinned one (the
+    suite runs on every torch the package admits) a missing one skips the test, naming the file and the command
+    that writes it; on the pinned torch a missing one fails."""
+    from compile_guard.flow.check_run import expected_factors, installed_torch
+    from compile_guard.flow.scenarios import SCENARIOS
+    from compile_guard.health import baseline as bl
+
+    factors = expected_factors(SCENARIOS[scenario])
+    found = bl.find(bl.DEFAULT_DIR, factors)
+    if found is not None and found[1]:
+        return found[0]
+    missing = (f"no committed {scenario} baseline for torch {installed_torch()} ({bl.file_name(factors)});"
+               f" write it with `python -m compile_guard baseline refresh --scenario {scenario}`")  # fmt: skip
+    if installed_torch().split("+")[0] == _pinned_torch():
+        pytest.fail(missing)
+    pytest.skip(missing)

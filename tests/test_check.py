@@ -13,7 +13,7 @@ from compile_guard.flow.check_run import CheckRun, expected_factors
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.ranks.rank_report import RankReport
-from tests.conftest import CLI_TIMEOUT_S, REPO
+from tests.conftest import CLI_TIMEOUT_S, REPO, committed_baseline
 
 
 def _cli(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -23,6 +23,7 @@ def _cli(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProc
 
 def test_default_scenario_passes_strictly_against_the_committed_baseline(tmp_path, processes):
     """--strict: not even a fingerprint or guard count may have moved since the baseline was committed."""
+    committed_baseline("tp2")  # this torch's own (skips, saying how to write it, on a torch without one)
     proc = _cli("check", "--strict", "--json", str(tmp_path / "check.json"), "--log-dir", str(tmp_path / "logs"),
                 "--dump-dir", str(tmp_path / "dumps"))  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -67,9 +68,7 @@ def test_unknown_scenario_exits_2(quick_process):
 
 def test_foreign_torch_version_is_compared_and_stated(tmp_path, processes):
     factors = expected_factors(SCENARIOS["tp2-aot"])
-    committed = bl.find(bl.DEFAULT_DIR, factors)
-    assert committed and committed[1], "commit the tp2-aot baseline (baseline refresh --scenario tp2-aot)"
-    base = bl.load(committed[0])
+    base = bl.load(committed_baseline("tp2-aot"))
     foreign = {**base.factors, "torch": "2.12.0+cpu"}
     bl.write(tmp_path / bl.file_name(foreign), bl.Baseline(factors=foreign, metrics=base.metrics, break_sites=[]))
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
@@ -119,12 +118,9 @@ def test_pp1_compares_mesh_ranks_and_reports_rank0_apart(tmp_path, processes):
 def test_every_committed_baseline_of_this_torch_matches_todays_config():
     """A baseline whose config hash is stale compares against another program: exit 2 (below). So every
     committed one for the installed torch must carry its scenario's hash of today."""
-    import torch
-
     for name, spec in SCENARIOS.items():
-        found = bl.find(bl.DEFAULT_DIR, expected_factors(spec))
-        assert found is not None and found[1], f"no committed {name} baseline for torch {torch.__version__}"
-        assert bl.load(found[0]).factors["config_hash"] == spec.config_hash(), f"{found[0]} is stale: refresh it"
+        path = committed_baseline(name)
+        assert bl.load(path).factors["config_hash"] == spec.config_hash(), f"{path} is stale: refresh it"
 
 
 def test_a_baseline_for_another_configuration_exits_2(tmp_path, quick_process):

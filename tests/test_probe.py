@@ -17,9 +17,26 @@ MESSAGE = (
 )
 
 
+# the same break as torch 2.7 states it: the title and explanation, no registry id (no URL)
+MESSAGE_2_7 = "Skip calling `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function f>`"
+
+
 def test_normalise_reason_drops_object_reprs():
-    assert normalise_reason(MESSAGE) == "gb0098: Skip calling `torch.compiler.disable()`d function"
+    assert normalise_reason(MESSAGE) == "Skip calling `torch.compiler.disable()`d function"
     assert normalise_reason("some break without a registry id\nmore") == "some break without a registry id"
+
+
+def test_one_break_is_one_key_across_the_2_7_to_2_8_upgrade():
+    """2.8+ messages carry the registry id (gb0098), 2.7's do not: one key, and a baseline written with the id
+    (before this key dropped it) compares equal to a run without it — no false "new break reason" on upgrade day."""
+    from compile_guard.health import policy
+
+    assert normalise_reason(MESSAGE) == normalise_reason(MESSAGE_2_7)
+    base = {"break_reasons": {"gb0098: Skip calling `torch.compiler.disable()`d function": 2}}
+    run = {"break_reasons": {normalise_reason(MESSAGE_2_7): 2}}
+    rows = [r for r in policy.compare(base, [run, run]) if r.metric.startswith("break: ")]
+    assert [(r.metric, r.verdict) for r in rows] == [("break: Skip calling `torch.compiler.disable()`d function",
+                                                      policy.OK)]  # fmt: skip
 
 
 def test_relative_site_is_portable():

@@ -13,6 +13,7 @@ Which metric is which comes from the schema (compile_guard.health.schema).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,31 @@ def _reasons(base: dict[str, int], value: dict[str, int]) -> str:
     return REGRESSION if REGRESSION in verdicts else IMPROVEMENT if IMPROVEMENT in verdicts else OK
 
 
+# "gb0098: Skip calling ..." (torch 2.8+: dynamo's registry id, then the title) and "Skip calling ..." (2.7: the
+# title alone) are one break: compared by title, so a 2.7 baseline checked on 2.8 sees no "new" reason
+_REGISTRY_ID = re.compile(r"^gb\d+: ")
+
+
+def reason_key(reason: str) -> str:
+    """A break reason as compared across torch releases: its title, without dynamo's registry id."""
+    return _REGISTRY_ID.sub("", reason)
+
+
+def reason_keys(counts: dict[str, int]) -> dict[str, int]:
+    """Break-reason counts keyed by `reason_key` (a baseline written with registry ids reads the same)."""
+    keyed: dict[str, int] = {}
+    for reason, count in counts.items():
+        keyed[reason_key(reason)] = keyed.get(reason_key(reason), 0) + count
+    return keyed
+
+
 def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Row]:
     """One row per metric; per-reason rows for break reasons (so a new reason is visible)."""
     rows = []
 
     def value(metrics: dict[str, Any], name: str) -> Any:
-        return metrics.get(name, schema.default_of(name))
+        found = metrics.get(name, schema.default_of(name))
+        return reason_keys(found) if name == "break_reasons" else found
 
     for f in schema.fields_judged(schema.COUNTED):
         values = [value(m, f.name) for m in per_rank]

@@ -25,6 +25,7 @@ import torch.fx.traceback as fx_traceback
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from compile_guard import compat
 from compile_guard.health.sites import relative_site
 from engine.errors import RankCrashed
 
@@ -41,9 +42,7 @@ def _group(name: Any) -> dict[str, Any]:
     if not isinstance(name, str):
         return {"name": repr(name), "ranks": None}
     try:
-        from torch.distributed.distributed_c10d import _resolve_process_group
-
-        ranks = dist.get_process_group_ranks(_resolve_process_group(name))
+        ranks = dist.get_process_group_ranks(compat.resolve_process_group(name))
     except Exception:  # a group of another process, or a name torch no longer resolves
         ranks = None
     return {"name": name, "ranks": ranks}

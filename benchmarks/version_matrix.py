@@ -1,0 +1,116 @@
+"""Every torch the package admits, rehearsed: one venv per release, the same commands in each, one table.
+
+    python benchmarks/version_matrix.py [--releases 2.6.0,2.10.0,2.15.0] [--keep] [--venvs DIR] [--suite]
+
+Opt-in, never in `make test`: each release other than the pinned one is a CUDA build from PyPI (5-7 GB in
+its venv; it runs on the CPU). Per release: the venv (reused with --keep, else built fresh and removed after:
+install time and size reported), then `check` of the built-in scenarios against the committed baselines,
+`baseline refresh` + `check` into a temp directory, the operator matrix, and the agreement and compat tests
+(`--suite`: the whole suite). Each cell is the exit code and wall time; "vs 2.13" lists the metrics whose
+verdict against the committed baselines is not `ok` (a version change is stated, never a failure).
+On this box torch > 2.14.1 needs the pip cap lifted first (`rm -r /etc/xdg/pip`, see the env notes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RELEASES = "2.6.0,2.10.0,2.15.0"  # the floor, a middle release, the newest
+SCENARIOS = ("tp2-aot", "pp1")
+
+
+def _run(argv: list[str], *, timeout_s: float, cwd: Path = REPO) -> tuple[int, float, str]:
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+        return proc.returncode, time.monotonic() - started, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired:
+        return 124, time.monotonic() - started, f"timed out after {timeout_s}s"
+
+
+def build(release: str, venv: Path) -> dict[str, object]:
+    """The release's venv (reused when it already holds that torch): install time and size."""
+    python = venv / "bin" / "python"
+    if python.exists():
+        code, _, out = _run([str(python), "-c", "import torch, compile_guard; print(torch.__version__)"], timeout_s=120)
+        if code == 0 and out.strip().startswith(release):
+            return {"install_s": None, "size": _size(venv), "reused": True}
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"torch=={release}"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{REPO}[test]"], check=True)
+    return {"install_s": round(time.monotonic() - started), "size": _size(venv), "reused": False}
+
+
+def _size(path: Path) -> str:
+    return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True).stdout.split()[0]
+
+
+def _changes(json_path: Path) -> str:
+    if not json_path.exists():
+        return "-"
+    data = json.loads(json_path.read_text())
+    moved = [f"{r['metric']} {r['baseline']}->{r['per_rank'][0]}" for r in data.get("rows", []) if r["verdict"] != "ok"
+             and r["metric"] != "effective_backend"]  # fmt: skip
+    return "; ".join(moved)[:160] or "none"
+
+
+def rehearse(python: Path, *, suite: bool, work: Path) -> list[list[object]]:
+    rows = []
+    for scenario in SCENARIOS:
+        out = work / f"check-{scenario}.json"
+        code, wall, _ = _run([str(python), "-m", "compile_guard", "check", "--scenario", scenario, "--json", str(out)],
+                             timeout_s=900)  # fmt: skip
+        rows.append([f"check {scenario}", code, round(wall, 1), _changes(out)])
+    baselines = work / "baselines"
+    code, wall, _ = _run([str(python), "-m", "compile_guard", "baseline", "refresh", "--scenario", "tp2-aot",
+                          "--baselines", str(baselines)], timeout_s=900)  # fmt: skip
+    code2, wall2, _ = _run([str(python), "-m", "compile_guard", "check", "--scenario", "tp2-aot", "--strict",
+                            "--baselines", str(baselines)], timeout_s=900)  # fmt: skip
+    rows.append(["refresh + check --strict tp2-aot", f"{code}, {code2}", round(wall + wall2, 1), "-"])
+    code, wall, out = _run([str(python), "-m", "compile_guard", "matrix"], timeout_s=1800)
+    summary = next((line for line in out.splitlines() if "rows passed" in line), out.strip().splitlines()[-1:])
+    rows.append(["matrix", code, round(wall, 1), str(summary).split(";")[0]])
+    tests = ["tests"] if suite else ["tests/test_agreement.py", "tests/test_compat.py", "tests/test_verdict.py"]
+    code, wall, out = _run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], timeout_s=3600)
+    rows.append([f"pytest {' '.join(tests)}", code, round(wall, 1), (out.strip().splitlines() or ["?"])[-1][:160]])
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--releases", default=DEFAULT_RELEASES, help=f"comma-separated (default {DEFAULT_RELEASES})")
+    parser.add_argument("--venvs", type=Path, default=REPO / ".venv-torch", help="one venv per release in here")
+    parser.add_argument("--keep", action="store_true", help="reuse and keep the venvs (else built fresh, removed)")
+    parser.add_argument("--suite", action="store_true", help="run the whole test suite, not its agreement part")
+    args = parser.parse_args()
+    table, builds = [], []
+    for release in [r.strip() for r in args.releases.split(",") if r.strip()]:
+        venv = args.venvs / release
+        if not args.keep and venv.exists():
+            shutil.rmtree(venv)
+        built = build(release, venv)
+        builds.append([release, built["install_s"] if not built["reused"] else "reused", built["size"]])
+        with tempfile.TemporaryDirectory(prefix=f"version_matrix_{release}_") as work:
+            for row in rehearse(venv / "bin" / "python", suite=args.suite, work=Path(work)):
+                table.append([release, *row])
+        if not args.keep:
+            shutil.rmtree(venv)
+        print(tabulate(table, headers=["torch", "command", "exit", "wall s", "vs committed baselines / result"]),
+              flush=True)  # fmt: skip
+    print(tabulate(builds, headers=["torch", "install s", "venv size"]))
+    return 0 if all(str(r[2]) in ("0", "0, 0") for r in table) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
