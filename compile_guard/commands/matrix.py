@@ -37,7 +37,7 @@ def _table(results: list[RowResult]) -> str:
     table = [
         [r.id, ROWS_BY_ID[r.id].fm, r.observed, r.signature[:64], _ms(r.detect_s), _ms(r.ttf_s),
          f"{_ms(r.ttf_budget_s) or 'n/a'}{' OVER' if r.over_budget else ''}", len(r.leftover_pids),
-         "pass" if r.passed else "FAIL"]
+         "n/a" if r.not_run else "pass" if r.passed else "FAIL"]
         for r in results
     ]  # fmt: skip
     headers = ["row", "FM", "exits", "signature", "detect ms", "ttf ms", "budget ms", "left", "verdict"]
@@ -80,7 +80,10 @@ def _run(args: argparse.Namespace) -> int:
         for problem in r.problems:
             print(f"FAIL {r.id}: {problem} (logs: {r.log_dir})")
     wall = time.monotonic() - started
-    print(f"{sum(r.passed for r in results)}/{len(results)} rows passed in {wall:.1f}s; logs: {log_root}")
+    skipped = sum(bool(r.not_run) for r in results)
+    not_run = f" ({skipped} not run on this torch: n/a)" if skipped else ""
+    print(f"{sum(r.passed and not r.not_run for r in results)}/{len(results) - skipped} rows passed{not_run} in"
+          f" {wall:.1f}s; logs: {log_root}")  # fmt: skip
     if args.json:
         write_json(args.json, {"rows": [r.to_json() for r in results], "wall_s": round(wall, 2)})
     if args.junit:

@@ -71,6 +71,9 @@ class Row:
     program: str = RUNTIME  # an engine topology (tp, pp0, pp1), or CHECK: the check's rank program on a scenario
     scenario: str = "tp2-aot"  # CHECK rows: the scenario (aot_eager: dynamo's counts, no kernel compile)
     target: str | None = None  # CHECK rows: a user target ("pkg.module:factory") instead of the scenario's engine
+    # torch APIs the row's fault needs ("torch.compiler.save_cache_artifacts"): on a torch without one the row is
+    # not run and says so (n/a), never failed
+    requires: tuple[str, ...] = ()
 
 
 def _hook(name: str, rank: int = 0, chunk: int = FAULT_CHUNK) -> dict[str, str]:
@@ -253,6 +256,7 @@ ROWS += (
         topology="TP=2 DTensor MLP (parallelize_module), gloo, CPU, inductor",
         fault="rank 0 loads saved compile artifacts (a cache hit), rank 1 compiles fresh",
         target="docs.examples.tp_divergence:cache_artifacts", spec={"compile": "inductor"},
+        requires=("torch.compiler.save_cache_artifacts", "torch.compiler.load_cache_artifacts"),  # torch >= 2.7
         expect=Expect(kind=CONTINUES_CHECK, detector=0, event="graph_compiled", fields={"cache": "hit"},
                       ttf_budget_s=None)),
 )  # fmt: skip

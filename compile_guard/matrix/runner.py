@@ -51,6 +51,7 @@ class RowResult:
     leftover_pids: list[int]
     wall_s: float
     log_dir: str
+    not_run: str | None = None  # why the row did not run on this torch (its `requires`); None when it ran
 
     @property
     def over_budget(self) -> bool:
@@ -169,8 +170,26 @@ def check_spec(row: Row) -> RunSpec:
     return dataclasses.replace(base, **row.spec)
 
 
+def missing_requirement(row: Row) -> str | None:
+    """The first torch API the row needs that the installed torch lacks, said as the row's result; else None."""
+    import importlib
+
+    import torch
+
+    for path in row.requires:
+        module, _, attr = path.rpartition(".")
+        if not hasattr(importlib.import_module(module), attr):
+            return f"not run: torch {torch.__version__} has no {path}"
+    return None
+
+
 def run_row(row: Row, log_root: Path) -> RowResult:
     log_dir = log_root / row.id
+    unavailable = missing_requirement(row)
+    if unavailable is not None:
+        return RowResult(id=row.id, passed=True, problems=[], observed=unavailable, signature="", ttf_s=None,
+                         detect_s=None, ttf_budget_s=None, leftover_pids=[], wall_s=0.0, log_dir=str(log_dir),
+                         not_run=unavailable)  # fmt: skip
     t0 = time.monotonic()
     extra: list[str] = []
     if row.program == CHECK:
