@@ -159,6 +159,14 @@ def resolve_process_group(name: str) -> dist.ProcessGroup:
     return _resolve_process_group(name)
 
 
+def outside_tracing_context() -> Any:
+    """A context with no dynamo TracingContext (a trace of our own inside a backend call). torch._guards.tracing
+    (2.6.0, 2.8.0, 2.13.0, 2.15.0 checked): without it, 2.8 asserts that the active fake mode is the context's."""
+    from torch._guards import tracing
+
+    return tracing(None)
+
+
 # Every private entry point above, as (what, how to reach it on the installed torch): tests/test_compat.py lists
 # them against the installed torch. A missing one with a fallback is named in its function's docstring.
 ENTRY_POINTS: dict[str, Callable[[], Any]] = {
@@ -181,6 +189,7 @@ ENTRY_POINTS: dict[str, Callable[[], Any]] = {
     "callback.callback_handler": lambda: __import__("torch._dynamo.callback",
                                                      fromlist=["callback_handler"]).callback_handler,
     "TCPStore(master_listen_fd=, use_libuv=)": lambda: dist.TCPStore.__init__,
+    "_guards.tracing": lambda: __import__("torch._guards", fromlist=["tracing"]).tracing,
 }
 # Entry points with a fallback written in their function (absent on some torch the package admits).
 WITH_FALLBACK = {"Store.clone": "clone_store: a new client of the same TCPStore (torch < 2.8)",

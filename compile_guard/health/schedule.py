@@ -134,7 +134,10 @@ def _read_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[
     try:
         # Interpreting node by node under preserve_node_meta carries each dynamo node's stack trace onto
         # the ATen nodes it becomes, so a DTensor collective still names the user line that caused it.
-        with FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True), fx_traceback.preserve_node_meta():
+        # Outside dynamo's tracing context: ours is a separate trace, and torch 2.8-2.12 assert that the active fake
+        # mode is the context's (it is not: this one is ours)
+        with compat.outside_tracing_context(), FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True), \
+                fx_traceback.preserve_node_meta():
             traced = make_fx(torch.fx.Interpreter(gm).run, tracing_mode="real")(*example_inputs)
     except Exception as exc:
         log.error("re-tracing a graph for its collective schedule failed; traceback:", exc_info=exc)
