@@ -167,30 +167,35 @@ def outside_tracing_context() -> Any:
     return tracing(None)
 
 
-# Every private entry point above, as (what, how to reach it on the installed torch): tests/test_compat.py lists
-# them against the installed torch. A missing one with a fallback is named in its function's docstring.
-ENTRY_POINTS: dict[str, Callable[[], Any]] = {
-    "distributed_c10d._get_default_store": lambda: __import__("torch.distributed.distributed_c10d",
-                                                               fromlist=["_get_default_store"])._get_default_store,
-    "distributed_c10d._resolve_process_group": lambda: __import__(
-        "torch.distributed.distributed_c10d", fromlist=["_resolve_process_group"])._resolve_process_group,
-    "ProcessGroup._get_backend": lambda: dist.ProcessGroup._get_backend,
-    "InstructionTranslator.current_tx": lambda: __import__(
-        "torch._dynamo.symbolic_convert", fromlist=["InstructionTranslator"]).InstructionTranslator.current_tx,
-    "utils.get_metrics_context": lambda: __import__("torch._dynamo.utils",
-                                                     fromlist=["get_metrics_context"]).get_metrics_context,
-    "utils.get_compilation_metrics": lambda: __import__(
-        "torch._dynamo.utils", fromlist=["get_compilation_metrics"]).get_compilation_metrics,
-    "utils.set_compilation_metrics_limit": lambda: __import__(
-        "torch._dynamo.utils", fromlist=["set_compilation_metrics_limit"]).set_compilation_metrics_limit,
-    "guards.guard_failures": lambda: __import__("torch._dynamo.guards", fromlist=["guard_failures"]).guard_failures,
-    "CompileContext.current_compile_id": lambda: __import__(
-        "torch._guards", fromlist=["CompileContext"]).CompileContext.current_compile_id,
-    "callback.callback_handler": lambda: __import__("torch._dynamo.callback",
-                                                     fromlist=["callback_handler"]).callback_handler,
-    "TCPStore(master_listen_fd=, use_libuv=)": lambda: dist.TCPStore.__init__,
-    "_guards.tracing": lambda: __import__("torch._guards", fromlist=["tracing"]).tracing,
-}
-# Entry points with a fallback written in their function (absent on some torch the package admits).
-WITH_FALLBACK = {"Store.clone": "clone_store: a new client of the same TCPStore (torch < 2.8)",
-                 "CompilationMetrics.recompile_reason": "compile_records: NO_RECOMPILE_REASON (torch < 2.7)"}
+# Every private entry point above, by its dotted path: tests/test_compat.py resolves each against the installed
+# torch. The fallbacks for the ones some admitted torch lacks (Store.clone before 2.8, recompile_reason before 2.7)
+# are in clone_store and compile_records, and are not listed here.
+ENTRY_POINTS = (
+    "torch.distributed.distributed_c10d._get_default_store",
+    "torch.distributed.distributed_c10d._resolve_process_group",
+    "torch.distributed.ProcessGroup._get_backend",
+    "torch._dynamo.symbolic_convert.InstructionTranslator.current_tx",
+    "torch._dynamo.utils.get_metrics_context",
+    "torch._dynamo.utils.get_compilation_metrics",
+    "torch._dynamo.utils.set_compilation_metrics_limit",
+    "torch._dynamo.guards.guard_failures",
+    "torch._guards.CompileContext.current_compile_id",
+    "torch._dynamo.callback.callback_handler",
+    "torch._guards.tracing",
+)
+
+
+def resolve(path: str) -> Any:
+    """The object at a dotted path: the longest importable module prefix, then attributes."""
+    import importlib
+
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            found = getattr(found, attr)
+        return found
+    raise ImportError(path)

@@ -86,8 +86,7 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     run = _run_of({**base.metrics, "graph_breaks": 10, "break_reasons": {"disable": 10}}, spec)
     judged = report.judge(run, base, path, exact, refresh=refresh_command(spec, bl.DEFAULT_DIR),
                           allow_improvement=False, strict=False)  # fmt: skip
-    monkeypatch.setattr(check, "run_and_judge", lambda *a, **k: check_flow.Judged(report=judged, run=run,
-                                                                                    baseline=path, refresh=""))
+    monkeypatch.setattr(check, "run_and_judge", lambda *a, **k: check_flow.Judged(report=judged, run=run))
     junit = tmp_path / "check.xml"
     assert cli.main(["check", "--scenario", "tp2-aot", "--junit", str(junit)]) == 1
     suite = ET.parse(junit).getroot().find("testsuite")

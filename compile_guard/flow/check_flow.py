@@ -27,8 +27,6 @@ from engine.runspec import RunSpec
 class Judged:
     report: Report  # exit code, text, data for --json
     run: CheckRun | None  # None when nothing ran (no usable baseline)
-    baseline: Path | None  # the file judged against (None: none needed, or none found)
-    refresh: str  # the command that stores this run's baseline
 
 
 def _print_progress(event: dict[str, Any]) -> None:
@@ -83,19 +81,17 @@ def run_and_judge(spec: RunSpec, baselines: Path, *, need_baseline: bool = True,
             found = baseline_for(spec, baselines)
         except (NoBaseline, bl.BaselineError) as exc:
             text = str(exc) if isinstance(exc, NoBaseline) else f"baseline file error: {exc}"
-            return Judged(report=Report(exit_code=Cli.USAGE, text=text, data={"verdict": "input error"}), run=None,
-                          baseline=None, refresh=refresh)  # fmt: skip
+            return Judged(report=Report(exit_code=Cli.USAGE, text=text, data={"verdict": "input error"}), run=None)
     try:
         run = run_ranks(spec, log_dir=log_dir, dump_dir=dump_dir, verbose=verbose, env=env, rank_env=rank_env,
                         launch=launch)  # fmt: skip
     except RankReportError as exc:  # parent and ranks disagree on the report: ours to fix, never a verdict
         return Judged(report=Report(exit_code=Cli.ENGINE, text=f"engine failure: unreadable rank report: {exc}",
-                                    data={"verdict": "engine failure"}), run=None, baseline=None,
-                      refresh=refresh)  # fmt: skip
+                                    data={"verdict": "engine failure"}), run=None)  # fmt: skip
     if run.reports is None:
-        return Judged(report=_failed(run), run=run, baseline=None, refresh=refresh)
+        return Judged(report=_failed(run), run=run)
     if found is None:
-        return Judged(report=Report(exit_code=Cli.OK, text="", data={}), run=run, baseline=None, refresh=refresh)
+        return Judged(report=Report(exit_code=Cli.OK, text="", data={}), run=run)
     path, exact, base = found
     report = judge(run, base, path, exact, refresh=refresh, allow_improvement=allow_improvement, strict=strict)
-    return Judged(report=report, run=run, baseline=path, refresh=refresh)
+    return Judged(report=report, run=run)

@@ -28,7 +28,7 @@ import torch
 from compile_guard import compat
 from compile_guard.health.schedule import collective_schedule
 from compile_guard.health.schema import CompileHealth, Observations
-from compile_guard.health.sites import BREAK_LOGGER, GB_ID, BreakSites, relative_site  # noqa: F401 (re-exported)
+from compile_guard.health.sites import BREAK_LOGGER, BreakSites, relative_site
 from compile_guard.health.structure import graph_structure
 from engine.compile import CompiledRegion
 
