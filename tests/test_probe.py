@@ -6,7 +6,8 @@ import inspect
 
 import torch
 
-from compile_guard.health.probe import CompileProbe, normalise_reason, relative_site
+from compile_guard.health.policy import reason_key
+from compile_guard.health.probe import CompileProbe, relative_site
 from compile_guard.health.schema import symmetric_view
 from engine.compile import CompileConfig, CompiledRegion
 
@@ -21,9 +22,9 @@ MESSAGE = (
 MESSAGE_2_7 = "Skip calling `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function f>`"
 
 
-def test_normalise_reason_drops_object_reprs():
-    assert normalise_reason(MESSAGE) == "Skip calling `torch.compiler.disable()`d function"
-    assert normalise_reason("some break without a registry id\nmore") == "some break without a registry id"
+def test_reason_key_drops_object_reprs():
+    assert reason_key(MESSAGE) == "Skip calling `torch.compiler.disable()`d function"
+    assert reason_key("some break without a registry id\nmore") == "some break without a registry id"
 
 
 def test_one_break_is_one_key_across_the_2_7_to_2_8_upgrade():
@@ -31,9 +32,9 @@ def test_one_break_is_one_key_across_the_2_7_to_2_8_upgrade():
     (before this key dropped it) compares equal to a run without it — no false "new break reason" on upgrade day."""
     from compile_guard.health import policy
 
-    assert normalise_reason(MESSAGE) == normalise_reason(MESSAGE_2_7)
+    assert reason_key(MESSAGE) == reason_key(MESSAGE_2_7)
     base = {"break_reasons": {"gb0098: Skip calling `torch.compiler.disable()`d function": 2}}
-    run = {"break_reasons": {normalise_reason(MESSAGE_2_7): 2}}
+    run = {"break_reasons": {reason_key(MESSAGE_2_7): 2}}
     rows = [r for r in policy.compare(base, [run, run]) if r.metric.startswith("break: ")]
     assert [(r.metric, r.verdict) for r in rows] == [("break: Skip calling `torch.compiler.disable()`d function",
                                                       policy.OK)]  # fmt: skip

@@ -81,7 +81,7 @@ def refresh(args: argparse.Namespace) -> int:
     if previous is None:
         print(_metric_table(new.metrics))
     else:
-        rows = [r for r in policy.compare(previous.metrics, [new.metrics]) if r.verdict != policy.OK]
+        rows = [r for r in policy.compare(previous.metrics, _as_in(previous, new)) if r.verdict != policy.OK]
         print("unchanged" if not rows else tabulate(
             [[r.metric, json.dumps(r.baseline)[:50], json.dumps(r.per_rank[0])[:50], r.verdict] for r in rows],
             headers=["metric", "before", "after", "verdict"]))  # fmt: skip
@@ -98,6 +98,16 @@ def _shown(args: argparse.Namespace) -> Path | None:
         if found is not None:
             return found[0]
     return None
+
+
+def _as_in(a: bl.Baseline, b: bl.Baseline) -> list[dict[str, Any]]:
+    """B's metrics to compare with A's: across torch releases, break reasons only renamed are keyed as A's."""
+    if a.factors.get("torch") == b.factors.get("torch"):
+        return [b.metrics]
+    metrics, notes = policy.across_releases(a.metrics, a.break_sites, [b.metrics], [b.break_sites])
+    for note in notes:
+        print(f"note: {note}")
+    return metrics
 
 
 def show(args: argparse.Namespace) -> int:
@@ -118,7 +128,7 @@ def diff(args: argparse.Namespace) -> int:
     changed = [k for k in bl.FACTOR_KEYS if a.factors.get(k) != b.factors.get(k)]
     print(f"A = {args.a}\nB = {args.b}\nfactors that differ: "
           + (", ".join(f"{k}: {a.factors.get(k)} -> {b.factors.get(k)}" for k in changed) or "none"))  # fmt: skip
-    rows = policy.compare(a.metrics, [b.metrics])
+    rows = policy.compare(a.metrics, _as_in(a, b))
     print(tabulate([[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
                    headers=["metric", "A", "B", "B vs A"]))  # fmt: skip
     for note in (*a.notes, *b.notes):

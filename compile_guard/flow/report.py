@@ -163,14 +163,17 @@ def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> li
 def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *, refresh: str,
           allow_improvement: bool, strict: bool) -> Report:  # fmt: skip
     """The run's metrics against the baseline; `refresh` is the command that would store this run's."""
-    per_rank = run.metrics()
+    per_rank, renames = run.metrics(), []
+    factors = run.factors()
+    if base.factors.get("torch") != factors["torch"]:
+        per_rank, renames = policy.across_releases(base.metrics, base.break_sites, per_rank,
+                                                   [r.final["break_sites"] for r in run.mesh()])  # fmt: skip
     rows = policy.compare(base.metrics, per_rank)
     rows += policy.nothing_compiled(per_rank, compile_on=run.spec.compile != "off")
     passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
-    factors = run.factors()
     ranks = [f"rank{r.rank}" for r in run.mesh()]
     lines = [f"scenario {factors['scenario']}: {run.spec.description}", f"baseline {base_path}",
-             *_context_lines(run, base, exact, factors), metric_table(rows, ranks), *_detail_lines(run, rows, ranks)]
+             *_context_lines(run, base, exact, factors), *(f"note: {n}" for n in renames), metric_table(rows, ranks), *_detail_lines(run, rows, ranks)]
     if passed:
         lines.append("PASS")
     else:

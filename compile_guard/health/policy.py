@@ -13,6 +13,7 @@ Which metric is which comes from the schema (compile_guard.health.schema).
 
 from __future__ import annotations
 
+import collections
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -45,11 +46,18 @@ def _reasons(base: dict[str, int], value: dict[str, int]) -> str:
 # "gb0098: Skip calling ..." (torch 2.8+: dynamo's registry id, then the title) and "Skip calling ..." (2.7: the
 # title alone) are one break: compared by title, so a 2.7 baseline checked on 2.8 sees no "new" reason
 _REGISTRY_ID = re.compile(r"^gb\d+: ")
+# torch 2.6 states a break in one line with the object's repr ("... wrapped function <function f at 0x7f..>"):
+# the address differs by rank and by run, the break does not
+_ADDRESS = re.compile(r"\s+at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
 
 
 def reason_key(reason: str) -> str:
-    """A break reason as compared across torch releases: its title, without dynamo's registry id."""
-    return _REGISTRY_ID.sub("", reason)
+    """A break reason as compared across ranks and torch releases: the first line of dynamo's message (its title
+    from 2.7 on), without dynamo's registry id or an object's address."""
+    lines = reason.strip().splitlines()
+    if not lines:
+        return "?"
+    return _ADDRESS.sub("", _REGISTRY_ID.sub("", lines[0].strip())).strip()[:300]
 
 
 def reason_keys(counts: dict[str, int]) -> dict[str, int]:
@@ -58,6 +66,48 @@ def reason_keys(counts: dict[str, int]) -> dict[str, int]:
     for reason, count in counts.items():
         keyed[reason_key(reason)] = keyed.get(reason_key(reason), 0) + count
     return keyed
+
+
+def reworded(base_reasons: dict[str, int], base_sites: list[dict[str, Any]], reasons: dict[str, int],
+             sites: list[dict[str, Any]]) -> dict[str, str]:  # fmt: skip
+    """Break reasons a torch release only renamed: {run's key: baseline's key}. Titles change across releases
+    ("Tensor.item" on 2.7 is "Unsupported Tensor.item() call with capture_scalar_outputs=False" on 2.8; 2.6
+    has no titles at all), the user's code does not: a reason new in the run and one gone from the baseline
+    are one break when they were hit at the same user sites the same number of times, and only one gone
+    reason matches. Only for a baseline of another torch: on one torch a new reason at an old site is a change
+    of the program. Sites without a key (baselines written before sites carried one) match nothing."""
+    def footprints(keys: set[str], of: list[dict[str, Any]]) -> dict[str, collections.Counter]:
+        found: dict[str, collections.Counter] = {}
+        for s in of:
+            key = reason_key(s.get("key") or "")
+            if s.get("key") and key in keys:
+                found.setdefault(key, collections.Counter())[s["site"]] += s["count"]
+        return found
+
+    base_keys, run_keys = set(reason_keys(base_reasons)), set(reason_keys(reasons))
+    gone, new = footprints(base_keys - run_keys, base_sites), footprints(run_keys - base_keys, sites)
+    mapping: dict[str, str] = {}
+    for key, footprint in sorted(new.items()):
+        matches = [b for b, theirs in gone.items() if theirs == footprint]
+        if len(matches) == 1 and matches[0] not in mapping.values():
+            mapping[key] = matches[0]
+    return mapping
+
+
+def across_releases(base_metrics: dict[str, Any], base_sites: list[dict[str, Any]], per_rank: list[dict[str, Any]],
+                    per_rank_sites: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+    """For a baseline of another torch: each rank's metrics with the break reasons that release only renamed
+    (`reworded`) keyed as the baseline keys them, and one line per rename for the report."""
+    renamed_ranks, notes = [], []
+    for metrics, sites in zip(per_rank, per_rank_sites, strict=True):
+        mapping = reworded(base_metrics.get("break_reasons", {}), base_sites, metrics.get("break_reasons", {}), sites)
+        renamed: dict[str, int] = {}
+        for reason, count in reason_keys(metrics.get("break_reasons", {})).items():
+            renamed[mapping.get(reason, reason)] = renamed.get(mapping.get(reason, reason), 0) + count
+        renamed_ranks.append({**metrics, "break_reasons": renamed})
+        notes.extend(f"break reason renamed by the torch release: {old!r} now reads {new!r} (the same sites, the"
+                     " same counts: compared as one)" for new, old in mapping.items())  # fmt: skip
+    return renamed_ranks, sorted(set(notes))
 
 
 def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Row]:

@@ -7,9 +7,10 @@ Sources, none of them log scraping for counts:
 - graphs: the region's recording backend (each graph dynamo handed to the compiler);
   fingerprinted by structure (compile_guard.health.structure), with op counts and the number
   of functional collectives inside the graph;
-- graph breaks: dynamo's `graph_break` counter, keyed by a *normalised* reason — the
-  graph-break registry id (gbNNNN) and the break type's title, never the message with
-  object reprs and addresses — so a torch upgrade moves a baseline only where behaviour moved;
+- graph breaks: dynamo's `graph_break` counter, keyed by a *normalised* reason
+  (compile_guard.health.policy.reason_key: the break's title, never its registry id, the
+  message's object reprs or addresses), so a torch upgrade moves a baseline only where
+  behaviour moved; a title the upgrade renamed is matched by its sites (`policy.reworded`);
 - break sites: dynamo's graph-break artifact log records (user file:line) captured by a
   handler, the only place dynamo states the site;
 - recompiles and guards: dynamo's compilation metrics (one record per frame compile;
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from compile_guard import compat
+from compile_guard.health.policy import reason_key
 from compile_guard.health.schedule import collective_schedule
 from compile_guard.health.schema import CompileHealth, Observations
 from compile_guard.health.sites import BREAK_LOGGER, BreakSites, relative_site
@@ -34,13 +36,6 @@ from engine.compile import CompiledRegion
 
 _FUNCTIONAL_COLLECTIVE = "_c10d_functional."
 _METRICS_LIMIT = 100_000  # dynamo keeps 64 compile records by default; a graph cliff makes more
-
-
-def normalise_reason(message: str) -> str:
-    """A break's reason as it is keyed in the metrics: the first line of dynamo's message, its title
-    ("Skip calling `torch.compiler.disable()`d function"). The registry id (gb0098, in the message's URL from
-    torch 2.8 on) is left out, so the key is the same on 2.7 and 2.8; the break sites keep the id."""
-    return message.strip().splitlines()[0].strip() if message.strip() else "?"
 
 
 def graph_fingerprint(gm: torch.fx.GraphModule) -> dict[str, Any]:
@@ -69,7 +64,7 @@ class CompileProbe:
                 warmup_recompiles: int | None = None) -> Observations:  # fmt: skip
         by_reason: collections.Counter = collections.Counter()
         for message, count in self.region.graph_breaks().items():
-            by_reason[normalise_reason(message)] += count
+            by_reason[reason_key(message)] += count
         compiles = []
         for m in compat.compile_records(self._metrics_start, limit=_METRICS_LIMIT)[0]:
             _frame, _, attempt = (m["compile_id"] or "0/0").partition("/")
@@ -86,8 +81,8 @@ class CompileProbe:
             schedules=list(self._schedules),
             break_reasons=dict(by_reason),
             break_sites=sorted(
-                [{"reason": r, "site": s, "count": n, "source": self._sites.source.get(s, "")}
-                 for (r, s), n in self._sites.sites.items()],
+                [{"reason": gb, "key": key, "site": s, "count": n, "source": self._sites.source.get(s, "")}
+                 for (gb, key, s), n in self._sites.breaks.items()],
                 key=lambda d: (d["site"], d["reason"]),
             ),
             compiles=compiles,

@@ -43,6 +43,19 @@ def rank_branch(ctx: TargetContext) -> GuardTarget:
     return _mlp(ctx, rank_branch=True)
 
 
+def item_break(ctx: TargetContext) -> GuardTarget:
+    """`good` with an accepted graph break on every rank: a scale read with `.item()` (a data-dependent value
+    dynamo cannot trace without capture_scalar_outputs). Healthy and symmetric; its baseline records the break,
+    which torch releases name differently ("Tensor.item" on 2.7, "Unsupported Tensor.item() call ..." on 2.8)."""
+    target = good(ctx)
+    scale = torch.ones((), device=ctx.device)
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        return target.fn(x * scale.item())
+
+    return GuardTarget(fn=block, inputs=target.inputs)
+
+
 def rank_shape(ctx: TargetContext) -> GuardTarget:
     """Rank 1 alone gets a longer second input: it would recompile alone, then all-reduce a tensor
     of another size than its peer's. The per-step input agreement stops it before the step."""
