@@ -99,7 +99,8 @@ def on_compiles(start: Callable[[Any], None], end: Callable[[Any], None]) -> Cal
     return remove
 
 
-def _torch_version() -> tuple[int, int]:
+def torch_release() -> tuple[int, int]:
+    """(major, minor) of the installed torch: where a behaviour differs by release."""
     major, minor = torch.__version__.split("+")[0].split(".")[:2]
     return int(major), int(minor)
 
@@ -110,7 +111,7 @@ def listening_store(sock: Any, timeout_s: float) -> dist.TCPStore:
     2.6 and 2.7 (checked 2.6.0) refuse it there (NotImplementedError) and take it on the legacy backend, chosen
     with `use_libuv=False` (a constructor argument: USE_LIBUV=0 in the environment does not reach it)."""
     port = sock.getsockname()[1]
-    legacy = {"use_libuv": False} if _torch_version() < (2, 8) else {}
+    legacy = {"use_libuv": False} if torch_release() < (2, 8) else {}
     # The store takes the fd over (and closes it): detach so Python never closes it twice.
     return dist.TCPStore("127.0.0.1", port, None, True, datetime.timedelta(seconds=timeout_s),
                          wait_for_workers=False, master_listen_fd=sock.detach(), **legacy)  # fmt: skip

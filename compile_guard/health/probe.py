@@ -69,7 +69,9 @@ class CompileProbe:
         for m in compat.compile_records(self._metrics_start, limit=_METRICS_LIMIT)[0]:
             _frame, _, attempt = (m["compile_id"] or "0/0").partition("/")
             attempt = attempt.split("_")[0]
-            reason = (m["recompile_reason"] or "?").split(":", 1)[-1].strip().splitlines()[0]
+            reason = m["recompile_reason"] or "?"
+            if reason != compat.NO_RECOMPILE_REASON:  # dynamo's "<n> recompilations: <guard>", one line
+                reason = reason.split(":", 1)[-1].strip().splitlines()[0]
             compiles.append({
                 "frame": m["co_name"], "site": relative_site(m["co_filename"] or "?", m["co_firstlineno"] or 0),
                 "attempt": int(attempt) if attempt.isdigit() else 0, "reason": re.sub(r"\s+", " ", reason)[:200],

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.fx.traceback as fx_traceback
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from compile_guard import compat
@@ -113,6 +113,27 @@ def _schedule_of(graph: torch.fx.Graph) -> dict[str, Any]:
     return {"collectives": collectives, "digest": digest(collectives)}
 
 
+class _Retrace(torch.fx.Interpreter):
+    """The graph, node by node, for make_fx. A scalar read of a graph input (`.item()`) gives the input's real
+    value: torch 2.6-2.7 lift a float attribute that changed (`self.scale = 0.5`) to a tensor input on the
+    recompile and read it back with `.item()`, which a fake tensor cannot answer (make_fx: "trying to get value
+    out of a tracing tensor with aten._local_scalar_dense"). The value is this compile's own input: a scale
+    that differs by rank still reads differently on each rank."""
+
+    def __init__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> None:
+        super().__init__(gm)
+        inputs = dict(zip((n for n in gm.graph.nodes if n.op == "placeholder"), example_inputs, strict=False))
+        self.scalars = {}
+        for n in gm.graph.nodes:
+            source = inputs.get(n.args[0]) if n.op == "call_method" and n.target == "item" and n.args else None
+            if isinstance(source, torch.Tensor) and not isinstance(source, FakeTensor) and source.numel() == 1 \
+                    and type(source) in (torch.Tensor, torch.nn.Parameter):  # fmt: skip
+                self.scalars[n] = source.item()
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        return self.scalars[n] if n in self.scalars else super().run_node(n)
+
+
 class ScheduleUnreadable(RankCrashed):
     """A graph whose collectives hide behind a tensor subclass could not be re-traced: its schedule is unknown. An
     error of this rank's (ours, or torch's tracer), exit 3 with the traceback in the rank's log — never a field the
@@ -129,18 +150,24 @@ def collective_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> 
 def _read_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[str, Any]:
     if not _hides_collectives(example_inputs):
         return _schedule_of(gm.graph)  # no re-trace: what dynamo captured is what dispatch runs
-    # Static shapes under one fake mode: real inputs (and a DTensor's parameters) turn fake on first use,
-    # so nothing is computed or communicated, and every size is the concrete one of this compile.
     try:
-        # Interpreting node by node under preserve_node_meta carries each dynamo node's stack trace onto
-        # the ATen nodes it becomes, so a DTensor collective still names the user line that caused it.
-        # Outside dynamo's tracing context: ours is a separate trace, and torch 2.8-2.12 assert that the active fake
-        # mode is the context's (it is not: this one is ours)
-        with compat.outside_tracing_context(), FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True), \
-                fx_traceback.preserve_node_meta():
-            traced = make_fx(torch.fx.Interpreter(gm).run, tracing_mode="real")(*example_inputs)
+        traced = retrace(gm, example_inputs)
     except Exception as exc:
         log.error("re-tracing a graph for its collective schedule failed; traceback:", exc_info=exc)
         raise ScheduleUnreadable(f"compile_guard could not re-trace a graph to read its collective schedule after"
                                  f" dispatch: {type(exc).__name__}: {exc}"[:600]) from exc
     return _schedule_of(traced.graph)
+
+
+def retrace(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> torch.fx.GraphModule:
+    """The graph through dispatch, as ATen ops. Static shapes under one fake mode: real inputs (and a DTensor's
+    parameters) turn fake on first use, so nothing is computed or communicated, and every size is the concrete
+    one of this compile."""
+    # Interpreting node by node under preserve_node_meta carries each dynamo node's stack trace onto
+    # the ATen nodes it becomes, so a DTensor collective still names the user line that caused it.
+    # Outside dynamo's tracing context: ours is a separate trace, and torch 2.8-2.12 assert that the active fake
+    # mode is the context's (it is not: this one is ours)
+    interpreter = _Retrace(gm, example_inputs)  # reads real scalars: before the fake mode
+    with compat.outside_tracing_context(), FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True), \
+            fx_traceback.preserve_node_meta():  # fmt: skip
+        return make_fx(interpreter.run, tracing_mode="real")(*example_inputs)
