@@ -1,12 +1,15 @@
 """The private torch entry points the harness and the compile agreement use, in one place, each with what it
-falls back to (and the torch versions a behaviour differs on).
+falls back to and the torch releases it was checked on.
 
-Checked on torch 2.13.0 (CPU) and 2.14.1 (the CUDA build on CPU: the agreement's tests and the upgrade
-rehearsal, 2026-12-02); every one is imported where it is called, so a torch without it
-fails that call loudly (naming what is missing) or takes the fallback written next to it —
-never a silent "?" inside a field the ranks must agree on. Other modules call these, not torch's
-underscored names. (The rest of the harness's private uses move here with the issue "every torch
-the package admits".)
+Every one is named once, by its dotted path, in `_PRIVATE`, and reached through `_private(name)`: a torch
+without it fails that call loudly — TorchInternalMissing names the installed torch and what is missing —
+or takes the fallback written next to it; never a silent "?" inside a field the ranks must agree on.
+tests/test_compat.py resolves the whole table against the installed torch. Other modules call the
+functions here, never torch's underscored names (the engine, which imports nothing of the harness, keeps
+its own few in engine/compile.py and engine/rank_process.py).
+
+Checked on 2.6.0, 2.7.1, 2.8.0, 2.13.0 (the pinned CPU wheel) and 2.15.0 (CUDA builds on the CPU),
+2026-12-02, by `make version-matrix`.
 """
 
 from __future__ import annotations
@@ -17,30 +20,63 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+# name -> dotted path of every private entry point used below (2.6-2.15 checked unless said otherwise)
+_PRIVATE = {
+    "default_store": "torch.distributed.distributed_c10d._get_default_store",
+    "resolve_process_group": "torch.distributed.distributed_c10d._resolve_process_group",
+    "get_backend": "torch.distributed.ProcessGroup._get_backend",
+    "current_tx": "torch._dynamo.symbolic_convert.InstructionTranslator.current_tx",
+    "metrics_context": "torch._dynamo.utils.get_metrics_context",
+    "compilation_metrics": "torch._dynamo.utils.get_compilation_metrics",
+    "compilation_metrics_limit": "torch._dynamo.utils.set_compilation_metrics_limit",
+    "guard_failures": "torch._dynamo.guards.guard_failures",
+    "current_compile_id": "torch._guards.CompileContext.current_compile_id",
+    "callback_handler": "torch._dynamo.callback.callback_handler",
+    "tracing": "torch._guards.tracing",
+    "counters": "torch._dynamo.utils.counters",
+    "lookup_backend": "torch._dynamo.lookup_backend",
+    "set_logs": "torch._logging.set_logs",
+    "dynamo_config": "torch._dynamo.config",
+    "inductor_config": "torch._inductor.config",
+    "fake_tensor": "torch._subclasses.fake_tensor.FakeTensor",
+    "fake_tensor_mode": "torch._subclasses.fake_tensor.FakeTensorMode",
+    "tree_flatten_with_path": "torch.utils._pytree.tree_flatten_with_path",
+    "keystr": "torch.utils._pytree.keystr",
+}
+ENTRY_POINTS = tuple(_PRIVATE.values())
+# dynamo's graph-break artifact logger (a logger name, not an attribute: the probe and the agreement attach a
+# handler to it; `set_logs(graph_breaks=True)` turns it on). 2.6-2.15: the same name.
+BREAK_LOGGER = "torch._dynamo.symbolic_convert.__graph_breaks"
+
 
 class TorchInternalMissing(RuntimeError):
-    """A private torch entry point the agreement needs is not in this torch."""
+    """A private torch entry point compile_guard needs is not in this torch."""
 
     def __init__(self, what: str, exc: BaseException) -> None:
-        super().__init__(f"torch {torch.__version__} has no {what} ({type(exc).__name__}: {exc}); the compile"
-                         " agreement needs it: run a torch it was checked on (2.13, 2.14) or turn it off")  # fmt: skip
+        super().__init__(f"torch {torch.__version__} has no {what} ({type(exc).__name__}: {exc}); compile_guard"
+                         " needs it and was checked on torch 2.6-2.15: run one of those, or report this torch")
+
+
+def _private(name: str) -> Any:
+    """The entry point `_PRIVATE[name]`, or TorchInternalMissing naming it and the installed torch."""
+    try:
+        return resolve(_PRIVATE[name])
+    except (ImportError, AttributeError) as exc:
+        raise TorchInternalMissing(_PRIVATE[name], exc) from None
 
 
 def default_store() -> dist.Store:
     """The store the job's default group was initialised with (torchrun's, or our launcher's).
     torch.distributed.distributed_c10d._get_default_store (2.13)."""
-    try:
-        from torch.distributed.distributed_c10d import _get_default_store
-    except ImportError as exc:
-        raise TorchInternalMissing("distributed_c10d._get_default_store", exc) from None
-    return _get_default_store()
+    return _private("default_store")()
 
 
 def group_timeout_s(group: dist.ProcessGroup, device: torch.device | None = None) -> float:
     """The timeout the group was made with. ProcessGroup._get_backend(device).options._timeout (2.13: gloo and
     NCCL); falls back to torch's default for the backend (30 min for NCCL, 30 min for gloo in 2.13)."""
     try:
-        backend = group._get_backend(device or torch.device("cuda" if dist.get_backend(group) == "nccl" else "cpu"))
+        device = device or torch.device("cuda" if dist.get_backend(group) == "nccl" else "cpu")
+        backend = _private("get_backend")(group, device)
         timeout = backend.options._timeout
     except (AttributeError, RuntimeError):
         from torch.distributed.constants import default_pg_timeout
@@ -52,10 +88,9 @@ def group_timeout_s(group: dist.ProcessGroup, device: torch.device | None = None
 def compiling_frame() -> tuple[Any, dict[str, Any]] | None:
     """(code, f_locals) of the frame dynamo is compiling, inside a backend call; None outside dynamo.
     InstructionTranslator.current_tx() (2.13): .f_code, .f_locals."""
-    from torch._dynamo.symbolic_convert import InstructionTranslator
-
+    current_tx = _private("current_tx")
     try:
-        tx = InstructionTranslator.current_tx()
+        tx = current_tx()
     except (AttributeError, IndexError, AssertionError):  # not under dynamo (a backend called by hand)
         return None
     return tx.f_code, getattr(tx, "f_locals", {}) or {}
@@ -64,32 +99,25 @@ def compiling_frame() -> tuple[Any, dict[str, Any]] | None:
 def recompile_reason() -> str | None:
     """dynamo's reason for this compile (its first cache entry's failed guard), or None for a first compile.
     torch._dynamo.utils.get_metrics_context()._metrics["recompile_reason"] (2.13)."""
-    from torch._dynamo.utils import get_metrics_context
-
-    return getattr(get_metrics_context(), "_metrics", {}).get("recompile_reason")
+    return getattr(_private("metrics_context")(), "_metrics", {}).get("recompile_reason")
 
 
 def guard_failures(code: Any) -> list[str]:
     """Every failed-guard reason dynamo recorded for `code` so far, one per cache entry per recompile, each
     'compile_id: guard ...'. torch._dynamo.guards.guard_failures (2.13: a dict keyed by the original code)."""
-    from torch._dynamo import guards
-
-    return list(getattr(guards, "guard_failures", {}).get(code, []))
+    return list(_private("guard_failures").get(code, []))
 
 
 def compile_id() -> str:
     """dynamo's id of the compile in progress ('frame/attempt'). torch._guards.CompileContext (2.13)."""
-    from torch._guards import CompileContext
-
-    cid = CompileContext.current_compile_id()
+    cid = _private("current_compile_id")()
     return str(cid) if cid is not None else "?"
 
 
 def on_compiles(start: Callable[[Any], None], end: Callable[[Any], None]) -> Callable[[], None]:
     """Call `start`/`end` around every dynamo compile in this process; returns the function that removes them.
     torch._dynamo.callback.callback_handler (2.13)."""
-    from torch._dynamo.callback import callback_handler
-
+    callback_handler = _private("callback_handler")
     handles = (callback_handler.register_start_callback(start), callback_handler.register_end_callback(end))
 
     def remove() -> None:
@@ -141,10 +169,8 @@ def compile_records(since: int, *, limit: int) -> tuple[list[dict[str, Any]], in
     torch._dynamo.utils.get_compilation_metrics / set_compilation_metrics_limit (2.6.0, 2.13.0, 2.14.1 checked).
     `recompile_reason` is a field from 2.7 on; on 2.6 a recompile's reason reads NO_RECOMPILE_REASON (said,
     never a guess), and the recompile itself is still counted (its compile id's attempt)."""
-    import torch._dynamo.utils as dynamo_utils
-
-    dynamo_utils.set_compilation_metrics_limit(limit)
-    metrics = dynamo_utils.get_compilation_metrics()
+    _private("compilation_metrics_limit")(limit)
+    metrics = _private("compilation_metrics")()
     records = [{"compile_id": m.compile_id, "co_name": m.co_name, "co_filename": m.co_filename,
                 "co_firstlineno": m.co_firstlineno, "guard_count": m.guard_count,
                 "recompile_reason": getattr(m, "recompile_reason", NO_RECOMPILE_REASON)}
@@ -155,35 +181,57 @@ def compile_records(since: int, *, limit: int) -> tuple[list[dict[str, Any]], in
 def resolve_process_group(name: str) -> dist.ProcessGroup:
     """The group a functional collective's graph node names. distributed_c10d._resolve_process_group (2.6.0,
     2.13.0, 2.14.1)."""
-    from torch.distributed.distributed_c10d import _resolve_process_group
-
-    return _resolve_process_group(name)
+    return _private("resolve_process_group")(name)
 
 
 def outside_tracing_context() -> Any:
     """A context with no dynamo TracingContext (a trace of our own inside a backend call). torch._guards.tracing
     (2.6.0, 2.8.0, 2.13.0, 2.15.0 checked): without it, 2.8 asserts that the active fake mode is the context's."""
-    from torch._guards import tracing
-
-    return tracing(None)
+    return _private("tracing")(None)
 
 
-# Every private entry point above, by its dotted path: tests/test_compat.py resolves each against the installed
-# torch. The fallbacks for the ones some admitted torch lacks (Store.clone before 2.8, recompile_reason before 2.7)
-# are in clone_store and compile_records, and are not listed here.
-ENTRY_POINTS = (
-    "torch.distributed.distributed_c10d._get_default_store",
-    "torch.distributed.distributed_c10d._resolve_process_group",
-    "torch.distributed.ProcessGroup._get_backend",
-    "torch._dynamo.symbolic_convert.InstructionTranslator.current_tx",
-    "torch._dynamo.utils.get_metrics_context",
-    "torch._dynamo.utils.get_compilation_metrics",
-    "torch._dynamo.utils.set_compilation_metrics_limit",
-    "torch._dynamo.guards.guard_failures",
-    "torch._guards.CompileContext.current_compile_id",
-    "torch._dynamo.callback.callback_handler",
-    "torch._guards.tracing",
-)
+def cache_hits() -> int:
+    """Inductor's FX-graph and AOT-autograd cache hits so far in this process (loaded artifacts hit them).
+    torch._dynamo.utils.counters["inductor"]["fxgraph_cache_hit"], ["aot_autograd"]["autograd_cache_hit"]."""
+    counters = _private("counters")
+    return counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"]
+
+
+def lookup_backend(name: str) -> Callable:
+    """A dynamo backend by its name ("inductor", "aot_eager"). torch._dynamo.lookup_backend."""
+    return _private("lookup_backend")(name)
+
+
+def log_graph_breaks() -> None:
+    """Turn on dynamo's graph-break artifact log (BREAK_LOGGER). torch._logging.set_logs(graph_breaks=True)."""
+    _private("set_logs")(graph_breaks=True)
+
+
+def dynamo_config() -> Any:
+    """dynamo's config module (torch._dynamo.config): read by the settings handshake, flipped by one fault."""
+    return _private("dynamo_config")
+
+
+def inductor_config() -> Any:
+    """inductor's config module (torch._inductor.config): read by the settings handshake."""
+    return _private("inductor_config")
+
+
+def is_fake(value: Any) -> bool:
+    """A fake tensor (a compile's example input with no data). torch._subclasses.fake_tensor.FakeTensor."""
+    return isinstance(value, _private("fake_tensor"))
+
+
+def flatten_with_paths(tree: Any) -> list[tuple[str, Any]]:
+    """(path as text, leaf) of every leaf of a nested structure of the step's inputs ("[0]['x']").
+    torch.utils._pytree.tree_flatten_with_path and keystr."""
+    leaves, _spec = _private("tree_flatten_with_path")(tree)
+    return [(_private("keystr")(path), leaf) for path, leaf in leaves]
+
+
+def fake_mode() -> Any:
+    """A fake mode of static shapes that takes real inputs too (the schedule re-trace). FakeTensorMode."""
+    return _private("fake_tensor_mode")(allow_non_fake_inputs=True, static_shapes=True)
 
 
 def resolve(path: str) -> Any:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
-import torch._dynamo
-from torch._dynamo.utils import counters as dynamo_counters
 
+from engine import torch_private
 from engine.errors import ConfigError
 
 _BACKENDS = ("inductor", "aot_eager", "eager")
@@ -53,13 +51,9 @@ class RecordingBackend:
         # harness may state a graph and hold it back until its first run (compile_guard's compile agreement).
         self.gate: Callable[[torch.fx.GraphModule, list[Any], Callable], Callable] | None = None
         if cfg.backend == "inductor":
-            from torch._inductor import list_mode_options
-            from torch._inductor.compile_fx import compile_fx
-
-            patches = list_mode_options(cfg.mode, cfg.dynamic) if cfg.mode else {}
-            self._compile = functools.partial(compile_fx, config_patches=patches)
+            self._compile = torch_private.inductor_compiler(cfg.mode, cfg.dynamic)
         else:
-            self._compile = torch._dynamo.lookup_backend(cfg.backend)
+            self._compile = torch_private.lookup_backend(cfg.backend)
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable:
         self.graphs.append(gm)
@@ -71,7 +65,7 @@ class RecordingBackend:
 
 
 def _break_counts() -> collections.Counter:
-    return collections.Counter(dynamo_counters["graph_break"])
+    return torch_private.graph_break_counts()
 
 
 class CompiledRegion:

@@ -18,7 +18,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from engine import events, knobs
+from engine import events, knobs, torch_private
 from engine.config import DistConfig
 from engine.failure import record_failure
 from engine.layout import RankContext
@@ -71,7 +71,7 @@ def init_rank(cfg: DistConfig) -> RankContext:
 def shutdown_rank() -> None:
     """Always called on exit: a live group at interpreter exit aborts with rc 134."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        torch_private.destroy_process_groups()
 
 
 @contextlib.contextmanager

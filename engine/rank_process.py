@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from engine import events, knobs
+from engine import events, knobs, torch_private
 from engine.config import DistConfig
 from engine.errors import CompileFailed, ConfigError, EngineError, PeerLost, RankCrashed
 from engine.layout import RankContext
@@ -44,9 +44,7 @@ def exit_code_of(exc: EngineError) -> int:
 
 def _compile_failure(exc: BaseException) -> str | None:
     """dynamo's own message when `exc` is torch.compile failing (not a collective), else None."""
-    from torch._dynamo.exc import TorchDynamoException
-
-    if isinstance(exc, TorchDynamoException) or type(exc).__name__ in ("InductorError", "BackendCompilerFailed"):
+    if torch_private.is_dynamo_error(exc) or type(exc).__name__ in ("InductorError", "BackendCompilerFailed"):
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, RecursionError):  # deep user code under dynamo (or a tracer) exhausts the stack
         return f"RecursionError: {exc}"

@@ -20,17 +20,20 @@ COUNTER_2_7 = ("Skip calling `torch.compiler.disable()`d function\n  Explanation
                " at 0x7fe1bab598a0>` since it was wrapped with `torch.compiler.disable`\n")  # fmt: skip
 COUNTER_2_8 = COUNTER_2_7 + " For more details about this graph break, please visit: .../gb/gb0098.html"
 # and the log records of the graph-break artifact logger, as 2.6 and 2.8 write them
-RECORD_2_6 = ("Graph break in user code at /w/engine/collectives.py:78\nReason: Unsupported: call torch._dynamo.disable()"
-              " wrapped function <function _f at 0x7f5821d35260>\nUser code traceback:\n  File \"x.py\", line 4\n")  # fmt: skip
+RECORD_2_6 = ("Graph break in user code at /w/engine/collectives.py:78\nReason: Unsupported: call"
+              " torch._dynamo.disable() wrapped function <function _f at 0x7f5821d35260>\nUser code traceback:\n"
+              "  File \"x.py\", line 4\n")  # fmt: skip
 RECORD_2_8 = ("Graph break in user code at /w/engine/collectives.py:78\nGraph Break Reason: Skip calling"
-              " `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function _f at 0x7fdd>`\n"
-              " For more details about this graph break, please visit: .../gb/gb0098.html\nUser code traceback:\n")  # fmt: skip
+              " `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function _f at"
+              " 0x7fdd>`\n For more details about this graph break, please visit: .../gb/gb0098.html\n"
+              "User code traceback:\n")  # fmt: skip
 
 
 def test_2_6_addresses_differ_by_rank_the_key_does_not():
     """torch 2.6's message names the function with its address: two ranks of one program, two addresses."""
     other_rank = COUNTER_2_6.replace("0x7f91042cbce0", "0x7f0a11c2ab00")
-    assert reason_key(COUNTER_2_6) == reason_key(other_rank) == "call torch._dynamo.disable() wrapped function <function _f>"
+    key = "call torch._dynamo.disable() wrapped function <function _f>"
+    assert reason_key(COUNTER_2_6) == reason_key(other_rank) == key
 
 
 def test_2_7_and_2_8_counters_are_one_key():

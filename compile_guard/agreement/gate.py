@@ -31,19 +31,11 @@ from compile_guard.agreement.ops import ChannelError
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.statement import StatementMaker, fit
 from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main
-from compile_guard.health.sites import BREAK_LOGGER
 from engine import events
 from engine.compile import CompiledRegion
 
 log = logging.getLogger("compile_guard.agreement")
 _INSTANCES = itertools.count()  # every rank builds its agreements in the same order: the same names
-
-
-def _cache_hits() -> int:
-    """Inductor's FX-graph and AOT-autograd cache hits so far in this process (loaded artifacts hit them)."""
-    from torch._dynamo.utils import counters
-
-    return counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"]
 
 
 class CompileAgreement:
@@ -80,8 +72,8 @@ class CompileAgreement:
         self.asymmetries: list[str] = []  # reports of rank-only graph breaks whose streams lined up
         self._mine: dict[str, list[dict[str, Any]]] = {}  # slot -> my collectives (a parent call's stream)
         self._closed = False
-        torch._logging.set_logs(graph_breaks=True)
-        breaks = logging.getLogger(BREAK_LOGGER)
+        compat.log_graph_breaks()
+        breaks = logging.getLogger(compat.BREAK_LOGGER)
         breaks.addHandler(self.maker.sites)
         breaks.propagate = False
         self._remove_callbacks = compat.on_compiles(self._compile_started, self._compile_ended)
@@ -99,7 +91,7 @@ class CompileAgreement:
 
     def backend(self, compiler: str | Callable = "inductor") -> Callable:
         """A dynamo backend: `compiler` (a backend name or callable), each graph held until the ranks agree."""
-        compile_fn = torch._dynamo.lookup_backend(compiler) if isinstance(compiler, str) else compiler
+        compile_fn = compat.lookup_backend(compiler) if isinstance(compiler, str) else compiler
 
         def agreeing_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable:
             return self.compile(gm, example_inputs, compile_fn)
@@ -112,9 +104,9 @@ class CompileAgreement:
         statement = fit(made, what=f"rank {self.rank}'s statement of graph {self.graphs}")
         self.graphs += 1
         self.transport.run(protocol.publish(self.link, statement))  # before the compile: before its first run
-        hits = _cache_hits()
+        hits = compat.cache_hits()
         compiled = compile_fn(gm, example_inputs)
-        cache = "hit" if _cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
+        cache = "hit" if compat.cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
         slot, record = statement["slot"], self.positions.frames[statement["fid"]]
         self._mine[slot] = made["collectives"]
         log.info("graph %s stated: frame=%s slot=%s compile_id=%s fingerprint=%s schedule=%s group=%s", made["n"],
@@ -170,7 +162,7 @@ class CompileAgreement:
             return
         self._closed = True
         self._remove_callbacks()
-        logging.getLogger(BREAK_LOGGER).removeHandler(self.maker.sites)
+        logging.getLogger(compat.BREAK_LOGGER).removeHandler(self.maker.sites)
         try:
             self.transport.run(protocol.close(self.link))
         except (dist.DistError, RuntimeError) as exc:  # the store is gone: the job is over anyway

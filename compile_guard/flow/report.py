@@ -173,7 +173,8 @@ def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *, ref
     passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
     ranks = [f"rank{r.rank}" for r in run.mesh()]
     lines = [f"scenario {factors['scenario']}: {run.spec.description}", f"baseline {base_path}",
-             *_context_lines(run, base, exact, factors), *(f"note: {n}" for n in renames), metric_table(rows, ranks), *_detail_lines(run, rows, ranks)]
+             *_context_lines(run, base, exact, factors), *(f"note: {n}" for n in renames), metric_table(rows, ranks),
+             *_detail_lines(run, rows, ranks)]  # fmt: skip
     if passed:
         lines.append("PASS")
     else:

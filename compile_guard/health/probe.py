@@ -30,7 +30,7 @@ from compile_guard import compat
 from compile_guard.health.policy import reason_key
 from compile_guard.health.schedule import collective_schedule
 from compile_guard.health.schema import CompileHealth, Observations
-from compile_guard.health.sites import BREAK_LOGGER, BreakSites, relative_site
+from compile_guard.health.sites import BreakSites, relative_site
 from compile_guard.health.structure import graph_structure
 from engine.compile import CompiledRegion
 
@@ -55,8 +55,8 @@ class CompileProbe:
         self._schedules: list[dict[str, Any]] = []  # per graph, in compile order: after dispatch
         if region.compiled:
             region.observe_graphs(lambda gm, inputs: self._schedules.append(collective_schedule(gm, inputs)))
-        torch._logging.set_logs(graph_breaks=True)
-        logger = logging.getLogger(BREAK_LOGGER)
+        compat.log_graph_breaks()
+        logger = logging.getLogger(compat.BREAK_LOGGER)
         logger.addHandler(self._sites)
         logger.propagate = False  # keep the multi-KB break reports out of the rank log
 

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.fx.traceback as fx_traceback
-from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from compile_guard import compat
@@ -126,7 +125,7 @@ class _Retrace(torch.fx.Interpreter):
         self.scalars = {}
         for n in gm.graph.nodes:
             source = inputs.get(n.args[0]) if n.op == "call_method" and n.target == "item" and n.args else None
-            if isinstance(source, torch.Tensor) and not isinstance(source, FakeTensor) and source.numel() == 1 \
+            if isinstance(source, torch.Tensor) and not compat.is_fake(source) and source.numel() == 1 \
                     and type(source) in (torch.Tensor, torch.nn.Parameter):  # fmt: skip
                 self.scalars[n] = source.item()
 
@@ -168,6 +167,6 @@ def retrace(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> torch.fx.Gra
     # Outside dynamo's tracing context: ours is a separate trace, and torch 2.8-2.12 assert that the active fake
     # mode is the context's (it is not: this one is ours)
     interpreter = _Retrace(gm, example_inputs)  # reads real scalars: before the fake mode
-    with compat.outside_tracing_context(), FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True), \
+    with compat.outside_tracing_context(), compat.fake_mode(), \
             fx_traceback.preserve_node_meta():  # fmt: skip
         return make_fx(interpreter.run, tracing_mode="real")(*example_inputs)

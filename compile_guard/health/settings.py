@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import torch
+from compile_guard import compat
 
 # dynamo / inductor settings that change what gets compiled; absent ones read "<absent>"
 # (a torch upgrade renames config keys: the handshake then compares "<absent>" alike).
@@ -34,8 +34,6 @@ def _config_value(module: Any, dotted: str) -> Any:
 
 def settings_payload() -> dict[str, Any]:
     """{"dynamo.<key>": value, "inductor.<key>": value} for every key above."""
-    import torch._inductor.config as inductor_config
-
-    payload = {f"dynamo.{k}": _config_value(torch._dynamo.config, k) for k in DYNAMO_KEYS}
-    payload.update({f"inductor.{k}": _config_value(inductor_config, k) for k in INDUCTOR_KEYS})
+    payload = {f"dynamo.{k}": _config_value(compat.dynamo_config(), k) for k in DYNAMO_KEYS}
+    payload.update({f"inductor.{k}": _config_value(compat.inductor_config(), k) for k in INDUCTOR_KEYS})
     return payload

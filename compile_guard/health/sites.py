@@ -20,7 +20,6 @@ from compile_guard.health.policy import reason_key
 
 GB_ID = re.compile(r"/gb/(gb\d+)\.html")
 SITE = re.compile(r"in user code at (.+?):(\d+)\n")
-BREAK_LOGGER = "torch._dynamo.symbolic_convert.__graph_breaks"
 
 
 def relative_site(filename: str, line: int) -> str:

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from compile_guard import compat
 from engine import events, knobs
 from engine.collectives import TPCollectives
 from engine.control.envelope import TensorSpec
@@ -97,7 +98,8 @@ def _one_more_frame(site: Site) -> None:
 def _every_rank_recompiles_one_flips_a_setting(site: Site) -> None:
     site["model"].blocks[0].norm1.eps *= 2  # every rank: a legitimate recompile, on all ranks at once
     if site.rank == site["model"].tp - 1:  # the last rank of the group alone also flips a dynamo setting
-        torch._dynamo.config.capture_scalar_outputs = not torch._dynamo.config.capture_scalar_outputs
+        config = compat.dynamo_config()
+        config.capture_scalar_outputs = not config.capture_scalar_outputs
 
 
 def _signal_self(sig: signal.Signals) -> Callable[[Site], None]:

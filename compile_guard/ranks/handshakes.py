@@ -12,9 +12,9 @@ import json
 import logging
 from typing import Any
 
-import torch
 from tabulate import tabulate
 
+from compile_guard import compat
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.health.settings import settings_payload
@@ -30,7 +30,7 @@ log = logging.getLogger("compile_guard.ranks")
 def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
     payload = {
         # effective: TORCH_COMPILE_DISABLE=1 on one rank turns compile off there alone
-        "compile.enabled": ccfg.enabled and not torch._dynamo.config.disable,
+        "compile.enabled": ccfg.enabled and not compat.dynamo_config().disable,
         "compile.backend": ccfg.backend,
         "compile.mode": ccfg.mode,
         "compile.fullgraph": ccfg.fullgraph,

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 from tabulate import tabulate
-from torch.utils._pytree import keystr, tree_flatten_with_path
 
+from compile_guard import compat
 from engine import events
 from engine.collectives import all_gather_json
 from engine.control.parity import diff_table
@@ -21,10 +21,9 @@ from engine.errors import InputSignatureMismatch
 
 def input_signature(args: tuple[Any, ...]) -> dict[str, Any]:
     """{"<leaf path>.<field>": value} for one step's arguments, flat, so a diff names the field."""
-    leaves, _ = tree_flatten_with_path(args)
     signature: dict[str, Any] = {}
-    for path, leaf in leaves:
-        key = f"args{keystr(path)}"
+    for path, leaf in compat.flatten_with_paths(args):
+        key = f"args{path}"
         if isinstance(leaf, torch.Tensor):
             fields = {"shape": list(leaf.shape), "dtype": str(leaf.dtype), "stride": list(leaf.stride()),
                       "device": leaf.device.type}  # fmt: skip
