@@ -1,6 +1,7 @@
 """Every torch the package admits, rehearsed: one venv per release, the same commands in each, one table.
 
     python benchmarks/version_matrix.py [--releases 2.6.0,2.10.0,2.15.0] [--keep] [--venvs DIR] [--suite]
+                                        [--out DIR]
 
 Opt-in, never in `make test`: each release other than the pinned one is a CUDA build from PyPI (5-7 GB in
 its venv; it runs on the CPU). Per release: the venv (reused with --keep, else built fresh and removed after:
@@ -8,6 +9,8 @@ install time and size reported), then `check` of the built-in scenarios against 
 `baseline refresh` + `check` into a temp directory, the operator matrix, and the agreement and compat tests
 (`--suite`: the whole suite). Each cell is the exit code and wall time; "vs 2.13" lists the metrics whose
 verdict against the committed baselines is not `ok` (a version change is stated, never a failure).
+Each release's refreshed baselines of every built-in scenario are kept under --out/<release>/, and a last
+table diffs each scenario between consecutive releases (`baseline diff`: what the upgrade moved).
 On this box torch > 2.14.1 needs the pip cap lifted first (`rm -r /etc/xdg/pip`, see the env notes).
 """
 
@@ -26,7 +29,8 @@ from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RELEASES = "2.6.0,2.10.0,2.15.0"  # the floor, a middle release, the newest
-SCENARIOS = ("tp2-aot", "pp1")
+SCENARIOS = ("tp2-aot", "pp1")  # checked against the committed baselines
+REFRESHED = ("tp2", "tp2-aot", "pp1")  # refreshed per release, then diffed release to release
 
 
 def _run(argv: list[str], *, timeout_s: float, cwd: Path = REPO) -> tuple[int, float, str]:
@@ -65,19 +69,19 @@ def _changes(json_path: Path) -> str:
     return "; ".join(moved)[:160] or "none"
 
 
-def rehearse(python: Path, *, suite: bool, work: Path) -> list[list[object]]:
+def rehearse(python: Path, *, suite: bool, work: Path, baselines: Path) -> list[list[object]]:
     rows = []
     for scenario in SCENARIOS:
         out = work / f"check-{scenario}.json"
         code, wall, _ = _run([str(python), "-m", "compile_guard", "check", "--scenario", scenario, "--json", str(out)],
                              timeout_s=900)  # fmt: skip
         rows.append([f"check {scenario}", code, round(wall, 1), _changes(out)])
-    baselines = work / "baselines"
-    code, wall, _ = _run([str(python), "-m", "compile_guard", "baseline", "refresh", "--scenario", "tp2-aot",
-                          "--baselines", str(baselines)], timeout_s=900)  # fmt: skip
-    code2, wall2, _ = _run([str(python), "-m", "compile_guard", "check", "--scenario", "tp2-aot", "--strict",
-                            "--baselines", str(baselines)], timeout_s=900)  # fmt: skip
-    rows.append(["refresh + check --strict tp2-aot", f"{code}, {code2}", round(wall + wall2, 1), "-"])
+    for scenario in REFRESHED:
+        code, wall, _ = _run([str(python), "-m", "compile_guard", "baseline", "refresh", "--scenario", scenario,
+                              "--baselines", str(baselines)], timeout_s=900)  # fmt: skip
+        code2, wall2, _ = _run([str(python), "-m", "compile_guard", "check", "--scenario", scenario, "--strict",
+                                "--baselines", str(baselines)], timeout_s=900)  # fmt: skip
+        rows.append([f"refresh + check --strict {scenario}", f"{code}, {code2}", round(wall + wall2, 1), "-"])
     code, wall, out = _run([str(python), "-m", "compile_guard", "matrix"], timeout_s=1800)
     summary = next((line for line in out.splitlines() if "rows passed" in line), out.strip().splitlines()[-1:])
     rows.append(["matrix", code, round(wall, 1), str(summary).split(";")[0]])
@@ -87,28 +91,55 @@ def rehearse(python: Path, *, suite: bool, work: Path) -> list[list[object]]:
     return rows
 
 
+def upgrade_diffs(out: Path, releases: list[str]) -> list[list[str]]:
+    """Per scenario, each consecutive pair of releases: the metrics that moved (`baseline diff`'s comparison:
+    break reasons a release only renamed compared as one)."""
+    from compile_guard.health import baseline as bl
+    from compile_guard.health import policy
+
+    rows = []
+    for scenario in REFRESHED:
+        for a, b in zip(releases, releases[1:], strict=False):
+            found = [next(iter(sorted((out / r).glob(f"{scenario}__torch-*.json"))), None) for r in (a, b)]
+            if None in found:
+                rows.append([scenario, f"{a} -> {b}", "a baseline is missing (its refresh failed)"])
+                continue
+            old, new = bl.load(found[0]), bl.load(found[1])
+            metrics, renamed = policy.across_releases(old.metrics, old.break_sites, [new.metrics], [new.break_sites])
+            moved = [f"{r.metric} {json.dumps(r.baseline)[:40]} -> {json.dumps(r.per_rank[0])[:40]}"
+                     for r in policy.compare(old.metrics, metrics)
+                     if r.verdict != policy.OK and r.metric != "effective_backend"]  # fmt: skip
+            rows.append([scenario, f"{a} -> {b}", "; ".join(moved + renamed) or "nothing"])
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--releases", default=DEFAULT_RELEASES, help=f"comma-separated (default {DEFAULT_RELEASES})")
     parser.add_argument("--venvs", type=Path, default=REPO / ".venv-torch", help="one venv per release in here")
     parser.add_argument("--keep", action="store_true", help="reuse and keep the venvs (else built fresh, removed)")
     parser.add_argument("--suite", action="store_true", help="run the whole test suite, not its agreement part")
+    parser.add_argument("--out", type=Path, default=REPO / ".venv-torch" / "baselines",
+                        help="each release's refreshed baselines, kept for the release-to-release diffs")
     args = parser.parse_args()
     table, builds = [], []
-    for release in [r.strip() for r in args.releases.split(",") if r.strip()]:
+    releases = [r.strip() for r in args.releases.split(",") if r.strip()]
+    for release in releases:
         venv = args.venvs / release
         if not args.keep and venv.exists():
             shutil.rmtree(venv)
         built = build(release, venv)
         builds.append([release, built["install_s"] if not built["reused"] else "reused", built["size"]])
         with tempfile.TemporaryDirectory(prefix=f"version_matrix_{release}_") as work:
-            for row in rehearse(venv / "bin" / "python", suite=args.suite, work=Path(work)):
+            for row in rehearse(venv / "bin" / "python", suite=args.suite, work=Path(work),
+                                baselines=args.out / release):  # fmt: skip
                 table.append([release, *row])
         if not args.keep:
             shutil.rmtree(venv)
         print(tabulate(table, headers=["torch", "command", "exit", "wall s", "vs committed baselines / result"]),
               flush=True)  # fmt: skip
     print(tabulate(builds, headers=["torch", "install s", "venv size"]))
+    print(tabulate(upgrade_diffs(args.out, releases), headers=["scenario", "upgrade", "what moved (baseline diff)"]))
     return 0 if all(str(r[2]) in ("0", "0, 0") for r in table) else 1
 
 

@@ -148,3 +148,21 @@ def test_foreign_versions_are_ordered_as_versions(tmp_path):
         bl.write(tmp_path / bl.file_name(factors), bl.Baseline(factors=factors, metrics=METRICS, break_sites=[]))
     path, exact = bl.find(tmp_path, {**FACTORS, "torch": "2.13.0+cpu"})
     assert not exact and "torch-2.12.0_cpu" in path.name  # not 2.9.0, which sorts last as text
+
+
+def test_baseline_diff_renames_a_break_only_across_torch_releases(capsys):
+    """`baseline diff`/refresh compare B as A keys it: a title renamed by a release (same sites, same counts) is
+    one break across releases, and stays a new reason on one torch (there, the program changed)."""
+    from compile_guard.commands.baseline import _as_in
+
+    def side(torch_version: str, title: str) -> bl.Baseline:
+        return bl.Baseline(factors={**FACTORS, "torch": torch_version},
+                           metrics={**METRICS, "graph_breaks": 1, "break_reasons": {title: 1}},
+                           break_sites=[{"reason": "?", "key": title, "site": "m.py:3", "count": 1}])  # fmt: skip
+
+    old = side("2.7.1+cu126", "Tensor.item")
+    assert _as_in(old, side("2.8.0+cu128", "Unsupported Tensor.item() call"))[0]["break_reasons"] == {
+        "Tensor.item": 1}
+    assert "renamed by the torch release" in capsys.readouterr().out
+    assert _as_in(old, side("2.7.1+cu126", "Unsupported Tensor.item() call"))[0]["break_reasons"] == {
+        "Unsupported Tensor.item() call": 1}
