@@ -12,9 +12,14 @@ in-process test plus the `smoke` handful, one per surface; `make test` runs ever
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+# In-process compiles in this process compile on its own thread, as the launcher has every rank do: torch 2.6's
+# inductor otherwise starts a pool of compile workers (a subprocess the fast tier's guard below refuses)
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import pytest
 

@@ -37,7 +37,8 @@ def test_each_cache_entrys_failed_guard_is_named_the_same_instances_first():
     torch.compile(a, backend=backend)(torch.ones(3))
     torch.compile(b, backend=backend)(torch.ones(3, requires_grad=True))
     torch.compile(a, backend=backend)(torch.ones(4))
-    assert "requires_grad mismatch" in dynamo_says[2]  # the misleading first line
+    if compat.torch_release() >= (2, 7):  # 2.6's metrics context holds no recompile reason: nothing misleads there
+        assert "requires_grad mismatch" in dynamo_says[2]  # the misleading first line
     first, second = reasons[2]
     assert first.startswith("guard failed (cache entry 0/0): tensor 'x' size mismatch at index 0"), reasons[2]
     assert second.startswith("guard failed (cache entry 0/1): tensor 'x' requires_grad mismatch"), reasons[2]

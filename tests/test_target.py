@@ -119,6 +119,15 @@ def test_a_hugging_face_llama_made_tensor_parallel_is_guarded(tmp_path, processe
     """TP=2 over 2 ranks, gloo, aot_eager: transformers' LlamaForCausalLM (config only, random init)
     with parallelize_module on every decoder layer. One graph, no break; after dispatch the schedule
     has the rowwise o_proj and down_proj all-reduces of both layers."""
+    import torch
+    import transformers
+
+    if not hasattr(torch.compiler, "is_exporting"):
+        # measured 2026-12-02, transformers 5.24 on torch 2.6.0: a plain torch.compile of this Llama, one process
+        # and no compile_guard, fails (InternalTorchDynamoError: torch.compiler has no is_exporting); the guard
+        # then rightly reports the model's crash (exit 3)
+        pytest.skip(f"transformers {transformers.__version__} does not compile under torch {torch.__version__}"
+                    " (it calls torch.compiler.is_exporting): install a transformers made for this torch")  # fmt: skip
     module = "docs.examples.hf_llama"
     refresh = _target(["baseline", "refresh"], "llama", tmp_path, module=module)
     assert refresh.returncode == 0, refresh.stdout + refresh.stderr

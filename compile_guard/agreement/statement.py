@@ -41,6 +41,9 @@ def frame_id(name: str, site: str) -> str:
     return hashlib.sha1(f"{name}@{site}".encode()).hexdigest()[:10]
 
 
+_SOURCE_NAME = re.compile(r"\b[LG]\['(\w+)'\]")
+
+
 def guard_reason(raw: str | None) -> str | None:
     """dynamo's failed guard made one line: 'guard failed: <guard> at <user site> | <source line>'."""
     if not raw:
@@ -53,7 +56,8 @@ def guard_reason(raw: str | None) -> str | None:
     source = f" | {parts[1]}" if len(parts) > 1 else ""
     where = f" at {site}" if site != "?" else ""
     of = f" (cache entry {entry.group(1)})" if entry else ""
-    return " ".join(f"guard failed{of}: {parts[0]}{where}{source}".split())[:300]
+    guard = _SOURCE_NAME.sub(r"\1", parts[0])  # torch 2.6 names a local as dynamo's source, L['x']; 2.7+ as x
+    return " ".join(f"guard failed{of}: {guard}{where}{source}".split())[:300]
 
 
 def fit(statement: dict[str, Any], *, what: str) -> dict[str, Any]:
