@@ -6,11 +6,12 @@
 Opt-in, never in `make test`: each release other than the pinned one is a CUDA build from PyPI (5-7 GB in
 its venv; it runs on the CPU). Per release: the venv (reused with --keep, else built fresh and removed after:
 install time and size reported), then `check` of the built-in scenarios against the committed baselines,
-`baseline refresh` + `check` into a temp directory, the operator matrix, and the agreement and compat tests
-(`--suite`: the whole suite). Each cell is the exit code and wall time; "vs 2.13" lists the metrics whose
-verdict against the committed baselines is not `ok` (a version change is stated, never a failure).
-Each release's refreshed baselines of every built-in scenario are kept under --out/<release>/, and a last
-table diffs each scenario between consecutive releases (`baseline diff`: what the upgrade moved).
+`baseline refresh` + `check --strict` of every built-in scenario, the operator matrix, and the agreement,
+compat and verdict tests (`--suite`: the whole suite). Each cell is the exit code and wall time; "vs
+committed" lists the metrics whose verdict against the committed baselines is not `ok` (a version change is
+stated, never a failure). Each release's refreshed baselines and every command's whole output
+(commands.log) are kept under --out/<release>/; a last table diffs each scenario between consecutive
+releases (what the upgrade moved; break reasons a release only renamed compared as one).
 On this box torch > 2.14.1 needs the pip cap lifted first (`rm -r /etc/xdg/pip`, see the env notes).
 """
 
@@ -33,13 +34,20 @@ SCENARIOS = ("tp2-aot", "pp1")  # checked against the committed baselines
 REFRESHED = ("tp2", "tp2-aot", "pp1")  # refreshed per release, then diffed release to release
 
 
+_LOGS: list[Path] = []  # where each rehearsed command's whole output goes (set per release in main)
+
+
 def _run(argv: list[str], *, timeout_s: float, cwd: Path = REPO) -> tuple[int, float, str]:
     started = time.monotonic()
     try:
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
-        return proc.returncode, time.monotonic() - started, proc.stdout + proc.stderr
+        code, out = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired:
-        return 124, time.monotonic() - started, f"timed out after {timeout_s}s"
+        code, out = 124, f"timed out after {timeout_s}s"
+    if _LOGS:
+        with (_LOGS[-1] / "commands.log").open("a") as log:  # a failed cell's output, to read afterwards
+            log.write(f"$ {' '.join(argv)}\n-> exit {code}\n{out}\n")
+    return code, time.monotonic() - started, out
 
 
 def build(release: str, venv: Path) -> dict[str, object]:
@@ -130,6 +138,8 @@ def main() -> int:
             shutil.rmtree(venv)
         built = build(release, venv)
         builds.append([release, built["install_s"] if not built["reused"] else "reused", built["size"]])
+        (args.out / release).mkdir(parents=True, exist_ok=True)
+        _LOGS.append(args.out / release)
         with tempfile.TemporaryDirectory(prefix=f"version_matrix_{release}_") as work:
             for row in rehearse(venv / "bin" / "python", suite=args.suite, work=Path(work),
                                 baselines=args.out / release):  # fmt: skip

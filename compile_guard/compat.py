@@ -67,7 +67,7 @@ def _private(name: str) -> Any:
 
 def default_store() -> dist.Store:
     """The store the job's default group was initialised with (torchrun's, or our launcher's).
-    torch.distributed.distributed_c10d._get_default_store (2.13)."""
+    torch.distributed.distributed_c10d._get_default_store (2.6-2.15)."""
     return _private("default_store")()
 
 
@@ -87,7 +87,7 @@ def group_timeout_s(group: dist.ProcessGroup, device: torch.device | None = None
 
 def compiling_frame() -> tuple[Any, dict[str, Any]] | None:
     """(code, f_locals) of the frame dynamo is compiling, inside a backend call; None outside dynamo.
-    InstructionTranslator.current_tx() (2.13): .f_code, .f_locals."""
+    InstructionTranslator.current_tx() (2.6-2.15): .f_code, .f_locals."""
     current_tx = _private("current_tx")
     try:
         tx = current_tx()
@@ -98,25 +98,26 @@ def compiling_frame() -> tuple[Any, dict[str, Any]] | None:
 
 def recompile_reason() -> str | None:
     """dynamo's reason for this compile (its first cache entry's failed guard), or None for a first compile.
-    torch._dynamo.utils.get_metrics_context()._metrics["recompile_reason"] (2.13)."""
+    torch._dynamo.utils.get_metrics_context()._metrics["recompile_reason"] (2.7-2.15; 2.6 keeps none there, so
+    None: the statement then names the failed guards of `guard_failures` alone)."""
     return getattr(_private("metrics_context")(), "_metrics", {}).get("recompile_reason")
 
 
 def guard_failures(code: Any) -> list[str]:
     """Every failed-guard reason dynamo recorded for `code` so far, one per cache entry per recompile, each
-    'compile_id: guard ...'. torch._dynamo.guards.guard_failures (2.13: a dict keyed by the original code)."""
+    'compile_id: guard ...'. torch._dynamo.guards.guard_failures (2.6-2.15: a dict keyed by the original code)."""
     return list(_private("guard_failures").get(code, []))
 
 
 def compile_id() -> str:
-    """dynamo's id of the compile in progress ('frame/attempt'). torch._guards.CompileContext (2.13)."""
+    """dynamo's id of the compile in progress ('frame/attempt'). torch._guards.CompileContext (2.6-2.15)."""
     cid = _private("current_compile_id")()
     return str(cid) if cid is not None else "?"
 
 
 def on_compiles(start: Callable[[Any], None], end: Callable[[Any], None]) -> Callable[[], None]:
     """Call `start`/`end` around every dynamo compile in this process; returns the function that removes them.
-    torch._dynamo.callback.callback_handler (2.13)."""
+    torch._dynamo.callback.callback_handler (2.6-2.15)."""
     callback_handler = _private("callback_handler")
     handles = (callback_handler.register_start_callback(start), callback_handler.register_end_callback(end))
 
