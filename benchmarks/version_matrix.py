@@ -65,7 +65,7 @@ def build(release: str, venv: Path) -> dict[str, object]:
 
 
 def _size(path: Path) -> str:
-    return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True).stdout.split()[0]
+    return subprocess.run(["du", "-sh", str(path.resolve())], capture_output=True, text=True).stdout.split()[0]
 
 
 def _changes(json_path: Path) -> str:
