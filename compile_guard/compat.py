@@ -6,10 +6,10 @@ without it fails that call loudly — TorchInternalMissing names the installed t
 or takes the fallback written next to it; never a silent "?" inside a field the ranks must agree on.
 tests/test_compat.py resolves the whole table against the installed torch. Other modules call the
 functions here, never torch's underscored names (the engine, which imports nothing of the harness, keeps
-its own few in engine/compile.py and engine/rank_process.py).
+its own few in engine/torch_private.py).
 
 Checked on 2.6.0, 2.7.1, 2.8.0, 2.13.0 (the pinned CPU wheel) and 2.15.0 (CUDA builds on the CPU),
-2026-12-02, by `make version-matrix`.
+2026-12-02, and on 2.9.1, 2.10.0, 2.11.0, 2.12.1 and 2.14.1, 2026-12-05, by `make version-matrix`.
 """
 
 from __future__ import annotations

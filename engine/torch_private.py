@@ -1,6 +1,6 @@
 """The engine's private torch entry points, in one place (the engine imports nothing of the harness, whose own
 are in compile_guard.compat), each with the releases it was checked on: 2.6.0, 2.7.1, 2.8.0, 2.13.0, 2.15.0
-(2026-12-02, `make version-matrix`). A missing one fails its call loudly, naming the installed torch.
+(2026-12-02) and 2.9.1, 2.10.0, 2.11.0, 2.12.1, 2.14.1 (2026-12-05), by `make version-matrix`. A missing one fails its call loudly, naming the installed torch.
 """
 
 from __future__ import annotations
