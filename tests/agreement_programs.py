@@ -8,10 +8,13 @@ Healthy habits (never stopped): `late_first` / `late_recompile` (rank 0 spends -
 before its first call / before the step where every rank meets a new shape), `sigstop` (rank 1
 SIGSTOPs rank 0 for --late-s, then SIGCONTs it), `varying` (a vocab-parallel offset: a constant that
 differs by rank), `rank_print` (a print in forward on rank 1: a rank-only graph break whose
-collectives still line up — reported, stopped only with stop_on_asymmetry), `slow_compile`, ledger
-`idle` (rank 0 serves no request for --late-s). Faults (rank 1 unless said): `recompile` (a rank-only
-recompile mid-step), `garbled` (an oversized statement), `frozen` (rank 0 SIGSTOPped for good),
-`stuck` (rank 0 blocks for good); ledger `extra`, `stuck`.
+collectives still line up — reported, stopped only with stop_on_asymmetry), `print_every_rank` (the
+same print on every rank: one resume function each), `slow_compile`, ledger `idle` (rank 0 serves no
+request for --late-s). Faults (rank 1 unless said): `recompile` (a rank-only recompile mid-step),
+`break_both` (rank 0 prints before the shard math, rank 1 after it: each breaks forward elsewhere),
+`skip` (a disabled call in a loop on rank 1: dynamo skips its forward), `garbled` (an oversized
+statement), `frozen` (rank 0 SIGSTOPped for good), `stuck` (rank 0 blocks for good); ledger `extra`,
+`stuck`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ RESULT = "program result:"  # the line each rank prints its result on, as JSON (
 SLOW_COMPILE_S = 3.0  # a peer busy compiling for longer than a probe interval
 
 
+def shard_math(x: torch.Tensor, offset: int, scale: float) -> torch.Tensor:
+    """Inlined into forward's graph; compiled as a frame of its own where dynamo skips forward."""
+    return (x - offset).clamp(min=0) * scale
+
+
+@torch.compiler.disable
+def _touch(x: torch.Tensor) -> torch.Tensor:
+    return x  # "keep this out of the graph": a debug hook one rank installed
+
+
 class Block(torch.nn.Module):
     def __init__(self, group: dist.ProcessGroup, offset: int) -> None:
         super().__init__()
@@ -47,11 +60,17 @@ class Block(torch.nn.Module):
         self.scale = 1.0  # a Python float dynamo guards
         self.offset = offset  # a Python int baked into the graph: `rank * chunk` in a vocab-parallel layer
         self.debug = False  # a print inside forward: a graph break
+        self.debug_early = False  # a print before the shard math: a graph break at another place
+        self.skip = False  # a disabled call inside a loop: dynamo skips forward and compiles shard_math alone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        local = (x - self.offset).clamp(min=0) * self.scale
+        if self.debug_early:
+            print("debug: x", x.shape)
+        local = shard_math(x, self.offset, self.scale)
         if self.debug:
             print("debug: local", local.shape)  # on one rank only, as a library warning left on rank 0 does
+        for _ in range(1 if self.skip else 0):
+            local = _touch(local)
         return funcol.all_reduce(local, "sum", self.group)
 
 
@@ -94,7 +113,10 @@ def compile_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
     pid0 = _peer_pid(ctx, 0) if args.fault in ("sigstop", "frozen") else None
     backend = agree_on_compiles(group, "eager", stall_s=args.stall_s)  # the one documented call
     block = Block(group, offset=128 * ctx.rank if args.fault == "varying" else 0)
-    block.debug = args.fault == "rank_print" and faulty
+    block.debug = (args.fault == "rank_print" and faulty) or args.fault == "print_every_rank" or (
+        args.fault == "break_both" and faulty)  # fmt: skip
+    block.debug_early = args.fault == "break_both" and not faulty
+    block.skip = args.fault == "skip" and faulty
     model = torch.compile(block, backend=_slow_tracing(backend) if args.fault == "slow_compile" and faulty
                           else backend)  # fmt: skip
     if args.fault == "garbled" and faulty:  # a peer whose statement is over the size limit
@@ -139,7 +161,8 @@ def main() -> int:
     parser.add_argument("api", choices=["compile", "ledger"])
     parser.add_argument("--fault", default="none",
                         choices=["none", "recompile", "garbled", "extra", "stuck", "slow_compile", "late_first",
-                                 "late_recompile", "sigstop", "frozen", "varying", "idle", "rank_print"])  # fmt: skip
+                                 "late_recompile", "sigstop", "frozen", "varying", "idle", "rank_print", "print_every_rank",
+                                 "break_both", "skip"])  # fmt: skip
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--late-s", type=float, default=3.0, help="the healthy delay of the late/idle faults")
     parser.add_argument("--stall-s", type=float, default=None, help="the agreements' stall window (default: derived)")

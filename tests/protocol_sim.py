@@ -56,6 +56,8 @@ class Graph:
     breaks: list[dict[str, Any]] = field(default_factory=list)  # non-empty: partial, continued by `rest`
     settings: dict[str, Any] = field(default_factory=lambda: {"dynamo.x": False})
     rest: Graph | None = None  # the resume frame's graph after the break
+    rest_name: str = "resume"  # the resume frame's name (dynamo names it after the break's line)
+    split: list[str] = field(default_factory=list)  # the sites of the breaks that split this graph
 
 
 @dataclass
@@ -163,7 +165,7 @@ class Sim:
         constants_digest = hashlib.sha256(json.dumps(g.constants).encode()).hexdigest()[:16]
         return {"n": n, "rank": r, "slot": slot_key(frame, call, j), "fid": frame, "call": call, "j": j,
                 "frame": {"name": frame, "site": f"sim.py:{frame}"}, "parent": parent, "compile_id": f"0/{n}",
-                "recompile_reason": None, "breaks": g.breaks, "fingerprint": g.fingerprint,
+                "recompile_reason": None, "breaks": g.breaks, "split": g.split, "fingerprint": g.fingerprint,
                 "constants": g.constants, "constants_digest": constants_digest, "constants_total": len(g.constants),
                 "collectives": g.collectives, "collectives_total": len(g.collectives), "schedule_digest": digest,
                 "settings": g.settings}  # fmt: skip
@@ -235,10 +237,11 @@ class Sim:
                 parent = {"fid": step.frame, "call": outer.count - 1}
                 rest_first = len(compiled[key]) == 1
                 if rest_first:
-                    statement = yield from self._compile(r, f"{step.frame}_resume", g.rest, step, parent, graphs)
+                    statement = yield from self._compile(r, f"{step.frame}_{g.rest_name}", g.rest, step, parent,
+                                                         graphs)  # fmt: skip
                     graphs += 1
                     compiled[key].append(statement)
-                if not (yield from self._run(r, f"{step.frame}_resume", g.rest, compiled[key][1], rest_first,
+                if not (yield from self._run(r, f"{step.frame}_{g.rest_name}", g.rest, compiled[key][1], rest_first,
                                              g.collectives)):  # fmt: skip
                     return
         yield from protocol.close(link)

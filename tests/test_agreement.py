@@ -319,3 +319,36 @@ def test_a_watcher_whose_channel_breaks_still_stops_its_rank_as_a_protocol_error
     assert stopped[0]["error"] == "ProtocolError" and stopped[0]["kind"] == "watcher_failed"
     assert "is not JSON" in stopped[0]["text"]
     assert watcher.error_of(stopped[0]).exit_code == 15
+
+
+def test_the_same_break_on_every_rank_is_no_divergence(run_ranks_argv):
+    """Every rank prints at the same place: each runs forward's graph, then the same resume function's; the
+    wait-for rules see a peer split at the same breaks as late, never as another path."""
+    result = _run(run_ranks_argv, "compile", "--fault", "print_every_rank")
+    _healthy(result)
+    assert all(r["graphs"] == 2 and r["agreed"] == 2 and r["asymmetries"] == 0 for r in _results(result))
+
+
+@pytest.mark.smoke
+def test_ranks_breaking_forward_at_different_places_are_stopped_at_once(run_ranks_argv):
+    """Rank 0 prints before the shard math, rank 1 after it. forward's first graphs differ only by where each
+    broke (the streams line up: an asymmetry the one-call API accepts); then each holds its own resume
+    function, which the other never runs in that call: proof (rule 8 or 7), not a stall. The stall window is
+    25 s: a verdict from the clock would name a stall."""
+    result = _run(run_ranks_argv, "compile", "--fault", "break_both", "--stall-s", "25")
+    assert [r.returncode for r in result.ranks] == [CompileDivergence.exit_code] * 2, result.summary()
+    text = result.ranks[0].log_path.read_text()
+    assert "the ranks took different paths" in text and "stall in group" not in text
+    prints = [i for i, line in enumerate(open(PROGRAM), 1) if 'print("debug:' in line]  # rank 0's, then rank 1's
+    assert f"agreement_programs.py:{prints[0]}" in text and f"agreement_programs.py:{prints[1]}" in text
+
+
+def test_a_frame_one_rank_skipped_is_a_wait_for_cycle_stopped_at_once(run_ranks_argv):
+    """Rank 1 calls a disabled function inside a loop: dynamo skips its forward and compiles shard_math as a frame
+    of its own. Rank 0 holds forward's graph, rank 1 shard_math's; neither can go on (rule 7)."""
+    result = _run(run_ranks_argv, "compile", "--fault", "skip", "--stall-s", "25")
+    assert [r.returncode for r in result.ranks] == [CompileDivergence.exit_code] * 2, result.summary()
+    text = result.ranks[1].log_path.read_text()
+    assert "a wait-for cycle" in text and "frame 'shard_math'" in text and "frame 'forward'" in text
+    touch = next(i for i, line in enumerate(open(PROGRAM), 1) if "local = _touch(local)" in line)
+    assert f"agreement_programs.py:{touch}" in text  # the break that put rank 1 on its path, by its site

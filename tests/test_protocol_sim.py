@@ -5,10 +5,13 @@ Every schedule is generated from its seed, which every failure message names: re
 `python -c "from tests.test_protocol_sim import replay; replay('healthy', 123)"`.
 
 - healthy schedules (late compiles, pauses, idle periods, symmetric recompiles, cache hits, a second
-  frame, eager collectives, rank-varying constants, a rank-only graph break whose streams line up;
-  blocking and run-ahead collectives): no rank is ever stopped, none hangs;
+  frame, eager collectives, rank-varying constants, a rank-only graph break whose streams line up, a
+  break on every rank at the same place; blocking and run-ahead collectives): no rank is ever stopped,
+  none hangs — while ranks hold different slots for a moment (one still holds the last graph, another
+  the next), the wait-for rules never fire;
 - divergent schedules (each CD kind, the ledger's mismatch, a break whose streams part, strict
-  constants, a stop asked for on an asymmetry): a verdict of the expected kind stands, every rank
+  constants, a stop asked for on an asymmetry; a frame one rank skipped and two ranks breaking one frame
+  at different places, proven by the wait-for rules at once): a verdict of the expected kind stands, every rank
   that did not finish first is stopped, and no divergent collective ever ran;
 - stalls (a peer stuck alive, a peer frozen for good): the stall verdict, with every rank's row
   (the frozen one as "no answer").
@@ -27,7 +30,7 @@ from compile_guard.agreement import judge
 from tests.protocol_sim import Graph, Plan, Sim, Step
 
 STALL_S = 10.0
-SEEDS = 600  # healthy: 600 x 2 (blocking, run-ahead); divergent: 100 x 9 kinds; stalls: 300 x 2 -> 2,700 schedules
+SEEDS = 600  # healthy: 600 x 2 (blocking, run-ahead); divergent: 100 x 11 kinds; stalls: 300 x 2 -> 2,900 schedules
 
 
 def _ar(n: int, variant: int, i: int, extra: int = 0) -> dict[str, Any]:
@@ -44,10 +47,11 @@ def _graph(frame: str, variant: int, n: int, rank: int, *, varying: bool) -> Gra
 def _split(g: Graph, at: int, *, rest_extra: int = 0) -> Graph:
     """A rank-only graph break: the first `at` collectives in the frame's graph, the rest in its resume's."""
     rest = [{**c, "shape": [c["shape"][0] + rest_extra, c["shape"][1]]} for c in g.collectives[at:]]
-    return Graph(fingerprint=g.fingerprint + "-a", collectives=g.collectives[:at], constants=g.constants,
-                 breaks=[{"reason": "gb0059: Failed to trace builtin operator", "site": "sim.py:9", "count": 1,
-                          "source": "print('debug')"}],
-                 rest=Graph(fingerprint=g.fingerprint + "-b", collectives=rest, constants=[]))  # fmt: skip
+    return Graph(fingerprint=f"{g.fingerprint}-a{at}", collectives=g.collectives[:at], constants=g.constants,
+                 breaks=[{"reason": "gb0059: Failed to trace builtin operator", "site": f"sim.py:{9 + at}",
+                          "count": 1, "source": "print('debug')"}],
+                 rest=Graph(fingerprint=f"{g.fingerprint}-b{at}", collectives=rest, constants=[]),
+                 rest_name=f"resume_at{at}", split=[f"sim.py:{9 + at}"])  # fmt: skip
 
 
 def _healthy(rng: random.Random, *, n: int | None = None, quiet: bool = True,
@@ -85,12 +89,16 @@ def _healthy(rng: random.Random, *, n: int | None = None, quiet: bool = True,
                 step.compile_s = rng.choice([0.0, rng.uniform(0, STALL_S)])
             steps.append(step)
         plans.append(Plan(steps=steps, graphs=graphs))
-    if rng.random() < 0.15:  # a rank-only graph break whose streams line up: an asymmetry, reported
-        call = next((s for s in plans[0].steps if s.kind == "call"), None)
-        if call is not None:
-            r = rng.randrange(n)
-            g = plans[r].graphs[(call.frame, call.variant)]
-            plans[r].graphs[(call.frame, call.variant)] = _split(g, rng.randint(1, len(g.collectives) - 1))
+    roll = rng.random()
+    call = next((s for s in plans[0].steps if s.kind == "call"), None)
+    if roll < 0.15 and call is not None:  # a rank-only graph break whose streams line up: an asymmetry, reported
+        r = rng.randrange(n)
+        g = plans[r].graphs[(call.frame, call.variant)]
+        plans[r].graphs[(call.frame, call.variant)] = _split(g, rng.randint(1, len(g.collectives) - 1))
+    elif roll < 0.25 and call is not None:  # a break on every rank at the same place: one resume function each
+        at = rng.randint(1, len(plans[0].graphs[(call.frame, call.variant)].collectives) - 1)
+        for plan in plans:
+            plan.graphs[(call.frame, call.variant)] = _split(plan.graphs[(call.frame, call.variant)], at)
     return plans, {"n": n}
 
 
@@ -111,6 +119,9 @@ DIVERGENCES = {  # kind -> the verdict kinds that prove it caught
     "recompile_same": {"other_graph"}, "recompile_shape": {"other_graph"}, "extra": {"mismatch"},
     "shape": {"mismatch"}, "settings": {"mismatch"}, "break_parts": {"mismatch"}, "strict_constants": {"mismatch"},
     "asymmetry_stop": {"asymmetry"}, "eager_extra": {"mismatch", "ended"},
+    # rule 7, a wait-for cycle: one rank's frame skipped (a break in a loop: its callee compiled as a frame of its
+    # own), or two ranks breaking one frame at different places (each holds its own resume function)
+    "frame_skip": {"cycle"}, "break_both": {"cycle", "split"},
 }  # fmt: skip
 
 
@@ -141,6 +152,26 @@ def _divergent(rng: random.Random, kind: str, *, blocking: bool) -> tuple[list[P
         for later_step in mine.steps[s:]:
             if later_step.kind == "call" and later_step.frame == step.frame:
                 later_step.variant = 1000
+    elif kind == "frame_skip":
+        s = rng.choice(compiles)
+        step = mine.steps[s]
+        inner = Graph(fingerprint="inner", collectives=mine.graphs[(step.frame, step.variant)].collectives[:1],
+                      breaks=[{"reason": "gb0098: Skip calling torch.compiler.disable()d function",
+                               "site": "sim.py:78", "count": 1, "source": "disabled_all_reduce(x)"}])  # fmt: skip
+        mine.graphs[("INNER", 0)] = inner
+        mine.steps[s] = Step(kind="call", frame="INNER", variant=0, delay_s=step.delay_s, trace_s=step.trace_s,
+                             compile_s=step.compile_s, pause_s=step.pause_s)  # fmt: skip
+    elif kind == "break_both":
+        firsts = [i for i in compiles if len(mine.graphs[(mine.steps[i].frame, mine.steps[i].variant)].collectives) > 2]
+        if not firsts:
+            return _divergent(rng, kind, blocking=blocking)
+        step = mine.steps[rng.choice(firsts)]
+        key = (step.frame, step.variant)
+        other = (r + 1) % n
+        k = len(mine.graphs[key].collectives)
+        a, b = rng.sample(range(1, k), 2)
+        mine.graphs[key] = _split(mine.graphs[key], a)
+        plans[other].graphs[key] = _split(plans[other].graphs[key], b)
     elif kind == "eager_extra":
         s = rng.randrange(len(mine.steps) + 1)
         mine.steps.insert(s, Step(kind="eager", eager={"op": "barrier", "args": {}}))
@@ -227,6 +258,9 @@ def test_every_divergence_is_stopped_before_its_collective(kind):
         if kind.startswith("recompile") and not info["quiet"]:  # no peer late: the proof is there at once
             latency = out.verdict_at - out.held_at[info["rank"]]  # the first ask waits first_ask_s (0.05)
             assert latency < 0.1, f"{where}: detected {latency:.3f}s after the hold"
+        if kind == "frame_skip":  # proven once the cycle's second hold begins, however late it came
+            latency = out.verdict_at - max(out.held_at.values())  # within first_ask_s, or at once when told
+            assert 0 <= latency < 0.1, f"{where}: detected {latency:.3f}s after the last hold began"
 
 
 @pytest.mark.parametrize("kind", ["stuck", "frozen"])

@@ -12,7 +12,7 @@ from typing import Any
 from compile_guard.agreement import judge
 from compile_guard.agreement.ops import Actor, Delete, Now, Set, Wait, encode, post, read
 from compile_guard.agreement.positions import frames_of, where
-from compile_guard.agreement.protocol import Agreed, Link, Member, Stopped, declare, stall
+from compile_guard.agreement.protocol import Agreed, Link, Member, Stopped, declare, stall, tell_holding
 
 
 class _Progress:
@@ -94,6 +94,22 @@ def _continuation(link: Link, mine: dict[str, Any], before: list[dict[str, Any]]
                                       "first_collective": parted[1] if parted else None, "text": text}))
 
 
+def _split_elsewhere(link: Link, mine: dict[str, Any], before: list[dict[str, Any]], peer: int,
+                     theirs: dict[str, Any]) -> Actor:  # fmt: skip
+    """Rule 8: the peer ran my parent call as a graph split at other breaks than mine: it goes on in a resume
+    function of its own, never in mine (Stopped); split at the same breaks: it runs mine next (None: late)."""
+    m, parent = link.m, mine["parent"]
+    record = link.pos.frames.get(parent["fid"])
+    ran = record.slot_at(parent["call"]) if record is not None else None
+    own = None if ran is None else (yield from read(m.statement(ran, m.rank), what="my statement"))
+    if own is None or sorted(judge.split_sites(own)) == sorted(judge.split_sites(theirs)):
+        return None
+    stream = [*before, *(mine.get("collectives") or [])]
+    verdict = judge.split_elsewhere(m.group, list(m.ranks), mine, own, theirs, {m.rank: stream, peer: [
+        *(theirs.get("collectives") or [])]})  # fmt: skip
+    return (yield from declare(link, verdict))
+
+
 def _decide(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any], before: list[dict[str, Any]],
             options: judge.Options) -> Actor:  # fmt: skip
     """What a peer's position (read *after* its statement was found absent) proves: Stopped, a complete parent
@@ -105,13 +121,44 @@ def _decide(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any],
         return (yield from declare(link, judge.other_graph(m.group, list(m.ranks), mine, peer, other, ran)))
     if mine.get("parent") and answer.get("parent_ran"):  # rule 3
         whole = yield from read(m.statement(answer["parent_ran"], peer), what="a statement")
-        if whole is not None and not whole.get("breaks"):
+        if whole is not None and not judge.split_sites(whole):
             stopped = yield from _continuation(link, mine, before, peer, whole, options)
             return whole if stopped is None else stopped
+        if whole is not None:  # rule 8: split too; where it split decides which resume function it runs next
+            stopped = yield from _split_elsewhere(link, mine, before, peer, whole)
+            if stopped is not None:
+                return stopped
     if answer.get("final"):  # the peer left the agreement before making this call: it never will
         ended = f"(it ended after {answer['count']} calls of this frame)"
         return (yield from declare(link, judge.other_graph(m.group, list(m.ranks), mine, peer, None, ended)))
+    held = answer.get("holding")
+    if held and held.get("what") == "graph" and held.get("slot") not in (None, mine["slot"]):
+        return (yield from _cycle(link, mine, peer, answer, held, before))
     return None
+
+
+def _cycle(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any], held: dict[str, Any],
+           before: list[dict[str, Any]]) -> Actor:  # fmt: skip
+    """Rule 7: the peer holds another slot. Stopped when it waits for me as I wait for it; None when it may yet
+    go on without me (I stated its slot, I made its call, or my complete parent graph may cover it)."""
+    m, pos = link.m, link.pos
+    slot = held["slot"]
+    if slot in pos.stated:  # it waits for someone else, or reads my statement now
+        return None
+    parent = held.get("parent")
+    mine_there = where(pos.frames, held.get("fid"), int(held.get("call") or 0), tuple(parent) if parent else None)
+    if mine_there["count"] > int(held.get("call") or 0):  # I made its call: its own rule 2 proof comes
+        return None
+    if mine_there.get("parent_ran"):  # rules 3 and 8 from its side: my graph of its parent call decides for it
+        return None
+    theirs = yield from read(m.statement(slot, peer), what=f"rank {peer}'s statement of slot {slot}")
+    streams = None
+    if mine.get("parent") and answer.get("parent_ran"):  # both inside one parent call: compare what each issued
+        split = yield from read(m.statement(answer["parent_ran"], peer), what=f"rank {peer}'s statement")
+        if split is not None and theirs is not None:
+            streams = {m.rank: [*before, *(mine.get("collectives") or [])],
+                       peer: [*(split.get("collectives") or []), *(theirs.get("collectives") or [])]}
+    return (yield from declare(link, judge.cycle(m.group, list(m.ranks), mine, peer, theirs, held, streams)))
 
 
 def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]], site_of: judge.SiteOf,
@@ -126,8 +173,11 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
     answers: dict[int, dict[str, Any]] = {}
     start = yield Now()
     progress, first_seq = _Progress(m, start), link.seq + 1
-    pos.holding = {"what": "graph", "n": mine.get("n"), "frame": mine["frame"], "call": call, "since": start}
     outer = (parent["fid"], parent["call"]) if parent else None
+    pos.holding = {"what": "graph", "n": mine.get("n"), "frame": mine["frame"], "call": call, "since": start,
+                   "slot": slot, "fid": mine["fid"], "parent": list(outer) if outer else None}  # fmt: skip
+    if pos.pending:  # peers asked about calls I have not made: they may be holding too (rule 7)
+        yield from tell_holding(link)
     question = {"fid": mine["fid"], "call": call, "parent": list(outer) if outer else None}
     touched: set[int] | None = None  # the peers worth reading again; None: every undecided one
 

@@ -208,6 +208,61 @@ def other_graph(group: str, ranks: list[int], mine: dict[str, Any], peer: int, t
             "absent": [peer], "slot": mine.get("slot"), "first_collective": first, "text": "\n".join(lines)}
 
 
+def _held(rank: int, s: dict[str, Any] | None, held: dict[str, Any], by: int) -> str:
+    frame = (s or {}).get("frame") or held.get("frame") or {}
+    return (f"  rank {rank} holds graph #{(s or held).get('n')} of frame '{frame.get('name')}' ({frame.get('site')}) at"
+            f" call {(s or held).get('call')}: rank {by} never compiled it there")  # fmt: skip
+
+
+def cycle(group: str, ranks: list[int], mine: dict[str, Any], peer: int, theirs: dict[str, Any] | None,
+          held: dict[str, Any], streams: dict[int, list[dict[str, Any]]] | None) -> dict[str, Any]:  # fmt: skip
+    """The verdict of a wait-for cycle (compile_guard.agreement.protocol, rule 7): I hold `mine`, `peer` holds
+    `held` (its statement `theirs`), each waits for the other's statement, which can never come."""
+    pair = sorted([mine, *([theirs] if theirs else [])], key=lambda s: s["rank"])
+    lines = [f"compile divergence in group {group} (ranks {ranks}): the ranks took different paths; each holds a graph"
+             " the other never compiled at that call, so no rank can go on (a wait-for cycle); stopped before either"
+             " graph's first run", _held(mine["rank"], mine, mine, peer), _held(peer, theirs, held, mine["rank"]),
+             *(f"  {describe(s)}" for s in pair)]  # fmt: skip
+    first = None
+    if streams is not None:
+        parted = streams_part(streams)
+        counts = ", ".join(f"rank{r} {len(c)}" for r, c in sorted(streams.items()))
+        first = parted[1] if parted else None
+        lines.append(f"collective streams within the parent call part at {first}" if parted else
+                     f"collective streams within the parent call line up so far ({counts} collectives): each rank"
+                     " broke the frame somewhere else")  # fmt: skip
+    lines += ["graph breaks that put each rank on its path (since its previous graph):", breaks_text(pair)]
+    return {"error": "CompileDivergence", "kind": "cycle", "fields": ["path"], "ranks": sorted([mine["rank"], peer]),
+            "slot": mine.get("slot"), "held": {str(mine["rank"]): mine.get("slot"), str(peer): held.get("slot")},
+            "first_collective": first, "text": "\n".join(lines)}  # fmt: skip
+
+
+def split_elsewhere(group: str, ranks: list[int], mine: dict[str, Any], own: dict[str, Any], theirs: dict[str, Any],
+                    streams: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:  # fmt: skip
+    """The verdict when a peer split the parent call of my graph at other breaks than mine (protocol rule 8): it
+    goes on in a resume function of its own and never runs mine in that call. `own`/`theirs`: the parent graphs."""
+    peer, parent = theirs["rank"], mine["parent"]
+    parted = streams_part(streams)
+    counts = ", ".join(f"rank{r} {len(c)}" for r, c in sorted(streams.items()))
+    lines = [f"compile divergence in group {group} (ranks {ranks}): the ranks broke frame '{parent.get('name')}' call"
+             f" {parent.get('call')} at different places, so rank {peer} never runs graph #{mine.get('n')} of frame"
+             f" '{mine['frame']['name']}' in that call (the ranks took different paths); stopped before its first run",
+             f"  rank {mine['rank']} broke it at {', '.join(split_sites(own)) or '?'}; rank {peer} at"
+             f" {', '.join(split_sites(theirs)) or '?'}", f"  {describe(mine)}",
+             f"collective streams within the call part at {parted[1]}" if parted else
+             f"collective streams within the call line up so far ({counts} collectives; rank {peer}'s next graph not"
+             " compiled yet)", "graph breaks (since each rank's previous graph):",
+             breaks_text(sorted([own, theirs], key=lambda s: s["rank"]))]  # fmt: skip
+    return {"error": "CompileDivergence", "kind": "split", "fields": ["path"], "ranks": sorted([mine["rank"], peer]),
+            "slot": mine.get("slot"), "first_collective": parted[1] if parted else None, "text": "\n".join(lines)}
+
+
+def split_sites(s: dict[str, Any]) -> list[str]:
+    """The sites of the breaks that split a statement's graph (one without the field: every break since the previous
+    graph, as before the field existed); empty: the graph is its frame's whole call."""
+    return s["split"] if "split" in s else [b.get("site") for b in s.get("breaks") or []]
+
+
 def ledger_mismatch(name: str, n: int, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The verdict when the ranks' entry n of a ledger group differ (op, group, arguments); None if alike."""
     issued = [{k: v for k, v in e.items() if k not in ("rank", "site")} for e in entries]

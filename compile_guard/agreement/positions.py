@@ -134,8 +134,12 @@ class Positions:
             self.siblings.remove(self)
 
     def _answer(self, ask: Ask) -> dict[str, Any]:
+        # What this rank holds, read before its counts: a rank seen holding a graph stays there (its counts frozen)
+        # until every peer states that graph, so the counts read after it are the ones it holds at (rule 7).
+        holding = self.holding
         return {"kind": "pos", "from": self.rank, "to": ask.asker, "seq": ask.seq, "busy": self.busy,
-                "progress": self.progress(), **where(self.frames, ask.fid, ask.call, ask.parent),
+                "progress": self.progress(), "holding": holding,
+                **where(self.frames, ask.fid, ask.call, ask.parent),
                 "stated": sorted(s for s in tuple(self.stated) if s.startswith(f"{ask.fid}.{ask.call}."))}  # fmt: skip
 
     @staticmethod
@@ -151,6 +155,12 @@ class Positions:
             if ask.fid is not None and not self._settled(ask, answer):
                 self.pending = [*self.pending, ask]  # registered before the count was read: never missed
             return answer
+
+    def now_holding(self) -> list[dict[str, Any]]:
+        """Fresh answers to every pending ask, posted when this rank begins a hold (the askers may learn from it
+        that no rank can go on: rule 7); the asks stay pending."""
+        with self._lock:
+            return [self._answer(ask) for ask in self.pending]
 
     def due(self) -> list[dict[str, Any]]:
         """Answers to pending asks that the main thread's progress settled (called while `pending`)."""

@@ -26,6 +26,14 @@ Rules, as the code below enforces them:
    under `compile_s` old) for `stall_s` — then every rank's position is gathered and reported, and
    every rank stops with the stall's own code. Nothing else is decided by a clock.
 6. The first verdict written (compare-and-set) stands; its writer wakes every rank.
+7. **A wait-for cycle is proof.** A rank holding a graph is frozen: its counts do not move and it states
+   nothing until every peer has stated that graph (or covers it, rule 3). So when I hold slot A, a peer
+   holds slot B != A, the peer has not stated A (read after its answer), I have not stated B and my
+   position cannot cover B, neither of us can ever go on: in an SPMD program the ranks reach their
+   slots in one order, so the ranks took different paths (a rank-only break that skipped or split a
+   frame, each rank breaking somewhere else). A rank that begins a hold tells the peers whose questions
+   are pending (`tell_holding`), so the cycle is seen the moment its second hold begins. A peer that is
+   compiling, running, idle, or holding in another agreement or the ledger is not in the cycle: waited for.
 """
 
 from __future__ import annotations
@@ -130,6 +138,12 @@ def publish(link: Link, statement: dict[str, Any]) -> Actor:
     pos.stated.add(slot)
     for asker in pos.waiting_for(slot):
         yield from post(m.main_box(asker), {"kind": "stated", "from": m.rank, "slot": slot})
+
+
+def tell_holding(link: Link) -> Actor:
+    """This rank just began a hold: tell every peer whose question is pending (rule 7); the asks stay pending."""
+    for answer in link.pos.now_holding():
+        yield from post(link.m.main_box(answer["to"]), answer)
 
 
 def answer_due(link: Link) -> Actor:

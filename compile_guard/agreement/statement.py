@@ -7,7 +7,8 @@ for a frame compiled inside another compiled call (a resume function after a gra
 fingerprint and its constants (compile_guard.health.structure), the collective schedule after
 dispatch, the compile settings; and what explains a difference: dynamo's compile id, each cache
 entry's failed guard (the entry of the same module instance first), the graph breaks since the
-last graph with their sites.
+last graph with their sites, and among them the ones logged while this very graph was traced: the breaks
+that **split** its frame (empty: the graph is the frame's whole call).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class StatementMaker:
 
     def __init__(self, rank: int, positions: Positions) -> None:
         self.rank, self.positions = rank, positions
-        self.sites = BreakSites()
+        self.sites = BreakSites(compile_id=compat.compile_id)
         self._reported: collections.Counter = collections.Counter()
         self._at_call: collections.Counter = collections.Counter()  # (fid, call) -> graphs stated there
         self._failures_read: dict[int, int] = {}  # id(code) -> guard failures already read
@@ -129,6 +130,8 @@ class StatementMaker:
         j = self._at_call[(fid, call)]
         self._at_call[(fid, call)] += 1
         cid = compat.compile_id()
+        if len(self.sites.during) > 256:  # compiles that logged breaks and made no graph (skipped frames)
+            self.sites.during = {k: v for k, v in self.sites.during.items() if k == cid}
         reasons = self._reasons(code, f_locals, cid)
         structure = graph_structure(gm)
         schedule = collective_schedule(gm, example_inputs)
@@ -138,7 +141,8 @@ class StatementMaker:
             "n": n, "rank": self.rank, "slot": slot_key(fid, call, j), "fid": fid, "call": call, "j": j,
             "frame": {"name": name, "site": site}, "parent": self._parent(), "compile_id": cid,
             "recompile_reason": reasons[0] if reasons else None, "recompile_reasons": reasons,
-            "breaks": self.new_breaks(), "fingerprint": structure["fingerprint"],
+            "breaks": self.new_breaks(), "split": self.sites.during.pop(cid, []),
+            "fingerprint": structure["fingerprint"],
             "constants": constants[:MAX_CONSTANTS], "constants_total": len(constants),
             "constants_digest": structure["constants_digest"],
             "schedule_digest": schedule["digest"],

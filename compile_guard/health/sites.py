@@ -15,6 +15,7 @@ import linecache
 import logging
 import re
 from pathlib import Path
+from typing import Callable
 
 from compile_guard.health.policy import reason_key
 
@@ -57,8 +58,13 @@ def _reason_text(message: str) -> str:
 
 
 class BreakSites(logging.Handler):
-    def __init__(self) -> None:
+    """compile_id: dynamo's id of the compile in progress (compile_guard.compat.compile_id): when given, each break
+    is also kept under the compile that logged it, so a graph's statement names the breaks that split it."""
+
+    def __init__(self, compile_id: Callable[[], str] | None = None) -> None:
         super().__init__(level=logging.DEBUG)
+        self._compile_id = compile_id
+        self.during: dict[str, list[str]] = {}  # compile id -> the sites of the breaks logged while it traced
         self.breaks: collections.Counter = collections.Counter()  # (registry id, reason key, site) -> count
         self.source: dict[str, str] = {}  # site -> its source line, read where the code is
         self.titles: dict[str, str] = {}  # registry id -> the break type's title, as dynamo states it
@@ -83,4 +89,8 @@ class BreakSites(logging.Handler):
         where = relative_site(site.group(1), int(site.group(2)))
         self.breaks[(key, break_title(reason), where)] += 1
         self.titles.setdefault(key, break_title(reason))
+        if self._compile_id is not None:
+            found = self.during.setdefault(self._compile_id(), [])
+            if where not in found:
+                found.append(where)
         self.source.setdefault(where, linecache.getline(site.group(1), int(site.group(2))).strip())

@@ -19,7 +19,7 @@ import torch
 
 from compile_guard import compat
 from engine import events, knobs
-from engine.collectives import TPCollectives
+from engine.collectives import CollectivePath, TPCollectives
 from engine.control.envelope import TensorSpec
 from engine.errors import ConfigError
 from engine.hooks import Hooks, Point, Site
@@ -90,6 +90,11 @@ def _debug_sync_left_in(*, compiled_only: bool) -> Callable[[Site], None]:
     return act
 
 
+def _disable_collectives(site: Site) -> None:
+    for block in site["model"].blocks:  # a rank-only debug wrapper: torch.compiler.disable around the all-reduce
+        block.comm = TPCollectives(group=block.comm.group, path=CollectivePath.DISABLED)
+
+
 def _one_more_frame(site: Site) -> None:
     latents = site["tensors"]["latents"]
     site["tensors"]["latents"] = torch.cat([latents, latents[:, :1]], dim=1)
@@ -138,6 +143,8 @@ FAULTS: dict[str, Fault] = {
                          " input agreement: it alone recompiles, its all-reduces are longer", act=_one_more_frame),
     "rank_eps": Fault(point=Point.PHASE_B, doc="CD-02: the fault rank changes a LayerNorm's eps (a guarded float)",
                       act=lambda s: setattr(s["model"].blocks[0].norm1, "eps", s["model"].blocks[0].norm1.eps * 2)),
+    "rank_disabled_collective": Fault(point=Point.MODEL_BUILT, act=_disable_collectives,
+                                      doc="C-03-disable: the all-reduces wrapped in torch.compiler.disable() (a break)"),
     "rank_debug_sync": Fault(point=Point.MODEL_BUILT, doc="CD-03: a debug all-reduce in the compiled forward",
                              act=_debug_sync_left_in(compiled_only=True)),
     "rank_debug_sync_eager": Fault(point=Point.MODEL_BUILT, doc="EL-01: the same debug all-reduce in eager code too",

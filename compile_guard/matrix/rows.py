@@ -40,6 +40,7 @@ WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadl
 DIVERGE_BUDGET_S = 5.0  # CD rows: from the end of the divergent compile to every rank stopped
 STALL_BUDGET_S = 3.0 + 2.0 + 1.0  # ST rows: the stall window, the report's answer wait, the exits
 DTENSOR = "TP=2 DTensor MLP (parallelize_module), gloo, CPU, aot_eager"
+MEGATRON = "TP=2 Megatron-style column/row-parallel layers (functional collectives), gloo, CPU, aot_eager"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,6 +212,24 @@ ROWS: tuple[Row, ...] = (
     Row(id="C-03-dtensor", surface="rank-symmetric compile health", fm="asymmetric compile",
         fault="debug print in the DTensor MLP's forward on rank 1 only", program=CHECK, topology=DTENSOR,
         target="docs.examples.tp_divergence:graph_break", expect=_diverged("asymmetry", detector=0)),
+    # Rank-only breaks that put a rank on another path: every rank holds a graph no peer compiled at that call (a
+    # wait-for cycle, protocol rule 7), proven the moment the second hold begins; the break named by its site.
+    Row(id="C-03-disable", surface="rank-symmetric compile health", fm="asymmetric compile",
+        fault="rank 1 alone wraps its all-reduces in torch.compiler.disable(): a break in the blocks' loop, dynamo"
+              " skips its forward and compiles its callees as frames of their own", program=CHECK,
+        topology="TP=2, gloo, CPU, aot_eager", env=_hook("rank_disabled_collective", rank=1, chunk=-1),
+        expect=_diverged("cycle", detector=0)),
+    Row(id="C-03-nested", surface="rank-symmetric compile health", fm="asymmetric compile",
+        fault="a warnings.warn on rank 0 only, inside a nested Megatron-style row-parallel layer", program=CHECK,
+        topology=MEGATRON, target="docs.examples.megatron_tp:warn_rank0", expect=_diverged("asymmetry", detector=1)),
+    Row(id="C-03-both", surface="rank-symmetric compile health", fm="asymmetric compile",
+        fault="rank 0 warns in the first row-parallel layer, rank 1 in the second: each breaks elsewhere",
+        program=CHECK, topology=MEGATRON, target="docs.examples.megatron_tp:break_both",
+        expect=_diverged("mismatch", detector=0)),
+    Row(id="C-03-skip", surface="rank-symmetric compile health", fm="asymmetric compile",
+        fault="rank 1 disables its all-reduce inside a loop over Megatron-style layers: its block's frame skipped",
+        program=CHECK, topology=MEGATRON, target="docs.examples.megatron_tp:skip_rank1",
+        expect=_diverged("cycle", detector=0)),
     Row(id="C-04", surface="effective backend parity", fm="FM-01", fault="attn_impl=auto resolves to math on rank 1",
         program=CHECK, topology="TP=2, gloo, CPU, aot_eager", env=_hook("attn_auto_skew", rank=1, chunk=-1),
         expect=_all(_PARITY, detector=1, event="parity_mismatch", handshake="effective_backend",
