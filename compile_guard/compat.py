@@ -38,6 +38,7 @@ _PRIVATE = {
     "set_logs": "torch._logging.set_logs",
     "dynamo_config": "torch._dynamo.config",
     "inductor_config": "torch._inductor.config",
+    "functorch_config": "torch._functorch.config",
     "fake_tensor": "torch._subclasses.fake_tensor.FakeTensor",
     "fake_tensor_mode": "torch._subclasses.fake_tensor.FakeTensorMode",
     "tree_flatten_with_path": "torch.utils._pytree.tree_flatten_with_path",
@@ -216,6 +217,44 @@ def dynamo_config() -> Any:
 def inductor_config() -> Any:
     """inductor's config module (torch._inductor.config): read by the settings handshake."""
     return _private("inductor_config")
+
+
+# Config modules besides dynamo's, inductor's and functorch's whose settings change what gets compiled; each is
+# compared where the installed torch has it, and absent from the comparison where it has not (label -> module).
+OPTIONAL_CONFIGS = {
+    "fx": "torch.fx.experimental._config",  # symbolic shapes (2.13: present)
+    "inductor_comms": "torch._inductor.config_comms",  # collective reordering and estimations (2.13: present)
+    "distributed": "torch.distributed.config",  # compile_on_one_rank, torchcomms (2.13: present)
+}
+
+
+def config_modules() -> dict[str, Any]:
+    """label -> torch's config module, for every config module that can change the compiled program: dynamo,
+    inductor, functorch (2.6-2.15) and those of OPTIONAL_CONFIGS the installed torch has."""
+    found = {"dynamo": _private("dynamo_config"), "inductor": _private("inductor_config"),
+             "functorch": _private("functorch_config")}  # fmt: skip
+    for label, path in OPTIONAL_CONFIGS.items():
+        try:
+            found[label] = resolve(path)
+        except (ImportError, AttributeError):
+            continue
+    return found
+
+
+def portable_config(module: Any) -> dict[str, Any]:
+    """A config module's settings in the portable view torch keys its own caches on: private keys and the
+    module's `_cache_config_ignore_prefix` left out (ConfigModule.save_config_portable: 2.6-2.15); a module
+    without it (an older ConfigModule), its whole `get_config_copy()`."""
+    if hasattr(module, "save_config_portable"):
+        return module.save_config_portable()
+    return {k: v for k, v in module.get_config_copy().items() if not k.startswith("_")}
+
+
+def config_default(module: Any, key: str) -> Any:
+    """torch's default of one setting, before any environment variable or assignment changed it; "<unknown>" where
+    the module keeps none. ConfigModule._config[key].default (2.6-2.15)."""
+    entry = getattr(module, "_config", {}).get(key)
+    return getattr(entry, "default", "<unknown>") if entry is not None else "<unknown>"
 
 
 def is_fake(value: Any) -> bool:

@@ -12,6 +12,7 @@ from compile_guard.flow import check_run, report
 from compile_guard.flow.check_run import CheckRun, expected_factors
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
+from compile_guard.health.settings import settings_payload
 from compile_guard.ranks.rank_report import RankReport
 from tests.conftest import CLI_TIMEOUT_S, REPO, committed_baseline
 
@@ -107,7 +108,8 @@ def test_pp1_compares_mesh_ranks_and_reports_rank0_apart(tmp_path, processes):
     """PP1 scenario: 3 ranks; the handshakes and the compile-health gather run inside the mesh."""
     proc = _cli("check", "--scenario", "pp1", "--json", str(tmp_path / "pp1.json"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "handshake compile: 22 keys equal on ranks [1, 2]" in proc.stdout
+    keys = 5 + len(settings_payload())  # compile.{enabled,backend,mode,fullgraph,dynamic} + every compared setting
+    assert f"handshake compile: {keys} keys equal on ranks [1, 2]" in proc.stdout
     assert "rank0: the driver, out of the mesh" in proc.stdout
     header = next(line for line in proc.stdout.splitlines() if line.startswith("metric"))
     assert header.split()[1:4] == ["baseline", "rank1", "rank2"]

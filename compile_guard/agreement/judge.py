@@ -22,7 +22,9 @@ from typing import Any, Callable
 
 from tabulate import tabulate
 
-AGREED = ("frame", "fingerprint", "schedule_digest", "settings")  # must be equal on every rank
+# must be equal on every rank; "settings" holds the settings a rank changed from torch's defaults (by name), the
+# digest covers every compared one (compile_guard.health.settings)
+AGREED = ("frame", "fingerprint", "schedule_digest", "settings", "settings_digest")
 SiteOf = Callable[[int, str], dict[str, str]]  # (node index, argument path) -> {"site", "key"} on this rank
 
 
@@ -113,14 +115,14 @@ def breaks_text(statements: list[dict[str, Any]]) -> str:
 
 def _settings_rows(statements: list[dict[str, Any]]) -> list[list[Any]]:
     keys = sorted(set().union(*(s.get("settings", {}) for s in statements)))
-    values = [[s.get("settings", {}).get(k, "<absent>") for s in statements] for k in keys]
+    values = [[s.get("settings", {}).get(k, "<default>") for s in statements] for k in keys]
     return [[f"settings.{k}", *v] for k, v in zip(keys, values, strict=True) if any(x != v[0] for x in v)]
 
 
 def table(statements: list[dict[str, Any]]) -> str:
     """field | rank... for every field of the statements that tells the ranks apart."""
     rows = [[k, *(str(s.get(k))[:48] for s in statements)] for k in ("frame", "compile_id", "recompile_reason",
-            "fingerprint", "schedule_digest", "collectives_total", "constants_digest")
+            "fingerprint", "schedule_digest", "collectives_total", "constants_digest", "settings_digest")
             if any(s.get(k) != statements[0].get(k) for s in statements)]  # fmt: skip
     rows += _settings_rows(statements)
     return tabulate(rows, headers=["field", *(f"rank{s['rank']}" for s in statements)], disable_numparse=True)
@@ -160,7 +162,8 @@ def judge(statements: list[dict[str, Any]], *, group: str, site_of: SiteOf, opti
     ranks = [s["rank"] for s in statements]
     fields = differing(statements)
     varying = rank_varying(statements, site_of) if "fingerprint" not in fields else []
-    if any(_breaks(s) != _breaks(statements[0]) for s in statements) and "settings" not in fields:
+    if any(_breaks(s) != _breaks(statements[0]) for s in statements) and not {"settings", "settings_digest"} & set(
+            fields):  # fmt: skip
         parted = streams_part(_streams(statements))
         text = asymmetry_text(group, statements, parted)
         if parted is None and not options.stop_on_asymmetry:

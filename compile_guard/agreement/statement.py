@@ -28,7 +28,7 @@ from compile_guard.agreement.judge import SiteOf
 from compile_guard.agreement.ops import ChannelError, encode
 from compile_guard.agreement.positions import Positions, slot_key
 from compile_guard.health.schedule import collective_schedule
-from compile_guard.health.settings import settings_payload
+from compile_guard.health.settings import stated_settings
 from compile_guard.health.sites import BreakSites, relative_site
 from compile_guard.health.structure import constant_site, graph_structure
 
@@ -137,6 +137,7 @@ class StatementMaker:
         schedule = collective_schedule(gm, example_inputs)
         collectives = schedule["collectives"]
         constants = structure["constants"]
+        settings, settings_digest = stated_settings()
         statement = {
             "n": n, "rank": self.rank, "slot": slot_key(fid, call, j), "fid": fid, "call": call, "j": j,
             "frame": {"name": name, "site": site}, "parent": self._parent(), "compile_id": cid,
@@ -147,6 +148,6 @@ class StatementMaker:
             "constants_digest": structure["constants_digest"],
             "schedule_digest": schedule["digest"],
             "collectives": collectives[:MAX_COLLECTIVES], "collectives_total": len(collectives),
-            "settings": settings_payload(),
+            "settings": settings, "settings_digest": settings_digest,
         }  # fmt: skip
         return statement, functools.partial(constant_site, gm)

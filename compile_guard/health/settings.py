@@ -1,39 +1,118 @@
-"""The dynamo and inductor settings that change what gets compiled, as they are right now.
+"""Every setting that changes what torch.compile makes, as it is right now: torch's own config modules, whole.
 
-The compile handshake states them once at start; the compile agreement states them again with
-every graph, so a setting changed on one rank mid-run shows up at the next compile, by name.
+The compile handshake states them once at start (C-04's rule: a key that differs across ranks
+stops every rank, named with its values); the compile agreement states them again with every
+graph, so a setting changed on one rank mid-run shows up at the next compile, by name.
+
+What is compared is, for each config module torch has (compile_guard.compat.config_modules:
+dynamo, inductor and its sub-configs, functorch, symbolic shapes, collective reordering,
+torch.distributed), the portable view torch keys its own caches on — private keys and cache
+switches left out — less the keys that legitimately differ by host (MACHINE_SPECIFIC, path-valued
+keys), plus the custom passes torch leaves out of that view, compared by identity (a pass's
+`uuid()`, else its qualified name). A value that is not plain data is made comparable: sets
+sorted, objects by type and fields, never by their address.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
+import hashlib
+import json
+import re
 import warnings
 from typing import Any
 
+import torch
+
 from compile_guard import compat
 
-# dynamo / inductor settings that change what gets compiled; absent ones read "<absent>"
-# (a torch upgrade renames config keys: the handshake then compares "<absent>" alike).
-DYNAMO_KEYS = (
-    "disable", "suppress_errors", "automatic_dynamic_shapes", "assume_static_by_default", "cache_size_limit",
-    "recompile_limit", "capture_scalar_outputs", "capture_dynamic_output_shape_ops", "specialize_int",
-    "nested_graph_breaks", "inline_inbuilt_nn_modules",
-)  # fmt: skip
-INDUCTOR_KEYS = ("max_autotune", "freezing", "fallback_random", "cpp_wrapper", "coordinate_descent_tuning",
-                 "triton.cudagraphs")  # fmt: skip
+# (module, key) -> why it may differ across healthy ranks: never compared
+MACHINE_SPECIFIC: dict[tuple[str, str], str] = {
+    ("dynamo", "base_dir"): "where torch is installed",
+    ("dynamo", "debug_dir_root"): "the working directory's debug folder",
+    ("dynamo", "log_file_name"): "a log path",
+    ("inductor", "cpp.threads"): "the host's thread count for generated C++ (-1: every core)",
+    ("inductor", "compile_threads"): "the host's compile workers (torch leaves it out too)",
+    ("inductor", "worker_start_method"): "how compile workers start (torch leaves it out too)",
+    ("inductor", "cpp.cxx"): "the host's C++ compiler (the effective-backend handshake states the toolchain)",
+    ("inductor", "halide.cpu_target"): "the host's CPU",
+    ("inductor", "rocm.arch"): "the host's GPU architecture",
+}
+PATH_SUFFIXES = ("_dir", "_path", "_dir_root", "_file_name")  # a path: where, not what (any module)
+# torch leaves the custom passes out of its portable view (they are callables); they change the program
+CALLABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "inductor": ("pre_grad_custom_pass", "joint_custom_pre_pass", "joint_custom_post_pass",
+                 "post_grad_custom_pre_pass", "post_grad_custom_post_pass", "_pre_fusion_custom_pass",
+                 "_fuse_ddp_communication_passes"),
+    "functorch": ("joint_custom_pass",),
+}  # fmt: skip
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def _config_value(module: Any, dotted: str) -> Any:
-    value = module
+def machine_specific(module: str, key: str) -> bool:
+    return (module, key) in MACHINE_SPECIFIC or key.endswith(PATH_SUFFIXES)
+
+
+def comparable(value: Any) -> Any:
+    """A setting's value as plain JSON data that is the same on every rank holding the same setting."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if isinstance(value, (list, tuple)):
+        return [comparable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((comparable(v) for v in value), key=repr)
+    if isinstance(value, dict):
+        return {str(k): comparable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, torch.dtype):
+        return str(value)
+    uuid = getattr(value, "uuid", None)  # inductor's CustomGraphPass: its own identity of what it does
+    if callable(uuid):
+        try:
+            return f"pass:{type(value).__qualname__}:{comparable(uuid())}"
+        except Exception as exc:  # a pass whose uuid() fails: named by its class, and the failure said
+            return f"pass:{type(value).__qualname__}:uuid() failed: {type(exc).__name__}"
+    if callable(value):
+        return f"callable:{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    return _ADDRESS.sub("", repr(value))
+
+
+def _compared(*, defaults: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
     with warnings.catch_warnings():  # reading a deprecated key warns; the handshake only compares it
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        for part in dotted.split("."):
-            value = getattr(value, part, "<absent>")
-    return value if isinstance(value, (bool, int, float, str, type(None))) else repr(value)
+        for label, module in compat.config_modules().items():
+            values = compat.portable_config(module)
+            keys = [k for k in values if not machine_specific(label, k)]
+            keys += [k for k in CALLABLE_KEYS.get(label, ()) if hasattr(module, k)]
+            for key in keys:
+                value = compat.config_default(module, key) if defaults else values.get(key, getattr(module, key))
+                payload[f"{label}.{key}"] = comparable(value)
+    return payload
 
 
 def settings_payload() -> dict[str, Any]:
-    """{"dynamo.<key>": value, "inductor.<key>": value} for every key above."""
-    payload = {f"dynamo.{k}": _config_value(compat.dynamo_config(), k) for k in DYNAMO_KEYS}
-    payload.update({f"inductor.{k}": _config_value(compat.inductor_config(), k) for k in INDUCTOR_KEYS})
-    return payload
+    """{"<module>.<key>": value} for every compared setting of every config module (see the module docstring):
+    what the compile handshake compares (~800 keys on torch 2.13)."""
+    return _compared(defaults=False)
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """torch's defaults of the compared settings (read once per process; never mutated)."""
+    return _compared(defaults=True)
+
+
+def stated_settings() -> tuple[dict[str, Any], str]:
+    """(the compared settings whose value is not torch's default, the digest of them all): what each graph's
+    statement carries. Two ranks of one torch differ in a setting only if one of them changed it, so the changed
+    ones name every difference, and the digest covers the rest."""
+    payload, defaults = settings_payload(), _defaults()
+    return {k: v for k, v in payload.items() if defaults.get(k, "<absent>") != v}, digest(payload)
+
+
+def digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -8,6 +8,9 @@ The runner (compile_guard.matrix.runner) and pytest both iterate over ROWS.
 
 from __future__ import annotations
 
+import getpass
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +43,8 @@ WATCHDOG_S = 2.0  # OM-13 rows: a short window makes the watchdog, not the deadl
 DIVERGE_BUDGET_S = 5.0  # CD rows: from the end of the divergent compile to every rank stopped
 STALL_BUDGET_S = 3.0 + 2.0 + 1.0  # ST rows: the stall window, the report's answer wait, the exits
 DTENSOR = "TP=2 DTensor MLP (parallelize_module), gloo, CPU, aot_eager"
+# CD-09-host: rank 1's own inductor cache (aot_eager compiles nothing into it); per user, under the system temp dir
+HOST_CACHE_DIR = os.path.join(tempfile.gettempdir(), f"compile_guard_cd09_{getpass.getuser()}")
 MEGATRON = "TP=2 Megatron-style column/row-parallel layers (functional collectives), gloo, CPU, aot_eager"
 
 
@@ -230,6 +235,20 @@ ROWS: tuple[Row, ...] = (
         fault="rank 1 disables its all-reduce inside a loop over Megatron-style layers: its block's frame skipped",
         program=CHECK, topology=MEGATRON, target="docs.examples.megatron_tp:skip_rank1",
         expect=_diverged("cycle", detector=0)),
+    # Every setting of torch's config modules is compared, not a hand-picked list: a rank-only setting is named at
+    # the compile handshake; one that differs by host (threads, paths) is no difference.
+    Row(id="CD-09", surface="compile parity", fm="setting skew",
+        fault="rank 1 alone runs with TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 (a setting outside the old 17-key list)",
+        program=CHECK, topology="TP=2, gloo, CPU, aot_eager",
+        rank_env={1: {"TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE": "1"}},
+        expect=_all(_PARITY, detector=0, event="parity_mismatch", handshake="compile",
+                    keys=["inductor.max_autotune_pointwise"])),
+    Row(id="CD-09-host", surface="compile parity", fm="setting skew (healthy)",
+        fault="none: rank 1 alone has one compile thread and another inductor cache directory (host settings)",
+        program=CHECK, topology="TP=2, gloo, CPU, aot_eager",
+        rank_env={1: {"TORCHINDUCTOR_COMPILE_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": HOST_CACHE_DIR}},
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="progress", fields={"phase": "warmup_done"},
+                      ttf_budget_s=None, baseline="pass")),
     Row(id="C-04", surface="effective backend parity", fm="FM-01", fault="attn_impl=auto resolves to math on rank 1",
         program=CHECK, topology="TP=2, gloo, CPU, aot_eager", env=_hook("attn_auto_skew", rank=1, chunk=-1),
         expect=_all(_PARITY, detector=1, event="parity_mismatch", handshake="effective_backend",
