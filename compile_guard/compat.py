@@ -15,6 +15,7 @@ Checked on 2.6.0, 2.7.1, 2.8.0, 2.13.0 (the pinned CPU wheel) and 2.15.0 (CUDA b
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any, Callable
 
 import torch
@@ -48,6 +49,9 @@ ENTRY_POINTS = tuple(_PRIVATE.values())
 # dynamo's graph-break artifact logger (a logger name, not an attribute: the probe and the agreement attach a
 # handler to it; `set_logs(graph_breaks=True)` turns it on). 2.6-2.15: the same name.
 BREAK_LOGGER = "torch._dynamo.symbolic_convert.__graph_breaks"
+# inductor's output-code artifact logger: each graph's wrapper source as "Output code: \n%s", when inductor compiles
+# it (graph.py) and when it loads it from its caches (codecache.py). 2.13: this name, both paths.
+OUTPUT_CODE_LOGGER = "torch._inductor.codecache.__output_code"
 
 
 class TorchInternalMissing(RuntimeError):
@@ -204,9 +208,18 @@ def lookup_backend(name: str) -> Callable:
     return _private("lookup_backend")(name)
 
 
-def log_graph_breaks() -> None:
-    """Turn on dynamo's graph-break artifact log (BREAK_LOGGER). torch._logging.set_logs(graph_breaks=True)."""
-    _private("set_logs")(graph_breaks=True)
+def log_compile_artifacts() -> None:
+    """Turn on the two artifact logs compile_guard reads: dynamo's graph breaks (BREAK_LOGGER) and inductor's output
+    code (OUTPUT_CODE_LOGGER), each kept out of the rank log (its records go to our handlers only).
+    torch._logging.set_logs(graph_breaks=True, output_code=True): one call, since each call resets the others."""
+    _private("set_logs")(graph_breaks=True, output_code=True)
+    for name in (BREAK_LOGGER, OUTPUT_CODE_LOGGER):
+        logging.getLogger(name).propagate = False  # multi-KB reports and whole wrappers: not for the rank log
+
+
+def inductor_cpp_wrapper() -> bool:
+    """Whether inductor generates a C++ wrapper (its collective calls are then not in Python source)."""
+    return bool(getattr(_private("inductor_config"), "cpp_wrapper", False))
 
 
 def dynamo_config() -> Any:

@@ -58,6 +58,7 @@ class Graph:
     rest: Graph | None = None  # the resume frame's graph after the break
     rest_name: str = "resume"  # the resume frame's name (dynamo names it after the break's line)
     split: list[str] = field(default_factory=list)  # the sites of the breaks that split this graph
+    issued: list[dict[str, Any]] | None = None  # what its compiled code issues, when a pass changed it (else these)
 
 
 @dataclass
@@ -180,6 +181,10 @@ class Sim:
         yield from protocol.publish(link, statement)
         if step.compile_s:
             yield Sleep(step.compile_s)
+        issued = g.collectives if g.issued is None else g.issued
+        statement["issued"] = {"by": "sim", "collectives": issued, "total": len(issued),
+                               "digest": hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16]}
+        yield from protocol.publish_issued(link, statement["slot"], statement["issued"])
         link.pos.busy = ""
         return statement
 
@@ -194,7 +199,7 @@ class Sim:
         if first:
             self.held_at[r] = self.now
             out = yield from holds.hold_graph(link, statement, before=before, site_of=site_of,
-                                                 options=self.options)  # fmt: skip
+                                                 options=self.options, issued=statement["issued"])  # fmt: skip
             if isinstance(out, protocol.Stopped):
                 self._stop(r)
                 return False

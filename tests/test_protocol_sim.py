@@ -30,7 +30,7 @@ from compile_guard.agreement import judge
 from tests.protocol_sim import Graph, Plan, Sim, Step
 
 STALL_S = 10.0
-SEEDS = 600  # healthy: 600 x 2 (blocking, run-ahead); divergent: 100 x 11 kinds; stalls: 300 x 2 -> 2,900 schedules
+SEEDS = 600  # healthy: 600 x 2 (blocking, run-ahead); divergent: 100 x 12 kinds; stalls: 300 x 2 -> 3,000 schedules
 
 
 def _ar(n: int, variant: int, i: int, extra: int = 0) -> dict[str, Any]:
@@ -122,6 +122,8 @@ DIVERGENCES = {  # kind -> the verdict kinds that prove it caught
     # rule 7, a wait-for cycle: one rank's frame skipped (a break in a loop: its callee compiled as a frame of its
     # own), or two ranks breaking one frame at different places (each holds its own resume function)
     "frame_skip": {"cycle"}, "break_both": {"cycle", "split"},
+    # rule 9: the same graph, a pass that decided otherwise on one rank (two collectives swapped in the issued code)
+    "issued": {"issued"},
 }  # fmt: skip
 
 
@@ -152,6 +154,13 @@ def _divergent(rng: random.Random, kind: str, *, blocking: bool) -> tuple[list[P
         for later_step in mine.steps[s:]:
             if later_step.kind == "call" and later_step.frame == step.frame:
                 later_step.variant = 1000
+    elif kind == "issued":
+        firsts = [i for i in compiles if len(mine.graphs[(mine.steps[i].frame, mine.steps[i].variant)].collectives) > 1]
+        if not firsts:
+            return _divergent(rng, kind, blocking=blocking)
+        step = mine.steps[rng.choice(firsts)]
+        g = mine.graphs[(step.frame, step.variant)]
+        g.issued = [g.collectives[1], g.collectives[0], *g.collectives[2:]]
     elif kind == "frame_skip":
         s = rng.choice(compiles)
         step = mine.steps[s]

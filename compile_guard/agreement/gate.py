@@ -31,6 +31,8 @@ from compile_guard.agreement.ops import ChannelError
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.statement import StatementMaker, fit
 from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main
+from compile_guard.health.issued import OutputCode, issued_schedule
+from compile_guard.health.schedule import group_of
 from engine import events
 from engine.compile import CompiledRegion
 
@@ -66,16 +68,17 @@ class CompileAgreement:
         self.link = protocol.Link(member, self.positions)
         self.transport = Transport(store)  # this rank's main thread: publish, hold, answer
         self.maker = StatementMaker(self.rank, self.positions)
+        self.output_code = OutputCode()  # inductor's wrapper source of each graph (its issued schedule)
+        self.issued: list[dict[str, Any]] = []  # per graph stated, in compile order: what its compiled code issues
         self.graphs = 0  # graphs stated so far (the next one's number)
         self.agreed = 0  # graphs every rank agreed on
         self.rank_varying: dict[str, dict[str, Any]] = {}  # constant key -> {site, values}: legitimately differ
         self.asymmetries: list[str] = []  # reports of rank-only graph breaks whose streams lined up
         self._mine: dict[str, list[dict[str, Any]]] = {}  # slot -> my collectives (a parent call's stream)
         self._closed = False
-        compat.log_graph_breaks()
-        breaks = logging.getLogger(compat.BREAK_LOGGER)
-        breaks.addHandler(self.maker.sites)
-        breaks.propagate = False
+        compat.log_compile_artifacts()
+        logging.getLogger(compat.BREAK_LOGGER).addHandler(self.maker.sites)
+        logging.getLogger(compat.OUTPUT_CODE_LOGGER).addHandler(self.output_code)
         self._remove_callbacks = compat.on_compiles(self._compile_started, self._compile_ended)
         self.watcher = Watcher(store, self.link, event="compile_divergence")
         log.info("compile agreement on: group=%s ranks=%s stall_s=%.1f (group timeout %.0fs)", self.group_name,
@@ -105,13 +108,18 @@ class CompileAgreement:
         self.graphs += 1
         self.transport.run(protocol.publish(self.link, statement))  # before the compile: before its first run
         hits = compat.cache_hits()
+        self.output_code.take()  # what was logged outside this compile is not this graph's
         compiled = compile_fn(gm, example_inputs)
         cache = "hit" if compat.cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
         slot, record = statement["slot"], self.positions.frames[statement["fid"]]
+        issued = issued_schedule(self.output_code.take(), made["collectives"], cpp_wrapper=compat.inductor_cpp_wrapper(),
+                                 group_ranks=lambda name: group_of(name)["ranks"])  # fmt: skip
+        self.issued.append(issued)
+        self.transport.run(protocol.publish_issued(self.link, slot, issued))  # rule 9: before the first run
         self._mine[slot] = made["collectives"]
-        log.info("graph %s stated: frame=%s slot=%s compile_id=%s fingerprint=%s schedule=%s group=%s", made["n"],
-                 made["frame"]["name"], slot, made["compile_id"], made["fingerprint"], made["schedule_digest"],
-                 self.group_name)  # fmt: skip
+        log.info("graph %s stated: frame=%s slot=%s compile_id=%s fingerprint=%s schedule=%s issued=%s:%s group=%s",
+                 made["n"], made["frame"]["name"], slot, made["compile_id"], made["fingerprint"],
+                 made["schedule_digest"], issued["by"], issued["digest"], self.group_name)  # fmt: skip
         events.emit("graph_compiled", graph=made["n"], slot=slot, compile_id=made["compile_id"],
                     group=self.group_name, cache=cache)  # fmt: skip
         positions = self.positions
@@ -125,18 +133,18 @@ class CompileAgreement:
             if positions.pending:  # a peer holding asked about a call this one settles
                 self.transport.run(protocol.answer_due(self.link))
             if held[0]:
-                self._gate(made, site_of)
+                self._gate(made, site_of, issued)
                 held[0] = False
             return compiled(*args)
 
         return run
 
-    def _gate(self, mine: dict[str, Any], site_of: judge.SiteOf) -> None:
+    def _gate(self, mine: dict[str, Any], site_of: judge.SiteOf, issued: dict[str, Any]) -> None:
         before = [c for s in self.positions.inside[:-1] for c in self._mine.get(s, [])] if mine["parent"] else []
         with self.watcher.waiting():
             try:
                 out = self.transport.run(holds.hold_graph(self.link, mine, before=before, site_of=site_of,
-                                                             options=self.options))  # fmt: skip
+                                                             options=self.options, issued=issued))  # fmt: skip
             except ChannelError as exc:  # a peer's entry that is not what the protocol allows: never a hang
                 out = self.transport.run(protocol.declare(self.link, {
                     "error": "ProtocolError", "kind": "bad_entry", "fields": [], "slot": mine["slot"],
@@ -163,6 +171,7 @@ class CompileAgreement:
         self._closed = True
         self._remove_callbacks()
         logging.getLogger(compat.BREAK_LOGGER).removeHandler(self.maker.sites)
+        logging.getLogger(compat.OUTPUT_CODE_LOGGER).removeHandler(self.output_code)
         try:
             self.transport.run(protocol.close(self.link))
         except (dist.DistError, RuntimeError) as exc:  # the store is gone: the job is over anyway

@@ -162,9 +162,10 @@ def _cycle(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any], 
 
 
 def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]], site_of: judge.SiteOf,
-               options: judge.Options) -> Actor:  # fmt: skip
-    """Hold my new graph `mine` until every peer's statement of its slot is in and judged, or a proof or a
-    stall ends it. `before`: my collectives issued earlier inside the same parent call. Agreed or Stopped."""
+               options: judge.Options, issued: dict[str, Any]) -> Actor:  # fmt: skip
+    """Hold my new graph `mine` until every peer's statement of its slot is in and judged, then every such peer's
+    issued schedule (rule 9; `issued`: mine), or a proof or a stall ends it. `before`: my collectives issued
+    earlier inside the same parent call. Agreed or Stopped."""
     m, pos = link.m, link.pos
     peers = [r for r in m.ranks if r != m.rank]
     slot, call, parent = mine["slot"], mine["call"], mine.get("parent")
@@ -228,13 +229,52 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
                 return (yield from stall(link, what=f"graph #{mine.get('n')} of frame '{mine['frame']['name']}'"
                                          f" ({mine['frame']['site']}) at call {call}, from ranks {undecided()}",
                                          since=progress.last))  # fmt: skip
+        statements = sorted([mine, *theirs.values()], key=lambda s: s["rank"])
+        judgement = judge.judge(statements, group=m.group, site_of=site_of, options=options)
+        if judgement.verdict is not None:
+            return (yield from declare(link, judgement.verdict))
+        found = yield from _await_issued(link, mine, sorted(theirs), progress)
+        if isinstance(found, Stopped):
+            return found
+        verdict = judge.issued_mismatch(m.group, list(m.ranks), statements, {m.rank: issued, **found},
+                                        asymmetric=judgement.asymmetry is not None)  # fmt: skip
+        if verdict is not None:
+            return (yield from declare(link, verdict))
     finally:
         pos.holding = None
-    statements = sorted([mine, *theirs.values()], key=lambda s: s["rank"])
-    judgement = judge.judge(statements, group=m.group, site_of=site_of, options=options)
-    if judgement.verdict is not None:
-        return (yield from declare(link, judgement.verdict))
     return Agreed(judgement, covered=tuple(sorted(covered)))
+
+
+def _await_issued(link: Link, mine: dict[str, Any], peers: list[int], progress: _Progress) -> Actor:
+    """Rule 9: every peer's issued schedule of my slot (each states it once its compile ends: a peer still
+    compiling is progress). {peer: issued}, or Stopped (a verdict, or a stall)."""
+    m, slot = link.m, mine["slot"]
+    found: dict[int, dict[str, Any]] = {}
+    answers: dict[int, dict[str, Any]] = {}
+    first_seq = link.seq + 1
+    while True:
+        now = yield Now()
+        for p in [p for p in peers if p not in found]:
+            it = yield from read(m.issued(slot, p), what=f"rank {p}'s issued schedule of slot {slot}")
+            if it is not None:
+                found[p] = it
+                progress.moved(now)
+        missing = [p for p in peers if p not in found]
+        if not missing:
+            return found
+        verdict = yield from read(m.verdict, what="the verdict")
+        if verdict is not None:
+            return Stopped(verdict)
+        yield from _receive(link, 0, first_seq, answers, progress, now)
+        if progress.remaining(now) <= 0:
+            return (yield from stall(link, what=f"the issued schedule of graph #{mine.get('n')} of frame"
+                                     f" '{mine['frame']['name']}' at call {mine['call']}, from ranks {missing}",
+                                     since=progress.last))  # fmt: skip
+        for p in missing:
+            if progress.should_ask(p, now):  # how far it is (compiling is progress); never pending
+                yield from _ask(link, p, {"fid": None, "call": 0, "parent": None})
+                progress.asked_at[p] = now
+        yield Wait(tuple(m.issued(slot, p) for p in missing), max(0.01, min(m.probe_s, progress.remaining(now))))
 
 
 def hold_entry(link: Link, name: str, n: int, mine: dict[str, Any], peers: list[int]) -> Actor:

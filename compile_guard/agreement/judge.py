@@ -42,7 +42,7 @@ class Judgement:
 
 
 def _issued(c: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if c is None else {k: v for k, v in c.items() if k != "site"}
+    return None if c is None else {k: v for k, v in c.items() if k not in ("site", "node")}  # health.schedule.WHERE
 
 
 def collective(c: dict[str, Any] | None) -> str:
@@ -264,6 +264,60 @@ def split_sites(s: dict[str, Any]) -> list[str]:
     """The sites of the breaks that split a statement's graph (one without the field: every break since the previous
     graph, as before the field existed); empty: the graph is its frame's whole call."""
     return s["split"] if "split" in s else [b.get("site") for b in s.get("breaks") or []]
+
+
+def _issued_text(c: dict[str, Any] | None, dispatch: list[dict[str, Any]]) -> str:
+    """An issued collective, with the dispatch collectives it issues and their user lines (`dispatch`)."""
+    if c is None:
+        return "(none)"
+    group = c.get("group") or {}
+    came = c.get("merged") or c.get("from") or []
+    sites = sorted({dispatch[i].get("site") or "?" for i in came if i < len(dispatch)})
+    what = (f" = {'a bucket of ' if len(came) > 1 else ''}dispatch {'+'.join(f'#{i}' for i in came)}"
+            f"{' at ' + ', '.join(sites) if sites else ''}") if came else ""  # fmt: skip
+    return (f"{c.get('op')} {group.get('name')}{group.get('ranks') or ''} {c.get('shape')} {c.get('dtype')}"
+            f"{' ' + c['reduce_op'] if c.get('reduce_op') else ''}{what}")  # fmt: skip
+
+
+def issued_mismatch(group: str, ranks: list[int], statements: list[dict[str, Any]],
+                    issued: dict[int, dict[str, Any]], *, asymmetric: bool = False) -> dict[str, Any] | None:  # fmt: skip
+    """The verdict when the ranks' issued schedules of one slot differ (compile_guard.agreement.protocol, rule 9):
+    the graphs agreed, the compiled code would issue other collectives. None when they agree, or when a rank's
+    could not be read (a C++ wrapper: `unread`, said in its statement, never compared as empty). `asymmetric`: the
+    graphs differ by an accepted rank-only break, so the issued streams need only line up (one the start of the
+    other), as the dispatch schedules did."""
+    if any(i.get("by") == "unread" for i in issued.values()):
+        return None
+    digests = {r: i.get("digest") for r, i in issued.items()}
+    if len(set(digests.values())) == 1:
+        return None
+    streams = {r: [{k: v for k, v in c.items() if k != "merged"} for c in i.get("collectives") or []]
+               for r, i in sorted(issued.items())}  # fmt: skip
+    if asymmetric and any(i.get("cut") for i in issued.values()):
+        return None  # lists cut: nothing to line up; the streams were judged on the dispatch schedules
+    found = _first_difference(streams, ended_differs=not asymmetric)
+    if found is None and asymmetric:
+        return None
+    first = None
+    if found is not None:
+        at = found[0]
+        nth = {r: (i.get("collectives") or [])[at:at + 1] for r, i in issued.items()}  # [] past its end
+        dispatch = statements[0].get("collectives") or []
+        first = f"#{at}: " + " | ".join(f"rank{r} {_issued_text(nth[r][0] if nth[r] else None, dispatch)}"
+                                        for r in sorted(nth))  # fmt: skip
+    settings = _settings_rows(statements)
+    lines = [header(group, ranks, statements[0]).replace("stopped before", "the compiled code issues other"
+             " collectives on each rank; stopped before"),  # fmt: skip
+             "  the graphs agree (structure, dispatch schedule, settings); what differs was decided after them, by"
+             " the compiler's passes (bucketing, reordering, overlap scheduling, estimates that differ by rank)",
+             *(f"  rank {r}: {i.get('by')} issues {i.get('total')} collectives (digest {i.get('digest')})"
+               for r, i in sorted(issued.items())),
+             f"first differing issued collective: {first or '(the schedules were cut; their digests differ)'}",
+             "settings that differ: " + ("(none)" if not settings else
+                                         tabulate(settings, headers=["setting", *(f"rank{s['rank']}" for s in statements)],
+                                                  disable_numparse=True))]  # fmt: skip
+    return {"error": "CompileDivergence", "kind": "issued", "fields": ["issued_schedule"], "ranks": sorted(issued),
+            "slot": statements[0].get("slot"), "first_collective": first, "text": "\n".join(lines)}
 
 
 def ledger_mismatch(name: str, n: int, entries: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -34,6 +34,16 @@ Rules, as the code below enforces them:
    frame, each rank breaking somewhere else). A rank that begins a hold tells the peers whose questions
    are pending (`tell_holding`), so the cycle is seen the moment its second hold begins. A peer that is
    compiling, running, idle, or holding in another agreement or the ledger is not in the cycle: waited for.
+8. **A parent call split elsewhere is proof.** I hold a frame compiled inside a parent call; a peer ran that
+   call as a graph split at other breaks than mine (`split`: the breaks logged while its graph was
+   traced): it goes on in a resume function of its own and never runs mine in that call. Split at the
+   same breaks: it runs mine next (late, waited for); not split at all: rule 3.
+9. **The issued schedule.** What the compiled code issues is decided after the statement, by the
+   compiler's own passes (inductor's bucketing, reordering, overlap scheduling). Each rank states it
+   (`publish_issued`, compile_guard.health.issued) the moment its compile ends, before the graph's
+   first run; once every peer's statement agrees, the hold waits for every peer's issued schedule (a
+   peer still compiling is progress) and a difference is proof: every rank stops before the first
+   divergent collective, which the report names.
 """
 
 from __future__ import annotations
@@ -79,6 +89,9 @@ class Member:
 
     def statement(self, slot: str, rank: int) -> str:
         return f"{self.prefix}/s/{slot}/{rank}"
+
+    def issued(self, slot: str, rank: int) -> str:
+        return f"{self.prefix}/i/{slot}/{rank}"
 
     def entry(self, name: str, n: int, rank: int) -> str:
         return f"{self.prefix}/e/{name}/{n}/{rank}"
@@ -138,6 +151,17 @@ def publish(link: Link, statement: dict[str, Any]) -> Actor:
     pos.stated.add(slot)
     for asker in pos.waiting_for(slot):
         yield from post(m.main_box(asker), {"kind": "stated", "from": m.rank, "slot": slot})
+
+
+def publish_issued(link: Link, slot: str, issued: dict[str, Any]) -> Actor:
+    """State the collectives the compiled graph of `slot` will issue (rule 9), once its compile ends."""
+    m, what = link.m, f"rank {link.m.rank}'s issued schedule"
+    value = {**issued, "rank": m.rank, "slot": slot}
+    try:
+        data = encode(value, what=what)
+    except ChannelError:  # a very long schedule: its list cut, its digest kept (compared all the same)
+        data = encode({**value, "collectives": [], "cut": True}, what=what)
+    yield Set(m.issued(slot, m.rank), data)
 
 
 def tell_holding(link: Link) -> Actor:

@@ -55,10 +55,8 @@ class CompileProbe:
         self._schedules: list[dict[str, Any]] = []  # per graph, in compile order: after dispatch
         if region.compiled:
             region.observe_graphs(lambda gm, inputs: self._schedules.append(collective_schedule(gm, inputs)))
-        compat.log_graph_breaks()
-        logger = logging.getLogger(compat.BREAK_LOGGER)
-        logger.addHandler(self._sites)
-        logger.propagate = False  # keep the multi-KB break reports out of the rank log
+        compat.log_compile_artifacts()
+        logging.getLogger(compat.BREAK_LOGGER).addHandler(self._sites)
 
     def observe(self, *, effective_backend: dict[str, Any] | None = None,
                 warmup_recompiles: int | None = None) -> Observations:  # fmt: skip

@@ -36,7 +36,7 @@ _FRAME = re.compile(r'File "(.+?)", line (\d+)')
 _MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _group(name: Any) -> dict[str, Any]:
+def group_of(name: Any) -> dict[str, Any]:
     """A group name as the graph carries it, with its ranks when this process knows the group."""
     if not isinstance(name, str):
         return {"name": repr(name), "ranks": None}
@@ -89,13 +89,16 @@ def _entry(node: torch.fx.Node) -> dict[str, Any]:
     strings = [a for a in node.args[1:] if isinstance(a, str)]
     group_name = node.kwargs.get("group_name", strings[-1] if strings else None)
     reduce_op = strings[0] if op.startswith(("all_reduce", "reduce_scatter")) and len(strings) > 1 else None
-    return {"op": op, "group": _group(group_name), **_tensor_of(node.args[0]), "reduce_op": reduce_op,
-            "site": _site(node)}  # fmt: skip
+    return {"op": op, "group": group_of(group_name), **_tensor_of(node.args[0]), "reduce_op": reduce_op,
+            "site": _site(node), "node": node.name}  # fmt: skip
+
+
+WHERE = ("site", "node")  # where a collective comes from (the user line, the graph node): said, never compared
 
 
 def digest(collectives: list[dict[str, Any]]) -> str:
-    """Over what every rank must issue alike; the site says where, and is left out."""
-    issued = [{k: v for k, v in c.items() if k != "site"} for c in collectives]
+    """Over what every rank must issue alike; where each comes from is left out."""
+    issued = [{k: v for k, v in c.items() if k not in WHERE} for c in collectives]
     return hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16]
 
 
