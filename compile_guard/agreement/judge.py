@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from tabulate import tabulate
 
+from compile_guard.health.issued import describe as describe_issued
+
 # must be equal on every rank; "settings" holds the settings a rank changed from torch's defaults (by name), the
 # digest covers every compared one (compile_guard.health.settings)
 AGREED = ("frame", "fingerprint", "schedule_digest", "settings", "settings_digest")
@@ -266,19 +268,6 @@ def split_sites(s: dict[str, Any]) -> list[str]:
     return s["split"] if "split" in s else [b.get("site") for b in s.get("breaks") or []]
 
 
-def _issued_text(c: dict[str, Any] | None, dispatch: list[dict[str, Any]]) -> str:
-    """An issued collective, with the dispatch collectives it issues and their user lines (`dispatch`)."""
-    if c is None:
-        return "(none)"
-    group = c.get("group") or {}
-    came = c.get("merged") or c.get("from") or []
-    sites = sorted({dispatch[i].get("site") or "?" for i in came if i < len(dispatch)})
-    what = (f" = {'a bucket of ' if len(came) > 1 else ''}dispatch {'+'.join(f'#{i}' for i in came)}"
-            f"{' at ' + ', '.join(sites) if sites else ''}") if came else ""  # fmt: skip
-    return (f"{c.get('op')} {group.get('name')}{group.get('ranks') or ''} {c.get('shape')} {c.get('dtype')}"
-            f"{' ' + c['reduce_op'] if c.get('reduce_op') else ''}{what}")  # fmt: skip
-
-
 def issued_mismatch(group: str, ranks: list[int], statements: list[dict[str, Any]],
                     issued: dict[int, dict[str, Any]], *, asymmetric: bool = False) -> dict[str, Any] | None:  # fmt: skip
     """The verdict when the ranks' issued schedules of one slot differ (compile_guard.agreement.protocol, rule 9):
@@ -303,7 +292,7 @@ def issued_mismatch(group: str, ranks: list[int], statements: list[dict[str, Any
         at = found[0]
         nth = {r: (i.get("collectives") or [])[at:at + 1] for r, i in issued.items()}  # [] past its end
         dispatch = statements[0].get("collectives") or []
-        first = f"#{at}: " + " | ".join(f"rank{r} {_issued_text(nth[r][0] if nth[r] else None, dispatch)}"
+        first = f"#{at}: " + " | ".join(f"rank{r} {describe_issued(nth[r][0] if nth[r] else None, dispatch)}"
                                         for r in sorted(nth))  # fmt: skip
     settings = _settings_rows(statements)
     lines = [header(group, ranks, statements[0]).replace("stopped before", "the compiled code issues other"

@@ -30,6 +30,7 @@ from typing import Any
 _CALL = re.compile(r"torch\.ops\.(_c10d_functional|c10d_functional|_c10d_functional_autograd|c10d)\.(\w+)\.\w+\(")
 _ALLOC = re.compile(r"^\s*(\w+) = empty_strided_\w+\(\((.*?)\), \((.*?)\), (torch\.\w+)")
 _ASSERT = re.compile(r"^\s*assert_size_stride\((\w+), \((.*?)\),")
+_VIEW = re.compile(r"^\s*(\w+) = reinterpret_tensor\((\w+), \((.*?)\),")
 _REUSE = re.compile(r"^\s*(\w+) = (\w+); del \2\s+# reuse")
 _SOURCES = re.compile(r"#\s*(?:Topologically Sorted )?Source Nodes: \[(.*?)\]")  # the graph nodes a kernel came from
 _NOT_ISSUED = ("wait_tensor", "wait")  # completes a collective; issues none
@@ -66,6 +67,8 @@ def _buffers(lines: list[str]) -> dict[str, dict[str, Any]]:
             found[m.group(1)] = {"shape": _ints(m.group(2)), "dtype": m.group(4)}
         elif m := _ASSERT.match(line):
             found.setdefault(m.group(1), {"shape": _ints(m.group(2)), "dtype": None})
+        elif (m := _VIEW.match(line)) and m.group(2) in found:
+            found[m.group(1)] = {"shape": _ints(m.group(3)), "dtype": found[m.group(2)]["dtype"]}
         elif (m := _REUSE.match(line)) and m.group(2) in found:
             found[m.group(1)] = found[m.group(2)]
     return found
@@ -173,3 +176,63 @@ def issued_schedule(sources: list[str], dispatch: list[dict[str, Any]], *, cpp_w
     issued = merged([c for source in sources for c in parse(source, group_ranks, nodes)], dispatch)
     return {"by": "inductor", "collectives": issued[:MAX_ISSUED], "total": len(issued), "digest": digest(
         [{k: v for k, v in c.items() if k != "merged"} for c in issued])}  # fmt: skip
+
+
+def describe(c: dict[str, Any] | None, dispatch: list[dict[str, Any]] | None = None) -> str:
+    """An issued collective in one line, with the dispatch collectives it issues (and their user lines, given
+    the dispatch schedule)."""
+    if c is None:
+        return "(none)"
+    group = c.get("group") or {}
+    came = c.get("merged") or c.get("from") or []
+    sites = sorted({dispatch[i].get("site") or "?" for i in came if i < len(dispatch)}) if dispatch else []
+    what = (f" = {'a bucket of ' if len(came) > 1 else ''}dispatch {'+'.join(f'#{i}' for i in came)}"
+            f"{' at ' + ', '.join(sites) if sites else ''}") if came else ""  # fmt: skip
+    return (f"{c.get('op')} {group.get('name')}{group.get('ranks') or ''} {c.get('shape')} {c.get('dtype')}"
+            f"{' ' + c['reduce_op'] if c.get('reduce_op') else ''}{what}")  # fmt: skip
+
+
+def _key(c: dict[str, Any]) -> tuple[Any, ...]:
+    return c.get("op"), tuple((c.get("group") or {}).get("ranks") or ()), json.dumps(c.get("shape")), c.get("dtype")
+
+
+def _covered(collectives: list[dict[str, Any]]) -> set[int] | None:
+    """The dispatch collectives a schedule issues (None when no entry says: an older baseline, a cut list)."""
+    found = [c.get("merged") or c.get("from") for c in collectives]
+    return None if not found or any(f is None for f in found) else {i for f in found for i in f}
+
+
+def _volume(collectives: list[dict[str, Any]]) -> dict[tuple[Any, ...], int]:
+    """Elements communicated per (op, ranks, dtype); an entry of unknown size counts 0."""
+    found: dict[tuple[Any, ...], int] = {}
+    for c in collectives:
+        key = (c.get("op"), tuple((c.get("group") or {}).get("ranks") or ()), c.get("dtype"))
+        found[key] = found.get(key, 0) + (_numel(c.get("shape")) or 0)
+    return found
+
+
+def change(base: dict[str, Any], run: dict[str, Any]) -> tuple[str, str]:
+    """How one graph's issued schedule moved from the baseline's: ("same" | "regression" | "changed", what).
+    A regression by default: point-to-point ops in another order (#189454: every rank hung in the same wrong
+    order, so only the previous release's order tells), or a collective that left (a dispatch collective no
+    longer issued, or fewer elements communicated for an op and group). Anything else — an order change of
+    other collectives, a bucket, a collective that appears — is a change (a regression under --strict)."""
+    if base.get("digest") == run.get("digest"):
+        return "same", ""
+    if "unread" in (base.get("by"), run.get("by")) or base.get("by") != run.get("by"):
+        return "changed", f"issued by {base.get('by')} -> {run.get('by')}"
+    b, r = base.get("collectives") or [], run.get("collectives") or []
+    p2p_b, p2p_r = [_key(c) for c in b if c.get("op") in _P2P], [_key(c) for c in r if c.get("op") in _P2P]
+    if p2p_b != p2p_r and sorted(p2p_b) == sorted(p2p_r):
+        at = next(i for i, (x, y) in enumerate(zip(p2p_b, p2p_r)) if x != y)
+        return "regression", f"point-to-point ops reordered at p2p #{at}: {p2p_b[at][0]} -> {p2p_r[at][0]}"
+    before, after = _covered(b), _covered(r)
+    if before is not None and after is not None and before - after:
+        return "regression", f"dispatch collective(s) {sorted(before - after)} no longer issued"
+    vb, vr = _volume(b), _volume(r)
+    fewer = sorted(k for k in vb if vr.get(k, 0) < vb[k])
+    if fewer:
+        return "regression", f"fewer elements communicated: {fewer[0][0]} on ranks {list(fewer[0][1])} {vb[fewer[0]]}" \
+                             f" -> {vr.get(fewer[0], 0)}"
+    at = next((i for i in range(max(len(b), len(r))) if (b[i:i + 1] or [None])[0] != (r[i:i + 1] or [None])[0]), 0)
+    return "changed", f"first differs at #{at}: {describe((b[at:at + 1] or [None])[0])} -> {describe((r[at:at + 1] or [None])[0])}"

@@ -7,7 +7,10 @@
 - collectives inside graphs: fewer = regression (a collective that leaves the graph is the
   compile cliff), more = reported;
 - graph fingerprints, guard counts, op counts, effective backend: changed = reported,
-  a regression only under --strict.
+  a regression only under --strict;
+- issued schedules, per graph (compile_guard.health.issued.change): point-to-point ops in
+  another order or a collective gone = regression; any other change = reported (--strict fails
+  it); a baseline that predates them compares nothing.
 Which metric is which comes from the schema (compile_guard.health.schema).
 """
 
@@ -18,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from compile_guard.health import schema
+from compile_guard.health import issued, schema
 
 OK, REGRESSION, IMPROVEMENT, CHANGED = "ok", "regression", "improvement", "changed"
 NOTHING_COMPILED = "graphs while compile is on"
@@ -139,7 +142,30 @@ def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Ro
         values = [value(m, f.name) for m in per_rank]
         verdict = OK if all(v == value(baseline, f.name) for v in values) else CHANGED
         rows.append(Row(metric=f.name, baseline=value(baseline, f.name), per_rank=values, verdict=verdict))
+    for f in schema.fields_judged(schema.ISSUED):
+        rows += _issued_rows(f.name, value(baseline, f.name), [value(m, f.name) for m in per_rank])
     return rows
+
+
+def _issued_rows(name: str, base: list[dict[str, Any]], per_rank: list[list[dict[str, Any]]]) -> list[Row]:
+    """One row per graph whose issued schedule moved (the first move named), or one row saying none did."""
+    if not base:  # a baseline that predates the metric (or a run without the agreement): nothing to compare
+        return [Row(metric=f"{name} (not in baseline)", baseline="-", per_rank=[len(v) for v in per_rank],
+                    verdict=OK)]  # fmt: skip
+    rows = []
+    for i in range(max(len(base), *(len(v) for v in per_rank))):
+        theirs = [v[i] if i < len(v) else {} for v in per_rank]
+        mine = base[i] if i < len(base) else {}
+        moved = [issued.change(mine, t) for t in theirs]
+        verdict = REGRESSION if any(k == REGRESSION for k, _ in moved) else OK if all(
+            k == "same" for k, _ in moved) else CHANGED  # fmt: skip
+        if verdict != OK:
+            what = next(w for k, w in moved if k != "same")
+            rows.append(Row(metric=f"issued: graph #{i}: {what}", baseline=mine.get("digest"),
+                            per_rank=[t.get("digest") for t in theirs], verdict=verdict))  # fmt: skip
+    digests = ["/".join(g.get("digest", "?") for g in v) for v in per_rank]
+    return rows or [Row(metric=name, baseline="/".join(g.get("digest", "?") for g in base), per_rank=digests,
+                        verdict=OK)]  # fmt: skip
 
 
 def nothing_compiled(per_rank: list[dict[str, Any]], *, compile_on: bool) -> list[Row]:

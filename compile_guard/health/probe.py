@@ -35,6 +35,7 @@ from compile_guard.health.structure import graph_structure
 from engine.compile import CompiledRegion
 
 _FUNCTIONAL_COLLECTIVE = "_c10d_functional."
+MAX_BASELINED = 64  # issued collectives per graph a baseline keeps (its digest covers all)
 _METRICS_LIMIT = 100_000  # dynamo keeps 64 compile records by default; a graph cliff makes more
 
 
@@ -49,7 +50,7 @@ class CompileProbe:
 
     def __init__(self, region: CompiledRegion) -> None:
         self.region = region
-        self.constants_from: Any = None  # the compile agreement: its `rank_varying` constants, once judged
+        self.agreement: Any = None  # the compile agreement: its `rank_varying` constants, once judged; `issued`
         self._metrics_start = compat.compile_records(0, limit=_METRICS_LIMIT)[1]
         self._sites = BreakSites()
         self._schedules: list[dict[str, Any]] = []  # per graph, in compile order: after dispatch
@@ -88,7 +89,9 @@ class CompileProbe:
             compiles=compiles,
             effective_backend=effective_backend or {},
             warmup_recompiles=warmup_recompiles,
-            rank_varying=list(self.constants_from.rank_varying.values()) if self.constants_from else [],
+            rank_varying=list(self.agreement.rank_varying.values()) if self.agreement else [],
+            issued=[{"by": i["by"], "digest": i["digest"], "collectives": i["collectives"][:MAX_BASELINED]}
+                    for i in (self.agreement.issued if self.agreement else [])],  # fmt: skip
         )
 
     def snapshot(self, **context: Any) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 One dataclass, `CompileHealth`; each field is a metric and says
 - `judged`: COUNTED (more = regression, fewer = improvement), REASONS (a count per break
   reason, judged like COUNTED per reason), KEPT (fewer = regression: work left the graph;
-  more is reported), REPORTED (a change is reported, a regression only under --strict) or
-  DETAIL (in the probe output for the report, never in a baseline);
+  more is reported), REPORTED (a change is reported, a regression only under --strict),
+  ISSUED (per graph: p2p reordered or a collective gone = regression, another change reported)
+  or DETAIL (in the probe output for the report, never in a baseline);
 - `symmetric`: whether it must be equal on every rank of a group after warmup (C-03);
 - its default: what a baseline written before the field existed reads as;
 - `measure`: how it is computed from one rank's `Observations` (engine-agnostic facts the
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 COUNTED, REASONS, KEPT, REPORTED, DETAIL = "counted", "reasons", "kept", "reported", "detail"
+ISSUED = "issued"  # per graph, what its compiled code issues: judged by health.issued.change
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +40,8 @@ class Observations:
     warmup_recompiles: int | None = None  # recompiles seen at the end of warmup; None: this *is* warmup
     # constants whose value differs by rank, as the compile agreement judged them: {site, key, values, count}
     rank_varying: list[dict[str, Any]] = field(default_factory=list)
+    # per graph the compile agreement stated, what its compiled code issues (health.issued): {by, digest, collectives}
+    issued: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def recompile_reasons(self) -> list[dict[str, Any]]:
@@ -96,6 +100,11 @@ class CompileHealth:
     graph_fingerprints: list = metric(REPORTED, symmetric=True, default=[], doc="graph structure hashes (ops, order,"
                                       " wiring; constants and the rank's own device index left out)",
                                       measure=lambda o: [g["fingerprint"] for g in o.graphs])
+    # -- issued: per graph, the collectives its compiled code issues, after the compiler's passes (inductor's wrapper;
+    # the dispatch schedule for other backends); empty where no agreement ran (a baseline without it: not compared)
+    issued_schedules: list = metric(ISSUED, symmetric=True, default=[], measure=lambda o: o.issued,
+                                    doc="per graph: by, digest, the issued collectives (op, group, shape, dtype,"
+                                        " reduce op, the dispatch collectives each issues)")
     # -- kept: fewer is a regression (a collective that leaves the graph is the compile cliff), more is reported
     collectives_in_graphs: int = metric(KEPT, symmetric=True, default=0, doc="collectives in graphs, after dispatch",
                                         measure=_collectives)
@@ -136,7 +145,7 @@ def fields_judged(*kinds: str) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(CompileHealth) if f.metadata["judged"] in kinds]
 
 
-BASELINE_KEYS = tuple(f.name for f in fields_judged(COUNTED, REASONS, KEPT, REPORTED))
+BASELINE_KEYS = tuple(f.name for f in fields_judged(COUNTED, REASONS, KEPT, REPORTED, ISSUED))
 SYMMETRIC_KEYS = tuple(f.name for f in dataclasses.fields(CompileHealth) if f.metadata["symmetric"])
 
 

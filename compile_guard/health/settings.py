@@ -8,7 +8,7 @@ What is compared is, for each config module torch has (compile_guard.compat.conf
 dynamo, inductor and its sub-configs, functorch, symbolic shapes, collective reordering,
 torch.distributed), the portable view torch keys its own caches on — private keys and cache
 switches left out — less the keys that legitimately differ by host (MACHINE_SPECIFIC, path-valued
-keys), plus the custom passes torch leaves out of that view, compared by identity (a pass's
+keys, cache switches), plus the custom passes torch leaves out of that view, compared by identity (a pass's
 `uuid()`, else its qualified name). A value that is not plain data is made comparable: sets
 sorted, objects by type and fields, never by their address.
 """
@@ -40,6 +40,10 @@ MACHINE_SPECIFIC: dict[tuple[str, str], str] = {
     ("inductor", "rocm.arch"): "the host's GPU architecture",
 }
 PATH_SUFFIXES = ("_dir", "_path", "_dir_root", "_file_name")  # a path: where, not what (any module)
+# A cache switch says where a compile comes from, never what it makes: a rank that loads a graph another compiles
+# is no divergence (CD-06). Any key naming a cache, but dynamo's limits on recompiles (a rank that hits one falls
+# back to eager alone), which older releases call cache sizes.
+CACHE_WORD, CACHE_KEPT = "cache", ("cache_size_limit", "accumulated_cache_size_limit")
 # torch leaves the custom passes out of its portable view (they are callables); they change the program
 CALLABLE_KEYS: dict[str, tuple[str, ...]] = {
     "inductor": ("pre_grad_custom_pass", "joint_custom_pre_pass", "joint_custom_post_pass",
@@ -51,7 +55,9 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def machine_specific(module: str, key: str) -> bool:
-    return (module, key) in MACHINE_SPECIFIC or key.endswith(PATH_SUFFIXES)
+    """Not compared: a host's setting, a path, or a cache switch."""
+    cache = CACHE_WORD in key and key.rsplit(".", 1)[-1] not in CACHE_KEPT
+    return (module, key) in MACHINE_SPECIFIC or key.endswith(PATH_SUFFIXES) or cache
 
 
 def comparable(value: Any) -> Any:

@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from compile_guard.launch.supervision import Interrupted, Interruptible, die_with_parent, loopback_store
+from compile_guard.launch.supervision import (
+    Interrupted,
+    Interruptible,
+    die_with_parent,
+    kill_sessions,
+    loopback_store,
+)
 from engine.failure import FAILURE_FILE
 
 log = logging.getLogger(__name__)
@@ -300,6 +306,9 @@ class _Run:
         for rank, proc in enumerate(self.procs):
             proc.wait()
             self.exited_at.setdefault(rank, time.monotonic())
+        left = kill_sessions({p.pid for p in self.procs})  # a rank's children (compile workers) dead, not dying
+        if left:
+            log.error("processes of the ranks' sessions still alive after SIGKILL: %s", sorted(left))
         for fd in self.pidfds:
             os.close(fd)
         if self.tee is not None:

@@ -9,18 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compile_guard.launch.launcher import LaunchResult
-
-
-def _sessions_alive(session_ids: set[int]) -> set[int]:
-    alive = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid pgrp session ...
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[3]) in session_ids:
-            alive.add(int(stat.parent.name))
-    return alive
+from compile_guard.launch.supervision import sessions_alive
 
 
 def processes_with_env(entry: str) -> set[int]:
@@ -37,5 +26,5 @@ def processes_with_env(entry: str) -> set[int]:
 
 def leftover_pids(result: LaunchResult) -> list[int]:
     """Processes of a finished launch still alive: in a rank's session or on its port."""
-    sessions = _sessions_alive({r.pid for r in result.ranks})
+    sessions = sessions_alive({r.pid for r in result.ranks})
     return sorted(sessions | processes_with_env(f"MASTER_PORT={result.master_port}"))

@@ -5,6 +5,9 @@
   connects to it as a client (TORCHELASTIC_USE_AGENT_STORE, as under torchrun's agent).
 - `die_with_parent(pid)`: a preexec hook; the rank gets SIGKILL the moment its launcher dies,
   even when the launcher itself is SIGKILLed (PR_SET_PDEATHSIG survives exec).
+- `kill_sessions(ids)`: SIGKILL every process of the ranks' sessions (a rank's compile workers
+  included) and wait, with a deadline, until none is alive: a SIGKILLed process can stay
+  runnable for a moment (in the kernel, paging), and "nothing outlives it" means dead on return.
 - `Interruptible`: SIGINT, SIGTERM and SIGHUP become an `Interrupted` exception in the
   launcher's loop — except inside critical sections (spawning, the final sweep), where the
   signal is held until the section ends, so no rank is ever started and then forgotten.
@@ -33,6 +36,47 @@ def loopback_store(timeout_s: float) -> tuple[Any, int]:
     sock.listen(128)
     port = sock.getsockname()[1]
     return compat.listening_store(sock, timeout_s), port
+
+
+def sessions_alive(session_ids: set[int]) -> set[int]:
+    """pids of the live (not zombie) processes whose session is one of `session_ids`, read from /proc."""
+    from pathlib import Path
+
+    alive = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid pgrp session ...
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) in session_ids:
+            alive.add(int(stat.parent.name))
+    return alive
+
+
+def kill_sessions(session_ids: set[int], *, deadline_s: float = 5.0) -> set[int]:
+    """SIGKILL every process of these sessions and wait on their pidfds until each is dead or `deadline_s`
+    passed (a process that forked meanwhile is found by the next pass); what is left alive."""
+    import select
+    import time
+
+    end = time.monotonic() + deadline_s
+    while True:
+        left = sessions_alive(session_ids)
+        if not left or time.monotonic() >= end:
+            return left
+        fds = []
+        for pid in left:
+            try:
+                fds.append(os.pidfd_open(pid))
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+        try:
+            for fd in fds:  # a pidfd turns readable when its process has exited
+                select.select([fd], [], [], max(0.0, end - time.monotonic()))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def die_with_parent(parent_pid: int) -> Callable[[], None]:

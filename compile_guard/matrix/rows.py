@@ -45,6 +45,8 @@ STALL_BUDGET_S = 3.0 + 2.0 + 1.0  # ST rows: the stall window, the report's answ
 DTENSOR = "TP=2 DTensor MLP (parallelize_module), gloo, CPU, aot_eager"
 # CD-09-host: rank 1's own inductor cache (aot_eager compiles nothing into it); per user, under the system temp dir
 HOST_CACHE_DIR = os.path.join(tempfile.gettempdir(), f"compile_guard_cd09_{getpass.getuser()}")
+PARALLEL = "TP=2 GPT-J-style parallel block (functional collectives), gloo, CPU, inductor"
+_NO_INDUCTOR_CACHES = {"TORCHINDUCTOR_FX_GRAPH_CACHE": "0", "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}
 MEGATRON = "TP=2 Megatron-style column/row-parallel layers (functional collectives), gloo, CPU, aot_eager"
 
 
@@ -289,6 +291,26 @@ ROWS += (
     Row(id="CD-05-dtensor", surface=_DIV, fm="setting skew", program=CHECK, topology=DTENSOR,
         fault="every rank recompiles at the first steady step; rank 1 flipped capture_scalar_outputs",
         target="docs.examples.tp_divergence:settings", expect=_diverged("mismatch", detector=0)),
+    # Decided after dynamo's graph, by inductor (a GPT-J-style block: two independent row-parallel all-reduces of one
+    # shape). A rank-only setting is named by the statement; a pass deciding by rank under one identity only by the
+    # issued schedule (rule 9). Its rows compile with inductor's caches off: one uuid, two programs would poison them.
+    Row(id="CD-07", surface=_DIV, fm="inductor pass on one rank", program=CHECK, topology=PARALLEL,
+        fault="rank 1 alone turns on inductor's all-reduce bucketing (bucket_all_reduces_fx='all')",
+        target="docs.examples.parallel_block:bucket_rank1", spec={"compile": "inductor"},
+        expect=_diverged("mismatch", detector=0)),
+    Row(id="CD-07-every", surface=_DIV, fm="inductor pass on every rank (healthy)", program=CHECK, topology=PARALLEL,
+        fault="none: bucketing on every rank (one bucketed all-reduce issued everywhere)",
+        target="docs.examples.parallel_block:bucket_every_rank", spec={"compile": "inductor"},
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="graph_compiled", fields={}, ttf_budget_s=None)),
+    Row(id="CD-08", surface=_DIV, fm="rank-dependent pass decision", program=CHECK, topology=PARALLEL,
+        fault="one custom post-grad pass (one uuid) swaps the two all-reduces on rank 1 only: same graph, same"
+              " settings, the compiled code issues them in another order", env=_NO_INDUCTOR_CACHES,
+        target="docs.examples.parallel_block:pass_rank1", spec={"compile": "inductor"},
+        expect=_diverged("issued", detector=0)),
+    Row(id="CD-08-every", surface=_DIV, fm="rank-dependent pass decision (healthy)", program=CHECK, topology=PARALLEL,
+        fault="none: the same pass decides alike on every rank", env=_NO_INDUCTOR_CACHES,
+        target="docs.examples.parallel_block:pass_every_rank", spec={"compile": "inductor"},
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="graph_compiled", fields={}, ttf_budget_s=None)),
     # Not a divergence, and the agreement must say so: loaded artifacts are keyed on graph and config.
     Row(id="CD-06-dtensor", surface=_DIV, fm="artifacts on one rank", program=CHECK,
         topology="TP=2 DTensor MLP (parallelize_module), gloo, CPU, inductor",

@@ -62,7 +62,7 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
     agreement = agreement_on(built.region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
                              stop_on_asymmetry=True)  # fmt: skip
     with agreement as agreed, ledger_on(spec.eager_ledger, groups=groups), dump:
-        gate.probe.constants_from = agreed
+        gate.probe.agreement = agreed
         summary = built.serve()
     final = gate.probe.snapshot(effective_backend=effective, warmup_recompiles=len(gate.warmup["recompile_reasons"]))
     return RankReport(scenario=spec.name, rank=ctx.rank, role=MESH, effective_backend=effective,

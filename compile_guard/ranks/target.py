@@ -42,7 +42,7 @@ def run(ctx: RankContext, spec: RunSpec) -> RankReport:
     probe = CompileProbe(region)
     with agreement_on(region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
                       stop_on_asymmetry=True) as agreed, ledger_on(spec.eager_ledger, groups=[group]):  # fmt: skip
-        probe.constants_from = agreed  # rank-varying constants, judged by the agreement (a metric)
+        probe.agreement = agreed  # rank-varying constants and issued schedules (metrics)
         return _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
 
 

@@ -105,3 +105,23 @@ def pass_rank1(ctx: TargetContext) -> GuardTarget:
 def pass_every_rank(ctx: TargetContext) -> GuardTarget:
     _inductor_config().post_grad_custom_post_pass = SwapAllReduces(swap=True)
     return _target(ctx)
+
+
+def _spmd_check() -> None:
+    """torch's own check (2.12+): a post-grad graph hash all-gathered on the default group during the compile,
+    before bucketing and reordering (it runs when comm reordering is on)."""
+    config = _inductor_config()
+    config.reorder_for_compute_comm_overlap = True
+    config.aten_distributed_optimizations.spmd_check = True
+
+
+def spmd_check_every_rank(ctx: TargetContext) -> GuardTarget:
+    """Healthy: torch's spmd_check and comm reordering on every rank, beside compile_guard's agreement."""
+    _spmd_check()
+    return _target(ctx)
+
+
+def spmd_check_pass_rank1(ctx: TargetContext) -> GuardTarget:
+    """`pass_rank1` with torch's spmd_check on: it warns (its hash differs); compile_guard stops the job."""
+    _spmd_check()
+    return pass_rank1(ctx)
