@@ -6,7 +6,9 @@ Both sides spawn the same 2 ranks through the same launcher and compile the same
 with the same generator calls. `check` adds the three handshakes, the control plane,
 tripwires, probes and the cross-rank gather; the bare side (benchmarks/bare_warmup.py)
 has none of them. Warm: the inductor cache is primed first; cold: a fresh cache dir for
-every run. Runs alternate so both sides share the machine's noise.
+every run. Runs alternate so both sides share the machine's noise. Then what reading the
+issued schedule costs against the compile it follows, as each rank timed both (compile_s,
+issued_read_ms of its graph_compiled events).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tabulate import tabulate
 from compile_guard.flow.check_run import run_check
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.launch.launcher import LaunchSpec, launch
+from engine import events
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,11 +42,18 @@ def bare(scenario, log_dir: Path, env: dict[str, str]) -> float:
     return time.monotonic() - t0
 
 
-def checked(scenario, log_dir: Path, env: dict[str, str]) -> float:
+READS: list[tuple[str, float, float]] = []  # (cache, compile s, issued-schedule read ms) per rank per graph
+
+
+def checked(scenario, log_dir: Path, env: dict[str, str], *, cache: str = "warm") -> float:
     t0 = time.monotonic()
     run = run_check(scenario, log_dir=log_dir, env=env)
     if run.reports is None:
         raise SystemExit(f"check run failed:\n{run.result.summary()}")
+    for rank in run.result.ranks:  # the compile agreement's own timing of each graph, side by side in one process
+        for e in events.parse(rank.log_path.read_text()):
+            if e["event"] == "graph_compiled" and "compile_s" in e:
+                READS.append((cache, e["compile_s"], e["issued_read_ms"]))
     return time.monotonic() - t0
 
 
@@ -64,12 +74,21 @@ def main() -> int:
     cold = {"check": [], "bare": []}
     for i in range(args.cold_repeats):
         cold["bare"].append(bare(scenario, root / f"cbare{i}", {"TORCHINDUCTOR_CACHE_DIR": str(root / f"cb{i}")}))
-        cold["check"].append(checked(scenario, root / f"ccheck{i}", {"TORCHINDUCTOR_CACHE_DIR": str(root / f"cc{i}")}))
+        cold["check"].append(checked(scenario, root / f"ccheck{i}", {"TORCHINDUCTOR_CACHE_DIR": str(root / f"cc{i}")},
+                                     cache="cold"))
     rows = []
     for name, runs in (("warm cache", warm), ("cold cache", cold)):
         c, b = statistics.median(runs["check"]), statistics.median(runs["bare"])
         rows.append([name, round(b, 2), round(c, 2), f"{c / b:.3f}", len(runs["check"])])
     print(tabulate(rows, headers=["", "bare s", "check s", "check / bare", "runs (median)"]))
+    reads = []
+    for cache in ("warm", "cold"):
+        mine = [(c, r) for k, c, r in READS if k == cache]
+        if mine:
+            compile_s, read_ms = sum(c for c, _ in mine), sum(r for _, r in mine)
+            reads.append([cache, len(mine), round(compile_s, 2), round(read_ms, 1), f"{read_ms / 10 / compile_s:.3f}%"])
+    print("\nreading the issued schedule (inductor's wrapper parsed after each compile), per rank and graph:")
+    print(tabulate(reads, headers=["cache", "graphs", "compile s", "read ms", "read / compile"]))
     print(f"\nscenario {scenario.name}: {scenario.description}; logs: {root}")
     return 0
 

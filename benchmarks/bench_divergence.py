@@ -36,7 +36,7 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compile_guard import check_run  # noqa: E402
+from compile_guard.flow import check_run  # noqa: E402
 from compile_guard.flow.scenarios import target_scenario  # noqa: E402
 from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
 from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402

@@ -209,10 +209,10 @@ def test_a_peer_that_compiles_for_longer_than_a_probe_is_waited_for(run_ranks_ar
 
 
 def test_a_rank_varying_constant_is_reported_not_stopped(run_ranks_argv):
-    """`(x - self.offset)` with offset = 128 * rank, as a vocab-parallel embedding has it."""
+    """`(x - offset)` with offset = 128 * rank, as a vocab-parallel embedding has it (in shard_math, inlined)."""
     result = _run(run_ranks_argv, "compile", "--fault", "varying")
     _healthy(result)
-    line = next(i for i, text in enumerate(open(PROGRAM), 1) if "(x - self.offset)" in text)  # the offset's line
+    line = next(i for i, text in enumerate(open(PROGRAM), 1) if "(x - offset)" in text)  # the offset's line
     assert all(r["rank_varying"] == [f"agreement_programs.py:{line}"] for r in _results(result))
 
 

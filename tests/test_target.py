@@ -100,7 +100,8 @@ def test_dtensor_collectives_are_seen_after_dispatch(tmp_path, processes):
         [schedule] = final["collective_schedules"]
         assert schedule["collectives"] == [{"op": "all_reduce", "reduce_op": "sum", "shape": [16, 64],
                                             "dtype": "torch.float32", "group": schedule["collectives"][0]["group"],
-                                            "site": "docs/examples/tp_dtensor.py:30"}]  # the user's line, not DTensor's
+                                            "site": "docs/examples/tp_dtensor.py:30",  # the user's line, not DTensor's
+                                            "node": schedule["collectives"][0]["node"]}]  # the re-traced graph's node
         assert schedule["collectives"][0]["group"]["ranks"] == [0, 1]
 
 

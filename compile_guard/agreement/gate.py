@@ -19,6 +19,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import time
 from typing import Any, Callable, Iterator
 
 import torch
@@ -109,11 +110,14 @@ class CompileAgreement:
         self.transport.run(protocol.publish(self.link, statement))  # before the compile: before its first run
         hits = compat.cache_hits()
         self.output_code.take()  # what was logged outside this compile is not this graph's
+        started = time.perf_counter()
         compiled = compile_fn(gm, example_inputs)
+        compiled_at = time.perf_counter()
         cache = "hit" if compat.cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
         slot, record = statement["slot"], self.positions.frames[statement["fid"]]
         issued = issued_schedule(self.output_code.take(), made["collectives"], cpp_wrapper=compat.inductor_cpp_wrapper(),
                                  group_ranks=lambda name: group_of(name)["ranks"])  # fmt: skip
+        read_ms = (time.perf_counter() - compiled_at) * 1e3  # what reading it costs (benchmarks/bench_check.py)
         self.issued.append(issued)
         self.transport.run(protocol.publish_issued(self.link, slot, issued))  # rule 9: before the first run
         self._mine[slot] = made["collectives"]
@@ -121,7 +125,8 @@ class CompileAgreement:
                  made["n"], made["frame"]["name"], slot, made["compile_id"], made["fingerprint"],
                  made["schedule_digest"], issued["by"], issued["digest"], self.group_name)  # fmt: skip
         events.emit("graph_compiled", graph=made["n"], slot=slot, compile_id=made["compile_id"],
-                    group=self.group_name, cache=cache)  # fmt: skip
+                    group=self.group_name, cache=cache, issued_by=issued["by"],
+                    compile_s=round(compiled_at - started, 3), issued_read_ms=round(read_ms, 2))  # fmt: skip
         positions = self.positions
         parent = positions.frames[made["parent"]["fid"]] if made["parent"] else None  # a resume function's caller
         held = [True]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import linecache
 import signal
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,9 @@ def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> li
                      for c in varying)  # fmt: skip
     for rec in final["steady_recompile_reasons"]:
         lines.append(f"recompile after warmup: {rec['frame']} at {rec['site']}: {rec['reason']}")
+    for r in rows:  # the table cuts a moved issued schedule's name: here whole
+        if r.metric.startswith("issued: ") and r.verdict != policy.OK:
+            lines += textwrap.wrap(f"{r.metric} ({r.verdict})", width=TABLE_WIDTH, subsequent_indent="    ")
     return lines
 
 
