@@ -42,8 +42,8 @@ from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
 from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402
 
 MODES = ("compile_guard", "bare", "DETAIL")
-_FULL = re.compile(r"guard failed|gb\d{4}|first differing collective: #|rank\d+: \w+ \{.*\} at \S+:\d+|"
-                   r"made call \d+ of this frame without compiling")  # fmt: skip
+_FULL = re.compile(r"guard failed|gb\d{4}|first differing (issued )?collective: #|rank\d+: \w+ \{.*\} at \S+:\d+|"
+                   r"made call \d+ of this frame without compiling|settings\.\w+\.\w+|parity mismatch on \d+ key")  # fmt: skip
 PROGRAM = str(Path(__file__).resolve().parent.parent / "tests" / "agreement_programs.py")
 HEALTHY = {  # name -> the agreement program's arguments: every one must end 0 on both ranks
     "peer 3 s late to its first compile": ["compile", "--fault", "late_first", "--late-s", "3"],
@@ -52,6 +52,7 @@ HEALTHY = {  # name -> the agreement program's arguments: every one must end 0 o
     "peer compiling 3 s longer": ["compile", "--fault", "slow_compile"],
     "rank-varying constant (offset = 128 * rank)": ["compile", "--fault", "varying"],
     "idle server 15 s (ledger)": ["ledger", "--fault", "idle", "--late-s", "15"],
+    "the same print on every rank (one resume function each)": ["compile", "--fault", "print_every_rank"],
 }
 _COLLECTIVE = re.compile(r"OpType=|TensorShape|[Ss]ize mismatch|mismatch between collectives", re.S)
 

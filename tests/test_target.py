@@ -202,3 +202,33 @@ def test_a_stalled_peer_is_exit_4_with_every_ranks_position(tmp_path, processes)
     assert "stall: Stalled: stall in group" in proc.stdout and "no proof of a divergence" in proc.stdout
     assert "holds graph #1 'forward'" in proc.stdout and "tp_divergence.py" in proc.stdout  # rank 1, rank 0's line
     assert not list(tmp_path.glob("*.json"))
+
+
+def _inductor_target(name: str, baselines, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return _cli("baseline", "refresh", "--target", f"docs.examples.parallel_block:{name}", "--backend", "inductor",
+                "--baselines", str(baselines), env={**os.environ, **env})  # fmt: skip
+
+
+def _spmd_check_in_torch() -> bool:
+    from compile_guard.health.settings import settings_payload
+
+    return "inductor.aten_distributed_optimizations.spmd_check" in settings_payload()
+
+
+@pytest.mark.skipif(not _spmd_check_in_torch(), reason="this torch has no inductor spmd_check (torch >= 2.12)")
+def test_torchs_spmd_check_and_the_agreement_run_side_by_side(tmp_path, processes):
+    """TP=2 over 2 ranks, gloo, inductor, the GPT-J-style parallel block with torch's spmd_check and comm
+    reordering on every rank. Healthy: both on, the refresh passes (torch's all-gather inside each compile, the
+    agreement's hold after it). A pass swapping the two all-reduces on rank 1: torch's check warns and the job would
+    go on; the agreement stops both ranks (exit 1) naming the first differing issued collective. The pass's
+    rows run with inductor's caches off (one uuid, two programs), in a cache directory of their own."""
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
+           "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}  # fmt: skip
+    healthy = _inductor_target("spmd_check_every_rank", tmp_path / "healthy", env)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    swapped = _inductor_target("spmd_check_pass_rank1", tmp_path / "swapped", env)
+    assert swapped.returncode == 1, swapped.stdout + swapped.stderr
+    assert "the compiled code issues other collectives on each rank" in swapped.stdout
+    assert "= dispatch #0 at docs/examples/parallel_block.py" in swapped.stdout
+    logs = re.search(r"logs: (\S+)\)", swapped.stdout).group(1)
+    assert "SPMD GRAPH MISMATCH" in open(os.path.join(logs, "rank0.log")).read()  # torch's own warning, beside ours
