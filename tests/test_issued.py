@@ -180,3 +180,12 @@ def test_the_breaks_logged_while_a_graph_was_traced_are_its_split():
     sites.emit(logging.LogRecord("b", logging.DEBUG, "x", 1, "Graph break in user code at /w/model.py:30\n"
                                  "Graph Break Reason: print\n", None, None))  # fmt: skip
     assert sites.during == {"0/0": ["model.py:12"], "1/0": ["model.py:30"]}
+
+
+def test_a_wrapper_the_reader_cannot_read_is_unread_never_a_crash_or_an_empty_schedule(monkeypatch):
+    def broken(*_args):
+        raise ValueError("a wrapper format of another release")
+
+    monkeypatch.setattr(issued, "parse", broken)
+    found = issued.issued_schedule([WRAPPER], _dispatch([4]), cpp_wrapper=False, group_ranks=RANKS.get)
+    assert found["by"] == "unread" and "ValueError: a wrapper format" in found["why"] and found["total"] is None
