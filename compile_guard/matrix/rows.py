@@ -46,6 +46,7 @@ DTENSOR = "TP=2 DTensor MLP (parallelize_module), gloo, CPU, aot_eager"
 # CD-09-host: rank 1's own inductor cache (aot_eager compiles nothing into it); per user, under the system temp dir
 HOST_CACHE_DIR = os.path.join(tempfile.gettempdir(), f"compile_guard_cd09_{getpass.getuser()}")
 PARALLEL = "TP=2 GPT-J-style parallel block (functional collectives), gloo, CPU, inductor"
+_BUCKETING = "torch._inductor.config.bucket_all_reduces_fx"  # 2.13, 2.14.1: present; 2.6.0: absent (n/a there)
 _NO_INDUCTOR_CACHES = {"TORCHINDUCTOR_FX_GRAPH_CACHE": "0", "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}
 MEGATRON = "TP=2 Megatron-style column/row-parallel layers (functional collectives), gloo, CPU, aot_eager"
 
@@ -297,10 +298,10 @@ ROWS += (
     Row(id="CD-07", surface=_DIV, fm="inductor pass on one rank", program=CHECK, topology=PARALLEL,
         fault="rank 1 alone turns on inductor's all-reduce bucketing (bucket_all_reduces_fx='all')",
         target="docs.examples.parallel_block:bucket_rank1", spec={"compile": "inductor"},
-        expect=_diverged("mismatch", detector=0)),
+        requires=(_BUCKETING,), expect=_diverged("mismatch", detector=0)),
     Row(id="CD-07-every", surface=_DIV, fm="inductor pass on every rank (healthy)", program=CHECK, topology=PARALLEL,
         fault="none: bucketing on every rank (one bucketed all-reduce issued everywhere)",
-        target="docs.examples.parallel_block:bucket_every_rank", spec={"compile": "inductor"},
+        target="docs.examples.parallel_block:bucket_every_rank", spec={"compile": "inductor"}, requires=(_BUCKETING,),
         expect=Expect(kind=CONTINUES_CHECK, detector=0, event="graph_compiled", fields={}, ttf_budget_s=None)),
     Row(id="CD-08", surface=_DIV, fm="rank-dependent pass decision", program=CHECK, topology=PARALLEL,
         fault="one custom post-grad pass (one uuid) swaps the two all-reduces on rank 1 only: same graph, same"
