@@ -157,13 +157,15 @@ def test_host_paths_threads_and_cache_switches_are_not_compared_but_recompile_li
     assert not settings.machine_specific("inductor", "bucket_all_reduces_fx")
 
 
-def test_a_setting_changed_on_this_rank_is_stated_by_name_and_the_digest_covers_it(monkeypatch):
+def test_a_setting_changed_on_this_rank_is_stated_by_name_and_the_digest_covers_it():
     import torch._inductor.config as inductor_config  # what a user changes; compile_guard reads it through compat
 
     before, digest = settings.stated_settings()
-    monkeypatch.setattr(inductor_config, "bucket_all_reduces_fx", "all")
-    after, changed = settings.stated_settings()
-    assert after == {**before, "inductor.bucket_all_reduces_fx": "all"} and changed != digest
+    # the config module's own patch: monkeypatch's undo would delete the key from the module (a ConfigModule)
+    with inductor_config.patch(max_autotune_pointwise=not inductor_config.max_autotune_pointwise):
+        after, changed = settings.stated_settings()
+    assert after == {**before, "inductor.max_autotune_pointwise": not inductor_config.max_autotune_pointwise}
+    assert changed != digest and settings.stated_settings() == (before, digest)  # restored
     assert "inductor.bucket_all_reduces_fx" in settings.settings_payload()  # the handshake compares every key
 
 
