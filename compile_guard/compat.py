@@ -50,8 +50,8 @@ ENTRY_POINTS = tuple(_PRIVATE.values())
 # handler to it; `set_logs(graph_breaks=True)` turns it on). 2.6-2.15: the same name.
 BREAK_LOGGER = "torch._dynamo.symbolic_convert.__graph_breaks"
 # inductor's output-code artifact logger: each graph's wrapper source as "Output code: \n%s", when inductor compiles
-# it (graph.py) and when it loads it from its caches (codecache.py). Checked on 2.6.0, 2.13.0 and 2.14.1
-# (2026-12-06: the same issued schedules read on all three); the releases between not yet.
+# it (graph.py) and when it loads it from its caches (codecache.py). Checked on 2.6.0, 2.8.0, 2.11.0,
+# 2.13.0 and 2.14.1 (2026-12-06: the same issued schedules read on all five).
 OUTPUT_CODE_LOGGER = "torch._inductor.codecache.__output_code"
 
 
@@ -257,8 +257,8 @@ def config_modules() -> dict[str, Any]:
 
 def portable_config(module: Any) -> dict[str, Any]:
     """A config module's settings in the portable view torch keys its own caches on: private keys and the
-    module's `_cache_config_ignore_prefix` left out (ConfigModule.save_config_portable: checked on 2.6.0, 2.13.0,
-    2.14.1); a module without it (an older ConfigModule), its whole `get_config_copy()`."""
+    module's `_cache_config_ignore_prefix` left out (ConfigModule.save_config_portable: checked on 2.6.0, 2.8.0,
+    2.11.0, 2.13.0, 2.14.1); a module without it (an older ConfigModule), its whole `get_config_copy()`."""
     if hasattr(module, "save_config_portable"):
         return module.save_config_portable()
     return {k: v for k, v in module.get_config_copy().items() if not k.startswith("_")}
@@ -266,7 +266,7 @@ def portable_config(module: Any) -> dict[str, Any]:
 
 def config_default(module: Any, key: str) -> Any:
     """torch's default of one setting, before any environment variable or assignment changed it; "<unknown>" where
-    the module keeps none. ConfigModule._config[key].default (checked on 2.6.0, 2.13.0, 2.14.1)."""
+    the module keeps none. ConfigModule._config[key].default (checked on 2.6.0, 2.8.0, 2.11.0, 2.13.0, 2.14.1)."""
     entry = getattr(module, "_config", {}).get(key)
     return getattr(entry, "default", "<unknown>") if entry is not None else "<unknown>"
 
