@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from tabulate import tabulate
 
+from compile_guard.health.issued import compared
 from compile_guard.health.issued import describe as describe_issued
 
 # must be equal on every rank; "settings" holds the settings a rank changed from torch's defaults (by name), the
@@ -44,7 +45,7 @@ class Judgement:
 
 
 def _issued(c: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if c is None else {k: v for k, v in c.items() if k not in ("site", "node")}  # health.schedule.WHERE
+    return None if c is None else compared(c)
 
 
 def collective(c: dict[str, Any] | None) -> str:

@@ -36,6 +36,12 @@ _SOURCES = re.compile(r"#\s*(?:Topologically Sorted )?Source Nodes: \[(.*?)\]") 
 _NOT_ISSUED = ("wait_tensor", "wait")  # completes a collective; issues none
 _P2P = ("send", "recv", "recv_", "isend", "irecv", "batch_isend_irecv")
 MAX_ISSUED = 256  # entries a statement carries (the digest covers all)
+WHERE = ("site", "node")  # where a dispatch collective comes from (the user line, the graph node): said, not compared
+
+
+def compared(c: dict[str, Any]) -> dict[str, Any]:
+    """A dispatch collective as the ranks compare it: without where it comes from."""
+    return {k: v for k, v in c.items() if k not in WHERE}
 
 
 class OutputCode(logging.Handler):
@@ -166,7 +172,7 @@ def issued_schedule(sources: list[str], dispatch: list[dict[str, Any]], *, cpp_w
     """{"by", "collectives", "total", "digest"}: from inductor's wrapper sources when there are any ("inductor"),
     "unread" for a C++ wrapper, else the dispatch schedule ("dispatch")."""
     if not sources:
-        stripped = [{k: v for k, v in c.items() if k not in ("site", "node")} for c in dispatch]
+        stripped = [compared(c) for c in dispatch]
         return {"by": "dispatch", "collectives": stripped[:MAX_ISSUED], "total": len(stripped),
                 "digest": digest(stripped)}  # fmt: skip
     if cpp_wrapper:

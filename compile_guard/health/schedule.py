@@ -25,6 +25,7 @@ import torch.fx.traceback as fx_traceback
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from compile_guard import compat
+from compile_guard.health.issued import compared
 from compile_guard.health.sites import relative_site
 from engine.errors import RankCrashed
 
@@ -93,12 +94,9 @@ def _entry(node: torch.fx.Node) -> dict[str, Any]:
             "site": _site(node), "node": node.name}  # fmt: skip
 
 
-WHERE = ("site", "node")  # where a collective comes from (the user line, the graph node): said, never compared
-
-
 def digest(collectives: list[dict[str, Any]]) -> str:
     """Over what every rank must issue alike; where each comes from is left out."""
-    issued = [{k: v for k, v in c.items() if k not in WHERE} for c in collectives]
+    issued = [compared(c) for c in collectives]
     return hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16]
 
 
