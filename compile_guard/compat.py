@@ -44,6 +44,11 @@ _PRIVATE = {
     "fake_tensor_mode": "torch._subclasses.fake_tensor.FakeTensorMode",
     "tree_flatten_with_path": "torch.utils._pytree.tree_flatten_with_path",
     "keystr": "torch.utils._pytree.keystr",
+    # the matrix's simulated inductor upgrades only (compile_guard.matrix.lowering_faults), 2.13.0 and 2.14.1
+    "inductor_decompositions": "torch._inductor.decomposition.decompositions",
+    "inductor_lowerings": "torch._inductor.lowering.lowerings",
+    "inductor_tensor_box": "torch._inductor.ir.TensorBox",
+    "custom_graph_pass": "torch._inductor.custom_graph_pass.CustomGraphPass",
 }
 ENTRY_POINTS = tuple(_PRIVATE.values())
 # dynamo's graph-break artifact logger (a logger name, not an attribute: the probe and the agreement attach a
@@ -180,7 +185,12 @@ def compile_records(since: int, *, limit: int) -> tuple[list[dict[str, Any]], in
     metrics = _private("compilation_metrics")()
     records = [{"compile_id": m.compile_id, "co_name": m.co_name, "co_filename": m.co_filename,
                 "co_firstlineno": m.co_firstlineno, "guard_count": m.guard_count,
-                "recompile_reason": getattr(m, "recompile_reason", NO_RECOMPILE_REASON)}
+                "recompile_reason": getattr(m, "recompile_reason", NO_RECOMPILE_REASON),
+                # compile time (health.quality): the whole frame's (dynamo + backend) and inductor's FX-graph cache
+                # hits and misses in it; None where a torch lacks the field (checked on 2.13.0 and 2.14.1)
+                "frame_s": getattr(m, "entire_frame_compile_time_s", None),
+                "fx_hits": getattr(m, "inductor_fx_local_cache_hit_count", None),
+                "fx_misses": getattr(m, "inductor_fx_local_cache_miss_count", None)}
                for m in metrics[since:]]  # fmt: skip
     return records, len(metrics)
 
@@ -302,3 +312,16 @@ def resolve(path: str) -> Any:
             found = getattr(found, attr)
         return found
     raise ImportError(path)
+
+
+def inductor_lowering_tables() -> tuple[dict[Any, Any], dict[Any, Any], type]:
+    """Inductor's decomposition table, its lowering table and its TensorBox: what the matrix's simulated
+    upgrades patch (test-only). torch._inductor.decomposition.decompositions, torch._inductor.lowering.lowerings,
+    torch._inductor.ir.TensorBox (2.13.0, 2.14.1)."""
+    return _private("inductor_decompositions"), _private("inductor_lowerings"), _private("inductor_tensor_box")
+
+
+def custom_graph_pass() -> type:
+    """Inductor's base class of a custom pass with a uuid (its cache key part): the matrix's NU-03 pass.
+    torch._inductor.custom_graph_pass.CustomGraphPass (2.6-2.15: the same class)."""
+    return _private("custom_graph_pass")

@@ -75,6 +75,10 @@ class CompiledRegion:
         self.name = name
         self.cfg = cfg
         self.recorder: RecordingBackend | None = None
+        self.eager = fn  # the same code, never compiled (a harness's reference)
+        # Called with each call's positional arguments before it runs (compile_guard's quality measurement
+        # keeps the warmup calls to replay them); empty unless a harness adds one.
+        self.call_observers: list[Callable[[tuple[Any, ...]], None]] = []
         self._breaks_before = _break_counts()
         if cfg.enabled:
             self.recorder = RecordingBackend(cfg)
@@ -85,9 +89,11 @@ class CompiledRegion:
             self.fn = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        for observe in self.call_observers:
+            observe(args)
         return self.fn(*args, **kwargs)
 
-    # -- the harness's two declared hooks (compile_guard's probe and agreement); the engine never calls them
+    # -- the harness's declared hooks (call_observers above, and these two) (compile_guard's probe and agreement); the engine never calls them
 
     @property
     def compiled(self) -> bool:

@@ -109,6 +109,11 @@ KNOBS: tuple[Knob, ...] = (
          meaning="test-only: the rank that injects the fault", parity=True),
     Knob(name="COMPILE_GUARD_TEST_FAULT_CHUNK", parse=int, default=1,
          meaning="test-only: the chunk_index at which it is injected", parity=True),
+    Knob(name="COMPILE_GUARD_TEST_LOWERING", parse=str, default="",
+         meaning="test-only: a simulated inductor upgrade (compile_guard.matrix.lowering_faults.LOWERINGS)",
+         parity=True),
+    Knob(name="COMPILE_GUARD_TEST_LOWERING_RANK", parse=int, default=-1,
+         meaning="test-only: the rank whose inductor it patches (-1: every rank)", parity=True),
 )  # fmt: skip
 
 _BY_NAME: dict[str, Knob] = {knob.name: knob for knob in KNOBS}

@@ -77,6 +77,9 @@ class RunSpec:
     agree_compiles: bool = True  # every compiled graph agreed across its group before its first run
     eager_ledger: bool = False  # ranks agree on every eager c10d collective before it is issued
     gate_health: bool = True  # the post-warmup compile-health gather (off only for benchmarks' bare runs)
+    # what the harness measures after the run beside compile health (compile_guard.quality.options.Measure as
+    # JSON, validated there; {}: its defaults). Changes no graph: not hashed
+    quality: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -102,6 +105,8 @@ class RunSpec:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; expected true or false")
         if not self.deadline_s > 0:
             raise ConfigError(f"deadline_s={self.deadline_s} is invalid; expected seconds > 0")
+        if not isinstance(self.quality, dict):
+            raise ConfigError(f"quality={self.quality!r} is invalid; expected a dict of quality options")
         if not isinstance(self.env, dict) or not all(isinstance(v, str) for v in self.env.values()):
             raise ConfigError(f"env={self.env!r} is invalid; expected a dict of str -> str")
 

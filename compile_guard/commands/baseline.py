@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.launch import in_place
+from compile_guard.quality.judge import keep_states
 from compile_guard.verdict import Cli
 
 
@@ -76,6 +78,16 @@ def refresh(args: argparse.Namespace) -> int:
         return Cli.FAIL
     new = checked.to_baseline()
     assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
+    if previous is not None and previous.factors == new.factors:
+        quality, kept = keep_states(new.quality, previous.quality)
+        new = dataclasses.replace(new, quality=quality)
+        for note in kept:
+            print(f"note: {note}")
+    failing = sorted({o for entry in new.quality.values() for o, v in entry.get("accuracy", {}).items()
+                      if v["status"] == "fail"})  # fmt: skip
+    if failing:
+        print(f"note: outputs {failing} fail the accuracy rule in this run and are recorded so: a later failure of"
+              " theirs is not a regression (docs/check.md)")  # fmt: skip
     bl.write(path, new)
     print(f"wrote {path}")
     if previous is None:

@@ -10,15 +10,16 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from compile_guard.commands.argtypes import positive_int, positive_seconds
+from compile_guard.commands.argtypes import factor, fraction, positive_int, positive_seconds
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.junit import Case, write_junit
-from compile_guard.flow.report import Report
+from compile_guard.flow.report import Report, markdown_summary
 from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
 from compile_guard.health import baseline as bl
 from compile_guard.launch import in_place
+from compile_guard.quality.options import COMPILE_TIME_MODES, OFF, Judging, Measure
 from compile_guard.verdict import Cli
-from engine.atomic_json import write_json
+from engine.atomic_json import write_json, write_text
 from engine.errors import ConfigError, RankCrashed
 from engine.runspec import RunSpec
 
@@ -45,6 +46,19 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="ranks also agree on every eager c10d collective before it is issued")
     parser.add_argument("--no-input-agreement", action="store_true",
                         help="with --target: skip the per-step input signature agreement (ranks feed other shapes)")
+    quality = parser.add_argument_group("quality (docs/check.md argues each default)")
+    quality.add_argument("--no-accuracy", action="store_true", help="skip compiled vs eager vs fp64 per output")
+    quality.add_argument("--no-parity", action="store_true", help="skip the cross-rank check of replicated outputs")
+    quality.add_argument("--no-speed", action="store_true", help="skip the eager/compiled step timing")
+    quality.add_argument("--no-memory", action="store_true", help="skip peak device memory (CUDA)")
+    quality.add_argument("--no-quality", action="store_true", help="all of the above and compile time: structure only")
+    quality.add_argument("--compile-time", choices=list(COMPILE_TIME_MODES), default="auto",
+                         help="auto: the run's own compile, warm or cold as the cache is (stated); cold: an empty"
+                              " inductor cache of each rank's own, then warm again from it; off")  # fmt: skip
+    quality.add_argument("--repeats", type=positive_int, default=Measure.repeats,
+                         help=f"interleaved eager/compiled step pairs per rank (default {Measure.repeats})")
+    quality.add_argument("--tolerance", type=fraction, default=None,
+                         help="accuracy tolerance for every dtype (default per dtype: fp32 1e-4, fp16/bf16 1e-2)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +71,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, default=None, help="per-rank logs (default: a temp dir)")
     parser.add_argument("--allow-improvement", action="store_true", help="fewer breaks/graphs than baseline passes")
     parser.add_argument("--strict", action="store_true", help="changed fingerprints/backend fail too")
+    parser.add_argument("--summary", type=Path, default=None, help="a Markdown summary for the CI job's page")
+    judging = parser.add_argument_group("quality judging (docs/check.md)")
+    judging.add_argument("--speed-factor", type=factor, default=Judging.speed_factor,
+                         help=f"speedup below the baseline's / this, and significant, fails (default {Judging.speed_factor})")
+    judging.add_argument("--alpha", type=fraction, default=Judging.alpha,
+                         help=f"the speed rule's Mann-Whitney level (default {Judging.alpha})")
+    judging.add_argument("--compile-factor", type=factor, default=Judging.compile_factor,
+                         help=f"compile time / reference above the baseline's x this fails (default {Judging.compile_factor})")
+    judging.add_argument("--memory-factor", type=factor, default=Judging.memory_factor,
+                         help=f"peak memory compiled/eager above the baseline's x this fails (default {Judging.memory_factor})")
 
 
 def spec_from(args: argparse.Namespace) -> RunSpec | int:
@@ -67,8 +91,11 @@ def spec_from(args: argparse.Namespace) -> RunSpec | int:
         if args.agree_window is not None:
             print("note: --agree-window is a no-op now (a late peer is waited for; a stall is reported after"
                   " --stall-s) and goes in the next release", file=sys.stderr)  # fmt: skip
+        measure = OFF if args.no_quality else Measure(
+            accuracy=not args.no_accuracy, parity=not args.no_parity, speed=not args.no_speed, memory=not args.no_memory,
+            compile_time=args.compile_time, repeats=args.repeats, tolerance=args.tolerance or 0.0)  # fmt: skip
         return dataclasses.replace(spec, stall_s=args.stall_s or 0.0, eager_ledger=args.eager_ledger,
-                                   agree_inputs=not args.no_input_agreement)  # fmt: skip
+                                   agree_inputs=not args.no_input_agreement, quality=measure.to_dict())  # fmt: skip
     except ConfigError as exc:  # UnknownScenario, TargetError
         print(f"input error: {exc}", file=sys.stderr)
         return Cli.USAGE
@@ -85,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from(args)
     if isinstance(spec, int):
         return spec
+    judging = Judging(speed_factor=args.speed_factor, alpha=args.alpha, compile_factor=args.compile_factor,
+                      memory_factor=args.memory_factor)  # fmt: skip
     judged = run_and_judge(spec, args.baselines, allow_improvement=args.allow_improvement, strict=args.strict,
-                           log_dir=args.log_dir, dump_dir=args.dump_dir, verbose=True)  # fmt: skip
+                           log_dir=args.log_dir, dump_dir=args.dump_dir, verbose=True, judging=judging)  # fmt: skip
     report = judged.report
     if not in_place.is_leader():
         return report.exit_code  # every rank judged the same data (or settled the same code); rank 0 speaks
@@ -97,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, report.data)
     if args.junit:
         write_junit(args.junit, f"check.{spec.name}", junit_cases(spec.name, report))
+    if args.summary:
+        write_text(args.summary, markdown_summary(spec.name, report))
     return report.exit_code
 
 

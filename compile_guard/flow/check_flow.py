@@ -18,6 +18,7 @@ from compile_guard.flow.check_run import CheckRun, NoBaseline, baseline_for, ref
 from compile_guard.flow.report import Report, failure_report, judge
 from compile_guard.health import baseline as bl
 from compile_guard.launch import in_place
+from compile_guard.quality.options import Judging
 from compile_guard.ranks.rank_report import RankReportError
 from compile_guard.verdict import Cli
 from engine.runspec import RunSpec
@@ -70,7 +71,8 @@ def _failed(run: CheckRun) -> Report:
 def run_and_judge(spec: RunSpec, baselines: Path, *, need_baseline: bool = True, allow_improvement: bool = False,
                   strict: bool = False, log_dir: Path | None = None, dump_dir: Path | None = None,
                   verbose: bool = False, env: dict[str, str] | None = None,
-                  rank_env: dict[int, dict[str, str]] | None = None, launch: bool = False) -> Judged:  # fmt: skip
+                  rank_env: dict[int, dict[str, str]] | None = None, launch: bool = False,
+                  judging: Judging = Judging()) -> Judged:  # fmt: skip
     """Run `spec`'s check ranks and judge them against their baseline in `baselines` (exit 2 before anything
     runs when there is none). Without `need_baseline` (a refresh) nothing is judged: a run that did not fail
     comes back with report code 0 and its reports, for the caller to store."""
@@ -93,5 +95,6 @@ def run_and_judge(spec: RunSpec, baselines: Path, *, need_baseline: bool = True,
     if found is None:
         return Judged(report=Report(exit_code=Cli.OK, text="", data={}), run=run)
     path, exact, base = found
-    report = judge(run, base, path, exact, refresh=refresh, allow_improvement=allow_improvement, strict=strict)
+    report = judge(run, base, path, exact, refresh=refresh, allow_improvement=allow_improvement, strict=strict,
+                   judging=judging)  # fmt: skip
     return Judged(report=report, run=run)

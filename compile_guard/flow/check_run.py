@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from compile_guard.health import baseline as bl
 from compile_guard.health.schema import baseline_view
+from compile_guard.quality.judge import baseline_entry
 from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.ranks.rank_report import RankReport
 from engine import events, knobs
@@ -53,8 +54,9 @@ class CheckRun:
 
     def to_baseline(self) -> bl.Baseline:
         # Ranks were proven symmetric after warmup; rank 0 speaks for the group.
+        quality = {f"rank{r.rank}": baseline_entry(r.quality) for r in self.mesh() if r.quality}
         return bl.Baseline(factors=self.factors(), metrics=self.metrics()[0],
-                           break_sites=self.mesh()[0].final["break_sites"])  # fmt: skip
+                           break_sites=self.mesh()[0].final["break_sites"], quality=quality)  # fmt: skip
 
 
 def run_check(

@@ -23,6 +23,8 @@ from compile_guard.flow.check_run import CheckRun
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.launch.launcher import LaunchResult
+from compile_guard.quality import judge as quality_judge
+from compile_guard.quality.options import Judging
 from compile_guard.verdict import Cli
 from engine import events
 
@@ -165,7 +167,7 @@ def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> li
 
 
 def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *, refresh: str,
-          allow_improvement: bool, strict: bool) -> Report:  # fmt: skip
+          allow_improvement: bool, strict: bool, judging: Judging = Judging()) -> Report:  # fmt: skip
     """The run's metrics against the baseline; `refresh` is the command that would store this run's."""
     per_rank, renames = run.metrics(), []
     factors = run.factors()
@@ -174,11 +176,16 @@ def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *, ref
                                                    [r.final["break_sites"] for r in run.mesh()])  # fmt: skip
     rows = policy.compare(base.metrics, per_rank)
     rows += policy.nothing_compiled(per_rank, compile_on=run.spec.compile != "off")
-    passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
     ranks = [f"rank{r.rank}" for r in run.mesh()]
+    quality_rows, quality_lines = quality_judge.rows(base.quality, [(f"rank{r.rank}", r.quality) for r in run.mesh()],
+                                                     judging)  # fmt: skip
+    passed, problems = policy.outcome(rows + quality_rows, allow_improvement=allow_improvement, strict=strict)
     lines = [f"scenario {factors['scenario']}: {run.spec.description}", f"baseline {base_path}",
              *_context_lines(run, base, exact, factors), *(f"note: {n}" for n in renames), metric_table(rows, ranks),
              *_detail_lines(run, rows, ranks)]  # fmt: skip
+    if quality_rows:
+        lines += ["", metric_table(quality_rows, ranks), *quality_lines]
+    rows += quality_rows
     if passed:
         lines.append("PASS")
     else:
@@ -193,6 +200,33 @@ def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *, ref
         "probes": [r.as_dict() for r in run.reports],
         "failing_metrics": [r.metric for r in policy.failing(rows, allow_improvement=allow_improvement,
                                                              strict=strict)],
-        "log_dir": str(run.log_dir),
+        "log_dir": str(run.log_dir), "quality_lines": quality_lines,
     }  # fmt: skip
     return Report(exit_code=Cli.OK if passed else Cli.FAIL, text="\n".join(lines), data=data)
+
+
+def markdown_summary(scenario: str, report: Report) -> str:
+    """The report as Markdown for a CI job's summary page (GitHub's $GITHUB_STEP_SUMMARY, say): the verdict,
+    every row as a table, what failed."""
+    data = report.data
+    verdict = "PASS" if report.exit_code == Cli.OK else f"FAIL (exit {report.exit_code})"
+    lines = [f"### compile_guard check `{scenario}`: {verdict}", ""]
+    if "rows" not in data:
+        return "\n".join([*lines, "```", report.text.strip(), "```", ""])
+    ranks = len(data["rows"][0]["per_rank"]) if data["rows"] else 0
+
+    def cell(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        return (text if len(text) <= 60 else text[:57] + "...").replace("|", "\\|")
+
+    lines += ["| metric | baseline | " + " | ".join(f"rank{i}" for i in range(ranks)) + " | verdict |",
+              "|---" * (ranks + 3) + "|"]  # fmt: skip
+    for row in data["rows"]:
+        mark = "**regression**" if row["verdict"] == policy.REGRESSION else row["verdict"]
+        lines.append(f"| {cell(row['metric'])} | {cell(row['baseline'])} | "
+                     + " | ".join(cell(v) for v in row["per_rank"]) + f" | {mark} |")  # fmt: skip
+    if data.get("problems"):
+        lines += ["", "Failed:", *(f"- {p}" for p in data["problems"])]
+    if data.get("quality_lines"):
+        lines += ["", "Quality:", *(f"- {line}" for line in data["quality_lines"])]
+    return "\n".join([*lines, ""])

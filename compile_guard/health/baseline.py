@@ -13,7 +13,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,14 @@ class Baseline:
     factors: dict[str, Any]  # FACTOR_KEYS -> value
     metrics: dict[str, Any]  # METRIC_KEYS -> value
     break_sites: list[dict[str, Any]]  # for the report: where breaks were, when recorded
+    # per rank ("rank0", ...): accuracy statuses, speed samples, compile-time ratios per cache state, memory
+    # (compile_guard.quality.judge.baseline_entry); {} in a file written before quality was measured
+    quality: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what loading had to assume (metrics newer than the file); never written
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "factors": self.factors, "metrics": self.metrics, "break_sites": self.break_sites}
+        return {"schema": SCHEMA, "factors": self.factors, "metrics": self.metrics, "break_sites": self.break_sites,
+                "quality": self.quality}
 
 
 def file_name(factors: dict[str, Any]) -> str:
@@ -102,7 +106,15 @@ def load(path: Path) -> Baseline:
     if not isinstance(sites, list) or not all(isinstance(s, dict) for s in sites):
         raise BaselineError(path, "'break_sites' must be a list of objects; regenerate it with `baseline refresh`")
     metrics, notes = _metrics(path, raw["metrics"])
-    return Baseline(factors=factors, metrics=metrics, break_sites=raw["break_sites"], notes=tuple(notes))
+    quality = raw.get("quality", {})
+    if not isinstance(quality, dict) or not all(isinstance(v, dict) for v in quality.values()):
+        raise BaselineError(path, "'quality' must be an object of per-rank objects; regenerate it with"
+                                  " `baseline refresh`")  # fmt: skip
+    if "quality" not in raw:
+        notes.append(f"{path.name} predates quality (accuracy, speed, compile time): not in baseline, reported,"
+                     " never a failure (refresh to record it)")  # fmt: skip
+    return Baseline(factors=factors, metrics=metrics, break_sites=raw["break_sites"], quality=quality,
+                    notes=tuple(notes))  # fmt: skip
 
 
 def _metrics(path: Path, stored: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

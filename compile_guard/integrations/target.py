@@ -45,6 +45,10 @@ class GuardTarget:
     # called with the step's number (0, 1, ... across warmup and steady state) before it runs: the
     # per-step state a serving loop updates outside the compiled function (a scheduler, a cache position)
     before_step: Callable[[int], None] | None = None
+    # outputs equal on every rank (after an all-reduce, say): True for the whole output, or the indices of a tuple
+    # output. Compared bitwise across the ranks after the run: a difference is drift (exit 1). A DTensor output
+    # placed Replicate is found without this; a sharded output is never compared.
+    replicated: bool | tuple[int, ...] = False
 
 
 def load_factory(spec: str) -> Callable[[TargetContext], Any]:
@@ -82,4 +86,8 @@ def build(spec: str, ctx: TargetContext) -> GuardTarget:
         )
     if not target.inputs or not all(isinstance(step, tuple) for step in target.inputs):
         raise TargetError(f"--target {spec!r}: inputs must be a non-empty list of argument tuples")
+    if not (isinstance(target.replicated, bool) or (isinstance(target.replicated, tuple) and
+                                                    all(isinstance(i, int) for i in target.replicated))):  # fmt: skip
+        raise TargetError(f"--target {spec!r}: replicated is {target.replicated!r}; expected True, False or a tuple"
+                          " of output indices, e.g. (0,)")  # fmt: skip
     return target

@@ -17,6 +17,7 @@ from typing import Any
 from engine.errors import (
     AdHocCollective,
     CollectiveMismatch,
+    CompileAsymmetry,
     CompileDivergence,
     DigestMismatch,
     FingerprintMismatch,
@@ -62,6 +63,7 @@ class Expect:
     baseline: str | None = None  # check rows: the verdict against the stored baseline ("pass"/"regression")
     sites: tuple[str, ...] = ()  # check rows: break sites the regression report must name
     since: str | None = None  # time-to-fail starts at the last such event before detection, not the injection
+    quality: tuple[str, ...] = ()  # check rows: the quality rows that must regress (and no other row)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +106,16 @@ def _all(code: int, *, detector: int, event: str, **fields: object) -> Expect:
     return Expect(kind=ALL_EXIT, detector=detector, event=event, fields=fields, exit_codes={0: (code,), 1: (code,)})
 
 
+_NU = "quality against the baseline"
+QUALITY_TARGET = "docs.examples.quality_block:block"
+_QUALITY = "TP=2 MLP block (nn.Module, functional all-reduce, replicated output), gloo, CPU, inductor"
+_QUALITY_SPEC: dict[str, Any] = {"compile": "inductor", "quality": {"compile_time": "cold"}}
+
+
+def _lowering(name: str, rank: int = -1) -> dict[str, str]:
+    return {"COMPILE_GUARD_TEST_LOWERING": name, "COMPILE_GUARD_TEST_LOWERING_RANK": str(rank)}
+
+
 def _diverged(kind: str, *, detector: int) -> Expect:
     """Every rank stopped by the compile agreement; the detector's compile_divergence event of that kind."""
     fields: dict[str, object] = {"kind": kind}
@@ -113,6 +125,7 @@ def _diverged(kind: str, *, detector: int) -> Expect:
 
 
 _PARITY = ParityMismatch.exit_code
+_ASYMMETRY = CompileAsymmetry.exit_code  # compile_guard.quality.parity.OutputDrift's: cross-rank drift is exit 1
 _PEER_GONE = (PeerLost.exit_code, WatchdogExpired.exit_code)  # gloo sees a dead peer first; the watchdog a frozen one
 _OM13_ENV = {"COMPILE_GUARD_WATCHDOG_S": str(WATCHDOG_S)}
 
@@ -312,6 +325,35 @@ ROWS += (
         fault="none: the same pass decides alike on every rank", env=_NO_INDUCTOR_CACHES,
         target="docs.examples.parallel_block:pass_every_rank", spec={"compile": "inductor"},
         expect=Expect(kind=CONTINUES_CHECK, detector=0, event="graph_compiled", fields={}, ttf_budget_s=None)),
+    # What an upgrade can take without changing a graph (issue 25): inductor patched alone (on every rank unless
+    # said), the graphs, settings and issued schedules unchanged, judged against the committed baseline of the
+    # quality example (refreshed with --compile-time cold, then warm); each patched rank compiles in an empty
+    # inductor cache of its own (compile_guard.matrix.lowering_faults).
+    Row(id="NU-01", surface=_NU, fm="numerics change (every rank)", program=CHECK, topology=_QUALITY,
+        fault="inductor lowers gelu(approximate='tanh') as the exact erf gelu", target=QUALITY_TARGET,
+        env=_lowering("gelu_erf"), spec=_QUALITY_SPEC, deadline_s=120.0,
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="quality_measured", ttf_budget_s=None,
+                      baseline="regression", quality=("accuracy",))),
+    Row(id="NU-02", surface=_NU, fm="lost fusion (speed)", program=CHECK, topology=_QUALITY,
+        fault="inductor realizes every op and fuses none: each op its own kernel", target=QUALITY_TARGET,
+        env=_lowering("no_fusion"), spec=_QUALITY_SPEC, deadline_s=120.0,
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="quality_measured", ttf_budget_s=None,
+                      baseline="regression", quality=("speedup (eager/compiled)",))),
+    Row(id="NU-03", surface=_NU, fm="slower compile", program=CHECK, topology=_QUALITY,
+        fault="a post-grad pass burns 6 s of CPU per graph (lowering_faults.SLOW_COMPILE_S), cold compile",
+        target=QUALITY_TARGET,
+        env=_lowering("slow_compile"), spec=_QUALITY_SPEC, deadline_s=120.0,
+        expect=Expect(kind=CONTINUES_CHECK, detector=0, event="quality_measured", ttf_budget_s=None,
+                      baseline="regression", quality=("compile time (cold) / calibration",))),
+    Row(id="NU-04", surface=_NU, fm="numerics change on one rank (silent drift)", program=CHECK, topology=_QUALITY,
+        fault="rank 1's inductor lowers sigmoid as 0.5 * (1 + tanh(x / 2)): after the all-reduce, other bits",
+        target=QUALITY_TARGET, env=_lowering("sigmoid_tanh", rank=1), spec=_QUALITY_SPEC, deadline_s=120.0,
+        expect=Expect(kind=ALL_EXIT, detector=0, event="fatal", fields={"error": "OutputDrift"},
+                      exit_codes={0: (_ASYMMETRY,), 1: (_ASYMMETRY,)}, ttf_budget_s=None)),
+    Row(id="NU-00", surface=_NU, fm="healthy (quality)", program=CHECK, topology=_QUALITY,
+        fault="none: the same build as the baseline, compiled cold", target=QUALITY_TARGET, spec=_QUALITY_SPEC,
+        deadline_s=120.0, expect=Expect(kind=CONTINUES_CHECK, detector=0, event="quality_measured",
+                                        ttf_budget_s=None, baseline="pass")),
     # Not a divergence, and the agreement must say so: loaded artifacts are keyed on graph and config.
     Row(id="CD-06-dtensor", surface=_DIV, fm="artifacts on one rank", program=CHECK,
         topology="TP=2 DTensor MLP (parallelize_module), gloo, CPU, inductor",

@@ -150,6 +150,10 @@ def baseline_problems(row: Row, judged: Judged) -> list[str]:
     if judged.report.exit_code != want:
         problems.append(f"baseline verdict exit {judged.report.exit_code}, expected {want} ({exp.baseline}):\n"
                         f"{judged.report.text}")  # fmt: skip
+    regressed = {r["metric"] for r in judged.report.data.get("rows", []) if r["verdict"] == "regression"}
+    if exp.quality and regressed != set(exp.quality):
+        problems.append(f"quality rows that regressed: {sorted(regressed)}, expected exactly {list(exp.quality)}:\n"
+                        f"{judged.report.text}")  # fmt: skip
     sites = [s["site"] for s in run.mesh()[0].final["break_sites"]]
     for expected in exp.sites:
         if not any(expected in site for site in sites) or expected not in judged.report.text:

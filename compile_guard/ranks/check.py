@@ -26,6 +26,11 @@ from compile_guard.agreement import agreement_on, ledger_on
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.matrix.faults import FaultInjector
+from compile_guard.matrix.lowering_faults import lowering_fault
+from compile_guard.quality.compile_time import CompileClock
+from compile_guard.quality.measure import measure
+from compile_guard.quality.options import Measure
+from compile_guard.quality.subjects import Recorder, compile_cache, engine_subject
 from compile_guard.ranks import target
 from compile_guard.ranks.dump import depyf_dump
 from compile_guard.ranks.handshakes import HealthGate, compile_payload
@@ -55,6 +60,10 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
     effective = built.effective_backend
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     gate.probe = CompileProbe(built.region)
+    opts = Measure.from_dict(spec.quality)
+    # the warmup chunk's calls of the region, replayed by the quality measurement after the run
+    recorder = Recorder(built.region, limit=opts.max_calls) if opts.any and built.region.compiled else None
+    clock = CompileClock() if opts.compile_time != "off" and built.region.compiled else None
     dump = depyf_dump(dump_dir / f"rank{ctx.rank}" if dump_dir else None)
     # pp1: rank0 drives the mesh from outside it and keeps no ledger, so the mesh watches its own group only
     groups = [group] if spec.topology == "pp1" or group is dist.group.WORLD else [group, dist.group.WORLD]
@@ -63,16 +72,24 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
                              stop_on_asymmetry=True)  # fmt: skip
     with agreement as agreed, ledger_on(spec.eager_ledger, groups=groups), dump:
         gate.probe.agreement = agreed
+        if recorder is not None:
+            gate.after_warmup = lambda: setattr(recorder, "recording", False)
         summary = built.serve()
     final = gate.probe.snapshot(effective_backend=effective, warmup_recompiles=len(gate.warmup["recompile_reasons"]))
+    quality = {}
+    if recorder is not None:
+        subject = engine_subject(built.region, recorder.calls, backend=spec.compile)
+        quality = measure(subject, opts, group=group, ranks=ranks, device=ctx.device, what=f"scenario {spec.name}",
+                          clock=clock)  # fmt: skip
     return RankReport(scenario=spec.name, rank=ctx.rank, role=MESH, effective_backend=effective,
-                      warmup=symmetric_view(gate.warmup), final=final,
-                      run=summary)  # fmt: skip
+                      warmup=symmetric_view(gate.warmup), final=final, run=summary, quality=quality)  # fmt: skip
 
 
 def probe_rank(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
-    """This rank's report: the engine's scenario, or the user's --target."""
-    return target.run(ctx, spec) if spec.target is not None else run(ctx, spec, dump_dir)
+    """This rank's report: the engine's scenario, or the user's --target (--compile-time cold: compiled in an
+    empty inductor cache directory of this rank's own)."""
+    with compile_cache(Measure.from_dict(spec.quality)), lowering_fault():
+        return target.run(ctx, spec) if spec.target is not None else run(ctx, spec, dump_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from tabulate import tabulate
 
@@ -72,11 +72,14 @@ class HealthGate(Hooks):
         self.group, self.ranks, self.device, self.enabled = group, ranks, device, enabled
         self.probe: CompileProbe | None = None  # attached before the region's first call
         self.warmup: dict[str, Any] | None = None  # the post-warmup health, once gathered
+        self.after_warmup: Callable[[], None] | None = None  # called once the warmup chunk is done (quality)
 
     def after_chunk(self, *, rank: int, chunk_index: int, generator_calls: int) -> None:
         if chunk_index != -1:
             events.emit("progress", phase="steady", chunk_index=chunk_index, generator_calls=generator_calls)
             return
         assert self.probe is not None, "attach the probe before the warmup chunk"
+        if self.after_warmup is not None:
+            self.after_warmup()
         self.warmup = require_symmetric(self.probe.snapshot(), group=self.group, ranks=self.ranks,
                                         device=self.device, enabled=self.enabled)  # fmt: skip

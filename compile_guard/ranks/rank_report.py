@@ -35,6 +35,8 @@ class RankReport:
     effective_backend: dict[str, Any] = field(default_factory=dict)  # what `auto` resolved to ({} for the driver)
     warmup: dict[str, Any] = field(default_factory=dict)  # the symmetric metrics after warmup ({} for the driver)
     final: dict[str, Any] = field(default_factory=dict)  # every CompileHealth metric at the end ({} for the driver)
+    # accuracy, parity, speed, memory, compile time (compile_guard.quality.measure; {} when off or the driver)
+    quality: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -76,7 +78,7 @@ class RankReport:
 
 
 _TYPES = {"scenario": str, "rank": int, "role": str, "run": dict, "effective_backend": dict, "warmup": dict,
-          "final": dict}  # fmt: skip
+          "final": dict, "quality": dict}  # fmt: skip
 
 
 def _is(value: Any, kind: type) -> bool:

@@ -9,6 +9,7 @@ Before every step the ranks agree on its input signature (compile_guard.ranks.si
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from typing import Any
 
@@ -18,6 +19,10 @@ from compile_guard.agreement import agreement_on, ledger_on
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.integrations.target import TargetContext, build
+from compile_guard.quality.compile_time import CompileClock
+from compile_guard.quality.measure import measure
+from compile_guard.quality.options import Measure
+from compile_guard.quality.subjects import target_subject
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
 from compile_guard.ranks.rank_report import MESH, RankReport
 from compile_guard.ranks.signature import agree_on_inputs
@@ -40,10 +45,17 @@ def run(ctx: RankContext, spec: RunSpec) -> RankReport:
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     region = CompiledRegion("target", target.fn, ccfg)
     probe = CompileProbe(region)
+    opts = Measure.from_dict(spec.quality)
+    clock = CompileClock() if opts.compile_time != "off" and region.compiled else None
     with agreement_on(region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
                       stop_on_asymmetry=True) as agreed, ledger_on(spec.eager_ledger, groups=[group]):  # fmt: skip
         probe.agreement = agreed  # rank-varying constants and issued schedules (metrics)
-        return _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
+        report = _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
+    if not (opts.any and region.compiled):
+        return report
+    quality = measure(target_subject(region, target, backend=spec.compile), opts, group=group, ranks=ranks,
+                      device=ctx.device, what=f"--target {spec.target}", clock=clock)  # fmt: skip
+    return dataclasses.replace(report, quality=quality)
 
 
 def _steps(ctx: RankContext, spec: RunSpec, target: Any, region: CompiledRegion, probe: CompileProbe,

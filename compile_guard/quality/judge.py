@@ -1,0 +1,167 @@
+"""Quality judged against the baseline, per rank: rows for the check's report, lines that explain a failure,
+and what a baseline keeps. Torch-free (the parent reads rank reports as data).
+
+Rules (docs/check.md argues each default):
+- accuracy: an output that passed in the baseline and fails now is a regression (named with its error, worst
+  element and tolerance); nondeterministic eager is stated, never judged;
+- speed: a rank's median speedup below the baseline's by more than `speed_factor`, *and* its samples lower than
+  the baseline's by a one-sided Mann-Whitney test at `alpha`;
+- compile time: per cache state, the ratio to the calibration (compile_guard.quality.compile_time) above the baseline's by `compile_factor`,
+  and by at least `compile_floor_s` seconds in this run's terms; the graphs that grew are named;
+- memory (CUDA): compiled / eager peak above the baseline's by `memory_factor`.
+A baseline without quality, or without this cache state: "not in baseline", reported, never a failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compile_guard.health.policy import OK, REGRESSION, Row
+from compile_guard.quality import stats
+from compile_guard.quality.options import Judging
+
+NOT_IN_BASELINE = "not in baseline"
+
+
+def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
+    """What a baseline keeps of one rank's quality: statuses and ratios, speed samples, compile-time ratios."""
+    entry: dict[str, Any] = {}
+    if "accuracy" in quality:
+        entry["accuracy"] = {o["name"]: {"status": o["status"], "ratio": o.get("ratio")}
+                             for o in quality["accuracy"]["outputs"]}  # fmt: skip
+    if "speed" in quality:
+        entry["speed"] = {k: quality["speed"][k] for k in ("speedup", "spread", "samples", "repeats")}
+    if "compile_time" in quality:
+        entry["compile_time"] = {state: {"ratio": c["ratio"], "total_s": c["total_s"], "calibration_s": c["calibration_s"],
+                                         "graphs": {g["name"]: g["ratio"] for g in c["graphs"]}}
+                                 for state, c in quality["compile_time"].items()}  # fmt: skip
+    if quality.get("memory", {}).get("measured"):
+        entry["memory"] = {"ratio": quality["memory"]["ratio"]}
+    return entry
+
+
+def keep_states(new: dict[str, Any], old: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A refreshed baseline's quality, with the compile-time states this run did not measure kept from the old
+    one (a warm refresh keeps the cold entry of a `--compile-time cold` refresh, and the other way round)."""
+    kept, notes = {}, []
+    for rank, entry in new.items():
+        old_states = old.get(rank, {}).get("compile_time", {})
+        states = dict(entry.get("compile_time", {}))
+        for state, value in old_states.items():
+            if state not in states:
+                states[state] = value
+                notes.append(f"{rank}: compile time ({state}) kept from the previous baseline")
+        kept[rank] = {**entry, "compile_time": states} if states else entry
+    return kept, sorted(set(n.split(": ", 1)[1] for n in notes))
+
+
+def _accuracy(base: dict[str, Any] | None, q: dict[str, Any]) -> tuple[str, str, list[str]]:
+    outputs = q["accuracy"]["outputs"]
+    fails = [o for o in outputs if o["status"] == "fail"]
+    cell = f"{sum(o['status'] == 'pass' for o in outputs)}/{len(outputs)} pass ({q['accuracy']['reference']})"
+    nondet = [o["name"] for o in outputs if o["status"] == "nondeterministic"]
+    if nondet:
+        cell += f", {len(nondet)} nondeterministic"
+    if base is None:
+        return cell, OK, [f"{_said(o)} (not in baseline: reported)" for o in fails]
+    regressed = [o for o in fails if base.get(o["name"], {}).get("status") == "pass"]
+    lines = [_said(o) for o in regressed] + [f"{_said(o)} (failed in the baseline too)" for o in fails
+                                             if o not in regressed]  # fmt: skip
+    return cell, REGRESSION if regressed else OK, lines
+
+
+def _said(o: dict[str, Any]) -> str:
+    worst = o.get("worst") or {}
+    where = f"; worst element {worst.get('index')}: compiled {worst.get('compiled'):.6g} vs" \
+            f" {o.get('reference', 'eager')} {worst.get('reference'):.6g}" if worst else ""  # fmt: skip
+    return f"output {o['name']} ({o.get('dtype', '?')} {o.get('shape', '')}): {o['detail']}; tolerance" \
+           f" {o.get('tolerance')}{where}"  # fmt: skip
+
+
+def _speed(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging) -> tuple[str, str, list[str]]:
+    s = q["speed"]
+    cell = f"{s['speedup']:.3f} [{s['spread'][0]:.2f}-{s['spread'][1]:.2f}]"
+    if base is None:
+        return cell, OK, []
+    p = stats.mann_whitney_less(s["samples"], base["samples"])
+    cell += f" p={p:.2g}"
+    slower = s["speedup"] < base["speedup"] / judging.speed_factor
+    if slower and p < judging.alpha:
+        return cell, REGRESSION, [f"speedup {s['speedup']:.3f} (eager {s['eager_ms']:.3f} ms, compiled"
+                                  f" {s['compiled_ms']:.3f} ms) < the baseline's {base['speedup']:.3f} /"
+                                  f" {judging.speed_factor:g}, Mann-Whitney p={p:.2g} < {judging.alpha:g}"]  # fmt: skip
+    return cell, OK, []
+
+
+def _compile(base: dict[str, Any] | None, state: str, c: dict[str, Any], judging: Judging) -> tuple[str, str, list[str]]:
+    cell = f"x{c['ratio']} ({c['total_s']:.2f}s)"
+    if base is None or c["ratio"] is None or base.get("ratio") is None:
+        return cell, OK, []
+    expected_s = base["ratio"] * c["calibration_s"]  # the baseline's compile, in this run's terms
+    if c["ratio"] > base["ratio"] * judging.compile_factor and c["total_s"] - expected_s > judging.compile_floor_s:
+        grown = [f"{g['name']} x{base['graphs'].get(g['name'])} -> x{g['ratio']}" for g in c["graphs"]
+                 if g["ratio"] is not None and g["ratio"] > (base["graphs"].get(g["name"]) or 0) * judging.compile_factor]
+        return cell, REGRESSION, [f"compile time ({state}) x{c['ratio']} the calibration, > the baseline's"
+                                  f" x{base['ratio']} * {judging.compile_factor:g} ({c['total_s']:.2f}s, the baseline's"
+                                  f" in this run's terms {expected_s:.2f}s); graphs that grew: {grown or 'none alone'}"]  # fmt: skip
+    return cell, OK, []
+
+
+def _memory(base: dict[str, Any] | None, m: dict[str, Any], judging: Judging) -> tuple[str, str, list[str]]:
+    if not m.get("measured"):
+        return "n/a", OK, []
+    cell = f"x{m['ratio']}"
+    if base is None or m["ratio"] is None or base.get("ratio") is None:
+        return cell, OK, []
+    if m["ratio"] > base["ratio"] * judging.memory_factor:
+        return cell, REGRESSION, [f"peak memory compiled/eager x{m['ratio']} > the baseline's x{base['ratio']} *"
+                                  f" {judging.memory_factor:g}"]  # fmt: skip
+    return cell, OK, []
+
+
+def rows(base: dict[str, Any], per_rank: list[tuple[str, dict[str, Any]]], judging: Judging) -> tuple[list[Row], list[str]]:
+    """(rows for the report's quality table, lines explaining each regression and failed output)."""
+    out, lines = [], []
+    quality = [(rank, q) for rank, q in per_rank if q and "skipped" not in q]
+    if not quality:
+        return [], []
+
+    def row(metric: str, base_cell: str, judged: list[tuple[str, str, list[str]]], ranks: list[str]) -> None:
+        verdicts = [v for _, v, _ in judged]
+        out.append(Row(metric=metric, baseline=base_cell, per_rank=[c for c, _, _ in judged],
+                       verdict=REGRESSION if REGRESSION in verdicts else OK))  # fmt: skip
+        lines.extend(f"{rank}: {metric}: {line}" for rank, (_, _, said) in zip(ranks, judged, strict=True) for line in said)
+
+    ranks = [rank for rank, _ in quality]
+    stored = {rank: base.get(rank) for rank in ranks}
+    if all("accuracy" in q for _, q in quality):
+        b = [stored[r].get("accuracy") if stored[r] else None for r in ranks]
+        base_cell = NOT_IN_BASELINE if b[0] is None else \
+            f"{sum(v['status'] == 'pass' for v in b[0].values())}/{len(b[0])} pass"  # fmt: skip
+        row("accuracy", base_cell, [_accuracy(bb, q) for bb, (_, q) in zip(b, quality, strict=True)], ranks)
+    if all("parity" in q for _, q in quality):
+        n = len(quality[0][1]["parity"]["replicated"])
+        out.append(Row(metric="replicated outputs equal", baseline="-",
+                       per_rank=[f"{n} equal" if n else "none declared" for _ in quality], verdict=OK))  # fmt: skip
+    if all("speed" in q for _, q in quality):
+        b = [stored[r].get("speed") if stored[r] else None for r in ranks]
+        row("speedup (eager/compiled)", NOT_IN_BASELINE if b[0] is None else f"{b[0]['speedup']:.3f}",
+            [_speed(bb, q, judging) for bb, (_, q) in zip(b, quality, strict=True)], ranks)
+    states = sorted({s for _, q in quality for s in q.get("compile_time", {})})
+    for state in states:
+        if not all(state in q.get("compile_time", {}) for _, q in quality):
+            continue
+        b = [(stored[r] or {}).get("compile_time", {}).get(state) for r in ranks]
+        if b[0] is None:
+            have = sorted((stored[ranks[0]] or {}).get("compile_time", {}))
+            base_cell = f"{NOT_IN_BASELINE}" + (f" (has {', '.join(have)})" if have else "")
+        else:
+            base_cell = f"x{b[0]['ratio']} ({b[0]['total_s']:.2f}s)"
+        row(f"compile time ({state}) / calibration", base_cell,
+            [_compile(bb, state, q["compile_time"][state], judging) for bb, (_, q) in zip(b, quality, strict=True)],
+            ranks)  # fmt: skip
+    if all("memory" in q for _, q in quality):
+        b = [(stored[r] or {}).get("memory") for r in ranks]
+        judged = [_memory(bb, q["memory"], judging) for bb, (_, q) in zip(b, quality, strict=True)]
+        row("peak memory compiled/eager", "n/a" if b[0] is None else f"x{b[0]['ratio']}", judged, ranks)
+    return out, lines

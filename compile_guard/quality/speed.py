@@ -1,0 +1,76 @@
+"""Steady-state step latency, eager and compiled interleaved on one rank, and peak device memory of each.
+
+A "step" is the recorded warmup calls of the compiled region in order (the engine's chunk, a target's input
+steps). Each repeat times an eager step and a compiled step back to back, the order alternating (ABBA), so a
+slow patch of the machine lands on both. A sample is eager / compiled of one repeat: a speedup, judged against
+the baseline's samples by a factor and a Mann-Whitney test (compile_guard.quality.judge).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from compile_guard.quality import stats
+from engine.collectives import all_gather_json, barrier
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+SAMPLE_S = 0.02  # each timed sample runs the step enough times to last about this long and keeps the fastest:
+# what slows a step here is added time (a peer descheduled on a shared core, another process), never taken away,
+# so the minimum is the step's own cost (timeit's argument); benchmarks/bench_quality.py measured the spread left
+
+
+def _timed(step: Callable[[], None], device: torch.device, inner: int = 1) -> float:
+    fastest = float("inf")
+    for _ in range(inner):
+        _sync(device)
+        started = time.perf_counter()
+        step()
+        _sync(device)
+        fastest = min(fastest, time.perf_counter() - started)
+    return fastest
+
+
+def measure_speed(eager: Callable[[], None], compiled: Callable[[], None], *, repeats: int, device: torch.device,
+                  group: dist.ProcessGroup) -> dict[str, Any]:  # fmt: skip
+    eager(), compiled()  # once each, untimed: first-call work (allocations, lazy init) is not steady state
+    # steps per sample from one timed eager step, agreed across the ranks (the largest: every rank runs as many
+    # steps, so their collectives pair up)
+    mine = max(1, min(1000, round(SAMPLE_S / max(_timed(eager, device), 1e-6))))
+    inner_n = max(all_gather_json(mine, group=group, device=device))
+    eager_s, compiled_s = [], []
+    for i in range(repeats):
+        order = ((eager, eager_s), (compiled, compiled_s)) if i % 2 == 0 else ((compiled, compiled_s), (eager, eager_s))
+        for step, out in order:
+            out.append(_timed(step, device, inner_n))
+    samples = [e / c for e, c in zip(eager_s, compiled_s, strict=True)]
+    return {"repeats": repeats, "steps_per_sample": inner_n, "eager_ms": round(stats.median(eager_s) * 1e3, 4),
+            "compiled_ms": round(stats.median(compiled_s) * 1e3, 4), "speedup": round(stats.median(samples), 4),
+            "spread": [round(stats.quantile(samples, 0.25), 4), round(stats.quantile(samples, 0.75), 4)],
+            "samples": [round(s, 4) for s in samples]}  # fmt: skip
+
+
+def measure_memory(eager: Callable[[], None], compiled: Callable[[], None], device: torch.device) -> dict[str, Any]:
+    """Peak device memory of one step, compiled / eager (CUDA's allocator). On CPU there is no per-phase peak:
+    torch's CPU allocator keeps no high-water mark, and the process's RSS high-water is the whole life's."""
+    if device.type != "cuda":
+        return {"measured": False, "why": f"n/a on {device.type}: no per-step peak (CUDA's allocator only)"}
+    peaks = {}
+    for name, step in (("eager", eager), ("compiled", compiled)):
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        _sync(device)
+        peaks[name] = torch.cuda.max_memory_allocated(device) - before
+    ratio = peaks["compiled"] / peaks["eager"] if peaks["eager"] else None
+    return {"measured": True, "eager_bytes": peaks["eager"], "compiled_bytes": peaks["compiled"],
+            "ratio": None if ratio is None else round(ratio, 4)}  # fmt: skip

@@ -1,0 +1,169 @@
+"""compile_guard.quality in one process: the statistics, the accuracy rule, the judging against a baseline, the
+state a measurement keeps. The multi-rank parts (parity, the NU rows) run as matrix rows (tests/test_matrix.py)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from compile_guard.health.policy import OK, REGRESSION
+from compile_guard.quality import accuracy, judge, stats
+from compile_guard.quality.measure import copy_value, in_fp64
+from compile_guard.quality.options import Judging, Measure, QualityOptionError
+
+
+def test_quantiles_interpolate_like_numpy() -> None:
+    assert stats.median([3.0, 1.0, 2.0]) == 2.0
+    assert stats.median([1.0, 2.0, 3.0, 4.0]) == 2.5
+    assert stats.quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
+
+
+def test_mann_whitney_matches_the_normal_approximation_by_hand() -> None:
+    # a = [1,2,3] below b = [4,5,6]: U_a = 0; mean n1*n2/2 = 4.5; variance 3*3*7/12 = 5.25 (no ties);
+    # z = (0 - 4.5 + 0.5) / sqrt(5.25) = -1.7457; p = Phi(z) = 0.04043
+    assert stats.mann_whitney_less([1, 2, 3], [4, 5, 6]) == pytest.approx(0.04043, abs=1e-4)
+    assert stats.mann_whitney_less([4, 5, 6], [1, 2, 3]) > 0.95  # the other direction is not "less"
+    assert stats.mann_whitney_less([1, 1, 1], [1, 1, 1]) == 1.0  # every value tied: no evidence
+
+
+def test_mann_whitney_does_not_call_two_draws_of_one_distribution_different() -> None:
+    rng = random.Random(7)
+    false_alarms = sum(stats.mann_whitney_less([rng.gauss(1, 0.1) for _ in range(20)],
+                                               [rng.gauss(1, 0.1) for _ in range(20)]) < 0.01 for _ in range(500))  # fmt: skip
+    assert false_alarms <= 15  # alpha 0.01 of 500 = 5 expected; 15 leaves room for the approximation
+
+
+def _gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
+    return F.gelu(x, approximate=approximate)
+
+
+def test_accuracy_passes_reassociation_noise_and_fails_another_gelu() -> None:
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    eager, fp64 = _gelu(x, "tanh"), _gelu(x.double(), "tanh")
+    noisy = eager + eager.abs() * 2e-7  # a few ulps: what fusion and reassociation leave
+    healthy = accuracy.judge_output("out", noisy, eager, eager.clone(), fp64)
+    assert healthy["status"] == accuracy.PASS, healthy
+    erf = accuracy.judge_output("out", _gelu(x, "none"), eager, eager.clone(), fp64)
+    assert erf["status"] == accuracy.FAIL and erf["ratio"] > 100, erf  # erf vs tanh: ~1e-4 from fp64, eager ~1e-7
+    assert erf["worst"]["index"] and "rmse from fp64" in erf["detail"]
+
+
+def test_accuracy_more_accurate_than_eager_passes_though_not_close() -> None:
+    # compiled equal to the fp64 reference: far from a bad eager, closer to the truth: same() passes it too
+    fp64 = torch.linspace(-1, 1, 100, dtype=torch.float64)
+    eager = (fp64 + 1e-3).float()
+    assert accuracy.judge_output("o", fp64.float(), eager, eager.clone(), fp64)["status"] == accuracy.PASS
+
+
+def test_accuracy_states_nondeterministic_eager_and_judges_without_fp64() -> None:
+    a = torch.ones(4)
+    said = accuracy.judge_output("o", a, a, a + 1, None)
+    assert said["status"] == accuracy.NONDETERMINISTIC
+    assert accuracy.judge_output("o", a + 1e-3, a, a.clone(), None)["status"] == accuracy.FAIL  # eager only: 1e-4
+    assert accuracy.judge_output("o", torch.tensor([1, 2]), torch.tensor([1, 3]), torch.tensor([1, 3]),
+                                 None)["status"] == accuracy.FAIL  # integers: exact  # fmt: skip
+
+
+def test_fp64_reference_restores_the_same_storages() -> None:
+    module = torch.nn.Linear(4, 4)
+    before = [(p, p.data.data_ptr(), p.dtype) for p in module.parameters()]
+    with in_fp64(module):
+        assert all(p.dtype == torch.float64 for p in module.parameters())
+    assert [(p, p.data.data_ptr(), p.dtype) for p in module.parameters()] == before
+
+
+def test_copies_keep_strides_so_no_guard_fails() -> None:
+    base = torch.randn(4, 8)
+    view = base[:, 2:6]
+    copied = copy_value((view, [view], {"k": 3}))
+    assert copied[0].stride() == view.stride() and torch.equal(copied[0], view)
+    assert copied[0].data_ptr() != view.data_ptr() and copied[2] == {"k": 3}
+
+
+def test_options_refuse_out_of_range_values_naming_them() -> None:
+    with pytest.raises(QualityOptionError, match="--compile-time 'warmish'"):
+        Measure(compile_time="warmish")
+    with pytest.raises(QualityOptionError, match="--repeats 2"):
+        Measure(repeats=2)
+    with pytest.raises(QualityOptionError, match="--speed-factor 0.9"):
+        Judging(speed_factor=0.9)
+    assert Measure.from_dict(Measure(repeats=7).to_dict()) == Measure(repeats=7)
+
+
+def _quality(*, status: str = "pass", speed: list[float] | None = None, compile_s: float = 10.0,
+             calibration_s: float = 0.03, state: str = "cold") -> dict:  # fmt: skip
+    samples = speed or [1.1] * 20
+    graphs = [{"name": "0/0 forward", "wall_s": compile_s, "cache": "miss", "ratio": round(compile_s / calibration_s, 2)}]
+    return {
+        "accuracy": {"reference": "fp64", "why": "", "outputs": [
+            {"name": "call0", "status": status, "ratio": 1.1 if status == "pass" else 400.0, "dtype": "float32",
+             "shape": [2], "tolerance": 1e-4, "detail": "" if status == "pass" else "rmse from fp64 ...",
+             "worst": {"index": [1], "compiled": 0.5, "reference": 0.6}}]},
+        "speed": {"speedup": stats.median(samples), "spread": [stats.quantile(samples, 0.25),
+                  stats.quantile(samples, 0.75)], "samples": samples, "repeats": len(samples), "eager_ms": 1.0,
+                  "compiled_ms": 1.0 / stats.median(samples)},
+        "compile_time": {state: {"state": state, "total_s": compile_s, "cpu_s": compile_s, "calibration_s": calibration_s,
+                                 "ratio": round(compile_s / calibration_s, 2), "graphs": graphs}},
+        "memory": {"measured": False, "why": "n/a on cpu"},
+    }  # fmt: skip
+
+
+def _judged(base: dict, run: dict, judging: Judging = Judging()) -> dict[str, str]:
+    base_q = {"rank0": judge.baseline_entry(base), "rank1": judge.baseline_entry(base)} if base else {}
+    rows, _lines = judge.rows(base_q, [("rank0", run), ("rank1", run)], judging)
+    return {r.metric: r.verdict for r in rows}
+
+
+def test_a_baseline_without_quality_reports_and_never_fails() -> None:
+    verdicts = _judged({}, _quality(status="fail", speed=[0.5] * 20, compile_s=60))
+    assert set(verdicts.values()) == {OK}
+
+
+def test_accuracy_pass_to_fail_is_a_regression_fail_to_fail_is_not() -> None:
+    assert _judged(_quality(), _quality(status="fail"))["accuracy"] == REGRESSION
+    assert _judged(_quality(status="fail"), _quality(status="fail"))["accuracy"] == OK
+
+
+def test_speed_needs_both_the_factor_and_significance() -> None:
+    rng = random.Random(3)
+    base = _quality(speed=[rng.gauss(1.10, 0.05) for _ in range(20)])
+    same = _quality(speed=[rng.gauss(1.10, 0.05) for _ in range(20)])
+    slower = _quality(speed=[rng.gauss(0.85, 0.05) for _ in range(20)])  # 1.10 / 0.85 = 1.29 > 1.15
+    slightly = _quality(speed=[rng.gauss(1.02, 0.01) for _ in range(20)])  # significant, but 1.10 / 1.02 < 1.15
+    assert _judged(base, same)["speedup (eager/compiled)"] == OK
+    assert _judged(base, slower)["speedup (eager/compiled)"] == REGRESSION
+    assert _judged(base, slightly)["speedup (eager/compiled)"] == OK
+    noisy = _quality(speed=[0.5, 1.9] * 2)  # median 1.2 and 4 samples of no consistent side: not significant
+    assert _judged(base, noisy)["speedup (eager/compiled)"] == OK
+
+
+def test_compile_time_needs_the_factor_and_the_floor_and_the_same_state() -> None:
+    base = _quality(compile_s=10.0)
+    metric = "compile time (cold) / calibration"
+    assert _judged(base, _quality(compile_s=16.0))[metric] == REGRESSION  # x1.6 > 1.5, +6 s > 2 s
+    assert _judged(base, _quality(compile_s=13.0))[metric] == OK  # x1.3
+    # a machine twice as slow: compile and calibration both doubled, the ratio unchanged
+    assert _judged(base, _quality(compile_s=20.0, calibration_s=0.06))[metric] == OK
+    tiny = _quality(compile_s=1.0)
+    assert _judged(tiny, _quality(compile_s=2.5))[metric] == OK  # x2.5 but +1.5 s: under the floor
+    warm = _judged(base, _quality(compile_s=60.0, state="warm"))
+    assert warm["compile time (warm) / calibration"] == OK  # the baseline has no warm entry: not compared
+
+
+def test_refresh_keeps_the_states_it_did_not_measure() -> None:
+    old = {"rank0": judge.baseline_entry(_quality(state="cold"))}
+    new = {"rank0": judge.baseline_entry(_quality(state="warm", compile_s=2.0))}
+    kept, notes = judge.keep_states(new, old)
+    assert sorted(kept["rank0"]["compile_time"]) == ["cold", "warm"]
+    assert kept["rank0"]["compile_time"]["warm"]["total_s"] == 2.0 and notes
+
+
+def test_each_failed_output_is_said_once_per_rank() -> None:
+    _rows, lines = judge.rows({"rank0": judge.baseline_entry(_quality()), "rank1": judge.baseline_entry(_quality())},
+                              [("rank0", _quality(status="fail")), ("rank1", _quality(status="fail"))], Judging())  # fmt: skip
+    said = [line for line in lines if "accuracy" in line]
+    assert len(said) == 2 and said[0].startswith("rank0: ") and said[1].startswith("rank1: "), said
+    assert "worst element [1]" in said[0] and "tolerance 0.0001" in said[0]
