@@ -5,7 +5,8 @@
 Per scenario: (1) `check` against the stored baselines of the *previous* torch (what a
 user sees on upgrade day: the version change stated, every metric that moved, per break
 reason and site), (2) `baseline refresh` writes this torch's baseline, (3) `baseline diff`
-shows old vs new side by side. Ends with a table of what moved and the wall time.
+shows old vs new side by side. Ends with a table of what moved, a table of what the release did to accuracy,
+speed and compile time (check --compile-time cold against the old baseline's cold entry), and the wall time.
 Not in the default test run (the CUDA build of torch is a ~5 GB venv).
 """
 
@@ -26,8 +27,15 @@ from tabulate import tabulate
 from compile_guard.flow.check_run import expected_factors
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
+from compile_guard.quality import judge
 
 REPO = Path(__file__).resolve().parent.parent
+QUALITY_COLUMNS = (judge.ACCURACY, judge.SPEEDUP, judge.compile_metric("cold"), judge.compile_metric("rewarm"))
+
+
+def _cell(report: dict, metric: str) -> str:
+    row = next((r for r in report.get("rows", []) if r["metric"] == metric), None)
+    return "-" if row is None else f"{row['baseline']} -> {row['per_rank'][0]} ({row['verdict']})"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -44,7 +52,7 @@ def main() -> int:
     parser.add_argument("--from-torch", default="2.13.0+cpu", help="the torch version upgraded from")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="upgrade_rehearsal_"))
-    started, summary = time.monotonic(), []
+    started, summary, quality = time.monotonic(), [], []
     for name in args.scenarios.split(","):
         factors = expected_factors(SCENARIOS[name])
         old_path = bl.DEFAULT_DIR / bl.file_name({**factors, "torch": args.from_torch})
@@ -57,11 +65,16 @@ def main() -> int:
         shutil.copy(old_path, before)
         print(f"\n===== {name}: check on torch {torch.__version__} against {old_path.name} =====")
         t0 = time.monotonic()
-        check = cli("check", "--scenario", name, "--baselines", str(before), "--json", str(out / f"{name}.json"))
+        # --compile-time cold: a new torch's first compile misses every cache anyway; cold is what the baseline's
+        # cold entry (refreshed with --compile-time cold) is compared with
+        check = cli("check", "--scenario", name, "--baselines", str(before), "--json", str(out / f"{name}.json"),
+                    "--compile-time", "cold")  # fmt: skip
         report = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").exists() else {}
         moved = [f"{r['metric']} ({r['verdict']})" for r in report.get("rows", []) if r["verdict"] != "ok"]
+        quality.append([name, *(_cell(report, metric) for metric in QUALITY_COLUMNS)])
         print(f"\n===== {name}: baseline refresh =====")
-        cli("baseline", "refresh", "--scenario", name)
+        cli("baseline", "refresh", "--scenario", name, "--compile-time", "cold")
+        cli("baseline", "refresh", "--scenario", name)  # and warm: each cache state's entry
         new_path = bl.DEFAULT_DIR / bl.file_name(factors)
         print(f"\n===== {name}: baseline diff {old_path.name} {new_path.name} =====")
         cli("baseline", "diff", str(old_path), str(new_path))
@@ -69,6 +82,8 @@ def main() -> int:
                         ", ".join(moved) or "nothing", round(time.monotonic() - t0, 1)])  # fmt: skip
     print("\n" + tabulate(summary, headers=["scenario", "baseline torch", "running torch", "check exit", "moved",
                                             "wall s"]))  # fmt: skip
+    print("\nwhat the release did to the compiled program's users (rank 0; baseline -> running, verdict):")
+    print(tabulate(quality, headers=["scenario", *QUALITY_COLUMNS]))
     print(f"rehearsal wall time {time.monotonic() - started:.1f}s (venv build not included); reports: {out}")
     return 0
 

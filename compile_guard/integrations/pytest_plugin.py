@@ -20,6 +20,7 @@ if any process outlives the run. The test process itself never joins a collectiv
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -74,17 +75,23 @@ def rank_runner(tmp_path: Path) -> Callable[..., RankRun]:
 @pytest.fixture
 def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
     """compile_guard_check("pkg.mod:factory", baselines=DIR, nprocs=2, backend="inductor", strict=False,
-    allow_improvement=False) -> the report; fails the test with the report unless the check passes."""
+    allow_improvement=False, quality=None, judging=None) -> the report; fails the test with the report unless the
+    check passes. `quality`: compile_guard.quality.options.Measure's fields (e.g. {"speed": False}); `judging`:
+    Judging's (e.g. {"speed_factor": 1.3}); both as `check`'s flags, their defaults when None."""
     runs = itertools.count()
 
     def check(target: str, *, baselines: str | Path, nprocs: int = 2, backend: str = "inductor",
-              strict: bool = False, allow_improvement: bool = False) -> Any:  # fmt: skip
+              strict: bool = False, allow_improvement: bool = False, quality: dict[str, Any] | None = None,
+              judging: dict[str, Any] | None = None) -> Any:  # fmt: skip
         from compile_guard.flow.check_flow import run_and_judge
         from compile_guard.flow.scenarios import resolve
+        from compile_guard.quality.options import Judging, Measure
 
         spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
+        spec = dataclasses.replace(spec, quality=Measure(**(quality or {})).to_dict())
         judged = run_and_judge(spec, Path(baselines), allow_improvement=allow_improvement, strict=strict,
-                               log_dir=tmp_path / f"compile_guard_check{next(runs)}", launch=True)  # fmt: skip
+                               log_dir=tmp_path / f"compile_guard_check{next(runs)}", launch=True,
+                               judging=Judging(**(judging or {})))  # fmt: skip
         if judged.run is None:
             pytest.fail(f"no baseline for {target} to judge against: {judged.report.text}", pytrace=False)
         left = leftover_pids(judged.run.result)

@@ -3,8 +3,9 @@ the same run to divide it by.
 
 A compile time in seconds moves with the machine (a loaded runner, another CPU); its ratio to a fixed piece of
 CPU work timed in the same process moves much less (benchmarks/bench_quality.py measures both). The state is part of the figure: "warm" (inductor's FX-graph cache
-served every graph), "cold" (it served none: an empty cache, or a new torch), "mixed" (not comparable), or
-"uncached" (a backend without that cache: aot_eager, eager); `--compile-time cold` adds "rewarm", the same program
+served every graph), "cold" (an empty cache directory of the rank's own: `--compile-time cold`), "miss" (it served
+no graph from a shared cache, whose kernels may still have been cached: not comparable), "mixed" (not comparable),
+or "uncached" (a backend without that cache: aot_eager, eager); `--compile-time cold` adds "rewarm", the same program
 compiled again in that process from the cache its cold compile filled. A baseline keeps one entry per state, and only like
 is compared with like.
 """
@@ -23,8 +24,8 @@ import torch
 
 from compile_guard import compat
 from compile_guard.quality import stats
+from compile_guard.quality.options import COLD, MISS, MIXED, UNCACHED, WARM
 
-WARM, COLD, MIXED, UNCACHED, REWARM = "warm", "cold", "mixed", "uncached", "rewarm"
 CACHE_DIR_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # inductor's caches, and triton's (CUDA)
 # The calibration: fixed pure-Python work of the kind a compile does (parsing and compiling source, building and
 # sorting tables), ~40 ms here. It moves with the machine (its speed, its load) and never with torch, so an
@@ -92,11 +93,16 @@ class CompileClock:
         return frames
 
 
-def state_of(frames: list[dict[str, Any]], backend: str) -> str:
+def state_of(frames: list[dict[str, Any]], backend: str, *, empty_cache: bool = False) -> str:
+    """The run's cache state. Every FX-graph lookup missed: COLD only in an empty cache directory (--compile-time
+    cold); in a shared one MISS, since its kernels may still have come from the cache (g++ skipped: 2.7 s where a
+    cold compile took 9.7 s, docs.examples.quality_block here), so it is reported and never judged."""
     if backend != "inductor":
         return UNCACHED
     caches = {f["cache"] for f in frames if f["cache"] != "none"}  # a frame that made no graph looks up nothing
-    return WARM if caches == {"hit"} else COLD if caches == {"miss"} else MIXED
+    if caches == {"miss"}:
+        return COLD if empty_cache else MISS
+    return WARM if caches == {"hit"} else MIXED
 
 
 def _calibration_once() -> float:

@@ -18,9 +18,43 @@ from typing import Any
 
 from compile_guard.health.policy import OK, REGRESSION, Row
 from compile_guard.quality import stats
-from compile_guard.quality.options import Judging
+from compile_guard.quality.options import UNJUDGED, Judging
 
 NOT_IN_BASELINE = "not in baseline"
+ACCURACY, PARITY, SPEEDUP, MEMORY = "accuracy", "replicated outputs equal", "speedup (eager/compiled)", \
+    "peak memory compiled/eager"  # fmt: skip
+
+
+def compile_metric(state: str) -> str:
+    return f"compile time ({state}) / calibration"
+
+
+def is_quality(metric: str) -> bool:
+    """Whether a report row is one of quality's (the version matrix and the rehearsal tabulate them apart)."""
+    return metric in (ACCURACY, PARITY, SPEEDUP, MEMORY) or metric.startswith("compile time (")
+
+
+def between(old: dict[str, Any], new: dict[str, Any], judging: Judging = Judging()) -> list[str]:
+    """Two baselines' quality, rank by rank the first rank: what a release did to accuracy, speed, compile time."""
+    if not old or not new:
+        return ["quality: not in " + ("either baseline" if not old and not new else "one of the baselines")]
+    rank = sorted(set(old) & set(new))[0]
+    a, b = old[rank], new[rank]
+    said = []
+    if "accuracy" in a and "accuracy" in b:
+        worse = [k for k, v in b["accuracy"].items() if v["status"] == "fail" and a["accuracy"].get(k, {}).get("status") == "pass"]
+        said.append(f"accuracy {sum(v['status'] == 'pass' for v in a['accuracy'].values())}/{len(a['accuracy'])} ->"
+                    f" {sum(v['status'] == 'pass' for v in b['accuracy'].values())}/{len(b['accuracy'])}"
+                    + (f" (regressed: {worse})" if worse else ""))  # fmt: skip
+    if "speed" in a and "speed" in b:
+        p = stats.mann_whitney_less(b["speed"]["samples"], a["speed"]["samples"])
+        slower = b["speed"]["speedup"] < a["speed"]["speedup"] / judging.speed_factor and p < judging.alpha
+        said.append(f"speedup {a['speed']['speedup']:.3f} -> {b['speed']['speedup']:.3f} (p={p:.2g}"
+                    f"{', regression' if slower else ''})")  # fmt: skip
+    for state in sorted(set(a.get("compile_time", {})) & set(b.get("compile_time", {}))):
+        x, y = a["compile_time"][state], b["compile_time"][state]
+        said.append(f"compile {state} x{x['ratio']} ({x['total_s']:.1f}s) -> x{y['ratio']} ({y['total_s']:.1f}s)")
+    return said
 
 
 def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +68,7 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
     if "compile_time" in quality:
         entry["compile_time"] = {state: {"ratio": c["ratio"], "total_s": c["total_s"], "calibration_s": c["calibration_s"],
                                          "graphs": {g["name"]: g["ratio"] for g in c["graphs"]}}
-                                 for state, c in quality["compile_time"].items()}  # fmt: skip
+                                 for state, c in quality["compile_time"].items() if state not in UNJUDGED}  # fmt: skip
     if quality.get("memory", {}).get("measured"):
         entry["memory"] = {"ratio": quality["memory"]["ratio"]}
     return entry
@@ -138,30 +172,33 @@ def rows(base: dict[str, Any], per_rank: list[tuple[str, dict[str, Any]]], judgi
         b = [stored[r].get("accuracy") if stored[r] else None for r in ranks]
         base_cell = NOT_IN_BASELINE if b[0] is None else \
             f"{sum(v['status'] == 'pass' for v in b[0].values())}/{len(b[0])} pass"  # fmt: skip
-        row("accuracy", base_cell, [_accuracy(bb, q) for bb, (_, q) in zip(b, quality, strict=True)], ranks)
+        row(ACCURACY, base_cell, [_accuracy(bb, q) for bb, (_, q) in zip(b, quality, strict=True)], ranks)
     if all("parity" in q for _, q in quality):
         n = len(quality[0][1]["parity"]["replicated"])
-        out.append(Row(metric="replicated outputs equal", baseline="-",
+        out.append(Row(metric=PARITY, baseline="-",
                        per_rank=[f"{n} equal" if n else "none declared" for _ in quality], verdict=OK))  # fmt: skip
     if all("speed" in q for _, q in quality):
         b = [stored[r].get("speed") if stored[r] else None for r in ranks]
-        row("speedup (eager/compiled)", NOT_IN_BASELINE if b[0] is None else f"{b[0]['speedup']:.3f}",
+        row(SPEEDUP, NOT_IN_BASELINE if b[0] is None else f"{b[0]['speedup']:.3f}",
             [_speed(bb, q, judging) for bb, (_, q) in zip(b, quality, strict=True)], ranks)
     states = sorted({s for _, q in quality for s in q.get("compile_time", {})})
     for state in states:
         if not all(state in q.get("compile_time", {}) for _, q in quality):
             continue
         b = [(stored[r] or {}).get("compile_time", {}).get(state) for r in ranks]
-        if b[0] is None:
+        if state in UNJUDGED:
+            base_cell = "not judged (use --compile-time cold)"
+            b = [None for _ in ranks]
+        elif b[0] is None:
             have = sorted((stored[ranks[0]] or {}).get("compile_time", {}))
             base_cell = f"{NOT_IN_BASELINE}" + (f" (has {', '.join(have)})" if have else "")
         else:
             base_cell = f"x{b[0]['ratio']} ({b[0]['total_s']:.2f}s)"
-        row(f"compile time ({state}) / calibration", base_cell,
+        row(compile_metric(state), base_cell,
             [_compile(bb, state, q["compile_time"][state], judging) for bb, (_, q) in zip(b, quality, strict=True)],
             ranks)  # fmt: skip
     if all("memory" in q for _, q in quality):
         b = [(stored[r] or {}).get("memory") for r in ranks]
         judged = [_memory(bb, q["memory"], judging) for bb, (_, q) in zip(b, quality, strict=True)]
-        row("peak memory compiled/eager", "n/a" if b[0] is None else f"x{b[0]['ratio']}", judged, ranks)
+        row(MEMORY, "n/a" if b[0] is None else f"x{b[0]['ratio']}", judged, ranks)
     return out, lines

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from compile_guard import compat
 from compile_guard.quality import accuracy, compile_time, parity, speed
-from compile_guard.quality.options import Measure
+from compile_guard.quality.options import COLD, MIXED, REWARM, WARM, Measure
 from engine import events
 
 log = logging.getLogger(__name__)
@@ -166,24 +166,24 @@ def measure(subject: Subject, opts: Measure, *, group: dist.ProcessGroup, ranks:
     result["recompiled"] = subject.graph_count() - graphs_before  # the measurement's own compiles (warm replay)
     result["wall_s"] = round(time.perf_counter() - started, 3)
     events.emit("quality_measured", wall_s=result["wall_s"], speedup=result.get("speed", {}).get("speedup"),
-                compile_state=result.get("compile_time", {}).get("state"))  # fmt: skip
+                compile_state=",".join(result.get("compile_time", {})) or None)  # fmt: skip
     return result
 
 
 def _compile_time(subject: Subject, frames: list[dict[str, Any]], cpu_s: float, opts: Measure,
                   device: torch.device, step: Callable[..., Callable[[], None]]) -> dict[str, Any]:  # fmt: skip
-    state = compile_time.state_of(frames, subject.backend)
+    state = compile_time.state_of(frames, subject.backend, empty_cache=opts.compile_time == "cold")
     calibration = compile_time.calibration_s()
     measured = {state: compile_time.summary(frames, state=state, cpu_s=cpu_s, calibration=calibration)}
-    if opts.compile_time == "cold" and state == compile_time.COLD:
+    if opts.compile_time == "cold" and state == COLD:
         # the same program again from the cache the cold compile filled: its warm figure, in this same run
         torch.compiler.reset()
         clock = compile_time.CompileClock()
         step(subject.compiled, subject.calls)()
         warm_frames = clock.stop()
         # "rewarm": from the disk cache, in a process whose in-memory caches are hot; compared with rewarm only
-        warm_state = compile_time.REWARM if compile_time.state_of(warm_frames, subject.backend) == compile_time.WARM \
-            else compile_time.MIXED  # fmt: skip
+        warm_state = REWARM if compile_time.state_of(warm_frames, subject.backend) == WARM \
+            else MIXED  # fmt: skip
         measured[warm_state] = compile_time.summary(warm_frames, state=warm_state, cpu_s=clock.cpu_s,
                                                     calibration=compile_time.calibration_s())  # fmt: skip
     return measured

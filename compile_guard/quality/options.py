@@ -11,6 +11,9 @@ from typing import Any
 from engine.errors import ConfigError
 
 COMPILE_TIME_MODES = ("off", "auto", "cold")
+# a compile time's cache state (compile_guard.quality.compile_time.state_of says which is which)
+WARM, COLD, MISS, MIXED, UNCACHED, REWARM = "warm", "cold", "miss", "mixed", "uncached", "rewarm"
+UNJUDGED = (MISS, MIXED)  # reported, never stored in a baseline nor compared
 
 
 class QualityOptionError(ConfigError):
