@@ -27,7 +27,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard.health import baseline as bl
 from compile_guard.quality import judge
+from compile_guard.quality.options import Judging
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +66,7 @@ def _spread(values: list[float]) -> str:
 
 
 def phase(name: str, pick: list[str], baselines: Path, runs: int, out: Path, compile_time: str) -> dict:
-    walls_q, walls_bare, alarms, speedups, ratios, seconds, codes = [], [], [], [], {}, {}, []
+    walls_q, walls_bare, alarms, speedups, ratios, seconds, codes, reports = [], [], [], [], {}, {}, [], []
     for i in range(runs):
         report = out / f"{name}-{i}.json"
         quality = ["check", *pick, "--baselines", str(baselines), "--json", str(report), "--compile-time", compile_time]
@@ -77,7 +79,9 @@ def phase(name: str, pick: list[str], baselines: Path, runs: int, out: Path, com
         data = json.loads(report.read_text()) if report.exists() else {}
         rows = [r for r in data.get("rows", []) if judge.is_quality(r["metric"])]
         alarms += [f"run {i}: {r['metric']}" for r in rows if r["verdict"] == "regression"]
-        probe = next((p for p in data.get("probes", []) if p.get("quality")), {})
+        mesh = [p for p in data.get("probes", []) if p.get("quality")]
+        reports.append([(f"rank{p['rank']}", p["quality"]) for p in mesh])
+        probe = mesh[0] if mesh else {}
         quality_of = probe.get("quality", {})
         if "speed" in quality_of:
             speedups.append(quality_of["speed"]["speedup"])
@@ -87,7 +91,25 @@ def phase(name: str, pick: list[str], baselines: Path, runs: int, out: Path, com
         print(f"{name} run {i}: exit {codes[-1]}, speedup {speedups[-1] if speedups else '-'},"
               f" compile {({s: v[-1] for s, v in ratios.items()})}, alarms so far {len(alarms)}", flush=True)
     return {"phase": name, "runs": runs, "exit codes": sorted(set(codes)), "alarms": alarms, "speedup": speedups,
-            "ratios": ratios, "seconds": seconds, "wall_q": walls_q, "wall_bare": walls_bare}  # fmt: skip
+            "ratios": ratios, "seconds": seconds, "wall_q": walls_q, "wall_bare": walls_bare,
+            "reports": reports}  # fmt: skip
+
+
+FACTORS = (1.15, 1.2, 1.25, 1.3, 1.5)
+
+
+def rejudged(result: dict, base: dict) -> list[str]:
+    """The false alarms each candidate speed and compile factor would have raised on these runs."""
+    cells = []
+    for f in FACTORS:
+        judging = Judging(speed_factor=f, compile_factor=f, compile_floor_s=0.0)
+        speed = compile_ = 0
+        for per_rank in result["reports"]:
+            rows, _ = judge.rows(base, per_rank, judging)
+            speed += any(r.verdict == "regression" and r.metric == judge.SPEEDUP for r in rows)
+            compile_ += any(r.verdict == "regression" and r.metric.startswith("compile time") for r in rows)
+        cells.append(f"x{f}: {speed}/{compile_}")
+    return cells
 
 
 def main() -> int:
@@ -121,6 +143,9 @@ def main() -> int:
     print(f"\n{' '.join(pick)}, --compile-time {args.compile_time}, {args.runs} runs per phase; reports in {out}")
     print(tabulate(table, headers=["phase", "runs", "exits", "false alarms", "speedup (rank 0)",
                                    "compile time / calibration", "compile time s", "wall s quality / none"]))  # fmt: skip
+    base = bl.load(next(baselines.glob("*.json"))).quality
+    print("\nfalse alarms per candidate factor (speed / compile time; compile floor 0 s), runs with one or more:")
+    print(tabulate([[r["phase"], *rejudged(r, base)] for r in results], headers=["phase", *map(str, FACTORS)]))
     for r in results:
         for alarm in r["alarms"]:
             print(f"  {r['phase']} false alarm: {alarm}")

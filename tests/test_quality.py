@@ -105,7 +105,7 @@ def _quality(*, status: str = "pass", speed: list[float] | None = None, compile_
         "speed": {"speedup": stats.median(samples), "spread": [stats.quantile(samples, 0.25),
                   stats.quantile(samples, 0.75)], "samples": samples, "repeats": len(samples), "eager_ms": 1.0,
                   "compiled_ms": 1.0 / stats.median(samples)},
-        "compile_time": {state: {"state": state, "total_s": compile_s, "cpu_s": compile_s, "calibration_s": calibration_s,
+        "compile_time": {state: {"state": state, "basis": "cpu", "total_s": compile_s, "calibration_s": calibration_s,
                                  "ratio": round(compile_s / calibration_s, 2), "graphs": graphs}},
         "memory": {"measured": False, "why": "n/a on cpu"},
     }  # fmt: skip
@@ -167,3 +167,43 @@ def test_each_failed_output_is_said_once_per_rank() -> None:
     said = [line for line in lines if "accuracy" in line]
     assert len(said) == 2 and said[0].startswith("rank0: ") and said[1].startswith("rank1: "), said
     assert "worst element [1]" in said[0] and "tolerance 0.0001" in said[0]
+
+
+def test_a_baseline_before_quality_loads_with_a_note_and_a_bad_one_is_refused(tmp_path) -> None:
+    import json
+
+    from compile_guard.health import baseline as bl
+
+    committed = next(bl.DEFAULT_DIR.glob("tp2-aot__torch-2.13.0*.json"))
+    raw = json.loads(committed.read_text())
+    assert raw["quality"]["rank0"]["speed"]["samples"], "the committed baseline records quality"
+    old = {k: v for k, v in raw.items() if k != "quality"}
+    path = tmp_path / committed.name
+    path.write_text(json.dumps(old))
+    loaded = bl.load(path)
+    assert loaded.quality == {} and any("predates quality" in n for n in loaded.notes)
+    path.write_text(json.dumps({**raw, "quality": {"rank0": [1, 2]}}))
+    with pytest.raises(bl.BaselineError, match="'quality' must be an object of per-rank objects"):
+        bl.load(path)
+
+
+def test_a_rank_report_carries_quality_as_data() -> None:
+    from compile_guard.ranks.rank_report import DRIVER, RankReport, RankReportError
+
+    report = RankReport(scenario="s", rank=0, role=DRIVER, run={}, quality={})
+    assert RankReport.from_json(report.to_json(), what="r").quality == {}
+    with pytest.raises(RankReportError, match="field quality is list"):
+        RankReport(scenario="s", rank=0, role=DRIVER, run={}, quality=[])  # type: ignore[arg-type]
+
+
+def test_the_markdown_summary_marks_regressions_and_lists_what_failed() -> None:
+    from compile_guard.flow.report import Report, markdown_summary
+
+    rows = [{"metric": judge.SPEEDUP, "baseline": "1.2", "per_rank": ["0.9 p=1e-5", "0.9 p=1e-5"],
+             "verdict": REGRESSION}, {"metric": "graph_breaks", "baseline": 0, "per_rank": [0, 0], "verdict": OK}]  # fmt: skip
+    text = markdown_summary("tp2", Report(exit_code=1, text="", data={
+        "rows": rows, "problems": ["speedup: regression"], "quality_lines": ["rank0: speedup 0.9 < 1.2 / 1.15"]}))  # fmt: skip
+    assert "FAIL (exit 1)" in text and "| speedup (eager/compiled) | 1.2 | 0.9 p=1e-5 |" in text
+    assert "**regression**" in text and "- rank0: speedup 0.9" in text
+    failed_run = markdown_summary("tp2", Report(exit_code=3, text="engine failure: ...", data={}))
+    assert "engine failure" in failed_run and "```" in failed_run

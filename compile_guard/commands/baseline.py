@@ -22,6 +22,8 @@ from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.launch import in_place
+from compile_guard.quality.judge import between as between_quality
+from compile_guard.quality.judge import describe as describe_quality
 from compile_guard.quality.judge import keep_states
 from compile_guard.verdict import Cli
 
@@ -130,6 +132,8 @@ def show(args: argparse.Namespace) -> int:
     base = bl.load(path)
     print(f"{path}\n" + tabulate(sorted(base.factors.items()), headers=["factor", "value"]))
     print(_metric_table(base.metrics))
+    for rank, entry in sorted(base.quality.items()):
+        print(f"quality {rank}: {describe_quality(entry)}")
     for note in base.notes:
         print(f"note: {note}")
     return Cli.OK
@@ -143,6 +147,7 @@ def diff(args: argparse.Namespace) -> int:
     rows = policy.compare(a.metrics, _as_in(a, b))
     print(tabulate([[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
                    headers=["metric", "A", "B", "B vs A"]))  # fmt: skip
+    print("quality (A -> B): " + "; ".join(between_quality(a.quality, b.quality)))
     for note in (*a.notes, *b.notes):
         print(f"note: {note}")
     return Cli.OK

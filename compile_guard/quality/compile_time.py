@@ -37,10 +37,36 @@ CALIBRATION_REPEATS = 5
 _LIMIT = 10_000
 
 
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+def _descendants_cpu_s(pid: int) -> float:
+    """CPU seconds of the live descendants of `pid` (inductor's compile workers, with compile_threads > 1, live
+    on between compiles, so RUSAGE_CHILDREN never counts them), from /proc; 0 where /proc cannot say."""
+    total, seen, stack = 0.0, set(), [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+            children = {int(c) for t in tasks for c in open(f"/proc/{parent}/task/{t}/children").read().split()}
+        except (OSError, ValueError):
+            continue
+        for child in children - seen:
+            seen.add(child)
+            try:
+                fields = open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()
+                total += sum(int(fields[i]) for i in (11, 12, 13, 14)) * _TICK_S  # utime stime cutime cstime
+            except (OSError, ValueError, IndexError):
+                continue
+            stack.append(child)
+    return total
+
+
 def _cpu_s() -> float:
-    """This process's CPU time and that of its children that ended (g++ runs as one)."""
+    """CPU seconds of this process, its children that ended (g++) and its live descendants (compile workers).
+    Under a CPU hog a compile's wall time stretches, its CPU time does not (benchmarks/bench_quality.py)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + _descendants_cpu_s(os.getpid())
 
 
 @contextlib.contextmanager
@@ -80,7 +106,7 @@ class CompileClock:
             self._started = None
 
     def stop(self) -> list[dict[str, Any]]:
-        """The frame compiles seen (compile id, frame, wall seconds, cache), and the compile CPU time in total."""
+        """The frame compiles seen (compile id, frame, wall seconds, cache); `cpu` their CPU seconds, in order."""
         self._remove()
         frames = []
         for record in compat.compile_records(self._since, limit=_LIMIT)[0]:
@@ -89,7 +115,7 @@ class CompileClock:
                 "miss" if misses and not hits else "none" if not hits and not misses else "both"  # fmt: skip
             frames.append({"name": f"{record['compile_id']} {record['co_name']}", "wall_s": record["frame_s"],
                            "cache": cache})  # fmt: skip
-        self.cpu_s = round(sum(self._cpu), 3)
+        self.cpu = list(self._cpu)
         return frames
 
 
@@ -105,28 +131,42 @@ def state_of(frames: list[dict[str, Any]], backend: str, *, empty_cache: bool = 
     return WARM if caches == {"hit"} else MIXED
 
 
-def _calibration_once() -> float:
-    started = time.perf_counter()
+def _calibration_once() -> tuple[float, float]:
+    started, cpu = time.perf_counter(), time.thread_time()
     namespace: dict[str, Any] = {}
     exec(compile(_CALIBRATION_SOURCE, "<compile_guard calibration>", "exec"), namespace)  # our own constant text
     table = {f"k{i}": namespace[f"f{i % _FUNCTIONS}"](i) for i in range(20_000)}
     sorted(table.items(), key=lambda kv: (kv[1], kv[0]))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.thread_time() - cpu
 
 
-def calibration_s() -> float:
-    """The calibration's wall time, seconds: the median of CALIBRATION_REPEATS runs after one untimed (its first
+def calibration() -> dict[str, float]:
+    """The calibration's wall and CPU seconds: medians of CALIBRATION_REPEATS runs after one untimed (its first
     run builds caches of the interpreter's own)."""
     _calibration_once()
-    return stats.median([_calibration_once() for _ in range(CALIBRATION_REPEATS)])
+    runs = [_calibration_once() for _ in range(CALIBRATION_REPEATS)]
+    return {"wall_s": stats.median([w for w, _ in runs]), "cpu_s": stats.median([c for _, c in runs])}
 
 
-def summary(frames: list[dict[str, Any]], *, state: str, cpu_s: float, calibration: float) -> dict[str, Any]:
-    """The state's figures: wall per frame compile and in total, CPU in total (this process and the children that
-    ended: inductor's compile workers, with compile_threads > 1, are not counted), each wall / the calibration."""
+def summary(frames: list[dict[str, Any]], *, state: str, cpu: list[float], calibration: dict[str, float]) -> dict[str, Any]:
+    """The state's figures. Judged: CPU seconds of the compiles over the calibration's (both stay put under a CPU
+    hog, and move together with the CPU); beside it wall seconds per frame compile and in total, and the wall
+    ratio. Per graph CPU where every frame compile was timed by the callbacks (one each), else wall."""
     timed = [f for f in frames if f["wall_s"] is not None]
-    total = sum(f["wall_s"] for f in timed)
-    return {"state": state, "total_s": round(total, 3), "cpu_s": cpu_s, "calibration_s": round(calibration, 4),
-            "ratio": round(total / calibration, 2) if calibration > 0 else None,
-            "graphs": [{"name": f["name"], "wall_s": round(f["wall_s"], 3), "cache": f["cache"],
-                        "ratio": round(f["wall_s"] / calibration, 2) if calibration > 0 else None} for f in timed]}  # fmt: skip
+    wall, cpu_total = sum(f["wall_s"] for f in timed), sum(cpu)
+    per_graph_cpu = len(cpu) == len(frames)
+    basis, total, unit = ("cpu", cpu_total, calibration["cpu_s"]) if cpu and calibration["cpu_s"] > 0 else \
+        ("wall", wall, calibration["wall_s"])  # fmt: skip
+    graphs = []
+    for i, f in enumerate(frames):
+        seconds = cpu[i] if basis == "cpu" and per_graph_cpu else f["wall_s"]
+        unit_of = unit if basis == "cpu" and per_graph_cpu else calibration["wall_s"]
+        graphs.append({"name": f["name"], "wall_s": None if f["wall_s"] is None else round(f["wall_s"], 3),
+                       "cpu_s": round(cpu[i], 3) if per_graph_cpu else None, "cache": f["cache"],
+                       "ratio": round(seconds / unit_of, 2) if seconds is not None and unit_of > 0 else None})  # fmt: skip
+    return {"state": state, "basis": basis, "total_s": round(total, 3), "wall_s": round(wall, 3),
+            "cpu_s": round(cpu_total, 3), "calibration_s": round(unit, 4),
+            "calibration": {k: round(v, 4) for k, v in calibration.items()},
+            "ratio": round(total / unit, 2) if unit > 0 else None,
+            "wall_ratio": round(wall / calibration["wall_s"], 2) if calibration["wall_s"] > 0 else None,
+            "graphs": graphs}

@@ -34,6 +34,20 @@ def is_quality(metric: str) -> bool:
     return metric in (ACCURACY, PARITY, SPEEDUP, MEMORY) or metric.startswith("compile time (")
 
 
+def describe(entry: dict[str, Any]) -> str:
+    """One rank's stored quality in a line (`baseline show`)."""
+    said = []
+    if "accuracy" in entry:
+        said.append(f"accuracy {sum(v['status'] == 'pass' for v in entry['accuracy'].values())}/{len(entry['accuracy'])}"
+                    " pass")  # fmt: skip
+    if "speed" in entry:
+        said.append(f"speedup {entry['speed']['speedup']:.3f} ({len(entry['speed']['samples'])} samples)")
+    said += [f"compile {state} x{c['ratio']} ({c['total_s']:.1f}s)" for state, c in sorted(entry.get("compile_time", {}).items())]
+    if "memory" in entry:
+        said.append(f"memory x{entry['memory']['ratio']}")
+    return "; ".join(said) or "nothing measured"
+
+
 def between(old: dict[str, Any], new: dict[str, Any], judging: Judging = Judging()) -> list[str]:
     """Two baselines' quality, rank by rank the first rank: what a release did to accuracy, speed, compile time."""
     if not old or not new:
@@ -66,7 +80,8 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
     if "speed" in quality:
         entry["speed"] = {k: quality["speed"][k] for k in ("speedup", "spread", "samples", "repeats")}
     if "compile_time" in quality:
-        entry["compile_time"] = {state: {"ratio": c["ratio"], "total_s": c["total_s"], "calibration_s": c["calibration_s"],
+        entry["compile_time"] = {state: {"ratio": c["ratio"], "basis": c.get("basis", "wall"), "total_s": c["total_s"],
+                                         "calibration_s": c["calibration_s"],
                                          "graphs": {g["name"]: g["ratio"] for g in c["graphs"]}}
                                  for state, c in quality["compile_time"].items() if state not in UNJUDGED}  # fmt: skip
     if quality.get("memory", {}).get("measured"):
@@ -128,14 +143,17 @@ def _speed(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging) -> 
 
 
 def _compile(base: dict[str, Any] | None, state: str, c: dict[str, Any], judging: Judging) -> tuple[str, str, list[str]]:
-    cell = f"x{c['ratio']} ({c['total_s']:.2f}s)"
+    basis = c.get("basis", "wall")
+    cell = f"x{c['ratio']} ({c['total_s']:.2f}s {basis})"
     if base is None or c["ratio"] is None or base.get("ratio") is None:
         return cell, OK, []
+    if base.get("basis", "wall") != basis:
+        return f"{cell}, baseline by {base.get('basis', 'wall')}: not compared", OK, []
     expected_s = base["ratio"] * c["calibration_s"]  # the baseline's compile, in this run's terms
     if c["ratio"] > base["ratio"] * judging.compile_factor and c["total_s"] - expected_s > judging.compile_floor_s:
         grown = [f"{g['name']} x{base['graphs'].get(g['name'])} -> x{g['ratio']}" for g in c["graphs"]
                  if g["ratio"] is not None and g["ratio"] > (base["graphs"].get(g["name"]) or 0) * judging.compile_factor]
-        return cell, REGRESSION, [f"compile time ({state}) x{c['ratio']} the calibration, > the baseline's"
+        return cell, REGRESSION, [f"compile time ({state}, {basis} seconds) x{c['ratio']} the calibration, > the baseline's"
                                   f" x{base['ratio']} * {judging.compile_factor:g} ({c['total_s']:.2f}s, the baseline's"
                                   f" in this run's terms {expected_s:.2f}s); graphs that grew: {grown or 'none alone'}"]  # fmt: skip
     return cell, OK, []
@@ -193,7 +211,7 @@ def rows(base: dict[str, Any], per_rank: list[tuple[str, dict[str, Any]]], judgi
             have = sorted((stored[ranks[0]] or {}).get("compile_time", {}))
             base_cell = f"{NOT_IN_BASELINE}" + (f" (has {', '.join(have)})" if have else "")
         else:
-            base_cell = f"x{b[0]['ratio']} ({b[0]['total_s']:.2f}s)"
+            base_cell = f"x{b[0]['ratio']} ({b[0]['total_s']:.2f}s {b[0].get('basis', 'wall')})"
         row(compile_metric(state), base_cell,
             [_compile(bb, state, q["compile_time"][state], judging) for bb, (_, q) in zip(b, quality, strict=True)],
             ranks)  # fmt: skip

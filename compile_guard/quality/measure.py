@@ -162,7 +162,7 @@ def measure(subject: Subject, opts: Measure, *, group: dist.ProcessGroup, ranks:
     if opts.memory:
         result["memory"] = speed.measure_memory(step(subject.eager), step(subject.compiled), device)
     if opts.compile_time != "off" and clock is not None:
-        result["compile_time"] = _compile_time(subject, frames, clock.cpu_s, opts, device, step)
+        result["compile_time"] = _compile_time(subject, frames, clock.cpu, opts, step)
     result["recompiled"] = subject.graph_count() - graphs_before  # the measurement's own compiles (warm replay)
     result["wall_s"] = round(time.perf_counter() - started, 3)
     events.emit("quality_measured", wall_s=result["wall_s"], speedup=result.get("speed", {}).get("speedup"),
@@ -170,11 +170,10 @@ def measure(subject: Subject, opts: Measure, *, group: dist.ProcessGroup, ranks:
     return result
 
 
-def _compile_time(subject: Subject, frames: list[dict[str, Any]], cpu_s: float, opts: Measure,
-                  device: torch.device, step: Callable[..., Callable[[], None]]) -> dict[str, Any]:  # fmt: skip
+def _compile_time(subject: Subject, frames: list[dict[str, Any]], cpu: list[float], opts: Measure,
+                  step: Callable[..., Callable[[], None]]) -> dict[str, Any]:  # fmt: skip
     state = compile_time.state_of(frames, subject.backend, empty_cache=opts.compile_time == "cold")
-    calibration = compile_time.calibration_s()
-    measured = {state: compile_time.summary(frames, state=state, cpu_s=cpu_s, calibration=calibration)}
+    measured = {state: compile_time.summary(frames, state=state, cpu=cpu, calibration=compile_time.calibration())}
     if opts.compile_time == "cold" and state == COLD:
         # the same program again from the cache the cold compile filled: its warm figure, in this same run
         torch.compiler.reset()
@@ -182,8 +181,7 @@ def _compile_time(subject: Subject, frames: list[dict[str, Any]], cpu_s: float, 
         step(subject.compiled, subject.calls)()
         warm_frames = clock.stop()
         # "rewarm": from the disk cache, in a process whose in-memory caches are hot; compared with rewarm only
-        warm_state = REWARM if compile_time.state_of(warm_frames, subject.backend) == WARM \
-            else MIXED  # fmt: skip
-        measured[warm_state] = compile_time.summary(warm_frames, state=warm_state, cpu_s=clock.cpu_s,
-                                                    calibration=compile_time.calibration_s())  # fmt: skip
+        warm_state = REWARM if compile_time.state_of(warm_frames, subject.backend) == WARM else MIXED
+        measured[warm_state] = compile_time.summary(warm_frames, state=warm_state, cpu=clock.cpu,
+                                                    calibration=compile_time.calibration())  # fmt: skip
     return measured

@@ -8,6 +8,8 @@ the baseline's samples by a factor and a Mann-Whitney test (compile_guard.qualit
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import time
 from typing import Any, Callable
 
@@ -23,6 +25,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+MIN_STEPS = 3  # at least this many steps per sample, the fastest kept: one step alone is a noisy sample (TP=2 on 2
+# cores: a lone tp2 step's eager/compiled ratio spread 0.7-2.4 within one run, its median over runs 1.31-1.54)
 SAMPLE_S = 0.02  # each timed sample runs the step enough times to last about this long and keeps the fastest:
 # what slows a step here is added time (a peer descheduled on a shared core, another process), never taken away,
 # so the minimum is the step's own cost (timeit's argument); benchmarks/bench_quality.py measured the spread left
@@ -39,12 +43,33 @@ def _timed(step: Callable[[], None], device: torch.device, inner: int = 1) -> fl
     return fastest
 
 
+# glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD -1, M_TOP_PAD -2, M_MMAP_THRESHOLD -3
+_MALLOPT = ((-3, 256 << 20), (-1, 1 << 30), (-2, 256 << 20))  # 256 MiB, 1 GiB, 256 MiB
+
+
+def steady_allocator() -> bool:
+    """Fix glibc malloc's thresholds for the rest of this rank's life (the check's rank ends after the
+    measurement). By default glibc moves its mmap threshold and trims the heap as blocks come and go, so whether
+    eager's ~1 MB temporaries fault fresh pages each step depends on the run's history: eager's step time
+    varied x1.3 between runs of one build here (docs.examples.quality_block: 2.31-3.03 ms), the compiled one's
+    (fewer temporaries) x1.1, and the speedup with them (1.13-1.44); with the thresholds fixed, 2.14-2.39 ms and
+    1.08-1.15. False where the C library is not glibc (nothing changed: the spread is then the runner's own)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all(libc.mallopt(param, value) == 1 for param, value in _MALLOPT)
+    except OSError:
+        return False
+
+
 def measure_speed(eager: Callable[[], None], compiled: Callable[[], None], *, repeats: int, device: torch.device,
                   group: dist.ProcessGroup) -> dict[str, Any]:  # fmt: skip
+    steady = steady_allocator() if device.type == "cpu" else False  # CUDA tensors: torch's caching allocator
     eager(), compiled()  # once each, untimed: first-call work (allocations, lazy init) is not steady state
     # steps per sample from one timed eager step, agreed across the ranks (the largest: every rank runs as many
     # steps, so their collectives pair up)
-    mine = max(1, min(1000, round(SAMPLE_S / max(_timed(eager, device), 1e-6))))
+    mine = max(MIN_STEPS, min(1000, round(SAMPLE_S / max(_timed(eager, device), 1e-6))))
     inner_n = max(all_gather_json(mine, group=group, device=device))
     eager_s, compiled_s = [], []
     for i in range(repeats):
@@ -52,7 +77,7 @@ def measure_speed(eager: Callable[[], None], compiled: Callable[[], None], *, re
         for step, out in order:
             out.append(_timed(step, device, inner_n))
     samples = [e / c for e, c in zip(eager_s, compiled_s, strict=True)]
-    return {"repeats": repeats, "steps_per_sample": inner_n, "eager_ms": round(stats.median(eager_s) * 1e3, 4),
+    return {"repeats": repeats, "steps_per_sample": inner_n, "steady_allocator": steady, "eager_ms": round(stats.median(eager_s) * 1e3, 4),
             "compiled_ms": round(stats.median(compiled_s) * 1e3, 4), "speedup": round(stats.median(samples), 4),
             "spread": [round(stats.quantile(samples, 0.25), 4), round(stats.quantile(samples, 0.75), 4)],
             "samples": [round(s, 4) for s in samples]}  # fmt: skip
