@@ -92,7 +92,10 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
                           allow_improvement=False, strict=False)  # fmt: skip
     monkeypatch.setattr(check, "run_and_judge", lambda *a, **k: check_flow.Judged(report=judged, run=run))
     junit = tmp_path / "check.xml"
-    assert cli.main(["check", "--scenario", "tp2-aot", "--junit", str(junit)]) == 1
+    summary = tmp_path / "summary.md"
+    assert cli.main(["check", "--scenario", "tp2-aot", "--junit", str(junit), "--summary", str(summary)]) == 1
+    assert "FAIL (exit 1)" in summary.read_text() and "| graph_breaks | 0 | 10 | 10 | **regression** |" in \
+        summary.read_text()  # the CI job's page: the same rows  # fmt: skip
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
     assert suite.get("name") == "check.tp2-aot" and int(suite.get("failures")) == 2  # graph_breaks, break_reasons

@@ -102,7 +102,7 @@ def _quality(*, status: str = "pass", speed: list[float] | None = None, compile_
             {"name": "call0", "status": status, "ratio": 1.1 if status == "pass" else 400.0, "dtype": "float32",
              "shape": [2], "tolerance": 1e-4, "detail": "" if status == "pass" else "rmse from fp64 ...",
              "worst": {"index": [1], "compiled": 0.5, "reference": 0.6}}]},
-        "speed": {"speedup": stats.median(samples), "spread": [stats.quantile(samples, 0.25),
+        "speed": {"basis": "cpu", "speedup": stats.median(samples), "spread": [stats.quantile(samples, 0.25),
                   stats.quantile(samples, 0.75)], "samples": samples, "repeats": len(samples), "eager_ms": 1.0,
                   "compiled_ms": 1.0 / stats.median(samples)},
         "compile_time": {state: {"state": state, "basis": "cpu", "total_s": compile_s, "calibration_s": calibration_s,
@@ -131,8 +131,8 @@ def test_speed_needs_both_the_factor_and_significance() -> None:
     rng = random.Random(3)
     base = _quality(speed=[rng.gauss(1.10, 0.05) for _ in range(20)])
     same = _quality(speed=[rng.gauss(1.10, 0.05) for _ in range(20)])
-    slower = _quality(speed=[rng.gauss(0.85, 0.05) for _ in range(20)])  # 1.10 / 0.85 = 1.29 > 1.15
-    slightly = _quality(speed=[rng.gauss(1.02, 0.01) for _ in range(20)])  # significant, but 1.10 / 1.02 < 1.15
+    slower = _quality(speed=[rng.gauss(0.85, 0.05) for _ in range(20)])  # 1.10 / 0.85 = 1.29 > 1.2
+    slightly = _quality(speed=[rng.gauss(1.02, 0.01) for _ in range(20)])  # significant, but 1.10 / 1.02 < 1.2
     assert _judged(base, same)["speedup (eager/compiled)"] == OK
     assert _judged(base, slower)["speedup (eager/compiled)"] == REGRESSION
     assert _judged(base, slightly)["speedup (eager/compiled)"] == OK
@@ -143,12 +143,12 @@ def test_speed_needs_both_the_factor_and_significance() -> None:
 def test_compile_time_needs_the_factor_and_the_floor_and_the_same_state() -> None:
     base = _quality(compile_s=10.0)
     metric = "compile time (cold) / calibration"
-    assert _judged(base, _quality(compile_s=16.0))[metric] == REGRESSION  # x1.6 > 1.5, +6 s > 2 s
-    assert _judged(base, _quality(compile_s=13.0))[metric] == OK  # x1.3
+    assert _judged(base, _quality(compile_s=16.0))[metric] == REGRESSION  # x1.6 > 1.3, +6 s > 1 s
+    assert _judged(base, _quality(compile_s=12.0))[metric] == OK  # x1.2 < 1.3
     # a machine twice as slow: compile and calibration both doubled, the ratio unchanged
     assert _judged(base, _quality(compile_s=20.0, calibration_s=0.06))[metric] == OK
-    tiny = _quality(compile_s=1.0)
-    assert _judged(tiny, _quality(compile_s=2.5))[metric] == OK  # x2.5 but +1.5 s: under the floor
+    tiny = _quality(compile_s=0.3)
+    assert _judged(tiny, _quality(compile_s=0.9))[metric] == OK  # x3 but +0.6 s: under the 1 s floor
     warm = _judged(base, _quality(compile_s=60.0, state="warm"))
     assert warm["compile time (warm) / calibration"] == OK  # the baseline has no warm entry: not compared
 

@@ -141,8 +141,10 @@ def measure(subject: Subject, opts: Measure, *, group: dist.ProcessGroup, ranks:
     if not calls:
         return {**result, "skipped": "no call of the compiled region was recorded"}
     replicated: list[tuple[str, Any]] = []
-    if opts.accuracy or opts.parity:
-        result["accuracy"], replicated = _accuracy(subject, calls, opts)
+    if opts.accuracy or opts.parity:  # parity compares the compiled outputs the accuracy replays make
+        judged, replicated = _accuracy(subject, calls, opts)
+        if opts.accuracy:
+            result["accuracy"] = judged
     if opts.parity:
         result["parity"] = parity.check(replicated, group=group, ranks=ranks, device=device, what=what)
 

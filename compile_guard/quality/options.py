@@ -29,8 +29,8 @@ class Measure:
     # empty inductor cache directory of its own, then again warm from it; "off"
     compile_time: str = "auto"
     memory: bool = True  # peak device memory, compiled / eager (CUDA only; CPU says n/a)
-    repeats: int = 20  # interleaved eager/compiled pairs per rank (docs/check.md: the noise it leaves)
-    max_calls: int = 4  # warmup calls of the compiled region replayed per repeat (the engine makes ~5 a chunk)
+    repeats: int = 10  # interleaved eager/compiled pairs per rank (docs/check.md: the noise it leaves, its cost)
+    max_calls: int = 2  # warmup calls of the compiled region replayed for accuracy (the engine makes ~5 a chunk)
     tolerance: float = 0.0  # 0: per dtype (fp32 1e-4, fp16/bf16 1e-2, fp64 1e-7), as torch's benchmarks
 
     def __post_init__(self) -> None:
@@ -67,11 +67,11 @@ OFF = Measure(accuracy=False, parity=False, speed=False, compile_time="off", mem
 @dataclass(frozen=True, kw_only=True)
 class Judging:
     # a speedup below the baseline's by more than this factor, and significantly so, is a regression
-    speed_factor: float = 1.15
+    speed_factor: float = 1.2
     alpha: float = 0.01  # the one-sided Mann-Whitney test's level (per rank)
     # compile time / the reference compile in the same run, above the baseline's by this factor: a regression
-    compile_factor: float = 1.5
-    compile_floor_s: float = 2.0  # ... and by at least this many seconds of this run's compile (tiny compiles jitter)
+    compile_factor: float = 1.3
+    compile_floor_s: float = 1.0  # ... and by at least this many seconds of this run's compile (tiny compiles jitter)
     memory_factor: float = 1.10  # peak memory compiled / eager above the baseline's by this factor (CUDA only)
 
     def __post_init__(self) -> None:
