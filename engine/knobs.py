@@ -109,6 +109,10 @@ KNOBS: tuple[Knob, ...] = (
          meaning="test-only: the rank that injects the fault", parity=True),
     Knob(name="COMPILE_GUARD_TEST_FAULT_CHUNK", parse=int, default=1,
          meaning="test-only: the chunk_index at which it is injected", parity=True),
+    # glibc malloc, read by glibc itself at start; compile_guard's launcher fixes it for check's ranks (their speed
+    # measurement: compile_guard.quality.speed) and reads whether it is set. Host tuning: never parity-checked.
+    Knob(name="MALLOC_MMAP_THRESHOLD_", parse=int, default=None,
+         meaning="glibc malloc's fixed mmap threshold (set for check's ranks: steady eager step times)", parity=False),
     Knob(name="COMPILE_GUARD_TEST_LOWERING", parse=str, default="",
          meaning="test-only: a simulated inductor upgrade (compile_guard.matrix.lowering_faults.LOWERINGS)",
          parity=True),

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from compile_guard.health import baseline as bl
 from compile_guard.health.schema import baseline_view
 from compile_guard.quality.judge import baseline_entry
+from compile_guard.quality.options import STEADY_ALLOCATOR_ENV, Measure
 from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.ranks.rank_report import RankReport
 from engine import events, knobs
@@ -82,7 +83,7 @@ def run_check(
     result = launch(
         LaunchSpec(
             argv=argv, nprocs=spec.nprocs, deadline_s=spec.deadline_s, log_dir=log_dir,
-            env={**spec.env, **env}, rank_env=rank_env or {}, on_line=follow,
+            env={**allocator_env(spec), **spec.env, **env}, rank_env=rank_env or {}, on_line=follow,
             followed_rank=1 if spec.topology == "pp1" else 0,  # pp1: the mesh leader compiles
         )
     )  # fmt: skip
@@ -91,6 +92,12 @@ def run_check(
     if result.ok and all(p.exists() for p in paths):  # RankReportError (exit 3) on a report this version cannot read
         reports = [RankReport.from_json(p.read_text(), what=f"rank {r}'s report ({p})") for r, p in enumerate(paths)]
     return CheckRun(spec=spec, result=result, reports=reports, log_dir=log_dir)
+
+
+def allocator_env(spec: RunSpec) -> dict[str, str]:
+    """glibc malloc's thresholds fixed for ranks that time eager steps (STEADY_ALLOCATOR_ENV says why);
+    nothing when the run measures no speed. A run's own env (spec, caller) overrides them."""
+    return dict(STEADY_ALLOCATOR_ENV) if Measure.from_dict(spec.quality).speed else {}
 
 
 class NoBaseline(Exception):

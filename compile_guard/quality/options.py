@@ -16,6 +16,17 @@ WARM, COLD, MISS, MIXED, UNCACHED, REWARM = "warm", "cold", "miss", "mixed", "un
 UNJUDGED = (MISS, MIXED)  # reported, never stored in a baseline nor compared
 
 
+# glibc malloc's thresholds, fixed for the check's ranks by the launcher (compile_guard.flow.check_run): glibc
+# reads them once, before any thread starts (mallopt() called mid-run is MT-unsafe: with gloo's threads alive
+# it corrupted the heap once in 400 tests). By default glibc moves its mmap threshold and trims the heap as
+# blocks come and go, so whether eager's ~1 MB temporaries fault fresh pages each step depends on the run's
+# history: eager's step time varied x1.3 between runs of one build here (docs.examples.quality_block: 2.31-3.03
+# ms), the compiled one's (fewer temporaries) x1.1, and the speedup with them (1.13-1.44); fixed, 2.14-2.39 ms and
+# 1.08-1.15. In place under someone else's launcher they are whatever that launcher set (reported).
+STEADY_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+                        "MALLOC_TOP_PAD_": str(256 << 20)}  # fmt: skip
+
+
 class QualityOptionError(ConfigError):
     """A quality option out of range: names the option, the value seen and the range (exit 2)."""
 

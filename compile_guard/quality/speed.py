@@ -8,8 +8,6 @@ the baseline's samples by a factor and a Mann-Whitney test (compile_guard.qualit
 
 from __future__ import annotations
 
-import ctypes
-import platform
 import time
 from typing import Any, Callable
 
@@ -17,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from compile_guard.quality import stats
+from engine import knobs
 from engine.collectives import all_gather_json, barrier
 
 
@@ -45,29 +44,10 @@ def _timed(step: Callable[[], None], device: torch.device, inner: int = 1) -> tu
     return wall, cpu
 
 
-# glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD -1, M_TOP_PAD -2, M_MMAP_THRESHOLD -3
-_MALLOPT = ((-3, 256 << 20), (-1, 1 << 30), (-2, 256 << 20))  # 256 MiB, 1 GiB, 256 MiB
-
-
-def steady_allocator() -> bool:
-    """Fix glibc malloc's thresholds for the rest of this rank's life (the check's rank ends after the
-    measurement). By default glibc moves its mmap threshold and trims the heap as blocks come and go, so whether
-    eager's ~1 MB temporaries fault fresh pages each step depends on the run's history: eager's step time
-    varied x1.3 between runs of one build here (docs.examples.quality_block: 2.31-3.03 ms), the compiled one's
-    (fewer temporaries) x1.1, and the speedup with them (1.13-1.44); with the thresholds fixed, 2.14-2.39 ms and
-    1.08-1.15. False where the C library is not glibc (nothing changed: the spread is then the runner's own)."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return all(libc.mallopt(param, value) == 1 for param, value in _MALLOPT)
-    except OSError:
-        return False
-
-
 def measure_speed(eager: Callable[[], None], compiled: Callable[[], None], *, repeats: int, device: torch.device,
                   group: dist.ProcessGroup) -> dict[str, Any]:  # fmt: skip
-    steady = steady_allocator() if device.type == "cpu" else False  # CUDA tensors: torch's caching allocator
+    # glibc's malloc thresholds fixed by the launcher (compile_guard.quality.options.STEADY_ALLOCATOR_ENV says why)
+    steady = knobs.read("MALLOC_MMAP_THRESHOLD_") is not None
     eager(), compiled()  # once each, untimed: first-call work (allocations, lazy init) is not steady state
     # steps per sample from one timed eager step, agreed across the ranks (the largest: every rank runs as many
     # steps, so their collectives pair up)
