@@ -18,13 +18,12 @@ import resource
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import torch
 
 from compile_guard import compat
 from compile_guard.quality import stats
-from compile_guard.quality.options import COLD, MISS, MIXED, UNCACHED, WARM
+from compile_guard.quality.options import COLD, MISS, MIXED, REWARM, UNCACHED, WARM
 
 CACHE_DIR_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # inductor's caches, and triton's (CUDA)
 # The calibration: fixed pure-Python work of the kind a compile does (parsing and compiling source, building and
@@ -62,11 +61,19 @@ def _descendants_cpu_s(pid: int) -> float:
     return total
 
 
-def _cpu_s() -> float:
-    """CPU seconds of this process, its children that ended (g++) and its live descendants (compile workers).
-    Under a CPU hog a compile's wall time stretches, its CPU time does not (benchmarks/bench_quality.py)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + _descendants_cpu_s(os.getpid())
+def _kids_s() -> float:
+    """CPU seconds of this process's children that ended (g++) and of its live descendants (compile workers)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime + kids.ru_stime + _descendants_cpu_s(os.getpid())
+
+
+def _cpu_s() -> tuple[float, float]:
+    """(CPU seconds of this process and every descendant, of the children that ended: g++ runs, a build). Under a
+    CPU hog a compile's wall time stretches, its CPU time does not (benchmarks/bench_quality.py). The compile
+    workers (live descendants) start with the first compile of a process, warm or cold, so they are not a sign
+    that something was built."""
+    own, ended = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + _kids_s(), ended.ru_utime + ended.ru_stime
 
 
 @contextlib.contextmanager
@@ -94,7 +101,8 @@ class CompileClock:
     def __init__(self) -> None:
         self._since = compat.compile_records(0, limit=_LIMIT)[1]
         self._cpu: list[float] = []
-        self._started: float | None = None
+        self._kids: list[float] = []  # of which children that ended (g++): work a warm cache skips
+        self._started: tuple[float, float] | None = None
         self._remove = compat.on_compiles(self._start, self._end)
 
     def _start(self, _args: Any = None) -> None:
@@ -102,7 +110,9 @@ class CompileClock:
 
     def _end(self, _args: Any = None) -> None:
         if self._started is not None:
-            self._cpu.append(_cpu_s() - self._started)
+            (cpu, kids), (cpu0, kids0) = _cpu_s(), self._started
+            self._cpu.append(cpu - cpu0)
+            self._kids.append(kids - kids0)
             self._started = None
 
     def stop(self) -> list[dict[str, Any]]:
@@ -116,6 +126,7 @@ class CompileClock:
             frames.append({"name": f"{record['compile_id']} {record['co_name']}", "wall_s": record["frame_s"],
                            "cache": cache})  # fmt: skip
         self.cpu = list(self._cpu)
+        self.built = list(self._kids)
         return frames
 
 
@@ -148,11 +159,14 @@ def calibration() -> dict[str, float]:
     return {"wall_s": stats.median([w for w, _ in runs]), "cpu_s": stats.median([c for _, c in runs])}
 
 
-def summary(frames: list[dict[str, Any]], *, state: str, cpu: list[float], calibration: dict[str, float]) -> dict[str, Any]:
-    """The state's figures. Judged: CPU seconds of the compiles over the calibration's (both stay put under a CPU
+def summary(frames: list[dict[str, Any]], *, state: str, cpu: list[float], calibration: dict[str, float],
+            built: list[float] | None = None) -> dict[str, Any]:
+    """The state's figures (`built`: each compile's g++ CPU seconds, left out of a warm figure). Judged: CPU seconds of the compiles over the calibration's (both stay put under a CPU
     hog, and move together with the CPU); beside it wall seconds per frame compile and in total, and the wall
     ratio. Per graph CPU where every frame compile was timed by the callbacks (one each), else wall."""
-    timed = [f for f in frames if f["wall_s"] is not None]
+    timed, built = [f for f in frames if f["wall_s"] is not None], built or []
+    if state in (WARM, REWARM):  # a warm compile's g++ runs are the environment's one-time builds, not the compile's
+        cpu = [max(0.0, c - b) for c, b in zip(cpu, built, strict=True)] if len(built) == len(cpu) else cpu
     wall, cpu_total = sum(f["wall_s"] for f in timed), sum(cpu)
     per_graph_cpu = len(cpu) == len(frames)
     basis, total, unit = ("cpu", cpu_total, calibration["cpu_s"]) if cpu and calibration["cpu_s"] > 0 else \
@@ -164,7 +178,7 @@ def summary(frames: list[dict[str, Any]], *, state: str, cpu: list[float], calib
         graphs.append({"name": f["name"], "wall_s": None if f["wall_s"] is None else round(f["wall_s"], 3),
                        "cpu_s": round(cpu[i], 3) if per_graph_cpu else None, "cache": f["cache"],
                        "ratio": round(seconds / unit_of, 2) if seconds is not None and unit_of > 0 else None})  # fmt: skip
-    return {"state": state, "basis": basis, "total_s": round(total, 3), "wall_s": round(wall, 3),
+    return {"state": state, "basis": basis, "built_s": round(sum(built), 3), "total_s": round(total, 3), "wall_s": round(wall, 3),
             "cpu_s": round(cpu_total, 3), "calibration_s": round(unit, 4),
             "calibration": {k: round(v, 4) for k, v in calibration.items()},
             "ratio": round(total / unit, 2) if unit > 0 else None,

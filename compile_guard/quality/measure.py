@@ -164,7 +164,7 @@ def measure(subject: Subject, opts: Measure, *, group: dist.ProcessGroup, ranks:
     if opts.memory:
         result["memory"] = speed.measure_memory(step(subject.eager), step(subject.compiled), device)
     if opts.compile_time != "off" and clock is not None:
-        result["compile_time"] = _compile_time(subject, frames, clock.cpu, opts, step)
+        result["compile_time"] = _compile_time(subject, frames, clock, opts, step)
     result["recompiled"] = subject.graph_count() - graphs_before  # the measurement's own compiles (warm replay)
     result["wall_s"] = round(time.perf_counter() - started, 3)
     events.emit("quality_measured", wall_s=result["wall_s"], speedup=result.get("speed", {}).get("speedup"),
@@ -172,10 +172,12 @@ def measure(subject: Subject, opts: Measure, *, group: dist.ProcessGroup, ranks:
     return result
 
 
-def _compile_time(subject: Subject, frames: list[dict[str, Any]], cpu: list[float], opts: Measure,
+def _compile_time(subject: Subject, frames: list[dict[str, Any]], clock: compile_time.CompileClock, opts: Measure,
                   step: Callable[..., Callable[[], None]]) -> dict[str, Any]:  # fmt: skip
+    cpu = clock.cpu
     state = compile_time.state_of(frames, subject.backend, empty_cache=opts.compile_time == "cold")
-    measured = {state: compile_time.summary(frames, state=state, cpu=cpu, calibration=compile_time.calibration())}
+    measured = {state: compile_time.summary(frames, state=state, cpu=cpu, calibration=compile_time.calibration(),
+                                            built=clock.built)}  # fmt: skip
     if opts.compile_time == "cold" and state == COLD:
         # the same program again from the cache the cold compile filled: its warm figure, in this same run
         torch.compiler.reset()
@@ -185,5 +187,5 @@ def _compile_time(subject: Subject, frames: list[dict[str, Any]], cpu: list[floa
         # "rewarm": from the disk cache, in a process whose in-memory caches are hot; compared with rewarm only
         warm_state = REWARM if compile_time.state_of(warm_frames, subject.backend) == WARM else MIXED
         measured[warm_state] = compile_time.summary(warm_frames, state=warm_state, cpu=clock.cpu,
-                                                    calibration=compile_time.calibration())  # fmt: skip
+                                                    calibration=compile_time.calibration(), built=clock.built)  # fmt: skip
     return measured

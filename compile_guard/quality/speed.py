@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from compile_guard.quality import stats
 from engine import knobs
-from engine.collectives import all_gather_json, barrier
+from engine.collectives import all_gather_json
 
 
 def _sync(device: torch.device) -> None:
@@ -50,7 +50,7 @@ def measure_speed(eager: Callable[[], None], compiled: Callable[[], None], *, re
     steady = knobs.read("MALLOC_MMAP_THRESHOLD_") is not None
     eager(), compiled()  # once each, untimed: first-call work (allocations, lazy init) is not steady state
     # steps per sample from one timed eager step, agreed across the ranks (the largest: every rank runs as many
-    # steps, so their collectives pair up)
+    # steps, so their collectives pair up); the gather also starts the ranks' timed loops together
     mine = max(MIN_STEPS, min(1000, round(SAMPLE_S / max(_timed(eager, device)[0], 1e-6))))
     inner_n = max(all_gather_json(mine, group=group, device=device))
     eager_s: list[tuple[float, float]] = []
