@@ -207,3 +207,16 @@ def test_the_markdown_summary_marks_regressions_and_lists_what_failed() -> None:
     assert "**regression**" in text and "- rank0: speedup 0.9" in text
     failed_run = markdown_summary("tp2", Report(exit_code=3, text="engine failure: ...", data={}))
     assert "engine failure" in failed_run and "```" in failed_run
+
+
+def test_between_says_what_a_release_did_per_metric() -> None:
+    """The version matrix's and `baseline diff`'s quality column: two baselines' first rank, side by side."""
+    rng = random.Random(5)
+    old = {"rank0": judge.baseline_entry(_quality(speed=[rng.gauss(1.3, 0.02) for _ in range(10)]))}
+    new = {"rank0": judge.baseline_entry(_quality(status="fail", compile_s=20.0,
+                                                  speed=[rng.gauss(0.9, 0.02) for _ in range(10)]))}  # fmt: skip
+    said = judge.between(old, new)
+    assert said[0] == "accuracy 1/1 -> 0/1 (regressed: ['call0'])"
+    assert said[1].startswith("speedup 1.29") and said[1].endswith("regression)")  # 1.29 / 0.90 > 1.2, p < 0.01
+    assert said[2] == "compile cold x333.33 (10.0s) -> x666.67 (20.0s)"
+    assert judge.between({}, new) == ["quality: not in one of the baselines"]
