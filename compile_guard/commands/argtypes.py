@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable
 
 
 def _integer(text: str, *, minimum: int) -> int:
@@ -24,33 +25,26 @@ def non_negative_int(text: str) -> int:
     return _integer(text, minimum=0)
 
 
-def positive_seconds(text: str) -> float:
+def _number(text: str, *, ok: Callable[[float], bool], expected: str) -> float:
+    """A finite float that `ok` accepts; an ArgumentTypeError naming the value and `expected` otherwise."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is invalid; give a finite number of seconds > 0")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {expected}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"{text} is invalid; give {expected}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    return _number(text, ok=lambda v: v > 0, expected="a finite number of seconds > 0")
 
 
 def factor(text: str) -> float:
     """A factor >= 1 (a speed or compile-time rule's)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a factor >= 1, e.g. 1.15") from None
-    if not math.isfinite(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is invalid; give a finite factor >= 1, e.g. 1.15")
-    return value
+    return _number(text, ok=lambda v: v >= 1, expected="a finite factor >= 1, e.g. 1.15")
 
 
 def fraction(text: str) -> float:
     """A number in (0, 1): a significance level, a tolerance."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one in (0, 1), e.g. 0.01") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is invalid; give a number in (0, 1), e.g. 0.01")
-    return value
+    return _number(text, ok=lambda v: 0 < v < 1, expected="a number in (0, 1), e.g. 0.01")

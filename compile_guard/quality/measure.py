@@ -47,26 +47,25 @@ class Subject:
     graph_count: Callable[[], int] = lambda: 0  # graphs compiled so far (the measurement's own recompiles show)
 
 
-def copy_value(value: Any) -> Any:
-    """A tensor copied with its size, stride and dtype (a guard on strides still holds); containers walked."""
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """`fn` applied to every plain tensor (not a DTensor) in nested lists, tuples and dicts; the rest as is."""
     if isinstance(value, torch.Tensor) and not hasattr(value, "to_local"):
-        out = torch.empty_strided(value.size(), value.stride(), dtype=value.dtype, device=value.device)
-        return out.copy_(value)
+        return fn(value)
     if isinstance(value, (list, tuple)):
-        return type(value)(copy_value(v) for v in value)
+        return type(value)(_map_tensors(v, fn) for v in value)
     if isinstance(value, dict):
-        return {k: copy_value(v) for k, v in value.items()}
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
     return value
+
+
+def copy_value(value: Any) -> Any:
+    """Tensors copied with their size, stride and dtype (a guard on strides still holds); containers walked."""
+    return _map_tensors(value, lambda t: torch.empty_strided(t.size(), t.stride(), dtype=t.dtype,
+                                                             device=t.device).copy_(t))  # fmt: skip
 
 
 def _fp64(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.is_floating_point() and not hasattr(value, "to_local"):
-        return value.double()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_fp64(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _fp64(v) for k, v in value.items()}
-    return value
+    return _map_tensors(value, lambda t: t.double() if t.is_floating_point() else t)
 
 
 @contextlib.contextmanager
