@@ -28,7 +28,7 @@ def _steady(ctx, args) -> dict:
     import torch
     import torch.distributed._functional_collectives as funcol
 
-    from compile_guard.agreement import agree_on_compiles
+    from compile_guard import agree_on_compiles
     from engine.layout import ParallelLayout
 
     group = ParallelLayout(ctx, tp=ctx.world_size).group("tp")
@@ -72,7 +72,7 @@ def _eager(ctx, args) -> dict:
     import torch
     import torch.distributed as dist
 
-    from compile_guard.agreement import CollectiveLedger
+    from compile_guard import CollectiveLedger
     from engine.layout import ParallelLayout
 
     group = ParallelLayout(ctx, tp=ctx.world_size).group("tp")

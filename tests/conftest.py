@@ -23,7 +23,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import pytest
 
-from compile_guard.integrations.pytest_plugin import launch_checked
+from compile_guard.commands.pytest_plugin import launch_checked
 from compile_guard.launch.launcher import LaunchResult, LaunchSpec
 
 REPO = Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compile_guard.integrations.target import GuardTarget, TargetContext
+from compile_guard import GuardTarget, TargetContext
 from docs.examples import tp_mlp
 
 

@@ -13,7 +13,7 @@ from compile_guard.flow.check_run import CheckRun, expected_factors
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health.settings import settings_payload
-from compile_guard.ranks.rank_report import RankReport
+from compile_guard.contracts.rank_report import RankReport
 from tests.conftest import CLI_TIMEOUT_S, REPO, committed_baseline
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from compile_guard.integrations.pytest_plugin import launch_checked
+from compile_guard.commands.pytest_plugin import launch_checked
 from compile_guard.launch.launcher import LaunchSpec
 
 PG_TIMEOUT_S = 5.0  # rank programs' process-group timeout: a frozen peer is seen after it

@@ -8,7 +8,7 @@ import pytest
 
 from compile_guard.flow.scenarios import resolve
 from compile_guard.health import baseline as bl
-from compile_guard.integrations.pytest_plugin import assert_compile_health
+from compile_guard import assert_compile_health
 
 
 @pytest.mark.smoke
@@ -61,6 +61,6 @@ def test_compile_guard_check_fails_the_test_with_the_checks_report(compile_guard
                                 backend="aot_eager"), result=None, reports=None, log_dir=tmp_path)  # fmt: skip
     failed = Report(exit_code=1, text="cross-rank asymmetry: CompileDivergence: ...", data={})
     monkeypatch.setattr(check_flow, "run_and_judge", lambda *a, **k: check_flow.Judged(report=failed, run=run))
-    monkeypatch.setattr("compile_guard.integrations.pytest_plugin.leftover_pids", lambda result: [])
+    monkeypatch.setattr("compile_guard.commands.pytest_plugin.leftover_pids", lambda result: [])
     with pytest.raises(pytest.fail.Exception, match=r"failed \(exit 1\):\ncross-rank asymmetry"):
         compile_guard_check("docs.examples.tp_mlp:rank_branch", baselines=tmp_path, backend="aot_eager")

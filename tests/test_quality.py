@@ -188,7 +188,7 @@ def test_a_baseline_before_quality_loads_with_a_note_and_a_bad_one_is_refused(tm
 
 
 def test_a_rank_report_carries_quality_as_data() -> None:
-    from compile_guard.ranks.rank_report import DRIVER, RankReport, RankReportError
+    from compile_guard.contracts.rank_report import DRIVER, RankReport, RankReportError
 
     report = RankReport(scenario="s", rank=0, role=DRIVER, run={}, quality={})
     assert RankReport.from_json(report.to_json(), what="r").quality == {}

@@ -52,7 +52,7 @@ def test_a_factory_that_returns_the_wrong_thing_is_exit_2_with_the_fix(tmp_path,
     assert proc.returncode == 2, proc.stdout + proc.stderr
     # every rank refuses it alike; whichever failed first is named
     assert re.search(r"input error on rank [01]: --target 'docs.examples.tp_mlp:wrong_shape': the factory returned"
-                     r" dict; expected compile_guard.integrations.target.GuardTarget", proc.stdout), proc.stdout
+                     r" dict; expected compile_guard.GuardTarget", proc.stdout), proc.stdout
 
 
 @pytest.mark.smoke

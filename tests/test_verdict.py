@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from compile_guard import verdict
-from compile_guard.ranks.rank_report import RankReport, RankReportError
+from compile_guard.contracts.rank_report import RankReport, RankReportError
 from compile_guard.verdict import Cli, RankOutcome
 from engine.errors import EngineError, RankCode
 

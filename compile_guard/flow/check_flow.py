@@ -19,7 +19,7 @@ from compile_guard.flow.report import Report, failure_report, judge
 from compile_guard.health import baseline as bl
 from compile_guard.launch import in_place
 from compile_guard.quality.options import Judging
-from compile_guard.ranks.rank_report import RankReportError
+from compile_guard.contracts.rank_report import RankReportError
 from compile_guard.verdict import Cli
 from engine.runspec import RunSpec
 

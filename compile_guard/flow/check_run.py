@@ -18,7 +18,7 @@ from compile_guard.health.schema import baseline_view
 from compile_guard.quality.judge import baseline_entry
 from compile_guard.quality.options import STEADY_ALLOCATOR_ENV, Measure
 from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
-from compile_guard.ranks.rank_report import RankReport
+from compile_guard.contracts.rank_report import RankReport
 from engine import events, knobs
 from engine.runspec import RunSpec
 

@@ -1,1 +1,1 @@
-"""What users import into their own code: the --target contract and the pytest plugin."""
+"""What a user's code is given and returns: the --target contract (target.py). Import it from `compile_guard`."""

@@ -82,7 +82,7 @@ def build(spec: str, ctx: TargetContext) -> GuardTarget:
     if not isinstance(target, GuardTarget) or not callable(target.fn):
         raise TargetError(
             f"--target {spec!r}: the factory returned {type(target).__name__}; expected "
-            "compile_guard.integrations.target.GuardTarget(fn=<callable>, inputs=[(args...), ...])"
+            "compile_guard.GuardTarget(fn=<callable>, inputs=[(args...), ...])"
         )
     if not target.inputs or not all(isinstance(step, tuple) for step in target.inputs):
         raise TargetError(f"--target {spec!r}: inputs must be a non-empty list of argument tuples")

@@ -86,7 +86,7 @@ def settle(rank_code: int, *, window_s: float) -> verdict.Verdict:
 def probe_all(spec: RunSpec, *, dump_dir: Path | None) -> tuple[list[Any] | None, int]:
     """(every rank's RankReport in rank order, or None; this rank's CLI exit code, settled with its peers)."""
     from compile_guard.ranks.check import probe_rank  # the rank side: torch, the engine
-    from compile_guard.ranks.rank_report import RankReport
+    from compile_guard.contracts.rank_report import RankReport
     from engine import failure
     from engine.collectives import all_gather_json
     from engine.layout import ParallelLayout

@@ -34,7 +34,7 @@ from compile_guard.quality.subjects import Recorder, compile_cache, engine_subje
 from compile_guard.ranks import target
 from compile_guard.ranks.dump import depyf_dump
 from compile_guard.ranks.handshakes import HealthGate, compile_payload
-from compile_guard.ranks.rank_report import DRIVER, MESH, RankReport
+from compile_guard.contracts.rank_report import DRIVER, MESH, RankReport
 from engine.atomic_json import write_text
 from engine.control.parity import handshake
 from engine.hooks import HookChain

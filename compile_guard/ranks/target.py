@@ -24,7 +24,7 @@ from compile_guard.quality.measure import measure
 from compile_guard.quality.options import Measure
 from compile_guard.quality.subjects import target_subject
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
-from compile_guard.ranks.rank_report import MESH, RankReport
+from compile_guard.contracts.rank_report import MESH, RankReport
 from compile_guard.ranks.signature import agree_on_inputs
 from engine.compile import CompiledRegion
 from engine.control.parity import env_payload, handshake

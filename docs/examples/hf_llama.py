@@ -19,7 +19,7 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from compile_guard.integrations.target import GuardTarget, TargetContext
+from compile_guard import GuardTarget, TargetContext
 
 VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, TOKENS = 256, 64, 2, 4, 2, 8
 

@@ -23,7 +23,7 @@ import warnings
 import torch
 import torch.distributed._functional_collectives as funcol
 
-from compile_guard.integrations.target import GuardTarget, TargetContext
+from compile_guard import GuardTarget, TargetContext
 
 DIM, HIDDEN, TOKENS, LAYERS = 64, 128, 8, 2
 

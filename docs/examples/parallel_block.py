@@ -26,7 +26,7 @@ import torch
 import torch.distributed._functional_collectives as funcol
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-from compile_guard.integrations.target import GuardTarget, TargetContext
+from compile_guard import GuardTarget, TargetContext
 
 DIM, HIDDEN, TOKENS = 64, 128, 8
 

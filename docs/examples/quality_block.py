@@ -16,7 +16,7 @@ import torch.distributed._functional_collectives as funcol
 import torch.nn.functional as F
 from torch import nn
 
-from compile_guard.integrations.target import GuardTarget, TargetContext
+from compile_guard import GuardTarget, TargetContext
 
 DIM, HIDDEN, BATCH, TOKENS = 64, 1024, 8, 64  # a pointwise-heavy shard: fusion matters
 

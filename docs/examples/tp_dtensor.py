@@ -15,7 +15,7 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from compile_guard.integrations.target import GuardTarget, TargetContext
+from compile_guard import GuardTarget, TargetContext
 
 DIM, HIDDEN, TOKENS = 64, 256, 16
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.distributed._functional_collectives as funcol
 
-from compile_guard.integrations.target import GuardTarget, TargetContext
+from compile_guard import GuardTarget, TargetContext
 
 DIM, HIDDEN, TOKENS = 64, 256, 16
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.distributed._functional_collectives as funcol
 
-from compile_guard.integrations.target import GuardTarget, TargetContext
+from compile_guard import GuardTarget, TargetContext
 
 VOCAB, DIM, TOKENS = 256, 32, 12
 

@@ -1,0 +1,86 @@
+"""How the harness's layers stand: lines per layer, imports that climb from a lower layer to a higher one,
+and the `# fmt: skip` markers left. Prints a table; run it before and after a restructuring.
+
+    python benchmarks/layers.py [--root DIR] [--imports]
+
+Layers, lowest first (an import may go down or sideways, never up):
+  0 base        torch-free or torch-only leaves: verdict, compat
+  1 concerns    contracts/ (what both sides of the process boundary read), health/, agreement/, quality/,
+                integrations/ (the user's target contract)
+  2 launch      launch/ (supervision, run modes)
+  3 flow        flow/ (the parent's check flow)
+  4 matrix      matrix/ (rows, faults, their runner)
+  5 programs    ranks/ (rank programs), commands/, cli, __main__, the package's public names
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+LEVELS = {
+    "verdict": 0, "compat": 0, "moved": 0,
+    "contracts": 1, "health": 1, "agreement": 1, "quality": 1, "integrations": 1,
+    "launch": 2,
+    "flow": 3,
+    "matrix": 4,
+    "ranks": 5, "commands": 5, "cli": 5, "__main__": 5, "__init__": 5, "target": 5, "pytest_plugin": 5,
+}  # fmt: skip  (a table: one layer per row)
+NAMES = ["base", "concerns", "launch", "flow", "matrix", "programs"]
+
+
+def layer_of(path: Path, package: Path) -> str:
+    parts = path.relative_to(package).parts
+    return parts[0] if len(parts) > 1 else parts[0].removesuffix(".py")
+
+
+def imported(node: ast.AST) -> list[str]:
+    """The compile_guard layers an import statement names (`from compile_guard import compat` names compat)."""
+    if isinstance(node, ast.Import):
+        return [a.name.split(".")[1] for a in node.names if a.name.startswith("compile_guard.")]
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        parts = node.module.split(".")
+        if parts[0] != "compile_guard":
+            return []
+        return [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
+    return []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--imports", action="store_true", help="list every climbing import")
+    args = parser.parse_args()
+    package = args.root / "compile_guard"
+    lines = [0] * len(NAMES)
+    climbs: list[str] = []
+    shims = 0  # a moved module's shim imports its new home, wherever that is: counted apart, for one release
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text()
+        src = layer_of(path, package)
+        lines[LEVELS[src]] += len(source.splitlines())
+        if source.startswith('"""Moved ('):
+            shims += 1
+            continue
+        for node in ast.walk(ast.parse(source)):
+            for dst in imported(node):
+                if dst in LEVELS and dst != src and LEVELS[dst] > LEVELS[src]:
+                    climbs.append(f"{path.relative_to(args.root)}:{node.lineno} {src} -> {dst}")
+    skips = {d: sum(p.read_text().count("# fmt: skip") for p in (args.root / d).rglob("*.py"))
+             for d in ("compile_guard", "engine", "tests", "benchmarks", "docs", "repro")}  # fmt: skip  (one line per figure)
+    print(f"{'layer':<12}{'lines':>8}")
+    for name, n in zip(NAMES, lines):
+        print(f"{name:<12}{n:>8}")
+    print(f"{'total':<12}{sum(lines):>8}")
+    engine = sum(len(p.read_text().splitlines()) for p in (args.root / "engine").rglob("*.py"))
+    print(f"{'engine/':<12}{engine:>8}")
+    pairs = sorted({c.split(" ", 1)[1] for c in climbs})
+    print(f"\nimports climbing a layer: {len(climbs)} ({', '.join(pairs) or 'none'}); shims of moved modules: {shims}")
+    if args.imports:
+        print("\n".join(f"  {c}" for c in climbs))
+    print("\n# fmt: skip markers: " + ", ".join(f"{d}/ {n}" for d, n in skips.items()) + f"; total {sum(skips.values())}")
+
+
+if __name__ == "__main__":
+    main()
