@@ -37,7 +37,9 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compile_guard.flow import check_run  # noqa: E402
+from compile_guard.flow.request import CheckRequest  # noqa: E402
 from compile_guard.flow.scenarios import target_scenario  # noqa: E402
+from compile_guard.launch.modes import Launched  # noqa: E402
 from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
 from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402
 
@@ -72,7 +74,9 @@ def run_mode(row: Row, mode: str, log_root: Path, deadline_s: float) -> dict[str
     if mode == "DETAIL":
         env["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
     t0 = time.monotonic()
-    run = check_run.run_check(spec, log_dir=log_root / f"{row.id}-{mode}", env=env, rank_env=row.rank_env)
+    request = CheckRequest(spec=spec, baselines=log_root, log_dir=log_root / f"{row.id}-{mode}", env=env,
+                           rank_env=row.rank_env)  # fmt: skip
+    run = check_run.run_ranks(request, Launched())
     result = run.result
     failed = [r.failed_at_s for r in result.ranks if r.failed_at_s is not None and not r.ok]
     texts = "\n".join((r.failure or "") + "\n" + r.log_tail for r in result.ranks)
@@ -99,7 +103,8 @@ def healthy(log_root: Path) -> list[list[str]]:
                      f"{time.monotonic() - t0:.1f}"])  # fmt: skip
     spec = target_scenario("docs.examples.vocab_parallel:model", nprocs=2, backend="aot_eager")
     t0 = time.monotonic()
-    run = check_run.run_check(spec, log_dir=log_root / "healthy" / "vocab")
+    run = check_run.run_ranks(CheckRequest(spec=spec, baselines=log_root, log_dir=log_root / "healthy" / "vocab"),
+                              Launched())
     rows.append(["vocab-parallel model (check --target)", ", ".join(str(r.returncode) for r in run.result.ranks),
                  "no" if run.result.ok else "FALSE STOP", f"{time.monotonic() - t0:.1f}"])  # fmt: skip
     cd06 = run_row(ROWS_BY_ID["CD-06-dtensor"], log_root / "rows")

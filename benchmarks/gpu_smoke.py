@@ -24,8 +24,9 @@ from pathlib import Path
 from tabulate import tabulate
 
 from compile_guard.flow.check_flow import run_and_judge
-from compile_guard.flow.check_run import expected_factors
+from compile_guard.flow.request import CheckRequest
 from compile_guard.health import baseline as bl
+from compile_guard.launch.modes import Launched
 from engine.runspec import RunSpec
 
 SPECS = (
@@ -39,16 +40,17 @@ SPECS = (
 def refresh_then_check(spec: RunSpec, out: Path) -> list:
     t0 = time.monotonic()
     baselines = out / "baselines"
-    refreshed = run_and_judge(spec, baselines, need_baseline=False, log_dir=out / spec.name / "refresh", launch=True)
+    refresh = CheckRequest(spec=spec, baselines=baselines, need_baseline=False, log_dir=out / spec.name / "refresh")
+    refreshed = run_and_judge(refresh, Launched())
     first = refreshed.run
     if first is None or first.reports is None:
         return [spec.name, "refresh", round(time.monotonic() - t0, 1), refreshed.report.text[:300]]
     path = baselines / bl.file_name(first.to_baseline().factors)
     bl.write(path, first.to_baseline())
-    found = bl.find(baselines, expected_factors(spec))
+    found = bl.find(baselines, bl.Factors.expected(spec))
     assert found is not None and found[0] == path, (found, path)
     t1 = time.monotonic()
-    checked = run_and_judge(spec, baselines, log_dir=out / spec.name / "check", launch=True)
+    checked = run_and_judge(CheckRequest(spec=spec, baselines=baselines, log_dir=out / spec.name / "check"), Launched())
     report, second = checked.report, checked.run
     final = second.mesh()[0].final if second is not None and second.reports else {}
     return [spec.name, "PASS" if report.exit_code == 0 else f"exit {report.exit_code}", round(t1 - t0, 1),

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from compile_guard.flow.check_run import expected_factors
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.quality import judge
@@ -54,7 +53,7 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="upgrade_rehearsal_"))
     started, summary, quality = time.monotonic(), [], []
     for name in args.scenarios.split(","):
-        factors = expected_factors(SCENARIOS[name])
+        factors = bl.Factors.expected(SCENARIOS[name]).as_dict()
         old_path = bl.DEFAULT_DIR / bl.file_name({**factors, "torch": args.from_torch})
         if not old_path.exists():
             print(f"{name}: no torch {args.from_torch} baseline ({old_path.name}); skipped")

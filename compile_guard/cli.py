@@ -1,7 +1,8 @@
 """`python -m compile_guard` / `compile-guard`: the command line — parsing and dispatch only.
 
 Each subcommand is a module of compile_guard.commands with `configure(parser)` and
-`run(args) -> exit code`. Nothing here imports torch: `--help`, `--version`, `check --list`
+`run(args, mode) -> exit code`; the run mode (compile_guard.launch.modes: launched, or in place under a
+launcher) is chosen here, once. Nothing here imports torch: `--help`, `--version`, `check --list`
 and `baseline show/diff` stay light; a command imports what it needs when it runs.
 
 Exit codes (shared by every subcommand; compile_guard.verdict owns them): 0 pass · 1 the ranks
@@ -22,6 +23,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from compile_guard.launch import modes
 from compile_guard.launch.supervision import Interrupted
 from compile_guard.verdict import INTERRUPTED_BASE, Cli
 from engine import knobs
@@ -45,7 +47,7 @@ COMMANDS = {
 
 def _version() -> str:
     from compile_guard import __version__
-    from compile_guard.flow.check_run import installed_torch
+    from compile_guard.health.baseline import installed_torch
 
     torch = installed_torch()  # the installed torch, without importing it
     return f"compile-guard {__version__} (torch {torch}, python {platform.python_version()})"
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"input error: {exc}", file=sys.stderr)
         return Cli.USAGE
     try:
-        return args.run(args)
+        return args.run(args, modes.chosen())
     except Interrupted as exc:  # a launch was stopped by a signal: its ranks are already killed
         print(f"interrupted by {signal.Signals(exc.signum).name}: every rank was killed", file=sys.stderr)
         return INTERRUPTED_BASE + exc.signum

@@ -31,21 +31,17 @@ def record_failure(exc: BaseException) -> None:
     write_json(Path(run_dir) / FAILURE_FILE.format(rank=rank), record)
 
 
-# What this process's exit status is for a rank code: the code itself for a rank program; a harness that runs
-# the rank body inside its own CLI process (compile_guard's in-place check) maps it to its CLI code, after telling
-# its peers (so every rank of the job exits the same). One process, one role: set once, before the body runs.
-_exit_status: Callable[[int], int] = int
+# What a process's exit status is for a rank code (RankContext.exit_status, given to engine.rank_process.rank_main):
+# the code itself for a rank program; a harness that runs the rank body inside its own CLI process
+# (compile_guard's in-place run mode) maps it to its CLI code, after telling its peers (so every rank of the job
+# exits the same).
+ExitStatus = Callable[[int], int]
 
 
-def set_exit_status(mapping: Callable[[int], int]) -> None:
-    global _exit_status
-    _exit_status = mapping
-
-
-def abort(exc: EngineError) -> NoReturn:
+def abort(exc: EngineError, exit_status: ExitStatus = int) -> NoReturn:
     """End this process now, from a thread that cannot raise into the main one (the watchdog, a watcher: the
     main thread may be blocked in a collective forever): the failure record, the fatal event, flushed logs, then
-    the exit status for `exc`'s rank code."""
+    `exit_status` of `exc`'s rank code (the rank's RankContext.exit_status)."""
     record_failure(exc)
     message = str(exc).splitlines()[0] if str(exc) else ""
     events.emit("fatal", error=type(exc).__name__, exit_code=int(exc.exit_code), message=message)
@@ -53,4 +49,4 @@ def abort(exc: EngineError) -> NoReturn:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(_exit_status(int(exc.exit_code)))
+    os._exit(exit_status(int(exc.exit_code)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -28,6 +29,9 @@ class RankContext:
     device: torch.device  # where this rank's tensors live
     backend: str  # resolved collective backend (gloo / nccl)
     timeout_s: float  # timeout every group of this job was created with
+    # this process's exit status for a rank code when a thread ends it (engine.failure.abort): the code itself for a
+    # rank program; the CLI's code, settled with the peers, for a rank body run in place (rank_process.rank_main)
+    exit_status: Callable[[int], int] = int
 
 
 class ParallelLayout:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 
-def init_rank(cfg: DistConfig) -> RankContext:
+def init_rank(cfg: DistConfig, exit_status: Callable[[int], int] = int) -> RankContext:
     """Join the default process group from torchrun-style env, with `cfg.timeout_s`."""
     rank = knobs.read("RANK")
     world_size = knobs.read("WORLD_SIZE")
@@ -65,6 +65,7 @@ def init_rank(cfg: DistConfig) -> RankContext:
         device=device,
         backend=backend,
         timeout_s=cfg.timeout_s,
+        exit_status=exit_status,
     )
 
 
@@ -75,10 +76,10 @@ def shutdown_rank() -> None:
 
 
 @contextlib.contextmanager
-def joined(cfg: DistConfig) -> Iterator[RankContext]:
-    """`with joined(cfg) as ctx:` — the body of a rank process."""
+def joined(cfg: DistConfig, exit_status: Callable[[int], int] = int) -> Iterator[RankContext]:
+    """`with joined(cfg) as ctx:` — the body of a rank process (`exit_status`: RankContext's)."""
     try:
-        ctx = init_rank(cfg)
+        ctx = init_rank(cfg, exit_status)
         yield ctx
     except BaseException as exc:
         clean_exit = isinstance(exc, SystemExit) and exc.code in (0, None)

@@ -81,14 +81,16 @@ def run_topology(spec: Any, run: Callable[..., dict[str, Any]]) -> int:
                      lambda summary: events.emit("run_done", **summary))  # fmt: skip
 
 
-def rank_main(dist_cfg: DistConfig, body: Callable[[RankContext], dict[str, Any]],
-              done: Callable[[dict[str, Any]], None]) -> int:  # fmt: skip
-    """Run `body` as one rank of the job; `done` gets its result after the group is left."""
+def rank_main(dist_cfg: DistConfig, body: Callable[[RankContext], Any], done: Callable[[Any], None], *,
+              exit_status: Callable[[int], int] = int) -> int:  # fmt: skip
+    """Run `body` as one rank of the job; `done` gets its result after the group is left. `exit_status`: how a
+    thread that ends this process (the watchdog, an agreement's watcher) maps a rank code to its exit status
+    (RankContext.exit_status; the code itself unless the body runs inside another program, in place)."""
     rank = knobs.read("RANK")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(name)s: %(message)s", stream=sys.stderr)
     torch.set_num_threads(1)
     try:
-        with joined(dist_cfg) as ctx:
+        with joined(dist_cfg, exit_status) as ctx:
             try:
                 result = body(ctx)
             except Exception as exc:

@@ -31,8 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 
-from compile_guard import compat
-from compile_guard import CollectiveLedger, agree_on_compiles
+from compile_guard import CollectiveLedger, agree_on_compiles, compat
 from compile_guard.agreement.ops import MAX_ENTRY_BYTES
 from engine.config import DistConfig
 from engine.layout import ParallelLayout, RankContext

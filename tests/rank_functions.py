@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from compile_guard import TargetContext
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import baseline_view
-from compile_guard import TargetContext
 from engine.collectives import TPCollectives
 from engine.compile import CompileConfig, CompiledRegion
 

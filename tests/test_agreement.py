@@ -18,7 +18,8 @@ import torch.distributed as dist
 from compile_guard.agreement import judge
 from compile_guard.agreement.channel import Transport
 from compile_guard.agreement.ops import MAX_ENTRY_BYTES, ChannelError, Get, Set, decode, encode
-from compile_guard.agreement.positions import Ask, Positions
+from compile_guard.agreement.messages import Ask, Wake
+from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.statement import guard_reason
 from compile_guard.agreement.watcher import answer_window_s, default_stall_s
 from compile_guard.health.sites import break_title
@@ -67,12 +68,12 @@ def test_positions_answer_at_once_or_when_the_asked_call_is_made():
     pos = Positions(0)
     record = pos.frame("f", "forward", "m.py:1")
     record.ran("f.0.0")
-    assert pos.answer(Ask(asker=1, seq=1, fid="f", call=1))["count"] == 1  # not made yet: pending
+    assert pos.answer(Ask(sender=1, seq=1, fid="f", call=1)).at.count == 1  # not made yet: pending
     assert pos.pending and pos.due() == []
     record.ran("f.0.0")  # call 1 made, with the graph compiled at call 0
     (due,) = pos.due()
-    assert (due["to"], due["count"], due["ran"]) == (1, 2, "f.0.0") and not pos.pending
-    assert pos.answer(Ask(asker=1, seq=2, fid=None, call=0))["progress"] and not pos.pending  # progress only
+    assert (due.to, due.at.count, due.at.ran) == (1, 2, "f.0.0") and not pos.pending
+    assert pos.answer(Ask(sender=1, seq=2, fid=None, call=0)).progress and not pos.pending  # progress only
 
 
 def _statement(rank: int, collectives: list[dict], **fields) -> dict:
@@ -313,7 +314,7 @@ def test_a_watcher_whose_channel_breaks_still_stops_its_rank_as_a_protocol_error
     member = protocol.Member(rank=0, ranks=(0, 1), group="g", prefix="t", stall_s=5.0)
     watching = watcher.Watcher(server, protocol.Link(member, Positions(0)), event="compile_divergence")
     server.set(member.verdict, b"{not json")
-    Transport(server).run(post(member.watch_box(0), {"kind": "verdict"}))
+    Transport(server).run(post(member.watch_box(0), Wake()))
     watching._thread.join(timeout=10)
     assert not watching._thread.is_alive() and len(stopped) == 1, stopped
     assert stopped[0]["error"] == "ProtocolError" and stopped[0]["kind"] == "watcher_failed"

@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 
-from compile_guard.flow import check_run, report
-from compile_guard.flow.check_run import CheckRun, expected_factors
+from compile_guard.contracts.rank_report import RankReport
+from compile_guard.flow import report
+from compile_guard.flow.check_run import CheckRun
+from compile_guard.flow.request import CheckRequest, find_baseline
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health.settings import settings_payload
-from compile_guard.contracts.rank_report import RankReport
 from tests.conftest import CLI_TIMEOUT_S, REPO, committed_baseline
 
 
@@ -55,7 +56,7 @@ def test_missing_baseline_exits_2_with_the_refresh_command(tmp_path, quick_proce
 
 
 def test_corrupt_baseline_exits_2_naming_the_file(tmp_path, quick_process):
-    path = tmp_path / bl.file_name(expected_factors(SCENARIOS["tp2-aot"]))
+    path = tmp_path / bl.file_name(bl.Factors.expected(SCENARIOS["tp2-aot"]).as_dict())
     path.write_text('{"schema": 1, "factors": ')
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
     assert proc.returncode == 2
@@ -68,7 +69,7 @@ def test_unknown_scenario_exits_2(quick_process):
 
 
 def test_foreign_torch_version_is_compared_and_stated(tmp_path, processes):
-    factors = expected_factors(SCENARIOS["tp2-aot"])
+    factors = bl.Factors.expected(SCENARIOS["tp2-aot"]).as_dict()
     base = bl.load(committed_baseline("tp2-aot"))
     foreign = {**base.factors, "torch": "2.12.0+cpu"}
     bl.write(tmp_path / bl.file_name(foreign), bl.Baseline(factors=foreign, metrics=base.metrics, break_sites=[]))
@@ -92,10 +93,12 @@ def test_improvement_fails_unless_allowed_and_names_the_refresh_command():
     """A baseline with more breaks than today's run: an improvement, exit 1 unless allowed; the hint is the refresh
     command of this very spec (a scenario here; test_target covers --target's). The policy itself: test_policy."""
     spec = SCENARIOS["tp2-aot"]
-    path, exact, committed = check_run.baseline_for(spec, bl.DEFAULT_DIR)
+    request = CheckRequest(spec=spec, baselines=bl.DEFAULT_DIR)
+    found = find_baseline(request)
+    path, exact, committed = found.path, found.exact, found.baseline
     base = bl.Baseline(factors=committed.factors, metrics={**committed.metrics, "graph_breaks": 3}, break_sites=[])
     run = _run_of(committed.metrics, spec)
-    refresh = check_run.refresh_command(spec, bl.DEFAULT_DIR)
+    refresh = request.refresh_command()
     failed = report.judge(run, base, path, exact, refresh=refresh, allow_improvement=False, strict=False)
     assert failed.exit_code == 1
     assert "graph_breaks: 3 -> [0, 0] (improvement" in failed.text
@@ -126,7 +129,7 @@ def test_every_committed_baseline_of_this_torch_matches_todays_config():
 
 
 def test_a_baseline_for_another_configuration_exits_2(tmp_path, quick_process):
-    committed = bl.load(bl.find(bl.DEFAULT_DIR, expected_factors(SCENARIOS["tp2-aot"]))[0])
+    committed = bl.load(bl.find(bl.DEFAULT_DIR, bl.Factors.expected(SCENARIOS["tp2-aot"]).as_dict())[0])
     factors = {**committed.factors, "config_hash": "0123456789abcdef"}
     bl.write(tmp_path / bl.file_name(factors), bl.Baseline(factors=factors, metrics=committed.metrics, break_sites=[]))
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))

@@ -80,15 +80,17 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     from compile_guard import cli
     from compile_guard.commands import check
     from compile_guard.flow import check_flow, report
-    from compile_guard.flow.check_run import baseline_for, refresh_command
+    from compile_guard.flow.request import CheckRequest, find_baseline
     from compile_guard.flow.scenarios import SCENARIOS
     from compile_guard.health import baseline as bl
     from tests.test_check import _run_of
 
     spec = SCENARIOS["tp2-aot"]
-    path, exact, base = baseline_for(spec, bl.DEFAULT_DIR)
+    request = CheckRequest(spec=spec, baselines=bl.DEFAULT_DIR)
+    found = find_baseline(request)
+    path, exact, base = found.path, found.exact, found.baseline
     run = _run_of({**base.metrics, "graph_breaks": 10, "break_reasons": {"disable": 10}}, spec)
-    judged = report.judge(run, base, path, exact, refresh=refresh_command(spec, bl.DEFAULT_DIR),
+    judged = report.judge(run, base, path, exact, refresh=request.refresh_command(),
                           allow_improvement=False, strict=False)  # fmt: skip
     monkeypatch.setattr(check, "run_and_judge", lambda *a, **k: check_flow.Judged(report=judged, run=run))
     junit = tmp_path / "check.xml"

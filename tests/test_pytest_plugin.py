@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from compile_guard import assert_compile_health
 from compile_guard.flow.scenarios import resolve
 from compile_guard.health import baseline as bl
-from compile_guard import assert_compile_health
 
 
 @pytest.mark.smoke

@@ -46,11 +46,12 @@ class CompileAgreement:
 
     stall_s: no progress from a peer for this long is a stall (default: a margin under the group's timeout);
     strict_constants: a constant that differs by rank (a vocab offset) stops the job (default: reported);
-    stop_on_asymmetry: a rank-only graph break stops it even while the collective streams line up."""
+    stop_on_asymmetry: a rank-only graph break stops it even while the collective streams line up;
+    exit_status: how this process ends when the watcher stops it (the rank's RankContext.exit_status)."""
 
     def __init__(self, *, group: dist.ProcessGroup, stall_s: float | None = None, strict_constants: bool = False,
                  stop_on_asymmetry: bool = False, compile_timeout_s: float = 600.0, store: dist.Store | None = None,
-                 name: str = "compile") -> None:  # fmt: skip
+                 name: str = "compile", exit_status: Callable[[int], int] = int) -> None:  # fmt: skip
         timeout_s = compat.group_timeout_s(group)
         self.stall_s = default_stall_s(timeout_s) if stall_s is None else stall_s
         if not 0 < self.stall_s <= 24 * 3600:
@@ -81,7 +82,7 @@ class CompileAgreement:
         logging.getLogger(compat.BREAK_LOGGER).addHandler(self.maker.sites)
         logging.getLogger(compat.OUTPUT_CODE_LOGGER).addHandler(self.output_code)
         self._remove_callbacks = compat.on_compiles(self._compile_started, self._compile_ended)
-        self.watcher = Watcher(store, self.link, event="compile_divergence")
+        self.watcher = Watcher(store, self.link, event="compile_divergence", exit_status=exit_status)
         log.info("compile agreement on: group=%s ranks=%s stall_s=%.1f (group timeout %.0fs)", self.group_name,
                  list(self.ranks), self.stall_s, timeout_s)  # fmt: skip
 

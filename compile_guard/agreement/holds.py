@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from compile_guard.agreement import judge
+from compile_guard.agreement.messages import Ask, Position, Stated, Wake
 from compile_guard.agreement.ops import Actor, Delete, Now, Set, Wait, encode, post, read
 from compile_guard.agreement.positions import frames_of, where
 from compile_guard.agreement.protocol import Agreed, Link, Member, Stopped, declare, stall, tell_holding
@@ -27,13 +28,13 @@ class _Progress:
     def moved(self, now: float) -> None:
         self.last = now
 
-    def answer(self, peer: int, msg: dict[str, Any], now: float) -> None:
-        token = (msg.get("progress"), msg.get("busy"))
+    def answer(self, peer: int, msg: Position, now: float) -> None:
+        token = (msg.progress, msg.busy)
         if self.tokens.get(peer, token) != token:
             self.last = now
         self.tokens[peer] = token
-        if msg.get("busy"):  # compiling is progress, for one compile up to compile_s
-            since = self.busy_since.setdefault((peer, msg["busy"]), now)
+        if msg.busy:  # compiling is progress, for one compile up to compile_s
+            since = self.busy_since.setdefault((peer, msg.busy), now)
             if now - since < self.m.compile_s:
                 self.last = now
 
@@ -44,12 +45,13 @@ class _Progress:
         return self.last + self.m.stall_s - now
 
 
-def _ask(link: Link, peer: int, question: dict[str, Any]) -> Actor:
+def _ask(link: Link, peer: int, fid: str | None = None, call: int = 0, parent: tuple[str, int] | None = None) -> Actor:
+    """Ask `peer` where it is with call `call` of frame `fid` (None: only how far it is; never pending)."""
     link.seq += 1
-    yield from post(link.m.watch_box(peer), {"kind": "ask", "from": link.m.rank, "seq": link.seq, **question})
+    yield from post(link.m.watch_box(peer), Ask(sender=link.m.rank, seq=link.seq, fid=fid, call=call, parent=parent))
 
 
-def _receive(link: Link, timeout_s: float, first_seq: int, answers: dict[int, dict[str, Any]],
+def _receive(link: Link, timeout_s: float, first_seq: int, answers: dict[int, Position],
              progress: _Progress, now: float) -> Actor:  # fmt: skip
     """Wait up to `timeout_s` for a message, then drain the inbox; answers to this hold's questions kept.
     The peers a message came from (their keys are worth reading again), or None when none came (read all)."""
@@ -58,17 +60,17 @@ def _receive(link: Link, timeout_s: float, first_seq: int, answers: dict[int, di
     if msg is None:
         return None
     while msg is not None:
-        sender = msg.get("from")
-        if msg.get("kind") == "pos" and msg.get("seq", 0) >= first_seq and not msg.get("full"):
-            answers[sender] = msg
-            progress.answer(sender, msg, now)
-        elif msg.get("kind") == "stated":
+        sender = msg.sender
+        if isinstance(msg, Position) and msg.seq >= first_seq:
+            answers[msg.sender] = msg
+            progress.answer(msg.sender, msg, now)
+        elif isinstance(msg, Stated):
             progress.moved(now)
-            if msg.get("slot") is None:  # the peer left: its final position is on the store
-                link.left.add(sender)
-        elif msg.get("kind") == "verdict":
+            if msg.slot is None:  # the peer left: its final position is on the store
+                link.left.add(msg.sender)
+        elif isinstance(msg, Wake):
             link.verdict_posted = True
-        if isinstance(sender, int):
+        if sender is not None:
             touched.add(sender)
         msg = yield from link.inbox.receive(0)
     return touched
@@ -110,17 +112,17 @@ def _split_elsewhere(link: Link, mine: dict[str, Any], before: list[dict[str, An
     return (yield from declare(link, verdict))
 
 
-def _decide(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any], before: list[dict[str, Any]],
+def _decide(link: Link, mine: dict[str, Any], peer: int, answer: Position, before: list[dict[str, Any]],
             options: judge.Options) -> Actor:  # fmt: skip
     """What a peer's position (read *after* its statement was found absent) proves: Stopped, a complete parent
     graph that covers the slot (rule 3), or None (late: wait)."""
-    m, call = link.m, mine["call"]
-    if answer["count"] > call:  # rule 2: the call made, the statement never coming
-        ran = answer.get("ran")
+    m, call, at = link.m, mine["call"], answer.at
+    if at.count > call:  # rule 2: the call made, the statement never coming
+        ran = at.ran
         other = None if ran is None else (yield from read(m.statement(ran, peer), what="a statement"))
         return (yield from declare(link, judge.other_graph(m.group, list(m.ranks), mine, peer, other, ran)))
-    if mine.get("parent") and answer.get("parent_ran"):  # rule 3
-        whole = yield from read(m.statement(answer["parent_ran"], peer), what="a statement")
+    if mine.get("parent") and at.parent_ran:  # rule 3
+        whole = yield from read(m.statement(at.parent_ran, peer), what="a statement")
         if whole is not None and not judge.split_sites(whole):
             stopped = yield from _continuation(link, mine, before, peer, whole, options)
             return whole if stopped is None else stopped
@@ -128,16 +130,16 @@ def _decide(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any],
             stopped = yield from _split_elsewhere(link, mine, before, peer, whole)
             if stopped is not None:
                 return stopped
-    if answer.get("final"):  # the peer left the agreement before making this call: it never will
-        ended = f"(it ended after {answer['count']} calls of this frame)"
+    if answer.final:  # the peer left the agreement before making this call: it never will
+        ended = f"(it ended after {at.count} calls of this frame)"
         return (yield from declare(link, judge.other_graph(m.group, list(m.ranks), mine, peer, None, ended)))
-    held = answer.get("holding")
+    held = answer.holding
     if held and held.get("what") == "graph" and held.get("slot") not in (None, mine["slot"]):
         return (yield from _cycle(link, mine, peer, answer, held, before))
     return None
 
 
-def _cycle(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any], held: dict[str, Any],
+def _cycle(link: Link, mine: dict[str, Any], peer: int, answer: Position, held: dict[str, Any],
            before: list[dict[str, Any]]) -> Actor:  # fmt: skip
     """Rule 7: the peer holds another slot. Stopped when it waits for me as I wait for it; None when it may yet
     go on without me (I stated its slot, I made its call, or my complete parent graph may cover it)."""
@@ -147,14 +149,14 @@ def _cycle(link: Link, mine: dict[str, Any], peer: int, answer: dict[str, Any], 
         return None
     parent = held.get("parent")
     mine_there = where(pos.frames, held.get("fid"), int(held.get("call") or 0), tuple(parent) if parent else None)
-    if mine_there["count"] > int(held.get("call") or 0):  # I made its call: its own rule 2 proof comes
+    if mine_there.count > int(held.get("call") or 0):  # I made its call: its own rule 2 proof comes
         return None
-    if mine_there.get("parent_ran"):  # rules 3 and 8 from its side: my graph of its parent call decides for it
+    if mine_there.parent_ran:  # rules 3 and 8 from its side: my graph of its parent call decides for it
         return None
     theirs = yield from read(m.statement(slot, peer), what=f"rank {peer}'s statement of slot {slot}")
     streams = None
-    if mine.get("parent") and answer.get("parent_ran"):  # both inside one parent call: compare what each issued
-        split = yield from read(m.statement(answer["parent_ran"], peer), what=f"rank {peer}'s statement")
+    if mine.get("parent") and answer.at.parent_ran:  # both inside one parent call: compare what each issued
+        split = yield from read(m.statement(answer.at.parent_ran, peer), what=f"rank {peer}'s statement")
         if split is not None and theirs is not None:
             streams = {m.rank: [*before, *(mine.get("collectives") or [])],
                        peer: [*(split.get("collectives") or []), *(theirs.get("collectives") or [])]}
@@ -171,7 +173,7 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
     slot, call, parent = mine["slot"], mine["call"], mine.get("parent")
     theirs: dict[int, dict[str, Any]] = {}
     covered: dict[int, dict[str, Any]] = {}
-    answers: dict[int, dict[str, Any]] = {}
+    answers: dict[int, Position] = {}
     start = yield Now()
     progress, first_seq = _Progress(m, start), link.seq + 1
     outer = (parent["fid"], parent["call"]) if parent else None
@@ -179,7 +181,6 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
                    "slot": slot, "fid": mine["fid"], "parent": list(outer) if outer else None}  # fmt: skip
     if pos.pending:  # peers asked about calls I have not made: they may be holding too (rule 7)
         yield from tell_holding(link)
-    question = {"fid": mine["fid"], "call": call, "parent": list(outer) if outer else None}
     touched: set[int] | None = None  # the peers worth reading again; None: every undecided one
 
     def undecided() -> list[int]:
@@ -202,8 +203,9 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
                 if statement is not None:
                     theirs[p] = statement
                     continue
-                answer = answers.get(p) if final is None else {
-                    **where(frames_of(final), mine["fid"], call, outer), "final": True}  # fmt: skip
+                answer = answers.get(p) if final is None else Position(
+                    sender=p, to=m.rank, seq=0, busy="", progress=[], holding=None, stated=[], final=True,
+                    at=where(frames_of(final), mine["fid"], call, outer))  # fmt: skip
                 decided = None if answer is None else (yield from _decide(link, mine, p, answer, before, options))
                 if isinstance(decided, Stopped):
                     return decided
@@ -215,7 +217,7 @@ def hold_graph(link: Link, mine: dict[str, Any], *, before: list[dict[str, Any]]
             asking = now - start >= m.first_ask_s
             for p in undecided() if asking else []:
                 if progress.should_ask(p, now):
-                    yield from _ask(link, p, question)
+                    yield from _ask(link, p, mine["fid"], call, outer)
                     progress.asked_at[p] = now
             if asking:
                 touched = yield from _receive(link, max(0.0, min(m.probe_s, progress.remaining(now))), first_seq,
@@ -250,7 +252,7 @@ def _await_issued(link: Link, mine: dict[str, Any], peers: list[int], progress: 
     compiling is progress). {peer: issued}, or Stopped (a verdict, or a stall)."""
     m, slot = link.m, mine["slot"]
     found: dict[int, dict[str, Any]] = {}
-    answers: dict[int, dict[str, Any]] = {}
+    answers: dict[int, Position] = {}
     first_seq = link.seq + 1
     while True:
         now = yield Now()
@@ -272,7 +274,7 @@ def _await_issued(link: Link, mine: dict[str, Any], peers: list[int], progress: 
                                      since=progress.last))  # fmt: skip
         for p in missing:
             if progress.should_ask(p, now):  # how far it is (compiling is progress); never pending
-                yield from _ask(link, p, {"fid": None, "call": 0, "parent": None})
+                yield from _ask(link, p)
                 progress.asked_at[p] = now
         yield Wait(tuple(m.issued(slot, p) for p in missing), max(0.01, min(m.probe_s, progress.remaining(now))))
 
@@ -284,7 +286,7 @@ def hold_entry(link: Link, name: str, n: int, mine: dict[str, Any], peers: list[
     yield Set(m.entry(name, n, m.rank), encode(mine, what=f"rank {m.rank}'s ledger entry"))
     pos.entries[name] = n + 1
     theirs: dict[int, dict[str, Any]] = {}
-    answers: dict[int, dict[str, Any]] = {}
+    answers: dict[int, Position] = {}
     start = yield Now()
     progress, first_seq = _Progress(m, start), link.seq + 1
     pos.holding = {"what": "ledger", "group": name, "entry": n, "op": mine.get("op"), "since": start}
@@ -316,7 +318,7 @@ def hold_entry(link: Link, name: str, n: int, mine: dict[str, Any], peers: list[
                                          f" ranks {missing}", since=progress.last))  # fmt: skip
             for p in [p for p in peers if p not in theirs]:
                 if progress.should_ask(p, now):
-                    yield from _ask(link, p, {"fid": None, "call": 0, "parent": None})
+                    yield from _ask(link, p)
                     progress.asked_at[p] = now
             yield Wait(tuple(m.entry(name, n, p) for p in peers if p not in theirs),
                        max(0.01, min(m.probe_s, progress.remaining(now))))

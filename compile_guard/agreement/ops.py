@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Generator
 
+from compile_guard.agreement.messages import Message, parse
+
 MAX_ENTRY_BYTES = 64 * 1024  # one statement, ledger entry or message; a longer schedule is cut before publishing
 
 
@@ -103,10 +105,10 @@ def read(key: str, *, what: str) -> Actor:
     return None if data is None else decode(data, what=what)
 
 
-def post(box: str, message: dict[str, Any]) -> Actor:
+def post(box: str, message: Message) -> Actor:
     """Append `message` to the inbox `box` (any rank, any thread)."""
     number = yield Add(f"{box}/n", 1)
-    yield Set(f"{box}/{number}", encode(message, what=f"a message to {box}"))
+    yield Set(f"{box}/{number}", encode(message.to_json(), what=f"a message to {box}"))
 
 
 class Inbox:
@@ -117,7 +119,8 @@ class Inbox:
         self.next = 1  # the number of the next message to read
 
     def receive(self, timeout_s: float) -> Actor:
-        """The next message, waiting up to `timeout_s` for it (0: only look); None when none came."""
+        """The next message (compile_guard.agreement.messages), waiting up to `timeout_s` for it (0: only look);
+        None when none came."""
         key = f"{self.box}/{self.next}"
         data = yield Get(key)
         if data is None and timeout_s > 0 and (yield Wait((key,), timeout_s)):
@@ -130,4 +133,4 @@ class Inbox:
             return None
         yield Delete(key)
         self.next += 1
-        return decode(data, what=f"message {self.next - 1} of {self.box}")
+        return parse(decode(data, what=f"message {self.next - 1} of {self.box}"))

@@ -20,6 +20,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from compile_guard.agreement.messages import Ask, Position, Where
+
 HISTORY = 4096  # changes of graph per frame kept; an answer about an older call says "unknown"
 
 
@@ -61,16 +63,12 @@ class FrameRecord:
         return history[bisect.bisect_right(history, call, key=lambda entry: entry[0]) - 1][1]
 
 
-def where(frames: dict[str, FrameRecord], fid: str | None, call: int,
-          parent: tuple[str, int] | None) -> dict[str, Any]:  # fmt: skip
+def where(frames: dict[str, FrameRecord], fid: str | None, call: int, parent: tuple[str, int] | None) -> Where:
     """A rank's position as far as a question about call `call` of frame `fid` (and its parent call) goes."""
     record = frames.get(fid) if fid is not None else None
-    found: dict[str, Any] = {"fid": fid, "call": call, "count": record.count if record else 0,
-                             "ran": record.slot_at(call) if record else None}  # fmt: skip
-    if parent is not None:
-        outer = frames.get(parent[0])
-        found["parent_ran"] = outer.slot_at(parent[1]) if outer else None
-    return found
+    outer = frames.get(parent[0]) if parent is not None else None
+    return Where(fid=fid, call=call, count=record.count if record else 0, ran=record.slot_at(call) if record else None,
+                 parent_ran=outer.slot_at(parent[1]) if outer is not None and parent is not None else None)  # fmt: skip
 
 
 def frames_of(final: dict[str, Any]) -> dict[str, FrameRecord]:
@@ -78,17 +76,6 @@ def frames_of(final: dict[str, Any]) -> dict[str, FrameRecord]:
     return {fid: FrameRecord(fid=fid, name=f["name"], site=f["site"], count=f["count"],
                              history=[(int(c), str(s)) for c, s in f["history"]])
             for fid, f in (final.get("frames") or {}).items()}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Ask:
-    """A peer's question: where are you with call `call` of frame `fid` (and of its parent call)?"""
-
-    asker: int
-    seq: int
-    fid: str | None  # None: only "how far are you" (the ledger's question, a stall probe): never pending
-    call: int
-    parent: tuple[str, int] | None = None  # (fid, call) of the compiled call the asked frame runs inside
 
 
 class Positions:
@@ -133,36 +120,35 @@ class Positions:
         if self in self.siblings:
             self.siblings.remove(self)
 
-    def _answer(self, ask: Ask) -> dict[str, Any]:
+    def _answer(self, ask: Ask) -> Position:
         # What this rank holds, read before its counts: a rank seen holding a graph stays there (its counts frozen)
         # until every peer states that graph, so the counts read after it are the ones it holds at (rule 7).
         holding = self.holding
-        return {"kind": "pos", "from": self.rank, "to": ask.asker, "seq": ask.seq, "busy": self.busy,
-                "progress": self.progress(), "holding": holding,
-                **where(self.frames, ask.fid, ask.call, ask.parent),
-                "stated": sorted(s for s in tuple(self.stated) if s.startswith(f"{ask.fid}.{ask.call}."))}  # fmt: skip
+        return Position(sender=self.rank, to=ask.sender, seq=ask.seq, busy=self.busy, progress=self.progress(),
+                        holding=holding, at=where(self.frames, ask.fid, ask.call, ask.parent),
+                        stated=sorted(s for s in tuple(self.stated) if s.startswith(f"{ask.fid}.{ask.call}.")))  # fmt: skip
 
     @staticmethod
-    def _settled(ask: Ask, answer: dict[str, Any]) -> bool:
+    def _settled(ask: Ask, answer: Position) -> bool:
         """Whether the answer can no longer change what the asker decides (the call made, or its parent's)."""
-        return answer["count"] > ask.call or answer.get("parent_ran") is not None
+        return answer.at.count > ask.call or answer.at.parent_ran is not None
 
-    def answer(self, ask: Ask) -> dict[str, Any]:
+    def answer(self, ask: Ask) -> Position:
         """Where this rank is, for `ask` (watcher thread); pending until the asked call is made."""
         with self._lock:
-            self.pending = [p for p in self.pending if p.asker != ask.asker]  # one open question per asker
+            self.pending = [p for p in self.pending if p.sender != ask.sender]  # one open question per asker
             answer = self._answer(ask)
             if ask.fid is not None and not self._settled(ask, answer):
                 self.pending = [*self.pending, ask]  # registered before the count was read: never missed
             return answer
 
-    def now_holding(self) -> list[dict[str, Any]]:
+    def now_holding(self) -> list[Position]:
         """Fresh answers to every pending ask, posted when this rank begins a hold (the askers may learn from it
         that no rank can go on: rule 7); the asks stay pending."""
         with self._lock:
             return [self._answer(ask) for ask in self.pending]
 
-    def due(self) -> list[dict[str, Any]]:
+    def due(self) -> list[Position]:
         """Answers to pending asks that the main thread's progress settled (called while `pending`)."""
         with self._lock:
             answers = [(ask, self._answer(ask)) for ask in self.pending]
@@ -174,7 +160,7 @@ class Positions:
     def waiting_for(self, prefix: str) -> list[int]:
         """Askers whose open question is about calls of slot prefix `fid.call.` (told when this rank states)."""
         with self._lock:
-            return sorted({ask.asker for ask in self.pending if prefix.startswith(f"{ask.fid}.{ask.call}.")})
+            return sorted({ask.sender for ask in self.pending if prefix.startswith(f"{ask.fid}.{ask.call}.")})
 
     def final(self) -> dict[str, Any]:
         """What a holder needs of this rank once it has left: its last position, with a short history."""

@@ -21,7 +21,8 @@ Rules, as the code below enforces them:
 4. Asking: the holder posts its question to the peer's watcher; the watcher answers from the
    peer's counters at once, or — when the asked call is not made yet — leaves the ask pending and
    the peer's main thread answers when its count passes the call (compile_guard.agreement.positions).
-   Every message is only a wake-up with a hint: the holder re-reads the statement keys after each.
+   Every message is only a wake-up with a hint: the holder re-reads the statement keys after each
+   (the messages, typed, and their one registry of kinds: compile_guard.agreement.messages).
 5. **Stall**: no progress from any awaited peer (no statement, no answer that moved, no compile
    under `compile_s` old) for `stall_s` — then every rank's position is gathered and reported, and
    every rank stops with the stall's own code. Nothing else is decided by a clock.
@@ -65,7 +66,8 @@ from compile_guard.agreement.ops import (
     post,
     read,
 )
-from compile_guard.agreement.positions import Ask, Positions
+from compile_guard.agreement.messages import Ask, Closed, Report, Stated, Wake
+from compile_guard.agreement.positions import Positions
 
 WATCH_SLICE_S = 600.0  # the watcher's wait for its next message, renewed until it closes
 
@@ -138,8 +140,8 @@ def declare(link: Link, verdict: dict[str, Any]) -> Actor:
     standing = yield CompareSet(m.verdict, b"", encode({**verdict, "by": m.rank}, what="the verdict"))
     # the peers first: this rank's own watcher may end this process the moment it is woken
     for box in [m.watch_box(r) for r in m.ranks if r != m.rank] + [m.main_box(r) for r in m.ranks if r != m.rank]:
-        yield from post(box, {"kind": "verdict"})
-    yield from post(m.watch_box(m.rank), {"kind": "verdict"})
+        yield from post(box, Wake())
+    yield from post(m.watch_box(m.rank), Wake())
     return Stopped(decode(standing, what="the verdict"))
 
 
@@ -150,7 +152,7 @@ def publish(link: Link, statement: dict[str, Any]) -> Actor:
     yield Set(m.statement(slot, m.rank), encode(statement, what=f"rank {m.rank}'s statement"))
     pos.stated.add(slot)
     for asker in pos.waiting_for(slot):
-        yield from post(m.main_box(asker), {"kind": "stated", "from": m.rank, "slot": slot})
+        yield from post(m.main_box(asker), Stated(sender=m.rank, slot=slot))
 
 
 def publish_issued(link: Link, slot: str, issued: dict[str, Any]) -> Actor:
@@ -167,13 +169,13 @@ def publish_issued(link: Link, slot: str, issued: dict[str, Any]) -> Actor:
 def tell_holding(link: Link) -> Actor:
     """This rank just began a hold: tell every peer whose question is pending (rule 7); the asks stay pending."""
     for answer in link.pos.now_holding():
-        yield from post(link.m.main_box(answer["to"]), answer)
+        yield from post(link.m.main_box(answer.to), answer)
 
 
 def answer_due(link: Link) -> Actor:
     """Post the answers the main thread's last call settled (run while `positions.pending`)."""
     for answer in link.pos.due():
-        yield from post(link.m.main_box(answer["to"]), answer)
+        yield from post(link.m.main_box(answer.to), answer)
 
 
 def stall(link: Link, *, what: str, since: float) -> Actor:
@@ -195,14 +197,14 @@ def stall(link: Link, *, what: str, since: float) -> Actor:
     seq = link.seq
     for r in m.ranks:
         if r != m.rank:
-            yield from post(m.watch_box(r), {"kind": "ask", "full": True, "from": m.rank, "seq": seq})
+            yield from post(m.watch_box(r), Ask(sender=m.rank, seq=seq, full=True))
     reports: dict[int, dict[str, Any]] = {m.rank: {**pos.report(), **m.describe()}}
     now = yield Now()
     deadline = now + m.answer_s
     while len(reports) < len(m.ranks) and now < deadline:
         msg = yield from link.inbox.receive(deadline - now)
-        if msg is not None and msg.get("full") and msg.get("seq") == seq:
-            reports[msg["from"]] = msg
+        if isinstance(msg, Report) and msg.seq == seq:
+            reports[msg.sender] = msg.row
         now = yield Now()
     text = judge.stall_text(m.group, list(m.ranks), reports, what=what, quiet_s=now - since, now=now)
     return (yield from declare(link, {"error": "Stalled", "kind": "stall", "fields": [], "ranks": list(m.ranks),
@@ -219,27 +221,24 @@ def watch(link: Link, inbox: Inbox) -> Actor:
             return "error", {"error": "ProtocolError", "kind": "bad_entry", "fields": [], "text": f"agreement: {exc}"}
         if msg is None:
             continue
-        if msg.get("kind") == "closed":
+        if isinstance(msg, Closed):
             return "closed", None
-        if msg.get("kind") == "verdict":
+        if isinstance(msg, Wake):
             verdict = yield from read(m.verdict, what="the verdict")
             # Pass it on to the next two ranks of the ring before this rank stops: a declarer stopped (or killed)
             # while it was waking everyone must not leave a rank unwoken; two, so one frozen rank breaks no chain.
             ring = list(m.ranks)
             at = ring.index(m.rank)
             for r in {ring[(at + k) % len(ring)] for k in (1, 2)} - {m.rank}:
-                yield from post(m.watch_box(r), {"kind": "verdict"})
+                yield from post(m.watch_box(r), Wake())
             return "verdict", verdict or {"text": "woken for a verdict that is not on the store"}
-        if msg.get("kind") != "ask" or not isinstance(msg.get("from"), int):
+        if not isinstance(msg, Ask):
             continue
-        if msg.get("full"):
-            answer = {"kind": "pos", "full": True, "from": m.rank, "seq": msg.get("seq"), **pos.report(),
-                      **m.describe()}  # fmt: skip
+        if msg.full:
+            answer = Report(sender=m.rank, seq=msg.seq, row={**pos.report(), **m.describe()})
         else:
-            parent = msg.get("parent")
-            answer = pos.answer(Ask(asker=msg["from"], seq=int(msg.get("seq", 0)), fid=msg.get("fid"),
-                                    call=int(msg.get("call", 0)), parent=tuple(parent) if parent else None))
-        yield from post(m.main_box(msg["from"]), answer)
+            answer = pos.answer(msg)
+        yield from post(m.main_box(msg.sender), answer)
 
 
 def close(link: Link) -> Actor:
@@ -249,7 +248,7 @@ def close(link: Link) -> Actor:
     yield Set(m.final(m.rank), encode(pos.final(), what=f"rank {m.rank}'s final position"))
     for peer in m.ranks:  # every peer: one that reads no final position before this wakes up after it
         if peer != m.rank:
-            yield from post(m.main_box(peer), {"kind": "stated", "from": m.rank, "slot": None})
-    yield from post(m.watch_box(m.rank), {"kind": "closed"})
+            yield from post(m.main_box(peer), Stated(sender=m.rank, slot=None))
+    yield from post(m.watch_box(m.rank), Closed())
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -78,8 +78,10 @@ def announce(verdict: dict[str, Any], *, detector: int, group: str, ranks: tuple
 
 
 class Watcher:
-    def __init__(self, store: dist.Store, link: protocol.Link, *, event: str) -> None:
+    def __init__(self, store: dist.Store, link: protocol.Link, *, event: str,
+                 exit_status: Callable[[int], int] = int) -> None:  # fmt: skip
         self.link, self.event = link, event
+        self.exit_status = exit_status  # how this process ends when the watcher stops it (RankContext's)
         self.transport = Transport(store)  # its own connection: it blocks in `wait`
         self._lock = threading.Lock()
         self._waiting = False  # the main thread waits in an agreement: it raises the verdict itself
@@ -132,7 +134,7 @@ class Watcher:
         error, m = error_of(verdict), self.link.m
         announce(verdict, detector=m.rank, group=m.group, ranks=m.ranks, event=self.event)
         head, _, rest = str(verdict.get("text")).partition("\n")
-        abort(error(f"{head} (stopped by rank {verdict.get('by')}'s verdict)\n{rest}"))
+        abort(error(f"{head} (stopped by rank {verdict.get('by')}'s verdict)\n{rest}"), self.exit_status)
 
     def join(self) -> None:
         """Wait for the watcher to end (after protocol.close posted it "closed")."""

@@ -17,11 +17,11 @@ from tabulate import tabulate
 
 from compile_guard.commands.check import add_spec_args, spec_from
 from compile_guard.flow.check_flow import run_and_judge
-from compile_guard.flow.check_run import expected_factors
+from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
-from compile_guard.launch import in_place
+from compile_guard.launch.modes import Output, RunMode
 from compile_guard.quality.judge import between as between_quality
 from compile_guard.quality.judge import describe as describe_quality
 from compile_guard.quality.judge import keep_states
@@ -52,11 +52,13 @@ def _metric_table(metrics: dict[str, Any]) -> str:
                     headers=["metric", "value"])  # fmt: skip
 
 
-def refresh(args: argparse.Namespace) -> int:
+def refresh(args: argparse.Namespace, mode: RunMode) -> int:
+    """In place every rank runs and reaches the same verdict; the mode's output prints and writes on one."""
     spec = spec_from(args)
     if isinstance(spec, int):
         return spec
-    path = args.baselines / bl.file_name(expected_factors(spec))
+    out = mode.out
+    path = args.baselines / bl.file_name(bl.Factors.expected(spec))
     previous = None
     if os.path.lexists(path):  # what is replaced must have been a baseline: never clobber anything else
         try:
@@ -64,19 +66,18 @@ def refresh(args: argparse.Namespace) -> int:
         except bl.BaselineError as exc:
             print(f"baseline file error: {exc}; refusing to replace it — move it away first", file=sys.stderr)
             return Cli.USAGE
-    judged = run_and_judge(spec, args.baselines, need_baseline=False, log_dir=args.log_dir, dump_dir=args.dump_dir,
-                           verbose=True)  # fmt: skip
+    request = CheckRequest(spec=spec, baselines=args.baselines, need_baseline=False, log_dir=args.log_dir,
+                           dump_dir=args.dump_dir, progress=True)  # fmt: skip
+    judged = run_and_judge(request, mode)
     checked = judged.run
     if checked is None or checked.reports is None:
-        if in_place.is_leader():
-            print(judged.report.text)
+        out.print(judged.report.text)
         return judged.report.exit_code
     empty = policy.nothing_compiled(checked.metrics(), compile_on=spec.compile != "off")
-    if not in_place.is_leader():  # in place: rank 0 writes; every rank reaches the same verdict
-        return Cli.FAIL if empty else Cli.OK
     if empty:
-        print(f"refusing to write a baseline with no graph while compile is on (graphs per rank {empty[0].per_rank}):"
-              " compile did not happen — a baseline of zeros would pass every broken run", file=sys.stderr)  # fmt: skip
+        out.print(f"refusing to write a baseline with no graph while compile is on (graphs per rank"
+                  f" {empty[0].per_rank}): compile did not happen — a baseline of zeros would pass every broken run",
+                  err=True)  # fmt: skip
         return Cli.FAIL
     new = checked.to_baseline()
     assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
@@ -84,19 +85,19 @@ def refresh(args: argparse.Namespace) -> int:
         quality, kept = keep_states(new.quality, previous.quality)
         new = dataclasses.replace(new, quality=quality)
         for note in kept:
-            print(f"note: {note}")
+            out.print(f"note: {note}")
     failing = sorted({o for entry in new.quality.values() for o, v in entry.get("accuracy", {}).items()
                       if v["status"] == "fail"})  # fmt: skip
     if failing:
-        print(f"note: outputs {failing} fail the accuracy rule in this run and are recorded so: a later failure of"
-              " theirs is not a regression (docs/check.md)")  # fmt: skip
-    bl.write(path, new)
-    print(f"wrote {path}")
+        out.print(f"note: outputs {failing} fail the accuracy rule in this run and are recorded so: a later failure"
+                  " of theirs is not a regression (docs/check.md)")  # fmt: skip
+    out.write(bl.write, path, new)
+    out.print(f"wrote {path}")
     if previous is None:
-        print(_metric_table(new.metrics))
+        out.print(_metric_table(new.metrics))
     else:
-        rows = [r for r in policy.compare(previous.metrics, _as_in(previous, new)) if r.verdict != policy.OK]
-        print("unchanged" if not rows else tabulate(
+        rows = [r for r in policy.compare(previous.metrics, _as_in(previous, new, out)) if r.verdict != policy.OK]
+        out.print("unchanged" if not rows else tabulate(
             [[r.metric, json.dumps(r.baseline)[:50], json.dumps(r.per_rank[0])[:50], r.verdict] for r in rows],
             headers=["metric", "before", "after", "verdict"]))  # fmt: skip
     return Cli.OK
@@ -108,56 +109,56 @@ def _shown(args: argparse.Namespace) -> Path | None:
         return args.file
     spec = SCENARIOS[args.scenario]
     for device_type in ("cpu", "cuda"):
-        found = bl.find(args.baselines, expected_factors(spec, device_type=device_type))
+        found = bl.find(args.baselines, bl.Factors.expected(spec, device_type=device_type))
         if found is not None:
             return found[0]
     return None
 
 
-def _as_in(a: bl.Baseline, b: bl.Baseline) -> list[dict[str, Any]]:
+def _as_in(a: bl.Baseline, b: bl.Baseline, out: Output = Output(leader=True)) -> list[dict[str, Any]]:
     """B's metrics to compare with A's: across torch releases, break reasons only renamed are keyed as A's."""
     if a.factors.get("torch") == b.factors.get("torch"):
         return [b.metrics]
     metrics, notes = policy.across_releases(a.metrics, a.break_sites, [b.metrics], [b.break_sites])
     for note in notes:
-        print(f"note: {note}")
+        out.print(f"note: {note}")
     return metrics
 
 
-def show(args: argparse.Namespace) -> int:
+def show(args: argparse.Namespace, out: Output) -> int:
     path = _shown(args)
     if path is None:
-        print(f"no baseline for scenario {args.scenario} in {args.baselines}", file=sys.stderr)
+        out.print(f"no baseline for scenario {args.scenario} in {args.baselines}", err=True)
         return Cli.USAGE
     base = bl.load(path)
-    print(f"{path}\n" + tabulate(sorted(base.factors.items()), headers=["factor", "value"]))
-    print(_metric_table(base.metrics))
+    out.print(f"{path}\n" + tabulate(sorted(base.factors.items()), headers=["factor", "value"]))
+    out.print(_metric_table(base.metrics))
     for rank, entry in sorted(base.quality.items()):
-        print(f"quality {rank}: {describe_quality(entry)}")
+        out.print(f"quality {rank}: {describe_quality(entry)}")
     for note in base.notes:
-        print(f"note: {note}")
+        out.print(f"note: {note}")
     return Cli.OK
 
 
-def diff(args: argparse.Namespace) -> int:
+def diff(args: argparse.Namespace, out: Output) -> int:
     a, b = bl.load(args.a), bl.load(args.b)
     changed = [k for k in bl.FACTOR_KEYS if a.factors.get(k) != b.factors.get(k)]
-    print(f"A = {args.a}\nB = {args.b}\nfactors that differ: "
+    out.print(f"A = {args.a}\nB = {args.b}\nfactors that differ: "
           + (", ".join(f"{k}: {a.factors.get(k)} -> {b.factors.get(k)}" for k in changed) or "none"))  # fmt: skip
-    rows = policy.compare(a.metrics, _as_in(a, b))
-    print(tabulate([[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
+    rows = policy.compare(a.metrics, _as_in(a, b, out))
+    out.print(tabulate([[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
                    headers=["metric", "A", "B", "B vs A"]))  # fmt: skip
-    print("quality (A -> B): " + "; ".join(between_quality(a.quality, b.quality)))
+    out.print("quality (A -> B): " + "; ".join(between_quality(a.quality, b.quality)))
     for note in (*a.notes, *b.notes):
-        print(f"note: {note}")
+        out.print(f"note: {note}")
     return Cli.OK
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, mode: RunMode) -> int:
     if args.action == "refresh":
-        return refresh(args)
+        return refresh(args, mode)
     try:
-        return show(args) if args.action == "show" else diff(args)
+        return show(args, mode.out) if args.action == "show" else diff(args, mode.out)
     except bl.BaselineError as exc:
-        print(f"baseline file error: {exc}", file=sys.stderr)
+        mode.out.print(f"baseline file error: {exc}", err=True)
         return Cli.USAGE

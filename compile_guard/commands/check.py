@@ -14,9 +14,10 @@ from compile_guard.commands.argtypes import factor, fraction, positive_int, posi
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.junit import Case, write_junit
 from compile_guard.flow.report import Report, markdown_summary
+from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
 from compile_guard.health import baseline as bl
-from compile_guard.launch import in_place
+from compile_guard.launch.modes import RunMode
 from compile_guard.quality.options import COMPILE_TIME_MODES, OFF, Judging, Measure
 from compile_guard.verdict import Cli
 from engine.atomic_json import write_json, write_text
@@ -104,7 +105,9 @@ def spec_from(args: argparse.Namespace) -> RunSpec | int:
         return Cli.ENGINE
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, mode: RunMode) -> int:
+    """Every rank in place judges the same data (or settles the same code) and returns it; the mode's output
+    prints and writes on the one that speaks for the job."""
     if args.list:
         print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
                        headers=["scenario", "ranks", "backend", "description"]))  # fmt: skip
@@ -114,20 +117,20 @@ def run(args: argparse.Namespace) -> int:
         return spec
     judging = Judging(speed_factor=args.speed_factor, alpha=args.alpha, compile_factor=args.compile_factor,
                       memory_factor=args.memory_factor)  # fmt: skip
-    judged = run_and_judge(spec, args.baselines, allow_improvement=args.allow_improvement, strict=args.strict,
-                           log_dir=args.log_dir, dump_dir=args.dump_dir, verbose=True, judging=judging)  # fmt: skip
-    report = judged.report
-    if not in_place.is_leader():
-        return report.exit_code  # every rank judged the same data (or settled the same code); rank 0 speaks
-    print(report.text, file=sys.stdout if judged.run is not None else sys.stderr)
+    request = CheckRequest(spec=spec, baselines=args.baselines, allow_improvement=args.allow_improvement,
+                           strict=args.strict, judging=judging, log_dir=args.log_dir, dump_dir=args.dump_dir,
+                           progress=True)  # fmt: skip
+    judged = run_and_judge(request, mode)
+    report, out = judged.report, mode.out
+    out.print(report.text, err=judged.run is None)
     if judged.run is None:
         return report.exit_code  # nothing ran: no baseline to judge against
     if args.json:
-        write_json(args.json, report.data)
+        out.write(write_json, args.json, report.data)
     if args.junit:
-        write_junit(args.junit, f"check.{spec.name}", junit_cases(spec.name, report))
+        out.write(write_junit, args.junit, f"check.{spec.name}", junit_cases(spec.name, report))
     if args.summary:
-        write_text(args.summary, markdown_summary(spec.name, report))
+        out.write(write_text, args.summary, markdown_summary(spec.name, report))
     return report.exit_code
 
 

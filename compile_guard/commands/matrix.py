@@ -11,7 +11,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from compile_guard.flow.junit import Case, write_junit
-from compile_guard.launch import in_place
+from compile_guard.launch.modes import RunMode
 from compile_guard.launch.supervision import Interrupted
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import RowResult, run_row
@@ -44,10 +44,10 @@ def _table(results: list[RowResult]) -> str:
     return tabulate(table, headers=headers)
 
 
-def run(args: argparse.Namespace) -> int:
-    if in_place.active() and not args.list:  # the rows supervise ranks of their own: rank 0 runs them
-        return in_place.leader_runs("matrix", lambda: _run(args), timeout_s=LEADER_WAIT_S)
-    return _run(args)
+def run(args: argparse.Namespace, mode: RunMode) -> int:
+    if args.list:
+        return _run(args)
+    return mode.leader_runs("matrix", lambda: _run(args), timeout_s=LEADER_WAIT_S)  # the rows launch ranks of their own
 
 
 def _run(args: argparse.Namespace) -> int:

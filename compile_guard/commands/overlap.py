@@ -21,8 +21,8 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard.commands.argtypes import positive_int
-from compile_guard.launch import in_place
 from compile_guard.launch.launcher import LaunchSpec, launch, python_module_argv
+from compile_guard.launch.modes import RunMode
 from compile_guard.launch.supervision import Interrupted
 from engine.atomic_json import write_json
 from engine.runspec import PP0Spec, RunSpec
@@ -62,10 +62,8 @@ def _r(x: float, n: int = 1) -> float:
     return round(x, n)
 
 
-def run(args: argparse.Namespace) -> int:
-    if in_place.active():  # each run supervises a stage pair of its own: rank 0 runs them
-        return in_place.leader_runs("overlap", lambda: _run(args), timeout_s=3600.0)
-    return _run(args)
+def run(args: argparse.Namespace, mode: RunMode) -> int:
+    return mode.leader_runs("overlap", lambda: _run(args), timeout_s=3600.0)  # each run launches a stage pair
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -86,14 +86,17 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
               strict: bool = False, allow_improvement: bool = False, quality: dict[str, Any] | None = None,
               judging: dict[str, Any] | None = None) -> Any:  # fmt: skip
         from compile_guard.flow.check_flow import run_and_judge
+        from compile_guard.flow.request import CheckRequest
         from compile_guard.flow.scenarios import resolve
+        from compile_guard.launch.modes import Launched
         from compile_guard.quality.options import Judging, Measure
 
         spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
         spec = dataclasses.replace(spec, quality=Measure(**(quality or {})).to_dict())
-        judged = run_and_judge(spec, Path(baselines), allow_improvement=allow_improvement, strict=strict,
-                               log_dir=tmp_path / f"compile_guard_check{next(runs)}", launch=True,
+        request = CheckRequest(spec=spec, baselines=Path(baselines), allow_improvement=allow_improvement,
+                               strict=strict, log_dir=tmp_path / f"compile_guard_check{next(runs)}",
                                judging=Judging(**(judging or {})))  # fmt: skip
+        judged = run_and_judge(request, Launched())  # the test process supervises ranks of its own
         if judged.run is None:
             pytest.fail(f"no baseline for {target} to judge against: {judged.report.text}", pytrace=False)
         left = leftover_pids(judged.run.result)

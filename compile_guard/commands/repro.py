@@ -13,9 +13,9 @@ from tabulate import tabulate
 
 from compile_guard.commands.argtypes import non_negative_int, positive_int, positive_seconds
 from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
+from compile_guard.launch.modes import RunMode
 from compile_guard.launch.supervision import Interrupted
 from compile_guard.verdict import Cli
-from engine import knobs
 
 REPRO_MODULE = "repro.tp_compile_repro"
 
@@ -48,8 +48,8 @@ def _report_failure(result: LaunchResult) -> None:
     print(f"--- log tail of rank {culprit} ---\n{result.ranks[culprit].log_tail}", file=sys.stderr)
 
 
-def run(args: argparse.Namespace) -> int:
-    if knobs.under_torchrun():
+def run(args: argparse.Namespace, mode: RunMode) -> int:
+    if not mode.launches:
         # Already one of N ranks (torchrun): run in place, the launcher is not needed.
         from repro import tp_compile_repro
 

@@ -1,7 +1,7 @@
 """A check run judged: against a baseline (rows, verdicts, the text a person reads), or as a failure.
 
 `judge` diffs a run's per-rank metrics against a stored baseline with the direction policy;
-`failure_report` explains a self-launched run that produced no reports, as compile_guard.verdict
+`failure_report` explains a run that produced no reports, as compile_guard.verdict
 decides it (asymmetry, input error, stall, compile error, engine failure). Both return the exit
 code, the text and everything for --json.
 """
@@ -63,8 +63,13 @@ def decided(result: LaunchResult) -> verdict.Verdict:
 
 
 def failure_report(run: CheckRun) -> Report:
-    """A run that produced no probes, as `verdict.decide` classes it: the text names the culprit and its error."""
+    """A run that produced no probes, as `verdict.decide` classes it: the text names the culprit and its error.
+    In place, the code is this rank's, settled with its peers (the ranks' logs say why)."""
     result = run.result
+    if result is None:
+        return Report(exit_code=run.code, text=f"check {run.spec.name}: failed, exit {run.code}, the same on every"
+                      " rank (settled with the peers); each rank's log above says why",
+                      data={"verdict": "failed in place", "exit_code": run.code})  # fmt: skip
     decision = decided(result)
     codes = {r.rank: r.returncode for r in result.ranks}
     data = {"exit_codes": codes, "log_dir": str(run.log_dir), "verdict": decision.label, "culprit": decision.culprit}

@@ -9,20 +9,64 @@ then `os.replace`: concurrent refreshes never leave a torn file, the last one wi
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
+import importlib.util
 import json
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compile_guard.health import schema
 from engine.atomic_json import write_text
 
+if TYPE_CHECKING:
+    from engine.runspec import RunSpec
+
 SCHEMA = 1
-FACTOR_KEYS = ("scenario", "torch", "device_type", "compile_backend", "dist_backend", "world_size", "config_hash")
-FACTOR_TYPES = {key: int if key == "world_size" else str for key in FACTOR_KEYS}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Factors:
+    """What a baseline is keyed by: in its file name and inside it. Known before a run (`expected`, to find the
+    baseline) and read from its reports after (`observed`, to write one); both name the same file."""
+
+    scenario: str  # the run spec's name (a scenario, or target-... for --target)
+    torch: str  # torch.__version__ with its local part (2.14.1+cu130)
+    device_type: str  # cpu / cuda
+    compile_backend: str  # inductor / aot_eager / eager / off
+    dist_backend: str  # gloo / nccl
+    world_size: int  # ranks in the job
+    config_hash: str  # RunSpec.config_hash(): a baseline of another configuration is refused, never compared
+
+    @classmethod
+    def expected(cls, spec: RunSpec, *, device_type: str | None = None) -> Factors:
+        """The factors a run of `spec` will report, before launching it (`device_type` auto asks torch)."""
+        if device_type is None:
+            device_type = spec.device if spec.device != "auto" else spec.dist_config().resolved_device_type()
+        dist_backend = spec.dist_backend
+        if dist_backend == "auto":
+            dist_backend = "nccl" if device_type == "cuda" else "gloo"
+        return cls(scenario=spec.name, torch=installed_torch(), device_type=device_type, compile_backend=spec.compile,
+                   dist_backend=dist_backend, world_size=spec.nprocs, config_hash=spec.config_hash())  # fmt: skip
+
+    @classmethod
+    def observed(cls, spec: RunSpec, effective_backend: dict[str, Any]) -> Factors:
+        """The factors a run reported: what its symmetric group's first rank resolved (`effective_backend`)."""
+        return cls(scenario=spec.name, torch=effective_backend["torch"], device_type=effective_backend["device_type"],
+                   compile_backend=effective_backend["compile_backend"],
+                   dist_backend=effective_backend["dist_backend"], world_size=spec.nprocs,
+                   config_hash=spec.config_hash())  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FACTOR_KEYS = tuple(f.name for f in dataclasses.fields(Factors))
+FACTOR_TYPES = {f.name: int if f.type == "int" else str for f in dataclasses.fields(Factors)}
 MAX_BYTES = 1 << 20  # a baseline is a few KiB; anything near this is not one
 METRIC_KEYS = schema.BASELINE_KEYS  # the schema's counted, per-reason and reported metrics
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "baselines"
@@ -51,7 +95,22 @@ class Baseline:
                 "quality": self.quality}
 
 
-def file_name(factors: dict[str, Any]) -> str:
+def installed_torch() -> str:
+    """torch.__version__ as a run will report it (with its local part, 2.14.1+cu130), without importing
+    torch: read as text from torch/version.py, which the wheel writes; the package metadata drops the
+    local part on some builds."""
+    spec = importlib.util.find_spec("torch")
+    if spec is not None and spec.origin is not None:
+        version_file = Path(spec.origin).parent / "version.py"
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M) \
+            if version_file.is_file() else None
+        if found:
+            return found.group(1)
+    return importlib.metadata.version("torch")
+
+
+def file_name(factors: Factors | dict[str, Any]) -> str:
+    factors = factors.as_dict() if isinstance(factors, Factors) else factors
     torch_version = re.sub(r"[^0-9A-Za-z.]+", "_", str(factors["torch"]))
     return (
         f"{factors['scenario']}__torch-{torch_version}__{factors['device_type']}__{factors['compile_backend']}"
@@ -137,8 +196,9 @@ def _metrics(path: Path, stored: dict[str, Any]) -> tuple[dict[str, Any], list[s
     return metrics, notes
 
 
-def find(directory: Path, factors: dict[str, Any]) -> tuple[Path, bool] | None:
+def find(directory: Path, factors: Factors | dict[str, Any]) -> tuple[Path, bool] | None:
     """The baseline for `factors`: (path, exact). Not exact = another torch version."""
+    factors = factors.as_dict() if isinstance(factors, Factors) else factors
     exact = directory / file_name(factors)
     if exact.exists():
         return exact, True

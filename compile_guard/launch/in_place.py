@@ -1,14 +1,14 @@
-"""Commands run in place when a launcher (torchrun, srun through its wrapper) already made this
-process one rank of N: no nested launch.
+"""The mechanics of the in-place run mode (compile_guard.launch.modes.InPlace): a launcher (torchrun, srun
+through its wrapper) already made this process one rank of N, so nothing is launched.
 
-`check` and `baseline refresh`: every rank runs the check's rank body itself, the reports are
+`check` and `baseline refresh`: every rank runs the program's rank body itself (`run_body`), the reports are
 gathered over the job's own world group, every rank judges the same data and so exits with
-the same code; only rank 0 prints and writes files. A run that fails is *settled* (`settle`):
+the same code; only rank 0 prints and writes files (the mode's Output). A run that fails is *settled* (`settle`):
 once a rank has left the group, the first rank whose failure is a cause of its own posts it on
 torchrun's store (compare-and-set), every rank reads the standing cause and decides with
 `verdict.decide` over it — so every rank of a failed run exits the same code too. A rank
 stopped from a thread (a watcher's verdict, the watchdog) settles the same way on its way out
-(engine.failure.set_exit_status). Where the store does not outlive rank 0 (a launcher without
+(the rank's RankContext.exit_status, given to rank_main). Where the store does not outlive rank 0 (a launcher without
 torchrun's agent store), a rank decides over its own code alone.
 
 `matrix` and `overlap` supervise rank processes of their own by design (their faults kill
@@ -20,26 +20,18 @@ from __future__ import annotations
 
 import datetime
 import logging
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from compile_guard import verdict
 from compile_guard.verdict import Cli
 from engine import knobs
-from engine.runspec import RunSpec
+
+if TYPE_CHECKING:
+    from engine.config import DistConfig
+    from engine.layout import RankContext
 
 log = logging.getLogger(__name__)
 SETTLE_MARGIN_S = 5.0  # past the group timeout: a peer blocked in a collective has failed by itself by then
-
-
-def active() -> bool:
-    """True when a launcher already set RANK and WORLD_SIZE for this process."""
-    return knobs.under_torchrun()
-
-
-def is_leader() -> bool:
-    """Whether this process speaks for the job: rank 0 in place, always when self-launching."""
-    return knobs.read("RANK") in (None, 0)
 
 
 def _launcher_store(timeout_s: float) -> Any | None:
@@ -83,28 +75,27 @@ def settle(rank_code: int, *, window_s: float) -> verdict.Verdict:
     return decided
 
 
-def probe_all(spec: RunSpec, *, dump_dir: Path | None) -> tuple[list[Any] | None, int]:
-    """(every rank's RankReport in rank order, or None; this rank's CLI exit code, settled with its peers)."""
-    from compile_guard.ranks.check import probe_rank  # the rank side: torch, the engine
-    from compile_guard.contracts.rank_report import RankReport
-    from engine import failure
+def run_body(config: DistConfig, body: Callable[[RankContext], str]) -> Any:
+    """Run a rank program's `body` (its report's JSON text) as this rank of the launcher's job; gather every
+    rank's report over the job's world group. A modes.Ran: the reports in rank order and code 0, or no reports
+    and this rank's CLI exit code, settled with its peers (also when a thread ends the rank: its exit_status)."""
+    from compile_guard.launch.modes import Ran
     from engine.collectives import all_gather_json
     from engine.layout import ParallelLayout
     from engine.rank_process import rank_main
 
-    window_s = spec.timeout_s + SETTLE_MARGIN_S
-    failure.set_exit_status(lambda code: settle(code, window_s=window_s).code)  # a rank stopped from a thread
-    gathered: list[list[Any]] = []
+    window_s = config.timeout_s + SETTLE_MARGIN_S
+    gathered: list[list[str]] = []
 
-    def body(ctx: Any) -> dict[str, Any]:
-        report = probe_rank(ctx, spec, dump_dir)
+    def gathering(ctx: RankContext) -> list[str]:
+        report = body(ctx)
         world = ParallelLayout(ctx, tp=ctx.world_size).group("world")  # the job's ranks, with our timeout
-        return {"reports": all_gather_json(report.as_dict(), group=world, device=ctx.device)}
+        return all_gather_json(report, group=world, device=ctx.device)
 
-    code = rank_main(spec.dist_config(), body, lambda result: gathered.append(result["reports"]))
+    code = rank_main(config, gathering, gathered.append, exit_status=lambda c: settle(c, window_s=window_s).code)
     if code != 0:
-        return None, settle(code, window_s=window_s).code
-    return [RankReport.from_dict(r, what=f"rank {i}'s report") for i, r in enumerate(gathered[0])], Cli.OK
+        return Ran(reports=None, code=settle(code, window_s=window_s).code, result=None, log_dir=None)
+    return Ran(reports=gathered[0], code=Cli.OK, result=None, log_dir=None)
 
 
 def leader_runs(name: str, command: Callable[[], int], *, timeout_s: float) -> int:

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from compile_guard.flow.check_flow import Judged, run_and_judge
+from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import SCENARIOS, target_scenario
 from compile_guard.health import baseline as bl
 from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.launch.leftovers import leftover_pids
+from compile_guard.launch.modes import Launched
 from compile_guard.launch.supervision import Interrupted
 from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, Row
 from compile_guard.verdict import Cli
@@ -197,8 +199,9 @@ def run_row(row: Row, log_root: Path) -> RowResult:
     t0 = time.monotonic()
     extra: list[str] = []
     if row.program == CHECK:
-        judged = run_and_judge(check_spec(row), bl.DEFAULT_DIR, need_baseline=row.expect.baseline is not None,
-                               log_dir=log_dir, env=row.env, rank_env=row.rank_env, launch=True)  # fmt: skip
+        request = CheckRequest(spec=check_spec(row), baselines=bl.DEFAULT_DIR, log_dir=log_dir, env=row.env,
+                               rank_env=row.rank_env, need_baseline=row.expect.baseline is not None)  # fmt: skip
+        judged = run_and_judge(request, Launched())  # a row's faults kill ranks: always ranks of its own
         if judged.run is None:  # no committed baseline for the row's scenario: nothing ran
             raise RuntimeError(f"{row.id}: {judged.report.text}")
         result = judged.run.result

@@ -20,7 +20,6 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-
 from compile_guard import compat
 from compile_guard.quality import stats
 from compile_guard.quality.options import COLD, MISS, MIXED, REWARM, UNCACHED, WARM

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
 import torch.distributed as dist
 
 from compile_guard.agreement import agreement_on, ledger_on
+from compile_guard.contracts.rank_report import DRIVER, MESH, RankReport
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.matrix.faults import FaultInjector
@@ -34,8 +36,8 @@ from compile_guard.quality.subjects import Recorder, compile_cache, engine_subje
 from compile_guard.ranks import target
 from compile_guard.ranks.dump import depyf_dump
 from compile_guard.ranks.handshakes import HealthGate, compile_payload
-from compile_guard.contracts.rank_report import DRIVER, MESH, RankReport
 from engine.atomic_json import write_text
+from engine.config import DistConfig
 from engine.control.parity import handshake
 from engine.hooks import HookChain
 from engine.layout import RankContext
@@ -69,7 +71,7 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
     groups = [group] if spec.topology == "pp1" or group is dist.group.WORLD else [group, dist.group.WORLD]
     # check keeps failing a rank-only graph break (C-03) even where the collective streams line up
     agreement = agreement_on(built.region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
-                             stop_on_asymmetry=True)  # fmt: skip
+                             stop_on_asymmetry=True, exit_status=ctx.exit_status)  # fmt: skip
     with agreement as agreed, ledger_on(spec.eager_ledger, groups=groups), dump:
         gate.probe.agreement = agreed
         if recorder is not None:
@@ -92,17 +94,32 @@ def probe_rank(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankRe
         return target.run(ctx, spec) if spec.target is not None else run(ctx, spec, dump_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
+REPORT = "probe-rank{rank}.json"  # what each launched rank writes into --out
+
+
+def _parse(argv: list[str] | None, *, launched: bool) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="the run spec, canonical JSON (engine.runspec.RunSpec)")
-    parser.add_argument("--out", required=True, help="directory for probe-rank{r}.json")
+    parser.add_argument("--out", required=launched, help="directory for probe-rank{r}.json")
     parser.add_argument("--dump-dir", type=Path, default=None, help="depyf dumps per rank")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def in_place(argv: list[str]) -> tuple[DistConfig, Callable[[RankContext], str]]:
+    """The in-place run mode's entry (compile_guard.launch.modes.InPlace): this rank's body, its report as JSON."""
+    args = _parse(argv, launched=False)
+    spec = RunSpec.from_json(args.spec)
+    return spec.dist_config(), lambda ctx: probe_rank(ctx, spec, args.dump_dir).to_json()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The launched run mode's entry: this rank's report written as probe-rank{r}.json into --out."""
+    args = _parse(argv, launched=True)
     spec = RunSpec.from_json(args.spec)
     out = Path(args.out)
 
     def write_probe(report: RankReport) -> None:
-        write_text(out / f"probe-rank{report.rank}.json", report.to_json())
+        write_text(out / REPORT.format(rank=report.rank), report.to_json())
 
     return rank_main(spec.dist_config(), lambda ctx: probe_rank(ctx, spec, args.dump_dir), write_probe)
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from compile_guard.agreement import agreement_on, ledger_on
+from compile_guard.contracts.rank_report import MESH, RankReport
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.integrations.target import TargetContext, build
@@ -24,7 +25,6 @@ from compile_guard.quality.measure import measure
 from compile_guard.quality.options import Measure
 from compile_guard.quality.subjects import target_subject
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
-from compile_guard.contracts.rank_report import MESH, RankReport
 from compile_guard.ranks.signature import agree_on_inputs
 from engine.compile import CompiledRegion
 from engine.control.parity import env_payload, handshake
@@ -48,7 +48,8 @@ def run(ctx: RankContext, spec: RunSpec) -> RankReport:
     opts = Measure.from_dict(spec.quality)
     clock = CompileClock() if opts.compile_time != "off" and region.compiled else None
     with agreement_on(region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
-                      stop_on_asymmetry=True) as agreed, ledger_on(spec.eager_ledger, groups=[group]):  # fmt: skip
+                      stop_on_asymmetry=True, exit_status=ctx.exit_status) as agreed, \
+            ledger_on(spec.eager_ledger, groups=[group]):  # fmt: skip
         probe.agreement = agreed  # rank-varying constants and issued schedules (metrics)
         report = _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
     if not (opts.any and region.compiled):

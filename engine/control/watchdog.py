@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from engine import events
 from engine.errors import WatchdogExpired
@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 
 
 class Watchdog:
-    def __init__(self, *, window_s: float, rank: int) -> None:
+    def __init__(self, *, window_s: float, rank: int, exit_status: Callable[[int], int] = int) -> None:
         if not window_s > 0:
             raise ValueError(f"watchdog window_s={window_s} is invalid; expected seconds > 0")
         self.window_s = window_s
         self.rank = rank
+        self.exit_status = exit_status  # the rank's (RankContext.exit_status): how its process ends on expiry
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self._armed_s = window_s  # the window of the current wait
@@ -76,4 +77,4 @@ class Watchdog:
         events.emit("watchdog_expired", rank=self.rank, window_s=self._armed_s, since_last_header_s=since,
                     **self.last_ids)  # fmt: skip
         log.error("%s", exc)
-        abort(exc)
+        abort(exc, self.exit_status)

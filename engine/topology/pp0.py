@@ -72,9 +72,9 @@ class Stage0:
             cfg=cfg, channel=P2PChannel(group=group, name="pp_result", peer=STAGE1), device=ctx.device,
             rank=ctx.rank, watchdog=None, hooks=hooks, accept=frozenset({Action.RESULT}),
         )  # fmt: skip
-        self.builder = StreamBuilder(cfg, spec.stream_config(), hooks, rank=ctx.rank)
+        self.builder = StreamBuilder(cfg, spec.stream_config(), hooks, rank=ctx.rank, exit_status=ctx.exit_status)
         # the shared drive machinery (request, preflight, commit); the pipelined schedule is this class's
-        self.driver = Driver(sender=self.sender, builder=self.builder, hooks=hooks, rank=ctx.rank)
+        self.driver = Driver(sender=self.sender, builder=self.builder, hooks=hooks, rank=ctx.rank, exit_status=ctx.exit_status)
         self.decoder = LatentDecoder(cfg, width=spec.pp0.decoder_width).to(ctx.device)
         self.records: dict[int, dict[str, Any]] = {}
         self.in_flight: collections.deque = collections.deque()  # (chunk, epoch, bytes) sent, not received
@@ -184,7 +184,7 @@ class Stage1:
         self.ctx, self.cfg, self.hooks = ctx, cfg, hooks
         self.gen = CausalGenerator(cfg, comm=TPCollectives(group=None), tp_rank=0, device=ctx.device,
                                    compile_cfg=compile_cfg)  # fmt: skip
-        self.watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank)
+        self.watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status)
         self.receiver = EnvelopeReceiver(cfg=cfg, channel=P2PChannel(group=group, name="pp", peer=STAGE0),
                                          device=ctx.device, rank=ctx.rank, watchdog=self.watchdog, hooks=hooks)
         self.results = EnvelopeSender(cfg=cfg, channel=P2PChannel(group=group, name="pp_result", peer=STAGE0),

@@ -65,7 +65,7 @@ def drive(ctx: RankContext, layout: ParallelLayout, cfg: ModelConfig, spec: RunS
     """rank0: the shared drive loop, with the leader producing each chunk (or its ERROR)."""
     world = layout.group("world")
     sender = EnvelopeSender(cfg=cfg, channel=P2PChannel(group=world, name="world_pg", peer=LEADER), device=ctx.device)
-    watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S") * 4, rank=ctx.rank)  # covers a chunk
+    watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S") * 4, rank=ctx.rank, exit_status=ctx.exit_status)  # covers a chunk
     results = EnvelopeReceiver(
         cfg=cfg, channel=P2PChannel(group=world, name="world_pg", peer=LEADER), device=ctx.device, rank=ctx.rank,
         watchdog=watchdog, hooks=hooks, accept=frozenset({Action.RESULT, Action.ERROR}),
@@ -94,7 +94,7 @@ def drive(ctx: RankContext, layout: ParallelLayout, cfg: ModelConfig, spec: RunS
 def lead(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[str, Any]:
     """rank1: receive from rank0, validate, broadcast to the mesh, generate, return the result."""
     world, mesh = layout.group("world"), layout.group("tp")
-    watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank)
+    watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status)
     inbox = EnvelopeReceiver(cfg=ex.cfg, channel=P2PChannel(group=world, name="world_pg", peer=DRIVER),
                              device=ctx.device, rank=ctx.rank, watchdog=watchdog, hooks=ex.hooks)  # fmt: skip
     to_mesh = EnvelopeSender(cfg=ex.cfg, channel=BroadcastChannel(group=mesh, name="mesh_pg", src=LEADER),
@@ -139,7 +139,7 @@ def lead(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[st
 
 def follow(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[str, Any]:
     """ranks 2..N: receive the leader's broadcast, generate in lockstep."""
-    watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank)
+    watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status)
     inbox = EnvelopeReceiver(cfg=ex.cfg, channel=BroadcastChannel(group=layout.group("tp"), name="mesh_pg",
                              src=LEADER), device=ctx.device, rank=ctx.rank, watchdog=watchdog, hooks=ex.hooks)
     done = []

@@ -87,7 +87,7 @@ def serve(ex: ChunkExecutor, layout: ParallelLayout, spec: RunSpec, hooks: Hooks
         summary = driver.run(chunks=spec.chunks, produce=lambda _k, prepared: ex.run_chunk(prepared.envelope()),
                              idle_after=spec.idle_after, idle_s=spec.idle_s)  # fmt: skip
     else:
-        watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank)
+        watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status)
         try:
             summary = follow(ex, EnvelopeReceiver(**common, rank=ctx.rank, watchdog=watchdog, hooks=hooks))
         finally:

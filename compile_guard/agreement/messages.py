@@ -1,0 +1,169 @@
+"""The agreement's messages, typed: one dataclass per kind, one registry of kinds, JSON both ways.
+
+A message is what one rank posts into another's mailbox (compile_guard.agreement.ops.post); statements,
+issued schedules and verdicts are store *entries*, not messages. Every message is only a wake-up with a hint
+(protocol rule 4): a holder re-reads the store after each. Torch-free, store-free.
+
+    kind      class      sent by                          read by
+    verdict   Wake       declare, a watcher passing it on  watcher (stops the rank), holder (reads the verdict)
+    stated    Stated     publish (slot), close (None)     holder: a peer moved / left
+    closed    Closed     close, to its own watcher         watcher: end
+    ask       Ask        a holder, the stall report        watcher: answer from the counters (maybe pending)
+    pos       Position   watcher, main thread (pending)    holder: where the peer is (rules 2, 3, 7, 8)
+    report    Report     watcher, for the stall report     the stall report's gatherer: every rank's row
+
+`parse` turns a peer's JSON object into its message; one that is not a known kind with the fields it needs
+is `Unreadable` and ignored by every reader, as a stray entry always was (an undecodable *entry* is a
+ChannelError, ops.decode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+KINDS: dict[str, type[Message]] = {}  # the one registry: kind -> message class (filled by @kind)
+
+
+def kind(name: str):  # noqa: ANN201  (a class decorator)
+    def register(cls: type[Message]) -> type[Message]:
+        assert name not in KINDS, f"message kind {name!r} registered twice"
+        cls.KIND = name
+        KINDS[name] = cls
+        return cls
+
+    return register
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    KIND: ClassVar[str] = ""
+    sender: int | None = None  # the posting rank ("from" on the wire); None where the kind carries none
+
+    def to_json(self) -> dict[str, Any]:
+        data = {("from" if f.name == "sender" else f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+        if data.get("from") is None:
+            data.pop("from")
+        return {"kind": self.KIND, **data}
+
+
+@kind("verdict")
+@dataclass(frozen=True, kw_only=True)
+class Wake(Message):
+    """A verdict was written (rule 6): read it from the store."""
+
+
+@kind("stated")
+@dataclass(frozen=True, kw_only=True)
+class Stated(Message):
+    """The sender stated `slot` (rule 4's wake-up); None: it left the agreement, its final position is written."""
+
+    slot: str | None
+
+
+@kind("closed")
+@dataclass(frozen=True, kw_only=True)
+class Closed(Message):
+    """This rank left the agreement: its watcher ends."""
+
+
+@kind("ask")
+@dataclass(frozen=True, kw_only=True)
+class Ask(Message):
+    """Where are you with call `call` of frame `fid` (and with its parent call)? fid None: only how far (the
+    ledger's and the issued schedule's probe: never pending). `full`: every row for the stall report (rule 5)."""
+
+    seq: int  # the asker's question number; the answer carries it back
+    fid: str | None = None
+    call: int = 0
+    parent: tuple[str, int] | None = None  # (fid, call) of the compiled call the asked frame runs inside
+    full: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Where:
+    """A rank's counters as far as one question goes (positions.where): the facts rules 2, 3 and 7 read."""
+
+    fid: str | None  # the asked frame
+    call: int  # the asked call of it
+    count: int  # calls of the frame made so far: past `call`, the call is made (rule 2)
+    ran: str | None  # the slot that ran at `call` (None: not made, or older than the history)
+    parent_ran: str | None = None  # the slot that ran at the parent call (rule 3); None: none asked, or not made
+
+
+@kind("pos")
+@dataclass(frozen=True, kw_only=True)
+class Position(Message):
+    """The answer to an Ask: where the sender is. Sent by its watcher, or by its main thread once the asked call
+    is made (pending), or when it begins a hold (rule 7: `holding`)."""
+
+    to: int  # the asker
+    seq: int  # the asker's question number
+    busy: str  # the compile id while compiling: progress (rule 5)
+    progress: list[int]  # changes whenever the sender advances (positions.Positions.progress)
+    holding: dict[str, Any] | None  # what its main thread holds now (read before its counts)
+    at: Where
+    stated: list[str]  # the slots it stated at the asked call
+    final: bool = False  # read from its final position: it left, it will never make more calls
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        return {**{k: v for k, v in data.items() if k != "at"}, **dataclasses.asdict(self.at)}
+
+
+@kind("report")
+@dataclass(frozen=True, kw_only=True)
+class Report(Message):
+    """The sender's row of a stall report: every agreement's counters and what it holds, its stack."""
+
+    seq: int  # the gatherer's question number
+    row: dict[str, Any] = field(default_factory=dict)  # positions.Positions.report() + the rank's own description
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "from": self.sender, "seq": self.seq, **self.row}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unreadable(Message):
+    """A JSON object that is no message of this version: every reader ignores it (its sender, when it names one,
+    still counts as a peer to read again)."""
+
+    raw: dict[str, Any]
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse(data: dict[str, Any]) -> Message:
+    """A peer's message as its class; Unreadable when the kind or a field is not what this version sends."""
+    sender = data.get("from")
+    sender = sender if _int(sender) else None
+    try:
+        cls = KINDS[data["kind"]]
+        if cls is Ask:
+            parent = data.get("parent")
+            return Ask(sender=_need(sender), seq=int(data.get("seq", 0)), fid=data.get("fid"),
+                       call=int(data.get("call", 0)), parent=(str(parent[0]), int(parent[1])) if parent else None,
+                       full=bool(data.get("full")))  # fmt: skip
+        if cls is Position:
+            at = Where(fid=data.get("fid"), call=int(data["call"]), count=int(data["count"]), ran=data.get("ran"),
+                       parent_ran=data.get("parent_ran"))  # fmt: skip
+            return Position(sender=_need(sender), to=int(data["to"]), seq=int(data["seq"]), busy=data.get("busy", ""),
+                            progress=data.get("progress"), holding=data.get("holding"), at=at,
+                            stated=list(data.get("stated") or []), final=bool(data.get("final")))  # fmt: skip
+        if cls is Report:
+            row = {k: v for k, v in data.items() if k not in ("kind", "from", "seq")}
+            return Report(sender=_need(sender), seq=int(data["seq"]), row=row)
+        if cls is Stated:
+            return Stated(sender=_need(sender), slot=data.get("slot"))
+        return cls(sender=sender)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return Unreadable(sender=sender, raw=data)
+
+
+def _need(sender: int | None) -> int:
+    if sender is None:
+        raise ValueError("a message of this kind names its sender")
+    return sender

@@ -1,0 +1,67 @@
+"""One check, asked for once: a frozen `CheckRequest` (what runs, where its baseline is, how it is judged,
+where the output goes) and its first step, the baseline it is judged against (`find_baseline`).
+
+Every caller builds one: `check` and `baseline refresh` from their flags, the matrix's check rows, the
+pytest plugin, the GPU smoke script; compile_guard.flow.check_flow.run_and_judge takes it to one report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compile_guard.health import baseline as bl
+from compile_guard.quality.options import Judging
+from engine.runspec import RunSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRequest:
+    spec: RunSpec  # what runs (compile_guard.flow.scenarios.resolve)
+    baselines: Path  # the directory its baseline is found in (and a refresh writes to)
+    need_baseline: bool = True  # False: a refresh; nothing judged, the reports come back to be stored
+    allow_improvement: bool = False  # fewer breaks/graphs than the baseline passes
+    strict: bool = False  # changed fingerprints/backend fail too
+    judging: Judging = field(default_factory=Judging)  # the quality rules' factors
+    log_dir: Path | None = None  # launched: the ranks' logs (default: a new temp dir)
+    dump_dir: Path | None = None  # depyf dumps and TORCH_TRACE per rank
+    env: dict[str, str] = field(default_factory=dict)  # launched: every rank's extra environment (a row's fault)
+    rank_env: dict[int, dict[str, str]] = field(default_factory=dict)  # launched: one rank's extra environment
+    progress: bool = False  # print the ranks' progress as it comes (the CLI)
+
+    def refresh_command(self) -> str:
+        """The command that stores this run's baseline: printed when a run regressed or has none."""
+        spec = self.spec
+        if spec.target is None:
+            return f"python -m compile_guard baseline refresh --scenario {spec.name}"
+        return (f"python -m compile_guard baseline refresh --target {spec.target} --nproc {spec.nprocs}"
+                f" --backend {spec.compile} --baselines {self.baselines}")  # fmt: skip
+
+
+class NoBaseline(Exception):
+    """No baseline for a spec in a directory: the message names the file looked for and the refresh command."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Found:
+    path: Path  # the baseline file
+    exact: bool  # recorded on this very torch (else the newest other release's, compared across versions)
+    baseline: bl.Baseline
+
+
+def find_baseline(request: CheckRequest) -> Found:
+    """The baseline a run of the request's spec is judged against. NoBaseline when there is none; BaselineError
+    when it cannot be used — unreadable, or recorded for another configuration."""
+    spec, directory = request.spec, request.baselines
+    factors = bl.Factors.expected(spec)
+    found = bl.find(directory, factors)
+    if found is None:
+        raise NoBaseline(f"no baseline for scenario {spec.name} in {directory} (looked for"
+                         f" {bl.file_name(factors)}); create it with `{request.refresh_command()}`")  # fmt: skip
+    path, exact = found
+    base = bl.load(path)
+    if base.factors["config_hash"] != spec.config_hash():
+        raise bl.BaselineError(path, f"is for another configuration (config hash {base.factors['config_hash']},"
+                                     f" this run {spec.config_hash()}): compare like with like — refresh it with"
+                                     f" `{request.refresh_command()}`")  # fmt: skip
+    return Found(path=path, exact=exact, baseline=base)
