@@ -22,8 +22,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# Before each commit (< 3 min here): every in-process test, plus one `smoke` test per surface that starts ranks
-# (tests/conftest.py: a test that starts processes is marked `ranks` by the fixture it uses).
+# Before each commit: every in-process test, plus one `smoke` test per surface that starts ranks (tests/conftest.py:
+# a test that starts processes is marked `ranks` by the fixture it uses), and the format and lint check
+# (tests/test_layers.py: `ruff format --check .` and `ruff check .`, ruff pinned in pyproject.toml's test extras).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not ranks or smoke" tests
 

@@ -30,23 +30,30 @@ def main() -> int:
         layout = ParallelLayout(ctx, tp=ctx.world_size)
         cfg = ModelConfig(num_layers=args.layers)
         gen = CausalGenerator(
-            cfg, comm=TPCollectives(group=layout.group("tp")), tp_rank=layout.axis_rank("tp"), device=ctx.device,
+            cfg,
+            comm=TPCollectives(group=layout.group("tp")),
+            tp_rank=layout.axis_rank("tp"),
+            device=ctx.device,
             compile_cfg=CompileConfig(enabled=True, backend=args.compile),
-        )  # fmt: skip
+        )
         cond = torch.randn(1, cfg.cond_len, cfg.cond_dim, generator=torch.Generator().manual_seed(0))
         steps = [1000, 750, 500, 250]
         # warmup chunk, then the check scenario's stream: positions 0.., recompute on even chunks
-        denoise_chunk(gen, conditioning=cond, denoising_steps=steps, current_start_frame=0, chunk_index=-1,
-                      base_seed=1)  # fmt: skip
+        denoise_chunk(gen, conditioning=cond, denoising_steps=steps, current_start_frame=0, chunk_index=-1, base_seed=1)
         gen.reset_kv_cache()
         previous = None
         for k in range(args.chunks):
             recompute = k > 0 and k % 2 == 0
             previous = denoise_chunk(
-                gen, conditioning=cond, denoising_steps=steps, current_start_frame=k * cfg.frames_per_chunk,
-                chunk_index=k, base_seed=1 + k, context_frames=previous if recompute else None,
+                gen,
+                conditioning=cond,
+                denoising_steps=steps,
+                current_start_frame=k * cfg.frames_per_chunk,
+                chunk_index=k,
+                base_seed=1 + k,
+                context_frames=previous if recompute else None,
                 initial_latents=chunk_noise(cfg, base_seed=1 + k, chunk_index=k, step=0),
-            )  # fmt: skip
+            )
     return 0
 
 

@@ -58,7 +58,7 @@ def _steady(ctx, args) -> dict:
             fn(x)  # compile (and agree) once, outside the timing
         block_steps = max(1, args.steps // 10)  # short blocks, finely interleaved: the box drifts, pairs do not
         for i in range(args.repeats * 20):
-            for key in (list(variants) if i % 2 == 0 else list(variants)[::-1]):
+            for key in list(variants) if i % 2 == 0 else list(variants)[::-1]:
                 fn = variants[key]
                 t0 = time.perf_counter()
                 for _ in range(block_steps):
@@ -107,8 +107,23 @@ def rank_entry(args) -> None:
 def _launch(what: str, tag: str, out: Path, args, *, ledger: bool = False, detail: bool = False) -> dict:
     from compile_guard.launch.launcher import LaunchSpec, launch
 
-    argv = [sys.executable, __file__, "rank", "--what", what, "--tag", tag, "--out", str(out),
-            "--repeats", str(args.repeats), "--steps", str(args.steps), "--calls", str(args.calls)]  # fmt: skip
+    argv = [
+        sys.executable,
+        __file__,
+        "rank",
+        "--what",
+        what,
+        "--tag",
+        tag,
+        "--out",
+        str(out),
+        "--repeats",
+        str(args.repeats),
+        "--steps",
+        str(args.steps),
+        "--calls",
+        str(args.calls),
+    ]
     if ledger:
         argv.append("--ledger")
     env = {"TORCH_DISTRIBUTED_DEBUG": "DETAIL"} if detail else {}
@@ -136,20 +151,40 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="bench_agreement_"))
     steady = _launch("steady", "steady", out, args)
     models = sorted({k.split("|")[0] for k in steady})
-    print(tabulate([[m, f"{steady[m + '|plain'] * 1e6:.1f}", f"{steady[m + '|agreed'] * 1e6:.1f}",
-                     f"{(steady[m + '|agreed'] - steady[m + '|plain']) * 1e6:+.1f}",
-                     f"{steady[m + '|agreed'] / steady[m + '|plain']:.3f}"] for m in models],
-                   headers=["steady state, nothing compiles", "plain us/step", "agreed us/step", "delta us",
-                            "ratio"]))  # fmt: skip
+    print(
+        tabulate(
+            [
+                [
+                    m,
+                    f"{steady[m + '|plain'] * 1e6:.1f}",
+                    f"{steady[m + '|agreed'] * 1e6:.1f}",
+                    f"{(steady[m + '|agreed'] - steady[m + '|plain']) * 1e6:+.1f}",
+                    f"{steady[m + '|agreed'] / steady[m + '|plain']:.3f}",
+                ]
+                for m in models
+            ],
+            headers=["steady state, nothing compiles", "plain us/step", "agreed us/step", "delta us", "ratio"],
+        )
+    )
     rows: dict[str, list[float]] = {"bare gloo": [], "ledger": [], "DETAIL": []}
     for i in range(args.repeats):
-        for name in (list(rows) if i % 2 == 0 else list(rows)[::-1]):
-            res = _launch("eager", f"eager-{name.replace(' ', '_')}-{i}", out, args, ledger=name == "ledger",
-                          detail=name == "DETAIL")  # fmt: skip
+        for name in list(rows) if i % 2 == 0 else list(rows)[::-1]:
+            res = _launch(
+                "eager",
+                f"eager-{name.replace(' ', '_')}-{i}",
+                out,
+                args,
+                ledger=name == "ledger",
+                detail=name == "DETAIL",
+            )
             rows[name].append(res["per_call_s"])
     bare = statistics.median(rows["bare gloo"])
-    print(tabulate([[k, f"{statistics.median(v) * 1e6:.1f}", f"{statistics.median(v) / bare:.2f}"]
-                    for k, v in rows.items()], headers=["eager all_reduce/broadcast", "us/call (median)", "vs bare"]))
+    print(
+        tabulate(
+            [[k, f"{statistics.median(v) * 1e6:.1f}", f"{statistics.median(v) / bare:.2f}"] for k, v in rows.items()],
+            headers=["eager all_reduce/broadcast", "us/call (median)", "vs bare"],
+        )
+    )
     print(f"logs: {out}")
     return 0
 

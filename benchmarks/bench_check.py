@@ -34,11 +34,24 @@ REPO = Path(__file__).resolve().parent.parent
 
 def bare(scenario, log_dir: Path, env: dict[str, str]) -> float:
     t0 = time.monotonic()
-    result = launch(LaunchSpec(
-        argv=[sys.executable, str(REPO / "benchmarks" / "bare_warmup.py"), "--compile", scenario.compile,
-              "--layers", str(scenario.layers), "--chunks", str(scenario.chunks)],
-        nprocs=scenario.nprocs, deadline_s=900, log_dir=log_dir, env=env,
-    ))  # fmt: skip
+    result = launch(
+        LaunchSpec(
+            argv=[
+                sys.executable,
+                str(REPO / "benchmarks" / "bare_warmup.py"),
+                "--compile",
+                scenario.compile,
+                "--layers",
+                str(scenario.layers),
+                "--chunks",
+                str(scenario.chunks),
+            ],
+            nprocs=scenario.nprocs,
+            deadline_s=900,
+            log_dir=log_dir,
+            env=env,
+        )
+    )
     if not result.ok:
         raise SystemExit(f"bare run failed:\n{result.summary()}")
     return time.monotonic() - t0
@@ -76,8 +89,9 @@ def main() -> int:
     cold = {"check": [], "bare": []}
     for i in range(args.cold_repeats):
         cold["bare"].append(bare(scenario, root / f"cbare{i}", {"TORCHINDUCTOR_CACHE_DIR": str(root / f"cb{i}")}))
-        cold["check"].append(checked(scenario, root / f"ccheck{i}", {"TORCHINDUCTOR_CACHE_DIR": str(root / f"cc{i}")},
-                                     cache="cold"))
+        cold["check"].append(
+            checked(scenario, root / f"ccheck{i}", {"TORCHINDUCTOR_CACHE_DIR": str(root / f"cc{i}")}, cache="cold")
+        )
     rows = []
     for name, runs in (("warm cache", warm), ("cold cache", cold)):
         c, b = statistics.median(runs["check"]), statistics.median(runs["bare"])

@@ -26,9 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def check(cache: Path) -> float:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2"], cwd=REPO,
-                          capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)},
+    )
     if proc.returncode != 0:
         raise SystemExit(f"check failed:\n{proc.stdout}\n{proc.stderr}")
     return time.monotonic() - t0
@@ -45,8 +50,16 @@ def main() -> int:
         shutil.copytree(root / f"cold{i}", root / f"restored{i}")  # save, then restore on another runner
         restored.append(check(root / f"restored{i}"))
     c, r = statistics.median(cold), statistics.median(restored)
-    print(tabulate([["cold runner (empty cache)", round(c, 1)], ["restored cache", round(r, 1)],
-                    ["restored / cold", f"{r / c:.2f}"]], headers=["check --scenario tp2", "median wall s"]))
+    print(
+        tabulate(
+            [
+                ["cold runner (empty cache)", round(c, 1)],
+                ["restored cache", round(r, 1)],
+                ["restored / cold", f"{r / c:.2f}"],
+            ],
+            headers=["check --scenario tp2", "median wall s"],
+        )
+    )
     print(f"\n{args.repeats} repeats; caches under {root}")
     return 0
 

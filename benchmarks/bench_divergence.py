@@ -44,8 +44,10 @@ from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
 from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402
 
 MODES = ("compile_guard", "bare", "DETAIL")
-_FULL = re.compile(r"guard failed|gb\d{4}|first differing (issued )?collective: #|rank\d+: \w+ \{.*\} at \S+:\d+|"
-                   r"made call \d+ of this frame without compiling|settings\.\w+\.\w+|parity mismatch on \d+ key")  # fmt: skip
+_FULL = re.compile(
+    r"guard failed|gb\d{4}|first differing (issued )?collective: #|rank\d+: \w+ \{.*\} at \S+:\d+|"
+    r"made call \d+ of this frame without compiling|settings\.\w+\.\w+|parity mismatch on \d+ key"
+)
 PROGRAM = str(Path(__file__).resolve().parent.parent / "tests" / "agreement_programs.py")
 HEALTHY = {  # name -> the agreement program's arguments: every one must end 0 on both ranks
     "peer 3 s late to its first compile": ["compile", "--fault", "late_first", "--late-s", "3"],
@@ -69,23 +71,32 @@ def run_mode(row: Row, mode: str, log_root: Path, deadline_s: float) -> dict[str
     spec = dataclasses.replace(check_spec(row), deadline_s=deadline_s)
     env = dict(row.env)
     if mode != "compile_guard":
-        spec = dataclasses.replace(spec, agree_compiles=False, agree_inputs=False, eager_ledger=False,
-                                   gate_health=False)  # fmt: skip
+        spec = dataclasses.replace(
+            spec, agree_compiles=False, agree_inputs=False, eager_ledger=False, gate_health=False
+        )
     if mode == "DETAIL":
         env["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
     t0 = time.monotonic()
-    request = CheckRequest(spec=spec, baselines=log_root, log_dir=log_root / f"{row.id}-{mode}", env=env,
-                           rank_env=row.rank_env)  # fmt: skip
+    request = CheckRequest(
+        spec=spec, baselines=log_root, log_dir=log_root / f"{row.id}-{mode}", env=env, rank_env=row.rank_env
+    )
     run = check_run.run_ranks(request, Launched())
     result = run.result
     failed = [r.failed_at_s for r in result.ranks if r.failed_at_s is not None and not r.ok]
     texts = "\n".join((r.failure or "") + "\n" + r.log_tail for r in result.ranks)
-    ended = "hang (deadline)" if result.outcome == "deadline" else ", ".join(
-        str(r.signal or r.returncode) for r in result.ranks)  # fmt: skip
+    ended = (
+        "hang (deadline)"
+        if result.outcome == "deadline"
+        else ", ".join(str(r.signal or r.returncode) for r in result.ranks)
+    )
     detected = result.outcome not in ("ok", "deadline")
-    return {"ended": ended, "detected": "yes" if detected else ("hang" if result.outcome == "deadline" else "no"),
-            "ttd_s": round(min(failed), 2) if failed and detected else None,
-            "cause": cause(texts) if detected else "-", "wall_s": round(time.monotonic() - t0, 1)}  # fmt: skip
+    return {
+        "ended": ended,
+        "detected": "yes" if detected else ("hang" if result.outcome == "deadline" else "no"),
+        "ttd_s": round(min(failed), 2) if failed and detected else None,
+        "cause": cause(texts) if detected else "-",
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
 
 
 def healthy(log_root: Path) -> list[list[str]]:
@@ -96,20 +107,40 @@ def healthy(log_root: Path) -> list[list[str]]:
     rows = []
     for name, argv in HEALTHY.items():
         t0 = time.monotonic()
-        result = launch(LaunchSpec(argv=[sys.executable, PROGRAM, *argv], nprocs=2, deadline_s=120.0,
-                                   log_dir=log_root / "healthy" / name.split()[0]))  # fmt: skip
+        result = launch(
+            LaunchSpec(
+                argv=[sys.executable, PROGRAM, *argv],
+                nprocs=2,
+                deadline_s=120.0,
+                log_dir=log_root / "healthy" / name.split()[0],
+            )
+        )
         codes = [r.signal or r.returncode for r in result.ranks]
-        rows.append([name, ", ".join(map(str, codes)), "no" if result.ok else "FALSE STOP",
-                     f"{time.monotonic() - t0:.1f}"])  # fmt: skip
+        rows.append(
+            [name, ", ".join(map(str, codes)), "no" if result.ok else "FALSE STOP", f"{time.monotonic() - t0:.1f}"]
+        )
     spec = target_scenario("docs.examples.vocab_parallel:model", nprocs=2, backend="aot_eager")
     t0 = time.monotonic()
-    run = check_run.run_ranks(CheckRequest(spec=spec, baselines=log_root, log_dir=log_root / "healthy" / "vocab"),
-                              Launched())
-    rows.append(["vocab-parallel model (check --target)", ", ".join(str(r.returncode) for r in run.result.ranks),
-                 "no" if run.result.ok else "FALSE STOP", f"{time.monotonic() - t0:.1f}"])  # fmt: skip
+    run = check_run.run_ranks(
+        CheckRequest(spec=spec, baselines=log_root, log_dir=log_root / "healthy" / "vocab"), Launched()
+    )
+    rows.append(
+        [
+            "vocab-parallel model (check --target)",
+            ", ".join(str(r.returncode) for r in run.result.ranks),
+            "no" if run.result.ok else "FALSE STOP",
+            f"{time.monotonic() - t0:.1f}",
+        ]
+    )
     cd06 = run_row(ROWS_BY_ID["CD-06-dtensor"], log_root / "rows")
-    rows.append(["CD-06-dtensor: artifacts loaded on one rank", "row " + ("passed" if cd06.passed else "FAILED"),
-                 "no" if cd06.passed else "FALSE STOP", "-"])  # fmt: skip
+    rows.append(
+        [
+            "CD-06-dtensor: artifacts loaded on one rank",
+            "row " + ("passed" if cd06.passed else "FAILED"),
+            "no" if cd06.passed else "FALSE STOP",
+            "-",
+        ]
+    )
     return rows
 
 
@@ -119,8 +150,9 @@ def main() -> int:
     parser.add_argument("--deadline-s", type=float, default=120.0, help="per run: past it, a hang")
     parser.add_argument("--no-healthy", action="store_true", help="skip the healthy skews")
     args = parser.parse_args()
-    wanted = [r for r in ROWS if (r.id in args.rows.split(",") if args.rows else
-                                  r.id.startswith(("CD-", "EL-", "C-03")))]  # fmt: skip
+    wanted = [
+        r for r in ROWS if (r.id in args.rows.split(",") if args.rows else r.id.startswith(("CD-", "EL-", "C-03")))
+    ]
     log_root = Path(tempfile.mkdtemp(prefix="bench_divergence_"))
     table = []
     for row in wanted:
@@ -133,12 +165,17 @@ def main() -> int:
         table.append(cells)
     headers = ["row", "fault", "cg ttf s*"] + [f"{m} {k}" for m in MODES for k in ("detected (s)", "cause")]
     print(tabulate(table, headers=headers, disable_numparse=True))
-    print("* compile_guard's time-to-fail from the end of the divergent compile to every rank stopped; the"
-          " 'detected (s)' columns run from the launch (startup and warmup compile included) on one clock")
+    print(
+        "* compile_guard's time-to-fail from the end of the divergent compile to every rank stopped; the"
+        " 'detected (s)' columns run from the launch (startup and warmup compile included) on one clock"
+    )
     if not args.no_healthy:
         rows = healthy(log_root)
-        print(tabulate(rows, headers=["healthy skew (must not stop)", "exits", "stopped?", "wall s"],
-                       disable_numparse=True))  # fmt: skip
+        print(
+            tabulate(
+                rows, headers=["healthy skew (must not stop)", "exits", "stopped?", "wall s"], disable_numparse=True
+            )
+        )
         print(f"false stops: {sum(r[2] != 'no' for r in rows)} of {len(rows)}")
     print(f"logs: {log_root}")
     return 0

@@ -27,8 +27,11 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="bench_overlap_"))
     rows, d2_scores, d2_ratios, correct = [], [], [], 0
     for i in range(args.repeats):
-        for name, depth, schedule, expected in (("D=1", 1, "healthy", "serialized"), ("D=2", 2, "healthy", "healthy"),
-                                                ("serial", 2, "serial", "serialized")):  # fmt: skip
+        for name, depth, schedule, expected in (
+            ("D=1", 1, "healthy", "serialized"),
+            ("D=2", 2, "healthy", "healthy"),
+            ("serial", 2, "serial", "serialized"),
+        ):
             run = run_pp0(root / f"{name}-{i}", depth=depth, chunks=args.chunks, schedule=schedule)
             s = run["summary"]
             label, _ = classify(s)
@@ -36,12 +39,35 @@ def main() -> int:
             if name == "D=2":
                 d2_scores.append(s["overlap_score"])
                 d2_ratios.append(s["period_over_max_stage"])
-            rows.append([i, name, round(s["overlap_score"], 2), round(s["period_over_max_stage"], 3),
-                         round(s["median"]["t_mesh_idle_ms"], 2), f"{run['max_depth']['in_flight']}/{depth}", label])
-    print(tabulate(rows, headers=["repeat", "run", "OverlapScore", "period/max(stage)", "mesh idle ms",
-                                  "max in-flight / D", "classified"]))  # fmt: skip
-    print(f"\nD=2 worst: OverlapScore {min(d2_scores):.2f} (target >= 0.6), period/max(stage) {max(d2_ratios):.3f}"
-          f" (target <= 1.1); classifier correct {correct}/{3 * args.repeats}; logs: {root}")  # fmt: skip
+            rows.append(
+                [
+                    i,
+                    name,
+                    round(s["overlap_score"], 2),
+                    round(s["period_over_max_stage"], 3),
+                    round(s["median"]["t_mesh_idle_ms"], 2),
+                    f"{run['max_depth']['in_flight']}/{depth}",
+                    label,
+                ]
+            )
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "repeat",
+                "run",
+                "OverlapScore",
+                "period/max(stage)",
+                "mesh idle ms",
+                "max in-flight / D",
+                "classified",
+            ],
+        )
+    )
+    print(
+        f"\nD=2 worst: OverlapScore {min(d2_scores):.2f} (target >= 0.6), period/max(stage) {max(d2_ratios):.3f}"
+        f" (target <= 1.1); classifier correct {correct}/{3 * args.repeats}; logs: {root}"
+    )
     return 0
 
 

@@ -41,10 +41,25 @@ AR = {"op": "all_reduce", "group": {"name": "g", "ranks": None}, "shape": [16, 6
 
 
 def _statement(rank: int, call: int) -> dict[str, Any]:
-    return {"n": call, "rank": rank, "slot": slot_key("F", call, 0), "fid": "F", "call": call, "j": 0,
-            "frame": {"name": "forward", "site": "m.py:1"}, "parent": None, "compile_id": f"0/{call}",
-            "breaks": [], "fingerprint": "f", "constants": [[0, "args.1", 7]], "constants_digest": "c",
-            "collectives": [AR] * 4, "collectives_total": 4, "schedule_digest": "d", "settings": {"x": 1}}  # fmt: skip
+    return {
+        "n": call,
+        "rank": rank,
+        "slot": slot_key("F", call, 0),
+        "fid": "F",
+        "call": call,
+        "j": 0,
+        "frame": {"name": "forward", "site": "m.py:1"},
+        "parent": None,
+        "compile_id": f"0/{call}",
+        "breaks": [],
+        "fingerprint": "f",
+        "constants": [[0, "args.1", 7]],
+        "constants_digest": "c",
+        "collectives": [AR] * 4,
+        "collectives_total": 4,
+        "schedule_digest": "d",
+        "settings": {"x": 1},
+    }
 
 
 def _site_of(node: int, path: str) -> dict[str, str]:
@@ -53,16 +68,26 @@ def _site_of(node: int, path: str) -> dict[str, str]:
 
 class _Rank:
     def __init__(self, store: dist.Store, rank: int, n: int, prefix: str, stall_s: float) -> None:
-        member = protocol.Member(rank=rank, ranks=tuple(range(n)), group="g", prefix=prefix, stall_s=stall_s,
-                                 probe_s=min(1.0, stall_s / 5), answer_s=1.0)  # fmt: skip
+        member = protocol.Member(
+            rank=rank,
+            ranks=tuple(range(n)),
+            group="g",
+            prefix=prefix,
+            stall_s=stall_s,
+            probe_s=min(1.0, stall_s / 5),
+            answer_s=1.0,
+        )
         self.link = protocol.Link(member, Positions(rank))
         self.main, self.watch_transport = Transport(store), Transport(store)
         self.watcher: threading.Thread | None = None
 
     def start_watcher(self) -> None:
         link = self.link
-        self.watcher = threading.Thread(target=self.watch_transport.run,
-                                        args=(protocol.watch(link, Inbox(link.m.watch_box(link.m.rank))),), daemon=True)
+        self.watcher = threading.Thread(
+            target=self.watch_transport.run,
+            args=(protocol.watch(link, Inbox(link.m.watch_box(link.m.rank))),),
+            daemon=True,
+        )
         self.watcher.start()
 
 
@@ -107,7 +132,7 @@ def _stall(store: dist.Store, n: int, prefix: str, *, silent: bool, stall_s: flo
     """Rank 0 never states graph 0 (its watcher alive, or none: silent); the others hold. From the end of the
     stall window to the last holder stopped."""
     ranks = [_Rank(store, r, n, prefix, stall_s=stall_s) for r in range(n)]
-    for r in ranks[1 if silent else 0:]:
+    for r in ranks[1 if silent else 0 :]:
         r.start_watcher()
     stopped = [0.0] * n
     started = time.monotonic()
@@ -140,11 +165,30 @@ def main() -> None:
         latencies, ops = _agree(store, n, args.graphs, prefix=f"agree{n}")
         alive = _stall(store, n, f"stall{n}", silent=False, stall_s=args.stall_s)
         silent = _stall(store, n, f"silent{n}", silent=True, stall_s=args.stall_s)
-        rows.append([n, f"{statistics.median(latencies) * 1e3:.1f}", f"{max(latencies) * 1e3:.1f}", f"{ops:.1f}",
-                     f"{alive * 1e3:.0f}", f"{silent * 1e3:.0f}"])  # fmt: skip
+        rows.append(
+            [
+                n,
+                f"{statistics.median(latencies) * 1e3:.1f}",
+                f"{max(latencies) * 1e3:.1f}",
+                f"{ops:.1f}",
+                f"{alive * 1e3:.0f}",
+                f"{silent * 1e3:.0f}",
+            ]
+        )
         print(f"N={n} done", file=sys.stderr, flush=True)
-    print(tabulate(rows, headers=["ranks", "agree ms (median)", "agree ms (worst)", "store ops / rank / graph",
-                                  "stall report ms (peer alive)", "stall report ms (peer silent)"]))  # fmt: skip
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "ranks",
+                "agree ms (median)",
+                "agree ms (worst)",
+                "store ops / rank / graph",
+                "stall report ms (peer alive)",
+                "stall report ms (peer silent)",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli(*args: str) -> tuple[int, float]:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=1800)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
     if proc.returncode not in (0, 1):
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
     return proc.returncode, time.monotonic() - started
@@ -47,8 +48,10 @@ class Hog:
     """One busy-looping process per core, each in its own session, all killed on exit (any exit)."""
 
     def __enter__(self) -> Hog:
-        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-                      for _ in range(os.cpu_count() or 1)]  # fmt: skip
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            for _ in range(os.cpu_count() or 1)
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,7 +74,7 @@ def phase(name: str, pick: list[str], baselines: Path, runs: int, out: Path, com
         report = out / f"{name}-{i}.json"
         quality = ["check", *pick, "--baselines", str(baselines), "--json", str(report), "--compile-time", compile_time]
         bare = ["check", *pick, "--baselines", str(baselines), "--no-quality"]
-        for argv in ((quality, bare) if i % 2 == 0 else (bare, quality)):
+        for argv in (quality, bare) if i % 2 == 0 else (bare, quality):
             code, wall = cli(*argv)
             (walls_q if argv is quality else walls_bare).append(wall)
             if argv is quality:
@@ -88,11 +91,23 @@ def phase(name: str, pick: list[str], baselines: Path, runs: int, out: Path, com
         for state, c in quality_of.get("compile_time", {}).items():
             ratios.setdefault(state, []).append(c["ratio"])
             seconds.setdefault(state, []).append(c["total_s"])
-        print(f"{name} run {i}: exit {codes[-1]}, speedup {speedups[-1] if speedups else '-'},"
-              f" compile {({s: v[-1] for s, v in ratios.items()})}, alarms so far {len(alarms)}", flush=True)
-    return {"phase": name, "runs": runs, "exit codes": sorted(set(codes)), "alarms": alarms, "speedup": speedups,
-            "ratios": ratios, "seconds": seconds, "wall_q": walls_q, "wall_bare": walls_bare,
-            "reports": reports}  # fmt: skip
+        print(
+            f"{name} run {i}: exit {codes[-1]}, speedup {speedups[-1] if speedups else '-'},"
+            f" compile { ({s: v[-1] for s, v in ratios.items()}) }, alarms so far {len(alarms)}",
+            flush=True,
+        )
+    return {
+        "phase": name,
+        "runs": runs,
+        "exit codes": sorted(set(codes)),
+        "alarms": alarms,
+        "speedup": speedups,
+        "ratios": ratios,
+        "seconds": seconds,
+        "wall_q": walls_q,
+        "wall_bare": walls_bare,
+        "reports": reports,
+    }
 
 
 FACTORS = (1.15, 1.2, 1.25, 1.3, 1.5)
@@ -136,13 +151,34 @@ def main() -> int:
     table = []
     for r in results:
         overhead = statistics.median(r["wall_q"]) / statistics.median(r["wall_bare"]) - 1
-        table.append([r["phase"], r["runs"], r["exit codes"], len(r["alarms"]), _spread(r["speedup"]),
-                      "; ".join(f"{s}: {_spread(v)}" for s, v in r["ratios"].items()),
-                      "; ".join(f"{s}: {_spread(v)}" for s, v in r["seconds"].items()),
-                      f"{statistics.median(r['wall_q']):.1f} / {statistics.median(r['wall_bare']):.1f} ({overhead:+.0%})"])  # fmt: skip
+        table.append(
+            [
+                r["phase"],
+                r["runs"],
+                r["exit codes"],
+                len(r["alarms"]),
+                _spread(r["speedup"]),
+                "; ".join(f"{s}: {_spread(v)}" for s, v in r["ratios"].items()),
+                "; ".join(f"{s}: {_spread(v)}" for s, v in r["seconds"].items()),
+                f"{statistics.median(r['wall_q']):.1f} / {statistics.median(r['wall_bare']):.1f} ({overhead:+.0%})",
+            ]
+        )
     print(f"\n{' '.join(pick)}, --compile-time {args.compile_time}, {args.runs} runs per phase; reports in {out}")
-    print(tabulate(table, headers=["phase", "runs", "exits", "false alarms", "speedup (rank 0)",
-                                   "compile time / calibration", "compile time s", "wall s quality / none"]))  # fmt: skip
+    print(
+        tabulate(
+            table,
+            headers=[
+                "phase",
+                "runs",
+                "exits",
+                "false alarms",
+                "speedup (rank 0)",
+                "compile time / calibration",
+                "compile time s",
+                "wall s quality / none",
+            ],
+        )
+    )
     base = bl.load(next(baselines.glob("*.json"))).quality
     print("\nfalse alarms per candidate factor (speed / compile time; compile floor 0 s), runs with one or more:")
     print(tabulate([[r["phase"], *rejudged(r, base)] for r in results], headers=["phase", *map(str, FACTORS)]))

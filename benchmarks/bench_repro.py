@@ -32,9 +32,16 @@ def main() -> int:
     result = launch(
         LaunchSpec(
             argv=python_module_argv(
-                "repro.tp_compile_repro", "--backend", args.backend, "--calls", str(args.calls),
-                "--warmup", str(args.warmup), "--json", str(json_path),
-            ),  # fmt: skip
+                "repro.tp_compile_repro",
+                "--backend",
+                args.backend,
+                "--calls",
+                str(args.calls),
+                "--warmup",
+                str(args.warmup),
+                "--json",
+                str(json_path),
+            ),
             nprocs=args.nproc,
             deadline_s=900,
             log_dir=log_dir,
@@ -49,17 +56,24 @@ def main() -> int:
     for mode in ("A", "B", "C"):
         mine = [r for r in rows if r["mode"] == mode]
         ms[mode] = sum(r["ms_per_call"] for r in mine) / len(mine)
-        table.append([
-            mode, mine[0]["collective_path"], mine[0]["backend"], round(ms[mode], 2),
-            "/".join(str(r["graph_count"]) for r in mine),
-            "/".join(str(r["graph_break_count"]) for r in mine),
-            round(sum(r["warmup_s"] for r in mine) / len(mine), 2),
-        ])  # fmt: skip
+        table.append(
+            [
+                mode,
+                mine[0]["collective_path"],
+                mine[0]["backend"],
+                round(ms[mode], 2),
+                "/".join(str(r["graph_count"]) for r in mine),
+                "/".join(str(r["graph_break_count"]) for r in mine),
+                round(sum(r["warmup_s"] for r in mine) / len(mine), 2),
+            ]
+        )
     headers = ["mode", "collectives", "backend", "ms/call", "graphs (per rank)", "breaks (per rank)", "warmup s"]
     print(tabulate(table, headers=headers))
     cache = "cold" if args.cold else "warm"
-    print(f"\nB/C = {ms['B'] / ms['C']:.2f}   A/C = {ms['A'] / ms['C']:.2f}   "
-          f"(TP={args.nproc}, {args.calls} calls per mode, {cache} compile cache, logs: {log_dir})")  # fmt: skip
+    print(
+        f"\nB/C = {ms['B'] / ms['C']:.2f}   A/C = {ms['A'] / ms['C']:.2f}   "
+        f"(TP={args.nproc}, {args.calls} calls per mode, {cache} compile cache, logs: {log_dir})"
+    )
     return 0 if result.ok else 3
 
 

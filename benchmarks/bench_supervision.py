@@ -54,8 +54,13 @@ def _gone_within(fds: set[int], t0: float, timeout_s: float) -> float | None:
 
 def trial(sig: signal.Signals, log_dir: Path) -> tuple[int, float | None]:
     """(rank processes left, seconds for the ranks to go) for one signal mid-warmup."""
-    proc = subprocess.Popen([sys.executable, *CHECK, "--log-dir", str(log_dir)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, *CHECK, "--log-dir", str(log_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_for(proc, READY, 180)
         ranks = processes_with_env(f"COMPILE_GUARD_RUN_DIR={log_dir}") - {proc.pid}
@@ -92,15 +97,27 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         results = [trial(sig, root / f"{sig.name}{i}") for i in range(args.trials)]
         times = [g for _, g in results if g is not None]
-        rows.append([sig.name, args.trials, sum(n for n, _ in results), sum(g is None for _, g in results),
-                     round(max(times) * 1e3, 1) if times else None])  # fmt: skip
-    print(tabulate(rows, headers=["signal to the CLI", "trials", "processes left", "ranks alive after 5 s",
-                                  "slowest ranks-gone ms"]))  # fmt: skip
+        rows.append(
+            [
+                sig.name,
+                args.trials,
+                sum(n for n, _ in results),
+                sum(g is None for _, g in results),
+                round(max(times) * 1e3, 1) if times else None,
+            ]
+        )
+    print(
+        tabulate(
+            rows,
+            headers=["signal to the CLI", "trials", "processes left", "ranks alive after 5 s", "slowest ranks-gone ms"],
+        )
+    )
     walls: dict[str, list[float]] = {"self-launched": [], "torchrun in place": []}
     for _ in range(args.repeats):
         walls["self-launched"].append(wall([sys.executable, *CHECK]))
-        walls["torchrun in place"].append(wall([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                "--nproc-per-node=2", *CHECK]))  # fmt: skip
+        walls["torchrun in place"].append(
+            wall([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *CHECK])
+        )
     base = statistics.median(walls["self-launched"])
     table = [[k, round(statistics.median(v), 2), f"{statistics.median(v) / base:.2f}"] for k, v in walls.items()]
     print("\n" + tabulate(table, headers=["check --scenario tp2-aot", "median wall s", "vs self-launched"]))

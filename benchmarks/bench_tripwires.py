@@ -29,8 +29,11 @@ def run(chunks: int, env: dict[str, str], log_dir: Path) -> dict:
     result = launch(
         LaunchSpec(
             argv=python_module_argv("engine.topology.tp", "--chunks", str(chunks), "--recompute-every", "0"),
-            nprocs=2, deadline_s=600, log_dir=log_dir, env=env,
-        )  # fmt: skip
+            nprocs=2,
+            deadline_s=600,
+            log_dir=log_dir,
+            env=env,
+        )
     )
     if not result.ok:
         raise SystemExit(f"run failed:\n{result.summary()}")
@@ -57,24 +60,32 @@ def main() -> int:
     digest_ms = statistics.median(s["digest_s"] / s["generator_calls"] * 1e3 for s in on)
     fp_ms = statistics.median(s["fingerprint_s"] / s["generator_calls"] * 1e3 for s in on)
     wall_on, wall_off = statistics.median(map(per_call_ms, on)), statistics.median(map(per_call_ms, off))
-    print(tabulate(
-        [
-            ["generator call", round(gen_ms, 3), "100%"],
-            ["input digest (per call)", round(digest_ms, 4), f"{digest_ms / gen_ms:.2%}"],
-            ["fingerprints, periodic (per call)", round(fp_ms, 4), f"{fp_ms / gen_ms:.2%}"],
-            ["tripwires total", round(digest_ms + fp_ms, 4), f"{(digest_ms + fp_ms) / gen_ms:.2%}"],
-        ],
-        headers=["in-run accounting (rank0)", "ms", "of a generator call"],
-    ))  # fmt: skip
+    print(
+        tabulate(
+            [
+                ["generator call", round(gen_ms, 3), "100%"],
+                ["input digest (per call)", round(digest_ms, 4), f"{digest_ms / gen_ms:.2%}"],
+                ["fingerprints, periodic (per call)", round(fp_ms, 4), f"{fp_ms / gen_ms:.2%}"],
+                ["tripwires total", round(digest_ms + fp_ms, 4), f"{(digest_ms + fp_ms) / gen_ms:.2%}"],
+            ],
+            headers=["in-run accounting (rank0)", "ms", "of a generator call"],
+        )
+    )
     print()
-    print(tabulate(
-        [["tripwires on (defaults)", round(wall_on, 3)], ["tripwires off", round(wall_off, 3)],
-         ["on / off", f"{wall_on / wall_off:.3f}"]],
-        headers=["end to end", "wall ms per generator call"],
-    ))  # fmt: skip
+    print(
+        tabulate(
+            [
+                ["tripwires on (defaults)", round(wall_on, 3)],
+                ["tripwires off", round(wall_off, 3)],
+                ["on / off", f"{wall_on / wall_off:.3f}"],
+            ],
+            headers=["end to end", "wall ms per generator call"],
+        )
+    )
     every = knobs.read("COMPILE_GUARD_FINGERPRINT_EVERY", {})
-    print(f"\n{calls} generator calls per run, {args.repeats} runs each, fingerprints every {every} calls;"
-          f" logs: {root}")  # fmt: skip
+    print(
+        f"\n{calls} generator calls per run, {args.repeats} runs each, fingerprints every {every} calls; logs: {root}"
+    )
     return 0
 
 

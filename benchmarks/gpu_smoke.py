@@ -30,11 +30,27 @@ from compile_guard.launch.modes import Launched
 from engine.runspec import RunSpec
 
 SPECS = (
-    RunSpec(name="smoke-tp1-cuda", description="TP=1, inductor, CUDA, NCCL", nprocs=1, compile="inductor",
-            device="cuda", dist_backend="nccl", chunks=2, deadline_s=240),
-    RunSpec(name="smoke-tp2-cuda-gloo", description="TP=2 over gloo with CUDA tensors, aot_eager", nprocs=2,
-            compile="aot_eager", device="cuda", dist_backend="gloo", chunks=2, deadline_s=240),
-)  # fmt: skip
+    RunSpec(
+        name="smoke-tp1-cuda",
+        description="TP=1, inductor, CUDA, NCCL",
+        nprocs=1,
+        compile="inductor",
+        device="cuda",
+        dist_backend="nccl",
+        chunks=2,
+        deadline_s=240,
+    ),
+    RunSpec(
+        name="smoke-tp2-cuda-gloo",
+        description="TP=2 over gloo with CUDA tensors, aot_eager",
+        nprocs=2,
+        compile="aot_eager",
+        device="cuda",
+        dist_backend="gloo",
+        chunks=2,
+        deadline_s=240,
+    ),
+)
 
 
 def refresh_then_check(spec: RunSpec, out: Path) -> list:
@@ -53,9 +69,16 @@ def refresh_then_check(spec: RunSpec, out: Path) -> list:
     checked = run_and_judge(CheckRequest(spec=spec, baselines=baselines, log_dir=out / spec.name / "check"), Launched())
     report, second = checked.report, checked.run
     final = second.mesh()[0].final if second is not None and second.reports else {}
-    return [spec.name, "PASS" if report.exit_code == 0 else f"exit {report.exit_code}", round(t1 - t0, 1),
-            round(time.monotonic() - t1, 1), final.get("unique_graphs"), final.get("graph_breaks"),
-            final.get("collectives_in_graphs"), final.get("effective_backend", {}).get("device_type")]  # fmt: skip
+    return [
+        spec.name,
+        "PASS" if report.exit_code == 0 else f"exit {report.exit_code}",
+        round(t1 - t0, 1),
+        round(time.monotonic() - t1, 1),
+        final.get("unique_graphs"),
+        final.get("graph_breaks"),
+        final.get("collectives_in_graphs"),
+        final.get("effective_backend", {}).get("device_type"),
+    ]
 
 
 def main() -> int:
@@ -70,8 +93,21 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="gpu_smoke_"))
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}; logs: {out}", flush=True)
     rows = [refresh_then_check(spec, out) for spec in SPECS]
-    print(tabulate(rows, headers=["run", "verdict", "refresh s (cold)", "check s (warm)", "graphs", "breaks",
-                                  "collectives in graph", "device"]))  # fmt: skip
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "run",
+                "verdict",
+                "refresh s (cold)",
+                "check s (warm)",
+                "graphs",
+                "breaks",
+                "collectives in graph",
+                "device",
+            ],
+        )
+    )
     return 0 if all(row[1] == "PASS" for row in rows) else 1
 
 

@@ -1,5 +1,6 @@
 """How the harness's layers stand: lines per layer, imports that climb from a lower layer to a higher one,
-and the `# fmt: skip` markers left. Prints a table; run it before and after a restructuring.
+and where the formatter is told to keep out (`# fmt: skip` lines, `# fmt: off` regions). Prints a table; run it before
+and after a restructuring.
 
     python benchmarks/layers.py [--root DIR] [--imports]
 
@@ -19,14 +20,29 @@ import argparse
 import ast
 from pathlib import Path
 
+# the layer table: one layer per row: the formatter leaves it as written
+# fmt: off
 LEVELS = {
-    "verdict": 0, "compat": 0, "moved": 0,
-    "contracts": 1, "health": 1, "agreement": 1, "quality": 1, "integrations": 1,
+    "verdict": 0,
+    "compat": 0,
+    "moved": 0,
+    "contracts": 1,
+    "health": 1,
+    "agreement": 1,
+    "quality": 1,
+    "integrations": 1,
     "launch": 2,
     "flow": 3,
     "matrix": 4,
-    "ranks": 5, "commands": 5, "cli": 5, "__main__": 5, "__init__": 5, "target": 5, "pytest_plugin": 5,
-}  # fmt: skip  (a table: one layer per row)
+    "ranks": 5,
+    "commands": 5,
+    "cli": 5,
+    "__main__": 5,
+    "__init__": 5,
+    "target": 5,
+    "pytest_plugin": 5,
+}
+# fmt: on
 NAMES = ["base", "concerns", "launch", "flow", "matrix", "programs"]
 
 
@@ -45,6 +61,13 @@ def imported(node: ast.AST) -> list[str]:
             return []
         return [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
     return []
+
+
+def _count(path: Path, marker: str) -> int:
+    """Lines that are the marker as a comment (a string that mentions it, as in this file, is not one)."""
+    return sum(
+        line.strip() == marker or line.rstrip().endswith(f"  {marker}") for line in path.read_text().splitlines()
+    )
 
 
 def main() -> None:
@@ -67,10 +90,11 @@ def main() -> None:
             for dst in imported(node):
                 if dst in LEVELS and dst != src and LEVELS[dst] > LEVELS[src]:
                     climbs.append(f"{path.relative_to(args.root)}:{node.lineno} {src} -> {dst}")
-    skips = {d: sum(p.read_text().count("# fmt: skip") for p in (args.root / d).rglob("*.py"))
-             for d in ("compile_guard", "engine", "tests", "benchmarks", "docs", "repro")}  # fmt: skip  (one line per figure)
+    dirs = ("compile_guard", "engine", "tests", "benchmarks", "docs", "repro")
+    skips = {d: sum(_count(p, "# fmt: skip") for p in (args.root / d).rglob("*.py")) for d in dirs}
+    regions = {d: sum(_count(p, "# fmt: off") for p in (args.root / d).rglob("*.py")) for d in dirs}
     print(f"{'layer':<12}{'lines':>8}")
-    for name, n in zip(NAMES, lines):
+    for name, n in zip(NAMES, lines, strict=True):
         print(f"{name:<12}{n:>8}")
     print(f"{'total':<12}{sum(lines):>8}")
     engine = sum(len(p.read_text().splitlines()) for p in (args.root / "engine").rglob("*.py"))
@@ -79,7 +103,8 @@ def main() -> None:
     print(f"\nimports climbing a layer: {len(climbs)} ({', '.join(pairs) or 'none'}); shims of moved modules: {shims}")
     if args.imports:
         print("\n".join(f"  {c}" for c in climbs))
-    print("\n# fmt: skip markers: " + ", ".join(f"{d}/ {n}" for d, n in skips.items()) + f"; total {sum(skips.values())}")
+    for what, found in (("\n# fmt: skip lines", skips), ("# fmt: off regions", regions)):
+        print(f"{what}: " + ", ".join(f"{d}/ {n}" for d, n in found.items()) + f"; total {sum(found.values())}")
 
 
 if __name__ == "__main__":

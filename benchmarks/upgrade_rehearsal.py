@@ -38,8 +38,9 @@ def _cell(report: dict, metric: str) -> str:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=1800)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
     print(proc.stdout, end="")
     print(proc.stderr, end="", file=sys.stderr)
     return proc
@@ -66,8 +67,17 @@ def main() -> int:
         t0 = time.monotonic()
         # --compile-time cold: a new torch's first compile misses every cache anyway; cold is what the baseline's
         # cold entry (refreshed with --compile-time cold) is compared with
-        check = cli("check", "--scenario", name, "--baselines", str(before), "--json", str(out / f"{name}.json"),
-                    "--compile-time", "cold")  # fmt: skip
+        check = cli(
+            "check",
+            "--scenario",
+            name,
+            "--baselines",
+            str(before),
+            "--json",
+            str(out / f"{name}.json"),
+            "--compile-time",
+            "cold",
+        )
         report = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").exists() else {}
         moved = [f"{r['metric']} ({r['verdict']})" for r in report.get("rows", []) if r["verdict"] != "ok"]
         quality.append([name, *(_cell(report, metric) for metric in QUALITY_COLUMNS)])
@@ -77,10 +87,20 @@ def main() -> int:
         new_path = bl.DEFAULT_DIR / bl.file_name(factors)
         print(f"\n===== {name}: baseline diff {old_path.name} {new_path.name} =====")
         cli("baseline", "diff", str(old_path), str(new_path))
-        summary.append([name, bl.load(old_path).factors["torch"], torch.__version__, check.returncode,
-                        ", ".join(moved) or "nothing", round(time.monotonic() - t0, 1)])  # fmt: skip
-    print("\n" + tabulate(summary, headers=["scenario", "baseline torch", "running torch", "check exit", "moved",
-                                            "wall s"]))  # fmt: skip
+        summary.append(
+            [
+                name,
+                bl.load(old_path).factors["torch"],
+                torch.__version__,
+                check.returncode,
+                ", ".join(moved) or "nothing",
+                round(time.monotonic() - t0, 1),
+            ]
+        )
+    print(
+        "\n"
+        + tabulate(summary, headers=["scenario", "baseline torch", "running torch", "check exit", "moved", "wall s"])
+    )
     print("\nwhat the release did to the compiled program's users (rank 0; baseline -> running, verdict):")
     print(tabulate(quality, headers=["scenario", *QUALITY_COLUMNS]))
     print(f"rehearsal wall time {time.monotonic() - started:.1f}s (venv build not included); reports: {out}")

@@ -84,8 +84,11 @@ def _changes(json_path: Path) -> str:
     if not json_path.exists():
         return "-"
     data = json.loads(json_path.read_text())
-    moved = [f"{r['metric']} {r['baseline']}->{r['per_rank'][0]}" for r in data.get("rows", []) if r["verdict"] != "ok"
-             and r["metric"] != "effective_backend"]  # fmt: skip
+    moved = [
+        f"{r['metric']} {r['baseline']}->{r['per_rank'][0]}"
+        for r in data.get("rows", [])
+        if r["verdict"] != "ok" and r["metric"] != "effective_backend"
+    ]
     return "; ".join(moved)[:160] or "none"
 
 
@@ -93,16 +96,55 @@ def rehearse(python: Path, *, suite: bool, work: Path, baselines: Path) -> list[
     rows = []
     for scenario in SCENARIOS:
         out = work / f"check-{scenario}.json"
-        code, wall, _ = _run([str(python), "-m", "compile_guard", "check", "--scenario", scenario, "--json", str(out)],
-                             timeout_s=900)  # fmt: skip
+        code, wall, _ = _run(
+            [str(python), "-m", "compile_guard", "check", "--scenario", scenario, "--json", str(out)], timeout_s=900
+        )
         rows.append([f"check {scenario}", code, round(wall, 1), _changes(out)])
     for scenario in REFRESHED:
-        code, wall, _ = _run([str(python), "-m", "compile_guard", "baseline", "refresh", "--scenario", scenario,
-                              "--baselines", str(baselines)], timeout_s=900)  # fmt: skip
-        code1, wall1, _ = _run([str(python), "-m", "compile_guard", "baseline", "refresh", "--scenario", scenario,
-                                "--baselines", str(baselines), "--compile-time", "cold"], timeout_s=900)  # fmt: skip
-        code2, wall2, _ = _run([str(python), "-m", "compile_guard", "check", "--scenario", scenario, "--strict",
-                                "--baselines", str(baselines)], timeout_s=900)  # fmt: skip
+        code, wall, _ = _run(
+            [
+                str(python),
+                "-m",
+                "compile_guard",
+                "baseline",
+                "refresh",
+                "--scenario",
+                scenario,
+                "--baselines",
+                str(baselines),
+            ],
+            timeout_s=900,
+        )
+        code1, wall1, _ = _run(
+            [
+                str(python),
+                "-m",
+                "compile_guard",
+                "baseline",
+                "refresh",
+                "--scenario",
+                scenario,
+                "--baselines",
+                str(baselines),
+                "--compile-time",
+                "cold",
+            ],
+            timeout_s=900,
+        )
+        code2, wall2, _ = _run(
+            [
+                str(python),
+                "-m",
+                "compile_guard",
+                "check",
+                "--scenario",
+                scenario,
+                "--strict",
+                "--baselines",
+                str(baselines),
+            ],
+            timeout_s=900,
+        )
         code, wall = max(code, code1), wall + wall1
         rows.append([f"refresh + check --strict {scenario}", f"{code}, {code2}", round(wall + wall2, 1), "-"])
     code, wall, out = _run([str(python), "-m", "compile_guard", "matrix"], timeout_s=1800)
@@ -126,11 +168,19 @@ def upgrade_diffs(out: Path, releases: list[str]) -> list[list[str]]:
                 continue
             old, new = bl.load(found[0]), bl.load(found[1])
             metrics, renamed = policy.across_releases(old.metrics, old.break_sites, [new.metrics], [new.break_sites])
-            moved = [f"{r.metric} {json.dumps(r.baseline)[:40]} -> {json.dumps(r.per_rank[0])[:40]}"
-                     for r in policy.compare(old.metrics, metrics)
-                     if r.verdict != policy.OK and r.metric != "effective_backend"]  # fmt: skip
-            rows.append([scenario, f"{a} -> {b}", "; ".join(moved + renamed) or "nothing",
-                         "; ".join(judge.between(old.quality, new.quality))])
+            moved = [
+                f"{r.metric} {json.dumps(r.baseline)[:40]} -> {json.dumps(r.per_rank[0])[:40]}"
+                for r in policy.compare(old.metrics, metrics)
+                if r.verdict != policy.OK and r.metric != "effective_backend"
+            ]
+            rows.append(
+                [
+                    scenario,
+                    f"{a} -> {b}",
+                    "; ".join(moved + renamed) or "nothing",
+                    "; ".join(judge.between(old.quality, new.quality)),
+                ]
+            )
     return rows
 
 
@@ -140,8 +190,12 @@ def main() -> int:
     parser.add_argument("--venvs", type=Path, default=REPO / ".venv-torch", help="one venv per release in here")
     parser.add_argument("--keep", action="store_true", help="reuse and keep the venvs (else built fresh, removed)")
     parser.add_argument("--suite", action="store_true", help="run the whole test suite, not its agreement part")
-    parser.add_argument("--out", type=Path, default=REPO / ".venv-torch" / "baselines",
-                        help="each release's refreshed baselines, kept for the release-to-release diffs")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / ".venv-torch" / "baselines",
+        help="each release's refreshed baselines, kept for the release-to-release diffs",
+    )
     args = parser.parse_args()
     table, builds = [], []
     releases = [r.strip() for r in args.releases.split(",") if r.strip()]
@@ -154,20 +208,34 @@ def main() -> int:
         built = build(release, venv)
         builds.append([release, built["install_s"] if not built["reused"] else "reused", built["size"]])
         if "failed" in built:
-            table.append([release, f"pip install (whole output: {args.out / release / 'commands.log'})", "failed",
-                          "-", built["failed"]])  # fmt: skip
+            table.append(
+                [
+                    release,
+                    f"pip install (whole output: {args.out / release / 'commands.log'})",
+                    "failed",
+                    "-",
+                    built["failed"],
+                ]
+            )
         else:
             with tempfile.TemporaryDirectory(prefix=f"version_matrix_{release}_") as work:
-                for row in rehearse(venv / "bin" / "python", suite=args.suite, work=Path(work),
-                                    baselines=args.out / release):  # fmt: skip
+                for row in rehearse(
+                    venv / "bin" / "python", suite=args.suite, work=Path(work), baselines=args.out / release
+                ):
                     table.append([release, *row])
         if not args.keep:
             shutil.rmtree(venv)
-        print(tabulate(table, headers=["torch", "command", "exit", "wall s", "vs committed baselines / result"]),
-              flush=True)  # fmt: skip
+        print(
+            tabulate(table, headers=["torch", "command", "exit", "wall s", "vs committed baselines / result"]),
+            flush=True,
+        )
     print(tabulate(builds, headers=["torch", "install s", "venv size"]))
-    print(tabulate(upgrade_diffs(args.out, releases), headers=["scenario", "upgrade", "what moved (baseline diff)",
-                                                                "accuracy, speed, compile time (rank 0)"]))
+    print(
+        tabulate(
+            upgrade_diffs(args.out, releases),
+            headers=["scenario", "upgrade", "what moved (baseline diff)", "accuracy, speed, compile time (rank 0)"],
+        )
+    )
     return 0 if all(str(r[2]) in ("0", "0, 0") for r in table) else 1
 
 

@@ -34,15 +34,22 @@ LAUNCHER_KNOBS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
 COMMANDS = {
     "check": ("compile_guard.commands.check", "compile-health check of a scenario against its stored baseline", None),
     "baseline": ("compile_guard.commands.baseline", "refresh, show or diff stored baselines", None),
-    "repro": ("compile_guard.commands.repro", "the TP compile-cliff repro, modes A/B/C, per-rank table",
-              "Example: compile-guard repro --modes B,C --backend aot_eager"),
-    "matrix": ("compile_guard.commands.matrix",
-               "run the operator matrix rows (fault injection, TP=2) and print the table",
-               "Example: compile-guard matrix --rows OM-01,OM-04 --json matrix.json"),
-    "overlap": ("compile_guard.commands.overlap",
-                "PP0 overlap rows O-01..O-03: D sweep, overlap signature classifier, recompute coupling",
-                "Example: compile-guard overlap --trace trace.json --json overlap.json"),
-}  # fmt: skip
+    "repro": (
+        "compile_guard.commands.repro",
+        "the TP compile-cliff repro, modes A/B/C, per-rank table",
+        "Example: compile-guard repro --modes B,C --backend aot_eager",
+    ),
+    "matrix": (
+        "compile_guard.commands.matrix",
+        "run the operator matrix rows (fault injection, TP=2) and print the table",
+        "Example: compile-guard matrix --rows OM-01,OM-04 --json matrix.json",
+    ),
+    "overlap": (
+        "compile_guard.commands.overlap",
+        "PP0 overlap rows O-01..O-03: D sweep, overlap signature classifier, recompute coupling",
+        "Example: compile-guard overlap --trace trace.json --json overlap.json",
+    ),
+}
 
 
 def _version() -> str:
@@ -93,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours or of the environment: never reported as a regression
         crash_log = Path(tempfile.mkdtemp(prefix="compile_guard_crash_")) / "traceback.txt"
         crash_log.write_text(traceback.format_exc())
-        print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              f" (traceback: {crash_log})", file=sys.stderr)  # fmt: skip
+        print(
+            f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f" (traceback: {crash_log})",
+            file=sys.stderr,
+        )
         return Cli.ENGINE

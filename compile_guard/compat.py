@@ -64,8 +64,10 @@ class TorchInternalMissing(RuntimeError):
     """A private torch entry point compile_guard needs is not in this torch."""
 
     def __init__(self, what: str, exc: BaseException) -> None:
-        super().__init__(f"torch {torch.__version__} has no {what} ({type(exc).__name__}: {exc}); compile_guard"
-                         " needs it and was checked on torch 2.6-2.15: run one of those, or report this torch")
+        super().__init__(
+            f"torch {torch.__version__} has no {what} ({type(exc).__name__}: {exc}); compile_guard"
+            " needs it and was checked on torch 2.6-2.15: run one of those, or report this torch"
+        )
 
 
 def _private(name: str) -> Any:
@@ -153,8 +155,16 @@ def listening_store(sock: Any, timeout_s: float) -> dist.TCPStore:
     port = sock.getsockname()[1]
     legacy = {"use_libuv": False} if torch_release() < (2, 8) else {}
     # The store takes the fd over (and closes it): detach so Python never closes it twice.
-    return dist.TCPStore("127.0.0.1", port, None, True, datetime.timedelta(seconds=timeout_s),
-                         wait_for_workers=False, master_listen_fd=sock.detach(), **legacy)  # fmt: skip
+    return dist.TCPStore(
+        "127.0.0.1",
+        port,
+        None,
+        True,
+        datetime.timedelta(seconds=timeout_s),
+        wait_for_workers=False,
+        master_listen_fd=sock.detach(),
+        **legacy,
+    )
 
 
 def clone_store(store: dist.Store) -> dist.Store:
@@ -167,8 +177,9 @@ def clone_store(store: dist.Store) -> dist.Store:
         return store.clone()
     base = getattr(store, "_underlying_non_prefix_store", store)
     if not isinstance(base, dist.TCPStore):
-        raise TorchInternalMissing("Store.clone (and the store is no TCPStore to connect to again)",
-                                   AttributeError(type(base).__name__))  # fmt: skip
+        raise TorchInternalMissing(
+            "Store.clone (and the store is no TCPStore to connect to again)", AttributeError(type(base).__name__)
+        )
     return dist.TCPStore(base.host, base.port, None, False, base.timeout, use_libuv=base.libuvBackend)
 
 
@@ -183,15 +194,22 @@ def compile_records(since: int, *, limit: int) -> tuple[list[dict[str, Any]], in
     never a guess), and the recompile itself is still counted (its compile id's attempt)."""
     _private("compilation_metrics_limit")(limit)
     metrics = _private("compilation_metrics")()
-    records = [{"compile_id": m.compile_id, "co_name": m.co_name, "co_filename": m.co_filename,
-                "co_firstlineno": m.co_firstlineno, "guard_count": m.guard_count,
-                "recompile_reason": getattr(m, "recompile_reason", NO_RECOMPILE_REASON),
-                # compile time (health.quality): the whole frame's (dynamo + backend) and inductor's FX-graph cache
-                # hits and misses in it; None where a torch lacks the field (checked on 2.13.0 and 2.14.1)
-                "frame_s": getattr(m, "entire_frame_compile_time_s", None),
-                "fx_hits": getattr(m, "inductor_fx_local_cache_hit_count", None),
-                "fx_misses": getattr(m, "inductor_fx_local_cache_miss_count", None)}
-               for m in metrics[since:]]  # fmt: skip
+    records = [
+        {
+            "compile_id": m.compile_id,
+            "co_name": m.co_name,
+            "co_filename": m.co_filename,
+            "co_firstlineno": m.co_firstlineno,
+            "guard_count": m.guard_count,
+            "recompile_reason": getattr(m, "recompile_reason", NO_RECOMPILE_REASON),
+            # compile time (health.quality): the whole frame's (dynamo + backend) and inductor's FX-graph cache
+            # hits and misses in it; None where a torch lacks the field (checked on 2.13.0 and 2.14.1)
+            "frame_s": getattr(m, "entire_frame_compile_time_s", None),
+            "fx_hits": getattr(m, "inductor_fx_local_cache_hit_count", None),
+            "fx_misses": getattr(m, "inductor_fx_local_cache_miss_count", None),
+        }
+        for m in metrics[since:]
+    ]
     return records, len(metrics)
 
 
@@ -255,8 +273,11 @@ OPTIONAL_CONFIGS = {
 def config_modules() -> dict[str, Any]:
     """label -> torch's config module, for every config module that can change the compiled program: dynamo,
     inductor, functorch (2.6-2.15) and those of OPTIONAL_CONFIGS the installed torch has."""
-    found = {"dynamo": _private("dynamo_config"), "inductor": _private("inductor_config"),
-             "functorch": _private("functorch_config")}  # fmt: skip
+    found = {
+        "dynamo": _private("dynamo_config"),
+        "inductor": _private("inductor_config"),
+        "functorch": _private("functorch_config"),
+    }
     for label, path in OPTIONAL_CONFIGS.items():
         try:
             found[label] = resolve(path)

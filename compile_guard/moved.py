@@ -16,8 +16,10 @@ REMOVED_IN = "0.3.0"  # the shims go one release after the move (0.1.0 -> 0.2.0 
 
 
 def warning(old: str, new: str, name: str) -> str:
-    return (f"{old}.{name} moved: write `from {new} import {name}`; the old import stops working in"
-            f" compile_guard {REMOVED_IN}")  # fmt: skip
+    return (
+        f"{old}.{name} moved: write `from {new} import {name}`; the old import stops working in"
+        f" compile_guard {REMOVED_IN}"
+    )
 
 
 def shim(old: str, new: str, names: list[str]) -> Callable[[str], Any]:
@@ -34,5 +36,8 @@ def shim(old: str, new: str, names: list[str]) -> Callable[[str], Any]:
 
 def warn_module(old: str, new: str) -> None:
     """For a shim that must re-export eagerly (a pytest plugin: pytest finds fixtures by walking the module)."""
-    warnings.warn(f"{old} moved to {new}: import or name {new} instead; {old} stops working in compile_guard"
-                  f" {REMOVED_IN}", DeprecationWarning, stacklevel=3)  # fmt: skip
+    warnings.warn(
+        f"{old} moved to {new}: import or name {new} instead; {old} stops working in compile_guard {REMOVED_IN}",
+        DeprecationWarning,
+        stacklevel=3,
+    )

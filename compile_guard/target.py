@@ -2,6 +2,4 @@
 
 from compile_guard import moved
 
-__getattr__ = moved.shim(
-    "compile_guard.target", "compile_guard", ["GuardTarget", "TargetContext", "TargetError"]
-)
+__getattr__ = moved.shim("compile_guard.target", "compile_guard", ["GuardTarget", "TargetContext", "TargetError"])

@@ -9,9 +9,9 @@ A CI gate is read by its exit code, so each code means one thing:
 
 The rank programs' own codes are `engine.errors.RankCode` (the engine exits with them by
 itself; it imports nothing of the harness). `decide` is the only place they become a CLI code:
-self-launched runs (compile_guard.flow.report), in-place runs (compile_guard.launch.in_place: every rank
-decides over every rank's outcome, so they all exit the same), the matrix's check rows and the
-pytest plugin (both through compile_guard.flow.check_run.run_and_judge). tests/test_verdict.py is
+self-launched runs (compile_guard.flow.report), in-place runs (compile_guard.launch.in_place, the in-place
+run mode: every rank decides over every rank's outcome, so they all exit the same), the matrix's check rows and
+the pytest plugin (all through compile_guard.flow.check_flow.run_and_judge). tests/test_verdict.py is
 its table.
 """
 
@@ -35,13 +35,25 @@ class Cli(enum.IntEnum):
 INTERRUPTED_BASE = 128  # 128 + the signal, as a shell reports a process ended by it (130 SIGINT, 143 SIGTERM)
 
 # rank codes that mean "the ranks differ": proof, stopped before the divergent step ran
-ASYMMETRY = frozenset({RankCode.PARITY, RankCode.COMPILE_ASYMMETRY, RankCode.INPUT_SIGNATURE,
-                       RankCode.COMPILE_DIVERGENCE, RankCode.COLLECTIVE_MISMATCH})  # fmt: skip
+ASYMMETRY = frozenset(
+    {
+        RankCode.PARITY,
+        RankCode.COMPILE_ASYMMETRY,
+        RankCode.INPUT_SIGNATURE,
+        RankCode.COMPILE_DIVERGENCE,
+        RankCode.COLLECTIVE_MISMATCH,
+    }
+)
 # rank codes that are another rank's failure seen from here: never the culprit while a rank has a cause
 CONSEQUENCES = frozenset({RankCode.PEER_LOST, RankCode.TERMINATED_BY_PEER, RankCode.WATCHDOG})
 
-PASS, ASYMMETRIC, INPUT_ERROR, STALL, COMPILE_ERROR = "pass", "cross-rank asymmetry", "input error", "stall", \
-    "compile error"  # fmt: skip
+PASS, ASYMMETRIC, INPUT_ERROR, STALL, COMPILE_ERROR = (
+    "pass",
+    "cross-rank asymmetry",
+    "input error",
+    "stall",
+    "compile error",
+)
 ENGINE_FAILURE, DEADLINE, INTERRUPTED = "engine failure", "deadline", "interrupted"
 
 

@@ -43,9 +43,7 @@ class TPCollectives:
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, CollectivePath):
-            raise ValueError(
-                f"path={self.path!r} is invalid; pick one of {[p.value for p in CollectivePath]}"
-            )
+            raise ValueError(f"path={self.path!r} is invalid; pick one of {[p.value for p in CollectivePath]}")
 
     @property
     def size(self) -> int:
@@ -120,7 +118,4 @@ def all_gather_json(obj: Any, *, group: dist.ProcessGroup, device: torch.device)
     buf[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
     bufs = [torch.zeros_like(buf) for _ in range(size)]
     dist.all_gather(bufs, buf, group=group)
-    return [
-        json.loads(bytes(b[: int(n.item())].cpu().tolist()).decode())
-        for b, n in zip(bufs, lengths, strict=True)
-    ]
+    return [json.loads(bytes(b[: int(n.item())].cpu().tolist()).decode()) for b, n in zip(bufs, lengths, strict=True)]

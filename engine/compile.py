@@ -82,9 +82,7 @@ class CompiledRegion:
         self._breaks_before = _break_counts()
         if cfg.enabled:
             self.recorder = RecordingBackend(cfg)
-            self.fn = torch.compile(
-                fn, backend=self.recorder, fullgraph=cfg.fullgraph, dynamic=cfg.dynamic
-            )
+            self.fn = torch.compile(fn, backend=self.recorder, fullgraph=cfg.fullgraph, dynamic=cfg.dynamic)
         else:
             self.fn = fn
 
@@ -93,7 +91,8 @@ class CompiledRegion:
             observe(args)
         return self.fn(*args, **kwargs)
 
-    # -- the harness's declared hooks (call_observers above, and these two) (compile_guard's probe and agreement); the engine never calls them
+    # -- the harness's declared hooks (call_observers above, and these two) (compile_guard's probe and agreement); the
+    # engine never calls them
 
     @property
     def compiled(self) -> bool:

@@ -25,9 +25,7 @@ def _require_positive(obj: object, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(
-                f"{type(obj).__name__}.{name}={value!r} is invalid; expected a positive int"
-            )
+            raise ConfigError(f"{type(obj).__name__}.{name}={value!r} is invalid; expected a positive int")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,8 +68,7 @@ class ModelConfig:
         )
         if self.dim % self.num_heads:
             raise ConfigError(
-                f"num_heads({self.num_heads}) does not divide dim({self.dim}); "
-                f"pick num_heads in {_divisors(self.dim)}"
+                f"num_heads({self.num_heads}) does not divide dim({self.dim}); pick num_heads in {_divisors(self.dim)}"
             )
         if self.head_dim % 2:
             raise ConfigError(f"head_dim = dim / num_heads = {self.head_dim} must be even")
@@ -142,9 +139,7 @@ class DistConfig:
         if self.device not in _DEVICES:
             raise ConfigError(f"device={self.device!r} is invalid; pick one of {list(_DEVICES)}")
         if self.backend not in _DIST_BACKENDS:
-            raise ConfigError(
-                f"backend={self.backend!r} is invalid; pick one of {list(_DIST_BACKENDS)}"
-            )
+            raise ConfigError(f"backend={self.backend!r} is invalid; pick one of {list(_DIST_BACKENDS)}")
         if not 0 < self.timeout_s <= 600:
             raise ConfigError(
                 f"timeout_s={self.timeout_s} is invalid; expected seconds in (0, 600]: "

@@ -47,6 +47,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# the knob table: one variable per entry, read down its columns: the formatter leaves it as written
+# fmt: off
 KNOBS: tuple[Knob, ...] = (
     # torchrun-compatible rendezvous; per-rank by nature, so never parity-checked.
     Knob(name="RANK", parse=int, default=None, meaning="global rank of this process", parity=False),
@@ -118,7 +120,8 @@ KNOBS: tuple[Knob, ...] = (
          parity=True),
     Knob(name="COMPILE_GUARD_TEST_LOWERING_RANK", parse=int, default=-1,
          meaning="test-only: the rank whose inductor it patches (-1: every rank)", parity=True),
-)  # fmt: skip
+)
+# fmt: on
 
 _BY_NAME: dict[str, Knob] = {knob.name: knob for knob in KNOBS}
 

@@ -74,8 +74,9 @@ class ParallelLayout:
                 if ctx.rank in ranks:
                     self._groups["pp"] = group
                     self._ranks["pp"] = ranks
-        log.info("layout: tp=%s pp=%s driver_out_of_mesh=%s tp_ranks=%s", tp, pp, driver_out_of_mesh,
-                 self._ranks.get("tp"))  # fmt: skip
+        log.info(
+            "layout: tp=%s pp=%s driver_out_of_mesh=%s tp_ranks=%s", tp, pp, driver_out_of_mesh, self._ranks.get("tp")
+        )
 
     def require(self, handed: dist.ProcessGroup, axis: str, **ids: object) -> dist.ProcessGroup:
         """`handed` if it is this layout's `axis` group; else WrongGroup, before any backend call."""

@@ -26,7 +26,6 @@ from engine.layout import RankContext
 log = logging.getLogger(__name__)
 
 
-
 def init_rank(cfg: DistConfig, exit_status: Callable[[int], int] = int) -> RankContext:
     """Join the default process group from torchrun-style env, with `cfg.timeout_s`."""
     rank = knobs.read("RANK")
@@ -50,13 +49,15 @@ def init_rank(cfg: DistConfig, exit_status: Callable[[int], int] = int) -> RankC
     timeout = datetime.timedelta(seconds=cfg.timeout_s)
     # device_id binds NCCL communicators eagerly; gloo takes no device.
     extra = {"device_id": device} if backend == "nccl" else {}
-    dist.init_process_group(
-        backend=backend, rank=rank, world_size=world_size, timeout=timeout, **extra
-    )
+    dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timeout, **extra)
     events.emit("joined", rank=rank, world_size=world_size, backend=backend, timeout_s=cfg.timeout_s)
     log.info(
         "joined: rank=%s world_size=%s backend=%s device=%s timeout_s=%s",
-        rank, world_size, backend, device, cfg.timeout_s,
+        rank,
+        world_size,
+        backend,
+        device,
+        cfg.timeout_s,
     )
     return RankContext(
         rank=rank,

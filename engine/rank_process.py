@@ -77,12 +77,18 @@ def run_topology(spec: Any, run: Callable[..., dict[str, Any]]) -> int:
     """A topology's own command line: `run(ctx, spec, Hooks())` as this rank, its summary logged as run_done."""
     from engine.hooks import Hooks
 
-    return rank_main(spec.dist_config(), lambda ctx: run(ctx, spec, Hooks()),
-                     lambda summary: events.emit("run_done", **summary))  # fmt: skip
+    return rank_main(
+        spec.dist_config(), lambda ctx: run(ctx, spec, Hooks()), lambda summary: events.emit("run_done", **summary)
+    )
 
 
-def rank_main(dist_cfg: DistConfig, body: Callable[[RankContext], Any], done: Callable[[Any], None], *,
-              exit_status: Callable[[int], int] = int) -> int:  # fmt: skip
+def rank_main(
+    dist_cfg: DistConfig,
+    body: Callable[[RankContext], Any],
+    done: Callable[[Any], None],
+    *,
+    exit_status: Callable[[int], int] = int,
+) -> int:
     """Run `body` as one rank of the job; `done` gets its result after the group is left. `exit_status`: how a
     thread that ends this process (the watchdog, an agreement's watcher) maps a rank code to its exit status
     (RankContext.exit_status; the code itself unless the body runs inside another program, in place)."""

@@ -1,6 +1,7 @@
 """The engine's private torch entry points, in one place (the engine imports nothing of the harness, whose own
 are in compile_guard.compat), each with the releases it was checked on: 2.6.0, 2.7.1, 2.8.0, 2.13.0, 2.15.0
-(2026-12-02) and 2.9.1, 2.10.0, 2.11.0, 2.12.1, 2.14.1 (2026-12-05), by `make version-matrix`. A missing one fails its call loudly, naming the installed torch.
+(2026-12-02) and 2.9.1, 2.10.0, 2.11.0, 2.12.1, 2.14.1 (2026-12-05), by `make version-matrix`. A missing one fails its
+call loudly, naming the installed torch.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ def _private(module: str, name: str) -> Any:
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise RuntimeError(f"torch {torch.__version__} has no {module}.{name} ({type(exc).__name__}: {exc}); the"
-                           " engine was checked on torch 2.6-2.15: run one of those") from None  # fmt: skip
+        raise RuntimeError(
+            f"torch {torch.__version__} has no {module}.{name} ({type(exc).__name__}: {exc}); the"
+            " engine was checked on torch 2.6-2.15: run one of those"
+        ) from None
 
 
 # every entry point below, by module and name: tests/test_compat.py resolves each against the installed torch

@@ -54,9 +54,13 @@ def run_mode(mode, *, cfg, layout, device, backend, warmup, calls):
     inputs = torch.Generator().manual_seed(1234)
     cond = torch.randn(1, cfg.cond_len, cfg.cond_dim, generator=inputs)
     latents = torch.randn(
-        1, cfg.frames_per_chunk, cfg.latent_channels, cfg.latent_height, cfg.latent_width,
+        1,
+        cfg.frames_per_chunk,
+        cfg.latent_channels,
+        cfg.latent_height,
+        cfg.latent_width,
         generator=inputs,
-    )  # fmt: skip
+    )
 
     def call():
         # Same frames every call: the cache view is identical, so every call is comparable.
@@ -128,9 +132,14 @@ def main(argv=None):
         mine = []
         for mode in modes:
             row = run_mode(
-                mode, cfg=cfg, layout=layout, device=ctx.device, backend=args.backend,
-                warmup=args.warmup, calls=args.calls,
-            )  # fmt: skip
+                mode,
+                cfg=cfg,
+                layout=layout,
+                device=ctx.device,
+                backend=args.backend,
+                warmup=args.warmup,
+                calls=args.calls,
+            )
             log.info("mode %s done: %s", mode, row)
             mine.append(row)
         gathered = all_gather_json(mine, group=layout.group("tp"), device=ctx.device)

@@ -112,17 +112,20 @@ def compile_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
     pid0 = _peer_pid(ctx, 0) if args.fault in ("sigstop", "frozen") else None
     backend = agree_on_compiles(group, "eager", stall_s=args.stall_s)  # the one documented call
     block = Block(group, offset=128 * ctx.rank if args.fault == "varying" else 0)
-    block.debug = (args.fault == "rank_print" and faulty) or args.fault == "print_every_rank" or (
-        args.fault == "break_both" and faulty)  # fmt: skip
+    block.debug = (
+        (args.fault == "rank_print" and faulty)
+        or args.fault == "print_every_rank"
+        or (args.fault == "break_both" and faulty)
+    )
     block.debug_early = args.fault == "break_both" and not faulty
     block.skip = args.fault == "skip" and faulty
-    model = torch.compile(block, backend=_slow_tracing(backend) if args.fault == "slow_compile" and faulty
-                          else backend)  # fmt: skip
+    model = torch.compile(block, backend=_slow_tracing(backend) if args.fault == "slow_compile" and faulty else backend)
     if args.fault == "garbled" and faulty:  # a peer whose statement is over the size limit
         transport = backend.agreement.transport
         execute = transport.execute
-        transport.execute = lambda op: execute(type(op)(op.key, b"x" * (MAX_ENTRY_BYTES + 1)) if (
-            type(op).__name__ == "Set" and "/s/" in op.key) else op)  # fmt: skip
+        transport.execute = lambda op: execute(
+            type(op)(op.key, b"x" * (MAX_ENTRY_BYTES + 1)) if (type(op).__name__ == "Set" and "/s/" in op.key) else op
+        )
     symmetric_new_shape = args.fault in ("late_recompile", "sigstop", "frozen", "stuck")
     try:
         for step in range(args.steps):
@@ -134,8 +137,12 @@ def compile_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         backend.agreement.close()
     agreement = backend.agreement
-    return {"graphs": agreement.graphs, "agreed": agreement.agreed, "asymmetries": len(agreement.asymmetries),
-            "rank_varying": sorted(c["site"] for c in agreement.rank_varying.values())}  # fmt: skip
+    return {
+        "graphs": agreement.graphs,
+        "agreed": agreement.agreed,
+        "asymmetries": len(agreement.asymmetries),
+        "rank_varying": sorted(c["site"] for c in agreement.rank_varying.values()),
+    }
 
 
 def ledger_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
@@ -158,18 +165,39 @@ def ledger_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("api", choices=["compile", "ledger"])
-    parser.add_argument("--fault", default="none",
-                        choices=["none", "recompile", "garbled", "extra", "stuck", "slow_compile", "late_first",
-                                 "late_recompile", "sigstop", "frozen", "varying", "idle", "rank_print", "print_every_rank",
-                                 "break_both", "skip"])  # fmt: skip
+    parser.add_argument(
+        "--fault",
+        default="none",
+        choices=[
+            "none",
+            "recompile",
+            "garbled",
+            "extra",
+            "stuck",
+            "slow_compile",
+            "late_first",
+            "late_recompile",
+            "sigstop",
+            "frozen",
+            "varying",
+            "idle",
+            "rank_print",
+            "print_every_rank",
+            "break_both",
+            "skip",
+        ],
+    )
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--late-s", type=float, default=3.0, help="the healthy delay of the late/idle faults")
     parser.add_argument("--stall-s", type=float, default=None, help="the agreements' stall window (default: derived)")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="the process group's timeout")
     args = parser.parse_args()
     body = compile_loop if args.api == "compile" else ledger_loop
-    return rank_main(DistConfig(timeout_s=args.timeout_s), lambda ctx: body(ctx, args),
-                     lambda result: print(RESULT, json.dumps(result, sort_keys=True)))
+    return rank_main(
+        DistConfig(timeout_s=args.timeout_s),
+        lambda ctx: body(ctx, args),
+        lambda result: print(RESULT, json.dumps(result, sort_keys=True)),
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ RANK_PROGRAMS = str(REPO / "tests" / "rank_programs.py")
 # 600 s), and pytest's timeout (pyproject) is longer still: the innermost deadline always fires first.
 CLI_TIMEOUT_S = 660.0
 # fixtures that start processes: a test using one is marked `ranks` (the CLI may launch ranks; the rest do)
-LAUNCHING = frozenset({"cli", "processes", "run_ranks", "run_ranks_argv", "rank_runner", "compile_guard_check",
-                       "tp_mlp_baselines"})  # fmt: skip
+LAUNCHING = frozenset(
+    {"cli", "processes", "run_ranks", "run_ranks_argv", "rank_runner", "compile_guard_check", "tp_mlp_baselines"}
+)
 
 
 def pytest_configure(config):
@@ -55,16 +56,25 @@ def _only_marked_tests_start_processes(request, monkeypatch):
     name = request.node.nodeid
 
     def refuse(*args, **kwargs):
-        raise AssertionError(f"{name} starts a process but uses no launching fixture ({sorted(LAUNCHING)}): use"
-                             " one, so the test is marked `ranks` and stays out of `make test-fast`")  # fmt: skip
+        raise AssertionError(
+            f"{name} starts a process but uses no launching fixture ({sorted(LAUNCHING)}): use"
+            " one, so the test is marked `ranks` and stays out of `make test-fast`"
+        )
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
-def _run_cli(args: tuple[str, ...], *, env: dict[str, str] | None, timeout: float,
-             cwd: Path) -> subprocess.CompletedProcess:  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)  # fmt: skip
+def _run_cli(
+    args: tuple[str, ...], *, env: dict[str, str] | None, timeout: float, cwd: Path
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "compile_guard", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture
@@ -81,8 +91,9 @@ def quick_process():
 def cli():
     """cli(*args, env=None, timeout=CLI_TIMEOUT_S) -> CompletedProcess of `python -m compile_guard ARGS` in the repo."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT_S,
-            cwd: Path = REPO) -> subprocess.CompletedProcess:  # fmt: skip
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT_S, cwd: Path = REPO
+    ) -> subprocess.CompletedProcess:
         return _run_cli(args, env=env, timeout=timeout, cwd=cwd)
 
     return run
@@ -122,8 +133,21 @@ def tp_mlp_baselines(tmp_path_factory) -> Path:
     docs.examples.tp_mlp:good`, 2 ranks, aot_eager), refreshed once per session for every test that checks it
     (test_target's round trip, the plugin's one-line guard). Topology: TP=2, gloo, CPU."""
     directory = tmp_path_factory.mktemp("tp_mlp_baselines")
-    proc = _run_cli(("baseline", "refresh", "--target", "docs.examples.tp_mlp:good", "--backend", "aot_eager",
-                     "--baselines", str(directory)), env=None, timeout=CLI_TIMEOUT_S, cwd=REPO)  # fmt: skip
+    proc = _run_cli(
+        (
+            "baseline",
+            "refresh",
+            "--target",
+            "docs.examples.tp_mlp:good",
+            "--backend",
+            "aot_eager",
+            "--baselines",
+            str(directory),
+        ),
+        env=None,
+        timeout=CLI_TIMEOUT_S,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return directory
 
@@ -148,8 +172,10 @@ def committed_baseline(scenario: str) -> Path:
     found = bl.find(bl.DEFAULT_DIR, factors)
     if found is not None and found[1]:
         return found[0]
-    missing = (f"no committed {scenario} baseline for torch {installed_torch()} ({bl.file_name(factors)});"
-               f" write it with `python -m compile_guard baseline refresh --scenario {scenario}`")  # fmt: skip
+    missing = (
+        f"no committed {scenario} baseline for torch {installed_torch()} ({bl.file_name(factors)});"
+        f" write it with `python -m compile_guard baseline refresh --scenario {scenario}`"
+    )
     if installed_torch().split("+")[0] == _pinned_torch():
         pytest.fail(missing)
     pytest.skip(missing)

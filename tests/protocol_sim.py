@@ -138,8 +138,15 @@ class _Actor:
 
 
 class Sim:
-    def __init__(self, plans: list[Plan], *, seed: int, stall_s: float = 10.0, blocking: bool = True,
-                 options: judge.Options | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        plans: list[Plan],
+        *,
+        seed: int,
+        stall_s: float = 10.0,
+        blocking: bool = True,
+        options: judge.Options | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
         self.plans, self.n, self.blocking = plans, len(plans), blocking
         self.options = options or judge.Options()
@@ -153,23 +160,52 @@ class Sim:
         self.held_at: dict[int, float] = {}
         self.verdict_at: float | None = None
         ranks = tuple(range(self.n))
-        self.links = [protocol.Link(protocol.Member(rank=r, ranks=ranks, group="g", prefix="p", stall_s=stall_s,
-                                                    probe_s=1.0, answer_s=2.0,
-                                                    describe=lambda r=r: {"stack": [f"sim.py:{r}"]}),
-                                    Positions(r)) for r in ranks]  # fmt: skip
+        self.links = [
+            protocol.Link(
+                protocol.Member(
+                    rank=r,
+                    ranks=ranks,
+                    group="g",
+                    prefix="p",
+                    stall_s=stall_s,
+                    probe_s=1.0,
+                    answer_s=2.0,
+                    describe=lambda r=r: {"stack": [f"sim.py:{r}"]},
+                ),
+                Positions(r),
+            )
+            for r in ranks
+        ]
         self.actors = [a for r in ranks for a in (_Actor(r, "main", self._main(r)), _Actor(r, "watch", self._watch(r)))]
 
     # -- a rank's two threads -------------------------------------------------------------------------------
-    def _statement(self, r: int, frame: str, call: int, j: int, g: Graph, n: int,
-                   parent: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    def _statement(
+        self, r: int, frame: str, call: int, j: int, g: Graph, n: int, parent: dict[str, Any] | None
+    ) -> dict[str, Any]:
         digest = hashlib.sha256(json.dumps(g.collectives, sort_keys=True).encode()).hexdigest()[:16]
         constants_digest = hashlib.sha256(json.dumps(g.constants).encode()).hexdigest()[:16]
-        return {"n": n, "rank": r, "slot": slot_key(frame, call, j), "fid": frame, "call": call, "j": j,
-                "frame": {"name": frame, "site": f"sim.py:{frame}"}, "parent": parent, "compile_id": f"0/{n}",
-                "recompile_reason": None, "breaks": g.breaks, "split": g.split, "fingerprint": g.fingerprint,
-                "constants": g.constants, "constants_digest": constants_digest, "constants_total": len(g.constants),
-                "collectives": g.collectives, "collectives_total": len(g.collectives), "schedule_digest": digest,
-                "settings": g.settings}  # fmt: skip
+        return {
+            "n": n,
+            "rank": r,
+            "slot": slot_key(frame, call, j),
+            "fid": frame,
+            "call": call,
+            "j": j,
+            "frame": {"name": frame, "site": f"sim.py:{frame}"},
+            "parent": parent,
+            "compile_id": f"0/{n}",
+            "recompile_reason": None,
+            "breaks": g.breaks,
+            "split": g.split,
+            "fingerprint": g.fingerprint,
+            "constants": g.constants,
+            "constants_digest": constants_digest,
+            "constants_total": len(g.constants),
+            "collectives": g.collectives,
+            "collectives_total": len(g.collectives),
+            "schedule_digest": digest,
+            "settings": g.settings,
+        }
 
     def _compile(self, r: int, frame: str, g: Graph, step: Step, parent: dict[str, Any] | None, n: int) -> Any:
         link = self.links[r]
@@ -182,14 +218,19 @@ class Sim:
         if step.compile_s:
             yield Sleep(step.compile_s)
         issued = g.collectives if g.issued is None else g.issued
-        statement["issued"] = {"by": "sim", "collectives": issued, "total": len(issued),
-                               "digest": hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16]}
+        statement["issued"] = {
+            "by": "sim",
+            "collectives": issued,
+            "total": len(issued),
+            "digest": hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16],
+        }
         yield from protocol.publish_issued(link, statement["slot"], statement["issued"])
         link.pos.busy = ""
         return statement
 
-    def _run(self, r: int, frame: str, g: Graph, statement: dict[str, Any], first: bool,
-             before: list[dict[str, Any]]) -> Any:  # fmt: skip
+    def _run(
+        self, r: int, frame: str, g: Graph, statement: dict[str, Any], first: bool, before: list[dict[str, Any]]
+    ) -> Any:
         """One call of a compiled graph: count it, answer what it settles, hold it the first time, issue."""
         link = self.links[r]
         link.pos.frame(frame, frame, f"sim.py:{frame}").ran(statement["slot"])
@@ -198,8 +239,9 @@ class Sim:
             yield from protocol.answer_due(link)
         if first:
             self.held_at[r] = self.now
-            out = yield from holds.hold_graph(link, statement, before=before, site_of=site_of,
-                                                 options=self.options, issued=statement["issued"])  # fmt: skip
+            out = yield from holds.hold_graph(
+                link, statement, before=before, site_of=site_of, options=self.options, issued=statement["issued"]
+            )
             if isinstance(out, protocol.Stopped):
                 self._stop(r)
                 return False
@@ -221,8 +263,9 @@ class Sim:
                 yield Sleep(math.inf)
             if step.kind == "eager":
                 name, n = "g", link.pos.entries.get("g", 0)
-                out = yield from holds.hold_entry(link, name, n, {"n": n, "rank": r, **step.eager}, [
-                    p for p in range(self.n) if p != r])  # fmt: skip
+                out = yield from holds.hold_entry(
+                    link, name, n, {"n": n, "rank": r, **step.eager}, [p for p in range(self.n) if p != r]
+                )
                 if out is not None:
                     self._stop(r)
                     return
@@ -242,12 +285,14 @@ class Sim:
                 parent = {"fid": step.frame, "call": outer.count - 1}
                 rest_first = len(compiled[key]) == 1
                 if rest_first:
-                    statement = yield from self._compile(r, f"{step.frame}_{g.rest_name}", g.rest, step, parent,
-                                                         graphs)  # fmt: skip
+                    statement = yield from self._compile(r, f"{step.frame}_{g.rest_name}", g.rest, step, parent, graphs)
                     graphs += 1
                     compiled[key].append(statement)
-                if not (yield from self._run(r, f"{step.frame}_{g.rest_name}", g.rest, compiled[key][1], rest_first,
-                                             g.collectives)):  # fmt: skip
+                if not (
+                    yield from self._run(
+                        r, f"{step.frame}_{g.rest_name}", g.rest, compiled[key][1], rest_first, g.collectives
+                    )
+                ):
                     return
         yield from protocol.close(link)
         self.state[r] = "finished"
@@ -334,6 +379,12 @@ class Sim:
             self.now = max(self.now, wake)
         ranks = {r: ("hung" if s == "running" else s) for r, s in self.state.items()}
         verdict = self.store.data.get("p/verdict")
-        return Outcome(ranks=ranks, verdict=json.loads(verdict) if verdict else None, violations=self.violations,
-                       store_ops=dict(self.ops), time=self.now, verdict_at=self.verdict_at,
-                       held_at=self.held_at)  # fmt: skip
+        return Outcome(
+            ranks=ranks,
+            verdict=json.loads(verdict) if verdict else None,
+            violations=self.violations,
+            store_ops=dict(self.ops),
+            time=self.now,
+            verdict_at=self.verdict_at,
+            held_at=self.held_at,
+        )

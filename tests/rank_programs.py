@@ -80,9 +80,12 @@ def tp_parity(args: argparse.Namespace) -> int:
             compile_cfg=CompileConfig(enabled=compiled, backend=backend),
         )
         ref_gen = CausalGenerator(
-            cfg, comm=TPCollectives(group=None), tp_rank=0, device=ctx.device,
+            cfg,
+            comm=TPCollectives(group=None),
+            tp_rank=0,
+            device=ctx.device,
             compile_cfg=CompileConfig(enabled=False),
-        )  # fmt: skip
+        )
         steps = [1000, 750, 500, 250]
         schedule = [(0, 0, False), (1, 3, True), (2, 6, False), ("reset", 0, False), (3, 0, False), (4, 3, True)]
         conds = [torch.randn(1, cfg.cond_len, cfg.cond_dim, generator=torch.Generator().manual_seed(s)) for s in (7, 8)]
@@ -99,9 +102,15 @@ def tp_parity(args: argparse.Namespace) -> int:
             context = chunk_noise(cfg, base_seed=99, chunk_index=chunk_index, step=0) if recompute else None
             outs = [
                 denoise_chunk(
-                    gen, conditioning=cond, denoising_steps=steps, current_start_frame=start,
-                    chunk_index=chunk_index, base_seed=11, attention_bias=-0.5, context_frames=context,
-                )  # fmt: skip
+                    gen,
+                    conditioning=cond,
+                    denoising_steps=steps,
+                    current_start_frame=start,
+                    chunk_index=chunk_index,
+                    base_seed=11,
+                    attention_bias=-0.5,
+                    context_frames=context,
+                )
                 for gen in (tp_gen, ref_gen)
             ]
             diffs.append(float((outs[0].float() - outs[1].float()).abs().max()))

@@ -17,8 +17,8 @@ import torch.distributed as dist
 
 from compile_guard.agreement import judge
 from compile_guard.agreement.channel import Transport
-from compile_guard.agreement.ops import MAX_ENTRY_BYTES, ChannelError, Get, Set, decode, encode
 from compile_guard.agreement.messages import Ask, Wake
+from compile_guard.agreement.ops import MAX_ENTRY_BYTES, ChannelError, Get, Set, decode, encode
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.statement import guard_reason
 from compile_guard.agreement.watcher import answer_window_s, default_stall_s
@@ -31,12 +31,15 @@ PROGRAM = str(REPO / "tests" / "agreement_programs.py")
 DEADLINE_S = 60.0  # beyond every delay of these runs but the 30 s ones (their own deadline)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"x" * (MAX_ENTRY_BYTES + 1), "over the 65536-byte limit"),
-    (b"{not json", "is not JSON"),
-    (b"[1, 2]", "is a JSON list, expected an object"),
-    (b"\xff\xfe", "is not JSON"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"x" * (MAX_ENTRY_BYTES + 1), "over the 65536-byte limit"),
+        (b"{not json", "is not JSON"),
+        (b"[1, 2]", "is a JSON list, expected an object"),
+        (b"\xff\xfe", "is not JSON"),
+    ],
+)
 def test_a_peer_entry_that_is_not_a_small_json_object_is_a_clear_error(data, message):
     with pytest.raises(ChannelError, match=message):
         decode(data, what="rank 1's statement")
@@ -77,21 +80,43 @@ def test_positions_answer_at_once_or_when_the_asked_call_is_made():
 
 
 def _statement(rank: int, collectives: list[dict], **fields) -> dict:
-    base = {"n": 0, "rank": rank, "slot": "f.0.0", "call": 0, "frame": {"name": "forward", "site": "m.py:1"},
-            "compile_id": "0/0", "fingerprint": "f", "schedule_digest": "d", "settings": {"dynamo.x": False},
-            "collectives": collectives, "breaks": [], "constants": [[3, "args.1", 0]], "constants_digest": "c"}
-    return {**base, **fields}  # fmt: skip
+    base = {
+        "n": 0,
+        "rank": rank,
+        "slot": "f.0.0",
+        "call": 0,
+        "frame": {"name": "forward", "site": "m.py:1"},
+        "compile_id": "0/0",
+        "fingerprint": "f",
+        "schedule_digest": "d",
+        "settings": {"dynamo.x": False},
+        "collectives": collectives,
+        "breaks": [],
+        "constants": [[3, "args.1", 0]],
+        "constants_digest": "c",
+    }
+    return {**base, **fields}
 
 
-AR = {"op": "all_reduce", "group": {"name": "1", "ranks": [0, 1]}, "shape": [16, 64], "dtype": "torch.float32",
-      "reduce_op": "sum"}  # fmt: skip
+AR = {
+    "op": "all_reduce",
+    "group": {"name": "1", "ranks": [0, 1]},
+    "shape": [16, 64],
+    "dtype": "torch.float32",
+    "reduce_op": "sum",
+}
 SITE_OF = lambda node, path: {"site": f"m.py:{node}", "key": f"m.py forward: lt {path}"}  # noqa: E731
 
 
 def test_statements_name_the_differing_fields_and_the_first_differing_collective():
     a = _statement(0, [AR, AR])
-    b = _statement(1, [AR, {**AR, "shape": [17, 64], "site": "m.py:9"}], fingerprint="g", schedule_digest="e",
-                   settings={"dynamo.x": True})  # fmt: skip
+    b = _statement(
+        1,
+        [AR, {**AR, "shape": [17, 64], "site": "m.py:9"}],
+        fingerprint="g",
+        schedule_digest="e",
+        settings={"dynamo.x": True},
+    )
     assert judge.differing([a, b]) == ["fingerprint", "schedule_digest", "settings"]
     first = judge.first_differing_collective([a, b])
     assert first.startswith("#1: ") and "[16, 64]" in first and "[17, 64]" in first and "m.py:9" in first
@@ -106,15 +131,20 @@ def test_a_constant_that_differs_by_rank_is_listed_and_stops_only_when_asked():
     a = _statement(0, [AR])
     b = _statement(1, [AR], constants=[[3, "args.1", 128]], constants_digest="c2")
     found = judge.judge([a, b], group="1", site_of=SITE_OF, options=judge.Options())
-    assert found.verdict is None and found.rank_varying == [{"site": "m.py:3", "key": "m.py forward: lt args.1",
-                                                              "values": {"0": 0, "1": 128}}]  # fmt: skip
+    assert found.verdict is None and found.rank_varying == [
+        {"site": "m.py:3", "key": "m.py forward: lt args.1", "values": {"0": 0, "1": 128}}
+    ]
     strict = judge.judge([a, b], group="1", site_of=SITE_OF, options=judge.Options(strict_constants=True))
     assert strict.verdict["fields"] == ["constants"] and "rank1=128" in strict.verdict["text"]
 
 
 def test_a_rank_only_graph_break_whose_streams_line_up_is_an_asymmetry_not_a_mismatch():
-    printed = {"reason": "gb0059: Failed to trace builtin operator", "site": "m.py:5", "count": 1,
-               "source": "print(x.shape)"}  # fmt: skip
+    printed = {
+        "reason": "gb0059: Failed to trace builtin operator",
+        "site": "m.py:5",
+        "count": 1,
+        "source": "print(x.shape)",
+    }
     whole, cut = _statement(0, [AR, AR]), _statement(1, [AR], fingerprint="g", breaks=[printed], schedule_digest="e")
     found = judge.judge([whole, cut], group="1", site_of=SITE_OF, options=judge.Options())
     assert found.verdict is None and "line up so far" in found.asymmetry and "m.py:5" in found.asymmetry
@@ -124,14 +154,18 @@ def test_a_rank_only_graph_break_whose_streams_line_up_is_an_asymmetry_not_a_mis
     assert text.index("m.py:5") < text.index("line up")  # the break's site first, then the streams
     parted = _statement(1, [{**AR, "shape": [8, 64]}], fingerprint="g", breaks=[printed], schedule_digest="e")
     assert judge.judge([whole, parted], group="1", site_of=SITE_OF, options=judge.Options()).verdict["kind"] == (
-        "mismatch")  # fmt: skip
+        "mismatch"
+    )
 
 
 def test_each_cache_entrys_failed_guard_is_one_line_with_its_entry():
-    raw = ("0/1: self.scale == 1.0 # h = gelu(self.up(x)) * self.scale # mp/x.py:47 in forward\nUser stack trace:\n"
-           '  File "/work/docs/examples/x.py", line 47, in forward\n    h = gelu(self.up(x)) * self.scale')
-    want = ("guard failed (cache entry 0/1): self.scale == 1.0 at docs/examples/x.py:47 | h = gelu(self.up(x)) *"
-            " self.scale")  # fmt: skip
+    raw = (
+        "0/1: self.scale == 1.0 # h = gelu(self.up(x)) * self.scale # mp/x.py:47 in forward\nUser stack trace:\n"
+        '  File "/work/docs/examples/x.py", line 47, in forward\n    h = gelu(self.up(x)) * self.scale'
+    )
+    want = (
+        "guard failed (cache entry 0/1): self.scale == 1.0 at docs/examples/x.py:47 | h = gelu(self.up(x)) * self.scale"
+    )
     assert guard_reason(raw) == want
     assert guard_reason(None) is None
     text = "Encountered graph break trying to trace CALL\n\nFailed to trace builtin operator\n  Explanation: x"
@@ -170,7 +204,7 @@ def _results(result) -> list[dict]:
     for r in result.ranks:
         lines = [line for line in r.log_path.read_text().splitlines() if line.startswith(RESULT)]
         assert lines, f"rank {r.rank} printed no result"
-        found.append(json.loads(lines[-1][len(RESULT):]))
+        found.append(json.loads(lines[-1][len(RESULT) :]))
     return found
 
 
@@ -191,8 +225,17 @@ def test_a_late_peer_is_waited_for_not_called_divergent(run_ranks_argv, fault, g
     """Rank 0 spends `late_s` of eager work before its first call (or before the step where every rank meets a
     new shape) while rank 1 holds the same graph. The group's timeout is 60 s: the unguarded job survives a
     30 s wait in its collective, so the guarded one must too (its stall window is 54 s)."""
-    result = _run(run_ranks_argv, "compile", "--fault", fault, "--late-s", str(late_s), "--timeout-s", "60",
-                  deadline_s=DEADLINE_S + late_s)  # fmt: skip
+    result = _run(
+        run_ranks_argv,
+        "compile",
+        "--fault",
+        fault,
+        "--late-s",
+        str(late_s),
+        "--timeout-s",
+        "60",
+        deadline_s=DEADLINE_S + late_s,
+    )
     _healthy(result)
     assert all(r["graphs"] == graphs and r["agreed"] == graphs for r in _results(result))
 
@@ -287,8 +330,11 @@ def test_a_rank_only_graph_break_whose_collectives_line_up_is_reported_not_stopp
     result = _run(run_ranks_argv, "compile", "--fault", "rank_print")
     _healthy(result)
     rank1 = result.ranks[1].log_path.read_text()
-    assert {k: _results(result)[1][k] for k in ("graphs", "agreed", "asymmetries")} == {"graphs": 2, "agreed": 2,
-                                                                                        "asymmetries": 2}
+    assert {k: _results(result)[1][k] for k in ("graphs", "agreed", "asymmetries")} == {
+        "graphs": 2,
+        "agreed": 2,
+        "asymmetries": 2,
+    }
     assert "a graph break on rank(s) [1] only" in rank1 and "ran the parent call as one graph" in rank1
 
 
@@ -297,8 +343,10 @@ def test_the_structure_takes_the_ranks_own_device_from_torch_when_not_given(monk
     from compile_guard.health import structure
 
     monkeypatch.setattr(structure, "own_device", lambda: torch.device("cuda", 1))
-    assert graph_structure(_arange_graph(1, 0))["fingerprint"] == graph_structure(
-        _arange_graph(0, 0), local_device=torch.device("cuda", 0))["fingerprint"]  # fmt: skip
+    assert (
+        graph_structure(_arange_graph(1, 0))["fingerprint"]
+        == graph_structure(_arange_graph(0, 0), local_device=torch.device("cuda", 0))["fingerprint"]
+    )
 
 
 def test_a_watcher_whose_channel_breaks_still_stops_its_rank_as_a_protocol_error(monkeypatch):

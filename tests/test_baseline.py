@@ -14,14 +14,30 @@ import pytest
 from compile_guard.health import baseline as bl
 from compile_guard.health.schema import BASELINE_KEYS, default_of
 
-FACTORS = {"scenario": "tp2", "torch": "2.13.0+cpu", "device_type": "cpu", "compile_backend": "inductor",
-           "dist_backend": "gloo", "world_size": 2, "config_hash": "abc"}  # fmt: skip
+FACTORS = {
+    "scenario": "tp2",
+    "torch": "2.13.0+cpu",
+    "device_type": "cpu",
+    "compile_backend": "inductor",
+    "dist_backend": "gloo",
+    "world_size": 2,
+    "config_hash": "abc",
+}
 METRICS = {
     **{key: default_of(key) for key in BASELINE_KEYS},  # every metric of the schema, today's and future ones
-    "unique_graphs": 1, "graph_breaks": 0, "recompiles": 0, "steady_recompiles": 0, "break_reasons": {},
-    "graph_fingerprints": ["f1"], "collectives_in_graphs": 20, "guard_count": 10, "graph_ops": 5, "graph_nodes": 9,
-    "schedule_digest": "d1", "effective_backend": {"attn_impl": "sdpa"},
-}  # fmt: skip
+    "unique_graphs": 1,
+    "graph_breaks": 0,
+    "recompiles": 0,
+    "steady_recompiles": 0,
+    "break_reasons": {},
+    "graph_fingerprints": ["f1"],
+    "collectives_in_graphs": 20,
+    "guard_count": 10,
+    "graph_ops": 5,
+    "graph_nodes": 9,
+    "schedule_digest": "d1",
+    "effective_backend": {"attn_impl": "sdpa"},
+}
 
 
 def _baseline(**metrics) -> bl.Baseline:
@@ -108,13 +124,16 @@ def test_a_metric_newer_than_the_file_loads_with_its_default_and_a_note(tmp_path
     assert loaded.notes == ("old.json predates metric 'graph_nodes': read as 0 (refresh to record it)",)
 
 
-@pytest.mark.parametrize("section, key, value, expected", [
-    ("metrics", "graph_breaks", "0", "metrics.graph_breaks is str '0', expected int"),
-    ("metrics", "break_reasons", [], "metrics.break_reasons is list [], expected dict"),
-    ("metrics", "unique_graphs", True, "metrics.unique_graphs is bool True, expected int"),
-    ("factors", "world_size", "2", "factors.world_size is str '2', expected int"),
-    ("factors", "torch", 2.13, "factors.torch is float 2.13, expected str"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("metrics", "graph_breaks", "0", "metrics.graph_breaks is str '0', expected int"),
+        ("metrics", "break_reasons", [], "metrics.break_reasons is list [], expected dict"),
+        ("metrics", "unique_graphs", True, "metrics.unique_graphs is bool True, expected int"),
+        ("factors", "world_size", "2", "factors.world_size is str '2', expected int"),
+        ("factors", "torch", 2.13, "factors.torch is float 2.13, expected str"),
+    ],
+)
 def test_every_field_is_type_checked(tmp_path, section, key, value, expected):
     raw = _baseline().to_json()
     raw[section][key] = value
@@ -156,13 +175,15 @@ def test_baseline_diff_renames_a_break_only_across_torch_releases(capsys):
     from compile_guard.commands.baseline import _as_in
 
     def side(torch_version: str, title: str) -> bl.Baseline:
-        return bl.Baseline(factors={**FACTORS, "torch": torch_version},
-                           metrics={**METRICS, "graph_breaks": 1, "break_reasons": {title: 1}},
-                           break_sites=[{"reason": "?", "key": title, "site": "m.py:3", "count": 1}])  # fmt: skip
+        return bl.Baseline(
+            factors={**FACTORS, "torch": torch_version},
+            metrics={**METRICS, "graph_breaks": 1, "break_reasons": {title: 1}},
+            break_sites=[{"reason": "?", "key": title, "site": "m.py:3", "count": 1}],
+        )
 
     old = side("2.7.1+cu126", "Tensor.item")
-    assert _as_in(old, side("2.8.0+cu128", "Unsupported Tensor.item() call"))[0]["break_reasons"] == {
-        "Tensor.item": 1}
+    assert _as_in(old, side("2.8.0+cu128", "Unsupported Tensor.item() call"))[0]["break_reasons"] == {"Tensor.item": 1}
     assert "renamed by the torch release" in capsys.readouterr().out
     assert _as_in(old, side("2.7.1+cu126", "Unsupported Tensor.item() call"))[0]["break_reasons"] == {
-        "Unsupported Tensor.item() call": 1}
+        "Unsupported Tensor.item() call": 1
+    }

@@ -16,17 +16,23 @@ from engine.compile import CompileConfig, CompiledRegion
 # The same break (a call of a torch.compiler.disable()d function) as three releases count it, measured with
 # each release's dynamo on 2026-12-02 (`counters["graph_break"]` keys):
 COUNTER_2_6 = "call torch._dynamo.disable() wrapped function <function _f at 0x7f91042cbce0>"
-COUNTER_2_7 = ("Skip calling `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function _f"
-               " at 0x7fe1bab598a0>` since it was wrapped with `torch.compiler.disable`\n")  # fmt: skip
+COUNTER_2_7 = (
+    "Skip calling `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function _f"
+    " at 0x7fe1bab598a0>` since it was wrapped with `torch.compiler.disable`\n"
+)
 COUNTER_2_8 = COUNTER_2_7 + " For more details about this graph break, please visit: .../gb/gb0098.html"
 # and the log records of the graph-break artifact logger, as 2.6 and 2.8 write them
-RECORD_2_6 = ("Graph break in user code at /w/engine/collectives.py:78\nReason: Unsupported: call"
-              " torch._dynamo.disable() wrapped function <function _f at 0x7f5821d35260>\nUser code traceback:\n"
-              "  File \"x.py\", line 4\n")  # fmt: skip
-RECORD_2_8 = ("Graph break in user code at /w/engine/collectives.py:78\nGraph Break Reason: Skip calling"
-              " `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function _f at"
-              " 0x7fdd>`\n For more details about this graph break, please visit: .../gb/gb0098.html\n"
-              "User code traceback:\n")  # fmt: skip
+RECORD_2_6 = (
+    "Graph break in user code at /w/engine/collectives.py:78\nReason: Unsupported: call"
+    " torch._dynamo.disable() wrapped function <function _f at 0x7f5821d35260>\nUser code traceback:\n"
+    '  File "x.py", line 4\n'
+)
+RECORD_2_8 = (
+    "Graph break in user code at /w/engine/collectives.py:78\nGraph Break Reason: Skip calling"
+    " `torch.compiler.disable()`d function\n  Explanation: Skip calling function `<function _f at"
+    " 0x7fdd>`\n For more details about this graph break, please visit: .../gb/gb0098.html\n"
+    "User code traceback:\n"
+)
 
 
 def test_2_6_addresses_differ_by_rank_the_key_does_not():
@@ -49,7 +55,7 @@ def _sites_of(record: str) -> BreakSites:
 def test_a_log_record_carries_the_counters_key_on_2_6_and_2_8():
     """The site's key is the reason's key: 2.6's record says "Reason: Unsupported: ...", its counter does not."""
     for record, counter in ((RECORD_2_6, COUNTER_2_6), (RECORD_2_8, COUNTER_2_8)):
-        (gb, key, site), = _sites_of(record).breaks
+        ((gb, key, site),) = _sites_of(record).breaks
         assert (key, site) == (reason_key(counter), "engine/collectives.py:78")
     assert [gb for gb, _, _ in _sites_of(RECORD_2_8).breaks] == ["gb0098"]
     assert _sites_of(RECORD_2_8).sites == {("gb0098", "engine/collectives.py:78"): 1}
@@ -76,8 +82,11 @@ def test_a_title_the_release_renamed_is_one_break_by_its_sites():
 def test_a_new_break_at_another_site_is_still_a_regression():
     """The other way: a renamed title whose sites moved, or were hit more, is not matched — the program changed."""
     base, base_sites = _side({ITEM_2_7: 2}, [(ITEM_2_7, "m.py:10", 2)])
-    for sites in ([(ITEM_2_8, "m.py:11", 2)], [(ITEM_2_8, "m.py:10", 3)], [(ITEM_2_8, "m.py:10", 2),
-                                                                            (ITEM_2_8, "m.py:30", 1)]):  # fmt: skip
+    for sites in (
+        [(ITEM_2_8, "m.py:11", 2)],
+        [(ITEM_2_8, "m.py:10", 3)],
+        [(ITEM_2_8, "m.py:10", 2), (ITEM_2_8, "m.py:30", 1)],
+    ):
         run, run_sites = _side({ITEM_2_8: sum(n for *_, n in sites)}, sites)
         renamed, notes = policy.across_releases(base, base_sites, [run], [run_sites])
         assert notes == [] and renamed[0]["break_reasons"] == {ITEM_2_8: run["break_reasons"][ITEM_2_8]}
@@ -103,8 +112,11 @@ def test_the_agreements_title_of_a_2_6_break_is_the_same_on_every_rank():
     """The compile agreement states each new break as "id: title": rank-local addresses would make every break
     of a 2.6 job look asymmetric (measured: C-02-disable stopped as a divergence on 2.6 before this)."""
     other_rank = RECORD_2_6.replace("0x7f5821d35260", "0x7f00aa11bb22")
-    assert _sites_of(RECORD_2_6).titles == _sites_of(other_rank).titles == {
-        "?": "call torch._dynamo.disable() wrapped function <function _f>"}
+    assert (
+        _sites_of(RECORD_2_6).titles
+        == _sites_of(other_rank).titles
+        == {"?": "call torch._dynamo.disable() wrapped function <function _f>"}
+    )
 
 
 @torch.compiler.disable

@@ -19,15 +19,24 @@ from tests.conftest import CLI_TIMEOUT_S, REPO, committed_baseline
 
 
 def _cli(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_default_scenario_passes_strictly_against_the_committed_baseline(tmp_path, processes):
     """--strict: not even a fingerprint or guard count may have moved since the baseline was committed."""
     committed_baseline("tp2")  # this torch's own (skips, saying how to write it, on a torch without one)
-    proc = _cli("check", "--strict", "--json", str(tmp_path / "check.json"), "--log-dir", str(tmp_path / "logs"),
-                "--dump-dir", str(tmp_path / "dumps"))  # fmt: skip
+    proc = _cli(
+        "check",
+        "--strict",
+        "--json",
+        str(tmp_path / "check.json"),
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--dump-dir",
+        str(tmp_path / "dumps"),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for rank in (0, 1):  # depyf under inductor (the load_by_key_path wrapper): decompiled frames and kernels
         dumped = [p.name for p in (tmp_path / "dumps" / f"rank{rank}").iterdir()]
@@ -82,10 +91,24 @@ def _run_of(metrics: dict, spec) -> CheckRun:
     """A finished 2-rank run whose every rank reports `metrics` (in process: the judge, not the ranks, is tested)."""
     from compile_guard.health.schema import CompileHealth, Observations, symmetric_view
 
-    final = {**CompileHealth.measure(Observations(graph_count=0, graphs=[], schedules=[], break_reasons={},
-                                                  break_sites=[], compiles=[])).to_json(), **metrics}  # fmt: skip
-    reports = [RankReport(scenario=spec.name, rank=r, role="mesh", run={}, final=final, warmup=symmetric_view(final),
-                          effective_backend=metrics["effective_backend"]) for r in (0, 1)]  # fmt: skip
+    final = {
+        **CompileHealth.measure(
+            Observations(graph_count=0, graphs=[], schedules=[], break_reasons={}, break_sites=[], compiles=[])
+        ).to_json(),
+        **metrics,
+    }
+    reports = [
+        RankReport(
+            scenario=spec.name,
+            rank=r,
+            role="mesh",
+            run={},
+            final=final,
+            warmup=symmetric_view(final),
+            effective_backend=metrics["effective_backend"],
+        )
+        for r in (0, 1)
+    ]
     return CheckRun(spec=spec, result=None, reports=reports, log_dir=None)
 
 
@@ -140,9 +163,14 @@ def test_a_baseline_for_another_configuration_exits_2(tmp_path, quick_process):
 def test_compile_disabled_on_every_rank_is_a_regression_not_an_improvement(tmp_path, processes):
     """TP=2, gloo, aot_eager, TORCH_COMPILE_DISABLE=1 on both ranks: symmetric, so no handshake objects;
     0 graphs while compile is on, and the collectives left the graph — even --allow-improvement fails."""
-    proc = subprocess.run([sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot",
-                           "--allow-improvement"], cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
-                          env={**os.environ, "TORCH_COMPILE_DISABLE": "1"})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot", "--allow-improvement"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        env={**os.environ, "TORCH_COMPILE_DISABLE": "1"},
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "compile is on, yet rank0, rank1 compiled no graph" in proc.stdout
     assert "FAIL collectives_in_graphs: 20 -> [0, 0] (regression)" in proc.stdout
@@ -151,9 +179,23 @@ def test_compile_disabled_on_every_rank_is_a_regression_not_an_improvement(tmp_p
 def test_dump_dir_works_on_code_with_graph_breaks(tmp_path, processes):
     """TP=2, gloo, aot_eager, collectives behind torch.compiler.disable(): 10 breaks per rank. The dump
     holds the decompiled frames on both sides of a break, and the verdict is the regression (exit 1)."""
-    proc = subprocess.run([sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot", "--dump-dir",
-                           str(tmp_path / "dumps")], cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
-                          env={**os.environ, "COMPILE_GUARD_COLLECTIVE_PATH": "disabled_inplace"})  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compile_guard",
+            "check",
+            "--scenario",
+            "tp2-aot",
+            "--dump-dir",
+            str(tmp_path / "dumps"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        env={**os.environ, "COMPILE_GUARD_COLLECTIVE_PATH": "disabled_inplace"},
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     for rank in (0, 1):
         dumped = {p.name for p in (tmp_path / "dumps" / f"rank{rank}").iterdir()}

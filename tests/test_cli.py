@@ -17,23 +17,77 @@ from tests.conftest import CLI_TIMEOUT_S, REPO
 
 SURFACE = {
     "": ["--help", "--version"],
-    "check": ["--agree-window", "--allow-improvement", "--alpha", "--backend", "--baselines", "--compile-factor",
-              "--compile-time", "--dump-dir", "--eager-ledger", "--help", "--json", "--junit", "--list", "--log-dir",
-              "--memory-factor", "--no-accuracy", "--no-input-agreement", "--no-memory", "--no-parity",
-              "--no-quality", "--no-speed", "--nproc", "--repeats", "--scenario", "--speed-factor", "--stall-s",
-              "--strict", "--summary", "--target", "--tolerance"],
-    "repro": ["--backend", "--calls", "--deadline-s", "--help", "--json", "--log-dir", "--modes", "--nproc",
-              "--warmup"],
+    "check": [
+        "--agree-window",
+        "--allow-improvement",
+        "--alpha",
+        "--backend",
+        "--baselines",
+        "--compile-factor",
+        "--compile-time",
+        "--dump-dir",
+        "--eager-ledger",
+        "--help",
+        "--json",
+        "--junit",
+        "--list",
+        "--log-dir",
+        "--memory-factor",
+        "--no-accuracy",
+        "--no-input-agreement",
+        "--no-memory",
+        "--no-parity",
+        "--no-quality",
+        "--no-speed",
+        "--nproc",
+        "--repeats",
+        "--scenario",
+        "--speed-factor",
+        "--stall-s",
+        "--strict",
+        "--summary",
+        "--target",
+        "--tolerance",
+    ],
+    "repro": [
+        "--backend",
+        "--calls",
+        "--deadline-s",
+        "--help",
+        "--json",
+        "--log-dir",
+        "--modes",
+        "--nproc",
+        "--warmup",
+    ],
     "matrix": ["--help", "--json", "--junit", "--list", "--log-dir", "--rows"],
     "overlap": ["--chunks", "--help", "--json", "--log-dir", "--trace"],
     "baseline": ["--help"],
-    "baseline refresh": ["--agree-window", "--backend", "--baselines", "--compile-time", "--dump-dir",
-                         "--eager-ledger", "--help", "--log-dir", "--no-accuracy", "--no-input-agreement",
-                         "--no-memory", "--no-parity", "--no-quality", "--no-speed", "--nproc", "--repeats",
-                         "--scenario", "--stall-s", "--target", "--tolerance"],
+    "baseline refresh": [
+        "--agree-window",
+        "--backend",
+        "--baselines",
+        "--compile-time",
+        "--dump-dir",
+        "--eager-ledger",
+        "--help",
+        "--log-dir",
+        "--no-accuracy",
+        "--no-input-agreement",
+        "--no-memory",
+        "--no-parity",
+        "--no-quality",
+        "--no-speed",
+        "--nproc",
+        "--repeats",
+        "--scenario",
+        "--stall-s",
+        "--target",
+        "--tolerance",
+    ],
     "baseline show": ["--baselines", "--file", "--help", "--scenario"],
     "baseline diff": ["--help", "a", "b"],
-}  # fmt: skip
+}
 
 
 def _surface(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, list[str]]:
@@ -56,8 +110,14 @@ def test_cli_surface_is_frozen():
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT_S, env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "compile_guard", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_version_names_the_torch_it_runs_on(quick_process):
@@ -90,14 +150,17 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     found = find_baseline(request)
     path, exact, base = found.path, found.exact, found.baseline
     run = _run_of({**base.metrics, "graph_breaks": 10, "break_reasons": {"disable": 10}}, spec)
-    judged = report.judge(run, base, path, exact, refresh=request.refresh_command(),
-                          allow_improvement=False, strict=False)  # fmt: skip
+    judged = report.judge(
+        run, base, path, exact, refresh=request.refresh_command(), allow_improvement=False, strict=False
+    )
     monkeypatch.setattr(check, "run_and_judge", lambda *a, **k: check_flow.Judged(report=judged, run=run))
     junit = tmp_path / "check.xml"
     summary = tmp_path / "summary.md"
     assert cli.main(["check", "--scenario", "tp2-aot", "--junit", str(junit), "--summary", str(summary)]) == 1
-    assert "FAIL (exit 1)" in summary.read_text() and "| graph_breaks | 0 | 10 | 10 | **regression** |" in \
-        summary.read_text()  # the CI job's page: the same rows  # fmt: skip
+    assert (
+        "FAIL (exit 1)" in summary.read_text()
+        and "| graph_breaks | 0 | 10 | 10 | **regression** |" in summary.read_text()
+    )  # the CI job's page: the same rows
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
     assert suite.get("name") == "check.tp2-aot" and int(suite.get("failures")) == 2  # graph_breaks, break_reasons
@@ -115,8 +178,19 @@ def test_matrix_junit_one_case_per_row(tmp_path, monkeypatch):
 
     def fake_row(row, log_root):
         problems = ["rank 1 exited 0, expected one of [10]"] if row.id == "OM-04" else []
-        return RowResult(id=row.id, passed=not problems, problems=problems, observed="", signature="", ttf_s=0.1,
-                         detect_s=0.1, ttf_budget_s=1.0, leftover_pids=[], wall_s=1.0, log_dir=str(log_root))
+        return RowResult(
+            id=row.id,
+            passed=not problems,
+            problems=problems,
+            observed="",
+            signature="",
+            ttf_s=0.1,
+            detect_s=0.1,
+            ttf_budget_s=1.0,
+            leftover_pids=[],
+            wall_s=1.0,
+            log_dir=str(log_root),
+        )
 
     monkeypatch.setattr(matrix, "run_row", fake_row)
     junit = tmp_path / "matrix.xml"
@@ -126,15 +200,18 @@ def test_matrix_junit_one_case_per_row(tmp_path, monkeypatch):
     assert suite.get("failures") == "1" and "expected one of [10]" in suite.findall("testcase")[1].find("failure").text
 
 
-@pytest.mark.parametrize("argv, env, message", [
-    (["check", "--target", "..x:y"], {}, "is not 'package.module:factory'"),
-    (["check", "--list"], {"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is invalid"),
-    (["repro", "--deadline-s", "nan"], {}, "nan is invalid"),
-    (["repro", "--deadline-s", "0"], {}, "0 is invalid"),
-    (["check", "--nproc", "0"], {}, "0 is invalid"),
-    (["matrix", "--rows", ""], {}, "--rows is empty"),
-    (["baseline", "show", "--file", "/dev/null"], {}, "is not a regular file"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["check", "--target", "..x:y"], {}, "is not 'package.module:factory'"),
+        (["check", "--list"], {"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is invalid"),
+        (["repro", "--deadline-s", "nan"], {}, "nan is invalid"),
+        (["repro", "--deadline-s", "0"], {}, "0 is invalid"),
+        (["check", "--nproc", "0"], {}, "0 is invalid"),
+        (["matrix", "--rows", ""], {}, "--rows is empty"),
+        (["baseline", "show", "--file", "/dev/null"], {}, "is not a regular file"),
+    ],
+)
 def test_bad_input_exits_2_naming_it(argv, env, message, quick_process):
     proc = _cli(*argv, env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr

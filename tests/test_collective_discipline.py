@@ -15,10 +15,26 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ALLOWED = {REPO / "engine" / "collectives.py"}
 COLLECTIVES = {
-    "all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor",
-    "broadcast", "barrier", "send", "recv", "isend", "irecv", "all_to_all", "all_to_all_single",
-    "gather", "scatter", "reduce", "batch_isend_irecv", "monitored_barrier", "wait_tensor",
-}  # fmt: skip
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "broadcast",
+    "barrier",
+    "send",
+    "recv",
+    "isend",
+    "irecv",
+    "all_to_all",
+    "all_to_all_single",
+    "gather",
+    "scatter",
+    "reduce",
+    "batch_isend_irecv",
+    "monitored_barrier",
+    "wait_tensor",
+}
 PICKLING = {"all_gather_object", "broadcast_object_list", "gather_object", "scatter_object_list", "loads"}
 DIST_MODULES = {"dist", "torch.distributed", "funcol", "c10d", "torch.distributed._functional_collectives"}
 

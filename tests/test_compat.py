@@ -82,9 +82,15 @@ def test_no_module_but_the_two_tables_names_a_private_torch_internal():
         if path.name in ("compat.py", "torch_private.py"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [dotted(node) or ""] if isinstance(node, ast.Attribute) else []  # fmt: skip
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [dotted(node) or ""]
+                if isinstance(node, ast.Attribute)
+                else []
+            )
             for name in names:
                 parts = name.split(".")
                 parts[:1] = ["torch", "distributed"] if parts[0] == "dist" else parts[:1]  # `import ... as dist`

@@ -32,21 +32,24 @@ SPECS = [TensorSpec(key="latents", index=0, dtype="float32", shape=(1, 3, 4, 16,
 
 
 def _raw(**over) -> torch.Tensor:
-    fields = dict(magic=MAGIC, version=ENVELOPE_VERSION, action=1, call_id=3, chunk=2, cache=1, control=0,
-                  meta=10, count=1, r=0)  # fmt: skip
+    fields = dict(
+        magic=MAGIC, version=ENVELOPE_VERSION, action=1, call_id=3, chunk=2, cache=1, control=0, meta=10, count=1, r=0
+    )
     fields.update(over)
     return torch.tensor(list(fields.values()), dtype=torch.int64)
 
 
 def test_error_carries_its_reason():
-    header = Header(action=Action.ERROR, call_id=9, chunk_index=2, cache_epoch=1, control_epoch=0,
-                    reason=Reason.WRONG_GROUP)  # fmt: skip
+    header = Header(
+        action=Action.ERROR, call_id=9, chunk_index=2, cache_epoch=1, control_epoch=0, reason=Reason.WRONG_GROUP
+    )
     assert decode_header(header.to_tensor()).reason is Reason.WRONG_GROUP
 
 
 def test_header_round_trip():
-    header = Header(action=Action.INFER, call_id=7, chunk_index=-1, cache_epoch=2, control_epoch=1,
-                    meta_len=100, tensor_count=3)  # fmt: skip
+    header = Header(
+        action=Action.INFER, call_id=7, chunk_index=-1, cache_epoch=2, control_epoch=1, meta_len=100, tensor_count=3
+    )
     assert decode_header(header.to_tensor()) == header
 
 
@@ -146,8 +149,10 @@ def test_spec_of_keeps_non_wire_dtype_for_the_dtype_stage():
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=HEADER_LEN, max_size=HEADER_LEN),
-       st.booleans())  # fmt: skip
+@given(
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=HEADER_LEN, max_size=HEADER_LEN),
+    st.booleans(),
+)
 def test_fuzz_header(values, magic_ok):
     if magic_ok:
         values[0], values[1] = MAGIC, ENVELOPE_VERSION
@@ -164,18 +169,29 @@ _json_values = st.recursive(
     max_leaves=12,
 )
 _specs = st.fixed_dictionaries(
-    {"key": st.text(max_size=70), "index": st.integers(-2, 20),
-     "dtype": st.sampled_from(["float32", "bool", "int64", "complex64", "uint8"]),
-     "shape": st.lists(st.integers(-2, 1 << 13), max_size=8)}
-)  # fmt: skip
+    {
+        "key": st.text(max_size=70),
+        "index": st.integers(-2, 20),
+        "dtype": st.sampled_from(["float32", "bool", "int64", "complex64", "uint8"]),
+        "shape": st.lists(st.integers(-2, 1 << 13), max_size=8),
+    }
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(
-    st.binary(max_size=256),
-    st.builds(lambda p, e, s: canonical_json({"plan": p, "extras": e, "tensor_specs": s}),
-              _json_values, _json_values, st.lists(_specs, max_size=4)),
-), st.integers(0, 5), st.integers(0, 40))  # fmt: skip
+@given(
+    st.one_of(
+        st.binary(max_size=256),
+        st.builds(
+            lambda p, e, s: canonical_json({"plan": p, "extras": e, "tensor_specs": s}),
+            _json_values,
+            _json_values,
+            st.lists(_specs, max_size=4),
+        ),
+    ),
+    st.integers(0, 5),
+    st.integers(0, 40),
+)
 def test_fuzz_meta(raw, count, cut):
     for data in (raw, raw[:-cut] if cut else raw, raw + b"x" * cut):
         try:

@@ -17,9 +17,12 @@ STEPS = [1000, 500]
 
 def _gen(compiled: bool = False) -> CausalGenerator:
     return CausalGenerator(
-        CFG, comm=TPCollectives(group=None), tp_rank=0, device=torch.device("cpu"),
+        CFG,
+        comm=TPCollectives(group=None),
+        tp_rank=0,
+        device=torch.device("cpu"),
         compile_cfg=CompileConfig(enabled=compiled, backend="aot_eager"),
-    )  # fmt: skip
+    )
 
 
 def _cond(seed: int = 0) -> torch.Tensor:
@@ -28,10 +31,14 @@ def _cond(seed: int = 0) -> torch.Tensor:
 
 def _chunk(gen, chunk_index, *, bias=0.0, cond=None):
     return denoise_chunk(
-        gen, conditioning=_cond() if cond is None else cond, denoising_steps=STEPS,
-        current_start_frame=chunk_index * CFG.frames_per_chunk, chunk_index=chunk_index,
-        base_seed=3, attention_bias=bias,
-    )  # fmt: skip
+        gen,
+        conditioning=_cond() if cond is None else cond,
+        denoising_steps=STEPS,
+        current_start_frame=chunk_index * CFG.frames_per_chunk,
+        chunk_index=chunk_index,
+        base_seed=3,
+        attention_bias=bias,
+    )
 
 
 def test_kv_cache_changes_the_next_chunk():

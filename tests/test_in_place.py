@@ -28,8 +28,12 @@ CHECK = ["-m", "compile_guard", "check", "--scenario", "tp2-aot"]
 
 def _run_all(commands: list[list[str]], run_id: str) -> list[subprocess.CompletedProcess]:
     """Start every command at once (own sessions), wait for all; kill every group on the way out."""
-    procs = [subprocess.Popen(c, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True) for c in commands]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            c, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        for c in commands
+    ]
     try:
         outs = [p.communicate(timeout=CLI_TIMEOUT_S)[0] for p in procs]
     finally:
@@ -57,8 +61,22 @@ def _reports(text: str) -> int:
 def test_check_runs_in_place_under_torchrun(tmp_path, processes):
     run_id = uuid.uuid4().hex
     json_path, junit = tmp_path / "check.json", tmp_path / "check.xml"
-    [proc] = _run_all([[*TORCHRUN, "--standalone", "--nproc-per-node=2", f"--rdzv-id={run_id}", *CHECK,
-                        "--json", str(json_path), "--junit", str(junit)]], run_id)  # fmt: skip
+    [proc] = _run_all(
+        [
+            [
+                *TORCHRUN,
+                "--standalone",
+                "--nproc-per-node=2",
+                f"--rdzv-id={run_id}",
+                *CHECK,
+                "--json",
+                str(json_path),
+                "--junit",
+                str(junit),
+            ]
+        ],
+        run_id,
+    )
     assert proc.returncode == 0, proc.stdout
     assert "launching" not in proc.stdout  # no nested launch
     assert _reports(proc.stdout) == 1 and "PASS" in proc.stdout  # rank 0 alone printed it
@@ -68,17 +86,35 @@ def test_check_runs_in_place_under_torchrun(tmp_path, processes):
 def test_check_runs_in_place_across_two_torchrun_agents(tmp_path, processes):
     run_id = uuid.uuid4().hex
     endpoint = f"127.0.0.1:{free_port()}"  # the c10d rendezvous both agents meet at
-    agents = [[*TORCHRUN, "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1", "--rdzv-backend=c10d",
-               f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}", *CHECK] for node in (0, 1)]  # fmt: skip
+    agents = [
+        [
+            *TORCHRUN,
+            "--nnodes=2",
+            f"--node-rank={node}",
+            "--nproc-per-node=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={endpoint}",
+            f"--rdzv-id={run_id}",
+            *CHECK,
+        ]
+        for node in (0, 1)
+    ]
     procs = _run_all(agents, run_id)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(p.stdout for p in procs)
     assert sum(_reports(p.stdout) for p in procs) == 1  # one report, from global rank 0
 
 
-@pytest.mark.parametrize("target, code, label", [
-    ("tests.targets:wrong_on_rank1", 2, "input error"),  # rank 1 refuses its target; rank 0 loses its peer
-    ("docs.examples.tp_divergence:guarded_value", 1, "compile divergence"),  # one raises, one stopped by its watcher
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "target, code, label",
+    [
+        ("tests.targets:wrong_on_rank1", 2, "input error"),  # rank 1 refuses its target; rank 0 loses its peer
+        (
+            "docs.examples.tp_divergence:guarded_value",
+            1,
+            "compile divergence",
+        ),  # one raises, one stopped by its watcher
+    ],
+)
 def test_every_rank_of_a_failed_in_place_run_exits_the_same_code(tmp_path, target, code, label, processes):
     """Topology: torchrun --standalone, 2 workers (TP=2, gloo, CPU, aot_eager). The ranks fail in different ways
     (a ConfigError on one and a lost peer on the other; a verdict raised in one rank's own wait and the other's
@@ -86,14 +122,31 @@ def test_every_rank_of_a_failed_in_place_run_exits_the_same_code(tmp_path, targe
     culprit's CLI code (a rank torchrun kills once the first one has exited shows its SIGTERM, never another
     code)."""
     run_id = uuid.uuid4().hex
-    [proc] = _run_all([[*TORCHRUN, "--standalone", "--nproc-per-node=2", f"--rdzv-id={run_id}", "-m",
-                        "compile_guard", "baseline", "refresh", "--target", target, "--backend", "aot_eager",
-                        "--baselines", str(tmp_path)]], run_id)  # fmt: skip
+    [proc] = _run_all(
+        [
+            [
+                *TORCHRUN,
+                "--standalone",
+                "--nproc-per-node=2",
+                f"--rdzv-id={run_id}",
+                "-m",
+                "compile_guard",
+                "baseline",
+                "refresh",
+                "--target",
+                target,
+                "--backend",
+                "aot_eager",
+                "--baselines",
+                str(tmp_path),
+            ]
+        ],
+        run_id,
+    )
     assert proc.returncode != 0 and label in proc.stdout, proc.stdout
     # each rank states the code it settled on, then exits with it; torchrun's summary names the first worker that
     # failed, and the others only when it saw them end (torch 2.6-2.8 leave out one it SIGTERMed: timing)
-    settled = re.findall(r"settled: this rank's code \d+, the job's cause rank \d+ code \d+ -> exit (\d+)",
-                         proc.stdout)  # fmt: skip
+    settled = re.findall(r"settled: this rank's code \d+, the job's cause rank \d+ code \d+ -> exit (\d+)", proc.stdout)
     assert [int(c) for c in settled] == [code, code], proc.stdout
     codes = _worker_exit_codes(proc.stdout)
     assert code in codes and set(codes) <= {code, -signal.SIGTERM}, proc.stdout

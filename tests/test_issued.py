@@ -7,7 +7,7 @@ import enum
 
 import pytest
 
-from compile_guard.agreement import judge
+from compile_guard.agreement import proofs
 from compile_guard.health import issued, policy, settings
 from compile_guard.health.sites import BreakSites
 
@@ -34,17 +34,37 @@ WRAPPER = """
 
 
 def _dispatch(*shapes: list[int], node: str = "tensor") -> list[dict]:
-    return [{"op": "all_reduce", "group": {"name": "2", "ranks": [0, 1]}, "shape": s, "dtype": "torch.float32",
-             "reduce_op": "sum", "site": f"model.py:{10 + i}", "node": f"{node}_{i}" if i else node}
-            for i, s in enumerate(shapes)]  # fmt: skip
+    return [
+        {
+            "op": "all_reduce",
+            "group": {"name": "2", "ranks": [0, 1]},
+            "shape": s,
+            "dtype": "torch.float32",
+            "reduce_op": "sum",
+            "site": f"model.py:{10 + i}",
+            "node": f"{node}_{i}" if i else node,
+        }
+        for i, s in enumerate(shapes)
+    ]
 
 
 def test_the_wrapper_is_read_call_by_call_in_the_order_it_issues():
     found = issued.parse(WRAPPER, RANKS.get, {"tensor": 0, "tensor_1": 1})
-    assert [c["op"] for c in found] == ["all_reduce", "all_reduce", "all_reduce", "all_gather_into_tensor_coalesced",
-                                        "send"]  # fmt: skip (waits issue nothing; the in-place suffix is dropped)
-    assert found[0] == {"op": "all_reduce", "group": {"name": "2", "ranks": [0, 1]}, "shape": [8, 64],
-                        "dtype": "torch.float32", "reduce_op": "sum", "from": [0]}  # fmt: skip
+    assert [c["op"] for c in found] == [
+        "all_reduce",
+        "all_reduce",
+        "all_reduce",
+        "all_gather_into_tensor_coalesced",
+        "send",
+    ]
+    assert found[0] == {
+        "op": "all_reduce",
+        "group": {"name": "2", "ranks": [0, 1]},
+        "shape": [8, 64],
+        "dtype": "torch.float32",
+        "reduce_op": "sum",
+        "from": [0],
+    }
     assert found[1]["shape"] == [1, 192, 128] and found[1]["dtype"] == "torch.bfloat16"  # the view of buf3
     assert found[1]["from"] == [1]  # the comment names a fused kernel's nodes; the collective's is tensor_1
     assert found[2]["from"] is None  # no comment: a bucket inductor made
@@ -57,7 +77,9 @@ def test_a_bucket_names_what_it_merged_by_its_size():
     found = issued.issued_schedule([WRAPPER], dispatch, cpp_wrapper=False, group_ranks=RANKS.get)
     assert found["by"] == "inductor" and found["total"] == 5
     assert found["collectives"][2]["merged"] == [0, 1]
-    assert "a bucket of dispatch #0+#1 at model.py:10, model.py:11" in issued.describe(found["collectives"][2], dispatch)
+    assert "a bucket of dispatch #0+#1 at model.py:10, model.py:11" in issued.describe(
+        found["collectives"][2], dispatch
+    )
 
 
 def test_other_backends_issue_the_dispatch_schedule_and_a_cpp_wrapper_is_unread_not_empty():
@@ -65,8 +87,15 @@ def test_other_backends_issue_the_dispatch_schedule_and_a_cpp_wrapper_is_unread_
     assert issued.issued_schedule([], dispatch, cpp_wrapper=False, group_ranks=RANKS.get)["by"] == "dispatch"
     unread = issued.issued_schedule(["extern void call() {}"], dispatch, cpp_wrapper=True, group_ranks=RANKS.get)
     assert unread["by"] == "unread" and unread["total"] is None
-    assert judge.issued_mismatch("2", [0, 1], [{"rank": 0, "n": 0, "call": 0, "frame": {"name": "f"}}], {
-        0: unread, 1: issued.issued_schedule([], dispatch, cpp_wrapper=False, group_ranks=RANKS.get)}) is None
+    assert (
+        proofs.issued_mismatch(
+            "2",
+            [0, 1],
+            [{"rank": 0, "n": 0, "call": 0, "frame": {"name": "f"}}],
+            {0: unread, 1: issued.issued_schedule([], dispatch, cpp_wrapper=False, group_ranks=RANKS.get)},
+        )
+        is None
+    )
 
 
 def _issued(*entries: dict, by: str = "inductor") -> dict:
@@ -75,41 +104,67 @@ def _issued(*entries: dict, by: str = "inductor") -> dict:
 
 
 def _ar(shape: list[int], came: list[int], op: str = "all_reduce") -> dict:
-    return {"op": op, "group": {"name": "2", "ranks": [0, 1]}, "shape": shape, "dtype": "torch.float32",
-            "reduce_op": "sum" if op == "all_reduce" else None, "from": came}  # fmt: skip
+    return {
+        "op": op,
+        "group": {"name": "2", "ranks": [0, 1]},
+        "shape": shape,
+        "dtype": "torch.float32",
+        "reduce_op": "sum" if op == "all_reduce" else None,
+        "from": came,
+    }
 
 
-STATEMENTS = [{"rank": r, "n": 0, "call": 0, "slot": "f.0.0", "frame": {"name": "forward", "site": "m.py:1"},
-               "collectives": _dispatch([8, 64], [8, 64]), "settings": {}} for r in (0, 1)]  # fmt: skip
+STATEMENTS = [
+    {
+        "rank": r,
+        "n": 0,
+        "call": 0,
+        "slot": "f.0.0",
+        "frame": {"name": "forward", "site": "m.py:1"},
+        "collectives": _dispatch([8, 64], [8, 64]),
+        "settings": {},
+    }
+    for r in (0, 1)
+]
 
 
 def test_two_collectives_of_one_shape_swapped_on_one_rank_are_a_divergence_named_by_their_lines():
     """CD-08's shape: the same ops and sizes, issued for each other's buffers. Only `from` tells them apart."""
     in_order, swapped = _issued(_ar([8, 64], [0]), _ar([8, 64], [1])), _issued(_ar([8, 64], [1]), _ar([8, 64], [0]))
-    verdict = judge.issued_mismatch("2", [0, 1], STATEMENTS, {0: in_order, 1: swapped})
+    verdict = proofs.issued_mismatch("2", [0, 1], STATEMENTS, {0: in_order, 1: swapped})
     assert verdict is not None and verdict["kind"] == "issued"
-    assert "#0: rank0 all_reduce 2[0, 1] [8, 64] torch.float32 sum = dispatch #0 at model.py:10 | rank1" in \
-        verdict["first_collective"] and "= dispatch #1 at model.py:11" in verdict["first_collective"]  # fmt: skip
-    assert judge.issued_mismatch("2", [0, 1], STATEMENTS, {0: in_order, 1: dict(in_order)}) is None
+    assert (
+        "#0: rank0 all_reduce 2[0, 1] [8, 64] torch.float32 sum = dispatch #0 at model.py:10 | rank1"
+        in verdict["first_collective"]
+        and "= dispatch #1 at model.py:11" in verdict["first_collective"]
+    )
+    assert proofs.issued_mismatch("2", [0, 1], STATEMENTS, {0: in_order, 1: dict(in_order)}) is None
 
 
 def test_after_an_accepted_rank_only_break_the_issued_streams_need_only_line_up():
     whole, cut = _issued(_ar([8, 64], [0]), _ar([8, 64], [1])), _issued(_ar([8, 64], [0]))
-    assert judge.issued_mismatch("2", [0, 1], STATEMENTS, {0: whole, 1: cut}, asymmetric=True) is None
-    assert judge.issued_mismatch("2", [0, 1], STATEMENTS, {0: whole, 1: cut}) is not None
+    assert proofs.issued_mismatch("2", [0, 1], STATEMENTS, {0: whole, 1: cut}, asymmetric=True) is None
+    assert proofs.issued_mismatch("2", [0, 1], STATEMENTS, {0: whole, 1: cut}) is not None
     parted = _issued(_ar([8, 64], [1]))
-    assert judge.issued_mismatch("2", [0, 1], STATEMENTS, {0: whole, 1: parted}, asymmetric=True) is not None
+    assert proofs.issued_mismatch("2", [0, 1], STATEMENTS, {0: whole, 1: parted}, asymmetric=True) is not None
 
 
-@pytest.mark.parametrize("base, run, kind, said", [
-    ([_ar([8], [0]), _ar([8], [1])], [_ar([8], [0]), _ar([8], [1])], "same", ""),
-    ([_ar([8], [0], "send"), _ar([8], [1], "recv_")], [_ar([8], [1], "recv_"), _ar([8], [0], "send")], "regression",
-     "point-to-point ops reordered"),
-    ([_ar([8], [0]), _ar([8], [1])], [_ar([8], [0])], "regression", "dispatch collective(s) [1] no longer issued"),
-    ([_ar([8], [0]), _ar([8], [1])], [_ar([16], [0, 1])], "changed", "first differs at #0"),  # a new bucket
-    ([_ar([8], [0]), _ar([8], [1])], [_ar([8], [1]), _ar([8], [0])], "changed", "first differs at #0"),  # reordered
-    ([_ar([8], None)], [_ar([4], None)], "regression", "fewer elements communicated"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "base, run, kind, said",
+    [
+        ([_ar([8], [0]), _ar([8], [1])], [_ar([8], [0]), _ar([8], [1])], "same", ""),
+        (
+            [_ar([8], [0], "send"), _ar([8], [1], "recv_")],
+            [_ar([8], [1], "recv_"), _ar([8], [0], "send")],
+            "regression",
+            "point-to-point ops reordered",
+        ),
+        ([_ar([8], [0]), _ar([8], [1])], [_ar([8], [0])], "regression", "dispatch collective(s) [1] no longer issued"),
+        ([_ar([8], [0]), _ar([8], [1])], [_ar([16], [0, 1])], "changed", "first differs at #0"),  # a new bucket
+        ([_ar([8], [0]), _ar([8], [1])], [_ar([8], [1]), _ar([8], [0])], "changed", "first differs at #0"),  # reordered
+        ([_ar([8], None)], [_ar([4], None)], "regression", "fewer elements communicated"),
+    ],
+)
 def test_an_issued_schedule_that_moved_since_the_baseline_is_classed(base, run, kind, said):
     """#189454: every rank hung in the same wrong p2p order — only the previous release's order tells."""
     found, text = issued.change(_issued(*base), _issued(*run))
@@ -151,8 +206,9 @@ def test_settings_compare_passes_by_identity_and_objects_without_their_address()
 def test_host_paths_threads_and_cache_switches_are_not_compared_but_recompile_limits_are():
     assert settings.machine_specific("inductor", "cpp.threads") and settings.machine_specific("dynamo", "base_dir")
     assert settings.machine_specific("functorch", "enable_autograd_cache")  # a cache hit on one rank: CD-06
-    assert settings.machine_specific("inductor", "aten_distributed_optimizations.profile_guided_estimations"
-                                                 "_profile_path")  # fmt: skip
+    assert settings.machine_specific(
+        "inductor", "aten_distributed_optimizations.profile_guided_estimations_profile_path"
+    )
     assert not settings.machine_specific("dynamo", "cache_size_limit")  # one rank falling back to eager alone
     assert not settings.machine_specific("inductor", "bucket_all_reduces_fx")
 
@@ -175,12 +231,28 @@ def test_the_breaks_logged_while_a_graph_was_traced_are_its_split():
 
     current = ["0/0"]
     sites = BreakSites(compile_id=lambda: current[0])
-    record = logging.LogRecord("b", logging.DEBUG, "x", 1, "Graph break in user code at /w/model.py:12\n"
-                               "Graph Break Reason: print\n", None, None)  # fmt: skip
+    record = logging.LogRecord(
+        "b",
+        logging.DEBUG,
+        "x",
+        1,
+        "Graph break in user code at /w/model.py:12\nGraph Break Reason: print\n",
+        None,
+        None,
+    )
     sites.emit(record)
     current[0] = "1/0"
-    sites.emit(logging.LogRecord("b", logging.DEBUG, "x", 1, "Graph break in user code at /w/model.py:30\n"
-                                 "Graph Break Reason: print\n", None, None))  # fmt: skip
+    sites.emit(
+        logging.LogRecord(
+            "b",
+            logging.DEBUG,
+            "x",
+            1,
+            "Graph break in user code at /w/model.py:30\nGraph Break Reason: print\n",
+            None,
+            None,
+        )
+    )
     assert sites.during == {"0/0": ["model.py:12"], "1/0": ["model.py:30"]}
 
 

@@ -13,9 +13,15 @@ CAP_FRAMES = 4
 
 def _cache() -> KVCache:
     return KVCache(
-        num_layers=1, batch=1, capacity_tokens=CAP_FRAMES * TPF, local_heads=1, head_dim=1,
-        tokens_per_frame=TPF, dtype=torch.float32, device=torch.device("cpu"),
-    )  # fmt: skip
+        num_layers=1,
+        batch=1,
+        capacity_tokens=CAP_FRAMES * TPF,
+        local_heads=1,
+        head_dim=1,
+        tokens_per_frame=TPF,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+    )
 
 
 def _chunk(first_frame: int, frames: int = 2) -> torch.Tensor:

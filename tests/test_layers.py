@@ -38,18 +38,45 @@ def test_the_engine_never_imports_the_harness():
 
 def test_the_engine_never_names_a_matrix_row():
     """Faults live in compile_guard.matrix.faults; the engine exposes injection points only."""
-    named = [f"{p.relative_to(REPO)}:{i}" for p in _engine_files()
-             for i, line in enumerate(p.read_text().splitlines(), 1) if ROW_ID.search(line)]  # fmt: skip
+    named = [
+        f"{p.relative_to(REPO)}:{i}"
+        for p in _engine_files()
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if ROW_ID.search(line)
+    ]
     assert named == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["check", "--list"], ["check", "--help"],
-                                  ["baseline", "show", "--scenario", "tp2"], ["matrix", "--list"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["check", "--list"],
+        ["check", "--help"],
+        ["baseline", "show", "--scenario", "tp2"],
+        ["matrix", "--list"],
+    ],
+)
 def test_light_commands_import_no_torch(argv, quick_process):
-    probe = ("import sys, runpy; sys.argv = ['compile-guard', *sys.argv[1:]]\n"
-             "from compile_guard.cli import main\n"
-             "code = main(sys.argv[1:])\n"
-             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
-             "raise SystemExit(code)\n")  # fmt: skip
+    probe = (
+        "import sys, runpy; sys.argv = ['compile-guard', *sys.argv[1:]]\n"
+        "from compile_guard.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
+        "raise SystemExit(code)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_code_is_formatted_and_linted(quick_process):
+    """One formatter and linter configuration (pyproject.toml, ruff pinned in the test extras): the tree passes it as
+    it is. A failure prints what to run: `ruff format .` rewrites the layout, `ruff check --fix .` the imports."""
+    for check in (["format", "--check", "."], ["check", "."]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *check], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, (
+            f"`ruff {' '.join(check)}` failed; run `ruff {check[0]} .`:\n{proc.stdout}{proc.stderr}"
+        )

@@ -19,8 +19,9 @@ from compile_guard.matrix.runner import judge, run_row
 SMOKE_ROWS = ("OM-04", "CD-01")  # a parity row and a compile-divergence row stay in `make test-fast`
 
 
-@pytest.mark.parametrize("row", [pytest.param(r, id=r.id, marks=pytest.mark.smoke if r.id in SMOKE_ROWS else ())
-                                 for r in ROWS])  # fmt: skip
+@pytest.mark.parametrize(
+    "row", [pytest.param(r, id=r.id, marks=pytest.mark.smoke if r.id in SMOKE_ROWS else ()) for r in ROWS]
+)
 def test_row(row, tmp_path, processes):
     result = run_row(row, tmp_path)
     if result.not_run:
@@ -38,10 +39,20 @@ def _reaped_pid() -> int:
 def _fake_result(tmp_path, rcs) -> LaunchResult:
     gone = _reaped_pid()  # a pid whose session no longer exists
     ranks = tuple(
-        RankResult(rank=r, pid=gone, returncode=rc, signal=None, killed_by_launcher=False, duration_s=1.0,
-                   log_path=tmp_path / f"rank{r}.log", log_tail="", failure=None, failed_at_s=None)
+        RankResult(
+            rank=r,
+            pid=gone,
+            returncode=rc,
+            signal=None,
+            killed_by_launcher=False,
+            duration_s=1.0,
+            log_path=tmp_path / f"rank{r}.log",
+            log_tail="",
+            failure=None,
+            failed_at_s=None,
+        )
         for r, rc in enumerate(rcs)
-    )  # fmt: skip
+    )
     return LaunchResult(ranks=ranks, outcome="ok", first_failed=None, duration_s=1.0, master_port=1, started_at=0.0)
 
 
@@ -57,8 +68,13 @@ def test_judge_rejects_wrong_exit_codes_and_missing_events(tmp_path, quick_proce
 def test_judge_requires_the_job_to_go_on(tmp_path, quick_process):
     """A preflight row whose run lost a chunk beyond the rejected one fails."""
     row = ROWS_BY_ID["OM-01"]
-    rejected = {"event": "preflight_rejected", "t": 1.0, "stage": "meta_encode", "key_path": "extras.on_done",
-                "chunk_index": 1}  # fmt: skip
+    rejected = {
+        "event": "preflight_rejected",
+        "t": 1.0,
+        "stage": "meta_encode",
+        "key_path": "extras.on_done",
+        "chunk_index": 1,
+    }
     done = {"event": "run_done", "t": 2.0, "chunks_done": [0, 2]}
     verdict = judge(row, _fake_result(tmp_path, [0, 0]), [[rejected, done], []])
     assert any("job did not go on" in p for p in verdict.problems)

@@ -7,11 +7,18 @@ import pytest
 from compile_guard.health import policy
 
 BASE = {
-    "graph_breaks": 2, "unique_graphs": 3, "recompiles": 0, "steady_recompiles": 0,
-    "break_reasons": {"gb0098: disable": 2}, "graph_fingerprints": ["a", "b", "c"], "collectives_in_graphs": 20,
-    "guard_count": 100, "graph_ops": 400, "effective_backend": {"attn_impl": "sdpa"},
+    "graph_breaks": 2,
+    "unique_graphs": 3,
+    "recompiles": 0,
+    "steady_recompiles": 0,
+    "break_reasons": {"gb0098: disable": 2},
+    "graph_fingerprints": ["a", "b", "c"],
+    "collectives_in_graphs": 20,
+    "guard_count": 100,
+    "graph_ops": 400,
+    "effective_backend": {"attn_impl": "sdpa"},
     "rank_varying_constants": {"m.py forward: lt args.1": 1},
-}  # fmt: skip
+}
 SCALE = "m.py forward: mul args.1"  # `scale = 0.5 if rank == 1`: a rank-varying site the baseline lacks
 
 
@@ -32,8 +39,11 @@ def _verdicts(**changes) -> dict[str, str]:
         ({"break_reasons": {"gb0098: disable": 2, "gb0007: print": 1}}, "break: print", policy.REGRESSION),
         ({"break_reasons": {"gb0098: disable": 3}}, "break: disable", policy.REGRESSION),
         ({"break_reasons": {}}, "break: disable", policy.IMPROVEMENT),
-        ({"rank_varying_constants": {**BASE["rank_varying_constants"], SCALE: 1}}, f"rank-varying: {SCALE}",
-         policy.REGRESSION),
+        (
+            {"rank_varying_constants": {**BASE["rank_varying_constants"], SCALE: 1}},
+            f"rank-varying: {SCALE}",
+            policy.REGRESSION,
+        ),
         ({}, "rank-varying: m.py forward: lt args.1", policy.OK),  # the vocab offset the baseline holds
         ({"graph_fingerprints": ["a", "b", "x"]}, "graph_fingerprints", policy.CHANGED),
         ({"guard_count": 90}, "guard_count", policy.CHANGED),
@@ -48,7 +58,6 @@ def test_worst_rank_decides():
     rows = policy.compare(BASE, [BASE, {**BASE, "graph_breaks": 5}])
     row = next(r for r in rows if r.metric == "graph_breaks")
     assert row.per_rank == [2, 5] and row.verdict == policy.REGRESSION
-
 
 
 def test_outcome_flags():

@@ -19,8 +19,9 @@ def _pp0(run_ranks_argv, tmp_path, *args: str) -> dict:
 
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    result = run_ranks_argv([sys.executable, "-m", "engine.topology.pp0", "--layers", "2", "--out", str(out), *args],
-                            deadline_s=120)  # fmt: skip
+    result = run_ranks_argv(
+        [sys.executable, "-m", "engine.topology.pp0", "--layers", "2", "--out", str(out), *args], deadline_s=120
+    )
     assert result.ok, result.summary() + "\n" + result.ranks[0].log_tail
     return json.loads((out / "pp0-rank0.json").read_text())
 
@@ -69,9 +70,19 @@ def _synthetic(stage0: float, stage1: float, period: float, idle: float, in_flig
     records, t = {}, 0.0
     for k in range(8):
         t += period / 1e3
-        records[str(k)] = {"tA0": t - 0.05, "tA1": t - 0.05 + stage0 / 2e3, "tDec0": t - stage0 / 2e3, "tEmit": t,
-                           "tSend": t - 0.05, "tB_ms": stage1, "t_mesh_idle_ms": idle, "in_flight_at_send": in_flight,
-                           "ready_at_send": 0, "tB0": t - 0.04, "tB1": t - 0.04 + stage1 / 1e3}  # fmt: skip
+        records[str(k)] = {
+            "tA0": t - 0.05,
+            "tA1": t - 0.05 + stage0 / 2e3,
+            "tDec0": t - stage0 / 2e3,
+            "tEmit": t,
+            "tSend": t - 0.05,
+            "tB_ms": stage1,
+            "t_mesh_idle_ms": idle,
+            "in_flight_at_send": in_flight,
+            "ready_at_send": 0,
+            "tB0": t - 0.04,
+            "tB1": t - 0.04 + stage1 / 1e3,
+        }
     return records
 
 

@@ -32,8 +32,9 @@ def test_pp1_stream_runs_and_rank0_stays_out_of_the_mesh(run_ranks_argv, mesh):
 
 
 def _ctx(world_size: int) -> RankContext:
-    return RankContext(rank=0, world_size=world_size, local_rank=0, device=torch.device("cpu"), backend="gloo",
-                       timeout_s=5.0)  # fmt: skip
+    return RankContext(
+        rank=0, world_size=world_size, local_rank=0, device=torch.device("cpu"), backend="gloo", timeout_s=5.0
+    )
 
 
 @pytest.mark.parametrize(

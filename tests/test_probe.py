@@ -36,8 +36,9 @@ def test_one_break_is_one_key_across_the_2_7_to_2_8_upgrade():
     base = {"break_reasons": {"gb0098: Skip calling `torch.compiler.disable()`d function": 2}}
     run = {"break_reasons": {reason_key(MESSAGE_2_7): 2}}
     rows = [r for r in policy.compare(base, [run, run]) if r.metric.startswith("break: ")]
-    assert [(r.metric, r.verdict) for r in rows] == [("break: Skip calling `torch.compiler.disable()`d function",
-                                                      policy.OK)]  # fmt: skip
+    assert [(r.metric, r.verdict) for r in rows] == [
+        ("break: Skip calling `torch.compiler.disable()`d function", policy.OK)
+    ]
 
 
 def test_relative_site_is_portable():

@@ -34,28 +34,48 @@ SEEDS = 600  # healthy: 600 x 2 (blocking, run-ahead); divergent: 100 x 12 kinds
 
 
 def _ar(n: int, variant: int, i: int, extra: int = 0) -> dict[str, Any]:
-    return {"op": "all_reduce", "group": {"name": "g", "ranks": list(range(n))}, "shape": [8 + variant + extra, i],
-            "dtype": "f32", "reduce_op": "sum"}  # fmt: skip
+    return {
+        "op": "all_reduce",
+        "group": {"name": "g", "ranks": list(range(n))},
+        "shape": [8 + variant + extra, i],
+        "dtype": "f32",
+        "reduce_op": "sum",
+    }
 
 
 def _graph(frame: str, variant: int, n: int, rank: int, *, varying: bool) -> Graph:
     k = 2 + variant % 3
-    return Graph(fingerprint=f"{frame}-{variant}", collectives=[_ar(n, variant, i) for i in range(k)],
-                 constants=[[0, "args.1", 128 * rank if varying else 7], [1, "args.0", 3]])  # fmt: skip
+    return Graph(
+        fingerprint=f"{frame}-{variant}",
+        collectives=[_ar(n, variant, i) for i in range(k)],
+        constants=[[0, "args.1", 128 * rank if varying else 7], [1, "args.0", 3]],
+    )
 
 
 def _split(g: Graph, at: int, *, rest_extra: int = 0) -> Graph:
     """A rank-only graph break: the first `at` collectives in the frame's graph, the rest in its resume's."""
     rest = [{**c, "shape": [c["shape"][0] + rest_extra, c["shape"][1]]} for c in g.collectives[at:]]
-    return Graph(fingerprint=f"{g.fingerprint}-a{at}", collectives=g.collectives[:at], constants=g.constants,
-                 breaks=[{"reason": "gb0059: Failed to trace builtin operator", "site": f"sim.py:{9 + at}",
-                          "count": 1, "source": "print('debug')"}],
-                 rest=Graph(fingerprint=f"{g.fingerprint}-b{at}", collectives=rest, constants=[]),
-                 rest_name=f"resume_at{at}", split=[f"sim.py:{9 + at}"])  # fmt: skip
+    return Graph(
+        fingerprint=f"{g.fingerprint}-a{at}",
+        collectives=g.collectives[:at],
+        constants=g.constants,
+        breaks=[
+            {
+                "reason": "gb0059: Failed to trace builtin operator",
+                "site": f"sim.py:{9 + at}",
+                "count": 1,
+                "source": "print('debug')",
+            }
+        ],
+        rest=Graph(fingerprint=f"{g.fingerprint}-b{at}", collectives=rest, constants=[]),
+        rest_name=f"resume_at{at}",
+        split=[f"sim.py:{9 + at}"],
+    )
 
 
-def _healthy(rng: random.Random, *, n: int | None = None, quiet: bool = True,
-             scale: float = 1.0) -> tuple[list[Plan], dict[str, Any]]:  # fmt: skip
+def _healthy(
+    rng: random.Random, *, n: int | None = None, quiet: bool = True, scale: float = 1.0
+) -> tuple[list[Plan], dict[str, Any]]:
     """`scale`: quiet periods' share of the stall window. Blocking collectives keep a holder at most one step
     ahead of any peer, so one period per step stays under the window; run-ahead collectives let it be up to
     three steps ahead (ASYNC_QUEUE), where an unguarded job's oldest collective waits through three periods:
@@ -77,8 +97,11 @@ def _healthy(rng: random.Random, *, n: int | None = None, quiet: bool = True,
         graphs = {(f, v): _graph(f, v, n, r, varying=varying) for f, v in shape if f != "eager"}
         steps = []
         for f, v in shape:
-            step = Step(kind="eager", eager={"op": "broadcast", "args": {"shape": [4]}}) if f == "eager" else Step(
-                kind="call", frame=f, variant=v)  # fmt: skip
+            step = (
+                Step(kind="eager", eager={"op": "broadcast", "args": {"shape": [4]}})
+                if f == "eager"
+                else Step(kind="call", frame=f, variant=v)
+            )
             if quiet:
                 roll = rng.random()  # at most one quiet period per step, each under the stall window
                 if roll < 0.2:
@@ -116,15 +139,22 @@ def _first_compiles(plan: Plan) -> list[int]:
 
 
 DIVERGENCES = {  # kind -> the verdict kinds that prove it caught
-    "recompile_same": {"other_graph"}, "recompile_shape": {"other_graph"}, "extra": {"mismatch"},
-    "shape": {"mismatch"}, "settings": {"mismatch"}, "break_parts": {"mismatch"}, "strict_constants": {"mismatch"},
-    "asymmetry_stop": {"asymmetry"}, "eager_extra": {"mismatch", "ended"},
+    "recompile_same": {"other_graph"},
+    "recompile_shape": {"other_graph"},
+    "extra": {"mismatch"},
+    "shape": {"mismatch"},
+    "settings": {"mismatch"},
+    "break_parts": {"mismatch"},
+    "strict_constants": {"mismatch"},
+    "asymmetry_stop": {"asymmetry"},
+    "eager_extra": {"mismatch", "ended"},
     # rule 7, a wait-for cycle: one rank's frame skipped (a break in a loop: its callee compiled as a frame of its
     # own), or two ranks breaking one frame at different places (each holds its own resume function)
-    "frame_skip": {"cycle"}, "break_both": {"cycle", "split"},
+    "frame_skip": {"cycle"},
+    "break_both": {"cycle", "split"},
     # rule 9: the same graph, a pass that decided otherwise on one rank (two collectives swapped in the issued code)
     "issued": {"issued"},
-}  # fmt: skip
+}
 
 
 def _divergent(rng: random.Random, kind: str, *, blocking: bool) -> tuple[list[Plan], dict[str, Any]]:
@@ -164,12 +194,28 @@ def _divergent(rng: random.Random, kind: str, *, blocking: bool) -> tuple[list[P
     elif kind == "frame_skip":
         s = rng.choice(compiles)
         step = mine.steps[s]
-        inner = Graph(fingerprint="inner", collectives=mine.graphs[(step.frame, step.variant)].collectives[:1],
-                      breaks=[{"reason": "gb0098: Skip calling torch.compiler.disable()d function",
-                               "site": "sim.py:78", "count": 1, "source": "disabled_all_reduce(x)"}])  # fmt: skip
+        inner = Graph(
+            fingerprint="inner",
+            collectives=mine.graphs[(step.frame, step.variant)].collectives[:1],
+            breaks=[
+                {
+                    "reason": "gb0098: Skip calling torch.compiler.disable()d function",
+                    "site": "sim.py:78",
+                    "count": 1,
+                    "source": "disabled_all_reduce(x)",
+                }
+            ],
+        )
         mine.graphs[("INNER", 0)] = inner
-        mine.steps[s] = Step(kind="call", frame="INNER", variant=0, delay_s=step.delay_s, trace_s=step.trace_s,
-                             compile_s=step.compile_s, pause_s=step.pause_s)  # fmt: skip
+        mine.steps[s] = Step(
+            kind="call",
+            frame="INNER",
+            variant=0,
+            delay_s=step.delay_s,
+            trace_s=step.trace_s,
+            compile_s=step.compile_s,
+            pause_s=step.pause_s,
+        )
     elif kind == "break_both":
         firsts = [i for i in compiles if len(mine.graphs[(mine.steps[i].frame, mine.steps[i].variant)].collectives) > 2]
         if not firsts:
@@ -190,20 +236,26 @@ def _divergent(rng: random.Random, kind: str, *, blocking: bool) -> tuple[list[P
         key = (step.frame, step.variant)
         g = mine.graphs[key]
         if kind == "extra":
-            mine.graphs[key] = Graph(fingerprint=g.fingerprint + "+", collectives=[*g.collectives, _ar(n, 0, 99)],
-                                     constants=g.constants)  # fmt: skip
+            mine.graphs[key] = Graph(
+                fingerprint=g.fingerprint + "+", collectives=[*g.collectives, _ar(n, 0, 99)], constants=g.constants
+            )
         elif kind == "shape":
-            mine.graphs[key] = Graph(fingerprint=g.fingerprint, constants=g.constants,
-                                     collectives=[_ar(n, step.variant, i, extra=1) for i in range(len(g.collectives))])
+            mine.graphs[key] = Graph(
+                fingerprint=g.fingerprint,
+                constants=g.constants,
+                collectives=[_ar(n, step.variant, i, extra=1) for i in range(len(g.collectives))],
+            )
         elif kind == "settings":
-            mine.graphs[key] = Graph(fingerprint=g.fingerprint, collectives=g.collectives, constants=g.constants,
-                                     settings={"dynamo.x": True})  # fmt: skip
+            mine.graphs[key] = Graph(
+                fingerprint=g.fingerprint, collectives=g.collectives, constants=g.constants, settings={"dynamo.x": True}
+            )
         elif kind == "break_parts":
             mine.graphs[key] = _split(g, rng.randint(1, len(g.collectives) - 1), rest_extra=1)
         elif kind == "strict_constants":
             for p, plan in enumerate(plans):
-                plan.graphs[key] = Graph(fingerprint=g.fingerprint, collectives=g.collectives,
-                                         constants=[[0, "args.1", 128 * p]])  # fmt: skip
+                plan.graphs[key] = Graph(
+                    fingerprint=g.fingerprint, collectives=g.collectives, constants=[[0, "args.1", 128 * p]]
+                )
         elif kind == "asymmetry_stop":
             mine.graphs[key] = _split(g, rng.randint(1, len(g.collectives) - 1))
     return plans, {"n": n, "rank": r, "options": options, "quiet": quiet}

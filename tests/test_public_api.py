@@ -107,4 +107,7 @@ def test_a_moved_plugin_module_warns_and_keeps_its_fixtures(old):
         f"{old} moved to compile_guard.commands.pytest_plugin: import or name compile_guard.commands.pytest_plugin"
         " instead; {old} stops working in compile_guard 0.3.0".replace("{old}", old)
     ]
-    assert module.compile_guard_check is importlib.import_module("compile_guard.commands.pytest_plugin").compile_guard_check
+    assert (
+        module.compile_guard_check
+        is importlib.import_module("compile_guard.commands.pytest_plugin").compile_guard_check
+    )

@@ -57,8 +57,12 @@ def test_compile_guard_check_fails_the_test_with_the_checks_report(compile_guard
     from compile_guard.flow.check_run import CheckRun
     from compile_guard.flow.report import Report
 
-    run = CheckRun(spec=resolve(scenario_name="", target="docs.examples.tp_mlp:rank_branch", nprocs=2,
-                                backend="aot_eager"), result=None, reports=None, log_dir=tmp_path)  # fmt: skip
+    run = CheckRun(
+        spec=resolve(scenario_name="", target="docs.examples.tp_mlp:rank_branch", nprocs=2, backend="aot_eager"),
+        result=None,
+        reports=None,
+        log_dir=tmp_path,
+    )
     failed = Report(exit_code=1, text="cross-rank asymmetry: CompileDivergence: ...", data={})
     monkeypatch.setattr(check_flow, "run_and_judge", lambda *a, **k: check_flow.Judged(report=failed, run=run))
     monkeypatch.setattr("compile_guard.commands.pytest_plugin.leftover_pids", lambda result: [])

@@ -31,8 +31,10 @@ def test_mann_whitney_matches_the_normal_approximation_by_hand() -> None:
 
 def test_mann_whitney_does_not_call_two_draws_of_one_distribution_different() -> None:
     rng = random.Random(7)
-    false_alarms = sum(stats.mann_whitney_less([rng.gauss(1, 0.1) for _ in range(20)],
-                                               [rng.gauss(1, 0.1) for _ in range(20)]) < 0.01 for _ in range(500))  # fmt: skip
+    false_alarms = sum(
+        stats.mann_whitney_less([rng.gauss(1, 0.1) for _ in range(20)], [rng.gauss(1, 0.1) for _ in range(20)]) < 0.01
+        for _ in range(500)
+    )
     assert false_alarms <= 15  # alpha 0.01 of 500 = 5 expected; 15 leaves room for the approximation
 
 
@@ -63,8 +65,10 @@ def test_accuracy_states_nondeterministic_eager_and_judges_without_fp64() -> Non
     said = accuracy.judge_output("o", a, a, a + 1, None)
     assert said["status"] == accuracy.NONDETERMINISTIC
     assert accuracy.judge_output("o", a + 1e-3, a, a.clone(), None)["status"] == accuracy.FAIL  # eager only: 1e-4
-    assert accuracy.judge_output("o", torch.tensor([1, 2]), torch.tensor([1, 3]), torch.tensor([1, 3]),
-                                 None)["status"] == accuracy.FAIL  # integers: exact  # fmt: skip
+    assert (
+        accuracy.judge_output("o", torch.tensor([1, 2]), torch.tensor([1, 3]), torch.tensor([1, 3]), None)["status"]
+        == accuracy.FAIL
+    )  # integers: exact
 
 
 def test_fp64_reference_restores_the_same_storages() -> None:
@@ -93,22 +97,56 @@ def test_options_refuse_out_of_range_values_naming_them() -> None:
     assert Measure.from_dict(Measure(repeats=7).to_dict()) == Measure(repeats=7)
 
 
-def _quality(*, status: str = "pass", speed: list[float] | None = None, compile_s: float = 10.0,
-             calibration_s: float = 0.03, state: str = "cold") -> dict:  # fmt: skip
+def _quality(
+    *,
+    status: str = "pass",
+    speed: list[float] | None = None,
+    compile_s: float = 10.0,
+    calibration_s: float = 0.03,
+    state: str = "cold",
+) -> dict:
     samples = speed or [1.1] * 20
-    graphs = [{"name": "0/0 forward", "wall_s": compile_s, "cache": "miss", "ratio": round(compile_s / calibration_s, 2)}]
+    graphs = [
+        {"name": "0/0 forward", "wall_s": compile_s, "cache": "miss", "ratio": round(compile_s / calibration_s, 2)}
+    ]
     return {
-        "accuracy": {"reference": "fp64", "why": "", "outputs": [
-            {"name": "call0", "status": status, "ratio": 1.1 if status == "pass" else 400.0, "dtype": "float32",
-             "shape": [2], "tolerance": 1e-4, "detail": "" if status == "pass" else "rmse from fp64 ...",
-             "worst": {"index": [1], "compiled": 0.5, "reference": 0.6}}]},
-        "speed": {"basis": "cpu", "speedup": stats.median(samples), "spread": [stats.quantile(samples, 0.25),
-                  stats.quantile(samples, 0.75)], "samples": samples, "repeats": len(samples), "eager_ms": 1.0,
-                  "compiled_ms": 1.0 / stats.median(samples)},
-        "compile_time": {state: {"state": state, "basis": "cpu", "total_s": compile_s, "calibration_s": calibration_s,
-                                 "ratio": round(compile_s / calibration_s, 2), "graphs": graphs}},
+        "accuracy": {
+            "reference": "fp64",
+            "why": "",
+            "outputs": [
+                {
+                    "name": "call0",
+                    "status": status,
+                    "ratio": 1.1 if status == "pass" else 400.0,
+                    "dtype": "float32",
+                    "shape": [2],
+                    "tolerance": 1e-4,
+                    "detail": "" if status == "pass" else "rmse from fp64 ...",
+                    "worst": {"index": [1], "compiled": 0.5, "reference": 0.6},
+                }
+            ],
+        },
+        "speed": {
+            "basis": "cpu",
+            "speedup": stats.median(samples),
+            "spread": [stats.quantile(samples, 0.25), stats.quantile(samples, 0.75)],
+            "samples": samples,
+            "repeats": len(samples),
+            "eager_ms": 1.0,
+            "compiled_ms": 1.0 / stats.median(samples),
+        },
+        "compile_time": {
+            state: {
+                "state": state,
+                "basis": "cpu",
+                "total_s": compile_s,
+                "calibration_s": calibration_s,
+                "ratio": round(compile_s / calibration_s, 2),
+                "graphs": graphs,
+            }
+        },
         "memory": {"measured": False, "why": "n/a on cpu"},
-    }  # fmt: skip
+    }
 
 
 def _judged(base: dict, run: dict, judging: Judging = Judging()) -> dict[str, str]:
@@ -162,8 +200,11 @@ def test_refresh_keeps_the_states_it_did_not_measure() -> None:
 
 
 def test_each_failed_output_is_said_once_per_rank() -> None:
-    _rows, lines = judge.rows({"rank0": judge.baseline_entry(_quality()), "rank1": judge.baseline_entry(_quality())},
-                              [("rank0", _quality(status="fail")), ("rank1", _quality(status="fail"))], Judging())  # fmt: skip
+    _rows, lines = judge.rows(
+        {"rank0": judge.baseline_entry(_quality()), "rank1": judge.baseline_entry(_quality())},
+        [("rank0", _quality(status="fail")), ("rank1", _quality(status="fail"))],
+        Judging(),
+    )
     said = [line for line in lines if "accuracy" in line]
     assert len(said) == 2 and said[0].startswith("rank0: ") and said[1].startswith("rank1: "), said
     assert "worst element [1]" in said[0] and "tolerance 0.0001" in said[0]
@@ -199,10 +240,22 @@ def test_a_rank_report_carries_quality_as_data() -> None:
 def test_the_markdown_summary_marks_regressions_and_lists_what_failed() -> None:
     from compile_guard.flow.report import Report, markdown_summary
 
-    rows = [{"metric": judge.SPEEDUP, "baseline": "1.2", "per_rank": ["0.9 p=1e-5", "0.9 p=1e-5"],
-             "verdict": REGRESSION}, {"metric": "graph_breaks", "baseline": 0, "per_rank": [0, 0], "verdict": OK}]  # fmt: skip
-    text = markdown_summary("tp2", Report(exit_code=1, text="", data={
-        "rows": rows, "problems": ["speedup: regression"], "quality_lines": ["rank0: speedup 0.9 < 1.2 / 1.15"]}))  # fmt: skip
+    rows = [
+        {"metric": judge.SPEEDUP, "baseline": "1.2", "per_rank": ["0.9 p=1e-5", "0.9 p=1e-5"], "verdict": REGRESSION},
+        {"metric": "graph_breaks", "baseline": 0, "per_rank": [0, 0], "verdict": OK},
+    ]
+    text = markdown_summary(
+        "tp2",
+        Report(
+            exit_code=1,
+            text="",
+            data={
+                "rows": rows,
+                "problems": ["speedup: regression"],
+                "quality_lines": ["rank0: speedup 0.9 < 1.2 / 1.15"],
+            },
+        ),
+    )
     assert "FAIL (exit 1)" in text and "| speedup (eager/compiled) | 1.2 | 0.9 p=1e-5 |" in text
     assert "**regression**" in text and "- rank0: speedup 0.9" in text
     failed_run = markdown_summary("tp2", Report(exit_code=3, text="engine failure: ...", data={}))
@@ -213,8 +266,11 @@ def test_between_says_what_a_release_did_per_metric() -> None:
     """The version matrix's and `baseline diff`'s quality column: two baselines' first rank, side by side."""
     rng = random.Random(5)
     old = {"rank0": judge.baseline_entry(_quality(speed=[rng.gauss(1.3, 0.02) for _ in range(10)]))}
-    new = {"rank0": judge.baseline_entry(_quality(status="fail", compile_s=20.0,
-                                                  speed=[rng.gauss(0.9, 0.02) for _ in range(10)]))}  # fmt: skip
+    new = {
+        "rank0": judge.baseline_entry(
+            _quality(status="fail", compile_s=20.0, speed=[rng.gauss(0.9, 0.02) for _ in range(10)])
+        )
+    }
     said = judge.between(old, new)
     assert said[0] == "accuracy 1/1 -> 0/1 (regressed: ['call0'])"
     assert said[1].startswith("speedup 1.29") and said[1].endswith("regression)")  # 1.29 / 0.90 > 1.2, p < 0.01

@@ -22,11 +22,29 @@ from tests.conftest import REPO
 def test_repro_modes_show_the_cliff(tmp_path, processes):
     json_path = tmp_path / "repro.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "compile_guard", "repro", "--backend", "aot_eager",
-         "--calls", "2", "--warmup", "2", "--deadline-s", "180", "--log-dir", str(tmp_path / "logs"),
-         "--json", str(json_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "compile_guard",
+            "repro",
+            "--backend",
+            "aot_eager",
+            "--calls",
+            "2",
+            "--warmup",
+            "2",
+            "--deadline-s",
+            "180",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--json",
+            str(json_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(json_path.read_text())["rows"]
     by = {(r["rank"], r["mode"]): r for r in rows}
@@ -52,8 +70,11 @@ def test_repro_fails_when_mode_c_breaks():
 def test_repro_usage_error_exits_2(quick_process):
     proc = subprocess.run(
         [sys.executable, "-m", "compile_guard", "repro", "--backend", "tvm"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "invalid choice: 'tvm'" in proc.stderr
 
@@ -71,11 +92,24 @@ def test_repro_script_runs_under_torchrun(processes):
     """TP=2, gloo, via torchrun itself. torchrun puts its workers in their own sessions, so
     we bound it with SIGTERM (it forwards to workers) and then sweep by our unique port."""
     port = free_port()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-                "--master-addr=127.0.0.1", f"--master-port={port}",
-                "repro/tp_compile_repro.py", "--modes", "A,C", "--backend", "eager", "--calls", "1"]  # fmt: skip
-    proc = subprocess.Popen(torchrun, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+        "repro/tp_compile_repro.py",
+        "--modes",
+        "A,C",
+        "--backend",
+        "eager",
+        "--calls",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        torchrun, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         out, _ = proc.communicate(timeout=180)
     finally:

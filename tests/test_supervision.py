@@ -24,9 +24,13 @@ WAIT_S = 120.0  # for the handshakes to pass (an import of torch per rank on a b
 
 
 def _start_check(log_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot", "--log-dir",
-                             str(log_dir)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "compile_guard", "check", "--scenario", "tp2-aot", "--log-dir", str(log_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _read_until(proc: subprocess.Popen, needle: bytes, timeout_s: float) -> bytes:
@@ -49,8 +53,9 @@ def _ranks_of(log_dir: Path) -> set[int]:
     return processes_with_env(f"COMPILE_GUARD_RUN_DIR={log_dir}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.smoke), signal.SIGHUP],
-                         ids=lambda s: s.name)  # fmt: skip
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.smoke), signal.SIGHUP], ids=lambda s: s.name
+)
 def test_a_signal_kills_the_ranks_and_reports_interrupted(tmp_path, sig, processes):
     proc = _start_check(tmp_path)
     try:
@@ -115,8 +120,8 @@ def _ip(hex_address: str, width: int) -> str:
     raw = bytes.fromhex(hex_address)
     if width == 8:
         return ".".join(str(b) for b in raw[::-1])
-    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
-    return ":".join(b"".join(words).hex()[i:i + 4] for i in range(0, 32, 4))
+    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+    return ":".join(b"".join(words).hex()[i : i + 4] for i in range(0, 32, 4))
 
 
 def test_a_check_listens_on_loopback_only(tmp_path, processes):

@@ -17,8 +17,14 @@ EXAMPLE = "docs.examples.tp_mlp"
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compile_guard", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT_S, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "compile_guard", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        env=env,
+    )
 
 
 def _target(action: list[str], name: str, baselines, module: str = EXAMPLE) -> subprocess.CompletedProcess:
@@ -51,17 +57,24 @@ def test_a_factory_that_returns_the_wrong_thing_is_exit_2_with_the_fix(tmp_path,
     proc = _target(["baseline", "refresh"], "wrong_shape", tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     # every rank refuses it alike; whichever failed first is named
-    assert re.search(r"input error on rank [01]: --target 'docs.examples.tp_mlp:wrong_shape': the factory returned"
-                     r" dict; expected compile_guard.GuardTarget", proc.stdout), proc.stdout
+    assert re.search(
+        r"input error on rank [01]: --target 'docs.examples.tp_mlp:wrong_shape': the factory returned"
+        r" dict; expected compile_guard.GuardTarget",
+        proc.stdout,
+    ), proc.stdout
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("name, message, raised", [
-    ("broken", "the factory raised RuntimeError: weights not found at /nonexistent/ckpt", "RuntimeError"),
-    ("value_error_at_step", "unexpected ValueError: expected 16 tokens per step, got 17", "ValueError"),
-])  # fmt: skip
-def test_the_code_under_test_raising_is_exit_3_with_its_traceback_never_an_input_error(tmp_path, name, message,
-                                                                                        raised, processes):
+@pytest.mark.parametrize(
+    "name, message, raised",
+    [
+        ("broken", "the factory raised RuntimeError: weights not found at /nonexistent/ckpt", "RuntimeError"),
+        ("value_error_at_step", "unexpected ValueError: expected 16 tokens per step, got 17", "ValueError"),
+    ],
+)
+def test_the_code_under_test_raising_is_exit_3_with_its_traceback_never_an_input_error(
+    tmp_path, name, message, raised, processes
+):
     """The factory, or the model at step 1, raises an ordinary exception of its own: the code under test crashed
     (exit 3, the rank's log holds the traceback); the command line was right, so never `input error` (exit 2)."""
     proc = _target(["baseline", "refresh", "--log-dir", str(tmp_path / "logs")], name, tmp_path / "baselines")
@@ -90,18 +103,26 @@ def test_dtensor_collectives_are_seen_after_dispatch(tmp_path, processes):
     dynamo graph holds no collective; the schedule read after dispatch has the rowwise all-reduce."""
     refresh = _target(["baseline", "refresh"], "mlp", tmp_path, module="docs.examples.tp_dtensor")
     assert refresh.returncode == 0, refresh.stdout + refresh.stderr
-    check = _target(["check", "--json", str(tmp_path / "check.json")], "mlp", tmp_path,
-                    module="docs.examples.tp_dtensor")  # fmt: skip
+    check = _target(
+        ["check", "--json", str(tmp_path / "check.json")], "mlp", tmp_path, module="docs.examples.tp_dtensor"
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     for probe in json.loads((tmp_path / "check.json").read_text())["probes"]:
         final = probe["final"]
         assert final["graphs"][0]["collectives"] == 0  # dynamo's view: DTensor ops, no collective
         assert final["collectives_in_graphs"] == 1  # after dispatch: rowwise down's one all-reduce
         [schedule] = final["collective_schedules"]
-        assert schedule["collectives"] == [{"op": "all_reduce", "reduce_op": "sum", "shape": [16, 64],
-                                            "dtype": "torch.float32", "group": schedule["collectives"][0]["group"],
-                                            "site": "docs/examples/tp_dtensor.py:30",  # the user's line, not DTensor's
-                                            "node": schedule["collectives"][0]["node"]}]  # the re-traced graph's node
+        assert schedule["collectives"] == [
+            {
+                "op": "all_reduce",
+                "reduce_op": "sum",
+                "shape": [16, 64],
+                "dtype": "torch.float32",
+                "group": schedule["collectives"][0]["group"],
+                "site": "docs/examples/tp_dtensor.py:30",  # the user's line, not DTensor's
+                "node": schedule["collectives"][0]["node"],
+            }
+        ]  # the re-traced graph's node
         assert schedule["collectives"][0]["group"]["ranks"] == [0, 1]
 
 
@@ -127,8 +148,10 @@ def test_a_hugging_face_llama_made_tensor_parallel_is_guarded(tmp_path, processe
         # measured 2026-12-02, transformers 5.24 on torch 2.6.0: a plain torch.compile of this Llama, one process
         # and no compile_guard, fails (InternalTorchDynamoError: torch.compiler has no is_exporting); the guard
         # then rightly reports the model's crash (exit 3)
-        pytest.skip(f"transformers {transformers.__version__} does not compile under torch {torch.__version__}"
-                    " (it calls torch.compiler.is_exporting): install a transformers made for this torch")  # fmt: skip
+        pytest.skip(
+            f"transformers {transformers.__version__} does not compile under torch {torch.__version__}"
+            " (it calls torch.compiler.is_exporting): install a transformers made for this torch"
+        )
     module = "docs.examples.hf_llama"
     refresh = _target(["baseline", "refresh"], "llama", tmp_path, module=module)
     assert refresh.returncode == 0, refresh.stdout + refresh.stderr
@@ -151,8 +174,9 @@ def test_a_vocab_parallel_model_with_rank_varying_constants_is_baselined_and_a_n
     user = tmp_path / "user"
     user.mkdir()
     model = user / "usermodel.py"
-    model.write_text("from docs.examples.vocab_parallel import build\n\n\ndef model(ctx):\n"
-                     "    return build(ctx, rank_scale=False)\n")  # fmt: skip
+    model.write_text(
+        "from docs.examples.vocab_parallel import build\n\n\ndef model(ctx):\n    return build(ctx, rank_scale=False)\n"
+    )
     env = {**os.environ, "PYTHONPATH": f"{user}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     args = ["--target", "usermodel:model", "--backend", "aot_eager", "--baselines", str(tmp_path / "b")]
     refresh = _cli("baseline", "refresh", *args, env=env)
@@ -165,7 +189,8 @@ def test_a_vocab_parallel_model_with_rank_varying_constants_is_baselined_and_a_n
     changed = _cli("check", *args, env=env)
     assert changed.returncode == 1, changed.stdout + changed.stderr
     assert "FAIL rank-varying: docs/examples/vocab_parallel.py forward: mul args.1: 0 -> [1, 1] (regression)" in (
-        changed.stdout)  # fmt: skip
+        changed.stdout
+    )
     # the hint is the command that refreshes *this target* (a --scenario target-… would be an unknown scenario)
     assert "run `python -m compile_guard baseline refresh --target usermodel:model --nproc 2" in changed.stdout
     assert "--scenario" not in changed.stdout
@@ -174,8 +199,10 @@ def test_a_vocab_parallel_model_with_rank_varying_constants_is_baselined_and_a_n
 @pytest.fixture
 def cpu_hog(processes):
     """A busy loop on every core for the test's length, in its own session; killed (and reaped) after it."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-            for _ in range(os.cpu_count() or 1)]  # fmt: skip
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(os.cpu_count() or 1)
+    ]
     try:
         yield len(hogs)
     finally:
@@ -196,8 +223,19 @@ def test_a_stalled_peer_is_exit_4_with_every_ranks_position(tmp_path, processes)
     """TP=2 over 2 ranks, gloo, aot_eager: rank 0 blocks for good in its own code before a recompile every rank
     does (docs/examples/tp_divergence.py:stuck_peer). Not a regression, not our input, not an engine crash:
     a stall, exit 4, the table naming where each rank is; nothing written."""
-    proc = _cli("baseline", "refresh", "--target", "docs.examples.tp_divergence:stuck_peer", "--backend", "aot_eager",
-                "--baselines", str(tmp_path), "--no-input-agreement", "--stall-s", "3")  # fmt: skip
+    proc = _cli(
+        "baseline",
+        "refresh",
+        "--target",
+        "docs.examples.tp_divergence:stuck_peer",
+        "--backend",
+        "aot_eager",
+        "--baselines",
+        str(tmp_path),
+        "--no-input-agreement",
+        "--stall-s",
+        "3",
+    )
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "stall: Stalled: stall in group" in proc.stdout and "no proof of a divergence" in proc.stdout
     assert "holds graph #1 'forward'" in proc.stdout and "tp_divergence.py" in proc.stdout  # rank 1, rank 0's line
@@ -205,8 +243,17 @@ def test_a_stalled_peer_is_exit_4_with_every_ranks_position(tmp_path, processes)
 
 
 def _inductor_target(name: str, baselines, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return _cli("baseline", "refresh", "--target", f"docs.examples.parallel_block:{name}", "--backend", "inductor",
-                "--baselines", str(baselines), env={**os.environ, **env})  # fmt: skip
+    return _cli(
+        "baseline",
+        "refresh",
+        "--target",
+        f"docs.examples.parallel_block:{name}",
+        "--backend",
+        "inductor",
+        "--baselines",
+        str(baselines),
+        env={**os.environ, **env},
+    )
 
 
 def _spmd_check_in_torch() -> bool:
@@ -222,8 +269,11 @@ def test_torchs_spmd_check_and_the_agreement_run_side_by_side(tmp_path, processe
     agreement's hold after it). A pass swapping the two all-reduces on rank 1: torch's check warns and the job would
     go on; the agreement stops both ranks (exit 1) naming the first differing issued collective. The pass's
     rows run with inductor's caches off (one uuid, two programs), in a cache directory of their own."""
-    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
-           "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}  # fmt: skip
+    env = {
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "0",
+    }
     healthy = _inductor_target("spmd_check_every_rank", tmp_path / "healthy", env)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     swapped = _inductor_target("spmd_check_pass_rank1", tmp_path / "swapped", env)

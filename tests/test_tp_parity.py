@@ -35,7 +35,7 @@ def test_tp2_matches_tp1(run_ranks, tmp_path, compile_mode):
 
 
 def test_tp4_matches_tp1_eager(run_ranks, tmp_path):
-    """TP=4, gloo, CPU, eager: 4 ranks on this 2-core box (2 heads and 128 FFN columns each)."""
+    """TP=4, gloo, CPU, eager: 4 ranks, more than CI's cores (2 heads and 128 FFN columns each)."""
     out = tmp_path / "out"
     out.mkdir()
     result = run_ranks(["tp_parity", "--compile", "off", "--out", str(out)], nprocs=4, deadline_s=240)

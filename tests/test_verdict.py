@@ -20,6 +20,8 @@ def _o(rank: int, code: int | None, *, at: float | None = None, killed: bool = F
     return RankOutcome(rank=rank, code=code, failed_at_s=at, killed=killed, signal=sig)
 
 
+# the verdict table: one case per entry, its why, outcomes and verdict: the formatter leaves it as written
+# fmt: off
 TABLE = [
     # (why, outcomes, expected (cli code, label, culprit))
     ("every rank passed", [_o(0, 0), _o(1, 0)], (Cli.OK, verdict.PASS, None)),
@@ -59,6 +61,7 @@ TABLE = [
     ("in place, nobody posted anything but a pass", [_o(0, 0), _o(1, None, killed=True)],
      (Cli.ENGINE, verdict.ENGINE_FAILURE, None)),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize("why, outcomes, expected", TABLE, ids=[row[0] for row in TABLE])
@@ -71,8 +74,9 @@ def test_the_table(why, outcomes, expected):
 
 def test_deadline_and_interruption_come_first():
     ranks = [_o(0, C.COMPILE_DIVERGENCE, at=1.0), _o(1, None, killed=True)]
-    assert verdict.decide(ranks, deadline=True) == verdict.Verdict(code=Cli.ENGINE, label=verdict.DEADLINE,
-                                                                   culprit=None)  # fmt: skip
+    assert verdict.decide(ranks, deadline=True) == verdict.Verdict(
+        code=Cli.ENGINE, label=verdict.DEADLINE, culprit=None
+    )
     interrupted = verdict.decide(ranks, interrupted_by=signal.SIGTERM)
     assert interrupted.code == 128 + 15 and interrupted.label == verdict.INTERRUPTED
 
@@ -95,10 +99,18 @@ def test_every_rank_code_has_a_cli_code_and_only_config_is_input():
 def _mesh_report(**changes):
     from compile_guard.health.schema import CompileHealth, Observations, symmetric_view
 
-    final = CompileHealth.measure(Observations(graph_count=0, graphs=[], schedules=[], break_reasons={},
-                                               break_sites=[], compiles=[])).to_json()  # fmt: skip
-    fields = {"scenario": "tp2", "rank": 0, "role": "mesh", "run": {"generator_calls": 3},
-              "effective_backend": {"torch": "2.13.0"}, "warmup": symmetric_view(final), "final": final}
+    final = CompileHealth.measure(
+        Observations(graph_count=0, graphs=[], schedules=[], break_reasons={}, break_sites=[], compiles=[])
+    ).to_json()
+    fields = {
+        "scenario": "tp2",
+        "rank": 0,
+        "role": "mesh",
+        "run": {"generator_calls": 3},
+        "effective_backend": {"torch": "2.13.0"},
+        "warmup": symmetric_view(final),
+        "final": final,
+    }
     return {**fields, **changes}
 
 
@@ -109,14 +121,19 @@ def test_rank_report_round_trips_as_canonical_json():
     assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
 
 
-@pytest.mark.parametrize("changes, named", [
-    ({"rank": "0"}, "field rank is str"),
-    ({"role": "leader"}, "field role is 'leader'"),
-    ({"final": {**_mesh_report()["final"], "graph_breaks": "2"}}, "field final.graph_breaks is str"),
-    ({"final": {k: v for k, v in _mesh_report()["final"].items() if k != "unique_graphs"}},
-     "field final.unique_graphs is missing"),
-    ({"extra": 1}, "unknown field(s) ['extra']"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"rank": "0"}, "field rank is str"),
+        ({"role": "leader"}, "field role is 'leader'"),
+        ({"final": {**_mesh_report()["final"], "graph_breaks": "2"}}, "field final.graph_breaks is str"),
+        (
+            {"final": {k: v for k, v in _mesh_report()["final"].items() if k != "unique_graphs"}},
+            "field final.unique_graphs is missing",
+        ),
+        ({"extra": 1}, "unknown field(s) ['extra']"),
+    ],
+)
 def test_rank_report_of_the_wrong_shape_names_the_field(changes, named):
     with pytest.raises(RankReportError, match="rank 1's report") as info:
         RankReport.from_dict(_mesh_report(**changes), what="rank 1's report")
@@ -133,6 +150,7 @@ def test_rank_report_missing_a_field_and_not_json_are_named():
 
 
 def test_a_driver_reports_no_compile_health():
-    driver = RankReport.from_dict({"scenario": "pp1", "rank": 0, "role": "driver", "run": {"chunks_done": [0]}},
-                                  what="rank 0's report")  # fmt: skip
+    driver = RankReport.from_dict(
+        {"scenario": "pp1", "rank": 0, "role": "driver", "run": {"chunks_done": [0]}}, what="rank 0's report"
+    )
     assert not driver.is_mesh and driver.final == {}

@@ -49,23 +49,41 @@ class CompileAgreement:
     stop_on_asymmetry: a rank-only graph break stops it even while the collective streams line up;
     exit_status: how this process ends when the watcher stops it (the rank's RankContext.exit_status)."""
 
-    def __init__(self, *, group: dist.ProcessGroup, stall_s: float | None = None, strict_constants: bool = False,
-                 stop_on_asymmetry: bool = False, compile_timeout_s: float = 600.0, store: dist.Store | None = None,
-                 name: str = "compile", exit_status: Callable[[int], int] = int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        group: dist.ProcessGroup,
+        stall_s: float | None = None,
+        strict_constants: bool = False,
+        stop_on_asymmetry: bool = False,
+        compile_timeout_s: float = 600.0,
+        store: dist.Store | None = None,
+        name: str = "compile",
+        exit_status: Callable[[int], int] = int,
+    ) -> None:
         timeout_s = compat.group_timeout_s(group)
         self.stall_s = default_stall_s(timeout_s) if stall_s is None else stall_s
         if not 0 < self.stall_s <= 24 * 3600:
-            raise ValueError(f"stall_s={stall_s} is invalid; expected seconds > 0 (default: under the group's"
-                             f" {timeout_s:.0f}s timeout)")  # fmt: skip
+            raise ValueError(
+                f"stall_s={stall_s} is invalid; expected seconds > 0 (default: under the group's"
+                f" {timeout_s:.0f}s timeout)"
+            )
         self.group, self.rank = group, dist.get_rank()
         self.ranks = tuple(dist.get_process_group_ranks(group))
         self.group_name = group.group_name
         self.options = judge.Options(strict_constants=strict_constants, stop_on_asymmetry=stop_on_asymmetry)
         store = store if store is not None else compat.default_store()
-        member = protocol.Member(rank=self.rank, ranks=self.ranks, group=self.group_name, stall_s=self.stall_s,
-                                 prefix=f"compile_guard/agree/{name}{next(_INSTANCES)}/{self.group_name}",
-                                 probe_s=min(2.0, self.stall_s / 10), answer_s=answer_window_s(self.stall_s, timeout_s),
-                                 compile_s=compile_timeout_s, describe=describe_main)  # fmt: skip
+        member = protocol.Member(
+            rank=self.rank,
+            ranks=self.ranks,
+            group=self.group_name,
+            stall_s=self.stall_s,
+            prefix=f"compile_guard/agree/{name}{next(_INSTANCES)}/{self.group_name}",
+            probe_s=min(2.0, self.stall_s / 10),
+            answer_s=answer_window_s(self.stall_s, timeout_s),
+            compile_s=compile_timeout_s,
+            describe=describe_main,
+        )
         self.positions = Positions(self.rank, siblings=RANK_POSITIONS)
         self.link = protocol.Link(member, self.positions)
         self.transport = Transport(store)  # this rank's main thread: publish, hold, answer
@@ -83,8 +101,13 @@ class CompileAgreement:
         logging.getLogger(compat.OUTPUT_CODE_LOGGER).addHandler(self.output_code)
         self._remove_callbacks = compat.on_compiles(self._compile_started, self._compile_ended)
         self.watcher = Watcher(store, self.link, event="compile_divergence", exit_status=exit_status)
-        log.info("compile agreement on: group=%s ranks=%s stall_s=%.1f (group timeout %.0fs)", self.group_name,
-                 list(self.ranks), self.stall_s, timeout_s)  # fmt: skip
+        log.info(
+            "compile agreement on: group=%s ranks=%s stall_s=%.1f (group timeout %.0fs)",
+            self.group_name,
+            list(self.ranks),
+            self.stall_s,
+            timeout_s,
+        )
 
     # -- the compile path (main thread) ---------------------------------------------------------------------
     def _compile_started(self, args: Any = None) -> None:
@@ -116,18 +139,39 @@ class CompileAgreement:
         compiled_at = time.perf_counter()
         cache = "hit" if compat.cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
         slot, record = statement["slot"], self.positions.frames[statement["fid"]]
-        issued = issued_schedule(self.output_code.take(), made["collectives"], cpp_wrapper=compat.inductor_cpp_wrapper(),
-                                 group_ranks=lambda name: group_of(name)["ranks"])  # fmt: skip
+        issued = issued_schedule(
+            self.output_code.take(),
+            made["collectives"],
+            cpp_wrapper=compat.inductor_cpp_wrapper(),
+            group_ranks=lambda name: group_of(name)["ranks"],
+        )
         read_ms = (time.perf_counter() - compiled_at) * 1e3  # what reading it costs (benchmarks/bench_check.py)
         self.issued.append(issued)
         self.transport.run(protocol.publish_issued(self.link, slot, issued))  # rule 9: before the first run
         self._mine[slot] = made["collectives"]
-        log.info("graph %s stated: frame=%s slot=%s compile_id=%s fingerprint=%s schedule=%s issued=%s:%s group=%s",
-                 made["n"], made["frame"]["name"], slot, made["compile_id"], made["fingerprint"],
-                 made["schedule_digest"], issued["by"], issued["digest"], self.group_name)  # fmt: skip
-        events.emit("graph_compiled", graph=made["n"], slot=slot, compile_id=made["compile_id"],
-                    group=self.group_name, cache=cache, issued_by=issued["by"],
-                    compile_s=round(compiled_at - started, 3), issued_read_ms=round(read_ms, 2))  # fmt: skip
+        log.info(
+            "graph %s stated: frame=%s slot=%s compile_id=%s fingerprint=%s schedule=%s issued=%s:%s group=%s",
+            made["n"],
+            made["frame"]["name"],
+            slot,
+            made["compile_id"],
+            made["fingerprint"],
+            made["schedule_digest"],
+            issued["by"],
+            issued["digest"],
+            self.group_name,
+        )
+        events.emit(
+            "graph_compiled",
+            graph=made["n"],
+            slot=slot,
+            compile_id=made["compile_id"],
+            group=self.group_name,
+            cache=cache,
+            issued_by=issued["by"],
+            compile_s=round(compiled_at - started, 3),
+            issued_read_ms=round(read_ms, 2),
+        )
         positions = self.positions
         parent = positions.frames[made["parent"]["fid"]] if made["parent"] else None  # a resume function's caller
         held = [True]
@@ -149,26 +193,49 @@ class CompileAgreement:
         before = [c for s in self.positions.inside[:-1] for c in self._mine.get(s, [])] if mine["parent"] else []
         with self.watcher.waiting():
             try:
-                out = self.transport.run(holds.hold_graph(self.link, mine, before=before, site_of=site_of,
-                                                             options=self.options, issued=issued))  # fmt: skip
+                out = self.transport.run(
+                    holds.hold_graph(
+                        self.link, mine, before=before, site_of=site_of, options=self.options, issued=issued
+                    )
+                )
             except ChannelError as exc:  # a peer's entry that is not what the protocol allows: never a hang
-                out = self.transport.run(protocol.declare(self.link, {
-                    "error": "ProtocolError", "kind": "bad_entry", "fields": [], "slot": mine["slot"],
-                    "text": f"compile agreement: {exc}; the peer runs another compile_guard or its entry was cut"}))
+                out = self.transport.run(
+                    protocol.declare(
+                        self.link,
+                        {
+                            "error": "ProtocolError",
+                            "kind": "bad_entry",
+                            "fields": [],
+                            "slot": mine["slot"],
+                            "text": f"compile agreement: {exc}; the peer runs another compile_guard or its entry was"
+                            " cut",
+                        },
+                    )
+                )
             if isinstance(out, protocol.Stopped):
                 self.watcher.raise_verdict(out.verdict)
         self.agreed += 1
         counts = collections.Counter(c["key"] for c in out.judgement.rank_varying)
         for found in out.judgement.rank_varying:
             self.rank_varying.setdefault(found["key"], {**found, "count": counts[found["key"]]})
-        asymmetry = out.judgement.asymmetry or (f"rank-only graph break: ranks {list(out.covered)} ran the parent"
-                                                " call as one graph; the streams line up" if out.covered else None)
+        asymmetry = out.judgement.asymmetry or (
+            f"rank-only graph break: ranks {list(out.covered)} ran the parent call as one graph; the streams line up"
+            if out.covered
+            else None
+        )
         if asymmetry:
             self.asymmetries.append(asymmetry)
             log.warning("%s", asymmetry)
-        events.emit("compile_agreed", graph=mine["n"], slot=mine["slot"], compile_id=mine["compile_id"],
-                    group=self.group_name, ranks=list(self.ranks), asymmetry=bool(asymmetry),
-                    rank_varying=[f"{c['site']} {c['values']}" for c in out.judgement.rank_varying][:8])  # fmt: skip
+        events.emit(
+            "compile_agreed",
+            graph=mine["n"],
+            slot=mine["slot"],
+            compile_id=mine["compile_id"],
+            group=self.group_name,
+            ranks=list(self.ranks),
+            asymmetry=bool(asymmetry),
+            rank_varying=[f"{c['site']} {c['values']}" for c in out.judgement.rank_varying][:8],
+        )
 
     def close(self) -> None:
         """Leave the agreement (a final position for peers still holding); call once the rank compiles no more."""
@@ -203,8 +270,14 @@ def agree_on_compiles(group: dist.ProcessGroup, compiler: str | Callable = "indu
 
 
 @contextlib.contextmanager
-def agreement_on(region: CompiledRegion, *, group: dist.ProcessGroup, stall_s: float | None = None,
-                 enabled: bool = True, **kwargs: Any) -> Iterator[Any]:  # fmt: skip
+def agreement_on(
+    region: CompiledRegion,
+    *,
+    group: dist.ProcessGroup,
+    stall_s: float | None = None,
+    enabled: bool = True,
+    **kwargs: Any,
+) -> Iterator[Any]:
     """`with agreement_on(region, group=...)`: every graph of the region agreed across `group` before it runs
     (nothing to agree on when the region runs eagerly, or when `enabled` is False)."""
     if not region.compiled or not enabled:
@@ -216,4 +289,3 @@ def agreement_on(region: CompiledRegion, *, group: dist.ProcessGroup, stall_s: f
             yield agreement
     finally:
         agreement.close()
-

@@ -39,8 +39,16 @@ from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main
 from compile_guard.health.sites import relative_site
 
-OPS = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor",
-       "all_to_all_single", "reduce", "barrier")  # fmt: skip
+OPS = (
+    "all_reduce",
+    "broadcast",
+    "all_gather",
+    "all_gather_into_tensor",
+    "reduce_scatter_tensor",
+    "all_to_all_single",
+    "reduce",
+    "barrier",
+)
 _INSTANCES = itertools.count()
 _SKIP = (__file__, torch.__file__.rsplit("/", 1)[0])
 
@@ -69,26 +77,41 @@ def _site(depth: int = 3) -> str:
 class CollectiveLedger:
     """Agree on every eager collective issued on `groups` (default: the world group) while installed."""
 
-    def __init__(self, *, groups: list[dist.ProcessGroup] | None = None, stall_s: float | None = None,
-                 store: dist.Store | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        groups: list[dist.ProcessGroup] | None = None,
+        stall_s: float | None = None,
+        store: dist.Store | None = None,
+    ) -> None:
         self.rank = dist.get_rank()
         self.groups = {g.group_name: g for g in (groups or [dist.group.WORLD])}
         timeout_s = min(compat.group_timeout_s(g) for g in self.groups.values())
         self.stall_s = default_stall_s(timeout_s) if stall_s is None else stall_s
         if not 0 < self.stall_s <= 24 * 3600:
-            raise ValueError(f"stall_s={stall_s} is invalid; expected seconds > 0 (default: under the groups'"
-                             f" {timeout_s:.0f}s timeout)")  # fmt: skip
+            raise ValueError(
+                f"stall_s={stall_s} is invalid; expected seconds > 0 (default: under the groups'"
+                f" {timeout_s:.0f}s timeout)"
+            )
         store = store if store is not None else compat.default_store()
         ranks = tuple(sorted({r for g in self.groups.values() for r in dist.get_process_group_ranks(g)}))
-        member = protocol.Member(rank=self.rank, ranks=ranks, group=",".join(self.groups), stall_s=self.stall_s,
-                                 prefix=f"compile_guard/ledger{next(_INSTANCES)}", probe_s=min(2.0, self.stall_s / 10),
-                                 answer_s=answer_window_s(self.stall_s, timeout_s), describe=describe_main)  # fmt: skip
+        member = protocol.Member(
+            rank=self.rank,
+            ranks=ranks,
+            group=",".join(self.groups),
+            stall_s=self.stall_s,
+            prefix=f"compile_guard/ledger{next(_INSTANCES)}",
+            probe_s=min(2.0, self.stall_s / 10),
+            answer_s=answer_window_s(self.stall_s, timeout_s),
+            describe=describe_main,
+        )
         self.positions = Positions(self.rank, siblings=RANK_POSITIONS)
         self.link = protocol.Link(member, self.positions)
         self.transport = Transport(store)
         self.watcher = Watcher(store, self.link, event="collective_mismatch")
-        self._peers = {name: [r for r in dist.get_process_group_ranks(g) if r != self.rank]
-                       for name, g in self.groups.items()}  # fmt: skip
+        self._peers = {
+            name: [r for r in dist.get_process_group_ranks(g) if r != self.rank] for name, g in self.groups.items()
+        }
         self._originals: dict[str, Callable] = {}
         self._active = False  # the ledger's own work is never recorded
 
@@ -119,10 +142,15 @@ class CollectiveLedger:
         return recorded
 
     def _entry(self, op: str, group: dist.ProcessGroup, arguments: dict[str, Any]) -> dict[str, Any]:
-        fields = {k: _describe(v) for k, v in arguments.items() if k not in ("group", "async_op", "group_src",
-                                                                              "group_dst")}  # fmt: skip
-        return {"op": op, "group": {"name": group.group_name, "ranks": dist.get_process_group_ranks(group)},
-                "args": fields, "site": _site()}  # fmt: skip
+        fields = {
+            k: _describe(v) for k, v in arguments.items() if k not in ("group", "async_op", "group_src", "group_dst")
+        }
+        return {
+            "op": op,
+            "group": {"name": group.group_name, "ranks": dist.get_process_group_ranks(group)},
+            "args": fields,
+            "site": _site(),
+        }
 
     def _agree(self, op: str, group: dist.ProcessGroup, arguments: dict[str, Any]) -> None:
         self._active = True
@@ -134,9 +162,18 @@ class CollectiveLedger:
                 try:
                     out = self.transport.run(holds.hold_entry(self.link, name, n, mine, self._peers[name]))
                 except ChannelError as exc:  # a peer's entry that is not what the protocol allows
-                    out = self.transport.run(protocol.declare(self.link, {
-                        "error": "ProtocolError", "kind": "bad_entry", "entry": n, "fields": [],
-                        "text": f"eager-collective ledger: {exc}"}))  # fmt: skip
+                    out = self.transport.run(
+                        protocol.declare(
+                            self.link,
+                            {
+                                "error": "ProtocolError",
+                                "kind": "bad_entry",
+                                "entry": n,
+                                "fields": [],
+                                "text": f"eager-collective ledger: {exc}",
+                            },
+                        )
+                    )
                 if out is not None:
                     self.watcher.raise_verdict(out.verdict)
         finally:

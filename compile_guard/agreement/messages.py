@@ -144,15 +144,33 @@ def parse(data: dict[str, Any]) -> Message:
         cls = KINDS[data["kind"]]
         if cls is Ask:
             parent = data.get("parent")
-            return Ask(sender=_need(sender), seq=int(data.get("seq", 0)), fid=data.get("fid"),
-                       call=int(data.get("call", 0)), parent=(str(parent[0]), int(parent[1])) if parent else None,
-                       full=bool(data.get("full")))  # fmt: skip
+            return Ask(
+                sender=_need(sender),
+                seq=int(data.get("seq", 0)),
+                fid=data.get("fid"),
+                call=int(data.get("call", 0)),
+                parent=(str(parent[0]), int(parent[1])) if parent else None,
+                full=bool(data.get("full")),
+            )
         if cls is Position:
-            at = Where(fid=data.get("fid"), call=int(data["call"]), count=int(data["count"]), ran=data.get("ran"),
-                       parent_ran=data.get("parent_ran"))  # fmt: skip
-            return Position(sender=_need(sender), to=int(data["to"]), seq=int(data["seq"]), busy=data.get("busy", ""),
-                            progress=data.get("progress"), holding=data.get("holding"), at=at,
-                            stated=list(data.get("stated") or []), final=bool(data.get("final")))  # fmt: skip
+            at = Where(
+                fid=data.get("fid"),
+                call=int(data["call"]),
+                count=int(data["count"]),
+                ran=data.get("ran"),
+                parent_ran=data.get("parent_ran"),
+            )
+            return Position(
+                sender=_need(sender),
+                to=int(data["to"]),
+                seq=int(data["seq"]),
+                busy=data.get("busy", ""),
+                progress=data.get("progress"),
+                holding=data.get("holding"),
+                at=at,
+                stated=list(data.get("stated") or []),
+                final=bool(data.get("final")),
+            )
         if cls is Report:
             row = {k: v for k, v in data.items() if k not in ("kind", "from", "seq")}
             return Report(sender=_need(sender), seq=int(data["seq"]), row=row)

@@ -67,15 +67,27 @@ def where(frames: dict[str, FrameRecord], fid: str | None, call: int, parent: tu
     """A rank's position as far as a question about call `call` of frame `fid` (and its parent call) goes."""
     record = frames.get(fid) if fid is not None else None
     outer = frames.get(parent[0]) if parent is not None else None
-    return Where(fid=fid, call=call, count=record.count if record else 0, ran=record.slot_at(call) if record else None,
-                 parent_ran=outer.slot_at(parent[1]) if outer is not None and parent is not None else None)  # fmt: skip
+    return Where(
+        fid=fid,
+        call=call,
+        count=record.count if record else 0,
+        ran=record.slot_at(call) if record else None,
+        parent_ran=outer.slot_at(parent[1]) if outer is not None and parent is not None else None,
+    )
 
 
 def frames_of(final: dict[str, Any]) -> dict[str, FrameRecord]:
     """A departed rank's frames from its final position (compile_guard.agreement.protocol.close)."""
-    return {fid: FrameRecord(fid=fid, name=f["name"], site=f["site"], count=f["count"],
-                             history=[(int(c), str(s)) for c, s in f["history"]])
-            for fid, f in (final.get("frames") or {}).items()}  # fmt: skip
+    return {
+        fid: FrameRecord(
+            fid=fid,
+            name=f["name"],
+            site=f["site"],
+            count=f["count"],
+            history=[(int(c), str(s)) for c, s in f["history"]],
+        )
+        for fid, f in (final.get("frames") or {}).items()
+    }
 
 
 class Positions:
@@ -113,8 +125,11 @@ class Positions:
         """Changes whenever this rank advances, in any agreement of its: graph calls, compiles, ledger entries."""
         # list() copies a dict's values in one step under the GIL: the main thread may add a frame meanwhile
         siblings = list(self.siblings)
-        return [sum(f.count for p in siblings for f in list(p.frames.values())), sum(p.compiles for p in siblings),
-                sum(n for p in siblings for n in list(p.entries.values()))]  # fmt: skip
+        return [
+            sum(f.count for p in siblings for f in list(p.frames.values())),
+            sum(p.compiles for p in siblings),
+            sum(n for p in siblings for n in list(p.entries.values())),
+        ]
 
     def leave(self) -> None:
         if self in self.siblings:
@@ -124,9 +139,16 @@ class Positions:
         # What this rank holds, read before its counts: a rank seen holding a graph stays there (its counts frozen)
         # until every peer states that graph, so the counts read after it are the ones it holds at (rule 7).
         holding = self.holding
-        return Position(sender=self.rank, to=ask.sender, seq=ask.seq, busy=self.busy, progress=self.progress(),
-                        holding=holding, at=where(self.frames, ask.fid, ask.call, ask.parent),
-                        stated=sorted(s for s in tuple(self.stated) if s.startswith(f"{ask.fid}.{ask.call}.")))  # fmt: skip
+        return Position(
+            sender=self.rank,
+            to=ask.sender,
+            seq=ask.seq,
+            busy=self.busy,
+            progress=self.progress(),
+            holding=holding,
+            at=where(self.frames, ask.fid, ask.call, ask.parent),
+            stated=sorted(s for s in tuple(self.stated) if s.startswith(f"{ask.fid}.{ask.call}.")),
+        )
 
     @staticmethod
     def _settled(ask: Ask, answer: Position) -> bool:
@@ -165,15 +187,26 @@ class Positions:
     def final(self) -> dict[str, Any]:
         """What a holder needs of this rank once it has left: its last position, with a short history."""
         tail = 64
-        return {"entries": dict(self.entries),
-                "frames": {f.fid: {"name": f.name, "site": f.site, "count": f.count, "history": f.history[-tail:]}
-                           for f in list(self.frames.values())}}  # fmt: skip
+        return {
+            "entries": dict(self.entries),
+            "frames": {
+                f.fid: {"name": f.name, "site": f.site, "count": f.count, "history": f.history[-tail:]}
+                for f in list(self.frames.values())
+            },
+        }
 
     def report(self) -> dict[str, Any]:
         """Everything a stall report shows of this rank, over all its agreements (the watcher adds its stack)."""
         siblings = list(self.siblings)
         holding = next((p.holding for p in siblings if p.holding), None)
-        return {"rank": self.rank, "holding": holding, "busy": next((p.busy for p in siblings if p.busy), ""),
-                "entries": {g: n for p in siblings for g, n in list(p.entries.items())},
-                "frames": {f.fid: {"name": f.name, "site": f.site, "calls": f.count, "graph": f.last}
-                           for p in siblings for f in list(p.frames.values())}}  # fmt: skip
+        return {
+            "rank": self.rank,
+            "holding": holding,
+            "busy": next((p.busy for p in siblings if p.busy), ""),
+            "entries": {g: n for p in siblings for g, n in list(p.entries.items())},
+            "frames": {
+                f.fid: {"name": f.name, "site": f.site, "calls": f.count, "graph": f.last}
+                for p in siblings
+                for f in list(p.frames.values())
+            },
+        }

@@ -52,7 +52,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from compile_guard.agreement import judge
+from compile_guard.agreement import judge, proofs
+from compile_guard.agreement.messages import Ask, Closed, Report, Stated, Wake
 from compile_guard.agreement.ops import (
     Actor,
     ChannelError,
@@ -66,7 +67,6 @@ from compile_guard.agreement.ops import (
     post,
     read,
 )
-from compile_guard.agreement.messages import Ask, Closed, Report, Stated, Wake
 from compile_guard.agreement.positions import Positions
 
 WATCH_SLICE_S = 600.0  # the watcher's wait for its next message, renewed until it closes
@@ -206,9 +206,20 @@ def stall(link: Link, *, what: str, since: float) -> Actor:
         if isinstance(msg, Report) and msg.seq == seq:
             reports[msg.sender] = msg.row
         now = yield Now()
-    text = judge.stall_text(m.group, list(m.ranks), reports, what=what, quiet_s=now - since, now=now)
-    return (yield from declare(link, {"error": "Stalled", "kind": "stall", "fields": [], "ranks": list(m.ranks),
-                                      "no_answer": [r for r in m.ranks if r not in reports], "text": text}))
+    text = proofs.stall_text(m.group, list(m.ranks), reports, what=what, quiet_s=now - since, now=now)
+    return (
+        yield from declare(
+            link,
+            {
+                "error": "Stalled",
+                "kind": "stall",
+                "fields": [],
+                "ranks": list(m.ranks),
+                "no_answer": [r for r in m.ranks if r not in reports],
+                "text": text,
+            },
+        )
+    )
 
 
 def watch(link: Link, inbox: Inbox) -> Actor:
@@ -250,5 +261,3 @@ def close(link: Link) -> Actor:
         if peer != m.rank:
             yield from post(m.main_box(peer), Stated(sender=m.rank, slot=None))
     yield from post(m.watch_box(m.rank), Closed())
-
-

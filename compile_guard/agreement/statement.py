@@ -86,13 +86,20 @@ class StatementMaker:
     def new_breaks(self) -> list[dict[str, Any]]:
         fresh = self.sites.sites - self._reported
         self._reported.update(fresh)
-        return [{"reason": f"{gb}: {self.sites.titles.get(gb, '?')}", "site": site, "count": n,
-                 "source": self.sites.source.get(site, "")} for (gb, site), n in sorted(fresh.items())]  # fmt: skip
+        return [
+            {
+                "reason": f"{gb}: {self.sites.titles.get(gb, '?')}",
+                "site": site,
+                "count": n,
+                "source": self.sites.source.get(site, ""),
+            }
+            for (gb, site), n in sorted(fresh.items())
+        ]
 
     def _reasons(self, code: Any, f_locals: dict[str, Any], cid: str) -> list[str]:
         """Each cache entry's failed guard for this recompile, the entry of the same `self` first."""
         failures = compat.guard_failures(code) if code is not None else []
-        fresh = failures[self._failures_read.get(id(code), 0):]
+        fresh = failures[self._failures_read.get(id(code), 0) :]
         self._failures_read[id(code)] = len(failures)
         owner = id(f_locals["self"]) if "self" in f_locals else None
         self._owner[cid] = owner
@@ -139,15 +146,27 @@ class StatementMaker:
         constants = structure["constants"]
         settings, settings_digest = stated_settings()
         statement = {
-            "n": n, "rank": self.rank, "slot": slot_key(fid, call, j), "fid": fid, "call": call, "j": j,
-            "frame": {"name": name, "site": site}, "parent": self._parent(), "compile_id": cid,
-            "recompile_reason": reasons[0] if reasons else None, "recompile_reasons": reasons,
-            "breaks": self.new_breaks(), "split": self.sites.during.pop(cid, []),
+            "n": n,
+            "rank": self.rank,
+            "slot": slot_key(fid, call, j),
+            "fid": fid,
+            "call": call,
+            "j": j,
+            "frame": {"name": name, "site": site},
+            "parent": self._parent(),
+            "compile_id": cid,
+            "recompile_reason": reasons[0] if reasons else None,
+            "recompile_reasons": reasons,
+            "breaks": self.new_breaks(),
+            "split": self.sites.during.pop(cid, []),
             "fingerprint": structure["fingerprint"],
-            "constants": constants[:MAX_CONSTANTS], "constants_total": len(constants),
+            "constants": constants[:MAX_CONSTANTS],
+            "constants_total": len(constants),
             "constants_digest": structure["constants_digest"],
             "schedule_digest": schedule["digest"],
-            "collectives": collectives[:MAX_COLLECTIVES], "collectives_total": len(collectives),
-            "settings": settings, "settings_digest": settings_digest,
-        }  # fmt: skip
+            "collectives": collectives[:MAX_COLLECTIVES],
+            "collectives_total": len(collectives),
+            "settings": settings,
+            "settings_digest": settings_digest,
+        }
         return statement, functools.partial(constant_site, gm)

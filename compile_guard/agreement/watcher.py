@@ -31,8 +31,9 @@ from engine.errors import CollectiveMismatch, CompileDivergence, EngineError, Pr
 from engine.failure import abort
 
 log = logging.getLogger("compile_guard.agreement")
-ERRORS: dict[str, type[EngineError]] = {e.__name__: e for e in (CompileDivergence, CollectiveMismatch, ProtocolError,
-                                                                 Stalled)}  # fmt: skip
+ERRORS: dict[str, type[EngineError]] = {
+    e.__name__: e for e in (CompileDivergence, CollectiveMismatch, ProtocolError, Stalled)
+}
 DEFER_S = 1.0  # a watcher whose rank waits in an agreement lets that agreement raise the verdict for this long
 RANK_POSITIONS: list[Positions] = []  # every agreement's and ledger's counters in this process (one rank)
 _SKIP = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(__file__) + os.sep, threading.__file__)
@@ -69,17 +70,27 @@ def error_of(verdict: dict[str, Any]) -> type[EngineError]:
 
 
 def announce(verdict: dict[str, Any], *, detector: int, group: str, ranks: tuple[int, ...], event: str) -> None:
-    events.emit(event if verdict.get("error") != "Stalled" else "stall", graph=verdict.get("graph"),
-                slot=verdict.get("slot"), entry=verdict.get("entry"), kind=verdict.get("kind"),
-                fields=verdict.get("fields"), by=verdict.get("by"), detector=detector, group=group,
-                ranks=list(ranks), first_collective=verdict.get("first_collective"),
-                no_answer=verdict.get("no_answer"))  # fmt: skip
+    events.emit(
+        event if verdict.get("error") != "Stalled" else "stall",
+        graph=verdict.get("graph"),
+        slot=verdict.get("slot"),
+        entry=verdict.get("entry"),
+        kind=verdict.get("kind"),
+        fields=verdict.get("fields"),
+        by=verdict.get("by"),
+        detector=detector,
+        group=group,
+        ranks=list(ranks),
+        first_collective=verdict.get("first_collective"),
+        no_answer=verdict.get("no_answer"),
+    )
     log.error("%s", verdict.get("text"))
 
 
 class Watcher:
-    def __init__(self, store: dist.Store, link: protocol.Link, *, event: str,
-                 exit_status: Callable[[int], int] = int) -> None:  # fmt: skip
+    def __init__(
+        self, store: dist.Store, link: protocol.Link, *, event: str, exit_status: Callable[[int], int] = int
+    ) -> None:
         self.link, self.event = link, event
         self.exit_status = exit_status  # how this process ends when the watcher stops it (RankContext's)
         self.transport = Transport(store)  # its own connection: it blocks in `wait`
@@ -119,8 +130,12 @@ class Watcher:
             return
         except Exception as exc:  # an unreadable verdict, or a bug of ours: this rank must stay stoppable
             log.exception("watcher of group %s failed; stopping this rank and its peers", link.m.group)
-            verdict = {"error": "ProtocolError", "kind": "watcher_failed", "fields": [],
-                       "text": f"agreement: rank {link.m.rank}'s watcher failed: {type(exc).__name__}: {exc}"}
+            verdict = {
+                "error": "ProtocolError",
+                "kind": "watcher_failed",
+                "fields": [],
+                "text": f"agreement: rank {link.m.rank}'s watcher failed: {type(exc).__name__}: {exc}",
+            }
             with contextlib.suppress(Exception):  # on a fresh connection: this one may be mid-operation
                 verdict = Transport(self.transport.store).run(protocol.declare(link, verdict)).verdict
         with self._lock:

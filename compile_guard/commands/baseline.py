@@ -30,26 +30,34 @@ from compile_guard.verdict import Cli
 
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
-    refresh = actions.add_parser("refresh", help="run the check and write its baseline (atomically)",
-                                 description="Example: compile-guard baseline refresh --scenario tp2")
+    refresh = actions.add_parser(
+        "refresh",
+        help="run the check and write its baseline (atomically)",
+        description="Example: compile-guard baseline refresh --scenario tp2",
+    )
     add_spec_args(refresh)
     refresh.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR)
     refresh.add_argument("--log-dir", type=Path, default=None)
     refresh.add_argument("--dump-dir", type=Path, default=None)
-    show = actions.add_parser("show", help="print a baseline",
-                              description="Example: compile-guard baseline show --scenario tp2")
+    show = actions.add_parser(
+        "show", help="print a baseline", description="Example: compile-guard baseline show --scenario tp2"
+    )
     show.add_argument("--scenario", default=DEFAULT_SCENARIO, choices=sorted(SCENARIOS))
     show.add_argument("--file", type=Path, default=None, help="a baseline file (instead of --scenario)")
     show.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR)
-    diff = actions.add_parser("diff", help="compare two baseline files (e.g. torch 2.13 vs 2.14)",
-                              description="Example: compile-guard baseline diff baselines/A.json baselines/B.json")
+    diff = actions.add_parser(
+        "diff",
+        help="compare two baseline files (e.g. torch 2.13 vs 2.14)",
+        description="Example: compile-guard baseline diff baselines/A.json baselines/B.json",
+    )
     diff.add_argument("a", type=Path)
     diff.add_argument("b", type=Path)
 
 
 def _metric_table(metrics: dict[str, Any]) -> str:
-    return tabulate([[k, json.dumps(v, sort_keys=True)[:100]] for k, v in sorted(metrics.items())],
-                    headers=["metric", "value"])  # fmt: skip
+    return tabulate(
+        [[k, json.dumps(v, sort_keys=True)[:100]] for k, v in sorted(metrics.items())], headers=["metric", "value"]
+    )
 
 
 def refresh(args: argparse.Namespace, mode: RunMode) -> int:
@@ -66,8 +74,14 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         except bl.BaselineError as exc:
             print(f"baseline file error: {exc}; refusing to replace it — move it away first", file=sys.stderr)
             return Cli.USAGE
-    request = CheckRequest(spec=spec, baselines=args.baselines, need_baseline=False, log_dir=args.log_dir,
-                           dump_dir=args.dump_dir, progress=True)  # fmt: skip
+    request = CheckRequest(
+        spec=spec,
+        baselines=args.baselines,
+        need_baseline=False,
+        log_dir=args.log_dir,
+        dump_dir=args.dump_dir,
+        progress=True,
+    )
     judged = run_and_judge(request, mode)
     checked = judged.run
     if checked is None or checked.reports is None:
@@ -75,9 +89,11 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         return judged.report.exit_code
     empty = policy.nothing_compiled(checked.metrics(), compile_on=spec.compile != "off")
     if empty:
-        out.print(f"refusing to write a baseline with no graph while compile is on (graphs per rank"
-                  f" {empty[0].per_rank}): compile did not happen — a baseline of zeros would pass every broken run",
-                  err=True)  # fmt: skip
+        out.print(
+            f"refusing to write a baseline with no graph while compile is on (graphs per rank"
+            f" {empty[0].per_rank}): compile did not happen — a baseline of zeros would pass every broken run",
+            err=True,
+        )
         return Cli.FAIL
     new = checked.to_baseline()
     assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
@@ -86,20 +102,28 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         new = dataclasses.replace(new, quality=quality)
         for note in kept:
             out.print(f"note: {note}")
-    failing = sorted({o for entry in new.quality.values() for o, v in entry.get("accuracy", {}).items()
-                      if v["status"] == "fail"})  # fmt: skip
+    failing = sorted(
+        {o for entry in new.quality.values() for o, v in entry.get("accuracy", {}).items() if v["status"] == "fail"}
+    )
     if failing:
-        out.print(f"note: outputs {failing} fail the accuracy rule in this run and are recorded so: a later failure"
-                  " of theirs is not a regression (docs/check.md)")  # fmt: skip
+        out.print(
+            f"note: outputs {failing} fail the accuracy rule in this run and are recorded so: a later failure"
+            " of theirs is not a regression (docs/check.md)"
+        )
     out.write(bl.write, path, new)
     out.print(f"wrote {path}")
     if previous is None:
         out.print(_metric_table(new.metrics))
     else:
         rows = [r for r in policy.compare(previous.metrics, _as_in(previous, new, out)) if r.verdict != policy.OK]
-        out.print("unchanged" if not rows else tabulate(
-            [[r.metric, json.dumps(r.baseline)[:50], json.dumps(r.per_rank[0])[:50], r.verdict] for r in rows],
-            headers=["metric", "before", "after", "verdict"]))  # fmt: skip
+        out.print(
+            "unchanged"
+            if not rows
+            else tabulate(
+                [[r.metric, json.dumps(r.baseline)[:50], json.dumps(r.per_rank[0])[:50], r.verdict] for r in rows],
+                headers=["metric", "before", "after", "verdict"],
+            )
+        )
     return Cli.OK
 
 
@@ -143,11 +167,17 @@ def show(args: argparse.Namespace, out: Output) -> int:
 def diff(args: argparse.Namespace, out: Output) -> int:
     a, b = bl.load(args.a), bl.load(args.b)
     changed = [k for k in bl.FACTOR_KEYS if a.factors.get(k) != b.factors.get(k)]
-    out.print(f"A = {args.a}\nB = {args.b}\nfactors that differ: "
-          + (", ".join(f"{k}: {a.factors.get(k)} -> {b.factors.get(k)}" for k in changed) or "none"))  # fmt: skip
+    out.print(
+        f"A = {args.a}\nB = {args.b}\nfactors that differ: "
+        + (", ".join(f"{k}: {a.factors.get(k)} -> {b.factors.get(k)}" for k in changed) or "none")
+    )
     rows = policy.compare(a.metrics, _as_in(a, b, out))
-    out.print(tabulate([[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
-                   headers=["metric", "A", "B", "B vs A"]))  # fmt: skip
+    out.print(
+        tabulate(
+            [[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
+            headers=["metric", "A", "B", "B vs A"],
+        )
+    )
     out.print("quality (A -> B): " + "; ".join(between_quality(a.quality, b.quality)))
     for note in (*a.notes, *b.notes):
         out.print(f"note: {note}")

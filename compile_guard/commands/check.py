@@ -36,30 +36,60 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default=DEFAULT_SCENARIO, help=f"named config (default {DEFAULT_SCENARIO})")
     parser.add_argument("--target", default=None, help="your own model: package.module:factory (docs/targets.md)")
     parser.add_argument("--nproc", type=positive_int, default=2, help="with --target: ranks (= TP degree)")
-    parser.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
-                        help="with --target: compile backend")  # fmt: skip
-    parser.add_argument("--stall-s", type=positive_seconds, default=None,
-                        help="agreements: seconds without progress from a peer before every rank's position is"
-                             " reported and every rank stops (default: a margin under the group timeout, 27 of 30)")
-    parser.add_argument("--agree-window", type=positive_seconds, default=None,
-                        help="no-op, kept for one release: the agreement no longer decides anything by time")
-    parser.add_argument("--eager-ledger", action="store_true",
-                        help="ranks also agree on every eager c10d collective before it is issued")
-    parser.add_argument("--no-input-agreement", action="store_true",
-                        help="with --target: skip the per-step input signature agreement (ranks feed other shapes)")
+    parser.add_argument(
+        "--backend",
+        default="inductor",
+        choices=["inductor", "aot_eager", "eager"],
+        help="with --target: compile backend",
+    )
+    parser.add_argument(
+        "--stall-s",
+        type=positive_seconds,
+        default=None,
+        help="agreements: seconds without progress from a peer before every rank's position is"
+        " reported and every rank stops (default: a margin under the group timeout, 27 of 30)",
+    )
+    parser.add_argument(
+        "--agree-window",
+        type=positive_seconds,
+        default=None,
+        help="no-op, kept for one release: the agreement no longer decides anything by time",
+    )
+    parser.add_argument(
+        "--eager-ledger",
+        action="store_true",
+        help="ranks also agree on every eager c10d collective before it is issued",
+    )
+    parser.add_argument(
+        "--no-input-agreement",
+        action="store_true",
+        help="with --target: skip the per-step input signature agreement (ranks feed other shapes)",
+    )
     quality = parser.add_argument_group("quality (docs/check.md argues each default)")
     quality.add_argument("--no-accuracy", action="store_true", help="skip compiled vs eager vs fp64 per output")
     quality.add_argument("--no-parity", action="store_true", help="skip the cross-rank check of replicated outputs")
     quality.add_argument("--no-speed", action="store_true", help="skip the eager/compiled step timing")
     quality.add_argument("--no-memory", action="store_true", help="skip peak device memory (CUDA)")
     quality.add_argument("--no-quality", action="store_true", help="all of the above and compile time: structure only")
-    quality.add_argument("--compile-time", choices=list(COMPILE_TIME_MODES), default="auto",
-                         help="auto: the run's own compile, warm or cold as the cache is (stated); cold: an empty"
-                              " inductor cache of each rank's own, then warm again from it; off")  # fmt: skip
-    quality.add_argument("--repeats", type=positive_int, default=Measure.repeats,
-                         help=f"interleaved eager/compiled step pairs per rank (default {Measure.repeats})")
-    quality.add_argument("--tolerance", type=fraction, default=None,
-                         help="accuracy tolerance for every dtype (default per dtype: fp32 1e-4, fp16/bf16 1e-2)")
+    quality.add_argument(
+        "--compile-time",
+        choices=list(COMPILE_TIME_MODES),
+        default="auto",
+        help="auto: the run's own compile, warm or cold as the cache is (stated); cold: an empty"
+        " inductor cache of each rank's own, then warm again from it; off",
+    )
+    quality.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=Measure.repeats,
+        help=f"interleaved eager/compiled step pairs per rank (default {Measure.repeats})",
+    )
+    quality.add_argument(
+        "--tolerance",
+        type=fraction,
+        default=None,
+        help="accuracy tolerance for every dtype (default per dtype: fp32 1e-4, fp16/bf16 1e-2)",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -74,14 +104,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="changed fingerprints/backend fail too")
     parser.add_argument("--summary", type=Path, default=None, help="a Markdown summary for the CI job's page")
     judging = parser.add_argument_group("quality judging (docs/check.md)")
-    judging.add_argument("--speed-factor", type=factor, default=Judging.speed_factor,
-                         help=f"speedup below the baseline's / this, and significant, fails (default {Judging.speed_factor})")
-    judging.add_argument("--alpha", type=fraction, default=Judging.alpha,
-                         help=f"the speed rule's Mann-Whitney level (default {Judging.alpha})")
-    judging.add_argument("--compile-factor", type=factor, default=Judging.compile_factor,
-                         help=f"compile time / reference above the baseline's x this fails (default {Judging.compile_factor})")
-    judging.add_argument("--memory-factor", type=factor, default=Judging.memory_factor,
-                         help=f"peak memory compiled/eager above the baseline's x this fails (default {Judging.memory_factor})")
+    judging.add_argument(
+        "--speed-factor",
+        type=factor,
+        default=Judging.speed_factor,
+        help=f"speedup below the baseline's / this, and significant, fails (default {Judging.speed_factor})",
+    )
+    judging.add_argument(
+        "--alpha",
+        type=fraction,
+        default=Judging.alpha,
+        help=f"the speed rule's Mann-Whitney level (default {Judging.alpha})",
+    )
+    judging.add_argument(
+        "--compile-factor",
+        type=factor,
+        default=Judging.compile_factor,
+        help=f"compile time / reference above the baseline's x this fails (default {Judging.compile_factor})",
+    )
+    judging.add_argument(
+        "--memory-factor",
+        type=factor,
+        default=Judging.memory_factor,
+        help=f"peak memory compiled/eager above the baseline's x this fails (default {Judging.memory_factor})",
+    )
 
 
 def spec_from(args: argparse.Namespace) -> RunSpec | int:
@@ -90,13 +136,31 @@ def spec_from(args: argparse.Namespace) -> RunSpec | int:
     try:
         spec = resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
         if args.agree_window is not None:
-            print("note: --agree-window is a no-op now (a late peer is waited for; a stall is reported after"
-                  " --stall-s) and goes in the next release", file=sys.stderr)  # fmt: skip
-        measure = OFF if args.no_quality else Measure(
-            accuracy=not args.no_accuracy, parity=not args.no_parity, speed=not args.no_speed, memory=not args.no_memory,
-            compile_time=args.compile_time, repeats=args.repeats, tolerance=args.tolerance or 0.0)  # fmt: skip
-        return dataclasses.replace(spec, stall_s=args.stall_s or 0.0, eager_ledger=args.eager_ledger,
-                                   agree_inputs=not args.no_input_agreement, quality=measure.to_dict())  # fmt: skip
+            print(
+                "note: --agree-window is a no-op now (a late peer is waited for; a stall is reported after"
+                " --stall-s) and goes in the next release",
+                file=sys.stderr,
+            )
+        measure = (
+            OFF
+            if args.no_quality
+            else Measure(
+                accuracy=not args.no_accuracy,
+                parity=not args.no_parity,
+                speed=not args.no_speed,
+                memory=not args.no_memory,
+                compile_time=args.compile_time,
+                repeats=args.repeats,
+                tolerance=args.tolerance or 0.0,
+            )
+        )
+        return dataclasses.replace(
+            spec,
+            stall_s=args.stall_s or 0.0,
+            eager_ledger=args.eager_ledger,
+            agree_inputs=not args.no_input_agreement,
+            quality=measure.to_dict(),
+        )
     except ConfigError as exc:  # UnknownScenario, TargetError
         print(f"input error: {exc}", file=sys.stderr)
         return Cli.USAGE
@@ -109,17 +173,32 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
     """Every rank in place judges the same data (or settles the same code) and returns it; the mode's output
     prints and writes on the one that speaks for the job."""
     if args.list:
-        print(tabulate([[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
-                       headers=["scenario", "ranks", "backend", "description"]))  # fmt: skip
+        print(
+            tabulate(
+                [[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
+                headers=["scenario", "ranks", "backend", "description"],
+            )
+        )
         return Cli.OK
     spec = spec_from(args)
     if isinstance(spec, int):
         return spec
-    judging = Judging(speed_factor=args.speed_factor, alpha=args.alpha, compile_factor=args.compile_factor,
-                      memory_factor=args.memory_factor)  # fmt: skip
-    request = CheckRequest(spec=spec, baselines=args.baselines, allow_improvement=args.allow_improvement,
-                           strict=args.strict, judging=judging, log_dir=args.log_dir, dump_dir=args.dump_dir,
-                           progress=True)  # fmt: skip
+    judging = Judging(
+        speed_factor=args.speed_factor,
+        alpha=args.alpha,
+        compile_factor=args.compile_factor,
+        memory_factor=args.memory_factor,
+    )
+    request = CheckRequest(
+        spec=spec,
+        baselines=args.baselines,
+        allow_improvement=args.allow_improvement,
+        strict=args.strict,
+        judging=judging,
+        log_dir=args.log_dir,
+        dump_dir=args.dump_dir,
+        progress=True,
+    )
     judged = run_and_judge(request, mode)
     report, out = judged.report, mode.out
     out.print(report.text, err=judged.run is None)
@@ -142,6 +221,12 @@ def junit_cases(scenario: str, report: Report) -> list[Case]:
     for row in report.data["rows"]:
         failed = row["metric"] in report.data["failing_metrics"]
         diff = f"{row['metric']}: baseline {json.dumps(row['baseline'])} -> per rank {json.dumps(row['per_rank'])}"
-        cases.append(Case(name=row["metric"], classname=classname, failure=diff if failed else None,
-                          message=f"{row['verdict']}: {diff}"[:200]))  # fmt: skip
+        cases.append(
+            Case(
+                name=row["metric"],
+                classname=classname,
+                failure=diff if failed else None,
+                message=f"{row['verdict']}: {diff}"[:200],
+            )
+        )
     return cases

@@ -18,7 +18,8 @@ from compile_guard.matrix.runner import RowResult, run_row
 from compile_guard.verdict import Cli
 from engine.atomic_json import write_json
 
-LEADER_WAIT_S = 3600.0  # in place, ranks > 0 wait this long for rank 0's matrix (25 rows take ~2 min)
+# in place, ranks > 0 wait this long for rank 0's matrix (docs/matrix.md has the whole matrix's wall time)
+LEADER_WAIT_S = 3600.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +36,19 @@ def _ms(seconds: float | None) -> float | None:
 
 def _table(results: list[RowResult]) -> str:
     table = [
-        [r.id, ROWS_BY_ID[r.id].fm, r.observed, r.signature[:64], _ms(r.detect_s), _ms(r.ttf_s),
-         f"{_ms(r.ttf_budget_s) or 'n/a'}{' OVER' if r.over_budget else ''}", len(r.leftover_pids),
-         "n/a" if r.not_run else "pass" if r.passed else "FAIL"]
+        [
+            r.id,
+            ROWS_BY_ID[r.id].fm,
+            r.observed,
+            r.signature[:64],
+            _ms(r.detect_s),
+            _ms(r.ttf_s),
+            f"{_ms(r.ttf_budget_s) or 'n/a'}{' OVER' if r.over_budget else ''}",
+            len(r.leftover_pids),
+            "n/a" if r.not_run else "pass" if r.passed else "FAIL",
+        ]
         for r in results
-    ]  # fmt: skip
+    ]
     headers = ["row", "FM", "exits", "signature", "detect ms", "ttf ms", "budget ms", "left", "verdict"]
     return tabulate(table, headers=headers)
 
@@ -52,13 +61,18 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.list:
-        print(tabulate([[r.id, r.fm, r.surface, r.fault, r.expect.event] for r in ROWS],
-                       headers=["id", "FM", "surface", "fault", "caught by"]))  # fmt: skip
+        print(
+            tabulate(
+                [[r.id, r.fm, r.surface, r.fault, r.expect.event] for r in ROWS],
+                headers=["id", "FM", "surface", "fault", "caught by"],
+            )
+        )
         return Cli.OK
     ids = list(ROWS_BY_ID) if args.rows is None else [i.strip() for i in args.rows.split(",") if i.strip()]
     if not ids:
-        print("--rows is empty; give row ids such as OM-01,OM-04 (see matrix --list), or omit it for all",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "--rows is empty; give row ids such as OM-01,OM-04 (see matrix --list), or omit it for all", file=sys.stderr
+        )
         return Cli.USAGE
     unknown = [i for i in ids if i not in ROWS_BY_ID]
     if unknown:
@@ -82,13 +96,22 @@ def _run(args: argparse.Namespace) -> int:
     wall = time.monotonic() - started
     skipped = sum(bool(r.not_run) for r in results)
     not_run = f" ({skipped} not run on this torch: n/a)" if skipped else ""
-    print(f"{sum(r.passed and not r.not_run for r in results)}/{len(results) - skipped} rows passed{not_run} in"
-          f" {wall:.1f}s; logs: {log_root}")  # fmt: skip
+    print(
+        f"{sum(r.passed and not r.not_run for r in results)}/{len(results) - skipped} rows passed{not_run} in"
+        f" {wall:.1f}s; logs: {log_root}"
+    )
     if args.json:
         write_json(args.json, {"rows": [r.to_json() for r in results], "wall_s": round(wall, 2)})
     if args.junit:
-        cases = [Case(name=r.id, classname="compile_guard.matrix", time_s=r.wall_s,
-                      failure="\n".join(r.problems) + f"\nlogs: {r.log_dir}" if r.problems else None,
-                      message=r.problems[0][:200] if r.problems else "") for r in results]  # fmt: skip
+        cases = [
+            Case(
+                name=r.id,
+                classname="compile_guard.matrix",
+                time_s=r.wall_s,
+                failure="\n".join(r.problems) + f"\nlogs: {r.log_dir}" if r.problems else None,
+                message=r.problems[0][:200] if r.problems else "",
+            )
+            for r in results
+        ]
         write_junit(args.junit, "matrix", cases)
     return Cli.OK if all(r.passed for r in results) else Cli.FAIL

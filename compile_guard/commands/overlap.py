@@ -41,15 +41,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def pp0_spec(*, depth: int, chunks: int, recompute: str = "r1", schedule: str = "healthy") -> RunSpec:
-    return RunSpec(name=f"pp0-d{depth}-{recompute}-{schedule}", topology="pp0", nprocs=2, compile="off", chunks=chunks,
-                   pp0=PP0Spec(d_in=depth, d_out=depth, recompute=recompute, schedule=schedule),
-                   deadline_s=300)  # fmt: skip
+    return RunSpec(
+        name=f"pp0-d{depth}-{recompute}-{schedule}",
+        topology="pp0",
+        nprocs=2,
+        compile="off",
+        chunks=chunks,
+        pp0=PP0Spec(d_in=depth, d_out=depth, recompute=recompute, schedule=schedule),
+        deadline_s=300,
+    )
 
 
 def run_pp0(log_dir: Path, *, depth: int, chunks: int, recompute: str = "r1", schedule: str = "healthy") -> dict:
     spec = pp0_spec(depth=depth, chunks=chunks, recompute=recompute, schedule=schedule)
-    result = launch(LaunchSpec(argv=python_module_argv(SERVE, "--spec", spec.to_json(), "--out", str(log_dir)),
-                               nprocs=2, deadline_s=spec.deadline_s, log_dir=log_dir))  # fmt: skip
+    result = launch(
+        LaunchSpec(
+            argv=python_module_argv(SERVE, "--spec", spec.to_json(), "--out", str(log_dir)),
+            nprocs=2,
+            deadline_s=spec.deadline_s,
+            log_dir=log_dir,
+        )
+    )
     if result.outcome == "interrupted":
         raise Interrupted(result.interrupted_by)
     if not result.ok:
@@ -79,14 +91,43 @@ def _run(args: argparse.Namespace) -> int:
     for d in DEPTHS:
         run = runs[f"D={d}"]
         s, med = run["summary"], run["summary"]["median"]
-        rows.append([d, _r(s["fps_chunks"], 2), _r(med["period_ms"]), _r(med["stage0_ms"]), _r(med["stage1_ms"]),
-                     _r(s["overlap_score"], 2), _r(s["period_over_max_stage"], 2), _r(s["latency_p50_ms"]),
-                     _r(s["latency_p95_ms"]), _r(med["t_mesh_idle_ms"], 2),
-                     f"{run['max_depth']['in_flight']}/{run['max_depth']['ready']}",
-                     _r(run["queued_bytes_peak"] / 1024), f"{_r(run['peak_rss_mb'])}/{_r(run['peak_rss_mb_stage1'])}"])
-    print(tabulate(rows, headers=["D", "chunks/s", "period ms", "stage0 ms", "stage1 ms", "OverlapScore",
-                                  "period/max(stage)", "p50 ms", "p95 ms", "mesh idle ms", "max in-flight/ready",
-                                  "queued KiB", "peak RSS MB r0/r1"]))  # fmt: skip
+        rows.append(
+            [
+                d,
+                _r(s["fps_chunks"], 2),
+                _r(med["period_ms"]),
+                _r(med["stage0_ms"]),
+                _r(med["stage1_ms"]),
+                _r(s["overlap_score"], 2),
+                _r(s["period_over_max_stage"], 2),
+                _r(s["latency_p50_ms"]),
+                _r(s["latency_p95_ms"]),
+                _r(med["t_mesh_idle_ms"], 2),
+                f"{run['max_depth']['in_flight']}/{run['max_depth']['ready']}",
+                _r(run["queued_bytes_peak"] / 1024),
+                f"{_r(run['peak_rss_mb'])}/{_r(run['peak_rss_mb_stage1'])}",
+            ]
+        )
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "D",
+                "chunks/s",
+                "period ms",
+                "stage0 ms",
+                "stage1 ms",
+                "OverlapScore",
+                "period/max(stage)",
+                "p50 ms",
+                "p95 ms",
+                "mesh idle ms",
+                "max in-flight/ready",
+                "queued KiB",
+                "peak RSS MB r0/r1",
+            ],
+        )
+    )
 
     print("\nO-02 overlap signature (D=2)")
     problems, rows = [], []
@@ -95,34 +136,70 @@ def _run(args: argparse.Namespace) -> int:
         label, why = classify(s)
         if label != expected:
             problems.append(f"O-02: the {name} schedule was classified {label}, expected {expected} ({why})")
-        rows.append([name if name != "D=2" else "healthy", _r(s["median"]["period_ms"]),
-                     _r(s["median"]["t_mesh_idle_ms"], 2), _r(s["median"]["decode_ms"]), _r(s["overlap_score"], 2),
-                     label, "yes" if label == expected else "NO", why])  # fmt: skip
-    print(tabulate(rows, headers=["schedule", "period ms", "mesh idle ms", "decode ms", "OverlapScore",
-                                  "classified", "correct", "why"]))  # fmt: skip
+        rows.append(
+            [
+                name if name != "D=2" else "healthy",
+                _r(s["median"]["period_ms"]),
+                _r(s["median"]["t_mesh_idle_ms"], 2),
+                _r(s["median"]["decode_ms"]),
+                _r(s["overlap_score"], 2),
+                label,
+                "yes" if label == expected else "NO",
+                why,
+            ]
+        )
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "schedule",
+                "period ms",
+                "mesh idle ms",
+                "decode ms",
+                "OverlapScore",
+                "classified",
+                "correct",
+                "why",
+            ],
+        )
+    )
 
     r1, r0a = runs["D=2"]["summary"], runs["R0a"]["summary"]
     print("\nO-03 recompute coupling (D=2)")
-    print(tabulate([["R1 (off)", _r(r1["overlap_score"], 2), _r(r1["median"]["period_ms"])],
-                    ["R0a (rank0 context)", _r(r0a["overlap_score"], 2), _r(r0a["median"]["period_ms"])]],
-                   headers=["regime", "OverlapScore", "period ms"]))  # fmt: skip
+    print(
+        tabulate(
+            [
+                ["R1 (off)", _r(r1["overlap_score"], 2), _r(r1["median"]["period_ms"])],
+                ["R0a (rank0 context)", _r(r0a["overlap_score"], 2), _r(r0a["median"]["period_ms"])],
+            ],
+            headers=["regime", "OverlapScore", "period ms"],
+        )
+    )
     delta = r0a["overlap_score"] - r1["overlap_score"]
     print(f"OverlapScore delta R0a - R1 = {delta:+.2f}")
 
     d2 = runs["D=2"]["summary"]
-    print(f"\nD=2: OverlapScore {d2['overlap_score']:.2f} (target >= 0.6, matrix gate {MATRIX_GATE}); "
-          f"period / max(stage0, stage1) = {d2['period_over_max_stage']:.2f} (target <= 1.1); "
-          f"D=1: OverlapScore {runs['D=1']['summary']['overlap_score']:.2f} (collapsed)")  # fmt: skip
+    print(
+        f"\nD=2: OverlapScore {d2['overlap_score']:.2f} (target >= 0.6, matrix gate {MATRIX_GATE}); "
+        f"period / max(stage0, stage1) = {d2['period_over_max_stage']:.2f} (target <= 1.1); "
+        f"D=1: OverlapScore {runs['D=1']['summary']['overlap_score']:.2f} (collapsed)"
+    )
     if args.trace:
         write_json(args.trace, chrome_trace(runs["D=2"]["records"]))
         print(f"trace (D=2 healthy; open in chrome://tracing or ui.perfetto.dev): {args.trace}")
     if args.json:
-        write_json(args.json, {"runs": {k: {kk: v[kk] for kk in ("summary", "max_depth", "queued_bytes_peak", "config")}
-                                    for k, v in runs.items()}, "o03_delta": delta, "problems": problems})  # fmt: skip
+        write_json(
+            args.json,
+            {
+                "runs": {
+                    k: {kk: v[kk] for kk in ("summary", "max_depth", "queued_bytes_peak", "config")}
+                    for k, v in runs.items()
+                },
+                "o03_delta": delta,
+                "problems": problems,
+            },
+        )
     for p in problems:
         print(f"FAIL {p}")
     print(f"logs: {root}")
     return 1 if problems else 0
-
-
-

@@ -64,10 +64,15 @@ def rank_runner(tmp_path: Path) -> Callable[..., RankRun]:
 
     def run(func: str, *, nprocs: int = 2, deadline_s: float = 60.0, **spec: Any) -> RankRun:
         out = tmp_path / f"rank_run{next(runs)}"
-        result = launch_checked(LaunchSpec(
-            argv=[sys.executable, "-m", "compile_guard.ranks.call", "--func", func, "--out", str(out)],
-            nprocs=nprocs, deadline_s=deadline_s, log_dir=out, **spec,
-        ))  # fmt: skip
+        result = launch_checked(
+            LaunchSpec(
+                argv=[sys.executable, "-m", "compile_guard.ranks.call", "--func", func, "--out", str(out)],
+                nprocs=nprocs,
+                deadline_s=deadline_s,
+                log_dir=out,
+                **spec,
+            )
+        )
         paths = [out / f"result-rank{r}.json" for r in range(nprocs)]
         return RankRun(result=result, values=[json.loads(p.read_text()) if p.exists() else None for p in paths])
 
@@ -82,9 +87,17 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
     Judging's (e.g. {"speed_factor": 1.3}); both as `check`'s flags, their defaults when None."""
     runs = itertools.count()
 
-    def check(target: str, *, baselines: str | Path, nprocs: int = 2, backend: str = "inductor",
-              strict: bool = False, allow_improvement: bool = False, quality: dict[str, Any] | None = None,
-              judging: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    def check(
+        target: str,
+        *,
+        baselines: str | Path,
+        nprocs: int = 2,
+        backend: str = "inductor",
+        strict: bool = False,
+        allow_improvement: bool = False,
+        quality: dict[str, Any] | None = None,
+        judging: dict[str, Any] | None = None,
+    ) -> Any:
         from compile_guard.flow.check_flow import run_and_judge
         from compile_guard.flow.request import CheckRequest
         from compile_guard.flow.scenarios import resolve
@@ -93,9 +106,14 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
 
         spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
         spec = dataclasses.replace(spec, quality=Measure(**(quality or {})).to_dict())
-        request = CheckRequest(spec=spec, baselines=Path(baselines), allow_improvement=allow_improvement,
-                               strict=strict, log_dir=tmp_path / f"compile_guard_check{next(runs)}",
-                               judging=Judging(**(judging or {})))  # fmt: skip
+        request = CheckRequest(
+            spec=spec,
+            baselines=Path(baselines),
+            allow_improvement=allow_improvement,
+            strict=strict,
+            log_dir=tmp_path / f"compile_guard_check{next(runs)}",
+            judging=Judging(**(judging or {})),
+        )
         judged = run_and_judge(request, Launched())  # the test process supervises ranks of its own
         if judged.run is None:
             pytest.fail(f"no baseline for {target} to judge against: {judged.report.text}", pytrace=False)
@@ -104,15 +122,19 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
             pytest.fail(f"processes outlived the check: {left}\n{judged.run.result.summary()}")
         report = judged.report
         if report.exit_code != 0:
-            pytest.fail(f"compile_guard check of {target} failed (exit {report.exit_code}):\n{report.text}",
-                        pytrace=False)  # fmt: skip
+            pytest.fail(
+                f"compile_guard check of {target} failed (exit {report.exit_code}):\n{report.text}", pytrace=False
+            )
         return report
 
     return check
 
 
 def assert_compile_health(
-    metrics: dict[str, Any] | list[dict[str, Any]], baseline: str | Path, *, allow_improvement: bool = False,
+    metrics: dict[str, Any] | list[dict[str, Any]],
+    baseline: str | Path,
+    *,
+    allow_improvement: bool = False,
     strict: bool = False,
 ) -> None:
     """Gate per-rank compile-health metrics (a probe's `final` + `steady_recompiles` + `effective_backend`,

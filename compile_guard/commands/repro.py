@@ -24,9 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=positive_int, default=2, help="ranks to launch (TP degree)")
     parser.add_argument("--modes", default="A,B,C", help="repro modes, subset of A,B,C")
     parser.add_argument(
-        "--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
+        "--backend",
+        default="inductor",
+        choices=["inductor", "aot_eager", "eager"],
         help="compiler backend of modes B and C",
-    )  # fmt: skip
+    )
     parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed calls per mode")
     parser.add_argument("--calls", type=positive_int, default=20, help="timed calls per mode")
     parser.add_argument("--deadline-s", type=positive_seconds, default=600.0, help="hard limit for the run")
@@ -36,9 +38,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _repro_argv(args: argparse.Namespace, json_path: Path | None) -> list[str]:
     argv = [
-        "--modes", args.modes, "--backend", args.backend, "--warmup", str(args.warmup),
-        "--calls", str(args.calls),
-    ]  # fmt: skip
+        "--modes",
+        args.modes,
+        "--backend",
+        args.backend,
+        "--warmup",
+        str(args.warmup),
+        "--calls",
+        str(args.calls),
+    ]
     return argv + (["--json", str(json_path)] if json_path else [])
 
 
@@ -58,8 +66,14 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
     json_path = args.json or log_dir / "repro.json"
     started = time.monotonic()
     print(f"launching {args.nproc} ranks (logs: {log_dir})", flush=True)
-    result = launch(LaunchSpec(argv=python_module_argv(REPRO_MODULE, *_repro_argv(args, json_path)),
-                               nprocs=args.nproc, deadline_s=args.deadline_s, log_dir=log_dir))  # fmt: skip
+    result = launch(
+        LaunchSpec(
+            argv=python_module_argv(REPRO_MODULE, *_repro_argv(args, json_path)),
+            nprocs=args.nproc,
+            deadline_s=args.deadline_s,
+            log_dir=log_dir,
+        )
+    )
     if result.outcome == "interrupted":
         raise Interrupted(result.interrupted_by)
     if not json_path.exists():

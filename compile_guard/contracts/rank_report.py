@@ -56,13 +56,16 @@ class RankReport:
         if not isinstance(raw, dict):
             raise RankReportError(f"{what} is a JSON {type(raw).__name__}, expected an object")
         fields = dataclasses.fields(cls)
-        required = [f.name for f in fields
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]  # fmt: skip
+        required = [
+            f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         unknown = sorted(set(raw) - {f.name for f in fields})
         missing = [name for name in required if name not in raw]
         if unknown or missing:
-            raise RankReportError(f"{what}: unknown field(s) {unknown}, missing field(s) {missing}; parent and ranks"
-                                  " run different compile_guard versions?")  # fmt: skip
+            raise RankReportError(
+                f"{what}: unknown field(s) {unknown}, missing field(s) {missing}; parent and ranks"
+                " run different compile_guard versions?"
+            )
         try:
             return cls(**raw)
         except RankReportError as exc:
@@ -77,8 +80,16 @@ class RankReport:
         return cls.from_dict(raw, what=what)
 
 
-_TYPES = {"scenario": str, "rank": int, "role": str, "run": dict, "effective_backend": dict, "warmup": dict,
-          "final": dict, "quality": dict}  # fmt: skip
+_TYPES = {
+    "scenario": str,
+    "rank": int,
+    "role": str,
+    "run": dict,
+    "effective_backend": dict,
+    "warmup": dict,
+    "final": dict,
+    "quality": dict,
+}
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -99,8 +110,9 @@ def _check(report: RankReport) -> None:
             raise RankReportError(f"field final.{f.name} is missing (a metric of this version's schema)")
         value, kind = report.final[f.name], schema.type_of(f.name)
         if not _is(value, kind):
-            raise RankReportError(f"field final.{f.name} is {type(value).__name__} {value!r:.60},"
-                                  f" expected {kind.__name__}")  # fmt: skip
+            raise RankReportError(
+                f"field final.{f.name} is {type(value).__name__} {value!r:.60}, expected {kind.__name__}"
+            )
     for key in schema.SYMMETRIC_KEYS:
         if key not in report.warmup:
             raise RankReportError(f"field warmup.{key} is missing (a symmetric metric of this version's schema)")

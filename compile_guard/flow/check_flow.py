@@ -40,14 +40,26 @@ def run_and_judge(request: CheckRequest, mode: RunMode) -> Judged:
     try:
         run = run_ranks(request, mode)
     except RankReportError as exc:  # parent and ranks disagree on the report: ours to fix, never a verdict
-        return Judged(report=Report(exit_code=Cli.ENGINE, text=f"engine failure: unreadable rank report: {exc}",
-                                    data={"verdict": "engine failure"}), run=None)  # fmt: skip
+        return Judged(
+            report=Report(
+                exit_code=Cli.ENGINE,
+                text=f"engine failure: unreadable rank report: {exc}",
+                data={"verdict": "engine failure"},
+            ),
+            run=None,
+        )
     if run.reports is None:
         return Judged(report=failure_report(run), run=run)
     if found is None:
         return Judged(report=Report(exit_code=Cli.OK, text="", data={}), run=run)
-    report = judge(run, found.baseline, found.path, found.exact, refresh=request.refresh_command(),
-                   allow_improvement=request.allow_improvement, strict=request.strict,
-                   judging=request.judging)  # fmt: skip
+    report = judge(
+        run,
+        found.baseline,
+        found.path,
+        found.exact,
+        refresh=request.refresh_command(),
+        allow_improvement=request.allow_improvement,
+        strict=request.strict,
+        judging=request.judging,
+    )
     return Judged(report=report, run=run)
-

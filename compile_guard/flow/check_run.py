@@ -50,16 +50,23 @@ class CheckRun:
     def to_baseline(self) -> bl.Baseline:
         # Ranks were proven symmetric after warmup; rank 0 speaks for the group.
         quality = {f"rank{r.rank}": baseline_entry(r.quality) for r in self.mesh() if r.quality}
-        return bl.Baseline(factors=self.factors(), metrics=self.metrics()[0],
-                           break_sites=self.mesh()[0].final["break_sites"], quality=quality)  # fmt: skip
+        return bl.Baseline(
+            factors=self.factors(),
+            metrics=self.metrics()[0],
+            break_sites=self.mesh()[0].final["break_sites"],
+            quality=quality,
+        )
 
 
 def _print_progress(event: dict[str, Any]) -> None:
     if event["event"] == "parity_ok":
         print(f"  handshake {event['handshake']}: {event['keys']} keys equal on ranks {event['ranks']}", flush=True)
     elif event.get("phase") == "warmup_done":
-        print(f"  warmup done: unique_graphs={event['unique_graphs']} graph_breaks={event['graph_breaks']}"
-              f" recompiles={event['recompiles']}", flush=True)  # fmt: skip
+        print(
+            f"  warmup done: unique_graphs={event['unique_graphs']} graph_breaks={event['graph_breaks']}"
+            f" recompiles={event['recompiles']}",
+            flush=True,
+        )
     else:
         print(f"  steady chunk {event['chunk_index']} done ({event['generator_calls']} generator calls)", flush=True)
 
@@ -72,11 +79,15 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
     if dump_dir is not None and knobs.read("TORCH_TRACE") is None:
         env["TORCH_TRACE"] = str(dump_dir / "torch_trace")  # every rank's structured log, ready for tlparse
     program = RankProgram(
-        module=RANK_PROGRAM, report=REPORT, nprocs=spec.nprocs, deadline_s=spec.deadline_s,
+        module=RANK_PROGRAM,
+        report=REPORT,
+        nprocs=spec.nprocs,
+        deadline_s=spec.deadline_s,
         argv=("--spec", spec.to_json(), *(["--dump-dir", str(dump_dir)] if dump_dir and spec.target is None else [])),
-        env={**allocator_env(spec), **spec.env, **env}, rank_env=request.rank_env,
+        env={**allocator_env(spec), **spec.env, **env},
+        rank_env=request.rank_env,
         followed_rank=1 if spec.topology == "pp1" else 0,  # pp1: the mesh leader compiles
-    )  # fmt: skip
+    )
     log_dir = request.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_check_"))
 
     def follow(line: str) -> None:
@@ -93,9 +104,12 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
         mode.out.print(f"  ranks done in {time.monotonic() - started:.1f}s")
     reports = None
     if ran.reports is not None:
-        reports = [RankReport.from_json(text, what=f"rank {r}'s report" + (f" ({log_dir / REPORT.format(rank=r)})"
-                                                                           if ran.log_dir else ""))
-                   for r, text in enumerate(ran.reports)]  # fmt: skip
+        reports = [
+            RankReport.from_json(
+                text, what=f"rank {r}'s report" + (f" ({log_dir / REPORT.format(rank=r)})" if ran.log_dir else "")
+            )
+            for r, text in enumerate(ran.reports)
+        ]
     return CheckRun(spec=spec, result=ran.result, reports=reports, log_dir=ran.log_dir, code=ran.code)
 
 

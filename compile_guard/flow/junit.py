@@ -34,11 +34,19 @@ def _xml_text(text: str) -> str:
 def write_junit(path: Path, suite: str, cases: list[Case]) -> None:
     failures = sum(c.failure is not None for c in cases)
     root = ET.Element("testsuites", name="compile_guard", tests=str(len(cases)), failures=str(failures))
-    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures), errors="0",
-                         time=f"{sum(c.time_s for c in cases):.3f}")  # fmt: skip
+    node = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite,
+        tests=str(len(cases)),
+        failures=str(failures),
+        errors="0",
+        time=f"{sum(c.time_s for c in cases):.3f}",
+    )
     for case in cases:
-        tc = ET.SubElement(node, "testcase", name=_xml_text(case.name), classname=_xml_text(case.classname),
-                           time=f"{case.time_s:.3f}")  # fmt: skip
+        tc = ET.SubElement(
+            node, "testcase", name=_xml_text(case.name), classname=_xml_text(case.classname), time=f"{case.time_s:.3f}"
+        )
         if case.failure is not None:
             message = _xml_text(case.message or case.failure.splitlines()[0])
             ET.SubElement(tc, "failure", message=message).text = _xml_text(case.failure)

@@ -47,14 +47,24 @@ def _progress(log_path: Path) -> str:
     shakes = [e["handshake"] for e in found if e["event"] == "parity_ok"]
     warm = any(e.get("phase") == "warmup_done" for e in found)
     steady = sum(e.get("phase") == "steady" for e in found)
-    return (f"handshakes passed: {', '.join(shakes) or 'none'}; warmup {'done' if warm else 'not done'};"
-            f" steady chunks done: {steady}")  # fmt: skip
+    return (
+        f"handshakes passed: {', '.join(shakes) or 'none'}; warmup {'done' if warm else 'not done'};"
+        f" steady chunks done: {steady}"
+    )
 
 
 def outcomes(result: LaunchResult) -> list[verdict.RankOutcome]:
     """How each rank of a self-launched run ended, for `verdict.decide`."""
-    return [verdict.RankOutcome(rank=r.rank, code=r.returncode, signal=r.signal, killed=r.killed_by_launcher,
-                                failed_at_s=r.failed_at_s if r.failure else None) for r in result.ranks]  # fmt: skip
+    return [
+        verdict.RankOutcome(
+            rank=r.rank,
+            code=r.returncode,
+            signal=r.signal,
+            killed=r.killed_by_launcher,
+            failed_at_s=r.failed_at_s if r.failure else None,
+        )
+        for r in result.ranks
+    ]
 
 
 def decided(result: LaunchResult) -> verdict.Verdict:
@@ -67,16 +77,21 @@ def failure_report(run: CheckRun) -> Report:
     In place, the code is this rank's, settled with its peers (the ranks' logs say why)."""
     result = run.result
     if result is None:
-        return Report(exit_code=run.code, text=f"check {run.spec.name}: failed, exit {run.code}, the same on every"
-                      " rank (settled with the peers); each rank's log above says why",
-                      data={"verdict": "failed in place", "exit_code": run.code})  # fmt: skip
+        return Report(
+            exit_code=run.code,
+            text=f"check {run.spec.name}: failed, exit {run.code}, the same on every"
+            " rank (settled with the peers); each rank's log above says why",
+            data={"verdict": "failed in place", "exit_code": run.code},
+        )
     decision = decided(result)
     codes = {r.rank: r.returncode for r in result.ranks}
     data = {"exit_codes": codes, "log_dir": str(run.log_dir), "verdict": decision.label, "culprit": decision.culprit}
     if decision.label == verdict.INTERRUPTED:
         name = signal.Signals(result.interrupted_by).name
-        text = (f"interrupted by {name} after {result.duration_s:.1f}s: every rank was killed, nothing judged;"
-                f" {_progress(result.ranks[0].log_path)} (logs: {run.log_dir})")  # fmt: skip
+        text = (
+            f"interrupted by {name} after {result.duration_s:.1f}s: every rank was killed, nothing judged;"
+            f" {_progress(result.ranks[0].log_path)} (logs: {run.log_dir})"
+        )
         return Report(exit_code=decision.code, text=text, data={**data, "signal": name})
     culprit = result.ranks[decision.culprit if decision.culprit is not None else (result.first_failed or 0)]
     exits = "\n".join(result.summary().splitlines()[1:])
@@ -89,8 +104,9 @@ def failure_report(run: CheckRun) -> Report:
         # the culprit's own record holds the per-rank table (and break sites): printed once
         return Report(exit_code=decision.code, text=f"{decision.label}: {said}\n{exits}", data=data)
     if decision.label == verdict.COMPILE_ERROR:
-        text = (f"compile error on rank {culprit.rank}: {culprit.failure}\n{exits}\n"
-                f"(full traceback in {culprit.log_path})")  # fmt: skip
+        text = (
+            f"compile error on rank {culprit.rank}: {culprit.failure}\n{exits}\n(full traceback in {culprit.log_path})"
+        )
         return Report(exit_code=decision.code, text=text, data=data)
     kind = decision.label if decision.label == verdict.DEADLINE else f"{decision.label} ({result.outcome})"
     tail = f"--- log tail of rank {culprit.rank} ({culprit.log_path}) ---\n{culprit.log_tail}"
@@ -117,7 +133,7 @@ _METRIC_WIDTH, _VERDICT_WIDTH = 44, 11
 def _cell(value: Any, width: int) -> str:
     text = str(value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True))
     if len(text) > width and text.startswith(f"{policy.RANK_VARYING}: "):  # the end names the op and argument
-        return f"{policy.RANK_VARYING}: ...{text[len(text) - width + len(policy.RANK_VARYING) + 5:]}"
+        return f"{policy.RANK_VARYING}: ...{text[len(text) - width + len(policy.RANK_VARYING) + 5 :]}"
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -125,21 +141,27 @@ def metric_table(rows: list[policy.Row], ranks: list[str]) -> str:
     """metric | baseline | rank... | verdict, cut to TABLE_WIDTH columns."""
     columns = 1 + len(ranks)
     width = max(8, (TABLE_WIDTH - _METRIC_WIDTH - _VERDICT_WIDTH - 2 * (columns + 1)) // columns)
-    body = [[_cell(r.metric, _METRIC_WIDTH), _cell(r.baseline, width), *(_cell(v, width) for v in r.per_rank),
-             r.verdict] for r in rows]  # fmt: skip
+    body = [
+        [_cell(r.metric, _METRIC_WIDTH), _cell(r.baseline, width), *(_cell(v, width) for v in r.per_rank), r.verdict]
+        for r in rows
+    ]
     return tabulate(body, headers=["metric", "baseline", *ranks, "verdict"], disable_numparse=True)
 
 
 def _context_lines(run: CheckRun, base: bl.Baseline, exact: bool, factors: dict[str, Any]) -> list[str]:
     lines = []
     if not exact:
-        lines.append(f"torch version change: baseline {base.factors['torch']} -> running {factors['torch']}"
-                     " (compared across versions; refresh to store this version's baseline)")  # fmt: skip
+        lines.append(
+            f"torch version change: baseline {base.factors['torch']} -> running {factors['torch']}"
+            " (compared across versions; refresh to store this version's baseline)"
+        )
     lines.extend(f"note: {note}" for note in base.notes)
     drivers = [r for r in run.reports if not r.is_mesh]
     if drivers:
-        lines.append(f"rank{drivers[0].rank}: the driver, out of the mesh; compiles nothing, so it is reported apart"
-                     f" (chunks done {drivers[0].run.get('chunks_done')})")  # fmt: skip
+        lines.append(
+            f"rank{drivers[0].rank}: the driver, out of the mesh; compiles nothing, so it is reported apart"
+            f" (chunks done {drivers[0].run.get('chunks_done')})"
+        )
     return lines
 
 
@@ -148,8 +170,10 @@ def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> li
     empty = next((r for r in rows if r.metric == policy.NOTHING_COMPILED), None)
     if empty is not None:
         named = [rank for rank, graphs in zip(ranks, empty.per_rank, strict=True) if graphs == 0]
-        lines.append(f"compile is on, yet {', '.join(named)} compiled no graph: compile did not happen"
-                     " (TORCH_COMPILE_DISABLE=1 on every rank? a backend that fell back to eager?)")  # fmt: skip
+        lines.append(
+            f"compile is on, yet {', '.join(named)} compiled no graph: compile did not happen"
+            " (TORCH_COMPILE_DISABLE=1 on every rank? a backend that fell back to eager?)"
+        )
     final = run.mesh()[0].final
     sites = final["break_sites"]
     if sites:
@@ -159,10 +183,12 @@ def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> li
             lines.append(_source_around(s["site"]))
     varying = final["rank_varying_sites"]
     if varying:
-        lines.append("rank-varying constants (legitimate SPMD code, e.g. vocab offsets; a site not in the baseline"
-                     " fails):")  # fmt: skip
-        lines.extend(f"  {c['site']}  {c['key']}: " + ", ".join(f"rank{r}={v}" for r, v in c["values"].items())
-                     for c in varying)  # fmt: skip
+        lines.append(
+            "rank-varying constants (legitimate SPMD code, e.g. vocab offsets; a site not in the baseline fails):"
+        )
+        lines.extend(
+            f"  {c['site']}  {c['key']}: " + ", ".join(f"rank{r}={v}" for r, v in c["values"].items()) for c in varying
+        )
     for rec in final["steady_recompile_reasons"]:
         lines.append(f"recompile after warmup: {rec['frame']} at {rec['site']}: {rec['reason']}")
     for r in rows:  # the table cuts a moved issued schedule's name: here whole
@@ -171,23 +197,39 @@ def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> li
     return lines
 
 
-def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *, refresh: str,
-          allow_improvement: bool, strict: bool, judging: Judging = Judging()) -> Report:  # fmt: skip
+def judge(
+    run: CheckRun,
+    base: bl.Baseline,
+    base_path: Path,
+    exact: bool,
+    *,
+    refresh: str,
+    allow_improvement: bool,
+    strict: bool,
+    judging: Judging = Judging(),
+) -> Report:
     """The run's metrics against the baseline; `refresh` is the command that would store this run's."""
     per_rank, renames = run.metrics(), []
     factors = run.factors()
     if base.factors.get("torch") != factors["torch"]:
-        per_rank, renames = policy.across_releases(base.metrics, base.break_sites, per_rank,
-                                                   [r.final["break_sites"] for r in run.mesh()])  # fmt: skip
+        per_rank, renames = policy.across_releases(
+            base.metrics, base.break_sites, per_rank, [r.final["break_sites"] for r in run.mesh()]
+        )
     rows = policy.compare(base.metrics, per_rank)
     rows += policy.nothing_compiled(per_rank, compile_on=run.spec.compile != "off")
     ranks = [f"rank{r.rank}" for r in run.mesh()]
-    quality_rows, quality_lines = quality_judge.rows(base.quality, [(f"rank{r.rank}", r.quality) for r in run.mesh()],
-                                                     judging)  # fmt: skip
+    quality_rows, quality_lines = quality_judge.rows(
+        base.quality, [(f"rank{r.rank}", r.quality) for r in run.mesh()], judging
+    )
     passed, problems = policy.outcome(rows + quality_rows, allow_improvement=allow_improvement, strict=strict)
-    lines = [f"scenario {factors['scenario']}: {run.spec.description}", f"baseline {base_path}",
-             *_context_lines(run, base, exact, factors), *(f"note: {n}" for n in renames), metric_table(rows, ranks),
-             *_detail_lines(run, rows, ranks)]  # fmt: skip
+    lines = [
+        f"scenario {factors['scenario']}: {run.spec.description}",
+        f"baseline {base_path}",
+        *_context_lines(run, base, exact, factors),
+        *(f"note: {n}" for n in renames),
+        metric_table(rows, ranks),
+        *_detail_lines(run, rows, ranks),
+    ]
     if quality_rows:
         lines += ["", metric_table(quality_rows, ranks), *quality_lines]
     rows += quality_rows
@@ -200,13 +242,18 @@ def judge(run: CheckRun, base: bl.Baseline, base_path: Path, exact: bool, *, ref
         elif any(r.verdict == policy.REGRESSION for r in rows):
             lines.append(f"if this change is intended, run `{refresh}` and commit the new baseline")
     data = {
-        "factors": factors, "baseline": str(base_path), "baseline_factors": base.factors, "exact_baseline": exact,
-        "rows": [r.__dict__ for r in rows], "problems": problems, "passed": passed,
+        "factors": factors,
+        "baseline": str(base_path),
+        "baseline_factors": base.factors,
+        "exact_baseline": exact,
+        "rows": [r.__dict__ for r in rows],
+        "problems": problems,
+        "passed": passed,
         "probes": [r.as_dict() for r in run.reports],
-        "failing_metrics": [r.metric for r in policy.failing(rows, allow_improvement=allow_improvement,
-                                                             strict=strict)],
-        "log_dir": str(run.log_dir), "quality_lines": quality_lines,
-    }  # fmt: skip
+        "failing_metrics": [r.metric for r in policy.failing(rows, allow_improvement=allow_improvement, strict=strict)],
+        "log_dir": str(run.log_dir),
+        "quality_lines": quality_lines,
+    }
     return Report(exit_code=Cli.OK if passed else Cli.FAIL, text="\n".join(lines), data=data)
 
 
@@ -224,12 +271,17 @@ def markdown_summary(scenario: str, report: Report) -> str:
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         return (text if len(text) <= 60 else text[:57] + "...").replace("|", "\\|")
 
-    lines += ["| metric | baseline | " + " | ".join(f"rank{i}" for i in range(ranks)) + " | verdict |",
-              "|---" * (ranks + 3) + "|"]  # fmt: skip
+    lines += [
+        "| metric | baseline | " + " | ".join(f"rank{i}" for i in range(ranks)) + " | verdict |",
+        "|---" * (ranks + 3) + "|",
+    ]
     for row in data["rows"]:
         mark = "**regression**" if row["verdict"] == policy.REGRESSION else row["verdict"]
-        lines.append(f"| {cell(row['metric'])} | {cell(row['baseline'])} | "
-                     + " | ".join(cell(v) for v in row["per_rank"]) + f" | {mark} |")  # fmt: skip
+        lines.append(
+            f"| {cell(row['metric'])} | {cell(row['baseline'])} | "
+            + " | ".join(cell(v) for v in row["per_rank"])
+            + f" | {mark} |"
+        )
     if data.get("problems"):
         lines += ["", "Failed:", *(f"- {p}" for p in data["problems"])]
     if data.get("quality_lines"):

@@ -34,8 +34,10 @@ class CheckRequest:
         spec = self.spec
         if spec.target is None:
             return f"python -m compile_guard baseline refresh --scenario {spec.name}"
-        return (f"python -m compile_guard baseline refresh --target {spec.target} --nproc {spec.nprocs}"
-                f" --backend {spec.compile} --baselines {self.baselines}")  # fmt: skip
+        return (
+            f"python -m compile_guard baseline refresh --target {spec.target} --nproc {spec.nprocs}"
+            f" --backend {spec.compile} --baselines {self.baselines}"
+        )
 
 
 class NoBaseline(Exception):
@@ -56,12 +58,17 @@ def find_baseline(request: CheckRequest) -> Found:
     factors = bl.Factors.expected(spec)
     found = bl.find(directory, factors)
     if found is None:
-        raise NoBaseline(f"no baseline for scenario {spec.name} in {directory} (looked for"
-                         f" {bl.file_name(factors)}); create it with `{request.refresh_command()}`")  # fmt: skip
+        raise NoBaseline(
+            f"no baseline for scenario {spec.name} in {directory} (looked for"
+            f" {bl.file_name(factors)}); create it with `{request.refresh_command()}`"
+        )
     path, exact = found
     base = bl.load(path)
     if base.factors["config_hash"] != spec.config_hash():
-        raise bl.BaselineError(path, f"is for another configuration (config hash {base.factors['config_hash']},"
-                                     f" this run {spec.config_hash()}): compare like with like — refresh it with"
-                                     f" `{request.refresh_command()}`")  # fmt: skip
+        raise bl.BaselineError(
+            path,
+            f"is for another configuration (config hash {base.factors['config_hash']},"
+            f" this run {spec.config_hash()}): compare like with like — refresh it with"
+            f" `{request.refresh_command()}`",
+        )
     return Found(path=path, exact=exact, baseline=base)

@@ -16,15 +16,24 @@ SCENARIOS: dict[str, RunSpec] = {
     s.name: s
     for s in (
         RunSpec(name="tp2", description="TP=2, gloo/CPU, inductor, serving shapes (the default)"),
-        RunSpec(name="tp2-aot", description="TP=2, gloo/CPU, aot_eager: dynamo's view without kernel compile",
-                compile="aot_eager"),
+        RunSpec(
+            name="tp2-aot",
+            description="TP=2, gloo/CPU, aot_eager: dynamo's view without kernel compile",
+            compile="aot_eager",
+        ),
         # timeout_s: the driver waits in a collective for the mesh's first result, which holds the mesh's whole cold
-        # inductor compile (33-42 s on this 2-core box idle, more when loaded; a new torch's first run is always
-        # cold): 30 s turned a cold cache into a lost peer (exit 3). Not in the config hash: baselines unchanged.
-        RunSpec(name="pp1", description="PP1: rank0 out of the mesh + a TP=2 mesh, gloo/CPU, inductor",
-                topology="pp1", nprocs=3, timeout_s=120.0),
+        # inductor compile (tens of seconds on a small CPU runner, more when loaded: docs/check.md has the figures; a
+        # new torch's first run is always cold): 30 s turned a cold cache into a lost peer (exit 3). Not in the config
+        # hash: baselines unchanged.
+        RunSpec(
+            name="pp1",
+            description="PP1: rank0 out of the mesh + a TP=2 mesh, gloo/CPU, inductor",
+            topology="pp1",
+            nprocs=3,
+            timeout_s=120.0,
+        ),
     )
-}  # fmt: skip
+}
 DEFAULT_SCENARIO = "tp2"
 
 
@@ -41,8 +50,14 @@ def scenario(name: str) -> RunSpec:
 def target_scenario(spec: str, *, nprocs: int, backend: str) -> RunSpec:
     """The run spec of a user's target: named after it, so its baselines are too."""
     name = "target-" + re.sub(r"[^0-9A-Za-z]+", "_", spec).strip("_")
-    return RunSpec(name=name, description=f"--target {spec} on {nprocs} ranks, {backend}", nprocs=nprocs,
-                   compile=backend, target=spec, timeout_s=60.0)  # fmt: skip
+    return RunSpec(
+        name=name,
+        description=f"--target {spec} on {nprocs} ranks, {backend}",
+        nprocs=nprocs,
+        compile=backend,
+        target=spec,
+        timeout_s=60.0,
+    )
 
 
 def resolve(*, scenario_name: str, target: str | None, nprocs: int, backend: str) -> RunSpec:

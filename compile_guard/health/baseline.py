@@ -50,16 +50,28 @@ class Factors:
         dist_backend = spec.dist_backend
         if dist_backend == "auto":
             dist_backend = "nccl" if device_type == "cuda" else "gloo"
-        return cls(scenario=spec.name, torch=installed_torch(), device_type=device_type, compile_backend=spec.compile,
-                   dist_backend=dist_backend, world_size=spec.nprocs, config_hash=spec.config_hash())  # fmt: skip
+        return cls(
+            scenario=spec.name,
+            torch=installed_torch(),
+            device_type=device_type,
+            compile_backend=spec.compile,
+            dist_backend=dist_backend,
+            world_size=spec.nprocs,
+            config_hash=spec.config_hash(),
+        )
 
     @classmethod
     def observed(cls, spec: RunSpec, effective_backend: dict[str, Any]) -> Factors:
         """The factors a run reported: what its symmetric group's first rank resolved (`effective_backend`)."""
-        return cls(scenario=spec.name, torch=effective_backend["torch"], device_type=effective_backend["device_type"],
-                   compile_backend=effective_backend["compile_backend"],
-                   dist_backend=effective_backend["dist_backend"], world_size=spec.nprocs,
-                   config_hash=spec.config_hash())  # fmt: skip
+        return cls(
+            scenario=spec.name,
+            torch=effective_backend["torch"],
+            device_type=effective_backend["device_type"],
+            compile_backend=effective_backend["compile_backend"],
+            dist_backend=effective_backend["dist_backend"],
+            world_size=spec.nprocs,
+            config_hash=spec.config_hash(),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,8 +103,13 @@ class Baseline:
     notes: tuple[str, ...] = ()  # what loading had to assume (metrics newer than the file); never written
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "factors": self.factors, "metrics": self.metrics, "break_sites": self.break_sites,
-                "quality": self.quality}
+        return {
+            "schema": SCHEMA,
+            "factors": self.factors,
+            "metrics": self.metrics,
+            "break_sites": self.break_sites,
+            "quality": self.quality,
+        }
 
 
 def installed_torch() -> str:
@@ -102,8 +119,11 @@ def installed_torch() -> str:
     spec = importlib.util.find_spec("torch")
     if spec is not None and spec.origin is not None:
         version_file = Path(spec.origin).parent / "version.py"
-        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M) \
-            if version_file.is_file() else None
+        found = (
+            re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M)
+            if version_file.is_file()
+            else None
+        )
         if found:
             return found.group(1)
     return importlib.metadata.version("torch")
@@ -159,21 +179,28 @@ def load(path: Path) -> Baseline:
         raise BaselineError(path, "'metrics' must be an object; regenerate it with `baseline refresh`")
     for key, expected in FACTOR_TYPES.items():
         if not isinstance(factors[key], expected) or isinstance(factors[key], bool):
-            raise BaselineError(path, f"factors.{key} is {type(factors[key]).__name__} {factors[key]!r}, expected"
-                                      f" {expected.__name__}; fix or delete the file, then `baseline refresh`")
+            raise BaselineError(
+                path,
+                f"factors.{key} is {type(factors[key]).__name__} {factors[key]!r}, expected"
+                f" {expected.__name__}; fix or delete the file, then `baseline refresh`",
+            )
     sites = raw.get("break_sites")
     if not isinstance(sites, list) or not all(isinstance(s, dict) for s in sites):
         raise BaselineError(path, "'break_sites' must be a list of objects; regenerate it with `baseline refresh`")
     metrics, notes = _metrics(path, raw["metrics"])
     quality = raw.get("quality", {})
     if not isinstance(quality, dict) or not all(isinstance(v, dict) for v in quality.values()):
-        raise BaselineError(path, "'quality' must be an object of per-rank objects; regenerate it with"
-                                  " `baseline refresh`")  # fmt: skip
+        raise BaselineError(
+            path, "'quality' must be an object of per-rank objects; regenerate it with `baseline refresh`"
+        )
     if "quality" not in raw:
-        notes.append(f"{path.name} predates quality (accuracy, speed, compile time): not in baseline, reported,"
-                     " never a failure (refresh to record it)")  # fmt: skip
-    return Baseline(factors=factors, metrics=metrics, break_sites=raw["break_sites"], quality=quality,
-                    notes=tuple(notes))  # fmt: skip
+        notes.append(
+            f"{path.name} predates quality (accuracy, speed, compile time): not in baseline, reported,"
+            " never a failure (refresh to record it)"
+        )
+    return Baseline(
+        factors=factors, metrics=metrics, break_sites=raw["break_sites"], quality=quality, notes=tuple(notes)
+    )
 
 
 def _metrics(path: Path, stored: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -184,14 +211,19 @@ def _metrics(path: Path, stored: dict[str, Any]) -> tuple[dict[str, Any], list[s
             metrics[key] = schema.default_of(key)
             notes.append(f"{path.name} predates metric {key!r}: read as {metrics[key]!r} (refresh to record it)")
             if key == "rank_varying_constants":  # it came with structural fingerprints
-                notes.append(f"{path.name} holds graph fingerprints of the graph's code; they hash its structure now"
-                             " (constants and the rank's own device left out): 'changed' until refreshed")
+                notes.append(
+                    f"{path.name} holds graph fingerprints of the graph's code; they hash its structure now"
+                    " (constants and the rank's own device left out): 'changed' until refreshed"
+                )
             continue
         expected = schema.type_of(key)
         value = stored[key]
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise BaselineError(path, f"metrics.{key} is {type(value).__name__} {value!r}, expected"
-                                      f" {expected.__name__}; fix or delete the file, then `baseline refresh`")
+            raise BaselineError(
+                path,
+                f"metrics.{key} is {type(value).__name__} {value!r}, expected"
+                f" {expected.__name__}; fix or delete the file, then `baseline refresh`",
+            )
         metrics[key] = value
     return metrics, notes
 
@@ -203,11 +235,16 @@ def find(directory: Path, factors: Factors | dict[str, Any]) -> tuple[Path, bool
     if exact.exists():
         return exact, True
     others = sorted(
-        (p for p in directory.glob(f"{factors['scenario']}__torch-*.json")
-         if p.name.endswith(f"__{factors['device_type']}__{factors['compile_backend']}__{factors['dist_backend']}"
-                            f"__ws{factors['world_size']}.json")),
+        (
+            p
+            for p in directory.glob(f"{factors['scenario']}__torch-*.json")
+            if p.name.endswith(
+                f"__{factors['device_type']}__{factors['compile_backend']}__{factors['dist_backend']}"
+                f"__ws{factors['world_size']}.json"
+            )
+        ),
         key=lambda p: version_key(p.name.split("__")[1].removeprefix("torch-")),
-    )  # fmt: skip
+    )
     return (others[-1], False) if others else None
 
 

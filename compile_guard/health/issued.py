@@ -86,8 +86,11 @@ def _tensor(node: ast.AST, buffers: dict[str, dict[str, Any]]) -> dict[str, Any]
     if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "reinterpret_tensor" and len(node.args) > 1:
         base = _tensor(node.args[0], buffers)
         shape = node.args[1]
-        dims = [d.value for d in shape.elts] if isinstance(shape, ast.Tuple) and all(
-            isinstance(d, ast.Constant) for d in shape.elts) else None  # fmt: skip
+        dims = (
+            [d.value for d in shape.elts]
+            if isinstance(shape, ast.Tuple) and all(isinstance(d, ast.Constant) for d in shape.elts)
+            else None
+        )
         return {"shape": dims, "dtype": base.get("dtype")}
     if isinstance(node, (ast.List, ast.Tuple)):  # a coalesced collective: a list of tensors
         parts = [_tensor(e, buffers) for e in node.elts]
@@ -129,9 +132,16 @@ def parse(source: str, group_ranks: Any, nodes: dict[str, int] | None = None) ->
         tensor = _tensor(args[0], buffers) if args else {"shape": None, "dtype": None}
         came = sorted({(nodes or {})[name] for name in sources if name in (nodes or {})})
         sources = []  # a comment names the next call's nodes only
-        issued.append({"op": op, "group": {"name": group, "ranks": group_ranks(group) if group else None},
-                       "shape": tensor["shape"], "dtype": tensor["dtype"], "reduce_op": reduce_op,
-                       "from": came or None})  # fmt: skip
+        issued.append(
+            {
+                "op": op,
+                "group": {"name": group, "ranks": group_ranks(group) if group else None},
+                "shape": tensor["shape"],
+                "dtype": tensor["dtype"],
+                "reduce_op": reduce_op,
+                "from": came or None,
+            }
+        )
     return issued
 
 
@@ -167,26 +177,45 @@ def digest(issued: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def issued_schedule(sources: list[str], dispatch: list[dict[str, Any]], *, cpp_wrapper: bool,
-                    group_ranks: Any) -> dict[str, Any]:  # fmt: skip
+def issued_schedule(
+    sources: list[str], dispatch: list[dict[str, Any]], *, cpp_wrapper: bool, group_ranks: Any
+) -> dict[str, Any]:
     """{"by", "collectives", "total", "digest"}: from inductor's wrapper sources when there are any ("inductor"),
     "unread" for a C++ wrapper, else the dispatch schedule ("dispatch")."""
     if not sources:
         stripped = [compared(c) for c in dispatch]
-        return {"by": "dispatch", "collectives": stripped[:MAX_ISSUED], "total": len(stripped),
-                "digest": digest(stripped)}  # fmt: skip
+        return {
+            "by": "dispatch",
+            "collectives": stripped[:MAX_ISSUED],
+            "total": len(stripped),
+            "digest": digest(stripped),
+        }
     if cpp_wrapper:
-        return {"by": "unread", "collectives": [], "total": None, "digest": "unread",
-                "why": "inductor generated a C++ wrapper (cpp_wrapper=True): its calls are not read"}  # fmt: skip
+        return {
+            "by": "unread",
+            "collectives": [],
+            "total": None,
+            "digest": "unread",
+            "why": "inductor generated a C++ wrapper (cpp_wrapper=True): its calls are not read",
+        }
     nodes = {c["node"]: i for i, c in enumerate(dispatch) if c.get("node")}
     try:
         issued = merged([c for source in sources for c in parse(source, group_ranks, nodes)], dispatch)
     except Exception as exc:  # a wrapper this reader does not know: said, logged, never compared (nor a crash)
         logging.getLogger("compile_guard.issued").exception("reading inductor's wrapper failed")
-        return {"by": "unread", "collectives": [], "total": None, "digest": "unread",
-                "why": f"reading inductor's wrapper failed: {type(exc).__name__}: {exc}"[:300]}  # fmt: skip
-    return {"by": "inductor", "collectives": issued[:MAX_ISSUED], "total": len(issued), "digest": digest(
-        [{k: v for k, v in c.items() if k != "merged"} for c in issued])}  # fmt: skip
+        return {
+            "by": "unread",
+            "collectives": [],
+            "total": None,
+            "digest": "unread",
+            "why": f"reading inductor's wrapper failed: {type(exc).__name__}: {exc}"[:300],
+        }
+    return {
+        "by": "inductor",
+        "collectives": issued[:MAX_ISSUED],
+        "total": len(issued),
+        "digest": digest([{k: v for k, v in c.items() if k != "merged"} for c in issued]),
+    }
 
 
 def describe(c: dict[str, Any] | None, dispatch: list[dict[str, Any]] | None = None) -> str:
@@ -197,10 +226,18 @@ def describe(c: dict[str, Any] | None, dispatch: list[dict[str, Any]] | None = N
     group = c.get("group") or {}
     came = c.get("merged") or c.get("from") or []
     sites = sorted({dispatch[i].get("site") or "?" for i in came if i < len(dispatch)}) if dispatch else []
-    what = (f" = {'a bucket of ' if len(came) > 1 else ''}dispatch {'+'.join(f'#{i}' for i in came)}"
-            f"{' at ' + ', '.join(sites) if sites else ''}") if came else ""  # fmt: skip
-    return (f"{c.get('op')} {group.get('name')}{group.get('ranks') or ''} {c.get('shape')} {c.get('dtype')}"
-            f"{' ' + c['reduce_op'] if c.get('reduce_op') else ''}{what}")  # fmt: skip
+    what = (
+        (
+            f" = {'a bucket of ' if len(came) > 1 else ''}dispatch {'+'.join(f'#{i}' for i in came)}"
+            f"{' at ' + ', '.join(sites) if sites else ''}"
+        )
+        if came
+        else ""
+    )
+    return (
+        f"{c.get('op')} {group.get('name')}{group.get('ranks') or ''} {c.get('shape')} {c.get('dtype')}"
+        f"{' ' + c['reduce_op'] if c.get('reduce_op') else ''}{what}"
+    )
 
 
 def _key(c: dict[str, Any]) -> tuple[Any, ...]:
@@ -235,7 +272,7 @@ def change(base: dict[str, Any], run: dict[str, Any]) -> tuple[str, str]:
     b, r = base.get("collectives") or [], run.get("collectives") or []
     p2p_b, p2p_r = [_key(c) for c in b if c.get("op") in _P2P], [_key(c) for c in r if c.get("op") in _P2P]
     if p2p_b != p2p_r and sorted(p2p_b) == sorted(p2p_r):
-        at = next(i for i, (x, y) in enumerate(zip(p2p_b, p2p_r)) if x != y)
+        at = next(i for i, (x, y) in enumerate(zip(p2p_b, p2p_r, strict=True)) if x != y)
         return "regression", f"point-to-point ops reordered at p2p #{at}: {p2p_b[at][0]} -> {p2p_r[at][0]}"
     before, after = _covered(b), _covered(r)
     if before is not None and after is not None and before - after:
@@ -243,7 +280,11 @@ def change(base: dict[str, Any], run: dict[str, Any]) -> tuple[str, str]:
     vb, vr = _volume(b), _volume(r)
     fewer = sorted(k for k in vb if vr.get(k, 0) < vb[k])
     if fewer:
-        return "regression", f"fewer elements communicated: {fewer[0][0]} on ranks {list(fewer[0][1])} {vb[fewer[0]]}" \
-                             f" -> {vr.get(fewer[0], 0)}"
-    at = next((i for i in range(max(len(b), len(r))) if (b[i:i + 1] or [None])[0] != (r[i:i + 1] or [None])[0]), 0)
-    return "changed", f"first differs at #{at}: {describe((b[at:at + 1] or [None])[0])} -> {describe((r[at:at + 1] or [None])[0])}"
+        return (
+            "regression",
+            f"fewer elements communicated: {fewer[0][0]} on ranks {list(fewer[0][1])} {vb[fewer[0]]}"
+            f" -> {vr.get(fewer[0], 0)}",
+        )
+    at = next((i for i in range(max(len(b), len(r))) if (b[i : i + 1] or [None])[0] != (r[i : i + 1] or [None])[0]), 0)
+    first_b, first_r = (b[at : at + 1] or [None])[0], (r[at : at + 1] or [None])[0]
+    return "changed", f"first differs at #{at}: {describe(first_b)} -> {describe(first_r)}"

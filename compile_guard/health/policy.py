@@ -71,14 +71,16 @@ def reason_keys(counts: dict[str, int]) -> dict[str, int]:
     return keyed
 
 
-def reworded(base_reasons: dict[str, int], base_sites: list[dict[str, Any]], reasons: dict[str, int],
-             sites: list[dict[str, Any]]) -> dict[str, str]:  # fmt: skip
+def reworded(
+    base_reasons: dict[str, int], base_sites: list[dict[str, Any]], reasons: dict[str, int], sites: list[dict[str, Any]]
+) -> dict[str, str]:
     """Break reasons a torch release only renamed: {run's key: baseline's key}. Titles change across releases
     ("Tensor.item" on 2.7 is "Unsupported Tensor.item() call with capture_scalar_outputs=False" on 2.8; 2.6
     has no titles at all), the user's code does not: a reason new in the run and one gone from the baseline
     are one break when they were hit at the same user sites the same number of times, and only one gone
     reason matches. Only for a baseline of another torch: on one torch a new reason at an old site is a change
     of the program. Sites without a key (baselines written before sites carried one) match nothing."""
+
     def footprints(keys: set[str], of: list[dict[str, Any]]) -> dict[str, collections.Counter]:
         found: dict[str, collections.Counter] = {}
         for s in of:
@@ -97,8 +99,12 @@ def reworded(base_reasons: dict[str, int], base_sites: list[dict[str, Any]], rea
     return mapping
 
 
-def across_releases(base_metrics: dict[str, Any], base_sites: list[dict[str, Any]], per_rank: list[dict[str, Any]],
-                    per_rank_sites: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+def across_releases(
+    base_metrics: dict[str, Any],
+    base_sites: list[dict[str, Any]],
+    per_rank: list[dict[str, Any]],
+    per_rank_sites: list[list[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[str]]:
     """For a baseline of another torch: each rank's metrics with the break reasons that release only renamed
     (`reworded`) keyed as the baseline keys them, and one line per rename for the report."""
     renamed_ranks, notes = [], []
@@ -108,8 +114,11 @@ def across_releases(base_metrics: dict[str, Any], base_sites: list[dict[str, Any
         for reason, count in reason_keys(metrics.get("break_reasons", {})).items():
             renamed[mapping.get(reason, reason)] = renamed.get(mapping.get(reason, reason), 0) + count
         renamed_ranks.append({**metrics, "break_reasons": renamed})
-        notes.extend(f"break reason renamed by the torch release: {old!r} now reads {new!r} (the same sites, the"
-                     " same counts: compared as one)" for new, old in mapping.items())  # fmt: skip
+        notes.extend(
+            f"break reason renamed by the torch release: {old!r} now reads {new!r} (the same sites, the"
+            " same counts: compared as one)"
+            for new, old in mapping.items()
+        )
     return renamed_ranks, sorted(set(notes))
 
 
@@ -150,22 +159,33 @@ def compare(baseline: dict[str, Any], per_rank: list[dict[str, Any]]) -> list[Ro
 def _issued_rows(name: str, base: list[dict[str, Any]], per_rank: list[list[dict[str, Any]]]) -> list[Row]:
     """One row per graph whose issued schedule moved (the first move named), or one row saying none did."""
     if not base:  # a baseline that predates the metric (or a run without the agreement): nothing to compare
-        return [Row(metric=f"{name} (not in baseline)", baseline="-", per_rank=[len(v) for v in per_rank],
-                    verdict=OK)]  # fmt: skip
+        return [Row(metric=f"{name} (not in baseline)", baseline="-", per_rank=[len(v) for v in per_rank], verdict=OK)]
     rows = []
     for i in range(max(len(base), *(len(v) for v in per_rank))):
         theirs = [v[i] if i < len(v) else {} for v in per_rank]
         mine = base[i] if i < len(base) else {}
         moved = [issued.change(mine, t) for t in theirs]
-        verdict = REGRESSION if any(k == REGRESSION for k, _ in moved) else OK if all(
-            k == "same" for k, _ in moved) else CHANGED  # fmt: skip
+        verdict = (
+            REGRESSION
+            if any(k == REGRESSION for k, _ in moved)
+            else OK
+            if all(k == "same" for k, _ in moved)
+            else CHANGED
+        )
         if verdict != OK:
             what = next(w for k, w in moved if k != "same")
-            rows.append(Row(metric=f"issued: graph #{i}: {what}", baseline=mine.get("digest"),
-                            per_rank=[t.get("digest") for t in theirs], verdict=verdict))  # fmt: skip
+            rows.append(
+                Row(
+                    metric=f"issued: graph #{i}: {what}",
+                    baseline=mine.get("digest"),
+                    per_rank=[t.get("digest") for t in theirs],
+                    verdict=verdict,
+                )
+            )
     digests = ["/".join(g.get("digest", "?") for g in v) for v in per_rank]
-    return rows or [Row(metric=name, baseline="/".join(g.get("digest", "?") for g in base), per_rank=digests,
-                        verdict=OK)]  # fmt: skip
+    return rows or [
+        Row(metric=name, baseline="/".join(g.get("digest", "?") for g in base), per_rank=digests, verdict=OK)
+    ]
 
 
 def nothing_compiled(per_rank: list[dict[str, Any]], *, compile_on: bool) -> list[Row]:
@@ -186,6 +206,8 @@ def failing(rows: list[Row], *, allow_improvement: bool, strict: bool) -> list[R
 def outcome(rows: list[Row], *, allow_improvement: bool, strict: bool) -> tuple[bool, list[str]]:
     """(passed, reasons it did not)."""
     notes = {REGRESSION: "regression", IMPROVEMENT: "improvement: refresh the baseline", CHANGED: "changed, --strict"}
-    problems = [f"{r.metric}: {r.baseline} -> {r.per_rank} ({notes[r.verdict]})"
-                for r in failing(rows, allow_improvement=allow_improvement, strict=strict)]  # fmt: skip
+    problems = [
+        f"{r.metric}: {r.baseline} -> {r.per_rank} ({notes[r.verdict]})"
+        for r in failing(rows, allow_improvement=allow_improvement, strict=strict)
+    ]
     return not problems, problems

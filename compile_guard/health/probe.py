@@ -59,8 +59,9 @@ class CompileProbe:
         compat.log_compile_artifacts()
         logging.getLogger(compat.BREAK_LOGGER).addHandler(self._sites)
 
-    def observe(self, *, effective_backend: dict[str, Any] | None = None,
-                warmup_recompiles: int | None = None) -> Observations:  # fmt: skip
+    def observe(
+        self, *, effective_backend: dict[str, Any] | None = None, warmup_recompiles: int | None = None
+    ) -> Observations:
         by_reason: collections.Counter = collections.Counter()
         for message, count in self.region.graph_breaks().items():
             by_reason[reason_key(message)] += count
@@ -71,27 +72,35 @@ class CompileProbe:
             reason = m["recompile_reason"] or "?"
             if reason != compat.NO_RECOMPILE_REASON:  # dynamo's "<n> recompilations: <guard>", one line
                 reason = reason.split(":", 1)[-1].strip().splitlines()[0]
-            compiles.append({
-                "frame": m["co_name"], "site": relative_site(m["co_filename"] or "?", m["co_firstlineno"] or 0),
-                "attempt": int(attempt) if attempt.isdigit() else 0, "reason": re.sub(r"\s+", " ", reason)[:200],
-                "guard_count": m["guard_count"] or 0,
-            })  # fmt: skip
+            compiles.append(
+                {
+                    "frame": m["co_name"],
+                    "site": relative_site(m["co_filename"] or "?", m["co_firstlineno"] or 0),
+                    "attempt": int(attempt) if attempt.isdigit() else 0,
+                    "reason": re.sub(r"\s+", " ", reason)[:200],
+                    "guard_count": m["guard_count"] or 0,
+                }
+            )
         return Observations(
             graph_count=self.region.graph_count,
             graphs=[graph_fingerprint(gm) for gm in self.region.graphs],
             schedules=list(self._schedules),
             break_reasons=dict(by_reason),
             break_sites=sorted(
-                [{"reason": gb, "key": key, "site": s, "count": n, "source": self._sites.source.get(s, "")}
-                 for (gb, key, s), n in self._sites.breaks.items()],
+                [
+                    {"reason": gb, "key": key, "site": s, "count": n, "source": self._sites.source.get(s, "")}
+                    for (gb, key, s), n in self._sites.breaks.items()
+                ],
                 key=lambda d: (d["site"], d["reason"]),
             ),
             compiles=compiles,
             effective_backend=effective_backend or {},
             warmup_recompiles=warmup_recompiles,
             rank_varying=list(self.agreement.rank_varying.values()) if self.agreement else [],
-            issued=[{"by": i["by"], "digest": i["digest"], "collectives": i["collectives"][:MAX_BASELINED]}
-                    for i in (self.agreement.issued if self.agreement else [])],  # fmt: skip
+            issued=[
+                {"by": i["by"], "digest": i["digest"], "collectives": i["collectives"][:MAX_BASELINED]}
+                for i in (self.agreement.issued if self.agreement else [])
+            ],
         )
 
     def snapshot(self, **context: Any) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def _shape(t: torch.Tensor) -> list[int | str]:
 
 
 def _tensor_of(arg: Any) -> dict[str, Any]:
-    value = (arg.meta.get("val", arg.meta.get("example_value")) if isinstance(arg, torch.fx.Node) else None)
+    value = arg.meta.get("val", arg.meta.get("example_value")) if isinstance(arg, torch.fx.Node) else None
     if isinstance(value, (list, tuple)):  # coalesced collectives take lists
         return {"shape": [_shape(v) for v in value], "dtype": str(value[0].dtype) if value else None}
     if isinstance(value, torch.Tensor):
@@ -90,8 +90,14 @@ def _entry(node: torch.fx.Node) -> dict[str, Any]:
     strings = [a for a in node.args[1:] if isinstance(a, str)]
     group_name = node.kwargs.get("group_name", strings[-1] if strings else None)
     reduce_op = strings[0] if op.startswith(("all_reduce", "reduce_scatter")) and len(strings) > 1 else None
-    return {"op": op, "group": group_of(group_name), **_tensor_of(node.args[0]), "reduce_op": reduce_op,
-            "site": _site(node), "node": node.name}  # fmt: skip
+    return {
+        "op": op,
+        "group": group_of(group_name),
+        **_tensor_of(node.args[0]),
+        "reduce_op": reduce_op,
+        "site": _site(node),
+        "node": node.name,
+    }
 
 
 def digest(collectives: list[dict[str, Any]]) -> str:
@@ -103,13 +109,17 @@ def digest(collectives: list[dict[str, Any]]) -> str:
 def _hides_collectives(example_inputs: list[Any]) -> bool:
     """A tensor subclass among the inputs (a DTensor's parameters): its collectives appear only after
     dispatch. Plain tensors: the functional collectives dynamo captured are already the schedule."""
-    return any(isinstance(x, torch.Tensor) and type(x) not in (torch.Tensor, torch.nn.Parameter)
-               for x in example_inputs)  # fmt: skip
+    return any(
+        isinstance(x, torch.Tensor) and type(x) not in (torch.Tensor, torch.nn.Parameter) for x in example_inputs
+    )
 
 
 def _schedule_of(graph: torch.fx.Graph) -> dict[str, Any]:
-    collectives = [_entry(n) for n in graph.nodes
-                   if n.op == "call_function" and _FUNCOL in str(n.target) and "wait_tensor" not in str(n.target)]
+    collectives = [
+        _entry(n)
+        for n in graph.nodes
+        if n.op == "call_function" and _FUNCOL in str(n.target) and "wait_tensor" not in str(n.target)
+    ]
     return {"collectives": collectives, "digest": digest(collectives)}
 
 
@@ -126,8 +136,12 @@ class _Retrace(torch.fx.Interpreter):
         self.scalars = {}
         for n in gm.graph.nodes:
             source = inputs.get(n.args[0]) if n.op == "call_method" and n.target == "item" and n.args else None
-            if isinstance(source, torch.Tensor) and not compat.is_fake(source) and source.numel() == 1 \
-                    and type(source) in (torch.Tensor, torch.nn.Parameter):  # fmt: skip
+            if (
+                isinstance(source, torch.Tensor)
+                and not compat.is_fake(source)
+                and source.numel() == 1
+                and type(source) in (torch.Tensor, torch.nn.Parameter)
+            ):
                 self.scalars[n] = source.item()
 
     def run_node(self, n: torch.fx.Node) -> Any:
@@ -154,8 +168,10 @@ def _read_schedule(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> dict[
         traced = retrace(gm, example_inputs)
     except Exception as exc:
         log.error("re-tracing a graph for its collective schedule failed; traceback:", exc_info=exc)
-        raise ScheduleUnreadable(f"compile_guard could not re-trace a graph to read its collective schedule after"
-                                 f" dispatch: {type(exc).__name__}: {exc}"[:600]) from exc
+        raise ScheduleUnreadable(
+            f"compile_guard could not re-trace a graph to read its collective schedule after"
+            f" dispatch: {type(exc).__name__}: {exc}"[:600]
+        ) from exc
     return _schedule_of(traced.graph)
 
 
@@ -168,6 +184,5 @@ def retrace(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> torch.fx.Gra
     # Outside dynamo's tracing context: ours is a separate trace, and torch 2.8-2.12 assert that the active fake
     # mode is the context's (it is not: this one is ours)
     interpreter = _Retrace(gm, example_inputs)  # reads real scalars: before the fake mode
-    with compat.outside_tracing_context(), compat.fake_mode(), \
-            fx_traceback.preserve_node_meta():  # fmt: skip
+    with compat.outside_tracing_context(), compat.fake_mode(), fx_traceback.preserve_node_meta():
         return make_fx(interpreter.run, tracing_mode="real")(*example_inputs)

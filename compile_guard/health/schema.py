@@ -48,8 +48,7 @@ class Observations:
         return [{k: c[k] for k in ("frame", "site", "reason")} for c in self.compiles if c["attempt"] > 0]
 
 
-def metric(judged: str, *, symmetric: bool, default: Any, measure: Callable[[Observations], Any],
-           doc: str) -> Any:  # fmt: skip
+def metric(judged: str, *, symmetric: bool, default: Any, measure: Callable[[Observations], Any], doc: str) -> Any:
     meta = {"judged": judged, "symmetric": symmetric, "measure": measure, "doc": doc, "type": type(default)}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -73,11 +72,13 @@ def _rank_varying(obs: Observations) -> dict[str, int]:
 
 
 def _steady(obs: Observations) -> list[dict[str, Any]]:
-    return [] if obs.warmup_recompiles is None else obs.recompile_reasons[obs.warmup_recompiles:]
+    return [] if obs.warmup_recompiles is None else obs.recompile_reasons[obs.warmup_recompiles :]
 
 
 @dataclass(frozen=True, kw_only=True)
 class CompileHealth:
+    # the metric table: one metric per field, how it is judged and measured: the formatter leaves it as written
+    # fmt: off
     # -- counted: more is a regression, fewer an improvement (the baseline must then be refreshed)
     graph_breaks: int = metric(COUNTED, symmetric=True, default=0, doc="graph breaks, all reasons",
                                measure=lambda o: sum(o.break_reasons.values()))
@@ -132,6 +133,7 @@ class CompileHealth:
                                         measure=lambda o: o.schedules)
     rank_varying_sites: list = metric(DETAIL, symmetric=False, default=[], doc="each rank-varying constant's"
                                       " site and value per rank", measure=lambda o: o.rank_varying)
+    # fmt: on
 
     @classmethod
     def measure(cls, obs: Observations) -> CompileHealth:
@@ -166,4 +168,3 @@ def symmetric_view(health: dict[str, Any]) -> dict[str, Any]:
 def baseline_view(health: dict[str, Any]) -> dict[str, Any]:
     """The metrics a baseline stores, from a probe output (`final`)."""
     return {key: health.get(key, default_of(key)) for key in BASELINE_KEYS}
-

@@ -46,11 +46,17 @@ PATH_SUFFIXES = ("_dir", "_path", "_dir_root", "_file_name")  # a path: where, n
 CACHE_WORD, CACHE_KEPT = "cache", ("cache_size_limit", "accumulated_cache_size_limit")
 # torch leaves the custom passes out of its portable view (they are callables); they change the program
 CALLABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "inductor": ("pre_grad_custom_pass", "joint_custom_pre_pass", "joint_custom_post_pass",
-                 "post_grad_custom_pre_pass", "post_grad_custom_post_pass", "_pre_fusion_custom_pass",
-                 "_fuse_ddp_communication_passes"),
+    "inductor": (
+        "pre_grad_custom_pass",
+        "joint_custom_pre_pass",
+        "joint_custom_post_pass",
+        "post_grad_custom_pre_pass",
+        "post_grad_custom_post_pass",
+        "_pre_fusion_custom_pass",
+        "_fuse_ddp_communication_passes",
+    ),
     "functorch": ("joint_custom_pass",),
-}  # fmt: skip
+}
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 

@@ -29,10 +29,10 @@ def relative_site(filename: str, line: int) -> str:
     parts = path.parts
     for anchor in ("site-packages", "dist-packages"):
         if anchor in parts:
-            return f"{'/'.join(parts[parts.index(anchor) + 1:])}:{line}"
+            return f"{'/'.join(parts[parts.index(anchor) + 1 :])}:{line}"
     for root in ("engine", "compile_guard", "repro", "docs"):
         if root in parts:
-            return f"{'/'.join(parts[len(parts) - 1 - parts[::-1].index(root):])}:{line}"
+            return f"{'/'.join(parts[len(parts) - 1 - parts[::-1].index(root) :])}:{line}"
     return f"{path.name}:{line}"
 
 

@@ -74,8 +74,11 @@ class _Walker:
         if isinstance(value, dict):
             return "{" + ",".join(f"{k}:{self.shape(value[k], node, f'{path}.{k}')}" for k in sorted(value)) + "}"
         if isinstance(value, slice):
-            return "slice(" + ",".join(self.shape(getattr(value, a), node, f"{path}.{a}")
-                                       for a in ("start", "stop", "step")) + ")"  # fmt: skip
+            return (
+                "slice("
+                + ",".join(self.shape(getattr(value, a), node, f"{path}.{a}") for a in ("start", "stop", "step"))
+                + ")"
+            )
         return re.sub(r"0x[0-9a-f]+", "0x?", repr(value))  # dtypes, memory formats, reduce ops: structure
 
 

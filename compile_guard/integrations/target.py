@@ -57,8 +57,10 @@ def load_factory(spec: str) -> Callable[[TargetContext], Any]:
     if not sep or not module_name or not attr:
         raise TargetError(f"--target {spec!r} is not 'package.module:factory'; e.g. docs.examples.tp_mlp:good")
     if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
-        raise TargetError(f"--target {spec!r} is not 'package.module:factory' (dotted names, no relative import);"
-                          " e.g. docs.examples.tp_mlp:good")  # fmt: skip
+        raise TargetError(
+            f"--target {spec!r} is not 'package.module:factory' (dotted names, no relative import);"
+            " e.g. docs.examples.tp_mlp:good"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -86,8 +88,12 @@ def build(spec: str, ctx: TargetContext) -> GuardTarget:
         )
     if not target.inputs or not all(isinstance(step, tuple) for step in target.inputs):
         raise TargetError(f"--target {spec!r}: inputs must be a non-empty list of argument tuples")
-    if not (isinstance(target.replicated, bool) or (isinstance(target.replicated, tuple) and
-                                                    all(isinstance(i, int) for i in target.replicated))):  # fmt: skip
-        raise TargetError(f"--target {spec!r}: replicated is {target.replicated!r}; expected True, False or a tuple"
-                          " of output indices, e.g. (0,)")  # fmt: skip
+    if not (
+        isinstance(target.replicated, bool)
+        or (isinstance(target.replicated, tuple) and all(isinstance(i, int) for i in target.replicated))
+    ):
+        raise TargetError(
+            f"--target {spec!r}: replicated is {target.replicated!r}; expected True, False or a tuple"
+            " of output indices, e.g. (0,)"
+        )
     return target

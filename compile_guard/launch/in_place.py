@@ -40,8 +40,9 @@ def _launcher_store(timeout_s: float) -> Any | None:
         return None
     from torch.distributed import TCPStore
 
-    return TCPStore(knobs.read("MASTER_ADDR"), knobs.read("MASTER_PORT"), None, False,
-                    datetime.timedelta(seconds=timeout_s))  # fmt: skip
+    return TCPStore(
+        knobs.read("MASTER_ADDR"), knobs.read("MASTER_PORT"), None, False, datetime.timedelta(seconds=timeout_s)
+    )
 
 
 def settle(rank_code: int, *, window_s: float) -> verdict.Verdict:
@@ -70,8 +71,14 @@ def settle(rank_code: int, *, window_s: float) -> verdict.Verdict:
     except Exception as exc:  # the store went away (the agent is tearing the job down): this rank alone
         log.warning("settling the exit code with the peers failed (%s): this rank decides alone", exc)
         return verdict.decide([own])
-    log.warning("settled: this rank's code %s, the job's cause rank %s code %s -> exit %s (%s)", rank_code, by, code,
-                decided.code, decided.label)  # fmt: skip
+    log.warning(
+        "settled: this rank's code %s, the job's cause rank %s code %s -> exit %s (%s)",
+        rank_code,
+        by,
+        code,
+        decided.code,
+        decided.label,
+    )
     return decided
 
 

@@ -39,7 +39,7 @@ _TAIL_LINES = 40
 # A rank that dies by a signal writes no record: its failure time is when the launcher saw
 # it exit, which trails the death by however long the launcher waited for a core. Peers
 # record their own failure only after detecting the death, so crediting signal deaths with
-# this much slack keeps the culprit first on a loaded 2-core box without hiding a peer that
+# this much slack keeps the culprit first on a loaded small runner without hiding a peer that
 # genuinely failed earlier.
 _SIGNAL_DEATH_SLACK_S = 0.25
 
@@ -74,9 +74,7 @@ class LaunchSpec:
             raise ValueError(f"grace_s={self.grace_s} is invalid; expected seconds >= 0")
         bad = sorted(r for r in self.rank_env if not 0 <= r < self.nprocs)
         if bad:
-            raise ValueError(
-                f"rank_env names ranks {bad}, outside 0..{self.nprocs - 1}; fix the rank ids"
-            )
+            raise ValueError(f"rank_env names ranks {bad}, outside 0..{self.nprocs - 1}; fix the rank ids")
         if not self.argv:
             raise ValueError("argv is empty; give the command each rank runs")
         if not 0 <= self.followed_rank < self.nprocs:
@@ -325,11 +323,17 @@ class _Run:
         elif rc != 0 and rank not in self.killed:
             failed_at = self.exited_at[rank] - self.start
         return RankResult(
-            rank=rank, pid=proc.pid, returncode=rc if rc >= 0 else None,
-            signal=signal.Signals(-rc).name if rc < 0 else None, killed_by_launcher=rank in self.killed,
-            duration_s=self.exited_at[rank] - self.start, log_path=log_path, log_tail=_tail(log_path),
-            failure=record["error"] if record else None, failed_at_s=failed_at,
-        )  # fmt: skip
+            rank=rank,
+            pid=proc.pid,
+            returncode=rc if rc >= 0 else None,
+            signal=signal.Signals(-rc).name if rc < 0 else None,
+            killed_by_launcher=rank in self.killed,
+            duration_s=self.exited_at[rank] - self.start,
+            log_path=log_path,
+            log_tail=_tail(log_path),
+            failure=record["error"] if record else None,
+            failed_at_s=failed_at,
+        )
 
     def result(self) -> LaunchResult:
         results = [self.rank_result(rank) for rank in range(len(self.procs))]
@@ -342,9 +346,15 @@ class _Run:
                 return r.failed_at_s - (_SIGNAL_DEATH_SLACK_S if r.signal and not r.failure else 0.0)
 
             first_failed = min(failed, key=order).rank
-        return LaunchResult(ranks=tuple(results), outcome=self.outcome, first_failed=first_failed,
-                            duration_s=time.monotonic() - self.start, master_port=self.port,
-                            started_at=self.start, interrupted_by=self.interrupted_by)  # fmt: skip
+        return LaunchResult(
+            ranks=tuple(results),
+            outcome=self.outcome,
+            first_failed=first_failed,
+            duration_s=time.monotonic() - self.start,
+            master_port=self.port,
+            started_at=self.start,
+            interrupted_by=self.interrupted_by,
+        )
 
 
 def launch(spec: LaunchSpec) -> LaunchResult:

@@ -88,9 +88,18 @@ class Launched(RunMode):
 
     def run(self, program: RankProgram, *, log_dir: Path, on_line: Callable[[str], None] | None = None) -> Ran:
         argv = python_module_argv(program.module, *program.argv, "--out", str(log_dir))
-        result = launch(LaunchSpec(argv=argv, nprocs=program.nprocs, deadline_s=program.deadline_s, log_dir=log_dir,
-                                   env=program.env, rank_env=program.rank_env, on_line=on_line,
-                                   followed_rank=program.followed_rank))  # fmt: skip
+        result = launch(
+            LaunchSpec(
+                argv=argv,
+                nprocs=program.nprocs,
+                deadline_s=program.deadline_s,
+                log_dir=log_dir,
+                env=program.env,
+                rank_env=program.rank_env,
+                on_line=on_line,
+                followed_rank=program.followed_rank,
+            )
+        )
         paths = [log_dir / program.report.format(rank=r) for r in range(program.nprocs)]
         reports = [p.read_text() for p in paths] if result.ok and all(p.exists() for p in paths) else None
         return Ran(reports=reports, code=Cli.OK, result=result, log_dir=log_dir)

@@ -111,6 +111,8 @@ def _signal_self(sig: signal.Signals) -> Callable[[Site], None]:
     return lambda _site: os.kill(os.getpid(), sig)
 
 
+# the fault table: one fault per entry: the formatter leaves it as written
+# fmt: off
 FAULTS: dict[str, Fault] = {
     "meta_unserialisable": Fault(point=Point.REQUEST_BUILT, doc="OM-01: a lambda in the request's extras",
                                  act=lambda s: s["extras"].__setitem__("on_done", lambda: None)),
@@ -144,7 +146,7 @@ FAULTS: dict[str, Fault] = {
     "rank_eps": Fault(point=Point.PHASE_B, doc="CD-02: the fault rank changes a LayerNorm's eps (a guarded float)",
                       act=lambda s: setattr(s["model"].blocks[0].norm1, "eps", s["model"].blocks[0].norm1.eps * 2)),
     "rank_disabled_collective": Fault(point=Point.MODEL_BUILT, act=_disable_collectives,
-                                      doc="C-03-disable: the all-reduces wrapped in torch.compiler.disable() (a break)"),
+                                      doc="C-03-disable: the all-reduces wrapped in torch.compiler.disable()"),
     "rank_debug_sync": Fault(point=Point.MODEL_BUILT, doc="CD-03: a debug all-reduce in the compiled forward",
                              act=_debug_sync_left_in(compiled_only=True)),
     "rank_debug_sync_eager": Fault(point=Point.MODEL_BUILT, doc="EL-01: the same debug all-reduce in eager code too",
@@ -156,7 +158,8 @@ FAULTS: dict[str, Fault] = {
                           act=lambda _s: time.sleep(DELAY_RESULT_S)),
     "wrong_group": Fault(point=Point.AGREEMENT_GROUP, doc="OM-08: the pre-generator gather is handed world_pg",
                          act=lambda s: s.__setitem__("group", s["layout"].group("world"))),
-}  # fmt: skip
+}
+# fmt: on
 
 
 class FaultInjector(Hooks):
@@ -168,8 +171,11 @@ class FaultInjector(Hooks):
 
     @classmethod
     def from_knobs(cls) -> FaultInjector:
-        return cls(name=knobs.read("COMPILE_GUARD_TEST_FAULT"), rank=knobs.read("COMPILE_GUARD_TEST_FAULT_RANK"),
-                   chunk=knobs.read("COMPILE_GUARD_TEST_FAULT_CHUNK"))  # fmt: skip
+        return cls(
+            name=knobs.read("COMPILE_GUARD_TEST_FAULT"),
+            rank=knobs.read("COMPILE_GUARD_TEST_FAULT_RANK"),
+            chunk=knobs.read("COMPILE_GUARD_TEST_FAULT_CHUNK"),
+        )
 
     @classmethod
     def requested(cls) -> FaultInjector | None:

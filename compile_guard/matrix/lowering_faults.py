@@ -2,7 +2,8 @@
 
 Switched by the parity-checked test knobs COMPILE_GUARD_TEST_LOWERING (which) and _RANK (-1: every rank).
 Each patch is in-process and outside inductor's cache key, so a patched rank compiles in an empty inductor
-cache directory of its own: a patched kernel never lands in the shared cache, nor a cached one hides the patch. Structure-only checks pass on every one of them (measured: `check` exited 0 before issue 25).
+cache directory of its own: a patched kernel never lands in the shared cache, nor a cached one hides the patch.
+Structure-only checks pass on every one of them (measured: `check` exited 0 before issue 25).
 """
 
 from __future__ import annotations
@@ -84,16 +85,19 @@ def _sigmoid_as_tanh() -> Callable[[], None]:
     passes, and the graphs, the settings and the issued schedule are all equal."""
     _, lowerings, _ = compat.inductor_lowering_tables()
     aten = torch.ops.aten
-    sigmoid, tanh, mul, add = (lowerings[op] for op in (aten.sigmoid.default, aten.tanh.default, aten.mul.Tensor,
-                                                        aten.add.Tensor))  # fmt: skip
+    sigmoid, tanh, mul, add = (
+        lowerings[op] for op in (aten.sigmoid.default, aten.tanh.default, aten.mul.Tensor, aten.add.Tensor)
+    )
     lowerings[aten.sigmoid.default] = lambda x: mul(add(tanh(mul(x, 0.5)), 1.0), 0.5)
     return lambda: lowerings.__setitem__(aten.sigmoid.default, sigmoid)
 
 
 LOWERINGS: dict[str, Callable[[], Callable[[], None]]] = {
-    "gelu_erf": _gelu_as_erf, "no_fusion": _no_fusion, "slow_compile": _slow_compile,
+    "gelu_erf": _gelu_as_erf,
+    "no_fusion": _no_fusion,
+    "slow_compile": _slow_compile,
     "sigmoid_tanh": _sigmoid_as_tanh,
-}  # fmt: skip
+}
 
 
 @contextlib.contextmanager

@@ -97,9 +97,11 @@ def _hook(name: str, rank: int = 0, chunk: int = FAULT_CHUNK) -> dict[str, str]:
 
 def _preflight(stage: str, key_path: str) -> Expect:
     return Expect(
-        kind=CONTINUES, detector=0, event="preflight_rejected",
+        kind=CONTINUES,
+        detector=0,
+        event="preflight_rejected",
         fields={"stage": stage, "key_path": key_path, "chunk_index": FAULT_CHUNK},
-    )  # fmt: skip
+    )
 
 
 def _all(code: int, *, detector: int, event: str, **fields: object) -> Expect:
@@ -119,9 +121,15 @@ def _lowering(name: str, rank: int = -1) -> dict[str, str]:
 def _diverged(kind: str, *, detector: int) -> Expect:
     """Every rank stopped by the compile agreement; the detector's compile_divergence event of that kind."""
     fields: dict[str, object] = {"kind": kind}
-    return Expect(kind=ALL_EXIT, detector=detector, event="compile_divergence", fields=fields,
-                  exit_codes={0: (CompileDivergence.exit_code,), 1: (CompileDivergence.exit_code,)},
-                  ttf_budget_s=DIVERGE_BUDGET_S, since="graph_compiled")
+    return Expect(
+        kind=ALL_EXIT,
+        detector=detector,
+        event="compile_divergence",
+        fields=fields,
+        exit_codes={0: (CompileDivergence.exit_code,), 1: (CompileDivergence.exit_code,)},
+        ttf_budget_s=DIVERGE_BUDGET_S,
+        since="graph_compiled",
+    )
 
 
 _PARITY = ParityMismatch.exit_code
@@ -129,6 +137,8 @@ _ASYMMETRY = CompileAsymmetry.exit_code  # compile_guard.quality.parity.OutputDr
 _PEER_GONE = (PeerLost.exit_code, WatchdogExpired.exit_code)  # gloo sees a dead peer first; the watchdog a frozen one
 _OM13_ENV = {"COMPILE_GUARD_WATCHDOG_S": str(WATCHDOG_S)}
 
+# the matrix as a table: one row per entry, read down its columns: the formatter leaves it as written
+# fmt: off
 ROWS: tuple[Row, ...] = (
     Row(id="OM-01", surface="TP framing", fm="FM-04", fault="meta holds a lambda",
         env=_hook("meta_unserialisable"), expect=_preflight("meta_encode", "extras.on_done")),
@@ -269,7 +279,7 @@ ROWS: tuple[Row, ...] = (
         program=CHECK, topology="TP=2, gloo, CPU, aot_eager", env=_hook("attn_auto_skew", rank=1, chunk=-1),
         expect=_all(_PARITY, detector=1, event="parity_mismatch", handshake="effective_backend",
                     keys=["attn_impl"])),
-)  # fmt: skip
+)
 
 # Compile divergence: one rank compiles what its peers do not. The compile agreement (compile_guard.agreement)
 # stops every rank before the divergent graph's first run; each fault on our engine and on a DTensor target.
@@ -362,7 +372,7 @@ ROWS += (
         requires=("torch.compiler.save_cache_artifacts", "torch.compiler.load_cache_artifacts"),  # torch >= 2.7
         expect=Expect(kind=CONTINUES_CHECK, detector=0, event="graph_compiled", fields={"cache": "hit"},
                       ttf_budget_s=None)),
-)  # fmt: skip
+)
 
 # A stall is not a divergence: no proof, every rank's position reported, its own exit code.
 ROWS += (
@@ -372,7 +382,7 @@ ROWS += (
         expect=Expect(kind=ALL_EXIT, detector=1, event="stall", fields={"kind": "stall"},
                       exit_codes={0: (Stalled.exit_code,), 1: (Stalled.exit_code,)}, ttf_budget_s=STALL_BUDGET_S,
                       since="graph_compiled")),
-)  # fmt: skip
+)
 
 # The eager-collective ledger (opt-in: check --eager-ledger): the same debug all-reduce, reached in eager code.
 ROWS += (
@@ -381,7 +391,8 @@ ROWS += (
         env=_hook("rank_debug_sync_eager", rank=1, chunk=-1), spec={"eager_ledger": True},
         expect=Expect(kind=ALL_EXIT, detector=0, event="collective_mismatch", fields={"kind": "mismatch"},
                       exit_codes={0: (CollectiveMismatch.exit_code,), 1: (CollectiveMismatch.exit_code,)})),
-)  # fmt: skip
+)
+# fmt: on
 
 ROWS_BY_ID = {row.id: row for row in ROWS}
 assert len(ROWS_BY_ID) == len(ROWS), "duplicate row id"

@@ -93,8 +93,9 @@ def judge(
         done = next((e for e in rank_events[0] if e["event"] == "run_done"), None)
         want = [k for k in range(CHUNKS) if k != FAULT_CHUNK]
         if done is None or done.get("chunks_done") != want:
-            problems.append(f"job did not go on: chunks_done={None if done is None else done.get('chunks_done')}"
-                            f", expected {want}")  # fmt: skip
+            problems.append(
+                f"job did not go on: chunks_done={None if done is None else done.get('chunks_done')}, expected {want}"
+            )
     left = leftover_pids(result)
     if left:
         problems.append(f"processes left behind: {left}")
@@ -150,12 +151,15 @@ def baseline_problems(row: Row, judged: Judged) -> list[str]:
     problems = []
     want = Cli.OK if exp.baseline == "pass" else Cli.FAIL
     if judged.report.exit_code != want:
-        problems.append(f"baseline verdict exit {judged.report.exit_code}, expected {want} ({exp.baseline}):\n"
-                        f"{judged.report.text}")  # fmt: skip
+        problems.append(
+            f"baseline verdict exit {judged.report.exit_code}, expected {want} ({exp.baseline}):\n{judged.report.text}"
+        )
     regressed = {r["metric"] for r in judged.report.data.get("rows", []) if r["verdict"] == "regression"}
     if exp.quality and regressed != set(exp.quality):
-        problems.append(f"quality rows that regressed: {sorted(regressed)}, expected exactly {list(exp.quality)}:\n"
-                        f"{judged.report.text}")  # fmt: skip
+        problems.append(
+            f"quality rows that regressed: {sorted(regressed)}, expected exactly {list(exp.quality)}:\n"
+            f"{judged.report.text}"
+        )
     sites = [s["site"] for s in run.mesh()[0].final["break_sites"]]
     for expected in exp.sites:
         if not any(expected in site for site in sites) or expected not in judged.report.text:
@@ -165,14 +169,25 @@ def baseline_problems(row: Row, judged: Judged) -> list[str]:
 
 def row_spec(row: Row) -> RunSpec:
     """The run spec of an engine row: 2 layers (the rows test the control plane, not the model's depth)."""
-    return RunSpec(name=row.id, topology=row.program, nprocs=row.nprocs, compile="off", layers=2, chunks=CHUNKS,
-                   deadline_s=row.deadline_s, **row.spec)  # fmt: skip
+    return RunSpec(
+        name=row.id,
+        topology=row.program,
+        nprocs=row.nprocs,
+        compile="off",
+        layers=2,
+        chunks=CHUNKS,
+        deadline_s=row.deadline_s,
+        **row.spec,
+    )
 
 
 def check_spec(row: Row) -> RunSpec:
     """The run spec of a check row: its scenario, or its target on 2 ranks with aot_eager; then the row's fields."""
-    base = SCENARIOS[row.scenario] if row.target is None else target_scenario(row.target, nprocs=row.nprocs,
-                                                                               backend="aot_eager")  # fmt: skip
+    base = (
+        SCENARIOS[row.scenario]
+        if row.target is None
+        else target_scenario(row.target, nprocs=row.nprocs, backend="aot_eager")
+    )
     return dataclasses.replace(base, **row.spec)
 
 
@@ -193,14 +208,31 @@ def run_row(row: Row, log_root: Path) -> RowResult:
     log_dir = log_root / row.id
     unavailable = missing_requirement(row)
     if unavailable is not None:
-        return RowResult(id=row.id, passed=True, problems=[], observed=unavailable, signature="", ttf_s=None,
-                         detect_s=None, ttf_budget_s=None, leftover_pids=[], wall_s=0.0, log_dir=str(log_dir),
-                         not_run=unavailable)  # fmt: skip
+        return RowResult(
+            id=row.id,
+            passed=True,
+            problems=[],
+            observed=unavailable,
+            signature="",
+            ttf_s=None,
+            detect_s=None,
+            ttf_budget_s=None,
+            leftover_pids=[],
+            wall_s=0.0,
+            log_dir=str(log_dir),
+            not_run=unavailable,
+        )
     t0 = time.monotonic()
     extra: list[str] = []
     if row.program == CHECK:
-        request = CheckRequest(spec=check_spec(row), baselines=bl.DEFAULT_DIR, log_dir=log_dir, env=row.env,
-                               rank_env=row.rank_env, need_baseline=row.expect.baseline is not None)  # fmt: skip
+        request = CheckRequest(
+            spec=check_spec(row),
+            baselines=bl.DEFAULT_DIR,
+            log_dir=log_dir,
+            env=row.env,
+            rank_env=row.rank_env,
+            need_baseline=row.expect.baseline is not None,
+        )
         judged = run_and_judge(request, Launched())  # a row's faults kill ranks: always ranks of its own
         if judged.run is None:  # no committed baseline for the row's scenario: nothing ran
             raise RuntimeError(f"{row.id}: {judged.report.text}")
@@ -209,10 +241,15 @@ def run_row(row: Row, log_root: Path) -> RowResult:
     else:
         spec = row_spec(row)
         result = launch(
-            LaunchSpec(argv=python_module_argv(SERVE, "--spec", spec.to_json(), "--out", str(log_dir)),
-                       nprocs=row.nprocs, deadline_s=row.deadline_s, log_dir=log_dir, env=row.env,
-                       rank_env=row.rank_env)
-        )  # fmt: skip
+            LaunchSpec(
+                argv=python_module_argv(SERVE, "--spec", spec.to_json(), "--out", str(log_dir)),
+                nprocs=row.nprocs,
+                deadline_s=row.deadline_s,
+                log_dir=log_dir,
+                env=row.env,
+                rank_env=row.rank_env,
+            )
+        )
     if result.outcome == "interrupted":
         raise Interrupted(result.interrupted_by)  # the row's ranks are killed; the matrix stops here
     rank_events = [events.parse(r.log_path.read_text(errors="replace")) for r in result.ranks]

@@ -1,13 +1,13 @@
 """Compile time: each frame compile of the run (dynamo + backend), wall and CPU, and a calibration measured in
 the same run to divide it by.
 
-A compile time in seconds moves with the machine (a loaded runner, another CPU); its ratio to a fixed piece of
-CPU work timed in the same process moves much less (benchmarks/bench_quality.py measures both). The state is part of the figure: "warm" (inductor's FX-graph cache
-served every graph), "cold" (an empty cache directory of the rank's own: `--compile-time cold`), "miss" (it served
-no graph from a shared cache, whose kernels may still have been cached: not comparable), "mixed" (not comparable),
-or "uncached" (a backend without that cache: aot_eager, eager); `--compile-time cold` adds "rewarm", the same program
-compiled again in that process from the cache its cold compile filled. A baseline keeps one entry per state, and only like
-is compared with like.
+A compile time in seconds moves with the machine (a loaded runner, another CPU); its ratio to a fixed piece of CPU
+work timed in the same process moves much less (benchmarks/bench_quality.py measures both). The state is part of the
+figure: "warm" (inductor's FX-graph cache served every graph), "cold" (an empty cache directory of the rank's own:
+`--compile-time cold`), "miss" (it served no graph from a shared cache, whose kernels may still have been cached:
+not comparable), "mixed" (not comparable), or "uncached" (a backend without that cache: aot_eager, eager);
+`--compile-time cold` adds "rewarm", the same program compiled again in that process from the cache its cold compile
+filled. A baseline keeps one entry per state, and only like is compared with like.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ CACHE_DIR_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # inducto
 # sorting tables), ~40 ms here. It moves with the machine (its speed, its load) and never with torch, so an
 # upgrade that slows every compile shows in the ratio (a reference *compile* would slow down with it).
 _FUNCTIONS = 300
-_CALIBRATION_SOURCE = "\n".join(f"def f{i}(x):\n    y = [x + {i}, x * {i % 7}, str(x)]\n    return (len(y[2]), y[0] ^ y[1])"
-                                for i in range(_FUNCTIONS))  # fmt: skip
+_CALIBRATION_SOURCE = "\n".join(
+    f"def f{i}(x):\n    y = [x + {i}, x * {i % 7}, str(x)]\n    return (len(y[2]), y[0] ^ y[1])"
+    for i in range(_FUNCTIONS)
+)
 CALIBRATION_REPEATS = 5
 _LIMIT = 10_000
 
@@ -120,10 +122,20 @@ class CompileClock:
         frames = []
         for record in compat.compile_records(self._since, limit=_LIMIT)[0]:
             hits, misses = record["fx_hits"], record["fx_misses"]
-            cache = None if hits is None or misses is None else "hit" if hits and not misses else \
-                "miss" if misses and not hits else "none" if not hits and not misses else "both"  # fmt: skip
-            frames.append({"name": f"{record['compile_id']} {record['co_name']}", "wall_s": record["frame_s"],
-                           "cache": cache})  # fmt: skip
+            cache = (
+                None
+                if hits is None or misses is None
+                else "hit"
+                if hits and not misses
+                else "miss"
+                if misses and not hits
+                else "none"
+                if not hits and not misses
+                else "both"
+            )
+            frames.append(
+                {"name": f"{record['compile_id']} {record['co_name']}", "wall_s": record["frame_s"], "cache": cache}
+            )
         self.cpu = list(self._cpu)
         self.built = list(self._kids)
         return frames
@@ -158,28 +170,51 @@ def calibration() -> dict[str, float]:
     return {"wall_s": stats.median([w for w, _ in runs]), "cpu_s": stats.median([c for _, c in runs])}
 
 
-def summary(frames: list[dict[str, Any]], *, state: str, cpu: list[float], calibration: dict[str, float],
-            built: list[float] | None = None) -> dict[str, Any]:
-    """The state's figures (`built`: each compile's g++ CPU seconds, left out of a warm figure). Judged: CPU seconds of the compiles over the calibration's (both stay put under a CPU
-    hog, and move together with the CPU); beside it wall seconds per frame compile and in total, and the wall
-    ratio. Per graph CPU where every frame compile was timed by the callbacks (one each), else wall."""
+def summary(
+    frames: list[dict[str, Any]],
+    *,
+    state: str,
+    cpu: list[float],
+    calibration: dict[str, float],
+    built: list[float] | None = None,
+) -> dict[str, Any]:
+    """The state's figures (`built`: each compile's g++ CPU seconds, left out of a warm figure). Judged: CPU
+    seconds of the compiles over the calibration's (both stay put under a CPU hog, and move together with the
+    CPU); beside it wall seconds per frame compile and in total, and the wall ratio. Per graph CPU where every
+    frame compile was timed by the callbacks (one each), else wall."""
     timed, built = [f for f in frames if f["wall_s"] is not None], built or []
     if state in (WARM, REWARM):  # a warm compile's g++ runs are the environment's one-time builds, not the compile's
         cpu = [max(0.0, c - b) for c, b in zip(cpu, built, strict=True)] if len(built) == len(cpu) else cpu
     wall, cpu_total = sum(f["wall_s"] for f in timed), sum(cpu)
     per_graph_cpu = len(cpu) == len(frames)
-    basis, total, unit = ("cpu", cpu_total, calibration["cpu_s"]) if cpu and calibration["cpu_s"] > 0 else \
-        ("wall", wall, calibration["wall_s"])  # fmt: skip
+    basis, total, unit = (
+        ("cpu", cpu_total, calibration["cpu_s"])
+        if cpu and calibration["cpu_s"] > 0
+        else ("wall", wall, calibration["wall_s"])
+    )
     graphs = []
     for i, f in enumerate(frames):
         seconds = cpu[i] if basis == "cpu" and per_graph_cpu else f["wall_s"]
         unit_of = unit if basis == "cpu" and per_graph_cpu else calibration["wall_s"]
-        graphs.append({"name": f["name"], "wall_s": None if f["wall_s"] is None else round(f["wall_s"], 3),
-                       "cpu_s": round(cpu[i], 3) if per_graph_cpu else None, "cache": f["cache"],
-                       "ratio": round(seconds / unit_of, 2) if seconds is not None and unit_of > 0 else None})  # fmt: skip
-    return {"state": state, "basis": basis, "built_s": round(sum(built), 3), "total_s": round(total, 3), "wall_s": round(wall, 3),
-            "cpu_s": round(cpu_total, 3), "calibration_s": round(unit, 4),
-            "calibration": {k: round(v, 4) for k, v in calibration.items()},
-            "ratio": round(total / unit, 2) if unit > 0 else None,
-            "wall_ratio": round(wall / calibration["wall_s"], 2) if calibration["wall_s"] > 0 else None,
-            "graphs": graphs}
+        graphs.append(
+            {
+                "name": f["name"],
+                "wall_s": None if f["wall_s"] is None else round(f["wall_s"], 3),
+                "cpu_s": round(cpu[i], 3) if per_graph_cpu else None,
+                "cache": f["cache"],
+                "ratio": round(seconds / unit_of, 2) if seconds is not None and unit_of > 0 else None,
+            }
+        )
+    return {
+        "state": state,
+        "basis": basis,
+        "built_s": round(sum(built), 3),
+        "total_s": round(total, 3),
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu_total, 3),
+        "calibration_s": round(unit, 4),
+        "calibration": {k: round(v, 4) for k, v in calibration.items()},
+        "ratio": round(total / unit, 2) if unit > 0 else None,
+        "wall_ratio": round(wall / calibration["wall_s"], 2) if calibration["wall_s"] > 0 else None,
+        "graphs": graphs,
+    }

@@ -60,8 +60,9 @@ def _map_tensors(value: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
 
 def copy_value(value: Any) -> Any:
     """Tensors copied with their size, stride and dtype (a guard on strides still holds); containers walked."""
-    return _map_tensors(value, lambda t: torch.empty_strided(t.size(), t.stride(), dtype=t.dtype,
-                                                             device=t.device).copy_(t))  # fmt: skip
+    return _map_tensors(
+        value, lambda t: torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device).copy_(t)
+    )
 
 
 def _fp64(value: Any) -> Any:
@@ -117,19 +118,35 @@ def _accuracy(subject: Subject, calls: list[Call], opts: Measure) -> tuple[dict[
         compiled = _run(subject, subject.compiled, call)
         leaves = compat.flatten_with_paths(compiled)
         ref_leaves = dict(compat.flatten_with_paths(fp64)) if fp64 is not None else {}
-        for (name, value), (_, e1), (_, e2) in zip(leaves, compat.flatten_with_paths(eager),
-                                                   compat.flatten_with_paths(eager_again), strict=True):  # fmt: skip
+        for (name, value), (_, e1), (_, e2) in zip(
+            leaves, compat.flatten_with_paths(eager), compat.flatten_with_paths(eager_again), strict=True
+        ):
             label = f"call{i}{name}"
-            outputs.append(accuracy.judge_output(label, parity.local(value), parity.local(e1), parity.local(e2),
-                                                 None if fp64 is None else parity.local(ref_leaves[name]),
-                                                 tol_override=opts.tolerance))  # fmt: skip
+            outputs.append(
+                accuracy.judge_output(
+                    label,
+                    parity.local(value),
+                    parity.local(e1),
+                    parity.local(e2),
+                    None if fp64 is None else parity.local(ref_leaves[name]),
+                    tol_override=opts.tolerance,
+                )
+            )
             if subject.replicated(name, value):
                 compiled_outputs.append((label, parity.local(value)))
     return {"reference": reference, "why": why, "outputs": outputs}, compiled_outputs
 
 
-def measure(subject: Subject, opts: Measure, *, group: dist.ProcessGroup, ranks: tuple[int, ...],
-            device: torch.device, what: str, clock: compile_time.CompileClock | None) -> dict[str, Any]:  # fmt: skip
+def measure(
+    subject: Subject,
+    opts: Measure,
+    *,
+    group: dist.ProcessGroup,
+    ranks: tuple[int, ...],
+    device: torch.device,
+    what: str,
+    clock: compile_time.CompileClock | None,
+) -> dict[str, Any]:
     """Every part `opts` asks for, as JSON for the rank report. OutputDrift (exit 1) on a replicated output
     that differs across the ranks."""
     started = time.perf_counter()
@@ -158,25 +175,38 @@ def measure(subject: Subject, opts: Measure, *, group: dist.ProcessGroup, ranks:
         return run_calls
 
     if opts.speed:
-        result["speed"] = speed.measure_speed(step(subject.eager), step(subject.compiled), repeats=opts.repeats,
-                                              device=device, group=group)  # fmt: skip
+        result["speed"] = speed.measure_speed(
+            step(subject.eager), step(subject.compiled), repeats=opts.repeats, device=device, group=group
+        )
     if opts.memory:
         result["memory"] = speed.measure_memory(step(subject.eager), step(subject.compiled), device)
     if opts.compile_time != "off" and clock is not None:
         result["compile_time"] = _compile_time(subject, frames, clock, opts, step)
     result["recompiled"] = subject.graph_count() - graphs_before  # the measurement's own compiles (warm replay)
     result["wall_s"] = round(time.perf_counter() - started, 3)
-    events.emit("quality_measured", wall_s=result["wall_s"], speedup=result.get("speed", {}).get("speedup"),
-                compile_state=",".join(result.get("compile_time", {})) or None)  # fmt: skip
+    events.emit(
+        "quality_measured",
+        wall_s=result["wall_s"],
+        speedup=result.get("speed", {}).get("speedup"),
+        compile_state=",".join(result.get("compile_time", {})) or None,
+    )
     return result
 
 
-def _compile_time(subject: Subject, frames: list[dict[str, Any]], clock: compile_time.CompileClock, opts: Measure,
-                  step: Callable[..., Callable[[], None]]) -> dict[str, Any]:  # fmt: skip
+def _compile_time(
+    subject: Subject,
+    frames: list[dict[str, Any]],
+    clock: compile_time.CompileClock,
+    opts: Measure,
+    step: Callable[..., Callable[[], None]],
+) -> dict[str, Any]:
     cpu = clock.cpu
     state = compile_time.state_of(frames, subject.backend, empty_cache=opts.compile_time == "cold")
-    measured = {state: compile_time.summary(frames, state=state, cpu=cpu, calibration=compile_time.calibration(),
-                                            built=clock.built)}  # fmt: skip
+    measured = {
+        state: compile_time.summary(
+            frames, state=state, cpu=cpu, calibration=compile_time.calibration(), built=clock.built
+        )
+    }
     if opts.compile_time == "cold" and state == COLD:
         # the same program again from the cache the cold compile filled: its warm figure, in this same run
         torch.compiler.reset()
@@ -185,6 +215,7 @@ def _compile_time(subject: Subject, frames: list[dict[str, Any]], clock: compile
         warm_frames = clock.stop()
         # "rewarm": from the disk cache, in a process whose in-memory caches are hot; compared with rewarm only
         warm_state = REWARM if compile_time.state_of(warm_frames, subject.backend) == WARM else MIXED
-        measured[warm_state] = compile_time.summary(warm_frames, state=warm_state, cpu=clock.cpu,
-                                                    calibration=compile_time.calibration(), built=clock.built)  # fmt: skip
+        measured[warm_state] = compile_time.summary(
+            warm_frames, state=warm_state, cpu=clock.cpu, calibration=compile_time.calibration(), built=clock.built
+        )
     return measured

@@ -23,8 +23,11 @@ UNJUDGED = (MISS, MIXED)  # reported, never stored in a baseline nor compared
 # history: eager's step time varied x1.3 between runs of one build here (docs.examples.quality_block: 2.31-3.03
 # ms), the compiled one's (fewer temporaries) x1.1, and the speedup with them (1.13-1.44); fixed, 2.14-2.39 ms and
 # 1.08-1.15. In place under someone else's launcher they are whatever that launcher set (reported).
-STEADY_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-                        "MALLOC_TOP_PAD_": str(256 << 20)}  # fmt: skip
+STEADY_ALLOCATOR_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_TOP_PAD_": str(256 << 20),
+}
 
 
 class QualityOptionError(ConfigError):
@@ -46,8 +49,9 @@ class Measure:
 
     def __post_init__(self) -> None:
         if self.compile_time not in COMPILE_TIME_MODES:
-            raise QualityOptionError(f"--compile-time {self.compile_time!r} is invalid; pick one of"
-                                     f" {list(COMPILE_TIME_MODES)}")  # fmt: skip
+            raise QualityOptionError(
+                f"--compile-time {self.compile_time!r} is invalid; pick one of {list(COMPILE_TIME_MODES)}"
+            )
         if not 3 <= self.repeats <= 1000:
             raise QualityOptionError(f"--repeats {self.repeats} is invalid; expected 3..1000 (the test needs >= 3)")
         if not 1 <= self.max_calls <= 64:
@@ -88,8 +92,9 @@ class Judging:
     def __post_init__(self) -> None:
         for name in ("speed_factor", "compile_factor", "memory_factor"):
             if not 1.0 <= getattr(self, name) <= 100:
-                raise QualityOptionError(f"--{name.replace('_', '-')} {getattr(self, name)} is invalid; expected"
-                                         " a factor in [1, 100]")  # fmt: skip
+                raise QualityOptionError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)} is invalid; expected a factor in [1, 100]"
+                )
         if not 0 < self.alpha < 0.5:
             raise QualityOptionError(f"--alpha {self.alpha} is invalid; expected (0, 0.5)")
         if self.compile_floor_s < 0:

@@ -42,8 +42,14 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(meta + _bytes(t).numpy().tobytes()).hexdigest()[:_DIGEST]
 
 
-def check(outputs: list[tuple[str, torch.Tensor]], *, group: dist.ProcessGroup, ranks: tuple[int, ...],
-          device: torch.device, what: str) -> dict[str, Any]:  # fmt: skip
+def check(
+    outputs: list[tuple[str, torch.Tensor]],
+    *,
+    group: dist.ProcessGroup,
+    ranks: tuple[int, ...],
+    device: torch.device,
+    what: str,
+) -> dict[str, Any]:
     """Every rank with the same `outputs` names (their order included); OutputDrift on the first difference."""
     if not outputs:
         return {"replicated": [], "equal": True}
@@ -53,15 +59,19 @@ def check(outputs: list[tuple[str, torch.Tensor]], *, group: dist.ProcessGroup, 
             continue
         # every rank sees the same digests, so every rank gathers this output whole (its bytes as hex: exact)
         every = all_gather_json(_bytes(tensor).numpy().tobytes().hex(), group=group, device=device)
-        values = [torch.frombuffer(bytearray(bytes.fromhex(h)), dtype=torch.uint8).view(tensor.dtype)
-                  .reshape(tensor.shape) for h in every]  # fmt: skip
+        values = [
+            torch.frombuffer(bytearray(bytes.fromhex(h)), dtype=torch.uint8).view(tensor.dtype).reshape(tensor.shape)
+            for h in every
+        ]
         differ = [r for r, v in zip(ranks, values, strict=True) if not torch.equal(v, values[0])]
         first = values[ranks.index(differ[0])]
         flat = int(torch.nonzero((first != values[0]).reshape(-1))[0].item())
         index = [int(x) for x in torch.unravel_index(torch.tensor(flat), tensor.shape)] if tensor.dim() else []
         per_rank = ", ".join(f"rank {r}: {v.reshape(-1)[flat].item()!r}" for r, v in zip(ranks, values, strict=True))
-        raise OutputDrift(f"cross-rank output drift: replicated output {name} of {what} differs across the ranks:"
-                          f" ranks {differ} differ from rank {ranks[0]}; first differing element at index {index}:"
-                          f" {per_rank}. The ranks computed one replicated value differently (a rank-only kernel,"
-                          " setting or input); every rank's log has this line")  # fmt: skip
+        raise OutputDrift(
+            f"cross-rank output drift: replicated output {name} of {what} differs across the ranks:"
+            f" ranks {differ} differ from rank {ranks[0]}; first differing element at index {index}:"
+            f" {per_rank}. The ranks computed one replicated value differently (a rank-only kernel,"
+            " setting or input); every rank's log has this line"
+        )
     return {"replicated": [name for name, _ in outputs], "equal": True}

@@ -44,8 +44,14 @@ def _timed(step: Callable[[], None], device: torch.device, inner: int = 1) -> tu
     return wall, cpu
 
 
-def measure_speed(eager: Callable[[], None], compiled: Callable[[], None], *, repeats: int, device: torch.device,
-                  group: dist.ProcessGroup) -> dict[str, Any]:  # fmt: skip
+def measure_speed(
+    eager: Callable[[], None],
+    compiled: Callable[[], None],
+    *,
+    repeats: int,
+    device: torch.device,
+    group: dist.ProcessGroup,
+) -> dict[str, Any]:
     # glibc's malloc thresholds fixed by the launcher (compile_guard.quality.options.STEADY_ALLOCATOR_ENV says why)
     steady = knobs.read("MALLOC_MMAP_THRESHOLD_") is not None
     eager(), compiled()  # once each, untimed: first-call work (allocations, lazy init) is not steady state
@@ -67,14 +73,20 @@ def measure_speed(eager: Callable[[], None], compiled: Callable[[], None], *, re
     pick = 1 if basis == "cpu" else 0
     samples = [e[pick] / c[pick] if c[pick] > 0 else 1.0 for e, c in zip(eager_s, compiled_s, strict=True)]
     wall = [e[0] / c[0] for e, c in zip(eager_s, compiled_s, strict=True)]
-    return {"repeats": repeats, "steps_per_sample": inner_n, "steady_allocator": steady, "basis": basis,
-            "eager_ms": round(stats.median([e[0] for e in eager_s]) * 1e3, 4),
-            "compiled_ms": round(stats.median([c[0] for c in compiled_s]) * 1e3, 4),
-            "eager_cpu_ms": round(stats.median([e[1] for e in eager_s]) * 1e3, 4),
-            "compiled_cpu_ms": round(stats.median([c[1] for c in compiled_s]) * 1e3, 4),
-            "speedup": round(stats.median(samples), 4), "wall_speedup": round(stats.median(wall), 4),
-            "spread": [round(stats.quantile(samples, 0.25), 4), round(stats.quantile(samples, 0.75), 4)],
-            "samples": [round(s, 4) for s in samples]}  # fmt: skip
+    return {
+        "repeats": repeats,
+        "steps_per_sample": inner_n,
+        "steady_allocator": steady,
+        "basis": basis,
+        "eager_ms": round(stats.median([e[0] for e in eager_s]) * 1e3, 4),
+        "compiled_ms": round(stats.median([c[0] for c in compiled_s]) * 1e3, 4),
+        "eager_cpu_ms": round(stats.median([e[1] for e in eager_s]) * 1e3, 4),
+        "compiled_cpu_ms": round(stats.median([c[1] for c in compiled_s]) * 1e3, 4),
+        "speedup": round(stats.median(samples), 4),
+        "wall_speedup": round(stats.median(wall), 4),
+        "spread": [round(stats.quantile(samples, 0.25), 4), round(stats.quantile(samples, 0.75), 4)],
+        "samples": [round(s, 4) for s in samples],
+    }
 
 
 def measure_memory(eager: Callable[[], None], compiled: Callable[[], None], device: torch.device) -> dict[str, Any]:
@@ -91,5 +103,9 @@ def measure_memory(eager: Callable[[], None], compiled: Callable[[], None], devi
         _sync(device)
         peaks[name] = torch.cuda.max_memory_allocated(device) - before
     ratio = peaks["compiled"] / peaks["eager"] if peaks["eager"] else None
-    return {"measured": True, "eager_bytes": peaks["eager"], "compiled_bytes": peaks["compiled"],
-            "ratio": None if ratio is None else round(ratio, 4)}  # fmt: skip
+    return {
+        "measured": True,
+        "eager_bytes": peaks["eager"],
+        "compiled_bytes": peaks["compiled"],
+        "ratio": None if ratio is None else round(ratio, 4),
+    }

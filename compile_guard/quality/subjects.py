@@ -41,9 +41,15 @@ class Recorder:
 
 def engine_subject(region: CompiledRegion, calls: list[Call], backend: str) -> Subject:
     """The engine's generator: its output 0 (the flow) is all-reduced, so replicated; K and V are head shards."""
-    return Subject(compiled=region, eager=region.eager, module=owner_module(region.eager), calls=calls,
-                   replicated=lambda name, value: name == "[0]", backend=backend,
-                   graph_count=lambda: region.graph_count)  # fmt: skip
+    return Subject(
+        compiled=region,
+        eager=region.eager,
+        module=owner_module(region.eager),
+        calls=calls,
+        replicated=lambda name, value: name == "[0]",
+        backend=backend,
+        graph_count=lambda: region.graph_count,
+    )
 
 
 def target_subject(region: CompiledRegion, target: Any, backend: str) -> Subject:
@@ -54,10 +60,16 @@ def target_subject(region: CompiledRegion, target: Any, backend: str) -> Subject
             return True
         return declared is not False and any(name.startswith(f"[{i}]") for i in declared)
 
-    return Subject(compiled=region, eager=region.eager, module=owner_module(region.eager),
-                   calls=[Call(args=copy_value(args), step=i) for i, args in enumerate(target.inputs)],
-                   replicated=replicated, before_step=target.before_step, backend=backend,
-                   graph_count=lambda: region.graph_count)  # fmt: skip
+    return Subject(
+        compiled=region,
+        eager=region.eager,
+        module=owner_module(region.eager),
+        calls=[Call(args=copy_value(args), step=i) for i, args in enumerate(target.inputs)],
+        replicated=replicated,
+        before_step=target.before_step,
+        backend=backend,
+        graph_count=lambda: region.graph_count,
+    )
 
 
 @contextlib.contextmanager

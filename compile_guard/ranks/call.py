@@ -24,8 +24,9 @@ def run(ctx: RankContext, func_spec: str) -> dict[str, Any]:
     module_name, _, attr = func_spec.partition(":")
     func = getattr(importlib.import_module(module_name), attr)
     layout = ParallelLayout(ctx, tp=ctx.world_size)
-    value = func(TargetContext(rank=ctx.rank, world_size=ctx.world_size, tp_group=layout.group("tp"),
-                               device=ctx.device))  # fmt: skip
+    value = func(
+        TargetContext(rank=ctx.rank, world_size=ctx.world_size, tp_group=layout.group("tp"), device=ctx.device)
+    )
     return {"rank": ctx.rank, "value": value}
 
 

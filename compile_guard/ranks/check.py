@@ -70,8 +70,14 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
     # pp1: rank0 drives the mesh from outside it and keeps no ledger, so the mesh watches its own group only
     groups = [group] if spec.topology == "pp1" or group is dist.group.WORLD else [group, dist.group.WORLD]
     # check keeps failing a rank-only graph break (C-03) even where the collective streams line up
-    agreement = agreement_on(built.region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
-                             stop_on_asymmetry=True, exit_status=ctx.exit_status)  # fmt: skip
+    agreement = agreement_on(
+        built.region,
+        group=group,
+        stall_s=spec.stall_s or None,
+        enabled=spec.agree_compiles,
+        stop_on_asymmetry=True,
+        exit_status=ctx.exit_status,
+    )
     with agreement as agreed, ledger_on(spec.eager_ledger, groups=groups), dump:
         gate.probe.agreement = agreed
         if recorder is not None:
@@ -81,10 +87,19 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
     quality = {}
     if recorder is not None:
         subject = engine_subject(built.region, recorder.calls, backend=spec.compile)
-        quality = measure(subject, opts, group=group, ranks=ranks, device=ctx.device, what=f"scenario {spec.name}",
-                          clock=clock)  # fmt: skip
-    return RankReport(scenario=spec.name, rank=ctx.rank, role=MESH, effective_backend=effective,
-                      warmup=symmetric_view(gate.warmup), final=final, run=summary, quality=quality)  # fmt: skip
+        quality = measure(
+            subject, opts, group=group, ranks=ranks, device=ctx.device, what=f"scenario {spec.name}", clock=clock
+        )
+    return RankReport(
+        scenario=spec.name,
+        rank=ctx.rank,
+        role=MESH,
+        effective_backend=effective,
+        warmup=symmetric_view(gate.warmup),
+        final=final,
+        run=summary,
+        quality=quality,
+    )
 
 
 def probe_rank(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:

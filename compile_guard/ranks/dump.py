@@ -44,8 +44,10 @@ def _dump_only(self: Any, code: Any, new_code: Any) -> None:
     for n in itertools.count():
         path = Path(self.dump_src_dir) / f"__transformed_code_{n}_for_{name}.py"
         if not path.exists():
-            path.write_text(f"# {code.co_name} of {code.co_filename}:{code.co_firstlineno}, as dynamo transformed"
-                            f" it (decompiled by depyf; dynamo ran its own bytecode)\n{source}")  # fmt: skip
+            path.write_text(
+                f"# {code.co_name} of {code.co_filename}:{code.co_firstlineno}, as dynamo transformed"
+                f" it (decompiled by depyf; dynamo ran its own bytecode)\n{source}"
+            )
             return None
 
 

@@ -27,6 +27,7 @@ from engine.hooks import Hooks
 
 log = logging.getLogger("compile_guard.ranks")
 
+
 def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
     payload = {
         # effective: TORCH_COMPILE_DISABLE=1 on one rank turns compile off there alone
@@ -39,29 +40,49 @@ def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
     return {**payload, **settings_payload()}
 
 
-def require_symmetric(health: dict[str, Any], *, group: Any, ranks: tuple[int, ...], device: Any,
-                      enabled: bool = True) -> dict[str, Any]:  # fmt: skip
+def require_symmetric(
+    health: dict[str, Any], *, group: Any, ranks: tuple[int, ...], device: Any, enabled: bool = True
+) -> dict[str, Any]:
     """Gather every rank's post-warmup compile health; CompileAsymmetry with the diff if any differs (C-03).
     `enabled=False` (RunSpec.gate_health, benchmarks' bare runs only) skips the gather."""
     if not enabled:
-        events.emit("progress", phase="warmup_done", unique_graphs=health["unique_graphs"],
-                    graph_breaks=health["graph_breaks"], recompiles=health["recompiles"])  # fmt: skip
+        events.emit(
+            "progress",
+            phase="warmup_done",
+            unique_graphs=health["unique_graphs"],
+            graph_breaks=health["graph_breaks"],
+            recompiles=health["recompiles"],
+        )
         return health
-    per_rank = all_gather_json({"health": symmetric_view(health), "sites": health["break_sites"]}, group=group,
-                               device=device)  # fmt: skip
+    per_rank = all_gather_json(
+        {"health": symmetric_view(health), "sites": health["break_sites"]}, group=group, device=device
+    )
     rows = diff_table([r["health"] for r in per_rank], ranks)
-    events.emit("progress", phase="warmup_done", unique_graphs=health["unique_graphs"],
-                graph_breaks=health["graph_breaks"], recompiles=health["recompiles"])  # fmt: skip
+    events.emit(
+        "progress",
+        phase="warmup_done",
+        unique_graphs=health["unique_graphs"],
+        graph_breaks=health["graph_breaks"],
+        recompiles=health["recompiles"],
+    )
     if rows:
         events.emit("compile_asymmetry", keys=[r[0] for r in rows], ranks=list(ranks))
-        table = tabulate([[k, *(json.dumps(v)[:60] for v in vals)] for k, *vals in rows],
-                         headers=["metric", *(f"rank{r}" for r in ranks)])  # fmt: skip
-        sites = "\n".join(
-            f"  rank{rank}: {s['site']}  {s['reason']}  x{s['count']}  | {s.get('source', '')}"
-            for rank, r in zip(ranks, per_rank, strict=True) for s in r["sites"]
-        ) or "  (none on any rank)"
-        raise CompileAsymmetry(f"compile health differs across ranks after warmup on {[r[0] for r in rows]}\n"
-                               f"{table}\ngraph-break sites:\n{sites}")  # fmt: skip
+        table = tabulate(
+            [[k, *(json.dumps(v)[:60] for v in vals)] for k, *vals in rows],
+            headers=["metric", *(f"rank{r}" for r in ranks)],
+        )
+        sites = (
+            "\n".join(
+                f"  rank{rank}: {s['site']}  {s['reason']}  x{s['count']}  | {s.get('source', '')}"
+                for rank, r in zip(ranks, per_rank, strict=True)
+                for s in r["sites"]
+            )
+            or "  (none on any rank)"
+        )
+        raise CompileAsymmetry(
+            f"compile health differs across ranks after warmup on {[r[0] for r in rows]}\n"
+            f"{table}\ngraph-break sites:\n{sites}"
+        )
     return health
 
 
@@ -81,5 +102,6 @@ class HealthGate(Hooks):
         assert self.probe is not None, "attach the probe before the warmup chunk"
         if self.after_warmup is not None:
             self.after_warmup()
-        self.warmup = require_symmetric(self.probe.snapshot(), group=self.group, ranks=self.ranks,
-                                        device=self.device, enabled=self.enabled)  # fmt: skip
+        self.warmup = require_symmetric(
+            self.probe.snapshot(), group=self.group, ranks=self.ranks, device=self.device, enabled=self.enabled
+        )

@@ -25,8 +25,12 @@ def input_signature(args: tuple[Any, ...]) -> dict[str, Any]:
     for path, leaf in compat.flatten_with_paths(args):
         key = f"args{path}"
         if isinstance(leaf, torch.Tensor):
-            fields = {"shape": list(leaf.shape), "dtype": str(leaf.dtype), "stride": list(leaf.stride()),
-                      "device": leaf.device.type}  # fmt: skip
+            fields = {
+                "shape": list(leaf.shape),
+                "dtype": str(leaf.dtype),
+                "stride": list(leaf.stride()),
+                "device": leaf.device.type,
+            }
         elif isinstance(leaf, (bool, int, float, str, type(None))):
             fields = {"type": type(leaf).__name__, "value": leaf}
         else:
@@ -41,7 +45,11 @@ def agree_on_inputs(args: tuple[Any, ...], *, step: int, group: Any, ranks: tupl
     rows = diff_table(per_rank, ranks)
     if rows:
         events.emit("input_signature_mismatch", step=step, leaves=[r[0] for r in rows], ranks=list(ranks))
-        table = tabulate([[k, *(str(v)[:40] for v in values)] for k, *values in rows],
-                         headers=["input", *(f"rank{r}" for r in ranks)])  # fmt: skip
-        raise InputSignatureMismatch(f"step {step}: ranks would run on inputs of different signatures (stopped before"
-                                     f" the step, so before any recompile or collective)\n{table}")  # fmt: skip
+        table = tabulate(
+            [[k, *(str(v)[:40] for v in values)] for k, *values in rows],
+            headers=["input", *(f"rank{r}" for r in ranks)],
+        )
+        raise InputSignatureMismatch(
+            f"step {step}: ranks would run on inputs of different signatures (stopped before"
+            f" the step, so before any recompile or collective)\n{table}"
+        )

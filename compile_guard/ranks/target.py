@@ -38,29 +38,59 @@ def run(ctx: RankContext, spec: RunSpec) -> RankReport:
     ccfg = spec.compile_config()
     handshake("env", env_payload(spec, ctx), group=group, ranks=ranks, device=ctx.device)
     handshake("compile", compile_payload(ccfg), group=group, ranks=ranks, device=ctx.device)
-    target = build(spec.target, TargetContext(rank=ctx.rank, world_size=ctx.world_size, tp_group=group,
-                                              device=ctx.device))  # fmt: skip
-    effective = {"compile_backend": ccfg.backend, "device_type": ctx.device.type, "dist_backend": ctx.backend,
-                 "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
+    target = build(
+        spec.target, TargetContext(rank=ctx.rank, world_size=ctx.world_size, tp_group=group, device=ctx.device)
+    )
+    effective = {
+        "compile_backend": ccfg.backend,
+        "device_type": ctx.device.type,
+        "dist_backend": ctx.backend,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     region = CompiledRegion("target", target.fn, ccfg)
     probe = CompileProbe(region)
     opts = Measure.from_dict(spec.quality)
     clock = CompileClock() if opts.compile_time != "off" and region.compiled else None
-    with agreement_on(region, group=group, stall_s=spec.stall_s or None, enabled=spec.agree_compiles,
-                      stop_on_asymmetry=True, exit_status=ctx.exit_status) as agreed, \
-            ledger_on(spec.eager_ledger, groups=[group]):  # fmt: skip
+    with (
+        agreement_on(
+            region,
+            group=group,
+            stall_s=spec.stall_s or None,
+            enabled=spec.agree_compiles,
+            stop_on_asymmetry=True,
+            exit_status=ctx.exit_status,
+        ) as agreed,
+        ledger_on(spec.eager_ledger, groups=[group]),
+    ):
         probe.agreement = agreed  # rank-varying constants and issued schedules (metrics)
         report = _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
     if not (opts.any and region.compiled):
         return report
-    quality = measure(target_subject(region, target, backend=spec.compile), opts, group=group, ranks=ranks,
-                      device=ctx.device, what=f"--target {spec.target}", clock=clock)  # fmt: skip
+    quality = measure(
+        target_subject(region, target, backend=spec.compile),
+        opts,
+        group=group,
+        ranks=ranks,
+        device=ctx.device,
+        what=f"--target {spec.target}",
+        clock=clock,
+    )
     return dataclasses.replace(report, quality=quality)
 
 
-def _steps(ctx: RankContext, spec: RunSpec, target: Any, region: CompiledRegion, probe: CompileProbe,
-           effective: dict[str, Any], *, group: Any, ranks: tuple[int, ...]) -> RankReport:  # fmt: skip
+def _steps(
+    ctx: RankContext,
+    spec: RunSpec,
+    target: Any,
+    region: CompiledRegion,
+    probe: CompileProbe,
+    effective: dict[str, Any],
+    *,
+    group: Any,
+    ranks: tuple[int, ...],
+) -> RankReport:
     steps = 0
 
     def run_step(args: tuple[Any, ...]) -> None:
@@ -75,11 +105,19 @@ def _steps(ctx: RankContext, spec: RunSpec, target: Any, region: CompiledRegion,
     with torch.no_grad():
         for args in target.inputs:
             run_step(args)
-        warm = require_symmetric(probe.snapshot(), group=group, ranks=ranks, device=ctx.device,
-                                 enabled=spec.gate_health)  # fmt: skip
+        warm = require_symmetric(
+            probe.snapshot(), group=group, ranks=ranks, device=ctx.device, enabled=spec.gate_health
+        )
         for _ in range(spec.steady):
             for args in target.inputs:
                 run_step(args)
     final = probe.snapshot(effective_backend=effective, warmup_recompiles=len(warm["recompile_reasons"]))
-    return RankReport(scenario=spec.name, rank=ctx.rank, role=MESH, effective_backend=effective,
-                      warmup=symmetric_view(warm), final=final, run={"steps": steps})  # fmt: skip
+    return RankReport(
+        scenario=spec.name,
+        rank=ctx.rank,
+        role=MESH,
+        effective_backend=effective,
+        warmup=symmetric_view(warm),
+        final=final,
+        run={"steps": steps},
+    )

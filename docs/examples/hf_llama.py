@@ -39,15 +39,24 @@ def _llama(ctx: TargetContext) -> tuple[torch.nn.Module, list[tuple[torch.Tensor
 
     if HEADS % ctx.world_size or KV_HEADS % ctx.world_size:
         raise ValueError(f"tp({ctx.world_size}) does not divide heads({HEADS})/kv_heads({KV_HEADS}); use 1 or 2 ranks")
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=LAYERS,
-                      num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=4 * TOKENS,
-                      attn_implementation="sdpa")  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=4 * TOKENS,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(0)  # the same full weights on every rank; parallelize_module keeps each rank's shard
     model = LlamaForCausalLM(cfg).to(ctx.device).eval()
     mesh = DeviceMesh.from_group(ctx.tp_group, ctx.device.type)
     parallelize_module(model, mesh, _plan(LAYERS))
-    ids = [(torch.randint(0, VOCAB, (1, TOKENS), generator=torch.Generator().manual_seed(s)).to(ctx.device),)
-           for s in (1, 2)]  # fmt: skip
+    ids = [
+        (torch.randint(0, VOCAB, (1, TOKENS), generator=torch.Generator().manual_seed(s)).to(ctx.device),)
+        for s in (1, 2)
+    ]
     return model, ids
 
 

@@ -47,8 +47,16 @@ def _disabled_all_reduce(x: torch.Tensor, group: str) -> torch.Tensor:
 class RowParallelLinear(torch.nn.Module):
     """y = all_reduce(x[shard] @ W[:, shard].T): partial products summed over the TP group."""
 
-    def __init__(self, ctx: TargetContext, full_in: int, full_out: int, gen: torch.Generator, *,
-                 warn: bool = False, disable: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ctx: TargetContext,
+        full_in: int,
+        full_out: int,
+        gen: torch.Generator,
+        *,
+        warn: bool = False,
+        disable: bool = False,
+    ) -> None:
         super().__init__()
         weight = torch.randn(full_out, full_in, generator=gen) * full_in**-0.5
         self.weight = torch.nn.Parameter(weight.chunk(ctx.world_size, 1)[ctx.rank].to(ctx.device))
@@ -69,7 +77,8 @@ class Block(torch.nn.Module):
         gen = torch.Generator().manual_seed(0)  # the same full weights on every rank; each keeps its shard
         self.ups = torch.nn.ModuleList(ColumnParallelLinear(ctx, DIM, HIDDEN, gen) for _ in range(LAYERS))
         self.downs = torch.nn.ModuleList(
-            RowParallelLinear(ctx, HIDDEN, DIM, gen, warn=warn_in == i, disable=disable) for i in range(LAYERS))
+            RowParallelLinear(ctx, HIDDEN, DIM, gen, warn=warn_in == i, disable=disable) for i in range(LAYERS)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.downs[0](torch.nn.functional.gelu(self.ups[0](x)))
@@ -79,7 +88,7 @@ class Block(torch.nn.Module):
 
 class LoopBlock(Block):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for up, down in zip(self.ups, self.downs):
+        for up, down in zip(self.ups, self.downs, strict=True):
             x = x + down(torch.nn.functional.gelu(up(x)))
         return x
 

@@ -47,6 +47,11 @@ class TPBlock(nn.Module):
 
 def block(ctx: TargetContext) -> GuardTarget:
     model = TPBlock(ctx).to(ctx.device).eval()
-    inputs = [(torch.randn(BATCH, TOKENS, DIM, generator=torch.Generator().manual_seed(s)).to(ctx.device),
-               torch.randn(DIM, generator=torch.Generator().manual_seed(s + 10)).to(ctx.device)) for s in (1, 2)]  # fmt: skip
+    inputs = [
+        (
+            torch.randn(BATCH, TOKENS, DIM, generator=torch.Generator().manual_seed(s)).to(ctx.device),
+            torch.randn(DIM, generator=torch.Generator().manual_seed(s + 10)).to(ctx.device),
+        )
+        for s in (1, 2)
+    ]
     return GuardTarget(fn=model, inputs=inputs, replicated=True)

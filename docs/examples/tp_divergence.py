@@ -65,8 +65,10 @@ def _build(ctx: TargetContext) -> tuple[MLP, list[tuple[torch.Tensor, ...]]]:
     mesh = DeviceMesh.from_group(ctx.tp_group, ctx.device.type)
     model = MLP(ctx.tp_group).to(ctx.device)
     parallelize_module(model, mesh, {"up": ColwiseParallel(), "down": RowwiseParallel()})
-    inputs = [(torch.randn(TOKENS, DIM, generator=torch.Generator().manual_seed(s)).to(ctx.device),)
-              for s in range(1, STEPS + 1)]  # fmt: skip
+    inputs = [
+        (torch.randn(TOKENS, DIM, generator=torch.Generator().manual_seed(s)).to(ctx.device),)
+        for s in range(1, STEPS + 1)
+    ]
     return model, inputs
 
 

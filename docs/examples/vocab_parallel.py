@@ -65,8 +65,9 @@ class Model(torch.nn.Module):
 
 def build(ctx: TargetContext, *, rank_scale: bool = False) -> GuardTarget:
     model = Model(ctx, rank_scale=rank_scale).to(ctx.device)
-    inputs = [(torch.randint(0, VOCAB, (TOKENS,), generator=torch.Generator().manual_seed(s)).to(ctx.device),)
-              for s in (1, 2)]  # fmt: skip
+    inputs = [
+        (torch.randint(0, VOCAB, (TOKENS,), generator=torch.Generator().manual_seed(s)).to(ctx.device),) for s in (1, 2)
+    ]
     return GuardTarget(fn=model, inputs=inputs)
 
 

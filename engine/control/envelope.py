@@ -88,11 +88,19 @@ class Header:
     def to_tensor(self) -> torch.Tensor:
         return torch.tensor(
             [
-                MAGIC, self.version, int(self.action), self.call_id, self.chunk_index,
-                self.cache_epoch, self.control_epoch, self.meta_len, self.tensor_count, int(self.reason),
+                MAGIC,
+                self.version,
+                int(self.action),
+                self.call_id,
+                self.chunk_index,
+                self.cache_epoch,
+                self.control_epoch,
+                self.meta_len,
+                self.tensor_count,
+                int(self.reason),
             ],
             dtype=torch.int64,
-        )  # fmt: skip
+        )
 
 
 def decode_header(raw: torch.Tensor) -> Header:
@@ -122,9 +130,16 @@ def decode_header(raw: torch.Tensor) -> Header:
     if reason not in Reason._value2member_map_ or (reason != 0 and act is not Action.ERROR):
         raise ProtocolError(f"reason {reason} is invalid for {act.name}; only ERROR carries one of {list(Reason)}")
     return Header(
-        action=act, call_id=call_id, chunk_index=chunk, cache_epoch=cache_epoch,
-        control_epoch=control_epoch, meta_len=meta_len, tensor_count=count, reason=Reason(reason), version=version,
-    )  # fmt: skip
+        action=act,
+        call_id=call_id,
+        chunk_index=chunk,
+        cache_epoch=cache_epoch,
+        control_epoch=control_epoch,
+        meta_len=meta_len,
+        tensor_count=count,
+        reason=Reason(reason),
+        version=version,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,9 +184,7 @@ def check_json_value(value: Any, path: str) -> None:
                 raise PreflightError("meta_encode", f"{path}.{key!r}", "dict keys must be str")
             check_json_value(item, f"{path}.{key}")
         return
-    raise PreflightError(
-        "meta_encode", path, f"{type(value).__name__} is not JSON-serialisable; send primitives only"
-    )
+    raise PreflightError("meta_encode", path, f"{type(value).__name__} is not JSON-serialisable; send primitives only")
 
 
 def spec_of(key: str, index: int, tensor: torch.Tensor) -> TensorSpec:
@@ -185,9 +198,10 @@ def check_wire_dtypes(specs: list[TensorSpec]) -> None:
     for spec in specs:
         if spec.dtype not in WIRE_DTYPES:
             raise PreflightError(
-                "dtype", f"tensors.{spec.key}[{spec.index}]",
+                "dtype",
+                f"tensors.{spec.key}[{spec.index}]",
                 f"dtype {spec.dtype} is not a wire dtype; cast to one of {sorted(WIRE_DTYPES)}",
-            )  # fmt: skip
+            )
 
 
 def encode_meta(plan: dict[str, Any], extras: dict[str, Any], specs: list[TensorSpec]) -> bytes:

@@ -57,7 +57,12 @@ def env_payload(spec: Any, ctx: Any, **configs: Any) -> dict[str, Any]:
     for prefix, cfg in configs.items():
         payload.update({f"{prefix}.{k}": v for k, v in dataclasses.asdict(cfg).items()})
     payload.update(
-        {"torch": torch.__version__, "python": platform.python_version(), "dist_backend": ctx.backend,
-         "device_type": ctx.device.type, "world_size": ctx.world_size}
-    )  # fmt: skip
+        {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "dist_backend": ctx.backend,
+            "device_type": ctx.device.type,
+            "world_size": ctx.world_size,
+        }
+    )
     return payload

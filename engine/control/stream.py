@@ -52,9 +52,11 @@ class StreamBuilder:
             self.restart(new_stream=True)
         cfg, steps = self.cfg, list(self.scfg.steps)
         recompute = (
-            chunk_index >= 0 and self.scfg.recompute_every > 0 and self.position > 0
+            chunk_index >= 0
+            and self.scfg.recompute_every > 0
+            and self.position > 0
             and chunk_index % self.scfg.recompute_every == 0
-        )  # fmt: skip
+        )
         plan = {
             "height": cfg.latent_height,
             "width": cfg.latent_width,
@@ -76,8 +78,15 @@ class StreamBuilder:
         if recompute:
             tensors["context_frames_override"] = self.previous_clean
         extras: dict = {"stream_id": self.stream_id}
-        at(self.hooks, Point.REQUEST_BUILT, rank=self.rank, chunk_index=chunk_index, plan=plan, tensors=tensors,
-           extras=extras)  # fmt: skip
+        at(
+            self.hooks,
+            Point.REQUEST_BUILT,
+            rank=self.rank,
+            chunk_index=chunk_index,
+            plan=plan,
+            tensors=tensors,
+            extras=extras,
+        )
         return ChunkRequest(chunk_index=chunk_index, plan=plan, tensors=tensors, extras=extras)
 
     def restart(self, *, new_stream: bool) -> None:

@@ -74,9 +74,10 @@ class Prepared:
     def envelope(self) -> Envelope:
         """The sender's own copy of what the receivers will hold."""
         return Envelope(
-            header=self.header, plan=self.plan,
+            header=self.header,
+            plan=self.plan,
             tensors={s.key: t for s, t in zip(self.specs, self.tensors, strict=True)},
-        )  # fmt: skip
+        )
 
 
 class BroadcastChannel:
@@ -160,9 +161,14 @@ class EnvelopeSender:
             log.error("preflight rejected call_id=%s chunk_index=%s: %s", call_id, req.chunk_index, exc)
             raise
         header = Header(
-            action=Action.INFER, call_id=call_id, chunk_index=req.chunk_index, cache_epoch=epoch,
-            control_epoch=self.control_epoch, meta_len=len(meta), tensor_count=len(specs),
-        )  # fmt: skip
+            action=Action.INFER,
+            call_id=call_id,
+            chunk_index=req.chunk_index,
+            cache_epoch=epoch,
+            control_epoch=self.control_epoch,
+            meta_len=len(meta),
+            tensor_count=len(specs),
+        )
         return Prepared(header=header, plan=plan, meta=meta, specs=specs, tensors=tensors)
 
     def prepare_result(
@@ -173,16 +179,25 @@ class EnvelopeSender:
         meta = encode_meta({}, stats, specs)
         check_wire_dtypes(specs)
         header = Header(
-            action=Action.RESULT, call_id=self.next_call_id(), chunk_index=chunk_index, cache_epoch=cache_epoch,
-            control_epoch=self.control_epoch, meta_len=len(meta), tensor_count=len(specs),
-        )  # fmt: skip
+            action=Action.RESULT,
+            call_id=self.next_call_id(),
+            chunk_index=chunk_index,
+            cache_epoch=cache_epoch,
+            control_epoch=self.control_epoch,
+            meta_len=len(meta),
+            tensor_count=len(specs),
+        )
         materialised = [tensors[s.key].to(self.device).contiguous() for s in specs]
         return Prepared(header=header, plan=None, meta=meta, specs=specs, tensors=materialised)
 
     def send_header(self, header: Header) -> None:
         """The commitment point: after this, peers block until the whole envelope arrives."""
-        events.emit("commit", point="header", action=header.action.name,
-                    **self._ids(header.call_id, header.chunk_index, header.cache_epoch))  # fmt: skip
+        events.emit(
+            "commit",
+            point="header",
+            action=header.action.name,
+            **self._ids(header.call_id, header.chunk_index, header.cache_epoch),
+        )
         self.channel.put(header.to_tensor().to(self.device))
         if header.action is Action.INFER:
             self._last_chunk_index = header.chunk_index
@@ -199,8 +214,13 @@ class EnvelopeSender:
     def send_tensor(self, spec: TensorSpec, tensor: torch.Tensor, *, manifest: list[TensorSpec]) -> None:
         """Broadcast one manifest tensor; anything else is stopped *before* the collective."""
         if spec not in manifest or spec_of(spec.key, spec.index, tensor) != spec:
-            events.emit("adhoc_blocked", key=spec.key, index=spec.index, group=self.group_name,
-                        manifest=[[s.key, s.index] for s in manifest])  # fmt: skip
+            events.emit(
+                "adhoc_blocked",
+                key=spec.key,
+                index=spec.index,
+                group=self.group_name,
+                manifest=[[s.key, s.index] for s in manifest],
+            )
             raise AdHocCollective(
                 f"broadcast of {spec.key}[{spec.index}] {spec_of(spec.key, spec.index, tensor).dtype}"
                 f"{list(tensor.shape)} is not in the envelope's manifest {[(s.key, s.index) for s in manifest]};"
@@ -216,9 +236,12 @@ class EnvelopeSender:
     def control(self, action: Action) -> Header:
         """A payload-less header (NOOP heartbeat, SHUTDOWN), sent at once."""
         header = Header(
-            action=action, call_id=self.next_call_id(), chunk_index=max(self._last_chunk_index, -1),
-            cache_epoch=self.cache_epoch, control_epoch=self.control_epoch,
-        )  # fmt: skip
+            action=action,
+            call_id=self.next_call_id(),
+            chunk_index=max(self._last_chunk_index, -1),
+            cache_epoch=self.cache_epoch,
+            control_epoch=self.control_epoch,
+        )
         self.send_header(header)
         return header
 
@@ -269,8 +292,9 @@ class EnvelopeReceiver:
         self.channel.get(raw)
         plan_raw, _extras, specs = decode_meta(bytes(raw.cpu().numpy()), header.tensor_count)
         ids = {**header.ids(), "group": self.group_name, "rank": self.rank}
-        plan_raw = at(self.hooks, Point.PLAN_RECEIVED, rank=self.rank, chunk_index=header.chunk_index,
-                      plan=plan_raw)["plan"]  # fmt: skip
+        plan_raw = at(self.hooks, Point.PLAN_RECEIVED, rank=self.rank, chunk_index=header.chunk_index, plan=plan_raw)[
+            "plan"
+        ]
         plan, rejection = None, None
         try:
             plan = GeneratorPlan.from_json(plan_raw)

@@ -74,7 +74,8 @@ class Watchdog:
             f"rank {self.rank}: no header for {self._armed_s}s (last header {since}s ago, ids {self.last_ids});"
             " the driver (rank0) is gone or frozen: exiting instead of waiting for the backend timeout"
         )
-        events.emit("watchdog_expired", rank=self.rank, window_s=self._armed_s, since_last_header_s=since,
-                    **self.last_ids)  # fmt: skip
+        events.emit(
+            "watchdog_expired", rank=self.rank, window_s=self._armed_s, since_last_header_s=since, **self.last_ids
+        )
         log.error("%s", exc)
         abort(exc, self.exit_status)

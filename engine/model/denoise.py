@@ -15,9 +15,7 @@ from engine.model.generator import CausalGenerator
 NUM_TRAIN_TIMESTEPS = 1000  # sigma = timestep / 1000
 
 
-def chunk_noise(
-    cfg: ModelConfig, *, base_seed: int, chunk_index: int, step: int, batch: int = 1
-) -> torch.Tensor:
+def chunk_noise(cfg: ModelConfig, *, base_seed: int, chunk_index: int, step: int, batch: int = 1) -> torch.Tensor:
     """Deterministic [B, F, C, H, W] noise for one (chunk, step), on CPU."""
     gen = torch.Generator(device="cpu").manual_seed(
         (base_seed * 1_000_003 + chunk_index * 1_009 + step) & ((1 << 63) - 1)

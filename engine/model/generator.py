@@ -71,9 +71,7 @@ class CausalGenerator:
         """Run one generator call; commit the chunk's K/V to the cache; return the flow."""
         dtype = self.cfg.torch_dtype
         if not self.crossattn_cache.filled:
-            self.crossattn_cache.fill(
-                *self.model.embed_conditioning(conditioning.to(self.device, dtype))
-            )
+            self.crossattn_cache.fill(*self.model.embed_conditioning(conditioning.to(self.device, dtype)))
         cache_k, cache_v, cache_bias = self.kv_cache.view(current_start_frame, attention_bias)
         flow, new_k, new_v = self.region(
             latents.to(self.device, dtype),

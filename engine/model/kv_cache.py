@@ -54,9 +54,7 @@ class KVCache:
         # Absolute token index held by buffer slot 0.
         return self.global_end_index - self.local_end_index
 
-    def view(
-        self, current_start_frame: int, attention_bias: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def view(self, current_start_frame: int, attention_bias: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """K, V and a [capacity] additive bias for a chunk starting at `current_start_frame`.
 
         Slots holding tokens before the chunk get `attention_bias` (0 = plain attention, <0
@@ -65,9 +63,7 @@ class KVCache:
         """
         start = self._check_start(current_start_frame)
         absolute = self._base + torch.arange(self.capacity, device=self.k.device)
-        valid = (torch.arange(self.capacity, device=self.k.device) < self.local_end_index) & (
-            absolute < start
-        )
+        valid = (torch.arange(self.capacity, device=self.k.device) < self.local_end_index) & (absolute < start)
         bias = torch.full((self.capacity,), float("-inf"), dtype=self.k.dtype, device=self.k.device)
         bias[valid] = attention_bias
         return self.k, self.v, bias
@@ -78,8 +74,7 @@ class KVCache:
         num_new = new_k.shape[2]
         if num_new > self.capacity:
             raise ValueError(
-                f"chunk of {num_new} tokens does not fit a cache of {self.capacity} slots;"
-                " raise cache_frames"
+                f"chunk of {num_new} tokens does not fit a cache of {self.capacity} slots; raise cache_frames"
             )
         end = start + num_new
         appended = max(0, end - self.global_end_index)

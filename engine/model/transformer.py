@@ -26,20 +26,32 @@ from engine.config import ModelConfig
 from engine.model.weights import Shard
 
 _COLWISE_SUFFIXES = (
-    "self_q.weight", "self_q.bias", "self_k.weight", "self_k.bias", "self_v.weight",
-    "self_v.bias", "self_q_norm", "self_k_norm", "cross_q.weight", "cross_q.bias", "cross_k.weight",
-    "cross_k.bias", "cross_v.weight", "cross_v.bias", "cross_q_norm", "cross_k_norm",
-    "ffn_up.weight", "ffn_up.bias",
-)  # fmt: skip
+    "self_q.weight",
+    "self_q.bias",
+    "self_k.weight",
+    "self_k.bias",
+    "self_v.weight",
+    "self_v.bias",
+    "self_q_norm",
+    "self_k_norm",
+    "cross_q.weight",
+    "cross_q.bias",
+    "cross_k.weight",
+    "cross_k.bias",
+    "cross_v.weight",
+    "cross_v.bias",
+    "cross_q_norm",
+    "cross_k_norm",
+    "ffn_up.weight",
+    "ffn_up.bias",
+)
 _ROWWISE_SUFFIXES = ("self_o.weight", "cross_o.weight", "ffn_down.weight")
 
 
 def sinusoidal(values: torch.Tensor, width: int) -> torch.Tensor:
     """[...] float -> [..., width] sin/cos features (timesteps, frame indices)."""
     half = width // 2
-    freqs = torch.exp(
-        -math.log(10000.0) * torch.arange(half, device=values.device, dtype=torch.float32) / half
-    )
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=values.device, dtype=torch.float32) / half)
     angles = values.float().unsqueeze(-1) * freqs
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
@@ -73,9 +85,7 @@ def resolve_attention(requested: str) -> str:
     return "sdpa" if hasattr(F, "scaled_dot_product_attention") else "math"
 
 
-def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, impl: str
-) -> torch.Tensor:
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, impl: str) -> torch.Tensor:
     # q: [B, Tq, H, hd], k/v: [B, Tk, H, hd], mask: [Tq, Tk] additive -> [B, Tq, H*hd]
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if impl == "sdpa":
@@ -116,9 +126,7 @@ class Block(nn.Module):
 
     def cross_kv(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, Lc, dim] embedded conditioning -> this rank's cross K, V [B, Lc, Hl, hd]."""
-        (k,) = sharded_rms_norm(
-            [self.cross_k(cond)], [self.cross_k_norm], self.cfg.dim, self.cfg.eps, self.comm
-        )
+        (k,) = sharded_rms_norm([self.cross_k(cond)], [self.cross_k_norm], self.cfg.dim, self.cfg.eps, self.comm)
         return _heads(k, self.local_heads), _heads(self.cross_v(cond), self.local_heads)
 
     def forward(
@@ -163,9 +171,7 @@ class GeneratorModel(nn.Module):
         self.patch_embed = nn.Linear(patch_width, cfg.dim)
         self.pos_spatial = nn.Parameter(torch.empty(cfg.tokens_per_frame, cfg.dim))
         self.frame_embed = nn.Linear(cfg.freq_dim, cfg.dim)
-        self.time_embed = nn.Sequential(
-            nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim)
-        )
+        self.time_embed = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
         self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
         self.cond_embed = nn.Sequential(
             nn.Linear(cfg.cond_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
@@ -234,9 +240,7 @@ class GeneratorModel(nn.Module):
         t_emb = self.time_embed(sinusoidal(timestep, cfg.freq_dim).to(latents.dtype))
         mod = self.time_proj(t_emb).unflatten(1, (6, cfg.dim))
         num_tokens = x.shape[1]
-        mask = torch.cat(
-            [cache_bias.expand(num_tokens, -1), self._frame_causal_bias(f, latents.device)], dim=1
-        )
+        mask = torch.cat([cache_bias.expand(num_tokens, -1), self._frame_causal_bias(f, latents.device)], dim=1)
         if self.debug_print:
             print("debug: chunk tokens", x.shape)
         new_k, new_v = [], []

@@ -23,9 +23,7 @@ def _name_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def full_tensor(
-    seed: int, name: str, shape: tuple[int, ...], mean: float, std: float
-) -> torch.Tensor:
+def full_tensor(seed: int, name: str, shape: tuple[int, ...], mean: float, std: float) -> torch.Tensor:
     """mean + std * N(0, 1), drawn on CPU so every device type derives the same values."""
     gen = torch.Generator(device="cpu").manual_seed(_name_seed(seed, name))
     return torch.randn(shape, generator=gen) * std + mean

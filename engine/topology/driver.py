@@ -25,8 +25,15 @@ from engine.hooks import Hooks, Point, at
 
 
 class Driver:
-    def __init__(self, *, sender: EnvelopeSender, builder: StreamBuilder, hooks: Hooks, rank: int,
-                 decoder: Callable[[torch.Tensor], Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        sender: EnvelopeSender,
+        builder: StreamBuilder,
+        hooks: Hooks,
+        rank: int,
+        decoder: Callable[[torch.Tensor], Any] | None = None,
+    ) -> None:
         self.sender, self.builder, self.hooks, self.rank = sender, builder, hooks, rank
         self.decoder = decoder  # rank0's decode stage (pixels for the client); None: stage 0 decodes itself
         self.rejected: list[dict[str, Any]] = []  # requests preflight refused (nobody saw a header)
@@ -52,8 +59,7 @@ class Driver:
         at(self.hooks, Point.HEADER_SENT, rank=self.rank, chunk_index=k)
         self.sender.send_payload(prepared.meta, prepared.specs, prepared.tensors)
         self.builder.committed()
-        at(self.hooks, Point.PAYLOAD_SENT, rank=self.rank, chunk_index=k, sender=self.sender,
-           manifest=prepared.specs)  # fmt: skip
+        at(self.hooks, Point.PAYLOAD_SENT, rank=self.rank, chunk_index=k, sender=self.sender, manifest=prepared.specs)
 
     def settle(self, k: int, clean: torch.Tensor) -> None:
         """Chunk k's clean latents came back: decode, and feed the next recompute's context."""
@@ -73,8 +79,14 @@ class Driver:
             self.sender.control(Action.NOOP)
             pace.wait(knobs.read("COMPILE_GUARD_HEARTBEAT_S"))  # pacing heartbeats, not synchronising
 
-    def run(self, *, chunks: int, produce: Callable[[int, Prepared], torch.Tensor], idle_after: int = -1,
-            idle_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
+    def run(
+        self,
+        *,
+        chunks: int,
+        produce: Callable[[int, Prepared], torch.Tensor],
+        idle_after: int = -1,
+        idle_s: float = 0.0,
+    ) -> dict[str, Any]:
         """Lockstep: warmup (chunk -1), then chunks 0..chunks-1, each produced before the next is sent."""
         for k in [-1, *range(chunks)]:
             prepared = self.send(k)

@@ -35,8 +35,9 @@ from engine.model.transformer import resolve_attention
 log = logging.getLogger("engine.executor")
 
 
-def phase_b(gen: CausalGenerator, plan: GeneratorPlan, tensors: dict[str, torch.Tensor], *, chunk_index: int,
-            rank: int) -> tuple[torch.Tensor, int]:  # fmt: skip
+def phase_b(
+    gen: CausalGenerator, plan: GeneratorPlan, tensors: dict[str, torch.Tensor], *, chunk_index: int, rank: int
+) -> tuple[torch.Tensor, int]:
     """Generate one chunk on this rank; (clean latents, generator calls). Consumes the context override."""
     if plan.init_cache or plan.reset_kv_cache:
         gen.reset_kv_cache()
@@ -73,14 +74,27 @@ def collective_path() -> CollectivePath:
         ) from None
 
 
-def build_generator(ctx: RankContext, cfg: ModelConfig, ccfg: CompileConfig, *, group: Any, tp_rank: int,
-                    hooks: Hooks) -> CausalGenerator:  # fmt: skip
+def build_generator(
+    ctx: RankContext, cfg: ModelConfig, ccfg: CompileConfig, *, group: Any, tp_rank: int, hooks: Hooks
+) -> CausalGenerator:
     """This rank's generator shard, with the attention kernel `auto` resolves to here."""
     requested = knobs.read("COMPILE_GUARD_ATTN_IMPL")
-    attn = at(hooks, Point.ATTENTION_RESOLVED, rank=ctx.rank, chunk_index=-1, requested=requested,
-              attn_impl=resolve_attention(requested))["attn_impl"]  # fmt: skip
-    gen = CausalGenerator(cfg, comm=TPCollectives(group=group, path=collective_path()), tp_rank=tp_rank,
-                          device=ctx.device, compile_cfg=ccfg, attn_impl=attn)  # fmt: skip
+    attn = at(
+        hooks,
+        Point.ATTENTION_RESOLVED,
+        rank=ctx.rank,
+        chunk_index=-1,
+        requested=requested,
+        attn_impl=resolve_attention(requested),
+    )["attn_impl"]
+    gen = CausalGenerator(
+        cfg,
+        comm=TPCollectives(group=group, path=collective_path()),
+        tp_rank=tp_rank,
+        device=ctx.device,
+        compile_cfg=ccfg,
+        attn_impl=attn,
+    )
     at(hooks, Point.MODEL_BUILT, rank=ctx.rank, chunk_index=-1, model=gen.model)
     return gen
 
@@ -88,16 +102,16 @@ def build_generator(ctx: RankContext, cfg: ModelConfig, ccfg: CompileConfig, *, 
 class ChunkExecutor:
     """One TP rank's chunk executor; identical on every rank of the group."""
 
-    def __init__(self, ctx: RankContext, layout: ParallelLayout, cfg: ModelConfig, compile_cfg: CompileConfig,
-                 hooks: Hooks) -> None:  # fmt: skip
+    def __init__(
+        self, ctx: RankContext, layout: ParallelLayout, cfg: ModelConfig, compile_cfg: CompileConfig, hooks: Hooks
+    ) -> None:
         self.ctx, self.cfg, self.layout, self.hooks = ctx, cfg, layout, hooks
         self.group, self.ranks = layout.group("tp"), layout.ranks("tp")
         self.digest_on = knobs.read("COMPILE_GUARD_INPUT_DIGEST")
         self.fingerprint_every = knobs.read("COMPILE_GUARD_FINGERPRINT_EVERY")
         self.debug_sync = knobs.read("COMPILE_GUARD_DEBUG_SYNC")
         self.compile_cfg = compile_cfg
-        self.gen = build_generator(ctx, cfg, compile_cfg, group=self.group, tp_rank=layout.axis_rank("tp"),
-                                   hooks=hooks)  # fmt: skip
+        self.gen = build_generator(ctx, cfg, compile_cfg, group=self.group, tp_rank=layout.axis_rank("tp"), hooks=hooks)
         self.rules = self.gen.model.init_rules()
         self.expected_fps = expected_fingerprints(self.gen.model, self.rules, seed=cfg.seed, tp_size=len(self.ranks))
         # time spent per concern; fingerprint_init_s is the one-off check, not sampling overhead
@@ -117,8 +131,13 @@ class ChunkExecutor:
         try:
             check_fingerprints(actual, self.expected_fps, self.ranks)
         except EngineError:
-            events.emit("fingerprint_mismatch", reason=reason, actual=actual, expected=self.expected_fps,
-                        generator_calls=self.gen.num_calls)  # fmt: skip
+            events.emit(
+                "fingerprint_mismatch",
+                reason=reason,
+                actual=actual,
+                expected=self.expected_fps,
+                generator_calls=self.gen.num_calls,
+            )
             raise
 
     def agree(self, env: Envelope) -> None:
@@ -134,8 +153,9 @@ class ChunkExecutor:
             mine["digest"] = input_digest(env.tensors)
             self.timers["digest_s"] += time.perf_counter() - t0
         ids = {**env.header.ids(), "group": "tp"}
-        group = at(self.hooks, Point.AGREEMENT_GROUP, rank=self.ctx.rank, chunk_index=k, group=self.group,
-                   layout=self.layout)["group"]  # fmt: skip
+        group = at(
+            self.hooks, Point.AGREEMENT_GROUP, rank=self.ctx.rank, chunk_index=k, group=self.group, layout=self.layout
+        )["group"]
         per_rank = all_gather_json(mine, group=self.layout.require(group, "tp", **ids), device=self.ctx.device)
         rejected = [[r, d["reason"]] for r, d in zip(self.ranks, per_rank, strict=True) if not d["ok"]]
         if rejected:

@@ -32,13 +32,32 @@ def summarise(records: dict[str, dict[str, Any]], *, warmup: int) -> dict[str, A
         stage0 = ((r["tA1"] - r["tA0"]) + (r["tEmit"] - r["tDec0"])) * 1e3
         stage1 = r["tB_ms"]
         hidden = max(0.0, stage0 + stage1 - period)
-        rows.append({"chunk_index": k, "period_ms": period, "stage0_ms": stage0, "stage1_ms": stage1,
-                     "hidden_ms": hidden, "overlap": hidden / min(stage0, stage1),
-                     "decode_ms": (r["tEmit"] - r["tDec0"]) * 1e3, "t_mesh_idle_ms": r["t_mesh_idle_ms"],
-                     "in_flight_at_send": r["in_flight_at_send"]})  # fmt: skip
+        rows.append(
+            {
+                "chunk_index": k,
+                "period_ms": period,
+                "stage0_ms": stage0,
+                "stage1_ms": stage1,
+                "hidden_ms": hidden,
+                "overlap": hidden / min(stage0, stage1),
+                "decode_ms": (r["tEmit"] - r["tDec0"]) * 1e3,
+                "t_mesh_idle_ms": r["t_mesh_idle_ms"],
+                "in_flight_at_send": r["in_flight_at_send"],
+            }
+        )
         latency.append((r["tEmit"] - r["tA0"]) * 1e3)
-    med = {key: _median([row[key] for row in rows]) for key in
-           ("period_ms", "stage0_ms", "stage1_ms", "hidden_ms", "decode_ms", "t_mesh_idle_ms", "in_flight_at_send")}
+    med = {
+        key: _median([row[key] for row in rows])
+        for key in (
+            "period_ms",
+            "stage0_ms",
+            "stage1_ms",
+            "hidden_ms",
+            "decode_ms",
+            "t_mesh_idle_ms",
+            "in_flight_at_send",
+        )
+    }
     p95 = sorted(latency)[max(0, round(0.95 * len(latency)) - 1)] if latency else float("nan")
     return {
         "chunks_measured": len(rows),
@@ -57,8 +76,10 @@ def classify(summary: dict[str, Any]) -> tuple[str, str]:
     med = summary["median"]
     idle, work = med["t_mesh_idle_ms"], med["stage0_ms"]
     if idle >= SERIAL_IDLE_RATIO * work and med["in_flight_at_send"] <= 1:
-        return "serialized", (f"t_mesh_idle {idle:.1f} ms tracks stage 0's {work:.1f} ms and at most "
-                              f"{med['in_flight_at_send']:.0f} envelope is in flight")  # fmt: skip
+        return "serialized", (
+            f"t_mesh_idle {idle:.1f} ms tracks stage 0's {work:.1f} ms and at most "
+            f"{med['in_flight_at_send']:.0f} envelope is in flight"
+        )
     score = summary["overlap_score"]
     return "healthy", f"t_mesh_idle {idle:.1f} ms << stage 0's {work:.1f} ms; OverlapScore {score:.2f}"
 
@@ -78,14 +99,45 @@ def chrome_trace(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
     for k, r in sorted(records.items(), key=lambda kv: int(kv[0])):
         name = f"chunk {k}"
-        events.append({"name": f"build {name}", "ph": "X", "pid": 0, "tid": 0, "ts": us(r["tA0"]),
-                       "dur": us(r["tA1"]) - us(r["tA0"])})  # fmt: skip
+        events.append(
+            {
+                "name": f"build {name}",
+                "ph": "X",
+                "pid": 0,
+                "tid": 0,
+                "ts": us(r["tA0"]),
+                "dur": us(r["tA1"]) - us(r["tA0"]),
+            }
+        )
         if "tDec0" in r:
-            events.append({"name": f"decode {name}", "ph": "X", "pid": 0, "tid": 0, "ts": us(r["tDec0"]),
-                           "dur": us(r["tEmit"]) - us(r["tDec0"])})  # fmt: skip
+            events.append(
+                {
+                    "name": f"decode {name}",
+                    "ph": "X",
+                    "pid": 0,
+                    "tid": 0,
+                    "ts": us(r["tDec0"]),
+                    "dur": us(r["tEmit"]) - us(r["tDec0"]),
+                }
+            )
         if "tB0" in r:
-            events.append({"name": f"generate {name}", "ph": "X", "pid": 1, "tid": 0, "ts": us(r["tB0"]),
-                           "dur": us(r["tB1"]) - us(r["tB0"])})  # fmt: skip
-        events.append({"name": "depth", "ph": "C", "pid": 2, "ts": us(r["tSend"]),
-                       "args": {"in_flight": r["in_flight_at_send"], "ready": r["ready_at_send"]}})  # fmt: skip
+            events.append(
+                {
+                    "name": f"generate {name}",
+                    "ph": "X",
+                    "pid": 1,
+                    "tid": 0,
+                    "ts": us(r["tB0"]),
+                    "dur": us(r["tB1"]) - us(r["tB0"]),
+                }
+            )
+        events.append(
+            {
+                "name": "depth",
+                "ph": "C",
+                "pid": 2,
+                "ts": us(r["tSend"]),
+                "args": {"in_flight": r["in_flight_at_send"], "ready": r["ready_at_send"]},
+            }
+        )
     return {"traceEvents": events, "displayTimeUnit": "ms"}

@@ -66,15 +66,21 @@ class Stage0:
 
     def __init__(self, ctx: RankContext, cfg: ModelConfig, spec: RunSpec, group: Any, hooks: Hooks) -> None:
         self.cfg, self.spec, self.pcfg, self.hooks = cfg, spec, spec.pp0, hooks
-        self.sender = EnvelopeSender(cfg=cfg, channel=P2PChannel(group=group, name="pp", peer=STAGE1),
-                                     device=ctx.device)  # fmt: skip
+        self.sender = EnvelopeSender(
+            cfg=cfg, channel=P2PChannel(group=group, name="pp", peer=STAGE1), device=ctx.device
+        )
         self.results = EnvelopeReceiver(
-            cfg=cfg, channel=P2PChannel(group=group, name="pp_result", peer=STAGE1), device=ctx.device,
-            rank=ctx.rank, watchdog=None, hooks=hooks, accept=frozenset({Action.RESULT}),
-        )  # fmt: skip
-        self.builder = StreamBuilder(cfg, spec.stream_config(), hooks, rank=ctx.rank, exit_status=ctx.exit_status)
+            cfg=cfg,
+            channel=P2PChannel(group=group, name="pp_result", peer=STAGE1),
+            device=ctx.device,
+            rank=ctx.rank,
+            watchdog=None,
+            hooks=hooks,
+            accept=frozenset({Action.RESULT}),
+        )
+        self.builder = StreamBuilder(cfg, spec.stream_config(), hooks, rank=ctx.rank)
         # the shared drive machinery (request, preflight, commit); the pipelined schedule is this class's
-        self.driver = Driver(sender=self.sender, builder=self.builder, hooks=hooks, rank=ctx.rank, exit_status=ctx.exit_status)
+        self.driver = Driver(sender=self.sender, builder=self.builder, hooks=hooks, rank=ctx.rank)
         self.decoder = LatentDecoder(cfg, width=spec.pp0.decoder_width).to(ctx.device)
         self.records: dict[int, dict[str, Any]] = {}
         self.in_flight: collections.deque = collections.deque()  # (chunk, epoch, bytes) sent, not received
@@ -100,18 +106,27 @@ class Stage0:
         nbytes = sum(t.numel() * t.element_size() for t in prepared.tensors)
         self.in_flight.append((k, prepared.header.cache_epoch, nbytes))
         self._flush_stale_ready()
-        self.records[k] = {"tA0": t_a0, "tA1": t_a1, "tSend": time.monotonic(),
-                           "cache_epoch": prepared.header.cache_epoch,
-                           "in_flight_at_send": len(self.in_flight) + len(self.ready),
-                           "ready_at_send": len(self.ready)}  # fmt: skip
+        self.records[k] = {
+            "tA0": t_a0,
+            "tA1": t_a1,
+            "tSend": time.monotonic(),
+            "cache_epoch": prepared.header.cache_epoch,
+            "in_flight_at_send": len(self.in_flight) + len(self.ready),
+            "ready_at_send": len(self.ready),
+        }
         self._track()
 
     def _drop(self, k: int, epoch: int, where: str) -> None:
         record = {"chunk_index": k, "result_epoch": epoch, "current_epoch": self.sender.cache_epoch, "where": where}
         self.dropped.append(record)
         events.emit("stale_result_dropped", group="pp_result", **record)
-        log.warning("dropped stale result chunk_index=%s cache_epoch=%s (current %s) from %s",
-                    k, epoch, self.sender.cache_epoch, where)  # fmt: skip
+        log.warning(
+            "dropped stale result chunk_index=%s cache_epoch=%s (current %s) from %s",
+            k,
+            epoch,
+            self.sender.cache_epoch,
+            where,
+        )
 
     def _flush_stale_ready(self) -> None:
         while self.ready and self.ready[0][1] != self.sender.cache_epoch:
@@ -167,9 +182,13 @@ class Stage0:
         self.sender.control(Action.SHUTDOWN)
         self.sender.channel.drain()
         emitted = sorted(k for k, r in self.records.items() if k >= 0 and "tEmit" in r)
-        return {"records": {str(k): v for k, v in sorted(self.records.items())}, "max_depth": self.max_depth,
-                "queued_bytes_peak": self.queued_bytes_peak, "dropped": self.dropped,
-                "chunks_done": emitted}  # fmt: skip
+        return {
+            "records": {str(k): v for k, v in sorted(self.records.items())},
+            "max_depth": self.max_depth,
+            "queued_bytes_peak": self.queued_bytes_peak,
+            "dropped": self.dropped,
+            "chunks_done": emitted,
+        }
 
     def _stream_position(self, k: int) -> int:
         """Where chunk k sits in its stream (a hard cut restarts at 0)."""
@@ -182,13 +201,23 @@ class Stage1:
 
     def __init__(self, ctx: RankContext, cfg: ModelConfig, group: Any, hooks: Hooks, compile_cfg: CompileConfig):
         self.ctx, self.cfg, self.hooks = ctx, cfg, hooks
-        self.gen = CausalGenerator(cfg, comm=TPCollectives(group=None), tp_rank=0, device=ctx.device,
-                                   compile_cfg=compile_cfg)  # fmt: skip
-        self.watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status)
-        self.receiver = EnvelopeReceiver(cfg=cfg, channel=P2PChannel(group=group, name="pp", peer=STAGE0),
-                                         device=ctx.device, rank=ctx.rank, watchdog=self.watchdog, hooks=hooks)
-        self.results = EnvelopeSender(cfg=cfg, channel=P2PChannel(group=group, name="pp_result", peer=STAGE0),
-                                      device=ctx.device)  # fmt: skip
+        self.gen = CausalGenerator(
+            cfg, comm=TPCollectives(group=None), tp_rank=0, device=ctx.device, compile_cfg=compile_cfg
+        )
+        self.watchdog = Watchdog(
+            window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status
+        )
+        self.receiver = EnvelopeReceiver(
+            cfg=cfg,
+            channel=P2PChannel(group=group, name="pp", peer=STAGE0),
+            device=ctx.device,
+            rank=ctx.rank,
+            watchdog=self.watchdog,
+            hooks=hooks,
+        )
+        self.results = EnvelopeSender(
+            cfg=cfg, channel=P2PChannel(group=group, name="pp_result", peer=STAGE0), device=ctx.device
+        )
 
     def run(self) -> dict[str, Any]:
         last_sent: float | None = None
@@ -205,16 +234,24 @@ class Stage1:
                 if env.rejection:
                     raise PlanRejected(f"stage 1 rejects chunk_index={header.chunk_index}: {env.rejection}")
                 t_b0 = time.monotonic()
-                clean, calls = phase_b(self.gen, env.plan, env.tensors, chunk_index=header.chunk_index,
-                                       rank=self.ctx.rank)  # fmt: skip
+                clean, calls = phase_b(
+                    self.gen, env.plan, env.tensors, chunk_index=header.chunk_index, rank=self.ctx.rank
+                )
                 t_b1 = time.monotonic()
                 at(self.hooks, Point.RESULT_READY, rank=self.ctx.rank, chunk_index=header.chunk_index)
-                stats = {"observed_generator_calls": calls, "tB_ms": (t_b1 - t_b0) * 1e3,
-                         "t_mesh_idle_ms": 0.0 if last_sent is None else (t_arrive - last_sent) * 1e3,
-                         "tB0": t_b0, "tB1": t_b1}  # fmt: skip  # tB0/tB1: for the trace only
-                prepared = self.results.prepare_result(chunk_index=header.chunk_index,
-                                                       cache_epoch=header.cache_epoch, stats=stats,
-                                                       tensors={"latents": clean})  # fmt: skip
+                stats = {
+                    "observed_generator_calls": calls,
+                    "tB_ms": (t_b1 - t_b0) * 1e3,
+                    "t_mesh_idle_ms": 0.0 if last_sent is None else (t_arrive - last_sent) * 1e3,
+                    "tB0": t_b0,
+                    "tB1": t_b1,
+                }
+                prepared = self.results.prepare_result(
+                    chunk_index=header.chunk_index,
+                    cache_epoch=header.cache_epoch,
+                    stats=stats,
+                    tensors={"latents": clean},
+                )
                 self.results.send_header(prepared.header)
                 self.results.send_payload(prepared.meta, prepared.specs, prepared.tensors)
                 last_sent = time.monotonic()
@@ -258,12 +295,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=30.0)
     parser.add_argument("--out", required=True, help="directory: pp0-rank{r}.json")
     args = parser.parse_args(argv)
-    pp0 = PP0Spec(d_in=args.d_in or args.depth, d_out=args.d_out or args.depth, recompute=args.recompute,
-                  schedule=args.schedule, decoder_width=args.decoder_width)  # fmt: skip
-    spec = RunSpec(name="pp0", topology="pp0", nprocs=2, compile=args.compile, layers=args.layers, chunks=args.chunks,
-                   hard_cut_at=args.hard_cut_at, timeout_s=args.timeout_s, pp0=pp0)  # fmt: skip
-    return rank_main(spec.dist_config(), lambda ctx: run(ctx, spec, Hooks()),
-                     lambda out: write_result(Path(args.out), out))  # fmt: skip
+    pp0 = PP0Spec(
+        d_in=args.d_in or args.depth,
+        d_out=args.d_out or args.depth,
+        recompute=args.recompute,
+        schedule=args.schedule,
+        decoder_width=args.decoder_width,
+    )
+    spec = RunSpec(
+        name="pp0",
+        topology="pp0",
+        nprocs=2,
+        compile=args.compile,
+        layers=args.layers,
+        chunks=args.chunks,
+        hard_cut_at=args.hard_cut_at,
+        timeout_s=args.timeout_s,
+        pp0=pp0,
+    )
+    return rank_main(
+        spec.dist_config(), lambda ctx: run(ctx, spec, Hooks()), lambda out: write_result(Path(args.out), out)
+    )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,14 @@ REASONS = {PlanRejected: Reason.PLAN_REJECTED, WrongGroup: Reason.WRONG_GROUP, C
 
 
 def _terminal(sender: EnvelopeSender, reason: Reason, *, chunk_index: int) -> None:
-    header = Header(action=Action.ERROR, call_id=sender.next_call_id(), chunk_index=chunk_index,
-                    cache_epoch=sender.cache_epoch, control_epoch=sender.control_epoch, reason=reason)  # fmt: skip
+    header = Header(
+        action=Action.ERROR,
+        call_id=sender.next_call_id(),
+        chunk_index=chunk_index,
+        cache_epoch=sender.cache_epoch,
+        control_epoch=sender.control_epoch,
+        reason=reason,
+    )
     events.emit("terminal_broadcast", reason=reason.name, group=sender.group_name, chunk_index=chunk_index)
     sender.send_header(header)
 
@@ -65,24 +71,38 @@ def drive(ctx: RankContext, layout: ParallelLayout, cfg: ModelConfig, spec: RunS
     """rank0: the shared drive loop, with the leader producing each chunk (or its ERROR)."""
     world = layout.group("world")
     sender = EnvelopeSender(cfg=cfg, channel=P2PChannel(group=world, name="world_pg", peer=LEADER), device=ctx.device)
-    watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S") * 4, rank=ctx.rank, exit_status=ctx.exit_status)  # covers a chunk
+    watchdog = Watchdog(
+        window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S") * 4, rank=ctx.rank, exit_status=ctx.exit_status
+    )  # covers a chunk
     results = EnvelopeReceiver(
-        cfg=cfg, channel=P2PChannel(group=world, name="world_pg", peer=LEADER), device=ctx.device, rank=ctx.rank,
-        watchdog=watchdog, hooks=hooks, accept=frozenset({Action.RESULT, Action.ERROR}),
-    )  # fmt: skip
+        cfg=cfg,
+        channel=P2PChannel(group=world, name="world_pg", peer=LEADER),
+        device=ctx.device,
+        rank=ctx.rank,
+        watchdog=watchdog,
+        hooks=hooks,
+        accept=frozenset({Action.RESULT, Action.ERROR}),
+    )
 
     def from_leader(k: int, _prepared: Prepared) -> torch.Tensor:
-        # The warmup result carries the mesh's first compile (a cold inductor compile: ~20 s on a loaded
-        # 2-core box, minutes for a big model); a frozen mesh then meets the run's deadline instead.
+        # The warmup result carries the mesh's first compile (a cold inductor compile: tens of seconds on a
+        # loaded small runner, minutes for a big model); a frozen mesh then meets the run's deadline instead.
         header = results.recv_header(window_s=WARMUP_RESULT_S if k < 0 else None)
         if header.action is Action.ERROR:
-            raise TerminatedByPeer(f"the mesh leader stopped the job at chunk_index={header.chunk_index}:"
-                                   f" {header.reason.name}; see rank {LEADER}'s log")  # fmt: skip
+            raise TerminatedByPeer(
+                f"the mesh leader stopped the job at chunk_index={header.chunk_index}:"
+                f" {header.reason.name}; see rank {LEADER}'s log"
+            )
         _stats, tensors = results.recv_result(header)
         return tensors["latents"]
 
-    driver = Driver(sender=sender, builder=StreamBuilder(cfg, spec.stream_config(), hooks), hooks=hooks,
-                    rank=ctx.rank, decoder=LatentDecoder(cfg).to(ctx.device))  # fmt: skip
+    driver = Driver(
+        sender=sender,
+        builder=StreamBuilder(cfg, spec.stream_config(), hooks),
+        hooks=hooks,
+        rank=ctx.rank,
+        decoder=LatentDecoder(cfg).to(ctx.device),
+    )
     try:
         summary = driver.run(chunks=spec.chunks, produce=from_leader, idle_after=spec.idle_after, idle_s=spec.idle_s)
         sender.channel.drain()
@@ -95,12 +115,20 @@ def lead(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[st
     """rank1: receive from rank0, validate, broadcast to the mesh, generate, return the result."""
     world, mesh = layout.group("world"), layout.group("tp")
     watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status)
-    inbox = EnvelopeReceiver(cfg=ex.cfg, channel=P2PChannel(group=world, name="world_pg", peer=DRIVER),
-                             device=ctx.device, rank=ctx.rank, watchdog=watchdog, hooks=ex.hooks)  # fmt: skip
-    to_mesh = EnvelopeSender(cfg=ex.cfg, channel=BroadcastChannel(group=mesh, name="mesh_pg", src=LEADER),
-                             device=ctx.device)  # fmt: skip
-    to_driver = EnvelopeSender(cfg=ex.cfg, channel=P2PChannel(group=world, name="world_pg", peer=DRIVER),
-                               device=ctx.device)  # fmt: skip
+    inbox = EnvelopeReceiver(
+        cfg=ex.cfg,
+        channel=P2PChannel(group=world, name="world_pg", peer=DRIVER),
+        device=ctx.device,
+        rank=ctx.rank,
+        watchdog=watchdog,
+        hooks=ex.hooks,
+    )
+    to_mesh = EnvelopeSender(
+        cfg=ex.cfg, channel=BroadcastChannel(group=mesh, name="mesh_pg", src=LEADER), device=ctx.device
+    )
+    to_driver = EnvelopeSender(
+        cfg=ex.cfg, channel=P2PChannel(group=world, name="world_pg", peer=DRIVER), device=ctx.device
+    )
     k, done = -1, []
     try:
         while True:
@@ -121,9 +149,12 @@ def lead(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[st
             to_mesh.send_header(prepared.header)  # the mesh's commitment point (group=mesh_pg)
             to_mesh.send_payload(prepared.meta, prepared.specs, prepared.tensors)
             clean = ex.run_chunk(prepared.envelope())
-            result = to_driver.prepare_result(chunk_index=k, cache_epoch=header.cache_epoch,
-                                              stats={"observed_generator_calls": ex.last_chunk_calls},
-                                              tensors={"latents": clean})  # fmt: skip
+            result = to_driver.prepare_result(
+                chunk_index=k,
+                cache_epoch=header.cache_epoch,
+                stats={"observed_generator_calls": ex.last_chunk_calls},
+                tensors={"latents": clean},
+            )
             to_driver.send_header(result.header)
             to_driver.send_payload(result.meta, result.specs, result.tensors)
             if k >= 0:
@@ -140,8 +171,14 @@ def lead(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[st
 def follow(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[str, Any]:
     """ranks 2..N: receive the leader's broadcast, generate in lockstep."""
     watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status)
-    inbox = EnvelopeReceiver(cfg=ex.cfg, channel=BroadcastChannel(group=layout.group("tp"), name="mesh_pg",
-                             src=LEADER), device=ctx.device, rank=ctx.rank, watchdog=watchdog, hooks=ex.hooks)
+    inbox = EnvelopeReceiver(
+        cfg=ex.cfg,
+        channel=BroadcastChannel(group=layout.group("tp"), name="mesh_pg", src=LEADER),
+        device=ctx.device,
+        rank=ctx.rank,
+        watchdog=watchdog,
+        hooks=ex.hooks,
+    )
     done = []
     try:
         while True:
@@ -149,8 +186,10 @@ def follow(ctx: RankContext, layout: ParallelLayout, ex: ChunkExecutor) -> dict[
             if header.action is Action.SHUTDOWN:
                 return {"chunks_done": done}
             if header.action is Action.ERROR:
-                raise TerminatedByPeer(f"rank {ctx.rank}: the leader ended the job at chunk_index="
-                                       f"{header.chunk_index}: {header.reason.name}")  # fmt: skip
+                raise TerminatedByPeer(
+                    f"rank {ctx.rank}: the leader ended the job at chunk_index="
+                    f"{header.chunk_index}: {header.reason.name}"
+                )
             if header.action is Action.INFER:
                 ex.run_chunk(inbox.recv_envelope(header))
                 if header.chunk_index >= 0:
@@ -169,21 +208,36 @@ def prepare(ctx: RankContext, spec: RunSpec) -> stages.Prepared:
     handshake("env", payload, group=layout.group("world"), ranks=layout.ranks("world"), device=ctx.device)
     cfg.check_tp(tp)
     mesh = ctx.rank != DRIVER  # the driver is in no TP group
-    return stages.Prepared(ctx=ctx, layout=layout, cfg=cfg, ccfg=ccfg, role=stages.MESH if mesh else stages.DRIVER,
-                           group=layout.group("tp") if mesh else None, ranks=layout.ranks("tp") if mesh else (),
-                           builder=lambda p, hooks: build(p, spec, hooks))  # fmt: skip
+    return stages.Prepared(
+        ctx=ctx,
+        layout=layout,
+        cfg=cfg,
+        ccfg=ccfg,
+        role=stages.MESH if mesh else stages.DRIVER,
+        group=layout.group("tp") if mesh else None,
+        ranks=layout.ranks("tp") if mesh else (),
+        builder=lambda p, hooks: build(p, spec, hooks),
+    )
 
 
 def build(prepared: stages.Prepared, spec: RunSpec, hooks: Hooks) -> stages.Built:
     """Stage 2: the driver builds its request stream; a mesh rank its generator shard (the leader leads)."""
     ctx, layout = prepared.ctx, prepared.layout
     if prepared.role == stages.DRIVER:
-        return stages.Built(role=stages.DRIVER, region=None, effective_backend={},
-                            serve=lambda: drive(ctx, layout, prepared.cfg, spec, hooks))  # fmt: skip
+        return stages.Built(
+            role=stages.DRIVER,
+            region=None,
+            effective_backend={},
+            serve=lambda: drive(ctx, layout, prepared.cfg, spec, hooks),
+        )
     ex = ChunkExecutor(ctx, layout, prepared.cfg, prepared.ccfg, hooks)
     serve = (lambda: lead(ctx, layout, ex)) if ctx.rank == LEADER else (lambda: follow(ctx, layout, ex))
-    return stages.Built(role=stages.MESH, region=ex.gen.region, effective_backend=ex.effective_backend(),
-                        serve=stages.serve_counted(serve, ex))  # fmt: skip
+    return stages.Built(
+        role=stages.MESH,
+        region=ex.gen.region,
+        effective_backend=ex.effective_backend(),
+        serve=stages.serve_counted(serve, ex),
+    )
 
 
 def run(ctx: RankContext, spec: RunSpec, hooks: Hooks) -> dict[str, Any]:
@@ -198,9 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", default="off", choices=["off", "aot_eager", "inductor"])
     parser.add_argument("--timeout-s", type=float, default=30.0)
     args = parser.parse_args(argv)
-    spec = RunSpec(name="pp1", topology="pp1", nprocs=knobs.read("WORLD_SIZE") or 3, compile=args.compile,
-                   layers=args.layers, chunks=args.chunks, recompute_every=args.recompute_every,
-                   timeout_s=args.timeout_s)  # fmt: skip
+    spec = RunSpec(
+        name="pp1",
+        topology="pp1",
+        nprocs=knobs.read("WORLD_SIZE") or 3,
+        compile=args.compile,
+        layers=args.layers,
+        chunks=args.chunks,
+        recompute_every=args.recompute_every,
+        timeout_s=args.timeout_s,
+    )
     return run_topology(spec, run)
 
 

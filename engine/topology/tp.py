@@ -48,15 +48,27 @@ def prepare(ctx: RankContext, spec: RunSpec) -> Prepared:
     if knobs.read("COMPILE_GUARD_PP_ENABLED"):
         raise ConfigError("COMPILE_GUARD_PP_ENABLED=1 but this is the TP runtime; unset it or use the PP runtime")
     cfg.check_tp(ctx.world_size)
-    return Prepared(ctx=ctx, layout=layout, cfg=cfg, ccfg=ccfg, role=MESH, group=layout.group("tp"),
-                    ranks=layout.ranks("tp"), builder=lambda p, hooks: build(p, spec, hooks))  # fmt: skip
+    return Prepared(
+        ctx=ctx,
+        layout=layout,
+        cfg=cfg,
+        ccfg=ccfg,
+        role=MESH,
+        group=layout.group("tp"),
+        ranks=layout.ranks("tp"),
+        builder=lambda p, hooks: build(p, spec, hooks),
+    )
 
 
 def build(prepared: Prepared, spec: RunSpec, hooks: Hooks) -> Built:
     """Stage 2: the generator shard (its fingerprints checked); rank0 drives, the others follow."""
     ex = ChunkExecutor(prepared.ctx, prepared.layout, prepared.cfg, prepared.ccfg, hooks)
-    return Built(role=MESH, region=ex.gen.region, effective_backend=ex.effective_backend(),
-                 serve=serve_counted(lambda: serve(ex, prepared.layout, spec, hooks), ex))  # fmt: skip
+    return Built(
+        role=MESH,
+        region=ex.gen.region,
+        effective_backend=ex.effective_backend(),
+        serve=serve_counted(lambda: serve(ex, prepared.layout, spec, hooks), ex),
+    )
 
 
 def follow(ex: ChunkExecutor, receiver: EnvelopeReceiver) -> dict[str, Any]:
@@ -82,18 +94,32 @@ def serve(ex: ChunkExecutor, layout: ParallelLayout, spec: RunSpec, hooks: Hooks
     common = {"cfg": cfg, "channel": channel, "device": ctx.device}
     t0 = time.perf_counter()
     if ctx.rank == DRIVER:
-        driver = Driver(sender=EnvelopeSender(**common), builder=StreamBuilder(cfg, spec.stream_config(), hooks),
-                        hooks=hooks, rank=ctx.rank, decoder=LatentDecoder(cfg).to(ctx.device))  # fmt: skip
-        summary = driver.run(chunks=spec.chunks, produce=lambda _k, prepared: ex.run_chunk(prepared.envelope()),
-                             idle_after=spec.idle_after, idle_s=spec.idle_s)  # fmt: skip
+        driver = Driver(
+            sender=EnvelopeSender(**common),
+            builder=StreamBuilder(cfg, spec.stream_config(), hooks),
+            hooks=hooks,
+            rank=ctx.rank,
+            decoder=LatentDecoder(cfg).to(ctx.device),
+        )
+        summary = driver.run(
+            chunks=spec.chunks,
+            produce=lambda _k, prepared: ex.run_chunk(prepared.envelope()),
+            idle_after=spec.idle_after,
+            idle_s=spec.idle_s,
+        )
     else:
         watchdog = Watchdog(window_s=knobs.read("COMPILE_GUARD_WATCHDOG_S"), rank=ctx.rank, exit_status=ctx.exit_status)
         try:
             summary = follow(ex, EnvelopeReceiver(**common, rank=ctx.rank, watchdog=watchdog, hooks=hooks))
         finally:
             watchdog.close()
-    summary.update(rank=ctx.rank, wall_s=time.perf_counter() - t0, generator_calls=ex.gen.num_calls,
-                   fingerprint_checks=ex.fingerprint_checks, **ex.timers)  # fmt: skip
+    summary.update(
+        rank=ctx.rank,
+        wall_s=time.perf_counter() - t0,
+        generator_calls=ex.gen.num_calls,
+        fingerprint_checks=ex.fingerprint_checks,
+        **ex.timers,
+    )
     return summary
 
 
@@ -112,10 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", default="off", choices=["off", "eager", "aot_eager", "inductor"])
     parser.add_argument("--timeout-s", type=float, default=30.0, help="process-group timeout")
     args = parser.parse_args(argv)
-    spec = RunSpec(name="tp", topology="tp", nprocs=knobs.read("WORLD_SIZE") or 1, compile=args.compile,
-                   layers=args.layers, chunks=args.chunks, recompute_every=args.recompute_every,
-                   hard_cut_at=args.hard_cut_at, idle_after=args.idle_after, idle_s=args.idle_s,
-                   timeout_s=args.timeout_s)  # fmt: skip
+    spec = RunSpec(
+        name="tp",
+        topology="tp",
+        nprocs=knobs.read("WORLD_SIZE") or 1,
+        compile=args.compile,
+        layers=args.layers,
+        chunks=args.chunks,
+        recompute_every=args.recompute_every,
+        hard_cut_at=args.hard_cut_at,
+        idle_after=args.idle_after,
+        idle_s=args.idle_s,
+        timeout_s=args.timeout_s,
+    )
     return run_topology(spec, run)
 
 
