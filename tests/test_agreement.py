@@ -123,7 +123,7 @@ def test_statements_name_the_differing_fields_and_the_first_differing_collective
     assert "settings.dynamo.x" in judge.table([a, b])
     assert judge.differing([a, _statement(1, [{**AR, "site": "elsewhere.py:3"}, AR])]) == []  # a site is not issued
     verdict = judge.judge([a, b], group="1", site_of=SITE_OF, options=judge.Options()).verdict
-    assert verdict["kind"] == "mismatch" and verdict["fields"] == ["fingerprint", "schedule_digest", "settings"]
+    assert verdict.kind == "mismatch" and verdict.fields == ["fingerprint", "schedule_digest", "settings"]
 
 
 def test_a_constant_that_differs_by_rank_is_listed_and_stops_only_when_asked():
@@ -135,7 +135,7 @@ def test_a_constant_that_differs_by_rank_is_listed_and_stops_only_when_asked():
         {"site": "m.py:3", "key": "m.py forward: lt args.1", "values": {"0": 0, "1": 128}}
     ]
     strict = judge.judge([a, b], group="1", site_of=SITE_OF, options=judge.Options(strict_constants=True))
-    assert strict.verdict["fields"] == ["constants"] and "rank1=128" in strict.verdict["text"]
+    assert strict.verdict.fields == ["constants"] and "rank1=128" in strict.verdict.text
 
 
 def test_a_rank_only_graph_break_whose_streams_line_up_is_an_asymmetry_not_a_mismatch():
@@ -149,11 +149,11 @@ def test_a_rank_only_graph_break_whose_streams_line_up_is_an_asymmetry_not_a_mis
     found = judge.judge([whole, cut], group="1", site_of=SITE_OF, options=judge.Options())
     assert found.verdict is None and "line up so far" in found.asymmetry and "m.py:5" in found.asymmetry
     stopped = judge.judge([whole, cut], group="1", site_of=SITE_OF, options=judge.Options(stop_on_asymmetry=True))
-    assert stopped.verdict["kind"] == "asymmetry"
-    text = stopped.verdict["text"]
+    assert stopped.verdict.kind == "asymmetry"
+    text = stopped.verdict.text
     assert text.index("m.py:5") < text.index("line up")  # the break's site first, then the streams
     parted = _statement(1, [{**AR, "shape": [8, 64]}], fingerprint="g", breaks=[printed], schedule_digest="e")
-    assert judge.judge([whole, parted], group="1", site_of=SITE_OF, options=judge.Options()).verdict["kind"] == (
+    assert judge.judge([whole, parted], group="1", site_of=SITE_OF, options=judge.Options()).verdict.kind == (
         "mismatch"
     )
 
@@ -365,8 +365,8 @@ def test_a_watcher_whose_channel_breaks_still_stops_its_rank_as_a_protocol_error
     Transport(server).run(post(member.watch_box(0), Wake()))
     watching._thread.join(timeout=10)
     assert not watching._thread.is_alive() and len(stopped) == 1, stopped
-    assert stopped[0]["error"] == "ProtocolError" and stopped[0]["kind"] == "watcher_failed"
-    assert "is not JSON" in stopped[0]["text"]
+    assert stopped[0].error == "ProtocolError" and stopped[0].kind == "watcher_failed"
+    assert "is not JSON" in stopped[0].text
     assert watcher.error_of(stopped[0]).exit_code == 15
 
 

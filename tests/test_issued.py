@@ -132,11 +132,11 @@ def test_two_collectives_of_one_shape_swapped_on_one_rank_are_a_divergence_named
     """CD-08's shape: the same ops and sizes, issued for each other's buffers. Only `from` tells them apart."""
     in_order, swapped = _issued(_ar([8, 64], [0]), _ar([8, 64], [1])), _issued(_ar([8, 64], [1]), _ar([8, 64], [0]))
     verdict = proofs.issued_mismatch("2", [0, 1], STATEMENTS, {0: in_order, 1: swapped})
-    assert verdict is not None and verdict["kind"] == "issued"
+    assert verdict is not None and verdict.kind == "issued"
     assert (
         "#0: rank0 all_reduce 2[0, 1] [8, 64] torch.float32 sum = dispatch #0 at model.py:10 | rank1"
-        in verdict["first_collective"]
-        and "= dispatch #1 at model.py:11" in verdict["first_collective"]
+        in verdict.first_collective
+        and "= dispatch #1 at model.py:11" in verdict.first_collective
     )
     assert proofs.issued_mismatch("2", [0, 1], STATEMENTS, {0: in_order, 1: dict(in_order)}) is None
 

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from compile_guard import compat
 from compile_guard.agreement import holds, judge, protocol
 from compile_guard.agreement.channel import Transport
+from compile_guard.agreement.messages import Verdict
 from compile_guard.agreement.ops import ChannelError
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.statement import StatementMaker, fit
@@ -202,14 +203,13 @@ class CompileAgreement:
                 out = self.transport.run(
                     protocol.declare(
                         self.link,
-                        {
-                            "error": "ProtocolError",
-                            "kind": "bad_entry",
-                            "fields": [],
-                            "slot": mine["slot"],
-                            "text": f"compile agreement: {exc}; the peer runs another compile_guard or its entry was"
-                            " cut",
-                        },
+                        Verdict(
+                            error="ProtocolError",
+                            kind="bad_entry",
+                            fields=[],
+                            slot=mine["slot"],
+                            text=f"compile agreement: {exc}; the peer runs another compile_guard or its entry was cut",
+                        ),
                     )
                 )
             if isinstance(out, protocol.Stopped):

@@ -10,10 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from compile_guard.agreement import judge, proofs
-from compile_guard.agreement.messages import Ask, Position, Stated, Wake
+from compile_guard.agreement.messages import Ask, Position, Stated, Verdict, Wake
 from compile_guard.agreement.ops import Actor, Delete, Now, Set, Wait, encode, post, read
 from compile_guard.agreement.positions import frames_of, where
-from compile_guard.agreement.protocol import Agreed, Link, Member, Stopped, declare, stall, tell_holding
+from compile_guard.agreement.protocol import (
+    Agreed,
+    Link,
+    Member,
+    Stopped,
+    declare,
+    read_verdict,
+    stall,
+    tell_holding,
+)
 
 
 class _Progress:
@@ -132,7 +141,7 @@ class GraphHold:
             while True:
                 if link.verdict_posted or touched is None:  # rule 6: a verdict stands
                     link.verdict_posted = False
-                    verdict = yield from read(m.verdict, what="the verdict")
+                    verdict = yield from read_verdict(link)
                     if verdict is not None:
                         return Stopped(verdict)
                 for p in [p for p in undecided() if touched is None or p in touched]:
@@ -254,15 +263,15 @@ class GraphHold:
                 else "collective streams line up (a rank-only graph break)"
             )
         )
-        verdict = {
-            "error": "CompileDivergence",
-            "kind": "mismatch" if parted else "asymmetry",
-            "fields": ["breaks"],
-            "ranks": sorted([m.rank, peer]),
-            "slot": mine["slot"],
-            "first_collective": parted[1] if parted else None,
-            "text": text,
-        }
+        verdict = Verdict(
+            error="CompileDivergence",
+            kind="mismatch" if parted else "asymmetry",
+            fields=["breaks"],
+            ranks=sorted([m.rank, peer]),
+            slot=mine["slot"],
+            first_collective=parted[1] if parted else None,
+            text=text,
+        )
         return (yield from declare(self.link, verdict))
 
     def rule8_split_elsewhere(self, peer: int, theirs: dict[str, Any]) -> Actor:
@@ -320,7 +329,7 @@ class GraphHold:
             missing = [p for p in peers if p not in found]
             if not missing:
                 return found
-            verdict = yield from read(m.verdict, what="the verdict")
+            verdict = yield from read_verdict(link)
             if verdict is not None:
                 return Stopped(verdict)
             yield from _receive(link, 0, first_seq, answers, progress, now)
@@ -376,7 +385,7 @@ def hold_entry(link: Link, name: str, n: int, mine: dict[str, Any], peers: list[
                 return (yield from declare(link, mismatch))
             if len(theirs) == len(peers):
                 break
-            verdict = yield from read(m.verdict, what="the verdict")
+            verdict = yield from read_verdict(link)
             if verdict is not None:
                 return Stopped(verdict)
             yield from _receive(link, 0, first_seq, answers, progress, now)

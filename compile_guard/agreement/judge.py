@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from tabulate import tabulate
 
+from compile_guard.agreement.messages import Verdict
 from compile_guard.health.issued import compared
 
 # must be equal on every rank; "settings" holds the settings a rank changed from torch's defaults (by name), the
@@ -37,7 +38,7 @@ class Options:
 
 @dataclass(frozen=True, kw_only=True)
 class Judgement:
-    verdict: dict[str, Any] | None  # a divergence to declare, or None
+    verdict: Verdict | None  # a divergence to declare, or None
     rank_varying: list[dict[str, Any]] = field(default_factory=list)  # {site, key, values: {rank: value}}
     asymmetry: str | None = None  # the report of an accepted asymmetry
 
@@ -205,15 +206,15 @@ def judge(statements: list[dict[str, Any]], *, group: str, site_of: SiteOf, opti
         )
         body = text if parted else "\n".join(text.splitlines()[1:])
         return Judgement(
-            verdict={
-                "error": "CompileDivergence",
-                "kind": kind,
-                "fields": fields or ["breaks"],
-                "ranks": ranks,
-                "slot": statements[0].get("slot"),
-                "first_collective": parted[1] if parted else None,
-                "text": f"{head}\n{body}\n{table(statements)}",
-            }
+            verdict=Verdict(
+                error="CompileDivergence",
+                kind=kind,
+                fields=fields or ["breaks"],
+                ranks=ranks,
+                slot=statements[0].get("slot"),
+                first_collective=parted[1] if parted else None,
+                text=f"{head}\n{body}\n{table(statements)}",
+            )
         )
     if varying and options.strict_constants:
         fields = [*fields, "constants"]
@@ -234,15 +235,15 @@ def judge(statements: list[dict[str, Any]], *, group: str, site_of: SiteOf, opti
     if varying:
         text += "\nrank-varying constants:\n" + constants_text(varying)
     return Judgement(
-        verdict={
-            "error": "CompileDivergence",
-            "kind": "mismatch",
-            "fields": fields,
-            "ranks": ranks,
-            "slot": statements[0].get("slot"),
-            "first_collective": first,
-            "text": text,
-        },
+        verdict=Verdict(
+            error="CompileDivergence",
+            kind="mismatch",
+            fields=fields,
+            ranks=ranks,
+            slot=statements[0].get("slot"),
+            first_collective=first,
+            text=text,
+        ),
         rank_varying=varying,
     )
 

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from compile_guard import compat
 from compile_guard.agreement import holds, protocol
 from compile_guard.agreement.channel import Transport
+from compile_guard.agreement.messages import Verdict
 from compile_guard.agreement.ops import ChannelError
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main
@@ -165,13 +166,13 @@ class CollectiveLedger:
                     out = self.transport.run(
                         protocol.declare(
                             self.link,
-                            {
-                                "error": "ProtocolError",
-                                "kind": "bad_entry",
-                                "entry": n,
-                                "fields": [],
-                                "text": f"eager-collective ledger: {exc}",
-                            },
+                            Verdict(
+                                error="ProtocolError",
+                                kind="bad_entry",
+                                entry=n,
+                                fields=[],
+                                text=f"eager-collective ledger: {exc}",
+                            ),
                         )
                     )
                 if out is not None:

@@ -24,12 +24,13 @@ from compile_guard.agreement.judge import (
     streams_part,
     table,
 )
+from compile_guard.agreement.messages import Verdict
 from compile_guard.health.issued import describe as describe_issued
 
 
 def other_graph(
     group: str, ranks: list[int], mine: dict[str, Any], peer: int, theirs: dict[str, Any] | None, ran: str | None
-) -> dict[str, Any]:
+) -> Verdict:
     """The verdict when `peer` made the call `mine` was compiled at, running another graph (or none we know)."""
     if theirs is not None:
         ran_text = (
@@ -49,16 +50,16 @@ def other_graph(
         first = first_differing_collective(pair)
         lines += [table(pair), f"first differing collective: {first or '(schedules agree)'}"]
     lines += ["graph breaks since the previous graph:", breaks_text([mine])]
-    return {
-        "error": "CompileDivergence",
-        "kind": "other_graph",
-        "fields": ["graph"],
-        "ranks": [mine["rank"]],
-        "absent": [peer],
-        "slot": mine.get("slot"),
-        "first_collective": first,
-        "text": "\n".join(lines),
-    }
+    return Verdict(
+        error="CompileDivergence",
+        kind="other_graph",
+        fields=["graph"],
+        ranks=[mine["rank"]],
+        absent=[peer],
+        slot=mine.get("slot"),
+        first_collective=first,
+        text="\n".join(lines),
+    )
 
 
 def _held(rank: int, s: dict[str, Any] | None, held: dict[str, Any], by: int) -> str:
@@ -77,7 +78,7 @@ def cycle(
     theirs: dict[str, Any] | None,
     held: dict[str, Any],
     streams: dict[int, list[dict[str, Any]]] | None,
-) -> dict[str, Any]:
+) -> Verdict:
     """The verdict of a wait-for cycle (compile_guard.agreement.protocol, rule 7): I hold `mine`, `peer` holds
     `held` (its statement `theirs`), each waits for the other's statement, which can never come."""
     pair = sorted([mine, *([theirs] if theirs else [])], key=lambda s: s["rank"])
@@ -101,16 +102,16 @@ def cycle(
             " broke the frame somewhere else"
         )
     lines += ["graph breaks that put each rank on its path (since its previous graph):", breaks_text(pair)]
-    return {
-        "error": "CompileDivergence",
-        "kind": "cycle",
-        "fields": ["path"],
-        "ranks": sorted([mine["rank"], peer]),
-        "slot": mine.get("slot"),
-        "held": {str(mine["rank"]): mine.get("slot"), str(peer): held.get("slot")},
-        "first_collective": first,
-        "text": "\n".join(lines),
-    }
+    return Verdict(
+        error="CompileDivergence",
+        kind="cycle",
+        fields=["path"],
+        ranks=sorted([mine["rank"], peer]),
+        slot=mine.get("slot"),
+        held={str(mine["rank"]): mine.get("slot"), str(peer): held.get("slot")},
+        first_collective=first,
+        text="\n".join(lines),
+    )
 
 
 def split_elsewhere(
@@ -120,7 +121,7 @@ def split_elsewhere(
     own: dict[str, Any],
     theirs: dict[str, Any],
     streams: dict[int, list[dict[str, Any]]],
-) -> dict[str, Any]:
+) -> Verdict:
     """The verdict when a peer split the parent call of my graph at other breaks than mine (protocol rule 8): it
     goes on in a resume function of its own and never runs mine in that call. `own`/`theirs`: the parent graphs."""
     peer, parent = theirs["rank"], mine["parent"]
@@ -140,15 +141,15 @@ def split_elsewhere(
         "graph breaks (since each rank's previous graph):",
         breaks_text(sorted([own, theirs], key=lambda s: s["rank"])),
     ]
-    return {
-        "error": "CompileDivergence",
-        "kind": "split",
-        "fields": ["path"],
-        "ranks": sorted([mine["rank"], peer]),
-        "slot": mine.get("slot"),
-        "first_collective": parted[1] if parted else None,
-        "text": "\n".join(lines),
-    }
+    return Verdict(
+        error="CompileDivergence",
+        kind="split",
+        fields=["path"],
+        ranks=sorted([mine["rank"], peer]),
+        slot=mine.get("slot"),
+        first_collective=parted[1] if parted else None,
+        text="\n".join(lines),
+    )
 
 
 def issued_mismatch(
@@ -158,7 +159,7 @@ def issued_mismatch(
     issued: dict[int, dict[str, Any]],
     *,
     asymmetric: bool = False,
-) -> dict[str, Any] | None:
+) -> Verdict | None:
     """The verdict when the ranks' issued schedules of one slot differ (compile_guard.agreement.protocol, rule 9):
     the graphs agreed, the compiled code would issue other collectives. None when they agree, or when a rank's
     could not be read (a C++ wrapper: `unread`, said in its statement, never compared as empty). `asymmetric`: the
@@ -207,18 +208,18 @@ def issued_mismatch(
             )
         ),
     ]
-    return {
-        "error": "CompileDivergence",
-        "kind": "issued",
-        "fields": ["issued_schedule"],
-        "ranks": sorted(issued),
-        "slot": statements[0].get("slot"),
-        "first_collective": first,
-        "text": "\n".join(lines),
-    }
+    return Verdict(
+        error="CompileDivergence",
+        kind="issued",
+        fields=["issued_schedule"],
+        ranks=sorted(issued),
+        slot=statements[0].get("slot"),
+        first_collective=first,
+        text="\n".join(lines),
+    )
 
 
-def ledger_mismatch(name: str, n: int, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+def ledger_mismatch(name: str, n: int, entries: list[dict[str, Any]]) -> Verdict | None:
     """The verdict when the ranks' entry n of a ledger group differ (op, group, arguments); None if alike."""
     issued = [{k: v for k, v in e.items() if k not in ("rank", "site")} for e in entries]
     if all(e == issued[0] for e in issued):
@@ -227,24 +228,24 @@ def ledger_mismatch(name: str, n: int, entries: list[dict[str, Any]]) -> dict[st
     lines += [
         f"  rank{e['rank']}: {e['op']} {json.dumps(e.get('args'), sort_keys=True)} at {e.get('site')}" for e in entries
     ]
-    return {
-        "error": "CollectiveMismatch",
-        "kind": "mismatch",
-        "entry": n,
-        "fields": ["entry"],
-        "first_collective": lines[1:],
-        "text": "\n".join(lines),
-    }
+    return Verdict(
+        error="CollectiveMismatch",
+        kind="mismatch",
+        entry=n,
+        fields=["entry"],
+        first_collective=lines[1:],
+        text="\n".join(lines),
+    )
 
 
-def ledger_ended(name: str, n: int, mine: dict[str, Any], peer: int, final: dict[str, Any]) -> dict[str, Any]:
+def ledger_ended(name: str, n: int, mine: dict[str, Any], peer: int, final: dict[str, Any]) -> Verdict:
     """The verdict when a peer left the ledger before issuing entry n: it never will."""
     issued = (final.get("entries") or {}).get(name, 0)
     text = (
         f"eager collective #{n} on group {name}: rank {peer} left after {issued} entries; stopped before the call\n"
         f"  rank{mine['rank']}: {mine['op']} {json.dumps(mine.get('args'), sort_keys=True)} at {mine.get('site')}"
     )
-    return {"error": "CollectiveMismatch", "kind": "ended", "entry": n, "fields": ["entry"], "text": text}
+    return Verdict(error="CollectiveMismatch", kind="ended", entry=n, fields=["entry"], text=text)
 
 
 def _state(report: dict[str, Any] | None, now: float) -> str:

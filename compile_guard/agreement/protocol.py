@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from compile_guard.agreement import judge, proofs
-from compile_guard.agreement.messages import Ask, Closed, Report, Stated, Wake
+from compile_guard.agreement.messages import Ask, Closed, Report, Stated, Verdict, Wake
 from compile_guard.agreement.ops import (
     Actor,
     ChannelError,
@@ -120,7 +120,7 @@ class Agreed:
 
 @dataclass(frozen=True)
 class Stopped:
-    verdict: dict[str, Any]  # the verdict that stands (maybe another rank's)
+    verdict: Verdict  # the verdict that stands (maybe another rank's)
 
 
 class Link:
@@ -134,15 +134,21 @@ class Link:
         self.verdict_posted = True  # a verdict message came (or may have): read the verdict key; True at first
 
 
-def declare(link: Link, verdict: dict[str, Any]) -> Actor:
+def read_verdict(link: Link) -> Actor:
+    """The verdict that stands, or None."""
+    data = yield from read(link.m.verdict, what="the verdict")
+    return None if data is None else Verdict.from_json(data)
+
+
+def declare(link: Link, verdict: Verdict) -> Actor:
     """Write the verdict unless one stands; wake every rank (watcher and main thread); the standing one."""
     m = link.m
-    standing = yield CompareSet(m.verdict, b"", encode({**verdict, "by": m.rank}, what="the verdict"))
+    standing = yield CompareSet(m.verdict, b"", encode({**verdict.to_json(), "by": m.rank}, what="the verdict"))
     # the peers first: this rank's own watcher may end this process the moment it is woken
     for box in [m.watch_box(r) for r in m.ranks if r != m.rank] + [m.main_box(r) for r in m.ranks if r != m.rank]:
         yield from post(box, Wake())
     yield from post(m.watch_box(m.rank), Wake())
-    return Stopped(decode(standing, what="the verdict"))
+    return Stopped(Verdict.from_json(decode(standing, what="the verdict")))
 
 
 def publish(link: Link, statement: dict[str, Any]) -> Actor:
@@ -188,7 +194,7 @@ def stall(link: Link, *, what: str, since: float) -> Actor:
         now = yield Now()
         deadline = now + 2 * m.answer_s + 1.0
         while now < deadline:
-            verdict = yield from read(m.verdict, what="the verdict")
+            verdict = yield from read_verdict(link)
             if verdict is not None:
                 return Stopped(verdict)
             yield Wait((m.verdict,), max(0.01, min(0.5, deadline - now)))
@@ -210,14 +216,14 @@ def stall(link: Link, *, what: str, since: float) -> Actor:
     return (
         yield from declare(
             link,
-            {
-                "error": "Stalled",
-                "kind": "stall",
-                "fields": [],
-                "ranks": list(m.ranks),
-                "no_answer": [r for r in m.ranks if r not in reports],
-                "text": text,
-            },
+            Verdict(
+                error="Stalled",
+                kind="stall",
+                fields=[],
+                ranks=list(m.ranks),
+                no_answer=[r for r in m.ranks if r not in reports],
+                text=text,
+            ),
         )
     )
 
@@ -229,20 +235,20 @@ def watch(link: Link, inbox: Inbox) -> Actor:
         try:
             msg = yield from inbox.receive(WATCH_SLICE_S)
         except ChannelError as exc:
-            return "error", {"error": "ProtocolError", "kind": "bad_entry", "fields": [], "text": f"agreement: {exc}"}
+            return "error", Verdict(error="ProtocolError", kind="bad_entry", fields=[], text=f"agreement: {exc}")
         if msg is None:
             continue
         if isinstance(msg, Closed):
             return "closed", None
         if isinstance(msg, Wake):
-            verdict = yield from read(m.verdict, what="the verdict")
+            verdict = yield from read_verdict(link)
             # Pass it on to the next two ranks of the ring before this rank stops: a declarer stopped (or killed)
             # while it was waking everyone must not leave a rank unwoken; two, so one frozen rank breaks no chain.
             ring = list(m.ranks)
             at = ring.index(m.rank)
             for r in {ring[(at + k) % len(ring)] for k in (1, 2)} - {m.rank}:
                 yield from post(m.watch_box(r), Wake())
-            return "verdict", verdict or {"text": "woken for a verdict that is not on the store"}
+            return "verdict", verdict or Verdict(text="woken for a verdict that is not on the store")
         if not isinstance(msg, Ask):
             continue
         if msg.full:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from compile_guard.agreement import protocol
 from compile_guard.agreement.channel import Transport
+from compile_guard.agreement.messages import Verdict
 from compile_guard.agreement.ops import Inbox
 from compile_guard.agreement.positions import Positions
 from compile_guard.health.sites import relative_site
@@ -64,27 +65,26 @@ def describe_main(depth: int = 4) -> dict[str, Any]:
     return {"stack": sites}
 
 
-def error_of(verdict: dict[str, Any]) -> type[EngineError]:
+def error_of(verdict: Verdict) -> type[EngineError]:
     """The verdict's error; a verdict naming none is a protocol anomaly, never a divergence."""
-    return ERRORS.get(verdict.get("error", ""), ProtocolError)
+    return ERRORS.get(verdict.error, ProtocolError)
 
 
-def announce(verdict: dict[str, Any], *, detector: int, group: str, ranks: tuple[int, ...], event: str) -> None:
+def announce(verdict: Verdict, *, detector: int, group: str, ranks: tuple[int, ...], event: str) -> None:
     events.emit(
-        event if verdict.get("error") != "Stalled" else "stall",
-        graph=verdict.get("graph"),
-        slot=verdict.get("slot"),
-        entry=verdict.get("entry"),
-        kind=verdict.get("kind"),
-        fields=verdict.get("fields"),
-        by=verdict.get("by"),
+        event if verdict.error != "Stalled" else "stall",
+        slot=verdict.slot,
+        entry=verdict.entry,
+        kind=verdict.kind,
+        fields=verdict.fields,
+        by=verdict.by,
         detector=detector,
         group=group,
         ranks=list(ranks),
-        first_collective=verdict.get("first_collective"),
-        no_answer=verdict.get("no_answer"),
+        first_collective=verdict.first_collective,
+        no_answer=verdict.no_answer,
     )
-    log.error("%s", verdict.get("text"))
+    log.error("%s", verdict.text)
 
 
 class Watcher:
@@ -111,11 +111,11 @@ class Watcher:
             with self._lock:
                 self._waiting = False
 
-    def raise_verdict(self, verdict: dict[str, Any]) -> None:
+    def raise_verdict(self, verdict: Verdict) -> None:
         self._raised.set()
         m = self.link.m
         announce(verdict, detector=m.rank, group=m.group, ranks=m.ranks, event=self.event)
-        raise error_of(verdict)(verdict["text"])
+        raise error_of(verdict)(verdict.text)
 
     def _watch(self) -> None:
         link = self.link
@@ -130,12 +130,12 @@ class Watcher:
             return
         except Exception as exc:  # an unreadable verdict, or a bug of ours: this rank must stay stoppable
             log.exception("watcher of group %s failed; stopping this rank and its peers", link.m.group)
-            verdict = {
-                "error": "ProtocolError",
-                "kind": "watcher_failed",
-                "fields": [],
-                "text": f"agreement: rank {link.m.rank}'s watcher failed: {type(exc).__name__}: {exc}",
-            }
+            verdict = Verdict(
+                error="ProtocolError",
+                kind="watcher_failed",
+                fields=[],
+                text=f"agreement: rank {link.m.rank}'s watcher failed: {type(exc).__name__}: {exc}",
+            )
             with contextlib.suppress(Exception):  # on a fresh connection: this one may be mid-operation
                 verdict = Transport(self.transport.store).run(protocol.declare(link, verdict)).verdict
         with self._lock:
@@ -144,12 +144,12 @@ class Watcher:
             return  # the main thread raised it in its own wait
         self.stop(verdict)
 
-    def stop(self, verdict: dict[str, Any]) -> None:
+    def stop(self, verdict: Verdict) -> None:
         """Stop this rank now, wherever its main thread is (inside a collective, say)."""
         error, m = error_of(verdict), self.link.m
         announce(verdict, detector=m.rank, group=m.group, ranks=m.ranks, event=self.event)
-        head, _, rest = str(verdict.get("text")).partition("\n")
-        abort(error(f"{head} (stopped by rank {verdict.get('by')}'s verdict)\n{rest}"), self.exit_status)
+        head, _, rest = verdict.text.partition("\n")
+        abort(error(f"{head} (stopped by rank {verdict.by}'s verdict)\n{rest}"), self.exit_status)
 
     def join(self) -> None:
         """Wait for the watcher to end (after protocol.close posted it "closed")."""
