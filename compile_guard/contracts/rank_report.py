@@ -20,6 +20,7 @@ from typing import Any
 from compile_guard.health import schema
 
 MESH, DRIVER = "mesh", "driver"
+FILE = "probe-rank{rank}.json"  # what a launched check rank writes into its --out directory, read by the parent
 
 
 class RankReportError(Exception):

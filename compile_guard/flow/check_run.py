@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compile_guard.contracts.rank_report import RankReport
+from compile_guard.contracts.rank_report import FILE, RankReport
 from compile_guard.flow.request import CheckRequest
 from compile_guard.health import baseline as bl
 from compile_guard.health.schema import baseline_view
@@ -25,7 +25,6 @@ from engine import events, knobs
 from engine.runspec import RunSpec
 
 RANK_PROGRAM = "compile_guard.ranks.check"
-REPORT = "probe-rank{rank}.json"  # what each launched rank writes (compile_guard.ranks.check.REPORT)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +79,7 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
         env["TORCH_TRACE"] = str(dump_dir / "torch_trace")  # every rank's structured log, ready for tlparse
     program = RankProgram(
         module=RANK_PROGRAM,
-        report=REPORT,
+        report=FILE,
         nprocs=spec.nprocs,
         deadline_s=spec.deadline_s,
         argv=("--spec", spec.to_json(), *(["--dump-dir", str(dump_dir)] if dump_dir and spec.target is None else [])),
@@ -106,7 +105,7 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
     if ran.reports is not None:
         reports = [
             RankReport.from_json(
-                text, what=f"rank {r}'s report" + (f" ({log_dir / REPORT.format(rank=r)})" if ran.log_dir else "")
+                text, what=f"rank {r}'s report" + (f" ({log_dir / FILE.format(rank=r)})" if ran.log_dir else "")
             )
             for r, text in enumerate(ran.reports)
         ]

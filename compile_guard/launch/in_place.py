@@ -82,11 +82,10 @@ def settle(rank_code: int, *, window_s: float) -> verdict.Verdict:
     return decided
 
 
-def run_body(config: DistConfig, body: Callable[[RankContext], str]) -> Any:
+def run_body(config: DistConfig, body: Callable[[RankContext], str]) -> tuple[list[str] | None, int]:
     """Run a rank program's `body` (its report's JSON text) as this rank of the launcher's job; gather every
-    rank's report over the job's world group. A modes.Ran: the reports in rank order and code 0, or no reports
-    and this rank's CLI exit code, settled with its peers (also when a thread ends the rank: its exit_status)."""
-    from compile_guard.launch.modes import Ran
+    rank's report over the job's world group. (the reports in rank order, 0), or (None, this rank's CLI exit code,
+    settled with its peers); a thread that ends the rank settles the same way (rank_main's exit_status)."""
     from engine.collectives import all_gather_json
     from engine.layout import ParallelLayout
     from engine.rank_process import rank_main
@@ -101,8 +100,8 @@ def run_body(config: DistConfig, body: Callable[[RankContext], str]) -> Any:
 
     code = rank_main(config, gathering, gathered.append, exit_status=lambda c: settle(c, window_s=window_s).code)
     if code != 0:
-        return Ran(reports=None, code=settle(code, window_s=window_s).code, result=None, log_dir=None)
-    return Ran(reports=gathered[0], code=Cli.OK, result=None, log_dir=None)
+        return None, settle(code, window_s=window_s).code
+    return gathered[0], Cli.OK
 
 
 def leader_runs(name: str, command: Callable[[], int], *, timeout_s: float) -> int:

@@ -116,8 +116,10 @@ class InPlace(RunMode):
         self.out = Output(leader=knobs.read("RANK") == 0)
 
     def run(self, program: RankProgram, *, log_dir: Path, on_line: Callable[[str], None] | None = None) -> Ran:
+        """`log_dir` and `on_line` are the launcher's business here: each rank logs where the launcher put it."""
         config, body = importlib.import_module(program.module).in_place(list(program.argv))
-        return in_place.run_body(config, body)
+        reports, code = in_place.run_body(config, body)
+        return Ran(reports=reports, code=code, result=None, log_dir=None)
 
     def leader_runs(self, name: str, command: Callable[[], int], *, timeout_s: float) -> int:
         return in_place.leader_runs(name, command, timeout_s=timeout_s)

@@ -24,7 +24,7 @@ from typing import Callable
 import torch.distributed as dist
 
 from compile_guard.agreement import agreement_on, ledger_on
-from compile_guard.contracts.rank_report import DRIVER, MESH, RankReport
+from compile_guard.contracts.rank_report import DRIVER, FILE, MESH, RankReport
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.matrix.faults import FaultInjector
@@ -109,9 +109,6 @@ def probe_rank(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankRe
         return target.run(ctx, spec) if spec.target is not None else run(ctx, spec, dump_dir)
 
 
-REPORT = "probe-rank{rank}.json"  # what each launched rank writes into --out
-
-
 def _parse(argv: list[str] | None, *, launched: bool) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="the run spec, canonical JSON (engine.runspec.RunSpec)")
@@ -134,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
 
     def write_probe(report: RankReport) -> None:
-        write_text(out / REPORT.format(rank=report.rank), report.to_json())
+        write_text(out / FILE.format(rank=report.rank), report.to_json())
 
     return rank_main(spec.dist_config(), lambda ctx: probe_rank(ctx, spec, args.dump_dir), write_probe)
 
