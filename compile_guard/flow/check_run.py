@@ -87,7 +87,9 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
         rank_env=request.rank_env,
         followed_rank=1 if spec.topology == "pp1" else 0,  # pp1: the mesh leader compiles
     )
-    log_dir = request.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_check_"))
+    log_dir = request.log_dir
+    if log_dir is None and mode.launches:  # in place, each rank logs where its launcher put it
+        log_dir = Path(tempfile.mkdtemp(prefix="compile_guard_check_"))
 
     def follow(line: str) -> None:
         for event in events.parse(line):
@@ -105,7 +107,7 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
     if ran.reports is not None:
         reports = [
             RankReport.from_json(
-                text, what=f"rank {r}'s report" + (f" ({log_dir / FILE.format(rank=r)})" if ran.log_dir else "")
+                text, what=f"rank {r}'s report" + (f" ({ran.log_dir / FILE.format(rank=r)})" if ran.log_dir else "")
             )
             for r, text in enumerate(ran.reports)
         ]

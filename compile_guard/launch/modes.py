@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +71,9 @@ class RunMode(ABC):
     out: Output
 
     @abstractmethod
-    def run(self, program: RankProgram, *, log_dir: Path, on_line: Callable[[str], None] | None = None) -> Ran:
-        """Run `program` on every rank; its reports come back in rank order (None when the run failed)."""
+    def run(self, program: RankProgram, *, log_dir: Path | None, on_line: Callable[[str], None] | None = None) -> Ran:
+        """Run `program` on every rank; its reports come back in rank order (None when the run failed). `log_dir`:
+        where launched ranks write their logs and reports (None: a new temp dir)."""
 
     @abstractmethod
     def leader_runs(self, name: str, command: Callable[[], int], *, timeout_s: float) -> int:
@@ -86,7 +88,8 @@ class Launched(RunMode):
     def __init__(self) -> None:
         self.out = Output(leader=True)
 
-    def run(self, program: RankProgram, *, log_dir: Path, on_line: Callable[[str], None] | None = None) -> Ran:
+    def run(self, program: RankProgram, *, log_dir: Path | None, on_line: Callable[[str], None] | None = None) -> Ran:
+        log_dir = log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_ranks_"))
         argv = python_module_argv(program.module, *program.argv, "--out", str(log_dir))
         result = launch(
             LaunchSpec(
@@ -115,7 +118,7 @@ class InPlace(RunMode):
     def __init__(self) -> None:
         self.out = Output(leader=knobs.read("RANK") == 0)
 
-    def run(self, program: RankProgram, *, log_dir: Path, on_line: Callable[[str], None] | None = None) -> Ran:
+    def run(self, program: RankProgram, *, log_dir: Path | None, on_line: Callable[[str], None] | None = None) -> Ran:
         """`log_dir` and `on_line` are the launcher's business here: each rank logs where the launcher put it."""
         config, body = importlib.import_module(program.module).in_place(list(program.argv))
         reports, code = in_place.run_body(config, body)
