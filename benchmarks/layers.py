@@ -70,12 +70,10 @@ def _count(path: Path, marker: str) -> int:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
-    parser.add_argument("--imports", action="store_true", help="list every climbing import")
-    args = parser.parse_args()
-    package = args.root / "compile_guard"
+def survey(root: Path) -> tuple[list[int], list[str], int]:
+    """(lines per layer, every climbing import as 'path:line src -> dst', shims of moved modules) of root's
+    compile_guard/ (tests/test_layers.py holds the climbs at none)."""
+    package = root / "compile_guard"
     lines = [0] * len(NAMES)
     climbs: list[str] = []
     shims = 0  # a moved module's shim imports its new home, wherever that is: counted apart, for one release
@@ -89,7 +87,16 @@ def main() -> None:
         for node in ast.walk(ast.parse(source)):
             for dst in imported(node):
                 if dst in LEVELS and dst != src and LEVELS[dst] > LEVELS[src]:
-                    climbs.append(f"{path.relative_to(args.root)}:{node.lineno} {src} -> {dst}")
+                    climbs.append(f"{path.relative_to(root)}:{node.lineno} {src} -> {dst}")
+    return lines, climbs, shims
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--imports", action="store_true", help="list every climbing import")
+    args = parser.parse_args()
+    lines, climbs, shims = survey(args.root)
     dirs = ("compile_guard", "engine", "tests", "benchmarks", "docs", "repro")
     skips = {d: sum(_count(p, "# fmt: skip") for p in (args.root / d).rglob("*.py")) for d in dirs}
     regions = {d: sum(_count(p, "# fmt: off") for p in (args.root / d).rglob("*.py")) for d in dirs}

@@ -4,6 +4,7 @@ commands never import torch."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import subprocess
 import sys
@@ -80,3 +81,29 @@ def test_the_code_is_formatted_and_linted(quick_process):
         assert proc.returncode == 0, (
             f"`ruff {' '.join(check)}` failed; run `ruff {check[0]} .`:\n{proc.stdout}{proc.stderr}"
         )
+
+
+def _layers():
+    spec = importlib.util.spec_from_file_location("layers", REPO / "benchmarks" / "layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_import_climbs_a_layer():
+    """compile_guard's layers (benchmarks/layers.py: base < concerns < launch < flow < matrix < programs) import
+    only downward or sideways: the launch layer knows no rank program, the flow no front end."""
+    _lines, climbs, _shims = _layers().survey(REPO)
+    assert climbs == []
+
+
+def test_a_climbing_import_is_found(tmp_path):
+    """The survey can fail: a flow module that imports a rank program is named."""
+    for name, source in {
+        "flow/check_run.py": "from compile_guard.ranks.check import probe_rank\n",
+        "ranks/check.py": "from compile_guard.flow import check_run\n",  # downward: fine
+    }.items():
+        (tmp_path / "compile_guard" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "compile_guard" / name).write_text(source)
+    _lines, climbs, _shims = _layers().survey(tmp_path)
+    assert climbs == ["compile_guard/flow/check_run.py:1 flow -> ranks"]

@@ -57,17 +57,15 @@ class CheckRun:
         )
 
 
-def _print_progress(event: dict[str, Any]) -> None:
+def _progress_line(event: dict[str, Any]) -> str:
     if event["event"] == "parity_ok":
-        print(f"  handshake {event['handshake']}: {event['keys']} keys equal on ranks {event['ranks']}", flush=True)
-    elif event.get("phase") == "warmup_done":
-        print(
+        return f"  handshake {event['handshake']}: {event['keys']} keys equal on ranks {event['ranks']}"
+    if event.get("phase") == "warmup_done":
+        return (
             f"  warmup done: unique_graphs={event['unique_graphs']} graph_breaks={event['graph_breaks']}"
-            f" recompiles={event['recompiles']}",
-            flush=True,
+            f" recompiles={event['recompiles']}"
         )
-    else:
-        print(f"  steady chunk {event['chunk_index']} done ({event['generator_calls']} generator calls)", flush=True)
+    return f"  steady chunk {event['chunk_index']} done ({event['generator_calls']} generator calls)"
 
 
 def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
@@ -94,7 +92,7 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
     def follow(line: str) -> None:
         for event in events.parse(line):
             if request.progress and event["event"] in ("parity_ok", "progress"):
-                _print_progress(event)
+                mode.out.print(_progress_line(event))
 
     announce = request.progress and mode.launches  # in place, the launcher speaks of the ranks
     if announce:

@@ -66,7 +66,6 @@ class Output:
 
 
 class RunMode(ABC):
-    name: str  # "launched" / "in place", for logs
     launches: bool  # whether run() starts rank processes (and so speaks of them); in place the launcher does
     out: Output
 
@@ -82,7 +81,6 @@ class RunMode(ABC):
 
 
 class Launched(RunMode):
-    name = "launched"
     launches = True
 
     def __init__(self) -> None:
@@ -112,7 +110,6 @@ class Launched(RunMode):
 
 
 class InPlace(RunMode):
-    name = "in place"
     launches = False
 
     def __init__(self) -> None:
