@@ -203,12 +203,9 @@ class CompileAgreement:
                 out = self.transport.run(
                     protocol.declare(
                         self.link,
-                        Verdict(
-                            error="ProtocolError",
-                            kind="bad_entry",
-                            fields=[],
+                        Verdict.bad_entry(
+                            f"compile agreement: {exc}; the peer runs another compile_guard or its entry was cut",
                             slot=mine["slot"],
-                            text=f"compile agreement: {exc}; the peer runs another compile_guard or its entry was cut",
                         ),
                     )
                 )

@@ -166,13 +166,7 @@ class CollectiveLedger:
                     out = self.transport.run(
                         protocol.declare(
                             self.link,
-                            Verdict(
-                                error="ProtocolError",
-                                kind="bad_entry",
-                                entry=n,
-                                fields=[],
-                                text=f"eager-collective ledger: {exc}",
-                            ),
+                            Verdict.bad_entry(f"eager-collective ledger: {exc}", entry=n),
                         )
                     )
                 if out is not None:

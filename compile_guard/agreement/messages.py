@@ -207,6 +207,12 @@ class Verdict:
     no_answer: list[int] | None = None  # a stall's ranks that did not answer for their position
     by: int | None = None  # the rank that wrote it (set by protocol.declare)
 
+    @classmethod
+    def bad_entry(cls, text: str, *, slot: str | None = None, entry: int | None = None) -> Verdict:
+        """A peer's entry or message that is not what the protocol allows: every rank stops on a ProtocolError
+        (exit 3), never a divergence."""
+        return cls(error="ProtocolError", kind="bad_entry", text=text, slot=slot, entry=entry)
+
     def to_json(self) -> dict[str, Any]:
         """Its JSON object: the fields that are set (an optional one left None is left out)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -235,7 +235,7 @@ def watch(link: Link, inbox: Inbox) -> Actor:
         try:
             msg = yield from inbox.receive(WATCH_SLICE_S)
         except ChannelError as exc:
-            return "error", Verdict(error="ProtocolError", kind="bad_entry", fields=[], text=f"agreement: {exc}")
+            return "error", Verdict.bad_entry(f"agreement: {exc}")
         if msg is None:
             continue
         if isinstance(msg, Closed):
