@@ -34,32 +34,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compile_guard.agreement import holds, judge, protocol  # noqa: E402
 from compile_guard.agreement.channel import Transport  # noqa: E402
+from compile_guard.agreement.entries import Frame, Statement  # noqa: E402
 from compile_guard.agreement.ops import Inbox  # noqa: E402
 from compile_guard.agreement.positions import Positions, slot_key  # noqa: E402
 
 AR = {"op": "all_reduce", "group": {"name": "g", "ranks": None}, "shape": [16, 64], "dtype": "f32", "reduce_op": "sum"}
 
 
-def _statement(rank: int, call: int) -> dict[str, Any]:
-    return {
-        "n": call,
-        "rank": rank,
-        "slot": slot_key("F", call, 0),
-        "fid": "F",
-        "call": call,
-        "j": 0,
-        "frame": {"name": "forward", "site": "m.py:1"},
-        "parent": None,
-        "compile_id": f"0/{call}",
-        "breaks": [],
-        "fingerprint": "f",
-        "constants": [[0, "args.1", 7]],
-        "constants_digest": "c",
-        "collectives": [AR] * 4,
-        "collectives_total": 4,
-        "schedule_digest": "d",
-        "settings": {"x": 1},
-    }
+ISSUED = {"by": "dispatch", "collectives": [AR] * 4, "total": 4, "digest": "d"}  # what every graph's code issues
+
+
+def _statement(rank: int, call: int) -> Statement:
+    return Statement(
+        n=call,
+        rank=rank,
+        slot=slot_key("F", call, 0),
+        fid="F",
+        call=call,
+        j=0,
+        frame=Frame(name="forward", site="m.py:1"),
+        compile_id=f"0/{call}",
+        fingerprint="f",
+        constants=[[0, "args.1", 7]],
+        constants_digest="c",
+        collectives=[AR] * 4,
+        collectives_total=4,
+        schedule_digest="d",
+        settings={"x": 1},
+    )
+
+
+def _state(me: _Rank, mine: Statement) -> None:
+    """Publish the statement, then (the compile is not part of this benchmark) the issued schedule (rule 9)."""
+    me.main.run(protocol.publish(me.link, mine))
+    me.main.run(protocol.publish_issued(me.link, mine.slot, ISSUED))
+
+
+def _hold(me: _Rank, mine: Statement) -> Any:
+    return me.main.run(
+        holds.hold_graph(me.link, mine, before=[], site_of=_site_of, options=judge.Options(), issued=ISSUED)
+    )
 
 
 def _site_of(node: int, path: str) -> dict[str, str]:
@@ -106,12 +120,12 @@ def _agree(store: dist.Store, n: int, graphs: int, prefix: str) -> tuple[list[fl
             barrier.wait()  # the benchmark's own pacing between graphs, not part of the protocol
             time.sleep(rng.uniform(0, 0.005))
             mine = _statement(me.link.m.rank, record.count)
-            me.main.run(protocol.publish(me.link, mine))
+            _state(me, mine)
             stated[g][me.link.m.rank] = time.monotonic()
-            record.ran(mine["slot"])
+            record.ran(mine.slot)
             if me.link.pos.pending:
                 me.main.run(protocol.answer_due(me.link))
-            out = me.main.run(holds.hold_graph(me.link, mine, before=[], site_of=_site_of, options=judge.Options()))
+            out = _hold(me, mine)
             assert isinstance(out, protocol.Agreed), out
             agreed[g][me.link.m.rank] = time.monotonic()
         me.main.run(protocol.close(me.link))
@@ -139,10 +153,10 @@ def _stall(store: dist.Store, n: int, prefix: str, *, silent: bool, stall_s: flo
 
     def body(me: _Rank) -> None:
         mine = _statement(me.link.m.rank, 0)
-        me.main.run(protocol.publish(me.link, mine))
-        me.link.pos.frame("F", "forward", "m.py:1").ran(mine["slot"])
-        out = me.main.run(holds.hold_graph(me.link, mine, before=[], site_of=_site_of, options=judge.Options()))
-        assert isinstance(out, protocol.Stopped) and out.verdict["error"] == "Stalled", out
+        _state(me, mine)
+        me.link.pos.frame("F", "forward", "m.py:1").ran(mine.slot)
+        out = _hold(me, mine)
+        assert isinstance(out, protocol.Stopped) and out.verdict.error == "Stalled", out
         stopped[me.link.m.rank] = time.monotonic()
 
     threads = [threading.Thread(target=body, args=(r,)) for r in ranks[1:]]

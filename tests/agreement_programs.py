@@ -13,8 +13,8 @@ same print on every rank: one resume function each), `slow_compile`, ledger `idl
 request for --late-s). Faults (rank 1 unless said): `recompile` (a rank-only recompile mid-step),
 `break_both` (rank 0 prints before the shard math, rank 1 after it: each breaks forward elsewhere),
 `skip` (a disabled call in a loop on rank 1: dynamo skips its forward), `garbled` (an oversized
-statement), `frozen` (rank 0 SIGSTOPped for good), `stuck` (rank 0 blocks for good); ledger `extra`,
-`stuck`.
+statement), `foreign` (a statement without its fingerprint, as another version of compile_guard would
+write it), `frozen` (rank 0 SIGSTOPped for good), `stuck` (rank 0 blocks for good); ledger `extra`, `stuck`.
 """
 
 from __future__ import annotations
@@ -90,6 +90,15 @@ def _peer_pid(ctx: RankContext, peer: int) -> int:
     return int(store.get(f"test/pid/{peer}").decode())
 
 
+def _garble(statement: bytes, fault: str) -> bytes:
+    """The statement as the fault publishes it: over the store's entry limit, or valid JSON without a field."""
+    if fault == "garbled":
+        return b"x" * (MAX_ENTRY_BYTES + 1)
+    data = json.loads(statement)
+    del data["fingerprint"]
+    return json.dumps(data).encode()
+
+
 def _before_step(ctx: RankContext, args: argparse.Namespace, step: int, pid0: int | None) -> None:
     """The fault's habit, on its rank, before `step`."""
     if args.fault == "late_first" and ctx.rank == 0 and step == 0:
@@ -120,11 +129,11 @@ def compile_loop(ctx: RankContext, args: argparse.Namespace) -> dict[str, Any]:
     block.debug_early = args.fault == "break_both" and not faulty
     block.skip = args.fault == "skip" and faulty
     model = torch.compile(block, backend=_slow_tracing(backend) if args.fault == "slow_compile" and faulty else backend)
-    if args.fault == "garbled" and faulty:  # a peer whose statement is over the size limit
+    if args.fault in ("garbled", "foreign") and faulty:  # a peer whose statement is over the limit, or not ours
         transport = backend.agreement.transport
         execute = transport.execute
         transport.execute = lambda op: execute(
-            type(op)(op.key, b"x" * (MAX_ENTRY_BYTES + 1)) if (type(op).__name__ == "Set" and "/s/" in op.key) else op
+            type(op)(op.key, _garble(op.value, args.fault)) if (type(op).__name__ == "Set" and "/s/" in op.key) else op
         )
     symmetric_new_shape = args.fault in ("late_recompile", "sigstop", "frozen", "stuck")
     try:
@@ -172,6 +181,7 @@ def main() -> int:
             "none",
             "recompile",
             "garbled",
+            "foreign",
             "extra",
             "stuck",
             "slow_compile",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compile_guard.agreement import holds, judge, protocol
+from compile_guard.agreement.entries import Break, Frame, Parent, Statement
 from compile_guard.agreement.ops import Add, CompareSet, Delete, Get, Inbox, Now, Set, Wait
 from compile_guard.agreement.positions import Positions, slot_key
 
@@ -179,35 +180,33 @@ class Sim:
         self.actors = [a for r in ranks for a in (_Actor(r, "main", self._main(r)), _Actor(r, "watch", self._watch(r)))]
 
     # -- a rank's two threads -------------------------------------------------------------------------------
-    def _statement(
-        self, r: int, frame: str, call: int, j: int, g: Graph, n: int, parent: dict[str, Any] | None
-    ) -> dict[str, Any]:
+    def _statement(self, r: int, frame: str, call: int, j: int, g: Graph, n: int, parent: Parent | None) -> Statement:
         digest = hashlib.sha256(json.dumps(g.collectives, sort_keys=True).encode()).hexdigest()[:16]
         constants_digest = hashlib.sha256(json.dumps(g.constants).encode()).hexdigest()[:16]
-        return {
-            "n": n,
-            "rank": r,
-            "slot": slot_key(frame, call, j),
-            "fid": frame,
-            "call": call,
-            "j": j,
-            "frame": {"name": frame, "site": f"sim.py:{frame}"},
-            "parent": parent,
-            "compile_id": f"0/{n}",
-            "recompile_reason": None,
-            "breaks": g.breaks,
-            "split": g.split,
-            "fingerprint": g.fingerprint,
-            "constants": g.constants,
-            "constants_digest": constants_digest,
-            "constants_total": len(g.constants),
-            "collectives": g.collectives,
-            "collectives_total": len(g.collectives),
-            "schedule_digest": digest,
-            "settings": g.settings,
-        }
+        return Statement(
+            n=n,
+            rank=r,
+            slot=slot_key(frame, call, j),
+            fid=frame,
+            call=call,
+            j=j,
+            frame=Frame(name=frame, site=f"sim.py:{frame}"),
+            parent=parent,
+            compile_id=f"0/{n}",
+            breaks=[Break(**b) for b in g.breaks],
+            split=g.split,
+            fingerprint=g.fingerprint,
+            schedule_digest=digest,
+            collectives=g.collectives,
+            collectives_total=len(g.collectives),
+            constants=g.constants,
+            constants_total=len(g.constants),
+            constants_digest=constants_digest,
+            settings=g.settings,
+        )
 
-    def _compile(self, r: int, frame: str, g: Graph, step: Step, parent: dict[str, Any] | None, n: int) -> Any:
+    def _compile(self, r: int, frame: str, g: Graph, step: Step, parent: Parent | None, n: int) -> Any:
+        """Compile graph `g` of `frame` on rank r: its statement published, then its issued schedule; (both)."""
         link = self.links[r]
         record = link.pos.frame(frame, frame, f"sim.py:{frame}")
         statement = self._statement(r, frame, record.count, 0, g, n, parent)
@@ -217,30 +216,36 @@ class Sim:
         yield from protocol.publish(link, statement)
         if step.compile_s:
             yield Sleep(step.compile_s)
-        issued = g.collectives if g.issued is None else g.issued
-        statement["issued"] = {
+        collectives = g.collectives if g.issued is None else g.issued
+        issued = {
             "by": "sim",
-            "collectives": issued,
-            "total": len(issued),
-            "digest": hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16],
+            "collectives": collectives,
+            "total": len(collectives),
+            "digest": hashlib.sha256(json.dumps(collectives, sort_keys=True).encode()).hexdigest()[:16],
         }
-        yield from protocol.publish_issued(link, statement["slot"], statement["issued"])
+        yield from protocol.publish_issued(link, statement.slot, issued)
         link.pos.busy = ""
-        return statement
+        return statement, issued
 
     def _run(
-        self, r: int, frame: str, g: Graph, statement: dict[str, Any], first: bool, before: list[dict[str, Any]]
+        self,
+        r: int,
+        frame: str,
+        g: Graph,
+        compiled: tuple[Statement, dict[str, Any]],
+        first: bool,
+        before: list[dict[str, Any]],
     ) -> Any:
         """One call of a compiled graph: count it, answer what it settles, hold it the first time, issue."""
-        link = self.links[r]
-        link.pos.frame(frame, frame, f"sim.py:{frame}").ran(statement["slot"])
+        link, (statement, issued) = self.links[r], compiled
+        link.pos.frame(frame, frame, f"sim.py:{frame}").ran(statement.slot)
         yield Yield()
         if link.pos.pending:
             yield from protocol.answer_due(link)
         if first:
             self.held_at[r] = self.now
             out = yield from holds.hold_graph(
-                link, statement, before=before, site_of=site_of, options=self.options, issued=statement["issued"]
+                link, statement, before=before, site_of=site_of, options=self.options, issued=issued
             )
             if isinstance(out, protocol.Stopped):
                 self._stop(r)
@@ -251,7 +256,7 @@ class Sim:
 
     def _main(self, r: int) -> Any:
         plan, link = self.plans[r], self.links[r]
-        compiled: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        compiled: dict[tuple[str, int], list[tuple[Statement, dict[str, Any]]]] = {}  # (statement, issued) each
         graphs = 0
         for step in plan.steps:
             if step.pause_s:
@@ -275,19 +280,19 @@ class Sim:
             key = (step.frame, step.variant)
             first = key not in compiled
             if first:
-                statement = yield from self._compile(r, step.frame, g, step, None, graphs)
+                made = yield from self._compile(r, step.frame, g, step, None, graphs)
                 graphs += 1
-                compiled[key] = [statement]
+                compiled[key] = [made]
             if not (yield from self._run(r, step.frame, g, compiled[key][0], first, [])):
                 return
             if g.rest is not None:  # the resume frame, inside this call of the frame
                 outer = link.pos.frames[step.frame]
-                parent = {"fid": step.frame, "call": outer.count - 1}
+                parent = Parent(fid=step.frame, call=outer.count - 1)
                 rest_first = len(compiled[key]) == 1
                 if rest_first:
-                    statement = yield from self._compile(r, f"{step.frame}_{g.rest_name}", g.rest, step, parent, graphs)
+                    made = yield from self._compile(r, f"{step.frame}_{g.rest_name}", g.rest, step, parent, graphs)
                     graphs += 1
-                    compiled[key].append(statement)
+                    compiled[key].append(made)
                 if not (
                     yield from self._run(
                         r, f"{step.frame}_{g.rest_name}", g.rest, compiled[key][1], rest_first, g.collectives

@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from compile_guard.agreement import judge
 from compile_guard.agreement.channel import Transport
+from compile_guard.agreement.entries import Break, Frame, Statement
 from compile_guard.agreement.messages import Ask, Wake
 from compile_guard.agreement.ops import MAX_ENTRY_BYTES, ChannelError, Get, Set, decode, encode
 from compile_guard.agreement.positions import Positions
@@ -79,13 +80,15 @@ def test_positions_answer_at_once_or_when_the_asked_call_is_made():
     assert pos.answer(Ask(sender=1, seq=2, fid=None, call=0)).progress and not pos.pending  # progress only
 
 
-def _statement(rank: int, collectives: list[dict], **fields) -> dict:
+def _statement(rank: int, collectives: list[dict], **fields) -> Statement:
     base = {
         "n": 0,
         "rank": rank,
         "slot": "f.0.0",
+        "fid": "f",
         "call": 0,
-        "frame": {"name": "forward", "site": "m.py:1"},
+        "j": 0,
+        "frame": Frame(name="forward", site="m.py:1"),
         "compile_id": "0/0",
         "fingerprint": "f",
         "schedule_digest": "d",
@@ -95,7 +98,7 @@ def _statement(rank: int, collectives: list[dict], **fields) -> dict:
         "constants": [[3, "args.1", 0]],
         "constants_digest": "c",
     }
-    return {**base, **fields}
+    return Statement(**{**base, **fields})
 
 
 AR = {
@@ -139,12 +142,7 @@ def test_a_constant_that_differs_by_rank_is_listed_and_stops_only_when_asked():
 
 
 def test_a_rank_only_graph_break_whose_streams_line_up_is_an_asymmetry_not_a_mismatch():
-    printed = {
-        "reason": "gb0059: Failed to trace builtin operator",
-        "site": "m.py:5",
-        "count": 1,
-        "source": "print(x.shape)",
-    }
+    printed = Break(reason="gb0059: Failed to trace builtin operator", site="m.py:5", count=1, source="print(x.shape)")
     whole, cut = _statement(0, [AR, AR]), _statement(1, [AR], fingerprint="g", breaks=[printed], schedule_digest="e")
     found = judge.judge([whole, cut], group="1", site_of=SITE_OF, options=judge.Options())
     assert found.verdict is None and "line up so far" in found.asymmetry and "m.py:5" in found.asymmetry
@@ -274,10 +272,18 @@ def test_a_rank_only_recompile_mid_step_stops_both_ranks_before_the_new_graph_ru
     assert "stopped by rank 1's verdict" in result.ranks[0].log_path.read_text()
 
 
-def test_an_oversized_peer_statement_is_a_protocol_error_not_a_hang(run_ranks_argv):
-    result = _run(run_ranks_argv, "compile", "--fault", "garbled")
+@pytest.mark.parametrize(
+    "fault, said",
+    [
+        ("garbled", "over the 65536-byte limit"),  # not even an entry: the store's size limit
+        ("foreign", "statement has no field 'fingerprint'"),  # an entry, not a statement of this version
+    ],
+)
+def test_a_peer_statement_that_is_not_ours_is_a_protocol_error_not_a_hang(run_ranks_argv, fault, said):
+    """Rank 1 publishes each statement garbled; rank 0 reads it and declares a protocol error: both exit 3."""
+    result = _run(run_ranks_argv, "compile", "--fault", fault)
     assert [r.returncode for r in result.ranks] == [ProtocolError.exit_code] * 2, result.summary()
-    assert "over the 65536-byte limit" in result.ranks[0].log_path.read_text()
+    assert said in result.ranks[0].log_path.read_text()
 
 
 def test_a_peer_sigstopped_for_good_gives_the_stall_report(run_ranks_argv):

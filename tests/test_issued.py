@@ -8,6 +8,7 @@ import enum
 import pytest
 
 from compile_guard.agreement import proofs
+from compile_guard.agreement.entries import Frame, Statement
 from compile_guard.health import issued, policy, settings
 from compile_guard.health.sites import BreakSites
 
@@ -115,15 +116,19 @@ def _ar(shape: list[int], came: list[int], op: str = "all_reduce") -> dict:
 
 
 STATEMENTS = [
-    {
-        "rank": r,
-        "n": 0,
-        "call": 0,
-        "slot": "f.0.0",
-        "frame": {"name": "forward", "site": "m.py:1"},
-        "collectives": _dispatch([8, 64], [8, 64]),
-        "settings": {},
-    }
+    Statement(
+        rank=r,
+        n=0,
+        fid="f",
+        call=0,
+        j=0,
+        slot="f.0.0",
+        frame=Frame(name="forward", site="m.py:1"),
+        fingerprint="f",
+        schedule_digest="d",
+        collectives=_dispatch([8, 64], [8, 64]),
+        settings={},
+    )
     for r in (0, 1)
 ]
 

@@ -1,14 +1,19 @@
-"""The agreement's messages (compile_guard.agreement.messages): every registered kind survives its JSON, and
-what is no message of this version is Unreadable (ignored by every reader), never an exception."""
+"""The agreement's messages and entries (compile_guard.agreement.messages, .entries): every registered kind and
+every entry survives its JSON; what is no message of this version is Unreadable (ignored by every reader), never
+an exception; what is no statement of this version is a BadEntry naming its field (a protocol error, exit 3)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from compile_guard.agreement import messages
-from compile_guard.agreement.messages import KINDS, Ask, Position, Report, Stated, Unreadable, Verdict, Wake, Where
+from compile_guard.agreement.entries import AGREED, SHOWN, BadEntry, Break, Frame, Parent, Statement, Verdict
+from compile_guard.agreement.messages import KINDS, Ask, Position, Report, Stated, Unreadable, Wake, Where
+from compile_guard.agreement.ops import ChannelError, Get
+from compile_guard.agreement.protocol import Member, read_statement
 
 # one of each kind, with every field set away from its default where it has one
 EXAMPLES = [
@@ -71,3 +76,91 @@ def test_a_verdict_round_trips_and_ignores_what_it_does_not_know():
     assert Verdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
     assert "slot" not in verdict.to_json()  # an optional field left None is left out of the entry
     assert Verdict.from_json({"error": "Stalled", "kind": "stall", "text": "t", "newer": 1}).kind == "stall"
+
+
+# A statement as StatementMaker writes it (compile_guard.agreement.statement), every optional part present
+STATEMENT = Statement(
+    n=1,
+    rank=1,
+    slot="r.0.0",
+    fid="r",
+    call=0,
+    j=0,
+    frame=Frame(name="torch_dynamo_resume_in_forward_at_5", site="m.py:5"),
+    parent=Parent(fid="f", call=3, name="forward"),
+    compile_id="1/0",
+    recompile_reason="guard failed: x.size()[0] == 4 at m.py:2",
+    recompile_reasons=["guard failed: x.size()[0] == 4 at m.py:2"],
+    breaks=[Break(reason="gb0059: Failed to trace builtin operator", site="m.py:5", count=2, source="print(x)")],
+    split=["m.py:5"],
+    fingerprint="f1",
+    schedule_digest="d1",
+    collectives=[{"op": "all_reduce", "group": {"name": "1", "ranks": [0, 1]}, "shape": [4, 8]}],
+    collectives_total=1,
+    constants=[[3, "args.1", 128]],
+    constants_total=1,
+    constants_digest="c1",
+    settings={"dynamo.x": True},
+    settings_digest="s1",
+)
+
+
+def test_a_statement_survives_its_json_and_ignores_what_it_does_not_know():
+    wire = json.loads(json.dumps(STATEMENT.to_json()))  # what protocol.publish writes and read_statement reads
+    assert Statement.from_json(wire) == STATEMENT
+    assert Statement.from_json({**wire, "newer": 1}) == STATEMENT  # a newer writer's field: left out
+    bare = {k: v for k, v in wire.items() if k in ("n", "rank", "slot", "fid", "call", "j", "frame")}
+    older = Statement.from_json({**bare, "fingerprint": "f", "schedule_digest": "d", "collectives": []})
+    assert older.split is None and older.parent is None and older.breaks == []  # the optional parts default
+
+
+def test_the_compared_fields_are_named_once_by_the_statement():
+    """judge compares AGREED and shows SHOWN, both read from the field metadata of Statement: these tuples are the
+    protocol's contract (a field added to either changes what stops a job, or what its report shows)."""
+    assert AGREED == ("frame", "fingerprint", "schedule_digest", "settings", "settings_digest")
+    assert SHOWN == (
+        "frame",
+        "compile_id",
+        "recompile_reason",
+        "fingerprint",
+        "schedule_digest",
+        "collectives_total",
+        "constants_digest",
+        "settings_digest",
+    )
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"fingerprint": None}, "statement has no field 'fingerprint'"),  # None: the key removed
+        ({"fingerprint": 3}, "statement.fingerprint is 3, expected str"),
+        ({"call": True}, "statement.call is True, expected int"),  # a bool is no count
+        ({"frame": {"name": "f"}}, "statement.frame has no field 'site'"),
+        ({"frame": "f"}, "statement.frame is a JSON str, expected an object (Frame)"),
+        ({"breaks": [{"reason": "r", "site": "s", "count": "1", "source": ""}]}, "statement.breaks[0].count is '1'"),
+        ({"collectives": {"op": "x"}}, "statement.collectives is {'op': 'x'}, expected a list"),
+        ({"settings": [1]}, "statement.settings is [1], expected an object"),
+        ({"parent": {"fid": "f"}}, "statement.parent has no field 'call'"),
+    ],
+)
+def test_a_statement_that_is_not_of_this_version_is_a_bad_entry_naming_its_field(change, said):
+    wire = {**STATEMENT.to_json(), **change}
+    wire = {k: v for k, v in wire.items() if v is not None or k not in change}
+    with pytest.raises(BadEntry, match=re.escape(said)):
+        Statement.from_json(wire)
+
+
+def test_reading_a_statement_that_is_no_statement_is_a_channel_error():
+    """The hold's read (protocol.read_statement): the gate turns a ChannelError into a protocol error on every rank
+    (exit 3), so a peer running another compile_guard is never judged as a divergence."""
+    member = Member(rank=0, ranks=(0, 1), group="g", prefix="p", stall_s=10.0)
+    actor = read_statement(member, "f.0.0", 1)
+    assert actor.send(None) == Get(member.statement("f.0.0", 1))
+    with pytest.raises(ChannelError, match=r"rank 1's statement of slot f.0.0: statement has no field 'fingerprint'"):
+        actor.send(json.dumps({k: v for k, v in STATEMENT.to_json().items() if k != "fingerprint"}).encode())
+    absent = read_statement(member, "f.0.0", 1)
+    absent.send(None)
+    with pytest.raises(StopIteration) as stop:
+        absent.send(None)  # the key is absent: the peer has not stated it (late, rule 1)
+    assert stop.value.value is None

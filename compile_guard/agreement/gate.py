@@ -28,7 +28,7 @@ import torch.distributed as dist
 from compile_guard import compat
 from compile_guard.agreement import holds, judge, protocol
 from compile_guard.agreement.channel import Transport
-from compile_guard.agreement.messages import Verdict
+from compile_guard.agreement.entries import Statement, Verdict
 from compile_guard.agreement.ops import ChannelError
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.statement import StatementMaker, fit
@@ -139,34 +139,34 @@ class CompileAgreement:
         compiled = compile_fn(gm, example_inputs)
         compiled_at = time.perf_counter()
         cache = "hit" if compat.cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
-        slot, record = statement["slot"], self.positions.frames[statement["fid"]]
+        slot, record = statement.slot, self.positions.frames[statement.fid]
         issued = issued_schedule(
             self.output_code.take(),
-            made["collectives"],
+            made.collectives,
             cpp_wrapper=compat.inductor_cpp_wrapper(),
             group_ranks=lambda name: group_of(name)["ranks"],
         )
         read_ms = (time.perf_counter() - compiled_at) * 1e3  # what reading it costs (benchmarks/bench_check.py)
         self.issued.append(issued)
         self.transport.run(protocol.publish_issued(self.link, slot, issued))  # rule 9: before the first run
-        self._mine[slot] = made["collectives"]
+        self._mine[slot] = made.collectives
         log.info(
             "graph %s stated: frame=%s slot=%s compile_id=%s fingerprint=%s schedule=%s issued=%s:%s group=%s",
-            made["n"],
-            made["frame"]["name"],
+            made.n,
+            made.frame.name,
             slot,
-            made["compile_id"],
-            made["fingerprint"],
-            made["schedule_digest"],
+            made.compile_id,
+            made.fingerprint,
+            made.schedule_digest,
             issued["by"],
             issued["digest"],
             self.group_name,
         )
         events.emit(
             "graph_compiled",
-            graph=made["n"],
+            graph=made.n,
             slot=slot,
-            compile_id=made["compile_id"],
+            compile_id=made.compile_id,
             group=self.group_name,
             cache=cache,
             issued_by=issued["by"],
@@ -174,7 +174,7 @@ class CompileAgreement:
             issued_read_ms=round(read_ms, 2),
         )
         positions = self.positions
-        parent = positions.frames[made["parent"]["fid"]] if made["parent"] else None  # a resume function's caller
+        parent = positions.frames[made.parent.fid] if made.parent else None  # a resume function's caller
         held = [True]
 
         def run(*args: Any) -> Any:
@@ -190,8 +190,8 @@ class CompileAgreement:
 
         return run
 
-    def _gate(self, mine: dict[str, Any], site_of: judge.SiteOf, issued: dict[str, Any]) -> None:
-        before = [c for s in self.positions.inside[:-1] for c in self._mine.get(s, [])] if mine["parent"] else []
+    def _gate(self, mine: Statement, site_of: judge.SiteOf, issued: dict[str, Any]) -> None:
+        before = [c for s in self.positions.inside[:-1] for c in self._mine.get(s, [])] if mine.parent else []
         with self.watcher.waiting():
             try:
                 out = self.transport.run(
@@ -205,7 +205,7 @@ class CompileAgreement:
                         self.link,
                         Verdict.bad_entry(
                             f"compile agreement: {exc}; the peer runs another compile_guard or its entry was cut",
-                            slot=mine["slot"],
+                            slot=mine.slot,
                         ),
                     )
                 )
@@ -225,9 +225,9 @@ class CompileAgreement:
             log.warning("%s", asymmetry)
         events.emit(
             "compile_agreed",
-            graph=mine["n"],
-            slot=mine["slot"],
-            compile_id=mine["compile_id"],
+            graph=mine.n,
+            slot=mine.slot,
+            compile_id=mine.compile_id,
             group=self.group_name,
             ranks=list(self.ranks),
             asymmetry=bool(asymmetry),

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from compile_guard.agreement import judge, proofs
-from compile_guard.agreement.messages import Ask, Position, Stated, Verdict, Wake
+from compile_guard.agreement.entries import Statement, Verdict
+from compile_guard.agreement.messages import Ask, Position, Stated, Wake
 from compile_guard.agreement.ops import Actor, Delete, Now, Set, Wait, encode, post, read
 from compile_guard.agreement.positions import frames_of, where
 from compile_guard.agreement.protocol import (
@@ -19,6 +20,7 @@ from compile_guard.agreement.protocol import (
     Member,
     Stopped,
     declare,
+    read_statement,
     read_verdict,
     stall,
     tell_holding,
@@ -95,7 +97,7 @@ class GraphHold:
     def __init__(
         self,
         link: Link,
-        mine: dict[str, Any],
+        mine: Statement,
         *,
         before: list[dict[str, Any]],
         site_of: judge.SiteOf,
@@ -104,30 +106,30 @@ class GraphHold:
     ) -> None:
         self.link, self.m, self.mine = link, link.m, mine
         self.before, self.site_of, self.options, self.issued = before, site_of, options, issued
-        parent = mine.get("parent")
-        self.outer = (parent["fid"], parent["call"]) if parent else None  # the parent call mine runs inside
+        parent = mine.parent
+        self.outer = (parent.fid, parent.call) if parent else None  # the parent call mine runs inside
 
     def my_stream(self) -> list[dict[str, Any]]:
         """My collectives within the parent call, up to and including this graph's."""
-        return [*self.before, *(self.mine.get("collectives") or [])]
+        return [*self.before, *self.mine.collectives]
 
     def run(self) -> Actor:
         link, m, pos, mine = self.link, self.m, self.link.pos, self.mine
         peers = [r for r in m.ranks if r != m.rank]
-        slot, call, outer = mine["slot"], mine["call"], self.outer
-        theirs: dict[int, dict[str, Any]] = {}
-        covered: dict[int, dict[str, Any]] = {}
+        slot, call, outer = mine.slot, mine.call, self.outer
+        theirs: dict[int, Statement] = {}
+        covered: dict[int, Statement] = {}  # a peer's complete parent graph that covers my slot (rule 3)
         answers: dict[int, Position] = {}
         start = yield Now()
         progress, first_seq = _Progress(m, start), link.seq + 1
         pos.holding = {
             "what": "graph",
-            "n": mine.get("n"),
-            "frame": mine["frame"],
+            "n": mine.n,
+            "frame": mine.wire("frame"),
             "call": call,
             "since": start,
             "slot": slot,
-            "fid": mine["fid"],
+            "fid": mine.fid,
             "parent": list(outer) if outer else None,
         }
         if pos.pending:  # rule 7: peers asked about calls I have not made: they may be holding too
@@ -150,7 +152,7 @@ class GraphHold:
                     final = None
                     if p in link.left:
                         final = yield from read(m.final(p), what=f"rank {p}'s final position")
-                    statement = yield from read(m.statement(slot, p), what=f"rank {p}'s statement of slot {slot}")
+                    statement = yield from read_statement(m, slot, p)
                     if statement is not None:  # rule 1: paired by slot
                         theirs[p] = statement
                         continue
@@ -166,7 +168,7 @@ class GraphHold:
                 asking = now - start >= m.first_ask_s
                 for p in undecided() if asking else []:  # rule 4: ask the peers still silent
                     if progress.should_ask(p, now):
-                        yield from _ask(link, p, mine["fid"], call, outer)
+                        yield from _ask(link, p, mine.fid, call, outer)
                         progress.asked_at[p] = now
                 if asking:
                     touched = yield from _receive(
@@ -179,7 +181,7 @@ class GraphHold:
                 now = yield Now()
                 if progress.remaining(now) <= 0:
                     return (yield from self.rule5_stall(f"from ranks {undecided()}", progress))
-            statements = sorted([mine, *theirs.values()], key=lambda s: s["rank"])
+            statements = sorted([mine, *theirs.values()], key=lambda s: s.rank)
             judgement = judge.judge(statements, group=m.group, site_of=self.site_of, options=self.options)
             if judgement.verdict is not None:  # rule 2: a statement differs
                 return (yield from declare(link, judgement.verdict))
@@ -201,7 +203,7 @@ class GraphHold:
 
     def left_at(self, peer: int, final: dict[str, Any]) -> Position:
         """A peer that left the agreement: its position read from the final one it wrote (it makes no more calls)."""
-        at = where(frames_of(final), self.mine["fid"], self.mine["call"], self.outer)
+        at = where(frames_of(final), self.mine.fid, self.mine.call, self.outer)
         return Position(
             sender=peer, to=self.m.rank, seq=0, busy="", progress=[], holding=None, stated=[], final=True, at=at
         )
@@ -210,10 +212,10 @@ class GraphHold:
         """What a peer's position (read *after* its statement was found absent) proves: Stopped, a complete parent
         graph that covers the slot (rule 3), or None (late: wait, rule 1)."""
         m, mine, at = self.m, self.mine, answer.at
-        if at.count > mine["call"]:
+        if at.count > mine.call:
             return (yield from self.rule2_made_the_call(peer, at.ran))
-        if mine.get("parent") and at.parent_ran:
-            whole = yield from read(m.statement(at.parent_ran, peer), what="a statement")
+        if mine.parent and at.parent_ran:
+            whole = yield from read_statement(m, at.parent_ran, peer)
             if whole is not None and not judge.split_sites(whole):
                 stopped = yield from self.rule3_whole_parent(peer, whole)
                 return whole if stopped is None else stopped
@@ -224,7 +226,7 @@ class GraphHold:
         if answer.final:
             return (yield from self.rule2_left(peer, at.count))
         held = answer.holding
-        if held and held.get("what") == "graph" and held.get("slot") not in (None, mine["slot"]):
+        if held and held.get("what") == "graph" and held.get("slot") not in (None, mine.slot):
             return (yield from self.rule7_cycle(peer, answer, held))
         return None
 
@@ -232,7 +234,7 @@ class GraphHold:
         """Rule 2: the peer made my call without stating my slot: it ran another graph there (its statement, when
         its history still has it, shows which)."""
         m = self.m
-        other = None if ran is None else (yield from read(m.statement(ran, peer), what="a statement"))
+        other = None if ran is None else (yield from read_statement(m, ran, peer))
         return (yield from declare(self.link, proofs.other_graph(m.group, list(m.ranks), self.mine, peer, other, ran)))
 
     def rule2_left(self, peer: int, count: int) -> Actor:
@@ -240,11 +242,11 @@ class GraphHold:
         m, ended = self.m, f"(it ended after {count} calls of this frame)"
         return (yield from declare(self.link, proofs.other_graph(m.group, list(m.ranks), self.mine, peer, None, ended)))
 
-    def rule3_whole_parent(self, peer: int, parent: dict[str, Any]) -> Actor:
+    def rule3_whole_parent(self, peer: int, parent: Statement) -> Actor:
         """Rule 3: the peer ran the parent call in one graph: do my collectives inside that call line up with its?
         None: they do (an asymmetry, reported unless `stop_on_asymmetry`); else Stopped."""
         m, mine = self.m, self.mine
-        stream, theirs = self.my_stream(), parent.get("collectives") or []
+        stream, theirs = self.my_stream(), parent.collectives
         parted = judge.streams_part({m.rank: stream, peer: theirs})
         if parted is None and len(stream) > len(theirs):
             parted = (
@@ -255,7 +257,7 @@ class GraphHold:
             return None
         text = (
             f"{judge.header(m.group, list(m.ranks), mine)}\n  {judge.describe(mine)}\n  rank {peer} ran"
-            f" the whole parent call (frame '{parent['frame']['name']}' call {parent.get('call')}) as one graph:"
+            f" the whole parent call (frame '{parent.frame.name}' call {parent.call}) as one graph:"
             f" this frame never runs inside it there\n"
             + (
                 f"collective streams part at {parted[1]}"
@@ -268,22 +270,22 @@ class GraphHold:
             kind="mismatch" if parted else "asymmetry",
             fields=["breaks"],
             ranks=sorted([m.rank, peer]),
-            slot=mine["slot"],
+            slot=mine.slot,
             first_collective=parted[1] if parted else None,
             text=text,
         )
         return (yield from declare(self.link, verdict))
 
-    def rule8_split_elsewhere(self, peer: int, theirs: dict[str, Any]) -> Actor:
+    def rule8_split_elsewhere(self, peer: int, theirs: Statement) -> Actor:
         """Rule 8: the peer ran my parent call as a graph split at other breaks than mine: it goes on in a resume
         function of its own, never in mine (Stopped); split at the same breaks: it runs mine next (None: late)."""
-        m, mine, parent = self.m, self.mine, self.mine["parent"]
-        record = self.link.pos.frames.get(parent["fid"])
-        ran = record.slot_at(parent["call"]) if record is not None else None
-        own = None if ran is None else (yield from read(m.statement(ran, m.rank), what="my statement"))
+        m, mine, (fid, call) = self.m, self.mine, self.outer
+        record = self.link.pos.frames.get(fid)
+        ran = record.slot_at(call) if record is not None else None
+        own = None if ran is None else (yield from read_statement(m, ran, m.rank))
         if own is None or sorted(judge.split_sites(own)) == sorted(judge.split_sites(theirs)):
             return None
-        streams = {m.rank: self.my_stream(), peer: [*(theirs.get("collectives") or [])]}
+        streams = {m.rank: self.my_stream(), peer: [*theirs.collectives]}
         return (
             yield from declare(self.link, proofs.split_elsewhere(m.group, list(m.ranks), mine, own, theirs, streams))
         )
@@ -301,21 +303,18 @@ class GraphHold:
             return None
         if mine_there.parent_ran:  # rules 3 and 8 from its side: my graph of its parent call decides for it
             return None
-        theirs = yield from read(m.statement(slot, peer), what=f"rank {peer}'s statement of slot {slot}")
+        theirs = yield from read_statement(m, slot, peer)
         streams = None
-        if mine.get("parent") and answer.at.parent_ran:  # both inside one parent call: compare what each issued
-            split = yield from read(m.statement(answer.at.parent_ran, peer), what=f"rank {peer}'s statement")
+        if mine.parent and answer.at.parent_ran:  # both inside one parent call: compare what each issued
+            split = yield from read_statement(m, answer.at.parent_ran, peer)
             if split is not None and theirs is not None:
-                streams = {
-                    m.rank: self.my_stream(),
-                    peer: [*(split.get("collectives") or []), *(theirs.get("collectives") or [])],
-                }
+                streams = {m.rank: self.my_stream(), peer: [*split.collectives, *theirs.collectives]}
         return (yield from declare(self.link, proofs.cycle(m.group, list(m.ranks), mine, peer, theirs, held, streams)))
 
     def rule9_issued(self, peers: list[int], progress: _Progress) -> Actor:
         """Rule 9: every peer's issued schedule of my slot (each states it once its compile ends: a peer still
         compiling is progress). {peer: issued}, or Stopped (a verdict, or a stall)."""
-        link, m, slot = self.link, self.m, self.mine["slot"]
+        link, m, slot = self.link, self.m, self.mine.slot
         found: dict[int, dict[str, Any]] = {}
         answers: dict[int, Position] = {}
         first_seq = link.seq + 1
@@ -343,15 +342,15 @@ class GraphHold:
 
     def rule5_stall(self, waiting: str, progress: _Progress, *, issued: bool = False) -> Actor:
         """Rule 5: no awaited peer made progress for stall_s: every rank's position reported, every rank stopped."""
-        mine, frame = self.mine, self.mine["frame"]
+        mine, frame = self.mine, self.mine.frame
         if issued:
-            what = f"the issued schedule of graph #{mine.get('n')} of frame '{frame['name']}' at call {mine['call']}"
+            what = f"the issued schedule of graph #{mine.n} of frame '{frame.name}' at call {mine.call}"
         else:
-            what = f"graph #{mine.get('n')} of frame '{frame['name']}' ({frame['site']}) at call {mine['call']}"
+            what = f"graph #{mine.n} of frame '{frame.name}' ({frame.site}) at call {mine.call}"
         return (yield from stall(self.link, what=f"{what}, {waiting}", since=progress.last))
 
 
-def hold_graph(link: Link, mine: dict[str, Any], **kwargs: Any) -> Actor:
+def hold_graph(link: Link, mine: Statement, **kwargs: Any) -> Actor:
     """`GraphHold(link, mine, before=..., site_of=..., options=..., issued=...).run()`: Agreed or Stopped."""
     return (yield from GraphHold(link, mine, **kwargs).run())
 

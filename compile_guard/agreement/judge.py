@@ -3,9 +3,10 @@
 Pure data in, data out (no torch, no store): the protocol (compile_guard.agreement.protocol) calls
 `judge` once every peer's statement of a slot is in, and the simulation test calls it too.
 
-- **Must agree** (AGREED): the frame, the graph's *structure* (ops, order, wiring:
-  compile_guard.health.structure), its collective schedule (op, group and ranks, shape, dtype,
-  reduce op, order) and the compile settings. A difference is a divergence: every rank stops.
+- **Must agree** (AGREED, named by the statement's own field metadata: compile_guard.agreement.entries):
+  the frame, the graph's *structure* (ops, order, wiring: compile_guard.health.structure), its
+  collective schedule (op, group and ranks, shape, dtype, reduce op, order) and the compile
+  settings. A difference is a divergence: every rank stops.
 - **May differ**: the constants in the graph (rank-derived offsets, sizes). Each site whose value
   differs is listed with the value per rank; it stops nothing unless `strict_constants`.
 - **An asymmetry**: the ranks broke the frame at different places (a print or warning on one rank
@@ -21,12 +22,9 @@ from typing import Any, Callable
 
 from tabulate import tabulate
 
-from compile_guard.agreement.messages import Verdict
+from compile_guard.agreement.entries import AGREED, SHOWN, Statement, Verdict
 from compile_guard.health.issued import compared
 
-# must be equal on every rank; "settings" holds the settings a rank changed from torch's defaults (by name), the
-# digest covers every compared one (compile_guard.health.settings)
-AGREED = ("frame", "fingerprint", "schedule_digest", "settings", "settings_digest")
 SiteOf = Callable[[int, str], dict[str, str]]  # (node index, argument path) -> {"site", "key"} on this rank
 
 
@@ -74,29 +72,29 @@ def streams_part(streams: dict[int, list[dict[str, Any]]]) -> tuple[int, str] | 
     return first_difference(streams, ended_differs=False)
 
 
-def first_differing_collective(statements: list[dict[str, Any]]) -> str | None:
+def first_differing_collective(statements: list[Statement]) -> str | None:
     """The first position where the statements' schedules differ (a shorter schedule differs where it ends)."""
-    found = first_difference({s["rank"]: s.get("collectives") or [] for s in statements}, ended_differs=True)
+    found = first_difference(_streams(statements), ended_differs=True)
     return None if found is None else found[1]
 
 
-def differing(statements: list[dict[str, Any]]) -> list[str]:
-    """The agreed fields whose values are not the same in every statement."""
-    return [k for k in AGREED if any(s.get(k) != statements[0].get(k) for s in statements)]
+def differing(statements: list[Statement]) -> list[str]:
+    """The agreed fields (entries.AGREED) whose values are not the same in every statement."""
+    return [k for k in AGREED if any(getattr(s, k) != getattr(statements[0], k) for s in statements)]
 
 
-def _breaks(s: dict[str, Any]) -> frozenset[tuple[str, str]]:
-    return frozenset((b["reason"], b["site"]) for b in s.get("breaks", []))
+def _breaks(s: Statement) -> frozenset[tuple[str, str]]:
+    return frozenset((b.reason, b.site) for b in s.breaks)
 
 
-def rank_varying(statements: list[dict[str, Any]], site_of: SiteOf) -> list[dict[str, Any]]:
+def rank_varying(statements: list[Statement], site_of: SiteOf) -> list[dict[str, Any]]:
     """The constants whose value differs across ranks (statements of one structure: same places)."""
-    if all(s.get("constants_digest") == statements[0].get("constants_digest") for s in statements):
+    if all(s.constants_digest == statements[0].constants_digest for s in statements):
         return []
-    lists = [s.get("constants") or [] for s in statements]
+    lists = [s.constants for s in statements]
     found = []
     for i in range(min(len(c) for c in lists)):
-        values = {s["rank"]: c[i][2] for s, c in zip(statements, lists, strict=True)}
+        values = {s.rank: c[i][2] for s, c in zip(statements, lists, strict=True)}
         if len(set(map(repr, values.values()))) > 1:
             node, path = lists[0][i][0], lists[0][i][1]
             found.append({**site_of(node, path), "values": {str(r): v for r, v in sorted(values.items())}})
@@ -105,47 +103,35 @@ def rank_varying(statements: list[dict[str, Any]], site_of: SiteOf) -> list[dict
     return found
 
 
-def describe(s: dict[str, Any]) -> str:
-    why = s.get("recompile_reason") or ("graph break" if s.get("breaks") else "first compile")
+def describe(s: Statement) -> str:
+    why = s.recompile_reason or ("graph break" if s.breaks else "first compile")
     return (
-        f"rank {s['rank']} compiled graph #{s.get('n')} of frame '{s['frame']['name']}' ({s['frame']['site']})"
-        f" at call {s.get('call')}, compile id {s.get('compile_id')}, because: {why}"
+        f"rank {s.rank} compiled graph #{s.n} of frame '{s.frame.name}' ({s.frame.site})"
+        f" at call {s.call}, compile id {s.compile_id}, because: {why}"
     )
 
 
-def breaks_text(statements: list[dict[str, Any]]) -> str:
-    lines = [
-        f"  rank{s['rank']}: {b['reason']} at {b['site']} x{b['count']}  | {b['source']}"
-        for s in statements
-        for b in s.get("breaks", [])
-    ]
+def breaks_text(statements: list[Statement]) -> str:
+    lines = [f"  rank{s.rank}: {b.reason} at {b.site} x{b.count}  | {b.source}" for s in statements for b in s.breaks]
     return "\n".join(lines) or "  (none on any rank)"
 
 
-def settings_rows(statements: list[dict[str, Any]]) -> list[list[Any]]:
-    keys = sorted(set().union(*(s.get("settings", {}) for s in statements)))
-    values = [[s.get("settings", {}).get(k, "<default>") for s in statements] for k in keys]
+def settings_rows(statements: list[Statement]) -> list[list[Any]]:
+    keys = sorted(set().union(*(s.settings for s in statements)))
+    values = [[s.settings.get(k, "<default>") for s in statements] for k in keys]
     return [[f"settings.{k}", *v] for k, v in zip(keys, values, strict=True) if any(x != v[0] for x in v)]
 
 
-def table(statements: list[dict[str, Any]]) -> str:
-    """field | rank... for every field of the statements that tells the ranks apart."""
+def table(statements: list[Statement]) -> str:
+    """field | rank... for every field of the statements that tells the ranks apart (entries.SHOWN), each as on
+    the wire; then the settings that differ, one row each."""
     rows = [
-        [k, *(str(s.get(k))[:48] for s in statements)]
-        for k in (
-            "frame",
-            "compile_id",
-            "recompile_reason",
-            "fingerprint",
-            "schedule_digest",
-            "collectives_total",
-            "constants_digest",
-            "settings_digest",
-        )
-        if any(s.get(k) != statements[0].get(k) for s in statements)
+        [k, *(str(s.wire(k))[:48] for s in statements)]
+        for k in SHOWN
+        if any(getattr(s, k) != getattr(statements[0], k) for s in statements)
     ]
     rows += settings_rows(statements)
-    return tabulate(rows, headers=["field", *(f"rank{s['rank']}" for s in statements)], disable_numparse=True)
+    return tabulate(rows, headers=["field", *(f"rank{s.rank}" for s in statements)], disable_numparse=True)
 
 
 def constants_text(found: list[dict[str, Any]]) -> str:
@@ -154,24 +140,24 @@ def constants_text(found: list[dict[str, Any]]) -> str:
     )
 
 
-def header(group: str, ranks: list[int], s: dict[str, Any]) -> str:
+def header(group: str, ranks: list[int], s: Statement) -> str:
     return (
-        f"compile divergence in group {group} (ranks {ranks}) at frame '{s['frame']['name']}' call {s.get('call')}"
-        f" (graph #{s.get('n')} on rank {s['rank']}), stopped before the graph's first run (none of its"
+        f"compile divergence in group {group} (ranks {ranks}) at frame '{s.frame.name}' call {s.call}"
+        f" (graph #{s.n} on rank {s.rank}), stopped before the graph's first run (none of its"
         " collectives ran)"
     )
 
 
-def _streams(statements: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    return {s["rank"]: s.get("collectives") or [] for s in statements}
+def _streams(statements: list[Statement]) -> dict[int, list[dict[str, Any]]]:
+    return {s.rank: s.collectives for s in statements}
 
 
-def asymmetry_text(group: str, statements: list[dict[str, Any]], parted: tuple[int, str] | None) -> str:
-    broke = [s["rank"] for s in statements if s.get("breaks")]
+def asymmetry_text(group: str, statements: list[Statement], parted: tuple[int, str] | None) -> str:
+    broke = [s.rank for s in statements if s.breaks]
     first = statements[0]
     lines = [
-        f"compile asymmetry in group {group} at frame '{first['frame']['name']}' ({first['frame']['site']}) call"
-        f" {first.get('call')}: a graph break on rank(s) {broke} only",
+        f"compile asymmetry in group {group} at frame '{first.frame.name}' ({first.frame.site}) call"
+        f" {first.call}: a graph break on rank(s) {broke} only",
         breaks_text(statements),
     ]
     counts = ", ".join(f"rank{r} {len(c)}" for r, c in _streams(statements).items())
@@ -185,9 +171,9 @@ def asymmetry_text(group: str, statements: list[dict[str, Any]], parted: tuple[i
     return "\n".join(lines)
 
 
-def judge(statements: list[dict[str, Any]], *, group: str, site_of: SiteOf, options: Options) -> Judgement:
+def judge(statements: list[Statement], *, group: str, site_of: SiteOf, options: Options) -> Judgement:
     """Every rank's statement of one slot (sorted by rank), judged."""
-    ranks = [s["rank"] for s in statements]
+    ranks = [s.rank for s in statements]
     fields = differing(statements)
     varying = rank_varying(statements, site_of) if "fingerprint" not in fields else []
     if any(_breaks(s) != _breaks(statements[0]) for s in statements) and not {"settings", "settings_digest"} & set(
@@ -211,7 +197,7 @@ def judge(statements: list[dict[str, Any]], *, group: str, site_of: SiteOf, opti
                 kind=kind,
                 fields=fields or ["breaks"],
                 ranks=ranks,
-                slot=statements[0].get("slot"),
+                slot=statements[0].slot,
                 first_collective=parted[1] if parted else None,
                 text=f"{head}\n{body}\n{table(statements)}",
             )
@@ -240,7 +226,7 @@ def judge(statements: list[dict[str, Any]], *, group: str, site_of: SiteOf, opti
             kind="mismatch",
             fields=fields,
             ranks=ranks,
-            slot=statements[0].get("slot"),
+            slot=statements[0].slot,
             first_collective=first,
             text=text,
         ),
@@ -248,7 +234,7 @@ def judge(statements: list[dict[str, Any]], *, group: str, site_of: SiteOf, opti
     )
 
 
-def split_sites(s: dict[str, Any]) -> list[str]:
+def split_sites(s: Statement) -> list[str]:
     """The sites of the breaks that split a statement's graph (one without the field: every break since the previous
     graph, as before the field existed); empty: the graph is its frame's whole call."""
-    return s["split"] if "split" in s else [b.get("site") for b in s.get("breaks") or []]
+    return s.split if s.split is not None else [b.site for b in s.breaks]

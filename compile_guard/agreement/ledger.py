@@ -34,7 +34,7 @@ import torch.distributed as dist
 from compile_guard import compat
 from compile_guard.agreement import holds, protocol
 from compile_guard.agreement.channel import Transport
-from compile_guard.agreement.messages import Verdict
+from compile_guard.agreement.entries import Verdict
 from compile_guard.agreement.ops import ChannelError
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main

@@ -1,10 +1,9 @@
-"""The agreement's messages, typed: one dataclass per kind, one registry of kinds, JSON both ways; and the
-verdict, the entry every rank raises.
+"""The agreement's messages, typed: one dataclass per kind, one registry of kinds, JSON both ways.
 
 A message is what one rank posts into another's mailbox (compile_guard.agreement.ops.post); statements,
-issued schedules and the verdict are store *entries*, not messages (`Verdict`, at the end, types the
-verdict). Every message is only a wake-up with a hint
-(protocol rule 4): a holder re-reads the store after each. Torch-free, store-free.
+issued schedules and the verdict are store *entries*, not messages (the statement and the verdict are typed in
+compile_guard.agreement.entries). Every message is only a wake-up with a hint (protocol rule 4): a holder
+re-reads the store after each. Torch-free, store-free.
 
     kind      class      sent by                          read by
     verdict   Wake       declare, a watcher passing it on  watcher (stops the rank), holder (reads the verdict)
@@ -187,38 +186,3 @@ def _need(sender: int | None) -> int:
     if sender is None:
         raise ValueError("a message of this kind names its sender")
     return sender
-
-
-@dataclass(frozen=True, kw_only=True)
-class Verdict:
-    """What was proven, written once on the store (protocol rule 6: the first one stands) and raised on every rank
-    of the group as `error`. An entry, not a message: a Wake tells the ranks to read it."""
-
-    error: str = ""  # the exception every rank raises (compile_guard.agreement.watcher.ERRORS); "": ProtocolError
-    kind: str = ""  # what was proven: mismatch, asymmetry, other_graph, cycle, split, issued, ended, stall, ...
-    text: str = ""  # the report every rank logs, naming ranks, frames, sites and the first divergent collective
-    fields: list[str] = field(default_factory=list)  # the statement fields that differ ("breaks", "path", ...)
-    ranks: list[int] | None = None  # the ranks the proof is about
-    slot: str | None = None  # the graph's slot (compile_guard.agreement.positions.slot_key)
-    entry: int | None = None  # the ledger entry's number
-    first_collective: str | None = None  # the first collective that would have diverged
-    absent: list[int] | None = None  # peers that made the call without stating the slot (rule 2)
-    held: dict[str, str | None] | None = None  # a wait-for cycle (rule 7): the slot each of its ranks holds
-    no_answer: list[int] | None = None  # a stall's ranks that did not answer for their position
-    by: int | None = None  # the rank that wrote it (set by protocol.declare)
-
-    @classmethod
-    def bad_entry(cls, text: str, *, slot: str | None = None, entry: int | None = None) -> Verdict:
-        """A peer's entry or message that is not what the protocol allows: every rank stops on a ProtocolError
-        (exit 3), never a divergence."""
-        return cls(error="ProtocolError", kind="bad_entry", text=text, slot=slot, entry=entry)
-
-    def to_json(self) -> dict[str, Any]:
-        """Its JSON object: the fields that are set (an optional one left None is left out)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Verdict:
-        """A verdict read from the store; a key this version does not know is left out (a newer writer's)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})

@@ -13,6 +13,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from compile_guard.agreement.entries import Statement, Verdict
 from compile_guard.agreement.judge import (
     breaks_text,
     describe,
@@ -24,29 +25,25 @@ from compile_guard.agreement.judge import (
     streams_part,
     table,
 )
-from compile_guard.agreement.messages import Verdict
 from compile_guard.health.issued import describe as describe_issued
 
 
 def other_graph(
-    group: str, ranks: list[int], mine: dict[str, Any], peer: int, theirs: dict[str, Any] | None, ran: str | None
+    group: str, ranks: list[int], mine: Statement, peer: int, theirs: Statement | None, ran: str | None
 ) -> Verdict:
     """The verdict when `peer` made the call `mine` was compiled at, running another graph (or none we know)."""
     if theirs is not None:
-        ran_text = (
-            f"its graph #{theirs.get('n')} (compile id {theirs.get('compile_id')}, compiled at call"
-            f" {theirs.get('call')})"
-        )
+        ran_text = f"its graph #{theirs.n} (compile id {theirs.compile_id}, compiled at call {theirs.call})"
     else:
         ran_text = f"a graph older than its history ({ran})"
     lines = [
         header(group, ranks, mine),
         f"  {describe(mine)}",
-        f"  rank {peer} made call {mine.get('call')} of this frame without compiling: it ran {ran_text}",
+        f"  rank {peer} made call {mine.call} of this frame without compiling: it ran {ran_text}",
     ]
     first = None
     if theirs is not None:
-        pair = sorted([mine, theirs], key=lambda s: s["rank"])
+        pair = sorted([mine, theirs], key=lambda s: s.rank)
         first = first_differing_collective(pair)
         lines += [table(pair), f"first differing collective: {first or '(schedules agree)'}"]
     lines += ["graph breaks since the previous graph:", breaks_text([mine])]
@@ -54,40 +51,44 @@ def other_graph(
         error="CompileDivergence",
         kind="other_graph",
         fields=["graph"],
-        ranks=[mine["rank"]],
+        ranks=[mine.rank],
         absent=[peer],
-        slot=mine.get("slot"),
+        slot=mine.slot,
         first_collective=first,
         text="\n".join(lines),
     )
 
 
-def _held(rank: int, s: dict[str, Any] | None, held: dict[str, Any], by: int) -> str:
-    frame = (s or {}).get("frame") or held.get("frame") or {}
+def _held(rank: int, s: Statement | None, held: dict[str, Any], by: int) -> str:
+    """One rank of a cycle: its statement of the graph it holds, or (unread) what its position said it holds."""
+    if s is not None:
+        n, name, site, call = s.n, s.frame.name, s.frame.site, s.call
+    else:
+        frame = held.get("frame") or {}
+        n, name, site, call = held.get("n"), frame.get("name"), frame.get("site"), held.get("call")
     return (
-        f"  rank {rank} holds graph #{(s or held).get('n')} of frame '{frame.get('name')}' ({frame.get('site')}) at"
-        f" call {(s or held).get('call')}: rank {by} never compiled it there"
+        f"  rank {rank} holds graph #{n} of frame '{name}' ({site}) at call {call}: rank {by} never compiled it there"
     )
 
 
 def cycle(
     group: str,
     ranks: list[int],
-    mine: dict[str, Any],
+    mine: Statement,
     peer: int,
-    theirs: dict[str, Any] | None,
+    theirs: Statement | None,
     held: dict[str, Any],
     streams: dict[int, list[dict[str, Any]]] | None,
 ) -> Verdict:
     """The verdict of a wait-for cycle (compile_guard.agreement.protocol, rule 7): I hold `mine`, `peer` holds
     `held` (its statement `theirs`), each waits for the other's statement, which can never come."""
-    pair = sorted([mine, *([theirs] if theirs else [])], key=lambda s: s["rank"])
+    pair = sorted([mine, *([theirs] if theirs else [])], key=lambda s: s.rank)
     lines = [
         f"compile divergence in group {group} (ranks {ranks}): the ranks took different paths; each holds a graph"
         " the other never compiled at that call, so no rank can go on (a wait-for cycle); stopped before either"
         " graph's first run",
-        _held(mine["rank"], mine, mine, peer),
-        _held(peer, theirs, held, mine["rank"]),
+        _held(mine.rank, mine, {}, peer),
+        _held(peer, theirs, held, mine.rank),
         *(f"  {describe(s)}" for s in pair),
     ]
     first = None
@@ -106,9 +107,9 @@ def cycle(
         error="CompileDivergence",
         kind="cycle",
         fields=["path"],
-        ranks=sorted([mine["rank"], peer]),
-        slot=mine.get("slot"),
-        held={str(mine["rank"]): mine.get("slot"), str(peer): held.get("slot")},
+        ranks=sorted([mine.rank, peer]),
+        slot=mine.slot,
+        held={str(mine.rank): mine.slot, str(peer): held.get("slot")},
         first_collective=first,
         text="\n".join(lines),
     )
@@ -117,21 +118,22 @@ def cycle(
 def split_elsewhere(
     group: str,
     ranks: list[int],
-    mine: dict[str, Any],
-    own: dict[str, Any],
-    theirs: dict[str, Any],
+    mine: Statement,
+    own: Statement,
+    theirs: Statement,
     streams: dict[int, list[dict[str, Any]]],
 ) -> Verdict:
     """The verdict when a peer split the parent call of my graph at other breaks than mine (protocol rule 8): it
     goes on in a resume function of its own and never runs mine in that call. `own`/`theirs`: the parent graphs."""
-    peer, parent = theirs["rank"], mine["parent"]
+    peer, parent = theirs.rank, mine.parent
+    assert parent is not None, "rule 8 holds only a graph that runs inside a parent call"
     parted = streams_part(streams)
     counts = ", ".join(f"rank{r} {len(c)}" for r, c in sorted(streams.items()))
     lines = [
-        f"compile divergence in group {group} (ranks {ranks}): the ranks broke frame '{parent.get('name')}' call"
-        f" {parent.get('call')} at different places, so rank {peer} never runs graph #{mine.get('n')} of frame"
-        f" '{mine['frame']['name']}' in that call (the ranks took different paths); stopped before its first run",
-        f"  rank {mine['rank']} broke it at {', '.join(split_sites(own)) or '?'}; rank {peer} at"
+        f"compile divergence in group {group} (ranks {ranks}): the ranks broke frame '{parent.name}' call"
+        f" {parent.call} at different places, so rank {peer} never runs graph #{mine.n} of frame"
+        f" '{mine.frame.name}' in that call (the ranks took different paths); stopped before its first run",
+        f"  rank {mine.rank} broke it at {', '.join(split_sites(own)) or '?'}; rank {peer} at"
         f" {', '.join(split_sites(theirs)) or '?'}",
         f"  {describe(mine)}",
         f"collective streams within the call part at {parted[1]}"
@@ -139,14 +141,14 @@ def split_elsewhere(
         else f"collective streams within the call line up so far ({counts} collectives; rank {peer}'s next graph not"
         " compiled yet)",
         "graph breaks (since each rank's previous graph):",
-        breaks_text(sorted([own, theirs], key=lambda s: s["rank"])),
+        breaks_text(sorted([own, theirs], key=lambda s: s.rank)),
     ]
     return Verdict(
         error="CompileDivergence",
         kind="split",
         fields=["path"],
-        ranks=sorted([mine["rank"], peer]),
-        slot=mine.get("slot"),
+        ranks=sorted([mine.rank, peer]),
+        slot=mine.slot,
         first_collective=parted[1] if parted else None,
         text="\n".join(lines),
     )
@@ -155,7 +157,7 @@ def split_elsewhere(
 def issued_mismatch(
     group: str,
     ranks: list[int],
-    statements: list[dict[str, Any]],
+    statements: list[Statement],
     issued: dict[int, dict[str, Any]],
     *,
     asymmetric: bool = False,
@@ -183,7 +185,7 @@ def issued_mismatch(
     if found is not None:
         at = found[0]
         nth = {r: (i.get("collectives") or [])[at : at + 1] for r, i in issued.items()}  # [] past its end
-        dispatch = statements[0].get("collectives") or []
+        dispatch = statements[0].collectives
         first = f"#{at}: " + " | ".join(
             f"rank{r} {describe_issued(nth[r][0] if nth[r] else None, dispatch)}" for r in sorted(nth)
         )
@@ -203,9 +205,7 @@ def issued_mismatch(
         + (
             "(none)"
             if not settings
-            else tabulate(
-                settings, headers=["setting", *(f"rank{s['rank']}" for s in statements)], disable_numparse=True
-            )
+            else tabulate(settings, headers=["setting", *(f"rank{s.rank}" for s in statements)], disable_numparse=True)
         ),
     ]
     return Verdict(
@@ -213,7 +213,7 @@ def issued_mismatch(
         kind="issued",
         fields=["issued_schedule"],
         ranks=sorted(issued),
-        slot=statements[0].get("slot"),
+        slot=statements[0].slot,
         first_collective=first,
         text="\n".join(lines),
     )

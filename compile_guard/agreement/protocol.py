@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from compile_guard.agreement import judge, proofs
-from compile_guard.agreement.messages import Ask, Closed, Report, Stated, Verdict, Wake
+from compile_guard.agreement.entries import BadEntry, Statement, Verdict
+from compile_guard.agreement.messages import Ask, Closed, Report, Stated, Wake
 from compile_guard.agreement.ops import (
     Actor,
     ChannelError,
@@ -140,6 +141,17 @@ def read_verdict(link: Link) -> Actor:
     return None if data is None else Verdict.from_json(data)
 
 
+def read_statement(m: Member, slot: str, rank: int) -> Actor:
+    """`rank`'s statement of `slot`, or None when it has not stated it; ChannelError when the entry is no statement
+    of this version (the gate stops every rank on a protocol error: never a divergence, never a hang)."""
+    what = f"rank {rank}'s statement of slot {slot}"
+    data = yield from read(m.statement(slot, rank), what=what)
+    try:
+        return None if data is None else Statement.from_json(data)
+    except BadEntry as exc:
+        raise ChannelError(f"{what}: {exc}") from None
+
+
 def declare(link: Link, verdict: Verdict) -> Actor:
     """Write the verdict unless one stands; wake every rank (watcher and main thread); the standing one."""
     m = link.m
@@ -151,11 +163,11 @@ def declare(link: Link, verdict: Verdict) -> Actor:
     return Stopped(Verdict.from_json(decode(standing, what="the verdict")))
 
 
-def publish(link: Link, statement: dict[str, Any]) -> Actor:
+def publish(link: Link, statement: Statement) -> Actor:
     """State a graph (before it is compiled, so before its first run); tell the askers waiting for its call."""
     m, pos = link.m, link.pos
-    slot = statement["slot"]
-    yield Set(m.statement(slot, m.rank), encode(statement, what=f"rank {m.rank}'s statement"))
+    slot = statement.slot
+    yield Set(m.statement(slot, m.rank), encode(statement.to_json(), what=f"rank {m.rank}'s statement"))
     pos.stated.add(slot)
     for asker in pos.waiting_for(slot):
         yield from post(m.main_box(asker), Stated(sender=m.rank, slot=slot))

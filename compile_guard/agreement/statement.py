@@ -14,6 +14,7 @@ that **split** its frame (empty: the graph is the frame's whole call).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import hashlib
 import os
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from compile_guard import compat
+from compile_guard.agreement.entries import Break, Frame, Parent, Statement
 from compile_guard.agreement.judge import SiteOf
 from compile_guard.agreement.ops import ChannelError, encode
 from compile_guard.agreement.positions import Positions, slot_key
@@ -61,12 +63,13 @@ def guard_reason(raw: str | None) -> str | None:
     return " ".join(f"guard failed{of}: {guard}{where}{source}".split())[:300]
 
 
-def fit(statement: dict[str, Any], *, what: str) -> dict[str, Any]:
+def fit(statement: Statement, *, what: str) -> Statement:
     """The statement as published: cut (constants, then collectives; digests kept) until it fits the limit."""
     for cut in ({}, {"constants": []}, {"constants": [], "collectives": [], "cut": True}):
+        fitted = dataclasses.replace(statement, **cut)
         try:
-            encode({**statement, **cut}, what=what)
-            return {**statement, **cut}
+            encode(fitted.to_json(), what=what)
+            return fitted
         except ChannelError:
             continue
     raise ChannelError(f"{what} does not fit the store's entry limit even without its lists")
@@ -83,16 +86,16 @@ class StatementMaker:
         self._failures_read: dict[int, int] = {}  # id(code) -> guard failures already read
         self._owner: dict[str, int | None] = {}  # compile id -> id() of the frame's `self` (the module instance)
 
-    def new_breaks(self) -> list[dict[str, Any]]:
+    def new_breaks(self) -> list[Break]:
         fresh = self.sites.sites - self._reported
         self._reported.update(fresh)
         return [
-            {
-                "reason": f"{gb}: {self.sites.titles.get(gb, '?')}",
-                "site": site,
-                "count": n,
-                "source": self.sites.source.get(site, ""),
-            }
+            Break(
+                reason=f"{gb}: {self.sites.titles.get(gb, '?')}",
+                site=site,
+                count=n,
+                source=self.sites.source.get(site, ""),
+            )
             for (gb, site), n in sorted(fresh.items())
         ]
 
@@ -112,7 +115,7 @@ class StatementMaker:
             fresh = [compat.recompile_reason()]
         return [r for r in (guard_reason(raw) for raw in sorted(fresh, key=same_owner_first)) if r][:8]
 
-    def _parent(self) -> dict[str, Any] | None:
+    def _parent(self) -> Parent | None:
         """The compiled call this graph runs inside: the innermost frame on the stack (outside torch and
         compile_guard) that is a frame this agreement compiled and is calling now."""
         frame = sys._getframe(1)
@@ -122,11 +125,11 @@ class StatementMaker:
                 fid = frame_id(code.co_name, relative_site(code.co_filename, code.co_firstlineno))
                 record = self.positions.frames.get(fid)
                 if record is not None and record.count > 0:
-                    return {"fid": fid, "call": record.count - 1, "name": code.co_name}
+                    return Parent(fid=fid, call=record.count - 1, name=code.co_name)
             frame = frame.f_back
         return None
 
-    def make(self, n: int, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> tuple[dict[str, Any], SiteOf]:
+    def make(self, n: int, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> tuple[Statement, SiteOf]:
         """(the statement of graph n, this rank's map from a constant's place to its site)."""
         found = compat.compiling_frame()
         code, f_locals = found if found is not None else (None, {})
@@ -145,28 +148,28 @@ class StatementMaker:
         collectives = schedule["collectives"]
         constants = structure["constants"]
         settings, settings_digest = stated_settings()
-        statement = {
-            "n": n,
-            "rank": self.rank,
-            "slot": slot_key(fid, call, j),
-            "fid": fid,
-            "call": call,
-            "j": j,
-            "frame": {"name": name, "site": site},
-            "parent": self._parent(),
-            "compile_id": cid,
-            "recompile_reason": reasons[0] if reasons else None,
-            "recompile_reasons": reasons,
-            "breaks": self.new_breaks(),
-            "split": self.sites.during.pop(cid, []),
-            "fingerprint": structure["fingerprint"],
-            "constants": constants[:MAX_CONSTANTS],
-            "constants_total": len(constants),
-            "constants_digest": structure["constants_digest"],
-            "schedule_digest": schedule["digest"],
-            "collectives": collectives[:MAX_COLLECTIVES],
-            "collectives_total": len(collectives),
-            "settings": settings,
-            "settings_digest": settings_digest,
-        }
+        statement = Statement(
+            n=n,
+            rank=self.rank,
+            slot=slot_key(fid, call, j),
+            fid=fid,
+            call=call,
+            j=j,
+            frame=Frame(name=name, site=site),
+            parent=self._parent(),
+            compile_id=cid,
+            recompile_reason=reasons[0] if reasons else None,
+            recompile_reasons=reasons,
+            breaks=self.new_breaks(),
+            split=self.sites.during.pop(cid, []),
+            fingerprint=structure["fingerprint"],
+            schedule_digest=schedule["digest"],
+            collectives=collectives[:MAX_COLLECTIVES],
+            collectives_total=len(collectives),
+            constants=constants[:MAX_CONSTANTS],
+            constants_total=len(constants),
+            constants_digest=structure["constants_digest"],
+            settings=settings,
+            settings_digest=settings_digest,
+        )
         return statement, functools.partial(constant_site, gm)

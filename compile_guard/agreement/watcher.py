@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from compile_guard.agreement import protocol
 from compile_guard.agreement.channel import Transport
-from compile_guard.agreement.messages import Verdict
+from compile_guard.agreement.entries import Verdict
 from compile_guard.agreement.ops import Inbox
 from compile_guard.agreement.positions import Positions
 from compile_guard.health.sites import relative_site
