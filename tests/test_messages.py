@@ -9,9 +9,21 @@ import re
 
 import pytest
 
-from compile_guard.agreement import messages
+from compile_guard.agreement import messages, proofs
 from compile_guard.agreement.entries import AGREED, SHOWN, BadEntry, Break, Frame, Parent, Statement, Verdict
-from compile_guard.agreement.messages import KINDS, Ask, Position, Report, Stated, Unreadable, Wake, Where
+from compile_guard.agreement.messages import (
+    KINDS,
+    Ask,
+    HeldEntry,
+    HeldGraph,
+    Position,
+    Report,
+    Stated,
+    Unreadable,
+    Wake,
+    Where,
+    holding_json,
+)
 from compile_guard.agreement.ops import ChannelError, Get
 from compile_guard.agreement.protocol import Member, read_statement
 
@@ -29,9 +41,22 @@ EXAMPLES = [
         seq=3,
         busy="0/1",
         progress=[4, 1, 0],
-        holding={"what": "graph", "slot": "g.1.0"},
+        holding=HeldGraph(
+            slot="g.1.0", fid="g", call=1, n=4, frame=Frame(name="g", site="m.py:9"), parent=("f", 2), since=12.5
+        ),
         at=Where(fid="f", call=2, count=3, ran="f.0.0", parent_ran="g.1.0"),
         stated=["f.2.0"],
+    ),
+    Position(  # holding an eager collective (the ledger), its frame's call made
+        sender=1,
+        to=0,
+        seq=5,
+        busy="",
+        progress=[4, 1, 2],
+        holding=HeldEntry(group="tp", entry=7, op="all_reduce", since=3.0),
+        at=Where(fid="f", call=2, count=3, ran="f.0.0"),
+        stated=[],
+        final=True,
     ),
     Report(sender=1, seq=4, row={"rank": 1, "holding": None, "stack": ["m.py:3 forward"]}),
 ]
@@ -55,6 +80,8 @@ def test_a_message_survives_its_json(message):
         {"kind": "ask", "seq": 1},  # an ask that names no sender
         {"kind": "pos", "from": 1, "to": 0, "seq": 1},  # a position without its counts
         {"kind": "ask", "from": 0, "seq": "x"},  # a sequence number that is no number
+        {"kind": "pos", "from": 1, "to": 0, "seq": 1, "call": 0, "count": 0, "holding": {"what": "graph"}},  # no slot
+        {"kind": "pos", "from": 1, "to": 0, "seq": 1, "call": 0, "count": 0, "holding": {"what": "dancing"}},
     ],
 )
 def test_what_is_no_message_is_unreadable_and_keeps_its_sender(data):
@@ -164,3 +191,22 @@ def test_reading_a_statement_that_is_no_statement_is_a_channel_error():
     with pytest.raises(StopIteration) as stop:
         absent.send(None)  # the key is absent: the peer has not stated it (late, rule 1)
     assert stop.value.value is None
+
+
+def test_the_stall_report_reads_each_rows_holding_by_its_kind():
+    """A stall report's rows are JSON (Report.row): each rank's holding is read back by its kind, and one this
+    version cannot read is said so, not guessed at (the report still comes: it is the job's last word)."""
+    graph = HeldGraph(
+        slot="f.3.0", fid="f", call=3, n=1, frame=Frame(name="forward", site="m.py:1"), parent=None, since=2.0
+    )
+    rows = {
+        0: {"holding": holding_json(graph)},
+        1: {"holding": holding_json(HeldEntry(group="tp", entry=7, op="all_reduce", since=4.5))},
+        2: {"holding": {"what": "graph", "n": 1}},  # another version's row
+        3: {"holding": None, "busy": "0/2"},
+    }
+    text = proofs.stall_text("g", [0, 1, 2, 3, 4], rows, what="graph #1", quiet_s=9.0, now=10.0)
+    assert "holds graph #1 'forward' call 3 (8.0s)" in text  # 10.0 - 2.0
+    assert "holds eager #7 all_reduce on tp (5.5s)" in text  # 10.0 - 4.5
+    assert "holds what this version cannot read: {'what': 'graph', 'n': 1}" in text
+    assert "compiling 0/2" in text and "no answer (stopped, or wedged outside Python)" in text  # rank 4: no row

@@ -11,7 +11,7 @@ from typing import Any
 
 from compile_guard.agreement import judge, proofs
 from compile_guard.agreement.entries import Statement, Verdict
-from compile_guard.agreement.messages import Ask, Position, Stated, Wake
+from compile_guard.agreement.messages import Ask, HeldEntry, HeldGraph, Position, Stated, Wake
 from compile_guard.agreement.ops import Actor, Delete, Now, Set, Wait, encode, post, read
 from compile_guard.agreement.positions import frames_of, where
 from compile_guard.agreement.protocol import (
@@ -122,16 +122,9 @@ class GraphHold:
         answers: dict[int, Position] = {}
         start = yield Now()
         progress, first_seq = _Progress(m, start), link.seq + 1
-        pos.holding = {
-            "what": "graph",
-            "n": mine.n,
-            "frame": mine.wire("frame"),
-            "call": call,
-            "since": start,
-            "slot": slot,
-            "fid": mine.fid,
-            "parent": list(outer) if outer else None,
-        }
+        pos.holding = HeldGraph(
+            slot=slot, fid=mine.fid, call=call, n=mine.n, frame=mine.frame, parent=outer, since=start
+        )
         if pos.pending:  # rule 7: peers asked about calls I have not made: they may be holding too
             yield from tell_holding(link)
         touched: set[int] | None = None  # the peers worth reading again; None: every undecided one
@@ -226,7 +219,7 @@ class GraphHold:
         if answer.final:
             return (yield from self.rule2_left(peer, at.count))
         held = answer.holding
-        if held and held.get("what") == "graph" and held.get("slot") not in (None, mine.slot):
+        if isinstance(held, HeldGraph) and held.slot != mine.slot:
             return (yield from self.rule7_cycle(peer, answer, held))
         return None
 
@@ -290,16 +283,15 @@ class GraphHold:
             yield from declare(self.link, proofs.split_elsewhere(m.group, list(m.ranks), mine, own, theirs, streams))
         )
 
-    def rule7_cycle(self, peer: int, answer: Position, held: dict[str, Any]) -> Actor:
+    def rule7_cycle(self, peer: int, answer: Position, held: HeldGraph) -> Actor:
         """Rule 7: the peer holds another slot. Stopped when it waits for me as I wait for it; None when it may yet
         go on without me (I stated its slot, I made its call, or my complete parent graph may cover it)."""
         m, pos, mine = self.m, self.link.pos, self.mine
-        slot = held["slot"]
+        slot = held.slot
         if slot in pos.stated:  # it waits for someone else, or reads my statement now
             return None
-        parent = held.get("parent")
-        mine_there = where(pos.frames, held.get("fid"), int(held.get("call") or 0), tuple(parent) if parent else None)
-        if mine_there.count > int(held.get("call") or 0):  # I made its call: its own rule 2 proof comes
+        mine_there = where(pos.frames, held.fid, held.call, held.parent)
+        if mine_there.count > held.call:  # I made its call: its own rule 2 proof comes
             return None
         if mine_there.parent_ran:  # rules 3 and 8 from its side: my graph of its parent call decides for it
             return None
@@ -365,7 +357,7 @@ def hold_entry(link: Link, name: str, n: int, mine: dict[str, Any], peers: list[
     answers: dict[int, Position] = {}
     start = yield Now()
     progress, first_seq = _Progress(m, start), link.seq + 1
-    pos.holding = {"what": "ledger", "group": name, "entry": n, "op": mine.get("op"), "since": start}
+    pos.holding = HeldEntry(group=name, entry=n, op=mine.get("op"), since=start)
     try:
         while True:
             now = yield Now()

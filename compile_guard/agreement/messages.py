@@ -13,6 +13,9 @@ re-reads the store after each. Torch-free, store-free.
     pos       Position   watcher, main thread (pending)    holder: where the peer is (rules 2, 3, 7, 8)
     report    Report     watcher, for the stall report     the stall report's gatherer: every rank's row
 
+What a rank's main thread holds travels in its Position (and in its stall report's row) as a `Holding`: a
+`HeldGraph` (rule 7 reads it) or a `HeldEntry` (the ledger).
+
 `parse` turns a peer's JSON object into its message; one that is not a known kind with the fields it needs
 is `Unreadable` and ignored by every reader, as a stray entry always was (an undecodable *entry* is a
 ChannelError, ops.decode).
@@ -23,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from compile_guard.agreement.entries import Frame
 
 KINDS: dict[str, type[Message]] = {}  # the one registry: kind -> message class (filled by @kind)
 
@@ -93,6 +98,67 @@ class Where:
     parent_ran: str | None = None  # the slot that ran at the parent call (rule 3); None: none asked, or not made
 
 
+@dataclass(frozen=True, kw_only=True)
+class HeldGraph:
+    """What a rank's main thread holds: a new graph, before its first run (holds.GraphHold; rule 7 reads it)."""
+
+    WHAT: ClassVar[str] = "graph"
+    slot: str  # the graph's slot
+    fid: str  # its frame's id
+    call: int  # the call of the frame it was compiled at
+    n: int  # the holder's graph number
+    frame: Frame  # the frame, for the reports
+    parent: tuple[str, int] | None  # (fid, call) of the compiled call it runs inside
+    since: float  # when the hold began (the holder's transport clock)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldEntry:
+    """What a rank's main thread holds: an eager collective, before it is issued (holds.hold_entry, the ledger)."""
+
+    WHAT: ClassVar[str] = "ledger"
+    group: str  # the ledger group's name
+    entry: int  # the entry's number in that group
+    op: str | None  # the collective
+    since: float  # when the hold began
+
+
+Holding = HeldGraph | HeldEntry
+
+
+def holding_json(held: Holding | None) -> dict[str, Any] | None:
+    """A holding as it travels (in a Position, in a stall report's row): a JSON object with its `what`."""
+    if held is None:
+        return None
+    data = {f.name: getattr(held, f.name) for f in dataclasses.fields(held)}
+    if isinstance(held, HeldGraph):
+        data.update(frame=dataclasses.asdict(held.frame), parent=list(held.parent) if held.parent else None)
+    return {"what": held.WHAT, **data}
+
+
+def parse_holding(data: dict[str, Any] | None) -> Holding | None:
+    """A peer's holding as its class; KeyError, TypeError or ValueError when it is not one (its message is then
+    Unreadable)."""
+    if data is None:
+        return None
+    if data["what"] == HeldGraph.WHAT:
+        parent = data.get("parent")
+        return HeldGraph(
+            slot=str(data["slot"]),
+            fid=str(data["fid"]),
+            call=int(data["call"]),
+            n=int(data["n"]),
+            frame=Frame(name=data["frame"]["name"], site=data["frame"]["site"]),
+            parent=(str(parent[0]), int(parent[1])) if parent else None,
+            since=float(data["since"]),
+        )
+    if data["what"] == HeldEntry.WHAT:
+        return HeldEntry(
+            group=str(data["group"]), entry=int(data["entry"]), op=data.get("op"), since=float(data["since"])
+        )
+    raise ValueError(f"a holding of what {data['what']!r}")
+
+
 @kind("pos")
 @dataclass(frozen=True, kw_only=True)
 class Position(Message):
@@ -103,13 +169,14 @@ class Position(Message):
     seq: int  # the asker's question number
     busy: str  # the compile id while compiling: progress (rule 5)
     progress: list[int]  # changes whenever the sender advances (positions.Positions.progress)
-    holding: dict[str, Any] | None  # what its main thread holds now (read before its counts)
+    holding: Holding | None  # what its main thread holds now (read before its counts)
     at: Where
     stated: list[str]  # the slots it stated at the asked call
     final: bool = False  # read from its final position: it left, it will never make more calls
 
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
+        data["holding"] = holding_json(self.holding)
         return {**{k: v for k, v in data.items() if k != "at"}, **dataclasses.asdict(self.at)}
 
 
@@ -167,7 +234,7 @@ def parse(data: dict[str, Any]) -> Message:
                 seq=int(data["seq"]),
                 busy=data.get("busy", ""),
                 progress=data.get("progress"),
-                holding=data.get("holding"),
+                holding=parse_holding(data.get("holding")),
                 at=at,
                 stated=list(data.get("stated") or []),
                 final=bool(data.get("final")),

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from compile_guard.agreement.messages import Ask, Position, Where
+from compile_guard.agreement.messages import Ask, Holding, Position, Where, holding_json
 
 HISTORY = 4096  # changes of graph per frame kept; an answer about an older call says "unknown"
 
@@ -104,7 +104,7 @@ class Positions:
         self.busy = ""  # the compile id while this rank compiles, "" otherwise
         self.compiles = 0  # compiles started: progress while nothing runs
         self.entries: dict[str, int] = {}  # ledger entries issued per group name
-        self.holding: dict[str, Any] | None = None  # what the main thread waits for now (reports)
+        self.holding: Holding | None = None  # what the main thread waits for now (rule 7, the reports)
         self.pending: list[Ask] = []  # asks about calls not made yet; the hot path tests its truth
         self.inside: list[str] = []  # the slots run so far inside the current call of a parent frame, in order
         self._inside_of: tuple[str, int] | None = None  # that call: (parent frame, its call count)
@@ -201,7 +201,7 @@ class Positions:
         holding = next((p.holding for p in siblings if p.holding), None)
         return {
             "rank": self.rank,
-            "holding": holding,
+            "holding": holding_json(holding),
             "busy": next((p.busy for p in siblings if p.busy), ""),
             "entries": {g: n for p in siblings for g, n in list(p.entries.items())},
             "frames": {

@@ -25,6 +25,7 @@ from compile_guard.agreement.judge import (
     streams_part,
     table,
 )
+from compile_guard.agreement.messages import HeldEntry, HeldGraph, parse_holding
 from compile_guard.health.issued import describe as describe_issued
 
 
@@ -59,15 +60,11 @@ def other_graph(
     )
 
 
-def _held(rank: int, s: Statement | None, held: dict[str, Any], by: int) -> str:
+def _held(rank: int, s: Statement | HeldGraph, by: int) -> str:
     """One rank of a cycle: its statement of the graph it holds, or (unread) what its position said it holds."""
-    if s is not None:
-        n, name, site, call = s.n, s.frame.name, s.frame.site, s.call
-    else:
-        frame = held.get("frame") or {}
-        n, name, site, call = held.get("n"), frame.get("name"), frame.get("site"), held.get("call")
     return (
-        f"  rank {rank} holds graph #{n} of frame '{name}' ({site}) at call {call}: rank {by} never compiled it there"
+        f"  rank {rank} holds graph #{s.n} of frame '{s.frame.name}' ({s.frame.site}) at call {s.call}: rank {by}"
+        " never compiled it there"
     )
 
 
@@ -77,7 +74,7 @@ def cycle(
     mine: Statement,
     peer: int,
     theirs: Statement | None,
-    held: dict[str, Any],
+    held: HeldGraph,
     streams: dict[int, list[dict[str, Any]]] | None,
 ) -> Verdict:
     """The verdict of a wait-for cycle (compile_guard.agreement.protocol, rule 7): I hold `mine`, `peer` holds
@@ -87,8 +84,8 @@ def cycle(
         f"compile divergence in group {group} (ranks {ranks}): the ranks took different paths; each holds a graph"
         " the other never compiled at that call, so no rank can go on (a wait-for cycle); stopped before either"
         " graph's first run",
-        _held(mine.rank, mine, {}, peer),
-        _held(peer, theirs, held, mine.rank),
+        _held(mine.rank, mine, peer),
+        _held(peer, theirs or held, mine.rank),
         *(f"  {describe(s)}" for s in pair),
     ]
     first = None
@@ -109,7 +106,7 @@ def cycle(
         fields=["path"],
         ranks=sorted([mine.rank, peer]),
         slot=mine.slot,
-        held={str(mine.rank): mine.slot, str(peer): held.get("slot")},
+        held={str(mine.rank): mine.slot, str(peer): held.slot},
         first_collective=first,
         text="\n".join(lines),
     )
@@ -251,16 +248,19 @@ def ledger_ended(name: str, n: int, mine: dict[str, Any], peer: int, final: dict
 def _state(report: dict[str, Any] | None, now: float) -> str:
     if report is None:
         return "no answer (stopped, or wedged outside Python)"
-    holding, busy = report.get("holding"), report.get("busy")
+    busy = report.get("busy")
     if busy:
         return f"compiling {busy}"
-    if not holding:
+    try:
+        holding = parse_holding(report.get("holding"))
+    except (KeyError, TypeError, ValueError):  # a row from another version: say so rather than guess
+        return f"holds what this version cannot read: {str(report.get('holding'))[:40]}"
+    if holding is None:
         return "running (holds nothing)"
-    waited = f"{now - holding['since']:.1f}s" if isinstance(holding.get("since"), (int, float)) else "?"
-    if holding.get("what") == "ledger":
-        return f"holds eager #{holding.get('entry')} {holding.get('op')} on {holding.get('group')} ({waited})"
-    frame = holding.get("frame") or {}
-    return f"holds graph #{holding.get('n')} '{frame.get('name')}' call {holding.get('call')} ({waited})"
+    waited = f"{now - holding.since:.1f}s"
+    if isinstance(holding, HeldEntry):
+        return f"holds eager #{holding.entry} {holding.op} on {holding.group} ({waited})"
+    return f"holds graph #{holding.n} '{holding.frame.name}' call {holding.call} ({waited})"
 
 
 def stall_text(
