@@ -250,7 +250,8 @@ def _inductor_target(name: str, baselines, env: dict[str, str]) -> subprocess.Co
         # torch 2.13's spmd_check sometimes hangs in its own all_gather_object inside the compile, both ranks in
         # the same call (faulthandler: each rank's main thread in spmd_check.py:129), until gloo's 60 s timeout
         # ends it as CompileFailed, exit 3. Measured on 2026-12-06 with this refresh run alone: 1 hang in 24 runs
-        # at 0aa45fe, 6 in 39 at issue 26's code. That is torch's check, not what this test judges: run the
+        # at 0aa45fe, 6 in 39 at issue 26's code; then side by side (60 pairs, 0aa45fe and 32d111b alternating):
+        # 1 in 60 and 3 in 60 (Fisher p = 0.62). That is torch's check, not what this test judges: run the
         # refresh once more, and fail on a second hang.
         proc = _cli(*argv, "--baselines", str(baselines), env={**os.environ, **env})
     return proc
