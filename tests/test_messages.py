@@ -210,3 +210,15 @@ def test_the_stall_report_reads_each_rows_holding_by_its_kind():
     assert "holds eager #7 all_reduce on tp (5.5s)" in text  # 10.0 - 4.5
     assert "holds what this version cannot read: {'what': 'graph', 'n': 1}" in text
     assert "compiling 0/2" in text and "no answer (stopped, or wedged outside Python)" in text  # rank 4: no row
+
+
+def test_a_holding_is_read_by_its_annotations():
+    """`since` written as a whole number is still a time; the parent call, a JSON list, is the (fid, call) pair."""
+    entry = messages.parse_holding({"what": "ledger", "group": "tp", "entry": 1, "op": None, "since": 3})
+    assert entry == HeldEntry(group="tp", entry=1, op=None, since=3.0) and isinstance(entry.since, float)
+    wire = holding_json(EXAMPLES[6].holding)  # the position holding a graph inside parent call (f, 2)
+    assert wire["parent"] == ["f", 2] and messages.parse_holding(wire).parent == ("f", 2)
+    with pytest.raises(ValueError, match=r"holding.parent is \['f'\], expected a list of 2"):
+        messages.parse_holding({**wire, "parent": ["f"]})
+    with pytest.raises(ValueError, match="neither a graph nor a ledger entry"):
+        messages.parse_holding(["graph"])

@@ -94,7 +94,7 @@ class Statement:
     def from_json(cls, data: dict[str, Any]) -> Statement:
         """A statement read from the store; BadEntry naming the field when one is missing or of another type (a
         key this version does not know is left out: a newer writer's)."""
-        return _build(cls, data, "statement")
+        return from_wire(cls, data, what="statement")
 
     def wire(self, name: str) -> Any:
         """Field `name` as it is on the wire (the reports print it so: a frame as its JSON object)."""
@@ -119,7 +119,9 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _build(cls: type, data: Any, what: str) -> Any:
+def from_wire(cls: type, data: Any, *, what: str) -> Any:
+    """A frozen dataclass `cls` built from a peer's JSON object, every field checked against its annotation (nested
+    dataclasses built too; a key `cls` does not know is left out); BadEntry naming the field otherwise."""
     if not isinstance(data, dict):
         raise BadEntry(f"{what} is a JSON {type(data).__name__}, expected an object ({cls.__name__})")
     hints = _hints(cls)
@@ -144,7 +146,13 @@ def _value(value: Any, hint: Any, what: str) -> Any:
         (inner,) = [a for a in args if a is not type(None)]  # only `X | None` is used
         return _value(value, inner, what)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, what)
+        return from_wire(hint, value, what=what)
+    if origin is tuple:  # a fixed-length tuple, a JSON list on the wire
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise BadEntry(f"{what} is {value!r:.60}, expected a list of {len(args)}")
+        return tuple(_value(v, a, f"{what}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # JSON writes a whole float as it likes
     if origin is list:
         if not isinstance(value, list):
             raise BadEntry(f"{what} is {value!r:.60}, expected a list")

@@ -27,7 +27,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from compile_guard.agreement.entries import Frame
+from compile_guard.agreement.entries import Frame, from_wire
 
 KINDS: dict[str, type[Message]] = {}  # the one registry: kind -> message class (filled by @kind)
 
@@ -137,26 +137,16 @@ def holding_json(held: Holding | None) -> dict[str, Any] | None:
 
 
 def parse_holding(data: dict[str, Any] | None) -> Holding | None:
-    """A peer's holding as its class; KeyError, TypeError or ValueError when it is not one (its message is then
+    """A peer's holding as its class; ValueError (entries.BadEntry) when it is not one (its message is then
     Unreadable)."""
     if data is None:
         return None
-    if data["what"] == HeldGraph.WHAT:
-        parent = data.get("parent")
-        return HeldGraph(
-            slot=str(data["slot"]),
-            fid=str(data["fid"]),
-            call=int(data["call"]),
-            n=int(data["n"]),
-            frame=Frame(name=data["frame"]["name"], site=data["frame"]["site"]),
-            parent=(str(parent[0]), int(parent[1])) if parent else None,
-            since=float(data["since"]),
-        )
-    if data["what"] == HeldEntry.WHAT:
-        return HeldEntry(
-            group=str(data["group"]), entry=int(data["entry"]), op=data.get("op"), since=float(data["since"])
-        )
-    raise ValueError(f"a holding of what {data['what']!r}")
+    cls = (
+        {HeldGraph.WHAT: HeldGraph, HeldEntry.WHAT: HeldEntry}.get(data.get("what")) if isinstance(data, dict) else None
+    )
+    if cls is None:
+        raise ValueError(f"a holding that is neither a graph nor a ledger entry: {data!r:.60}")
+    return from_wire(cls, data, what="holding")
 
 
 @kind("pos")

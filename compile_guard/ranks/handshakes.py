@@ -45,26 +45,15 @@ def require_symmetric(
 ) -> dict[str, Any]:
     """Gather every rank's post-warmup compile health; CompileAsymmetry with the diff if any differs (C-03).
     `enabled=False` (RunSpec.gate_health, benchmarks' bare runs only) skips the gather."""
+    counts = {k: health[k] for k in ("unique_graphs", "graph_breaks", "recompiles")}
     if not enabled:
-        events.emit(
-            "progress",
-            phase="warmup_done",
-            unique_graphs=health["unique_graphs"],
-            graph_breaks=health["graph_breaks"],
-            recompiles=health["recompiles"],
-        )
+        events.emit("progress", phase="warmup_done", **counts)
         return health
     per_rank = all_gather_json(
         {"health": symmetric_view(health), "sites": health["break_sites"]}, group=group, device=device
     )
     rows = diff_table([r["health"] for r in per_rank], ranks)
-    events.emit(
-        "progress",
-        phase="warmup_done",
-        unique_graphs=health["unique_graphs"],
-        graph_breaks=health["graph_breaks"],
-        recompiles=health["recompiles"],
-    )
+    events.emit("progress", phase="warmup_done", **counts)  # after the gather: every rank's warmup is done
     if rows:
         events.emit("compile_asymmetry", keys=[r[0] for r in rows], ranks=list(ranks))
         table = tabulate(
