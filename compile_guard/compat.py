@@ -49,6 +49,13 @@ _PRIVATE = {
     "inductor_lowerings": "torch._inductor.lowering.lowerings",
     "inductor_tensor_box": "torch._inductor.ir.TensorBox",
     "custom_graph_pass": "torch._inductor.custom_graph_pass.CustomGraphPass",
+    # the speed measurement's local replay (compile_guard.quality.speed): 2.13.0
+    "world": "torch.distributed.distributed_c10d._world",
+    "fake_process_group": "torch._C._distributed_c10d.FakeProcessGroup",
+    "register_backend": "torch.distributed.ProcessGroup._register_backend",
+    "backend_type": "torch.distributed.ProcessGroup.BackendType",
+    # the inductor cache directory a compile uses (TORCHINDUCTOR_CACHE_DIR or its default), 2.6-2.15
+    "inductor_cache_dir": "torch._inductor.runtime.cache_dir_utils.cache_dir",
 }
 ENTRY_POINTS = tuple(_PRIVATE.values())
 # dynamo's graph-break artifact logger (a logger name, not an attribute: the probe and the agreement attach a
@@ -346,3 +353,44 @@ def custom_graph_pass() -> type:
     """Inductor's base class of a custom pass with a uuid (its cache key part): the matrix's NU-03 pass.
     torch._inductor.custom_graph_pass.CustomGraphPass (2.6-2.15: the same class)."""
     return _private("custom_graph_pass")
+
+
+def local_collectives(device: torch.device) -> Callable[[], None]:
+    """Every process group of this process served locally on `device`: each group's backend swapped for torch's
+    fake one (collectives return at once, their buffers unchanged: no peer, no wait), by name and by object
+    alike, since functional collectives resolve the group by name and c10d calls take the object. Returns the
+    function that swaps the real backends back. For timing only: a collective's result is wrong inside.
+    torch.distributed.distributed_c10d._world.pg_names, ProcessGroup._get_backend / _register_backend / BackendType,
+    FakeProcessGroup._create_internal (2.13.0; its constructor before). TorchInternalMissing where any is absent."""
+    fake_class = _private("fake_process_group")
+    backend_type = _private("backend_type")
+    register = _private("register_backend")
+    get = _private("get_backend")
+    swapped: list[tuple[Any, Any, Any]] = []
+
+    def restore() -> None:
+        while swapped:
+            group, kind, real = swapped.pop()
+            register(group, device, kind, real)
+
+    try:
+        for group in list(_private("world").pg_names):
+            try:
+                real = get(group, device)
+            except RuntimeError:  # no backend for this device in this group: nothing to serve
+                continue
+            create = getattr(fake_class, "_create_internal", fake_class)
+            fake = create(group.rank(), group.size())
+            kind = getattr(backend_type, real.name().upper(), backend_type.CUSTOM)
+            register(group, device, backend_type.CUSTOM, fake)
+            swapped.append((group, kind, real))
+    except BaseException:
+        restore()
+        raise
+    return restore
+
+
+def inductor_cache_dir() -> str:
+    """The directory inductor caches into now (TORCHINDUCTOR_CACHE_DIR, else its per-user default).
+    torch._inductor.runtime.cache_dir_utils.cache_dir (2.6-2.15)."""
+    return str(_private("inductor_cache_dir")())

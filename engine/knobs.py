@@ -47,6 +47,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 10:
+        raise ValueError(f"expected a fraction in [0, 10], got {value}")
+    return value
+
+
 # the knob table: one variable per entry, read down its columns: the formatter leaves it as written
 # fmt: off
 KNOBS: tuple[Knob, ...] = (
@@ -120,6 +127,11 @@ KNOBS: tuple[Knob, ...] = (
          parity=True),
     Knob(name="COMPILE_GUARD_TEST_LOWERING_RANK", parse=int, default=-1,
          meaning="test-only: the rank whose inductor it patches (-1: every rank)", parity=True),
+    Knob(name="COMPILE_GUARD_TEST_SLOW_COMPILE_S", parse=_seconds, default=6.0,
+         meaning="test-only: CPU seconds the slow_compile lowering burns per graph", parity=True),
+    Knob(name="COMPILE_GUARD_TEST_SLOWER_STEP", parse=_fraction, default=0.0,
+         meaning="test-only: the measured compiled step followed by this fraction of its cost in CPU work",
+         parity=True),
 )
 # fmt: on
 

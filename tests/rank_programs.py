@@ -10,6 +10,7 @@ whether it is the faulty one, so the test cannot create a per-rank configuration
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -129,6 +130,45 @@ def tp_parity(args: argparse.Namespace) -> int:
         return 0
 
 
+def local_replay(args: argparse.Namespace) -> int:
+    """Each rank in turn serves every collective locally (compile_guard.compat.local_collectives) while the other
+    waits in a barrier: functional (by group name) and c10d (by group object) collectives, on the world and on a
+    subgroup, return at once with their buffers unchanged; after the swap back a real all-reduce sums again."""
+    import time
+
+    import torch.distributed._functional_collectives as funcol
+
+    from compile_guard import compat
+
+    with joined(DistConfig(timeout_s=args.timeout_s)) as ctx:
+        sub = dist.new_group([0, 1], timeout=datetime.timedelta(seconds=args.timeout_s))
+        result: dict[str, object] = {}
+        for turn in range(ctx.world_size):
+            dist.barrier()
+            if turn != ctx.rank:
+                continue
+            restore = compat.local_collectives(torch.device("cpu"))
+            try:
+                started = time.perf_counter()
+                x = torch.full((4,), float(ctx.rank + 1))
+                dist.all_reduce(x, group=dist.group.WORLD)
+                dist.all_reduce(x, group=sub)
+                y = funcol.all_reduce(torch.full((4,), float(ctx.rank + 1)), "sum", sub).wait()
+                gathered = [torch.zeros(4) for _ in range(ctx.world_size)]
+                dist.all_gather(gathered, x, group=dist.group.WORLD)
+                result["local_s"] = time.perf_counter() - started
+                result["unchanged"] = bool(torch.equal(x, torch.full((4,), float(ctx.rank + 1))))
+                result["functional_unchanged"] = bool(torch.equal(y, torch.full((4,), float(ctx.rank + 1))))
+            finally:
+                restore()
+        dist.barrier()
+        z = torch.full((4,), float(ctx.rank + 1))
+        dist.all_reduce(z, group=sub)
+        result["real_sum"] = float(z[0])  # 1 + 2 on two ranks
+        Path(args.out, f"rank{ctx.rank}.json").write_text(json.dumps(result, sort_keys=True))
+        return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="program", required=True)
@@ -141,9 +181,13 @@ def main() -> int:
     parity.add_argument("--compile", choices=["off", "aot_eager", "inductor"], default="off")
     parity.add_argument("--out", required=True)
     parity.add_argument("--timeout-s", type=float, default=60.0)
+    local = sub.add_parser("local_replay")
+    local.add_argument("--out", required=True)
+    local.add_argument("--timeout-s", type=float, default=30.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return collective_loop(args) if args.program == "collective_loop" else tp_parity(args)
+    programs = {"collective_loop": collective_loop, "tp_parity": tp_parity, "local_replay": local_replay}
+    return programs[args.program](args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from compile_guard.launch.leftovers import processes_with_env
 from tests.conftest import CLI_TIMEOUT_S, REPO
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-CHECK = ["-m", "compile_guard", "check", "--scenario", "tp2-aot"]
+CHECK = ["-m", "compile_guard", "check", "--scenario", "tp2-aot", "--timings", "report"]  # a committed baseline
 
 
 def _run_all(commands: list[list[str]], run_id: str) -> list[subprocess.CompletedProcess]:

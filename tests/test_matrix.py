@@ -9,21 +9,30 @@ Time-to-fail is a figure (printed by `python -m compile_guard matrix`), not asse
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from compile_guard.launch.launcher import LaunchResult, RankResult
 from compile_guard.matrix.rows import CONTINUES_CHECK, ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import judge, run_row
+from compile_guard.matrix.this_run import APPLIED, Healthy, HealthyBaselines, not_applied
 
 SMOKE_ROWS = ("OM-04", "CD-01")  # a parity row and a compile-divergence row stay in `make test-fast`
+
+
+@pytest.fixture(scope="session")
+def healthy(tmp_path_factory) -> HealthyBaselines:
+    """The NU rows' healthy baseline, written by the first NU row of the session on this machine and shared by
+    the rest (a committed baseline holds another machine's timings). Topology: TP=2, gloo, CPU, inductor."""
+    return HealthyBaselines(tmp_path_factory.mktemp("healthy"))
 
 
 @pytest.mark.parametrize(
     "row", [pytest.param(r, id=r.id, marks=pytest.mark.smoke if r.id in SMOKE_ROWS else ()) for r in ROWS]
 )
-def test_row(row, tmp_path, processes):
-    result = run_row(row, tmp_path)
+def test_row(row, tmp_path, processes, healthy):
+    result = run_row(row, tmp_path, healthy)
     if result.not_run:
         pytest.skip(result.not_run)
     assert result.passed, "\n".join(result.problems) + f"\nlogs: {result.log_dir}"
@@ -90,3 +99,31 @@ def test_rows_are_parity_safe():
         if row.rank_env:
             healthy = row.expect.kind == CONTINUES_CHECK and row.expect.baseline == "pass"
             assert row.expect.event == "parity_mismatch" or healthy, row.id
+
+
+def _compiled(loops: int = 1, **math: int) -> dict:
+    """A graph_compiled event with what its generated code holds (compile_guard.health.issued.code_summary)."""
+    counts = {"erf": 0, "tanh": 2, "exp": 2, **math}
+    return {"event": "graph_compiled", "t": 1.0, "code": {"read": True, "kernels": 1, "loops": loops, "math": counts}}
+
+
+def test_each_nu_fault_proves_it_reached_the_generated_code():
+    """A row whose fault never reached the code fails as "fault not applied", before any verdict: each proof
+    holds on the fault's code and fails on healthy code."""
+    healthy = Healthy(baselines=Path("."), events=[[_compiled()], [_compiled()]])
+    cases = {
+        "NU-01": ([[_compiled(erf=1)], [_compiled(erf=1)]], [[_compiled()], [_compiled()]]),
+        "NU-02": ([[_compiled(loops=26)], [_compiled(loops=26)]], [[_compiled()], [_compiled(loops=26)]]),
+        "NU-03": (
+            [[_compiled(), {"event": "slow_pass", "t": 1.0}]] * 2,
+            [[_compiled(), {"event": "slow_pass", "t": 1.0}], [_compiled()]],  # rank 1's compile ran no slow pass
+        ),
+        "NU-04": ([[_compiled()], [_compiled(tanh=3, exp=1)]], [[_compiled()], [_compiled()]]),
+    }
+    for row_id, (applied, healthy_code) in cases.items():
+        row = ROWS_BY_ID[row_id]
+        assert not_applied(row, applied, healthy) is None, row_id
+        said = not_applied(row, healthy_code, healthy)
+        assert said is not None and said.startswith("fault not applied: "), (row_id, said)
+    assert not_applied(ROWS_BY_ID["NU-00"], [[], []], healthy) is None  # nothing injected: nothing to prove
+    assert all(ROWS_BY_ID[r].expect.applied in APPLIED for r in cases)

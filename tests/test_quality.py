@@ -3,14 +3,17 @@ state a measurement keeps. The multi-rank parts (parity, the NU rows) run as mat
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from compile_guard.health import policy
 from compile_guard.health.policy import OK, REGRESSION
 from compile_guard.quality import accuracy, judge, stats
+from compile_guard.quality import rows as quality_rows
 from compile_guard.quality.measure import copy_value, in_fp64
 from compile_guard.quality.options import Judging, Measure, QualityOptionError
 
@@ -21,21 +24,33 @@ def test_quantiles_interpolate_like_numpy() -> None:
     assert stats.quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
 
 
-def test_mann_whitney_matches_the_normal_approximation_by_hand() -> None:
-    # a = [1,2,3] below b = [4,5,6]: U_a = 0; mean n1*n2/2 = 4.5; variance 3*3*7/12 = 5.25 (no ties);
-    # z = (0 - 4.5 + 0.5) / sqrt(5.25) = -1.7457; p = Phi(z) = 0.04043
-    assert stats.mann_whitney_less([1, 2, 3], [4, 5, 6]) == pytest.approx(0.04043, abs=1e-4)
-    assert stats.mann_whitney_less([4, 5, 6], [1, 2, 3]) > 0.95  # the other direction is not "less"
-    assert stats.mann_whitney_less([1, 1, 1], [1, 1, 1]) == 1.0  # every value tied: no evidence
+def test_the_log_median_and_its_error_are_robust_to_one_outlier() -> None:
+    center, se = stats.log_median_se([1.0, 1.1, 1.2, 1.1, 1.0, 9.0])
+    assert center == pytest.approx(math.log(1.1))
+    # logs minus their median: |0 - .0953| x2, 0 x2, |.1823 - .0953|, |2.197 - .0953|; MAD = their median, .0870 (the
+    # mean of .0870 and .0953); se = 1.2533 x 1.4826 x MAD / sqrt(6)
+    assert se == pytest.approx(1.2533 * 1.4826 * ((0.0953 + 0.0870) / 2) / math.sqrt(6), rel=0.02)
+    assert stats.log_median_se([1.0, 2.0])[1] == math.inf  # too few samples: nothing can be concluded
 
 
-def test_mann_whitney_does_not_call_two_draws_of_one_distribution_different() -> None:
+def test_the_growth_test_by_hand() -> None:
+    # y = ln(1.10) = .0953; se = sqrt(.01^2 + .01^2 + 2 x .01^2) = .02; z = 4.77: p = 9.3e-7; threshold =
+    # max(ln(1.05) / 2 = .0244, 3.090 x .02 = .0618); mde = exp(.0618 + 1.2816 x .02) - 1 = 9.1 %
+    g = stats.growth(math.log(1.10), 0.01, 0.0, 0.01, noise=0.01, alpha=0.001, factor=1.05)
+    assert g.se == pytest.approx(0.02) and g.p == pytest.approx(9.3e-7, rel=0.05)
+    assert g.threshold == pytest.approx(0.0618, abs=1e-3) and g.mde == pytest.approx(0.091, abs=1e-3)
+    assert g.regressed
+    assert not stats.growth(math.log(1.10), math.inf, 0.0, 0.01, noise=0.01, alpha=0.001, factor=1.05).regressed
+
+
+def test_the_growth_test_does_not_call_two_draws_of_one_distribution_different() -> None:
+    """Two runs of one machine whose figures move by `noise` between runs: false alarms at most alpha's share."""
     rng = random.Random(7)
-    false_alarms = sum(
-        stats.mann_whitney_less([rng.gauss(1, 0.1) for _ in range(20)], [rng.gauss(1, 0.1) for _ in range(20)]) < 0.01
-        for _ in range(500)
-    )
-    assert false_alarms <= 15  # alpha 0.01 of 500 = 5 expected; 15 leaves room for the approximation
+    alarms = 0
+    for _ in range(2000):
+        run, base = rng.gauss(0, 0.02), rng.gauss(0, 0.02)
+        alarms += stats.growth(run, 0.0, base, 0.0, noise=0.02, alpha=0.01, factor=1.0).regressed
+    assert alarms <= 2000 * 0.01 * 2  # 20 expected at alpha 0.01; twice that leaves room for chance
 
 
 def _gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
@@ -90,11 +105,15 @@ def test_copies_keep_strides_so_no_guard_fails() -> None:
 def test_options_refuse_out_of_range_values_naming_them() -> None:
     with pytest.raises(QualityOptionError, match="--compile-time 'warmish'"):
         Measure(compile_time="warmish")
-    with pytest.raises(QualityOptionError, match="--repeats 2"):
-        Measure(repeats=2)
+    with pytest.raises(QualityOptionError, match="--repeats 4"):
+        Measure(repeats=4)  # two ABBA samples: fewer than the test needs
     with pytest.raises(QualityOptionError, match="--speed-factor 0.9"):
         Judging(speed_factor=0.9)
-    assert Measure.from_dict(Measure(repeats=7).to_dict()) == Measure(repeats=7)
+    with pytest.raises(QualityOptionError, match="--speed-noise 1.5"):
+        Judging(speed_noise=1.5)
+    with pytest.raises(QualityOptionError, match="--timings 'always'"):
+        Judging(timings="always")
+    assert Measure.from_dict(Measure(repeats=8).to_dict()) == Measure(repeats=8)
 
 
 def _quality(
@@ -103,7 +122,9 @@ def _quality(
     speed: list[float] | None = None,
     compile_s: float = 10.0,
     calibration_s: float = 0.03,
+    calibration_spread: float = 0.0,
     state: str = "cold",
+    machine: dict | None = None,
 ) -> dict:
     samples = speed or [1.1] * 20
     graphs = [
@@ -126,8 +147,9 @@ def _quality(
                 }
             ],
         },
+        "machine": machine or MACHINE,
         "speed": {
-            "basis": "cpu",
+            "basis": "local",
             "speedup": stats.median(samples),
             "spread": [stats.quantile(samples, 0.25), stats.quantile(samples, 0.75)],
             "samples": samples,
@@ -141,6 +163,7 @@ def _quality(
                 "basis": "cpu",
                 "total_s": compile_s,
                 "calibration_s": calibration_s,
+                "calibration_spread": calibration_spread,
                 "ratio": round(compile_s / calibration_s, 2),
                 "graphs": graphs,
             }
@@ -149,9 +172,12 @@ def _quality(
     }
 
 
+MACHINE = {"cpu": "AMD EPYC", "isa": ["avx2", "fma"], "cores": 2, "gpu": "", "driver": ""}
+
+
 def _judged(base: dict, run: dict, judging: Judging = Judging()) -> dict[str, str]:
     base_q = {"rank0": judge.baseline_entry(base), "rank1": judge.baseline_entry(base)} if base else {}
-    rows, _lines = judge.rows(base_q, [("rank0", run), ("rank1", run)], judging)
+    rows, _lines, _timings = quality_rows.rows(base_q, [("rank0", run), ("rank1", run)], judging)
     return {r.metric: r.verdict for r in rows}
 
 
@@ -165,24 +191,45 @@ def test_accuracy_pass_to_fail_is_a_regression_fail_to_fail_is_not() -> None:
     assert _judged(_quality(status="fail"), _quality(status="fail"))["accuracy"] == OK
 
 
-def test_speed_needs_both_the_factor_and_significance() -> None:
-    rng = random.Random(3)
-    base = _quality(speed=[rng.gauss(1.10, 0.05) for _ in range(20)])
-    same = _quality(speed=[rng.gauss(1.10, 0.05) for _ in range(20)])
-    slower = _quality(speed=[rng.gauss(0.85, 0.05) for _ in range(20)])  # 1.10 / 0.85 = 1.29 > 1.2
-    slightly = _quality(speed=[rng.gauss(1.02, 0.01) for _ in range(20)])  # significant, but 1.10 / 1.02 < 1.2
-    assert _judged(base, same)["speedup (eager/compiled)"] == OK
-    assert _judged(base, slower)["speedup (eager/compiled)"] == REGRESSION
-    assert _judged(base, slightly)["speedup (eager/compiled)"] == OK
-    noisy = _quality(speed=[0.5, 1.9] * 2)  # median 1.2 and 4 samples of no consistent side: not significant
-    assert _judged(base, noisy)["speedup (eager/compiled)"] == OK
+def _around(center: float, sd: float, n: int = 20, seed: int = 3) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.gauss(center, sd) for _ in range(n)]
 
 
-def test_compile_time_needs_the_factor_and_the_floor_and_the_same_state() -> None:
-    base = _quality(compile_s=10.0)
+def test_speed_needs_significance_and_more_than_half_its_factor() -> None:
+    """Each half of the speed rule decides a case alone: remove either and one of these verdicts flips."""
+    metric = judge.SPEEDUP
+    base = _quality(speed=_around(1.50, 0.005))
+    assert _judged(base, _quality(speed=_around(1.50, 0.005, seed=4)))[metric] == OK
+    assert _judged(base, _quality(speed=_around(1.50 / 1.10, 0.005)))[metric] == REGRESSION  # 10 %: both halves
+    # 2 % slower, significant with a quiet machine's noise (se ~0.3 %) but under half the factor (2.4 %): passes;
+    # without the cut it would fail
+    quiet = Judging(speed_noise=0.001)
+    slightly = _quality(speed=_around(1.50 / 1.02, 0.002))
+    assert _judged(base, slightly, quiet)[metric] == OK
+    assert _judged(base, slightly, Judging(speed_noise=0.001, speed_factor=1.02))[metric] == REGRESSION
+    # 10 % slower by the median, but samples spread over x2: not significant, passes; without the test it would fail
+    noisy = _quality(speed=[1.0, 2.0, 1.36, 0.8, 2.2, 1.36, 1.0, 1.9])
+    assert stats.median(noisy["speed"]["samples"]) == pytest.approx(1.36)
+    assert _judged(base, noisy)[metric] == OK
+    assert _judged(base, noisy, Judging(alpha=0.45))[metric] == REGRESSION
+
+
+def test_compile_time_needs_significance_half_its_factor_the_floor_and_the_same_state() -> None:
     metric = "compile time (cold) / calibration"
-    assert _judged(base, _quality(compile_s=16.0))[metric] == REGRESSION  # x1.6 > 1.3, +6 s > 1 s
-    assert _judged(base, _quality(compile_s=12.0))[metric] == OK  # x1.2 < 1.3
+    base = _quality(compile_s=10.0)
+    assert _judged(base, _quality(compile_s=16.0))[metric] == REGRESSION  # x1.6: significant, > x1.072, +6 s
+    assert _judged(base, _quality(compile_s=10.3))[metric] == OK  # x1.03: under half of x1.15, under 1 s
+    # x1.05 on a 100 s compile: +5 s and significant with little noise, but under half the factor: passes
+    big = _quality(compile_s=100.0)
+    assert _judged(big, _quality(compile_s=105.0), Judging(compile_noise=0.005))[metric] == OK
+    assert _judged(big, _quality(compile_s=105.0), Judging(compile_noise=0.005, compile_factor=1.05))[metric] == (
+        REGRESSION
+    )
+    # x1.4 while the machine's speed wandered (calibration runs spread 30 %): not significant, passes
+    wandering = _quality(compile_s=14.0, calibration_spread=0.3)
+    assert _judged(base, wandering)[metric] == OK
+    assert _judged(base, _quality(compile_s=14.0))[metric] == REGRESSION  # the same growth on a steady machine
     # a machine twice as slow: compile and calibration both doubled, the ratio unchanged
     assert _judged(base, _quality(compile_s=20.0, calibration_s=0.06))[metric] == OK
     tiny = _quality(compile_s=0.3)
@@ -191,16 +238,62 @@ def test_compile_time_needs_the_factor_and_the_floor_and_the_same_state() -> Non
     assert warm["compile time (warm) / calibration"] == OK  # the baseline has no warm entry: not compared
 
 
-def test_refresh_keeps_the_states_it_did_not_measure() -> None:
+def test_timings_against_another_machine_are_not_comparable_and_never_fail() -> None:
+    """A baseline from another CPU: speed and compile time read "not comparable (baseline from ...)", even for a
+    run three times slower; accuracy is judged as ever."""
+    other = {**MACHINE, "cpu": "Intel Xeon", "isa": ["avx2", "avx512f", "fma"]}
+    base = _quality(machine=other)
+    run = _quality(status="fail", speed=[0.5] * 20, compile_s=30.0)
+    rows, lines, timings = quality_rows.rows(
+        {"rank0": judge.baseline_entry(base), "rank1": judge.baseline_entry(base)},
+        [("rank0", run), ("rank1", run)],
+        Judging(),
+    )
+    verdicts = {r.metric: r.verdict for r in rows}
+    assert verdicts[judge.SPEEDUP] == judge.NOT_COMPARABLE
+    assert verdicts["compile time (cold) / calibration"] == judge.NOT_COMPARABLE
+    assert verdicts["accuracy"] == REGRESSION
+    assert any("not comparable (baseline from Intel Xeon, avx512f, 2 cores" in line for line in lines), lines
+    assert timings["rank0"]["speed"]["judged"] is False and "Intel Xeon" in timings["rank0"]["speed"]["why"]
+    passed, problems = policy.outcome([r for r in rows if r.metric != "accuracy"], allow_improvement=False, strict=True)
+    assert passed, problems  # never a failure, not even under --strict
+    no_machine = {k: v for k, v in judge.baseline_entry(_quality()).items() if k != "machine"}
+    rows, lines, _ = quality_rows.rows({"rank0": no_machine}, [("rank0", run)], Judging())
+    assert {r.metric: r.verdict for r in rows}[judge.SPEEDUP] == judge.NOT_COMPARABLE
+    assert any("records no machine" in line for line in lines)
+
+
+def test_timings_report_mode_shows_them_and_judges_none() -> None:
+    verdicts = _judged(_quality(), _quality(speed=[0.5] * 20, compile_s=60.0), Judging(timings="report"))
+    assert verdicts[judge.SPEEDUP] == judge.REPORTED
+    assert verdicts["compile time (cold) / calibration"] == judge.REPORTED
+
+
+def test_every_run_states_its_minimum_detectable_effect() -> None:
+    """Judged or not regressed, each rank's speed and compile time carry p and the MDE for --json."""
+    base = _quality(speed=_around(1.5, 0.01))
+    _rows, lines, timings = quality_rows.rows(
+        {"rank0": judge.baseline_entry(base)}, [("rank0", _quality(speed=_around(1.5, 0.01, seed=9)))], Judging()
+    )
+    speed = timings["rank0"]["speed"]
+    assert speed["judged"] and not speed["regressed"] and 0 < speed["mde"] < 1 and 0 < speed["p"] <= 1
+    assert timings["rank0"]["compile_time"]["cold"]["mde"] > 0
+    assert any("MDE" in line for line in lines)
+
+
+def test_refresh_keeps_the_states_it_did_not_measure_from_the_same_machine_only() -> None:
     old = {"rank0": judge.baseline_entry(_quality(state="cold"))}
     new = {"rank0": judge.baseline_entry(_quality(state="warm", compile_s=2.0))}
     kept, notes = judge.keep_states(new, old)
     assert sorted(kept["rank0"]["compile_time"]) == ["cold", "warm"]
     assert kept["rank0"]["compile_time"]["warm"]["total_s"] == 2.0 and notes
+    elsewhere = {"rank0": judge.baseline_entry(_quality(state="cold", machine={**MACHINE, "cores": 64}))}
+    kept, notes = judge.keep_states(new, elsewhere)
+    assert sorted(kept["rank0"]["compile_time"]) == ["warm"] and "another machine" in notes[0]
 
 
 def test_each_failed_output_is_said_once_per_rank() -> None:
-    _rows, lines = judge.rows(
+    _rows, lines, _timings = quality_rows.rows(
         {"rank0": judge.baseline_entry(_quality()), "rank1": judge.baseline_entry(_quality())},
         [("rank0", _quality(status="fail")), ("rank1", _quality(status="fail"))],
         Judging(),
@@ -273,6 +366,8 @@ def test_between_says_what_a_release_did_per_metric() -> None:
     }
     said = judge.between(old, new)
     assert said[0] == "accuracy 1/1 -> 0/1 (regressed: ['call0'])"
-    assert said[1].startswith("speedup 1.29") and said[1].endswith("regression)")  # 1.29 / 0.90 > 1.2, p < 0.01
+    assert said[1].startswith("speedup 1.29") and said[1].endswith("regression)")  # x1.44 slower, significant
     assert said[2] == "compile cold x333.33 (10.0s) -> x666.67 (20.0s)"
     assert judge.between({}, new) == ["quality: not in one of the baselines"]
+    moved = {"rank0": {**new["rank0"], "machine": {**MACHINE, "cpu": "Apple M2"}}}
+    assert judge.between(old, moved)[1].startswith("timings not comparable (baseline from AMD EPYC")

@@ -33,7 +33,7 @@ from compile_guard.agreement.ops import ChannelError
 from compile_guard.agreement.positions import Positions
 from compile_guard.agreement.statement import StatementMaker, fit
 from compile_guard.agreement.watcher import RANK_POSITIONS, Watcher, answer_window_s, default_stall_s, describe_main
-from compile_guard.health.issued import OutputCode, issued_schedule
+from compile_guard.health.issued import OutputCode, code_summary, issued_schedule
 from compile_guard.health.schedule import group_of
 from engine import events
 from engine.compile import CompiledRegion
@@ -91,6 +91,7 @@ class CompileAgreement:
         self.maker = StatementMaker(self.rank, self.positions)
         self.output_code = OutputCode()  # inductor's wrapper source of each graph (its issued schedule)
         self.issued: list[dict[str, Any]] = []  # per graph stated, in compile order: what its compiled code issues
+        self.code: list[dict[str, Any]] = []  # per graph stated: what its generated code holds (issued.code_summary)
         self.graphs = 0  # graphs stated so far (the next one's number)
         self.agreed = 0  # graphs every rank agreed on
         self.rank_varying: dict[str, dict[str, Any]] = {}  # constant key -> {site, values}: legitimately differ
@@ -140,8 +141,10 @@ class CompileAgreement:
         compiled_at = time.perf_counter()
         cache = "hit" if compat.cache_hits() > hits else "compiled"  # inductor's graph cache (loaded artifacts, say)
         slot, record = statement.slot, self.positions.frames[statement.fid]
+        sources = self.output_code.take()
+        self.code.append(code_summary(sources))
         issued = issued_schedule(
-            self.output_code.take(),
+            sources,
             made.collectives,
             cpp_wrapper=compat.inductor_cpp_wrapper(),
             group_ranks=lambda name: group_of(name)["ranks"],
@@ -172,6 +175,7 @@ class CompileAgreement:
             issued_by=issued["by"],
             compile_s=round(compiled_at - started, 3),
             issued_read_ms=round(read_ms, 2),
+            code=self.code[-1],  # kernels, loops, math calls: what a changed lowering shows in (the NU rows)
         )
         positions = self.positions
         parent = positions.frames[made.parent.fid] if made.parent else None  # a resume function's caller

@@ -18,7 +18,7 @@ from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
 from compile_guard.health import baseline as bl
 from compile_guard.launch.modes import RunMode
-from compile_guard.quality.options import COMPILE_TIME_MODES, OFF, Judging, Measure
+from compile_guard.quality.options import COMPILE_TIME_MODES, JUDGE, OFF, REPORT, Judging, Measure
 from compile_guard.verdict import Cli
 from engine.atomic_json import write_json, write_text
 from engine.errors import ConfigError, RankCrashed
@@ -75,14 +75,14 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
         "--compile-time",
         choices=list(COMPILE_TIME_MODES),
         default="auto",
-        help="auto: the run's own compile, warm or cold as the cache is (stated); cold: an empty"
-        " inductor cache of each rank's own, then warm again from it; off",
+        help="auto: the run's own compile as the cache is (an empty inductor cache: cold, judged; a warm one:"
+        " warm); cold: an empty inductor cache of each rank's own, then warm again from it; off",
     )
     quality.add_argument(
         "--repeats",
         type=positive_int,
         default=Measure.repeats,
-        help=f"interleaved eager/compiled step pairs per rank (default {Measure.repeats})",
+        help=f"eager/compiled step pairs of the judged speed figure per rank (default {Measure.repeats})",
     )
     quality.add_argument(
         "--tolerance",
@@ -108,25 +108,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--speed-factor",
         type=factor,
         default=Judging.speed_factor,
-        help=f"speedup below the baseline's / this, and significant, fails (default {Judging.speed_factor})",
+        help="the compiled step's growth against eager to catch: a speedup below the baseline's / this"
+        f" (default {Judging.speed_factor}: 0.952x); fails when significant and over half of it",
     )
     judging.add_argument(
         "--alpha",
         type=fraction,
         default=Judging.alpha,
-        help=f"the speed rule's Mann-Whitney level (default {Judging.alpha})",
+        help=f"the timing tests' one-sided level, per rank (default {Judging.alpha})",
+    )
+    judging.add_argument(
+        "--speed-noise",
+        type=fraction,
+        default=Judging.speed_noise,
+        help=f"relative sd of a run's speedup between runs on this machine (default {Judging.speed_noise})",
     )
     judging.add_argument(
         "--compile-factor",
         type=factor,
         default=Judging.compile_factor,
-        help=f"compile time / reference above the baseline's x this fails (default {Judging.compile_factor})",
+        help="compile time / calibration grown by this factor is caught; fails when significant and over half"
+        f" of it (default {Judging.compile_factor})",
+    )
+    judging.add_argument(
+        "--compile-noise",
+        type=fraction,
+        default=Judging.compile_noise,
+        help=f"relative sd of a run's compile ratio between runs on this machine (default {Judging.compile_noise})",
     )
     judging.add_argument(
         "--memory-factor",
         type=factor,
         default=Judging.memory_factor,
         help=f"peak memory compiled/eager above the baseline's x this fails (default {Judging.memory_factor})",
+    )
+    judging.add_argument(
+        "--timings",
+        choices=[JUDGE, REPORT],
+        default=Judging.timings,
+        help="judge speed and compile time against a baseline from the same machine kind, or only report them"
+        f" (default {Judging.timings})",
     )
 
 
@@ -186,8 +207,11 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
     judging = Judging(
         speed_factor=args.speed_factor,
         alpha=args.alpha,
+        speed_noise=args.speed_noise,
         compile_factor=args.compile_factor,
+        compile_noise=args.compile_noise,
         memory_factor=args.memory_factor,
+        timings=args.timings,
     )
     request = CheckRequest(
         spec=spec,

@@ -23,7 +23,7 @@ from compile_guard.flow.check_run import CheckRun
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.launch.launcher import LaunchResult
-from compile_guard.quality import judge as quality_judge
+from compile_guard.quality import rows as quality_rows_of
 from compile_guard.quality.options import Judging
 from compile_guard.verdict import Cli
 from engine import events
@@ -218,7 +218,7 @@ def judge(
     rows = policy.compare(base.metrics, per_rank)
     rows += policy.nothing_compiled(per_rank, compile_on=run.spec.compile != "off")
     ranks = [f"rank{r.rank}" for r in run.mesh()]
-    quality_rows, quality_lines = quality_judge.rows(
+    quality_rows, quality_lines, timings = quality_rows_of.rows(
         base.quality, [(f"rank{r.rank}", r.quality) for r in run.mesh()], judging
     )
     passed, problems = policy.outcome(rows + quality_rows, allow_improvement=allow_improvement, strict=strict)
@@ -253,6 +253,7 @@ def judge(
         "failing_metrics": [r.metric for r in policy.failing(rows, allow_improvement=allow_improvement, strict=strict)],
         "log_dir": str(run.log_dir),
         "quality_lines": quality_lines,
+        "timings": timings,  # per rank: what each timing test found (ratio, p, mde, judged, why not)
     }
     return Report(exit_code=Cli.OK if passed else Cli.FAIL, text="\n".join(lines), data=data)
 

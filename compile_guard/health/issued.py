@@ -177,6 +177,25 @@ def digest(issued: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(issued, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_KERNEL = re.compile(r"async_compile\.(?:cpp_pybinding|cpp|triton)\(")  # a kernel (group) the wrapper defines
+_LOOP = re.compile(r"\bfor\s*\(")  # a C++ loop of a CPU kernel: inductor puts a graph's CPU kernels in one group
+MATH = ("erf", "tanh", "exp", "log", "sigmoid", "cos", "sin", "sqrt", "rsqrt")  # calls a lowering change moves
+
+
+def code_summary(sources: list[str]) -> dict[str, Any]:
+    """What a graph's generated code holds, in counts: kernels defined, C++ loops (a CPU kernel group's loop nests:
+    one per unfused op where nothing fused), and calls of MATH functions. Per rank and never compared across
+    ranks (paths and kernel names differ by cache directory); the matrix's NU rows read it to prove a simulated
+    lowering change reached the code."""
+    text = "\n".join(sources)
+    return {
+        "read": bool(sources),
+        "kernels": len(_KERNEL.findall(text)),
+        "loops": len(_LOOP.findall(text)),
+        "math": {name: len(re.findall(rf"\b{name}\b", text)) for name in MATH},
+    }
+
+
 def issued_schedule(
     sources: list[str], dispatch: list[dict[str, Any]], *, cpp_wrapper: bool, group_ranks: Any
 ) -> dict[str, Any]:

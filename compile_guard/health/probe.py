@@ -101,6 +101,7 @@ class CompileProbe:
                 {"by": i["by"], "digest": i["digest"], "collectives": i["collectives"][:MAX_BASELINED]}
                 for i in (self.agreement.issued if self.agreement else [])
             ],
+            code=list(self.agreement.code) if self.agreement else [],
         )
 
     def snapshot(self, **context: Any) -> dict[str, Any]:

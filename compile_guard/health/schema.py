@@ -42,6 +42,8 @@ class Observations:
     rank_varying: list[dict[str, Any]] = field(default_factory=list)
     # per graph the compile agreement stated, what its compiled code issues (health.issued): {by, digest, collectives}
     issued: list[dict[str, Any]] = field(default_factory=list)
+    # per graph the compile agreement stated, what its generated code holds (health.issued.code_summary)
+    code: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def recompile_reasons(self) -> list[dict[str, Any]]:
@@ -133,6 +135,8 @@ class CompileHealth:
                                         measure=lambda o: o.schedules)
     rank_varying_sites: list = metric(DETAIL, symmetric=False, default=[], doc="each rank-varying constant's"
                                       " site and value per rank", measure=lambda o: o.rank_varying)
+    generated_code: list = metric(DETAIL, symmetric=False, default=[], doc="per graph: kernels, C++ loops and"
+                                  " math calls in the generated code", measure=lambda o: o.code)
     # fmt: on
 
     @classmethod

@@ -30,7 +30,9 @@ from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, pyth
 from compile_guard.launch.leftovers import leftover_pids
 from compile_guard.launch.modes import Launched
 from compile_guard.launch.supervision import Interrupted
-from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, Row
+from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, THIS_RUN, Row
+from compile_guard.matrix.this_run import Healthy, HealthyBaselines, not_applied
+from compile_guard.quality.options import REPORT, Judging
 from compile_guard.verdict import Cli
 from engine import events
 from engine.runspec import RunSpec
@@ -204,7 +206,9 @@ def missing_requirement(row: Row) -> str | None:
     return None
 
 
-def run_row(row: Row, log_root: Path) -> RowResult:
+def run_row(row: Row, log_root: Path, healthy: HealthyBaselines | None = None) -> RowResult:
+    """One row: launched, judged. `healthy`: the matrix run's healthy baselines (THIS_RUN rows), made here when
+    not given."""
     log_dir = log_root / row.id
     unavailable = missing_requirement(row)
     if unavailable is not None:
@@ -224,14 +228,19 @@ def run_row(row: Row, log_root: Path) -> RowResult:
         )
     t0 = time.monotonic()
     extra: list[str] = []
+    made: Healthy | None = None
     if row.program == CHECK:
+        if row.against == THIS_RUN:
+            made = (healthy or HealthyBaselines(log_root / "healthy")).of(check_spec(row))
         request = CheckRequest(
             spec=check_spec(row),
-            baselines=bl.DEFAULT_DIR,
+            baselines=made.baselines if made else bl.DEFAULT_DIR,
             log_dir=log_dir,
             env=row.env,
             rank_env=row.rank_env,
             need_baseline=row.expect.baseline is not None,
+            # a committed baseline's timings are the machine's that wrote it: reported, never judged here
+            judging=Judging() if made else Judging(timings=REPORT),
         )
         judged = run_and_judge(request, Launched())  # a row's faults kill ranks: always ranks of its own
         if judged.run is None:  # no committed baseline for the row's scenario: nothing ran
@@ -254,5 +263,8 @@ def run_row(row: Row, log_root: Path) -> RowResult:
         raise Interrupted(result.interrupted_by)  # the row's ranks are killed; the matrix stops here
     rank_events = [events.parse(r.log_path.read_text(errors="replace")) for r in result.ranks]
     verdict = judge(row, result, rank_events, tuple(extra))
+    unapplied = not_applied(row, rank_events, made)
+    if unapplied is not None:  # the fault never reached the code: no other verdict of the row means anything
+        verdict = dataclasses.replace(verdict, passed=False, problems=[unapplied])
     log.info("%s %s in %.1fs", row.id, "pass" if verdict.passed else "FAIL", time.monotonic() - t0)
     return verdict

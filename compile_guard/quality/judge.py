@@ -1,33 +1,44 @@
-"""Quality judged against the baseline, per rank: rows for the check's report, lines that explain a failure,
-and what a baseline keeps. Torch-free (the parent reads rank reports as data).
+"""Quality judged against the baseline, per rank: rows for the check's report, lines that explain them, what
+each timing judgement found (for --json), and what a baseline keeps. Torch-free (the parent reads rank reports
+as data).
 
 Rules (docs/check.md argues each default):
 - accuracy: an output that passed in the baseline and fails now is a regression (named with its error, worst
   element and tolerance); nondeterministic eager is stated, never judged;
-- speed: a rank's median speedup below the baseline's by more than `speed_factor`, *and* its samples lower than
-  the baseline's by a one-sided Mann-Whitney test at `alpha`;
-- compile time: per cache state, the ratio to the calibration (compile_guard.quality.compile_time) above the
-  baseline's by `compile_factor`, and by at least `compile_floor_s` seconds in this run's terms; the graphs that
-  grew are named;
+- timings (speed, compile time) are judged only against a baseline from the same kind of machine
+  (compile_guard.quality.machine); against another they read "not comparable (baseline from ...)", reported and
+  never judged either way; `--timings report` reports them everywhere. Each is a growth of a time, tested by
+  compile_guard.quality.stats.growth (significant at `alpha` and above half its factor), and states its minimum
+  detectable effect, judged or not:
+  - speed: the compiled step's time relative to eager's (1 / the local speedup) against the baseline's;
+  - compile time: per cache state, CPU seconds over the calibration's against the baseline's, and by at least
+    `compile_floor_s` seconds in this run's terms; the graphs that grew are named;
 - memory (CUDA): compiled / eager peak above the baseline's by `memory_factor`.
 A baseline without quality, or without this cache state: "not in baseline", reported, never a failure.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from compile_guard.health.policy import OK, REGRESSION, Row
-from compile_guard.quality import stats
-from compile_guard.quality.options import UNJUDGED, Judging
+from compile_guard.quality import machine, stats
+from compile_guard.quality.options import MISS, MIXED, Judging
 
 NOT_IN_BASELINE = "not in baseline"
-ACCURACY, PARITY, SPEEDUP, MEMORY = (
+NOT_COMPARABLE, REPORTED = "not comparable", "reported"  # timing verdicts that never fail
+ACCURACY, PARITY, SPEEDUP, LIVE, MEMORY = (
     "accuracy",
     "replicated outputs equal",
     "speedup (eager/compiled)",
+    "speedup live (reported)",
     "peak memory compiled/eager",
 )
+WHY_UNJUDGED = {
+    MISS: "not judged: the cache held other entries, so some kernels may have come from it (a run whose cache is"
+    " empty at start is judged as cold)",
+    MIXED: "not judged: some graphs came from the cache, some were compiled",
+}
 
 
 def compile_metric(state: str) -> str:
@@ -36,7 +47,7 @@ def compile_metric(state: str) -> str:
 
 def is_quality(metric: str) -> bool:
     """Whether a report row is one of quality's (the version matrix and the rehearsal tabulate them apart)."""
-    return metric in (ACCURACY, PARITY, SPEEDUP, MEMORY) or metric.startswith("compile time (")
+    return metric in (ACCURACY, PARITY, SPEEDUP, LIVE, MEMORY) or metric.startswith("compile time (")
 
 
 def describe(entry: dict[str, Any]) -> str:
@@ -47,14 +58,67 @@ def describe(entry: dict[str, Any]) -> str:
             f"accuracy {sum(v['status'] == 'pass' for v in entry['accuracy'].values())}/{len(entry['accuracy'])} pass"
         )
     if "speed" in entry:
-        said.append(f"speedup {entry['speed']['speedup']:.3f} ({len(entry['speed']['samples'])} samples)")
+        said.append(
+            f"speedup {entry['speed']['speedup']:.3f} ({len(entry['speed']['samples'])} samples,"
+            f" {entry['speed'].get('basis', 'wall')})"
+        )
     said += [
         f"compile {state} x{c['ratio']} ({c['total_s']:.1f}s)"
         for state, c in sorted(entry.get("compile_time", {}).items())
     ]
     if "memory" in entry:
         said.append(f"memory x{entry['memory']['ratio']}")
+    if "machine" in entry:
+        said.append(f"on {machine.describe(entry['machine'])}")
     return "; ".join(said) or "nothing measured"
+
+
+def speed_growth(run: dict[str, Any], base: dict[str, Any], judging: Judging) -> stats.Growth:
+    """The compiled step's growth relative to eager: ln(base speedup) - ln(run speedup), from the samples."""
+    run_log, run_se = stats.log_median_se(run["samples"])
+    base_log, base_se = stats.log_median_se(base["samples"])
+    return stats.growth(
+        -run_log,
+        run_se,
+        -base_log,
+        base_se,
+        noise=judging.speed_noise,
+        alpha=judging.alpha,
+        factor=judging.speed_factor,
+    )
+
+
+def compile_growth(run: dict[str, Any], base: dict[str, Any], judging: Judging) -> stats.Growth:
+    """A compile's CPU seconds over the calibration's, against the baseline's. One figure a side: its error is
+    how far each run's machine speed wandered (its calibration's spread: the compile ran at moments the
+    calibration did not see) and the between-run noise a steady machine still has (`compile_noise`)."""
+    return stats.growth(
+        math.log(run["ratio"]),
+        run.get("calibration_spread", 0.0),
+        math.log(base["ratio"]),
+        base.get("calibration_spread", 0.0),
+        noise=judging.compile_noise,
+        alpha=judging.alpha,
+        factor=judging.compile_factor,
+    )
+
+
+def growth_json(g: stats.Growth) -> dict[str, Any]:
+    def num(v: float, digits: int) -> float | None:
+        return round(v, digits) if math.isfinite(v) else None
+
+    return {
+        "ratio": num(g.ratio, 4),
+        "p": num(g.p, 6),
+        "se": num(g.se, 5),
+        "threshold": num(math.exp(g.threshold), 4),
+        "mde": num(g.mde, 4),
+        "regressed": g.regressed,
+    }
+
+
+def mde_text(g: stats.Growth) -> str:
+    return f"MDE {g.mde:.1%}" if math.isfinite(g.mde) else "MDE n/a"
 
 
 def between(old: dict[str, Any], new: dict[str, Any], judging: Judging = Judging()) -> list[str]:
@@ -75,12 +139,15 @@ def between(old: dict[str, Any], new: dict[str, Any], judging: Judging = Judging
             f" {sum(v['status'] == 'pass' for v in b['accuracy'].values())}/{len(b['accuracy'])}"
             + (f" (regressed: {worse})" if worse else "")
         )
-    if "speed" in a and "speed" in b:
-        p = stats.mann_whitney_less(b["speed"]["samples"], a["speed"]["samples"])
-        slower = b["speed"]["speedup"] < a["speed"]["speedup"] / judging.speed_factor and p < judging.alpha
+    apart = machine.difference(b.get("machine"), a.get("machine"))
+    if apart is not None and ("speed" in a or a.get("compile_time")):
+        said.append(f"timings not comparable ({apart})")
+        return said
+    if "speed" in a and "speed" in b and a["speed"].get("basis") == b["speed"].get("basis"):
+        g = speed_growth(b["speed"], a["speed"], judging)
         said.append(
-            f"speedup {a['speed']['speedup']:.3f} -> {b['speed']['speedup']:.3f} (p={p:.2g}"
-            f"{', regression' if slower else ''})"
+            f"speedup {a['speed']['speedup']:.3f} -> {b['speed']['speedup']:.3f} (compiled step x{g.ratio:.3f},"
+            f" p={g.p:.2g}{', regression' if g.regressed else ''})"
         )
     for state in sorted(set(a.get("compile_time", {})) & set(b.get("compile_time", {}))):
         x, y = a["compile_time"][state], b["compile_time"][state]
@@ -89,8 +156,11 @@ def between(old: dict[str, Any], new: dict[str, Any], judging: Judging = Judging
 
 
 def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
-    """What a baseline keeps of one rank's quality: statuses and ratios, speed samples, compile-time ratios."""
+    """What a baseline keeps of one rank's quality: statuses and ratios, speed samples, compile-time ratios, and
+    the machine its timings came from."""
     entry: dict[str, Any] = {}
+    if "machine" in quality:
+        entry["machine"] = quality["machine"]
     if "accuracy" in quality:
         entry["accuracy"] = {
             o["name"]: {"status": o["status"], "ratio": o.get("ratio")} for o in quality["accuracy"]["outputs"]
@@ -105,10 +175,11 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
                 "basis": c.get("basis", "wall"),
                 "total_s": c["total_s"],
                 "calibration_s": c["calibration_s"],
+                "calibration_spread": c.get("calibration_spread", 0.0),
                 "graphs": {g["name"]: g["ratio"] for g in c["graphs"]},
             }
             for state, c in quality["compile_time"].items()
-            if state not in UNJUDGED
+            if state not in WHY_UNJUDGED
         }
     if quality.get("memory", {}).get("measured"):
         entry["memory"] = {"ratio": quality["memory"]["ratio"]}
@@ -117,190 +188,20 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
 
 def keep_states(new: dict[str, Any], old: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A refreshed baseline's quality, with the compile-time states this run did not measure kept from the old
-    one (a warm refresh keeps the cold entry of a `--compile-time cold` refresh, and the other way round)."""
+    one (a warm refresh keeps the cold entry of a `--compile-time cold` refresh, and the other way round) where
+    both came from the same kind of machine; another machine's are dropped, said so."""
     kept, notes = {}, []
     for rank, entry in new.items():
-        old_states = old.get(rank, {}).get("compile_time", {})
+        old_entry = old.get(rank, {})
         states = dict(entry.get("compile_time", {}))
-        for state, value in old_states.items():
-            if state not in states:
+        same = machine.difference(entry.get("machine"), old_entry.get("machine")) is None
+        for state, value in old_entry.get("compile_time", {}).items():
+            if state in states:
+                continue
+            if same:
                 states[state] = value
                 notes.append(f"{rank}: compile time ({state}) kept from the previous baseline")
+            else:
+                notes.append(f"{rank}: compile time ({state}) of the previous baseline dropped: another machine")
         kept[rank] = {**entry, "compile_time": states} if states else entry
     return kept, sorted(set(n.split(": ", 1)[1] for n in notes))
-
-
-def _accuracy(base: dict[str, Any] | None, q: dict[str, Any]) -> tuple[str, str, list[str]]:
-    outputs = q["accuracy"]["outputs"]
-    fails = [o for o in outputs if o["status"] == "fail"]
-    cell = f"{sum(o['status'] == 'pass' for o in outputs)}/{len(outputs)} pass ({q['accuracy']['reference']})"
-    nondet = [o["name"] for o in outputs if o["status"] == "nondeterministic"]
-    if nondet:
-        cell += f", {len(nondet)} nondeterministic"
-    if base is None:
-        return cell, OK, [f"{_said(o)} (not in baseline: reported)" for o in fails]
-    regressed = [o for o in fails if base.get(o["name"], {}).get("status") == "pass"]
-    lines = [_said(o) for o in regressed] + [
-        f"{_said(o)} (failed in the baseline too)" for o in fails if o not in regressed
-    ]
-    return cell, REGRESSION if regressed else OK, lines
-
-
-def _said(o: dict[str, Any]) -> str:
-    worst = o.get("worst") or {}
-    where = (
-        f"; worst element {worst.get('index')}: compiled {worst.get('compiled'):.6g} vs"
-        f" {o.get('reference', 'eager')} {worst.get('reference'):.6g}"
-        if worst
-        else ""
-    )
-    return (
-        f"output {o['name']} ({o.get('dtype', '?')} {o.get('shape', '')}): {o['detail']}; tolerance"
-        f" {o.get('tolerance')}{where}"
-    )
-
-
-def _speed(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging) -> tuple[str, str, list[str]]:
-    s = q["speed"]
-    cell = f"{s['speedup']:.3f} [{s['spread'][0]:.2f}-{s['spread'][1]:.2f}]"
-    if base is None:
-        return cell, OK, []
-    if base.get("basis", "wall") != s.get("basis", "wall"):
-        return f"{cell}, baseline by {base.get('basis', 'wall')} time: not compared", OK, []
-    p = stats.mann_whitney_less(s["samples"], base["samples"])
-    cell += f" p={p:.2g}"
-    slower = s["speedup"] < base["speedup"] / judging.speed_factor
-    if slower and p < judging.alpha:
-        cpu = (
-            f"CPU: eager {s['eager_cpu_ms']:.3f} ms, compiled {s['compiled_cpu_ms']:.3f} ms; "
-            if "eager_cpu_ms" in s
-            else ""
-        )
-        return (
-            cell,
-            REGRESSION,
-            [
-                f"speedup {s['speedup']:.3f} by {s.get('basis', 'wall')} time ({cpu}wall: eager"
-                f" {s['eager_ms']:.3f} ms, compiled {s['compiled_ms']:.3f} ms) < the baseline's {base['speedup']:.3f} /"
-                f" {judging.speed_factor:g}, Mann-Whitney p={p:.2g} < {judging.alpha:g}"
-            ],
-        )
-    return cell, OK, []
-
-
-def _compile(
-    base: dict[str, Any] | None, state: str, c: dict[str, Any], judging: Judging
-) -> tuple[str, str, list[str]]:
-    basis = c.get("basis", "wall")
-    cell = f"x{c['ratio']} ({c['total_s']:.2f}s {basis})"
-    if base is None or c["ratio"] is None or base.get("ratio") is None:
-        return cell, OK, []
-    if base.get("basis", "wall") != basis:
-        return f"{cell}, baseline by {base.get('basis', 'wall')}: not compared", OK, []
-    expected_s = base["ratio"] * c["calibration_s"]  # the baseline's compile, in this run's terms
-    if c["ratio"] > base["ratio"] * judging.compile_factor and c["total_s"] - expected_s > judging.compile_floor_s:
-        grown = [
-            f"{g['name']} x{base['graphs'].get(g['name'])} -> x{g['ratio']}"
-            for g in c["graphs"]
-            if g["ratio"] is not None and g["ratio"] > (base["graphs"].get(g["name"]) or 0) * judging.compile_factor
-        ]
-        return (
-            cell,
-            REGRESSION,
-            [
-                f"compile time ({state}, {basis} seconds) x{c['ratio']} the calibration, > the baseline's"
-                f" x{base['ratio']} * {judging.compile_factor:g} ({c['total_s']:.2f}s, the baseline's"
-                f" in this run's terms {expected_s:.2f}s); graphs that grew: {grown or 'none alone'}"
-            ],
-        )
-    return cell, OK, []
-
-
-def _memory(base: dict[str, Any] | None, m: dict[str, Any], judging: Judging) -> tuple[str, str, list[str]]:
-    if not m.get("measured"):
-        return "n/a", OK, []
-    cell = f"x{m['ratio']}"
-    if base is None or m["ratio"] is None or base.get("ratio") is None:
-        return cell, OK, []
-    if m["ratio"] > base["ratio"] * judging.memory_factor:
-        return (
-            cell,
-            REGRESSION,
-            [f"peak memory compiled/eager x{m['ratio']} > the baseline's x{base['ratio']} * {judging.memory_factor:g}"],
-        )
-    return cell, OK, []
-
-
-def rows(
-    base: dict[str, Any], per_rank: list[tuple[str, dict[str, Any]]], judging: Judging
-) -> tuple[list[Row], list[str]]:
-    """(rows for the report's quality table, lines explaining each regression and failed output)."""
-    out, lines = [], []
-    quality = [(rank, q) for rank, q in per_rank if q and "skipped" not in q]
-    if not quality:
-        return [], []
-
-    def row(metric: str, base_cell: str, judged: list[tuple[str, str, list[str]]], ranks: list[str]) -> None:
-        verdicts = [v for _, v, _ in judged]
-        out.append(
-            Row(
-                metric=metric,
-                baseline=base_cell,
-                per_rank=[c for c, _, _ in judged],
-                verdict=REGRESSION if REGRESSION in verdicts else OK,
-            )
-        )
-        lines.extend(
-            f"{rank}: {metric}: {line}" for rank, (_, _, said) in zip(ranks, judged, strict=True) for line in said
-        )
-
-    ranks = [rank for rank, _ in quality]
-    stored = {rank: base.get(rank) for rank in ranks}
-    if all("accuracy" in q for _, q in quality):
-        b = [stored[r].get("accuracy") if stored[r] else None for r in ranks]
-        base_cell = (
-            NOT_IN_BASELINE if b[0] is None else f"{sum(v['status'] == 'pass' for v in b[0].values())}/{len(b[0])} pass"
-        )
-        row(ACCURACY, base_cell, [_accuracy(bb, q) for bb, (_, q) in zip(b, quality, strict=True)], ranks)
-    if all("parity" in q for _, q in quality):
-        n = len(quality[0][1]["parity"]["replicated"])
-        out.append(
-            Row(
-                metric=PARITY,
-                baseline="-",
-                per_rank=[f"{n} equal" if n else "none declared" for _ in quality],
-                verdict=OK,
-            )
-        )
-    if all("speed" in q for _, q in quality):
-        b = [stored[r].get("speed") if stored[r] else None for r in ranks]
-        row(
-            SPEEDUP,
-            NOT_IN_BASELINE if b[0] is None else f"{b[0]['speedup']:.3f}",
-            [_speed(bb, q, judging) for bb, (_, q) in zip(b, quality, strict=True)],
-            ranks,
-        )
-    states = sorted({s for _, q in quality for s in q.get("compile_time", {})})
-    for state in states:
-        if not all(state in q.get("compile_time", {}) for _, q in quality):
-            continue
-        b = [(stored[r] or {}).get("compile_time", {}).get(state) for r in ranks]
-        if state in UNJUDGED:
-            base_cell = "not judged (use --compile-time cold)"
-            b = [None for _ in ranks]
-        elif b[0] is None:
-            have = sorted((stored[ranks[0]] or {}).get("compile_time", {}))
-            base_cell = f"{NOT_IN_BASELINE}" + (f" (has {', '.join(have)})" if have else "")
-        else:
-            base_cell = f"x{b[0]['ratio']} ({b[0]['total_s']:.2f}s {b[0].get('basis', 'wall')})"
-        row(
-            compile_metric(state),
-            base_cell,
-            [_compile(bb, state, q["compile_time"][state], judging) for bb, (_, q) in zip(b, quality, strict=True)],
-            ranks,
-        )
-    if all("memory" in q for _, q in quality):
-        b = [(stored[r] or {}).get("memory") for r in ranks]
-        judged = [_memory(bb, q["memory"], judging) for bb, (_, q) in zip(b, quality, strict=True)]
-        row(MEMORY, "n/a" if b[0] is None else f"x{b[0]['ratio']}", judged, ranks)
-    return out, lines

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from compile_guard import compat
-from compile_guard.quality import accuracy, compile_time, parity, speed
+from compile_guard.quality import accuracy, compile_time, machine, parity, speed
 from compile_guard.quality.options import COLD, MIXED, REWARM, WARM, Measure
 from engine import events
 
@@ -153,16 +153,19 @@ def measure(
     calls = subject.calls[: opts.max_calls]
     graphs_before = subject.graph_count()
     result: dict[str, Any] = {"calls": len(calls)}
+    parts: dict[str, float] = {}  # wall seconds of each part: what the measurement costs, part by part
     frames = clock.stop() if clock is not None else []
     if not calls:
         return {**result, "skipped": "no call of the compiled region was recorded"}
     replicated: list[tuple[str, Any]] = []
+    mark = time.perf_counter()
     if opts.accuracy or opts.parity:  # parity compares the compiled outputs the accuracy replays make
         judged, replicated = _accuracy(subject, calls, opts)
         if opts.accuracy:
             result["accuracy"] = judged
     if opts.parity:
         result["parity"] = parity.check(replicated, group=group, ranks=ranks, device=device, what=what)
+    parts["accuracy"], mark = round(time.perf_counter() - mark, 3), time.perf_counter()
 
     def step(fn: Callable[..., Any], steps: list[Call] = calls[:1]) -> Callable[[], None]:
         """One step: the first recorded call (a generator call of the engine, a target's first input step); the
@@ -175,13 +178,19 @@ def measure(
         return run_calls
 
     if opts.speed:
+        compiled_step = speed.slower(step(subject.compiled), device)  # as it is, unless a test slows it
         result["speed"] = speed.measure_speed(
-            step(subject.eager), step(subject.compiled), repeats=opts.repeats, device=device, group=group
+            step(subject.eager), compiled_step, repeats=opts.repeats, device=device, group=group
         )
+    parts["speed"], mark = round(time.perf_counter() - mark, 3), time.perf_counter()
+    if opts.speed or opts.compile_time != "off":
+        result["machine"] = machine.machine(device)  # what the timings are comparable with
     if opts.memory:
         result["memory"] = speed.measure_memory(step(subject.eager), step(subject.compiled), device)
     if opts.compile_time != "off" and clock is not None:
         result["compile_time"] = _compile_time(subject, frames, clock, opts, step)
+    parts["compile_time"] = round(time.perf_counter() - mark, 3)
+    result["parts_s"] = parts
     result["recompiled"] = subject.graph_count() - graphs_before  # the measurement's own compiles (warm replay)
     result["wall_s"] = round(time.perf_counter() - started, 3)
     events.emit(
@@ -201,13 +210,11 @@ def _compile_time(
     step: Callable[..., Callable[[], None]],
 ) -> dict[str, Any]:
     cpu = clock.cpu
-    state = compile_time.state_of(frames, subject.backend, empty_cache=opts.compile_time == "cold")
+    state = compile_time.state_of(frames, subject.backend, empty_cache=clock.cold)
     measured = {
-        state: compile_time.summary(
-            frames, state=state, cpu=cpu, calibration=compile_time.calibration(), built=clock.built
-        )
+        state: compile_time.summary(frames, state=state, cpu=cpu, calibration=clock.calibration(), built=clock.built)
     }
-    if opts.compile_time == "cold" and state == COLD:
+    if clock.cold and state == COLD:
         # the same program again from the cache the cold compile filled: its warm figure, in this same run
         torch.compiler.reset()
         clock = compile_time.CompileClock()
@@ -216,6 +223,6 @@ def _compile_time(
         # "rewarm": from the disk cache, in a process whose in-memory caches are hot; compared with rewarm only
         warm_state = REWARM if compile_time.state_of(warm_frames, subject.backend) == WARM else MIXED
         measured[warm_state] = compile_time.summary(
-            warm_frames, state=warm_state, cpu=clock.cpu, calibration=compile_time.calibration(), built=clock.built
+            warm_frames, state=warm_state, cpu=clock.cpu, calibration=clock.calibration(), built=clock.built
         )
     return measured

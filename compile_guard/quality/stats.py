@@ -1,14 +1,28 @@
-"""The statistics a timing rule needs, torch-free: median, quartiles, the one-sided Mann-Whitney U test.
+"""The statistics a timing rule needs, torch-free: quantiles, a robust standard error, and the one-sided test
+that decides whether a time grew.
 
-asv and torch's HUD judge speed by a factor; asv adds a Mann-Whitney test so one noisy run cannot fail a
-build. The test here is the normal approximation with the tie correction, exact enough from 8 samples a side
-(the default is 20).
+Both timing rules (speed, compile time) judge the growth of a time against the baseline's, in log units:
+y = ln(run / baseline) (the compiled step's time relative to eager's; a compile's CPU seconds relative to the
+calibration's). y is compared with its standard error, SE² = se_run² + se_base² + 2·noise²: each figure's own
+sampling error, and the spread between runs on one machine that no run's own samples can show (`noise`, the
+relative sd of a run's figure around the machine's: a process's memory layout, the host's neighbours; measured
+by benchmarks/bench_quality.py and argued in docs/check.md). A growth is a regression when it is significant,
+y > z(1-alpha)·SE, *and* larger than half the growth the gate is asked to catch, y > ln(factor) / 2: the test
+keeps a noisy run from failing, the cut keeps a precise run from failing on a growth too small to matter, and
+a growth of the full factor is caught whenever the run's minimum detectable effect is below it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+POWER = 0.9  # the minimum detectable effect is the growth caught with this probability
+_NORMAL = NormalDist()
+_MEDIAN_SE = 1.2533  # the standard error of a median is ~ this x sd / sqrt(n) (normal data)
+_MAD_SD = 1.4826  # sd ~ this x the median absolute deviation (normal data)
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -25,32 +39,51 @@ def median(values: Sequence[float]) -> float:
     return quantile(values, 0.5)
 
 
-def _ranks(values: list[float]) -> tuple[list[float], list[int]]:
-    """Mid-ranks (1-based) of `values`, and the size of each group of ties."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks, ties, i = [0.0] * len(values), [], 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        ties.append(j - i + 1)
-        i = j + 1
-    return ranks, ties
+def log_median_se(values: Sequence[float]) -> tuple[float, float]:
+    """(ln of the median, the standard error of that log) of positive samples, robustly: the spread is the
+    median absolute deviation of the logs, so one preempted sample cannot widen it. Fewer than 3 samples: an
+    infinite error (nothing can be concluded)."""
+    logs = [math.log(v) for v in values if v > 0]
+    if len(logs) < 3:
+        return (math.log(median(values)) if logs else 0.0), math.inf
+    center = median(logs)
+    mad = median([abs(v - center) for v in logs])
+    return center, _MEDIAN_SE * _MAD_SD * mad / math.sqrt(len(logs))
 
 
-def mann_whitney_less(a: Sequence[float], b: Sequence[float]) -> float:
-    """One-sided p-value that `a` is stochastically smaller than `b` (H1: P(a < b) > 1/2), normal approximation
-    with tie and continuity corrections. 1.0 when either side is empty or every value is equal."""
-    n1, n2 = len(a), len(b)
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    ranks, ties = _ranks([*a, *b])
-    u_a = sum(ranks[:n1]) - n1 * (n1 + 1) / 2  # pairs where a beats (is above) b, ties counting half
-    n = n1 + n2
-    variance = n1 * n2 / 12 * ((n + 1) - sum(t**3 - t for t in ties) / (n * (n - 1)))
-    if variance <= 0:
-        return 1.0
-    z = (u_a - n1 * n2 / 2 + 0.5) / math.sqrt(variance)  # small u_a: a sits below b
-    return 0.5 * math.erfc(-z / math.sqrt(2))
+@dataclass(frozen=True, kw_only=True)
+class Growth:
+    """A time's growth against the baseline's, judged."""
+
+    log_ratio: float  # y = ln(run / baseline): > 0 slower, < 0 faster
+    se: float  # its standard error (the run's, the baseline's, and 2 x noise² between runs)
+    p: float  # one-sided: the chance of a growth this large or larger when nothing changed
+    threshold: float  # the growth (log) above which this run fails: max(the cut, the significance bound)
+    mde: float  # minimum detectable effect: the growth (a fraction, 0.05 = 5 %) caught with POWER
+    regressed: bool  # y > threshold: significant (p < alpha) and above the cut
+
+    @property
+    def ratio(self) -> float:
+        return math.exp(self.log_ratio)
+
+
+def growth(
+    run_log: float, run_se: float, base_log: float, base_se: float, *, noise: float, alpha: float, factor: float
+) -> Growth:
+    """The one-sided test of the module's docstring: `factor` the growth to catch (1.05: a time 5 % longer)."""
+    y = run_log - base_log
+    se = math.sqrt(run_se**2 + base_se**2 + 2 * noise**2)
+    cut = math.log(factor) / 2
+    if not math.isfinite(se) or se <= 0:
+        # no spread at all cannot happen with noise > 0; an infinite one (too few samples) proves nothing
+        return Growth(log_ratio=y, se=se, p=1.0, threshold=math.inf, mde=math.inf, regressed=False)
+    bound = _NORMAL.inv_cdf(1 - alpha) * se
+    threshold = max(cut, bound)
+    return Growth(
+        log_ratio=y,
+        se=se,
+        p=1 - _NORMAL.cdf(y / se),
+        threshold=threshold,
+        mde=math.exp(threshold + _NORMAL.inv_cdf(POWER) * se) - 1,
+        regressed=y > threshold,
+    )

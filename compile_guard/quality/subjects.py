@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from compile_guard import compat
 from compile_guard.quality import compile_time, parity
 from compile_guard.quality.measure import Call, Subject, copy_value
 from compile_guard.quality.options import Measure
@@ -73,7 +74,15 @@ def target_subject(region: CompiledRegion, target: Any, backend: str) -> Subject
 
 
 @contextlib.contextmanager
-def compile_cache(opts: Measure) -> Iterator[None]:
-    """--compile-time cold: the whole run compiles in an empty inductor cache directory of its own."""
-    with compile_time.empty_cache_dir() if opts.compile_time == "cold" else contextlib.nullcontext():
-        yield
+def compile_cache(opts: Measure, backend: str) -> Iterator[bool]:
+    """Where the run compiles; yields whether cold (an empty inductor cache directory of its own). --compile-time
+    cold: one removed after; auto, under inductor, with the cache empty as the rank starts: one merged into the
+    cache after (compile_guard.quality.compile_time.cold_if_empty); else the cache as it is."""
+    if opts.compile_time == "cold":
+        with compile_time.empty_cache_dir():
+            yield True
+    elif opts.compile_time == "auto" and backend == "inductor":
+        with compile_time.cold_if_empty(compat.inductor_cache_dir()) as cold:
+            yield cold
+    else:
+        yield False

@@ -46,8 +46,9 @@ from engine.runspec import RunSpec
 from engine.topology import pp1, stages, tp
 
 
-def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
-    """The engine's scenario through its three stages (engine.topology.stages), probed between them."""
+def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None, *, cold: bool = False) -> RankReport:
+    """The engine's scenario through its three stages (engine.topology.stages), probed between them; `cold`: it
+    compiles in an empty inductor cache directory of its own."""
     prepared = (pp1 if spec.topology == "pp1" else tp).prepare(ctx, spec)
     faults = FaultInjector.requested()  # only a matrix row's run asks for one
     if prepared.role == stages.DRIVER:  # pp1's rank 0: out of the mesh, compiles nothing: reported apart
@@ -65,7 +66,7 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
     opts = Measure.from_dict(spec.quality)
     # the warmup chunk's calls of the region, replayed by the quality measurement after the run
     recorder = Recorder(built.region, limit=opts.max_calls) if opts.any and built.region.compiled else None
-    clock = CompileClock() if opts.compile_time != "off" and built.region.compiled else None
+    clock = CompileClock(cold=cold) if opts.compile_time != "off" and built.region.compiled else None
     dump = depyf_dump(dump_dir / f"rank{ctx.rank}" if dump_dir else None)
     # pp1: rank0 drives the mesh from outside it and keeps no ledger, so the mesh watches its own group only
     groups = [group] if spec.topology == "pp1" or group is dist.group.WORLD else [group, dist.group.WORLD]
@@ -103,10 +104,10 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
 
 
 def probe_rank(ctx: RankContext, spec: RunSpec, dump_dir: Path | None) -> RankReport:
-    """This rank's report: the engine's scenario, or the user's --target (--compile-time cold: compiled in an
-    empty inductor cache directory of this rank's own)."""
-    with compile_cache(Measure.from_dict(spec.quality)), lowering_fault():
-        return target.run(ctx, spec) if spec.target is not None else run(ctx, spec, dump_dir)
+    """This rank's report: the engine's scenario, or the user's --target (compiled cold in an empty inductor cache
+    directory of this rank's own with --compile-time cold, or when the cache is empty as the rank starts)."""
+    with compile_cache(Measure.from_dict(spec.quality), spec.compile) as cold, lowering_fault():
+        return target.run(ctx, spec, cold=cold) if spec.target is not None else run(ctx, spec, dump_dir, cold=cold)
 
 
 def _parse(argv: list[str] | None, *, launched: bool) -> argparse.Namespace:

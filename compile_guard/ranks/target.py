@@ -32,7 +32,8 @@ from engine.layout import ParallelLayout, RankContext
 from engine.runspec import RunSpec
 
 
-def run(ctx: RankContext, spec: RunSpec) -> RankReport:
+def run(ctx: RankContext, spec: RunSpec, *, cold: bool = False) -> RankReport:
+    """The user's --target on this rank; `cold`: it compiles in an empty inductor cache of its own."""
     layout = ParallelLayout(ctx, tp=ctx.world_size)
     group, ranks = layout.group("tp"), layout.ranks("tp")
     ccfg = spec.compile_config()
@@ -52,7 +53,7 @@ def run(ctx: RankContext, spec: RunSpec) -> RankReport:
     region = CompiledRegion("target", target.fn, ccfg)
     probe = CompileProbe(region)
     opts = Measure.from_dict(spec.quality)
-    clock = CompileClock() if opts.compile_time != "off" and region.compiled else None
+    clock = CompileClock(cold=cold) if opts.compile_time != "off" and region.compiled else None
     with (
         agreement_on(
             region,

@@ -1,0 +1,241 @@
+"""The quality table of a check's report: one row per quality metric, a cell per rank, the lines that explain
+each judgement, and the timings' figures for --json. The rules are compile_guard.quality.judge's. Torch-free.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from compile_guard.health.policy import OK, REGRESSION, Row
+from compile_guard.quality import machine
+from compile_guard.quality.judge import (
+    ACCURACY,
+    LIVE,
+    MEMORY,
+    NOT_COMPARABLE,
+    NOT_IN_BASELINE,
+    PARITY,
+    REPORTED,
+    SPEEDUP,
+    WHY_UNJUDGED,
+    compile_growth,
+    compile_metric,
+    growth_json,
+    mde_text,
+    speed_growth,
+)
+from compile_guard.quality.options import REPORT, Judging
+
+Judged = tuple[str, str, list[str], dict[str, Any]]  # (cell, verdict, lines, what the judgement found)
+_ORDER = (REGRESSION, NOT_COMPARABLE, REPORTED, OK)  # a row's verdict: the first of these any rank has
+
+
+def _not_judged(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging) -> tuple[str, str] | None:
+    """(verdict, why) when this rank's timings are not to be judged against `base` (a rank's stored quality)."""
+    if judging.timings == REPORT:
+        return REPORTED, "reported, not judged (--timings report)"
+    apart = machine.difference(q.get("machine"), (base or {}).get("machine"))
+    return (NOT_COMPARABLE, f"not comparable ({apart})") if apart else None
+
+
+def _accuracy(base: dict[str, Any] | None, q: dict[str, Any]) -> Judged:
+    outputs = q["accuracy"]["outputs"]
+    fails = [o for o in outputs if o["status"] == "fail"]
+    cell = f"{sum(o['status'] == 'pass' for o in outputs)}/{len(outputs)} pass ({q['accuracy']['reference']})"
+    nondet = [o["name"] for o in outputs if o["status"] == "nondeterministic"]
+    if nondet:
+        cell += f", {len(nondet)} nondeterministic"
+    if base is None:
+        return cell, OK, [f"{_said(o)} (not in baseline: reported)" for o in fails], {}
+    regressed = [o for o in fails if base.get(o["name"], {}).get("status") == "pass"]
+    lines = [_said(o) for o in regressed] + [
+        f"{_said(o)} (failed in the baseline too)" for o in fails if o not in regressed
+    ]
+    return cell, REGRESSION if regressed else OK, lines, {}
+
+
+def _said(o: dict[str, Any]) -> str:
+    worst = o.get("worst") or {}
+    where = (
+        f"; worst element {worst.get('index')}: compiled {worst.get('compiled'):.6g} vs"
+        f" {o.get('reference', 'eager')} {worst.get('reference'):.6g}"
+        if worst
+        else ""
+    )
+    return (
+        f"output {o['name']} ({o.get('dtype', '?')} {o.get('shape', '')}): {o['detail']}; tolerance"
+        f" {o.get('tolerance')}{where}"
+    )
+
+
+def _speed(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging, stored: dict[str, Any] | None) -> Judged:
+    s = q["speed"]
+    cell = f"{s['speedup']:.3f} [{s['spread'][0]:.2f}-{s['spread'][1]:.2f}]"
+    what = f"speedup {s['speedup']:.3f} ({s.get('basis', 'wall')}, {len(s['samples'])} pairs"
+    what += f"; live {s['live']['speedup']:.3f})" if "live" in s else ")"
+    if s.get("why"):
+        what += f" [{s['why']}]"
+    if base is None:
+        return cell, OK, [], {"judged": False, "why": NOT_IN_BASELINE}
+    skip = _not_judged(stored, q, judging)
+    if skip is None and base.get("basis", "wall") != s.get("basis", "wall"):
+        skip = NOT_COMPARABLE, f"not comparable (the baseline's speedup is by its {base.get('basis', 'wall')} figure)"
+    g = speed_growth(s, base, judging)
+    found = {**growth_json(g), "judged": skip is None, "why": skip[1] if skip else ""}
+    said = f"{what} vs the baseline's {base['speedup']:.3f}: compiled step x{g.ratio:.3f}, p={g.p:.2g}, {mde_text(g)}"
+    if skip is not None:
+        return f"{cell}, {skip[0]}", skip[0], [f"{said}; {skip[1]}"], found
+    if g.regressed:
+        return (
+            cell,
+            REGRESSION,
+            [
+                f"{said}: the compiled step grew x{g.ratio:.3f} > x{found['threshold']} (half of --speed-factor"
+                f" {judging.speed_factor:g}, or the significance bound at alpha {judging.alpha:g}): regression"
+            ],
+            found,
+        )
+    return cell, OK, [said], found
+
+
+def _compile(
+    base: dict[str, Any] | None, state: str, c: dict[str, Any], judging: Judging, q: dict[str, Any], stored: Any
+) -> Judged:
+    basis = c.get("basis", "wall")
+    cell = f"x{c['ratio']} ({c['total_s']:.2f}s {basis})"
+    if base is None or c["ratio"] is None or base.get("ratio") is None:
+        return cell, OK, [], {"judged": False, "why": NOT_IN_BASELINE}
+    skip = _not_judged(stored, q, judging)
+    if skip is None and base.get("basis", "wall") != basis:
+        skip = NOT_COMPARABLE, f"not comparable (the baseline's compile time is by {base.get('basis', 'wall')})"
+    g = compile_growth(c, base, judging)
+    expected_s = base["ratio"] * c["calibration_s"]  # the baseline's compile, in this run's terms
+    found = {**growth_json(g), "judged": skip is None, "why": skip[1] if skip else ""}
+    said = (
+        f"compile time ({state}) x{c['ratio']} the calibration ({c['total_s']:.2f}s {basis}) vs the baseline's"
+        f" x{base['ratio']} ({expected_s:.2f}s in this run's terms): x{g.ratio:.3f}, p={g.p:.2g}, {mde_text(g)}"
+    )
+    if skip is not None:
+        return f"{cell}, {skip[0]}", skip[0], [f"{said}; {skip[1]}"], found
+    if g.regressed and c["total_s"] - expected_s > judging.compile_floor_s:
+        grown = [
+            f"{gr['name']} x{base['graphs'].get(gr['name'])} -> x{gr['ratio']}"
+            for gr in c["graphs"]
+            if gr["ratio"] is not None
+            and gr["ratio"] > (base["graphs"].get(gr["name"]) or 0) * judging.compile_factor**0.5
+        ]
+        return (
+            cell,
+            REGRESSION,
+            [
+                f"{said}: grew > x{found['threshold']} (half of --compile-factor {judging.compile_factor:g}, or the"
+                f" significance bound) and by > {judging.compile_floor_s:g}s: regression; graphs that grew:"
+                f" {grown or 'none alone'}"
+            ],
+            found,
+        )
+    return cell, OK, [said], {**found, "regressed": False}
+
+
+def _memory(base: dict[str, Any] | None, m: dict[str, Any], judging: Judging) -> Judged:
+    if not m.get("measured"):
+        return "n/a", OK, [], {}
+    cell = f"x{m['ratio']}"
+    if base is None or m["ratio"] is None or base.get("ratio") is None:
+        return cell, OK, [], {}
+    if m["ratio"] > base["ratio"] * judging.memory_factor:
+        line = f"peak memory compiled/eager x{m['ratio']} > the baseline's x{base['ratio']} * {judging.memory_factor:g}"
+        return cell, REGRESSION, [line], {}
+    return cell, OK, [], {}
+
+
+def rows(
+    base: dict[str, Any], per_rank: list[tuple[str, dict[str, Any]]], judging: Judging
+) -> tuple[list[Row], list[str], dict[str, Any]]:
+    """(rows for the report's quality table, lines explaining each judgement, per rank what the timing tests
+    found: ratio, p, se, threshold, mde, regressed, judged and why not)."""
+    out: list[Row] = []
+    lines: list[str] = []
+    timings: dict[str, dict[str, Any]] = {}
+    quality = [(rank, q) for rank, q in per_rank if q and "skipped" not in q]
+    if not quality:
+        return [], [], {}
+    ranks = [rank for rank, _ in quality]
+    stored = {rank: base.get(rank) for rank in ranks}
+
+    def row(metric: str, base_cell: str, judge_rank: Callable[[str, dict[str, Any]], Judged], key: str = "") -> None:
+        judged = [judge_rank(rank, q) for rank, q in quality]
+        verdicts = {v for _, v, _, _ in judged}
+        out.append(
+            Row(
+                metric=metric,
+                baseline=base_cell,
+                per_rank=[c for c, _, _, _ in judged],
+                verdict=next(v for v in _ORDER if v in verdicts),
+            )
+        )
+        for rank, (_, _, said, found) in zip(ranks, judged, strict=True):
+            lines.extend(f"{rank}: {metric}: {line}" for line in said)
+            if key and found:
+                parts = key.split(".")
+                slot = timings.setdefault(rank, {})
+                for part in parts[:-1]:
+                    slot = slot.setdefault(part, {})
+                slot[parts[-1]] = found
+
+    first = stored[ranks[0]] or {}
+    if all("accuracy" in q for _, q in quality):
+        b0 = first.get("accuracy")
+        base_cell = (
+            NOT_IN_BASELINE if b0 is None else f"{sum(v['status'] == 'pass' for v in b0.values())}/{len(b0)} pass"
+        )
+        row(ACCURACY, base_cell, lambda r, q: _accuracy((stored[r] or {}).get("accuracy"), q))
+    if all("parity" in q for _, q in quality):
+        n = len(quality[0][1]["parity"]["replicated"])
+        out.append(
+            Row(metric=PARITY, baseline="-", per_rank=[f"{n} equal" if n else "none declared"] * len(ranks), verdict=OK)
+        )
+    if all("speed" in q for _, q in quality):
+        b0 = first.get("speed")
+        row(
+            SPEEDUP,
+            NOT_IN_BASELINE if b0 is None else f"{b0['speedup']:.3f}",
+            lambda r, q: _speed((stored[r] or {}).get("speed"), q, judging, stored[r]),
+            key="speed",
+        )
+        if all("live" in q["speed"] for _, q in quality):
+            row(LIVE, "-", lambda r, q: (f"{q['speed']['live']['speedup']:.3f}", REPORTED, [], {}))
+    for state in sorted({s for _, q in quality for s in q.get("compile_time", {})}):
+        if not all(state in q.get("compile_time", {}) for _, q in quality):
+            continue
+        if state in WHY_UNJUDGED:
+            row(
+                compile_metric(state),
+                "not judged",
+                lambda r, q, s=state: _compile(None, s, q["compile_time"][s], judging, q, None),
+            )
+            lines.append(f"{compile_metric(state)}: {WHY_UNJUDGED[state]}")
+            continue
+        b0 = first.get("compile_time", {}).get(state)
+        have = sorted(first.get("compile_time", {}))
+        base_cell = (
+            f"x{b0['ratio']} ({b0['total_s']:.2f}s {b0.get('basis', 'wall')})"
+            if b0
+            else NOT_IN_BASELINE + (f" (has {', '.join(have)})" if have else "")
+        )
+        row(
+            compile_metric(state),
+            base_cell,
+            lambda r, q, s=state: _compile(
+                (stored[r] or {}).get("compile_time", {}).get(s), s, q["compile_time"][s], judging, q, stored[r]
+            ),
+            key=f"compile_time.{state}",
+        )
+    if all("memory" in q for _, q in quality):
+        b0 = first.get("memory")
+        row(
+            MEMORY,
+            "n/a" if b0 is None else f"x{b0['ratio']}",
+            lambda r, q: _memory((stored[r] or {}).get("memory"), q["memory"], judging),
+        )
+    return out, lines, timings
