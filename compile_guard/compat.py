@@ -56,6 +56,8 @@ _PRIVATE = {
     "backend_type": "torch.distributed.ProcessGroup.BackendType",
     # the inductor cache directory a compile uses (TORCHINDUCTOR_CACHE_DIR or its default), 2.6-2.15
     "inductor_cache_dir": "torch._inductor.runtime.cache_dir_utils.cache_dir",
+    # inductor's in-process caches (loaded kernels and modules), cleared for a cold compile in a warm process: 2.13.0
+    "inductor_clear_caches": "torch._inductor.utils.clear_caches",
 }
 ENTRY_POINTS = tuple(_PRIVATE.values())
 # dynamo's graph-break artifact logger (a logger name, not an attribute: the probe and the agreement attach a
@@ -394,3 +396,14 @@ def inductor_cache_dir() -> str:
     """The directory inductor caches into now (TORCHINDUCTOR_CACHE_DIR, else its per-user default).
     torch._inductor.runtime.cache_dir_utils.cache_dir (2.6-2.15)."""
     return str(_private("inductor_cache_dir")())
+
+
+def clear_inductor_caches() -> None:
+    """Forget the kernels and modules inductor loaded in this process, so the next compile in an empty cache
+    directory builds every kernel again (a cold compile in a process that already compiled the program).
+    torch._inductor.utils.clear_caches (2.13.0; clear_inductor_caches before it was renamed)."""
+    try:
+        clear = _private("inductor_clear_caches")
+    except TorchInternalMissing:
+        clear = resolve("torch._inductor.utils.clear_inductor_caches")
+    clear()

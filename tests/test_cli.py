@@ -83,6 +83,7 @@ SURFACE = {
         "--no-speed",
         "--nproc",
         "--repeats",
+        "--runs",
         "--scenario",
         "--stall-s",
         "--target",
@@ -179,7 +180,7 @@ def test_matrix_junit_one_case_per_row(tmp_path, monkeypatch):
     from compile_guard.commands import matrix
     from compile_guard.matrix.runner import RowResult
 
-    def fake_row(row, log_root):
+    def fake_row(row, log_root, healthy=None):
         problems = ["rank 1 exited 0, expected one of [10]"] if row.id == "OM-04" else []
         return RowResult(
             id=row.id,

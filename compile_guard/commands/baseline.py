@@ -15,6 +15,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from compile_guard.commands.argtypes import positive_int
 from compile_guard.commands.check import add_spec_args, spec_from
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.request import CheckRequest
@@ -22,9 +23,9 @@ from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.launch.modes import Output, RunMode
+from compile_guard.quality.judge import MIN_RUNS, keep_states, pool_runs
 from compile_guard.quality.judge import between as between_quality
 from compile_guard.quality.judge import describe as describe_quality
-from compile_guard.quality.judge import keep_states
 from compile_guard.verdict import Cli
 
 
@@ -36,6 +37,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         description="Example: compile-guard baseline refresh --scenario tp2",
     )
     add_spec_args(refresh)
+    refresh.add_argument(
+        "--runs",
+        type=positive_int,
+        default=1,
+        help=f"run the check this many times and keep every run's timings: with {MIN_RUNS} or more, the judge measures"
+        " this machine's noise between runs from them instead of assuming it (default 1)",
+    )
     refresh.add_argument("--baselines", type=Path, default=bl.DEFAULT_DIR)
     refresh.add_argument("--log-dir", type=Path, default=None)
     refresh.add_argument("--dump-dir", type=Path, default=None)
@@ -82,11 +90,24 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         dump_dir=args.dump_dir,
         progress=True,
     )
-    judged = run_and_judge(request, mode)
-    checked = judged.run
-    if checked is None or checked.reports is None:
-        out.print(judged.report.text)
-        return judged.report.exit_code
+    runs = []
+    for i in range(args.runs):
+        if args.runs > 1:
+            out.print(f"refresh run {i + 1} of {args.runs}")
+        judged = run_and_judge(request, mode)
+        checked = judged.run
+        if checked is None or checked.reports is None:
+            out.print(judged.report.text)
+            return judged.report.exit_code
+        runs.append(checked)
+    moved = [k for k in runs[0].metrics()[0] if any(r.metrics()[0][k] != runs[0].metrics()[0][k] for r in runs[1:])]
+    if moved:
+        out.print(
+            f"refusing to write a baseline: the {args.runs} runs compiled differently ({moved} moved between runs):"
+            " the program does not compile the same way twice; find out why before gating on it",
+            err=True,
+        )
+        return Cli.FAIL
     empty = policy.nothing_compiled(checked.metrics(), compile_on=spec.compile != "off")
     if empty:
         out.print(
@@ -96,6 +117,8 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         )
         return Cli.FAIL
     new = checked.to_baseline()
+    if len(runs) > 1:  # every run's timings, so the judge can measure this machine's noise between runs
+        new = dataclasses.replace(new, quality=pool_runs([r.to_baseline().quality for r in runs]))
     assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
     if previous is not None and previous.factors == new.factors:
         quality, kept = keep_states(new.quality, previous.quality)

@@ -231,7 +231,8 @@ def judge(
         *_detail_lines(run, rows, ranks),
     ]
     if quality_rows:
-        lines += ["", metric_table(quality_rows, ranks), *quality_lines]
+        lines += ["", metric_table(quality_rows, ranks)]
+        lines += [part for line in quality_lines for part in textwrap.wrap(line, TABLE_WIDTH, subsequent_indent="    ")]
     rows += quality_rows
     if passed:
         lines.append("PASS")

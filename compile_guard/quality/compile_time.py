@@ -33,10 +33,12 @@ _CALIBRATION_SOURCE = "\n".join(
     f"def f{i}(x):\n    y = [x + {i}, x * {i % 7}, str(x)]\n    return (len(y[2]), y[0] ^ y[1])"
     for i in range(_FUNCTIONS)
 )
-CALIBRATION_REPEATS = 3  # calibration runs at each of three moments: before the first compile, after the last,
-# and at the measurement. This machine kind's CPU speed per thread wanders by up to x1.8 within seconds (a
-# neighbour on the host's sibling hardware thread: the calibration alone read 55-106 ms in one minute), so the
-# unit is the mean over the run, and its spread says how far the machine wandered (the judge's error grows by it)
+CALIBRATION_REPEATS = 2  # calibration runs right before and right after each frame compile (the clock's hooks,
+# outside the compile's own CPU count). This machine kind's CPU speed per thread wanders by up to x1.8 (a
+# neighbour on the host's sibling hardware thread: the calibration alone read 55-106 ms in one minute) and stays
+# for seconds, so the runs that bracket a compile see the speed it ran at: the unit is their mean, and their spread
+# says how far the machine wandered meanwhile (the judge's error grows by it). A clock that saw no compile
+# calibrates when asked.
 _LIMIT = 10_000
 
 
@@ -149,7 +151,7 @@ class CompileClock:
 
     def __init__(self, *, cold: bool = False) -> None:
         self.cold = cold
-        self.runs = calibration_runs(CALIBRATION_REPEATS)  # the machine's speed before the first compile
+        self.runs: list[tuple[float, float]] = []  # calibration runs bracketing each compile
         self._since = compat.compile_records(0, limit=_LIMIT)[1]
         self._cpu: list[float] = []
         self._kids: list[float] = []  # of which children that ended (g++): work a warm cache skips
@@ -157,6 +159,7 @@ class CompileClock:
         self._remove = compat.on_compiles(self._start, self._end)
 
     def _start(self, _args: Any = None) -> None:
+        self.runs += calibration_runs(CALIBRATION_REPEATS)  # the machine's speed as the compile starts
         self._started = _cpu_s()
 
     def _end(self, _args: Any = None) -> None:
@@ -165,6 +168,7 @@ class CompileClock:
             self._cpu.append(cpu - cpu0)
             self._kids.append(kids - kids0)
             self._started = None
+            self.runs += calibration_runs(CALIBRATION_REPEATS)  # ... and as it ends
 
     def stop(self) -> list[dict[str, Any]]:
         """The frame compiles seen (compile id, frame, wall seconds, cache); `cpu` their CPU seconds, in order."""
@@ -188,12 +192,11 @@ class CompileClock:
             )
         self.cpu = list(self._cpu)
         self.built = list(self._kids)
-        self.runs += calibration_runs(CALIBRATION_REPEATS)  # ... and after the last
         return frames
 
     def calibration(self) -> dict[str, Any]:
-        """The unit of this clock's compiles: its calibration runs and CALIBRATION_REPEATS more now."""
-        return calibration(self.runs + calibration_runs(CALIBRATION_REPEATS))
+        """The unit of this clock's compiles: the calibration runs that bracketed them (runs now if none did)."""
+        return calibration(self.runs or calibration_runs(2 * CALIBRATION_REPEATS))
 
 
 def state_of(frames: list[dict[str, Any]], backend: str, *, empty_cache: bool = False) -> str:
@@ -218,10 +221,15 @@ def _calibration_once() -> tuple[float, float]:
     return time.perf_counter() - started, time.thread_time() - cpu
 
 
+_WARMED: list[bool] = []  # whether this process ran the calibration once untimed
+
+
 def calibration_runs(n: int) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of `n` calibration runs, after one untimed (a first run builds caches of the
-    interpreter's own)."""
-    _calibration_once()
+    """(wall, CPU) seconds of `n` calibration runs; the process's first is preceded by one untimed (a first run
+    builds caches of the interpreter's own)."""
+    if not _WARMED:
+        _calibration_once()
+        _WARMED.append(True)
     return [_calibration_once() for _ in range(n)]
 
 

@@ -20,6 +20,7 @@ A baseline without quality, or without this cache state: "not in baseline", repo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from compile_guard.quality import machine, stats
@@ -73,37 +74,55 @@ def describe(entry: dict[str, Any]) -> str:
     return "; ".join(said) or "nothing measured"
 
 
-def speed_growth(run: dict[str, Any], base: dict[str, Any], judging: Judging) -> stats.Growth:
-    """The compiled step's growth relative to eager: ln(base speedup) - ln(run speedup), from the samples."""
+MIN_RUNS = 3  # a baseline refreshed over at least this many runs measures its machine's noise (--runs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Side:
+    """The baseline's side of a timing test: its log figure, that figure's error, and the noise between runs."""
+
+    log: float  # ln of the baseline's time figure (the mean over its runs when it has MIN_RUNS)
+    se: float  # that figure's error, the noise between runs included
+    noise: float  # the relative sd of one run's figure between runs on the baseline's machine
+    noise_from: str  # "5 baseline runs" (measured there) or the flag whose default was assumed
+
+
+def _base_side(runs: list[float], log: float, se: float, default: float, flag: str) -> Side:
+    """With MIN_RUNS runs or more: their mean, and the noise measured as their spread (stats.spread_bound); the
+    mean's error is that noise over sqrt(runs). Fewer: the one run's figure, the noise assumed (`default`)."""
+    logs = [math.log(v) for v in runs if v > 0]
+    if len(logs) >= MIN_RUNS:
+        noise = stats.spread_bound(logs)
+        mean = sum(logs) / len(logs)
+        return Side(log=mean, se=noise / math.sqrt(len(logs)), noise=noise, noise_from=f"{len(logs)} baseline runs")
+    return Side(log=log, se=math.hypot(se, default), noise=default, noise_from=flag)
+
+
+def speed_growth(run: dict[str, Any], base: dict[str, Any], judging: Judging) -> tuple[stats.Growth, Side]:
+    """The compiled step's growth relative to eager: ln(base speedup) - ln(run speedup)."""
     run_log, run_se = stats.log_median_se(run["samples"])
     base_log, base_se = stats.log_median_se(base["samples"])
-    return stats.growth(
-        -run_log,
-        run_se,
-        -base_log,
-        base_se,
-        noise=judging.speed_noise,
-        alpha=judging.alpha,
-        factor=judging.speed_factor,
+    runs = [1 / v for v in base.get("runs", []) if v > 0]  # the compiled step's time relative to eager's
+    side = _base_side(runs, -base_log, base_se, judging.speed_noise, "--speed-noise")
+    g = stats.growth(
+        -run_log, math.hypot(run_se, side.noise), side.log, side.se, alpha=judging.alpha, factor=judging.speed_factor
     )
+    return g, side
 
 
-def compile_growth(run: dict[str, Any], base: dict[str, Any], judging: Judging) -> stats.Growth:
-    """A compile's CPU seconds over the calibration's, against the baseline's. One figure a side: its error is
-    how far each run's machine speed wandered (its calibration's spread: the compile ran at moments the
-    calibration did not see) and the between-run noise a steady machine still has (`compile_noise`)."""
-    return stats.growth(
-        math.log(run["ratio"]),
-        run.get("calibration_spread", 0.0),
-        math.log(base["ratio"]),
-        base.get("calibration_spread", 0.0),
-        noise=judging.compile_noise,
-        alpha=judging.alpha,
-        factor=judging.compile_factor,
+def compile_growth(run: dict[str, Any], base: dict[str, Any], judging: Judging) -> tuple[stats.Growth, Side]:
+    """A compile's CPU seconds against the baseline's (the same kind of machine: its record says so). One figure a
+    run: its error is the noise between runs. The ratio to the calibration is reported, not judged: on one
+    machine kind it only added the calibration's own noise (a 50 ms piece of Python swings x1.8 with the host's
+    neighbours, a 10 s compile averages them out: docs/check.md)."""
+    side = _base_side(base.get("runs", []), math.log(base["total_s"]), 0.0, judging.compile_noise, "--compile-noise")
+    g = stats.growth(
+        math.log(run["total_s"]), side.noise, side.log, side.se, alpha=judging.alpha, factor=judging.compile_factor
     )
+    return g, side
 
 
-def growth_json(g: stats.Growth) -> dict[str, Any]:
+def growth_json(g: stats.Growth, side: Side) -> dict[str, Any]:
     def num(v: float, digits: int) -> float | None:
         return round(v, digits) if math.isfinite(v) else None
 
@@ -114,6 +133,8 @@ def growth_json(g: stats.Growth) -> dict[str, Any]:
         "threshold": num(math.exp(g.threshold), 4),
         "mde": num(g.mde, 4),
         "regressed": g.regressed,
+        "noise": num(side.noise, 4),
+        "noise_from": side.noise_from,
     }
 
 
@@ -144,7 +165,7 @@ def between(old: dict[str, Any], new: dict[str, Any], judging: Judging = Judging
         said.append(f"timings not comparable ({apart})")
         return said
     if "speed" in a and "speed" in b and a["speed"].get("basis") == b["speed"].get("basis"):
-        g = speed_growth(b["speed"], a["speed"], judging)
+        g, _ = speed_growth(b["speed"], a["speed"], judging)
         said.append(
             f"speedup {a['speed']['speedup']:.3f} -> {b['speed']['speedup']:.3f} (compiled step x{g.ratio:.3f},"
             f" p={g.p:.2g}{', regression' if g.regressed else ''})"
@@ -168,6 +189,7 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
     if "speed" in quality:
         entry["speed"] = {k: quality["speed"][k] for k in ("speedup", "spread", "samples", "repeats")}
         entry["speed"]["basis"] = quality["speed"].get("basis", "wall")
+        entry["speed"]["runs"] = [quality["speed"]["speedup"]]  # one per refresh run (pool_runs)
     if "compile_time" in quality:
         entry["compile_time"] = {
             state: {
@@ -176,7 +198,9 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
                 "total_s": c["total_s"],
                 "calibration_s": c["calibration_s"],
                 "calibration_spread": c.get("calibration_spread", 0.0),
+                "alone": c.get("alone", False),  # a cold compile measured alone, each rank in turn
                 "graphs": {g["name"]: g["ratio"] for g in c["graphs"]},
+                "runs": [c["total_s"]],  # the judged CPU seconds, one per refresh run (pool_runs)
             }
             for state, c in quality["compile_time"].items()
             if state not in WHY_UNJUDGED
@@ -184,6 +208,27 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
     if quality.get("memory", {}).get("measured"):
         entry["memory"] = {"ratio": quality["memory"]["ratio"]}
     return entry
+
+
+def pool_runs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several refresh runs' quality (each per rank, as baseline_entry keeps it) as one: the first run's entry,
+    with every run's speedup and every cache state's compile ratio in `runs`, so the judge measures this
+    machine's noise from their spread (MIN_RUNS or more) and compares with their mean."""
+    pooled: dict[str, Any] = {}
+    for rank, first in entries[0].items():
+        entry = dict(first)
+        others = [e.get(rank, {}) for e in entries[1:]]
+        if "speed" in first:
+            runs = [v for e in (first, *others) for v in e.get("speed", {}).get("runs", [])]
+            entry["speed"] = {**first["speed"], "runs": runs}
+        states = {}
+        for state, c in first.get("compile_time", {}).items():
+            runs = [v for e in (first, *others) for v in e.get("compile_time", {}).get(state, {}).get("runs", [])]
+            states[state] = {**c, "runs": runs}
+        if states:
+            entry["compile_time"] = states
+        pooled[rank] = entry
+    return pooled
 
 
 def keep_states(new: dict[str, Any], old: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -4,6 +4,7 @@ each judgement, and the timings' figures for --json. The rules are compile_guard
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from compile_guard.health.policy import OK, REGRESSION, Row
@@ -71,7 +72,7 @@ def _said(o: dict[str, Any]) -> str:
 def _speed(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging, stored: dict[str, Any] | None) -> Judged:
     s = q["speed"]
     cell = f"{s['speedup']:.3f} [{s['spread'][0]:.2f}-{s['spread'][1]:.2f}]"
-    what = f"speedup {s['speedup']:.3f} ({s.get('basis', 'wall')}, {len(s['samples'])} pairs"
+    what = f"{s['speedup']:.3f} ({s.get('basis', 'wall')}, {s.get('repeats', len(s['samples']))} pairs"
     what += f"; live {s['live']['speedup']:.3f})" if "live" in s else ")"
     if s.get("why"):
         what += f" [{s['why']}]"
@@ -80,9 +81,12 @@ def _speed(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging, sto
     skip = _not_judged(stored, q, judging)
     if skip is None and base.get("basis", "wall") != s.get("basis", "wall"):
         skip = NOT_COMPARABLE, f"not comparable (the baseline's speedup is by its {base.get('basis', 'wall')} figure)"
-    g = speed_growth(s, base, judging)
-    found = {**growth_json(g), "judged": skip is None, "why": skip[1] if skip else ""}
-    said = f"{what} vs the baseline's {base['speedup']:.3f}: compiled step x{g.ratio:.3f}, p={g.p:.2g}, {mde_text(g)}"
+    g, side = speed_growth(s, base, judging)
+    found = {**growth_json(g, side), "judged": skip is None, "why": skip[1] if skip else ""}
+    said = (
+        f"{what} vs the baseline's {math.exp(-side.log):.3f}: compiled step x{g.ratio:.3f}, p={g.p:.2g}, {mde_text(g)}"
+        f" (noise {side.noise:.1%}: {side.noise_from})"
+    )
     if skip is not None:
         return f"{cell}, {skip[0]}", skip[0], [f"{said}; {skip[1]}"], found
     if g.regressed:
@@ -102,18 +106,23 @@ def _compile(
     base: dict[str, Any] | None, state: str, c: dict[str, Any], judging: Judging, q: dict[str, Any], stored: Any
 ) -> Judged:
     basis = c.get("basis", "wall")
-    cell = f"x{c['ratio']} ({c['total_s']:.2f}s {basis})"
+    how = "alone" if c.get("alone") else "in the run"
+    cell = f"{c['total_s']:.2f}s {basis} x{c['ratio']}"
     if base is None or c["ratio"] is None or base.get("ratio") is None:
         return cell, OK, [], {"judged": False, "why": NOT_IN_BASELINE}
     skip = _not_judged(stored, q, judging)
     if skip is None and base.get("basis", "wall") != basis:
         skip = NOT_COMPARABLE, f"not comparable (the baseline's compile time is by {base.get('basis', 'wall')})"
-    g = compile_growth(c, base, judging)
-    expected_s = base["ratio"] * c["calibration_s"]  # the baseline's compile, in this run's terms
-    found = {**growth_json(g), "judged": skip is None, "why": skip[1] if skip else ""}
+    if skip is None and bool(base.get("alone")) != bool(c.get("alone")):
+        where = "alone" if base.get("alone") else "in its run"
+        skip = NOT_COMPARABLE, f"not comparable (the baseline's compile was measured {where}, this one {how})"
+    g, side = compile_growth(c, base, judging)
+    expected_s = math.exp(side.log)  # the baseline's compile seconds
+    found = {**growth_json(g, side), "judged": skip is None, "why": skip[1] if skip else ""}
+    live = f"; in the run {c['live']['total_s']:.2f}s" if "live" in c else ""
     said = (
-        f"compile time ({state}) x{c['ratio']} the calibration ({c['total_s']:.2f}s {basis}) vs the baseline's"
-        f" x{base['ratio']} ({expected_s:.2f}s in this run's terms): x{g.ratio:.3f}, p={g.p:.2g}, {mde_text(g)}"
+        f"{c['total_s']:.2f}s {basis} ({how}{live}; x{c['ratio']} the calibration) vs the baseline's"
+        f" {expected_s:.2f}s: x{g.ratio:.3f}, p={g.p:.2g}, {mde_text(g)} (noise {side.noise:.1%}: {side.noise_from})"
     )
     if skip is not None:
         return f"{cell}, {skip[0]}", skip[0], [f"{said}; {skip[1]}"], found
@@ -129,8 +138,8 @@ def _compile(
             REGRESSION,
             [
                 f"{said}: grew > x{found['threshold']} (half of --compile-factor {judging.compile_factor:g}, or the"
-                f" significance bound) and by > {judging.compile_floor_s:g}s: regression; graphs that grew:"
-                f" {grown or 'none alone'}"
+                f" significance bound) and by > {judging.compile_floor_s:g}s: regression; graphs that grew (by their"
+                f" ratio to the calibration): {grown or 'none alone'}"
             ],
             found,
         )
@@ -219,7 +228,7 @@ def rows(
         b0 = first.get("compile_time", {}).get(state)
         have = sorted(first.get("compile_time", {}))
         base_cell = (
-            f"x{b0['ratio']} ({b0['total_s']:.2f}s {b0.get('basis', 'wall')})"
+            f"{b0['total_s']:.2f}s {b0.get('basis', 'wall')} x{b0['ratio']}"
             if b0
             else NOT_IN_BASELINE + (f" (has {', '.join(have)})" if have else "")
         )

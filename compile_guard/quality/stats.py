@@ -3,10 +3,11 @@ that decides whether a time grew.
 
 Both timing rules (speed, compile time) judge the growth of a time against the baseline's, in log units:
 y = ln(run / baseline) (the compiled step's time relative to eager's; a compile's CPU seconds relative to the
-calibration's). y is compared with its standard error, SE² = se_run² + se_base² + 2·noise²: each figure's own
-sampling error, and the spread between runs on one machine that no run's own samples can show (`noise`, the
-relative sd of a run's figure around the machine's: a process's memory layout, the host's neighbours; measured
-by benchmarks/bench_quality.py and argued in docs/check.md). A growth is a regression when it is significant,
+calibration's). y is compared with its standard error, SE² = se_run² + se_base²: each side's own sampling error
+and the spread between runs on one machine that no run's own samples can show (the noise: a process's memory
+layout, the host's neighbours). A baseline refreshed over several runs measures that noise on its machine
+(`noisy_spread` of its runs' figures), and its own figure is their mean; else the judge assumes a default
+(compile_guard.quality.options.Judging, argued in docs/check.md). A growth is a regression when it is significant,
 y > z(1-alpha)·SE, *and* larger than half the growth the gate is asked to catch, y > ln(factor) / 2: the test
 keeps a noisy run from failing, the cut keeps a precise run from failing on a growth too small to matter, and
 a growth of the full factor is caught whenever the run's minimum detectable effect is below it.
@@ -67,12 +68,26 @@ class Growth:
         return math.exp(self.log_ratio)
 
 
-def growth(
-    run_log: float, run_se: float, base_log: float, base_se: float, *, noise: float, alpha: float, factor: float
-) -> Growth:
-    """The one-sided test of the module's docstring: `factor` the growth to catch (1.05: a time 5 % longer)."""
+def spread_bound(logs: Sequence[float]) -> float:
+    """The sd of a few runs' log figures, raised to the upper end of its 75 % confidence interval: a handful of
+    runs shows less spread than the machine has more often than not (the sample variance is chi-square, skewed
+    to the small side), and an underestimated spread would make healthy runs fail. Wilson-Hilferty's chi-square
+    quantile; at least 2 runs."""
+    n = len(logs)
+    assert n >= 2, "a spread of fewer than 2 runs"
+    mean = sum(logs) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / (n - 1))
+    df = n - 1
+    z = _NORMAL.inv_cdf(0.25)
+    quantile = df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3  # chi-square's 25 % quantile
+    return sd * math.sqrt(df / max(quantile, 1e-9))
+
+
+def growth(run_log: float, run_se: float, base_log: float, base_se: float, *, alpha: float, factor: float) -> Growth:
+    """The one-sided test of the module's docstring: `factor` the growth to catch (1.05: a time 5 % longer); each
+    side's error includes the noise between runs."""
     y = run_log - base_log
-    se = math.sqrt(run_se**2 + base_se**2 + 2 * noise**2)
+    se = math.sqrt(run_se**2 + base_se**2)
     cut = math.log(factor) / 2
     if not math.isfinite(se) or se <= 0:
         # no spread at all cannot happen with noise > 0; an infinite one (too few samples) proves nothing
