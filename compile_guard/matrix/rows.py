@@ -125,10 +125,10 @@ def _lowering(name: str, rank: int = -1, **more: str) -> dict[str, str]:
     return {"COMPILE_GUARD_TEST_LOWERING": name, "COMPILE_GUARD_TEST_LOWERING_RANK": str(rank), **more}
 
 
-# NU-03's slower pass, per graph: about the quality example's own cold compile (~8 s CPU), so x2, well above what
-# the run's error lets it catch with the default noise (a minimum detectable effect of ~40 %): the row tests that a
-# slower compile is caught and named; how small a slowdown is caught is benchmarks/bench_quality.py's curve
-NU03_SLOW_S = "8"
+# NU-03's slower pass, per graph: ~4x the quality example's own cold compile measured alone (3-5 s CPU), so x4-5,
+# above what a run can catch with the default compile noise (20 %: a growth past x2.4 is significant): the row
+# tests that a slower compile is caught and named; how small a slowdown is caught is bench_quality.py's curve
+NU03_SLOW_S = "16"
 
 
 def _diverged(kind: str, *, detector: int) -> Expect:
@@ -364,10 +364,10 @@ ROWS += (
         expect=Expect(kind=CONTINUES_CHECK, detector=0, event="quality_measured", ttf_budget_s=None,
                       baseline="regression", quality=("speedup (eager/compiled)",), applied="unfused")),
     Row(id="NU-03", surface=_NU, fm="slower compile", program=CHECK, topology=_QUALITY,
-        fault="a post-grad pass burns 8 s of CPU per graph (COMPILE_GUARD_TEST_SLOW_COMPILE_S), cold compile",
+        fault="a post-grad pass burns 16 s of CPU per graph (COMPILE_GUARD_TEST_SLOW_COMPILE_S), cold compile",
         target=QUALITY_TARGET,
         env=_lowering("slow_compile", COMPILE_GUARD_TEST_SLOW_COMPILE_S=NU03_SLOW_S), spec=_QUALITY_SPEC,
-        deadline_s=120.0, against=THIS_RUN,
+        deadline_s=240.0, against=THIS_RUN,
         expect=Expect(kind=CONTINUES_CHECK, detector=0, event="quality_measured", ttf_budget_s=None,
                       baseline="regression", quality=("compile time (cold) / calibration",), applied="slow_pass")),
     Row(id="NU-04", surface=_NU, fm="numerics change on one rank (silent drift)", program=CHECK, topology=_QUALITY,
