@@ -237,36 +237,27 @@ def _compile_time(
 def _cold_alone(
     subject: Subject, step: Callable[..., Callable[[], None]], *, group: dist.ProcessGroup, device: torch.device
 ) -> dict[str, Any] | None:
-    """The cold compile again, each rank alone in turn (the others wait in a barrier, idle) in an empty cache
-    directory of its own, its first call's collectives served locally. Two ranks compiling at once on one host
-    slow each other unevenly (a cold compile of the quality example alone: 7.8-8.4 s CPU over 5 runs; two at
-    once: 7.2-12.7 s), so the run's own cold compile is reported and this one judged. None where the local
-    replay is not available (the run's own compile is judged then, and says so)."""
-    turns = device.type == "cpu"
-    me, size = dist.get_rank(group), dist.get_world_size(group)
-    found: dict[str, Any] | None = None
-    for turn in range(size if turns else 1):
-        dist.barrier(group=group)
-        if turns and turn != me:
-            continue
-        try:
-            restore = compat.local_collectives(device)
-        except compat.TorchInternalMissing as exc:
-            log.warning("compile time: no local replay on this torch (%s); judging the run's own compile", exc)
-            continue
-        try:
-            torch.compiler.reset()
-            compat.clear_inductor_caches()  # kernels this process loaded would skip the build: not cold
-            with compile_time.empty_cache_dir():
-                clock = compile_time.CompileClock(cold=True)
-                step(subject.compiled, subject.calls)()
-                frames = clock.stop()
-            if compile_time.state_of(frames, subject.backend, empty_cache=True) == COLD:
-                found = compile_time.summary(
-                    frames, state=COLD, cpu=clock.cpu, calibration=clock.calibration(), built=clock.built
-                )
-                found["alone"] = True
-        finally:
-            restore()
-    dist.barrier(group=group)
+    """The cold compile again, each rank alone (speed.alone: in turns on a CPU device) in an empty cache directory
+    of its own, inductor's in-process caches cleared, its first call's collectives served locally. Two ranks
+    compiling at once on one host slow each other unevenly (a cold compile of the quality example alone: 7.8-8.4
+    s CPU over 5 runs; two at once: 7.2-12.7 s), so the run's own cold compile is reported and this one judged.
+    None where it cannot run alone (the run's own compile is judged then)."""
+
+    def compile_cold() -> dict[str, Any] | None:
+        torch.compiler.reset()
+        compat.clear_inductor_caches()  # kernels this process loaded would skip the build: not cold
+        with compile_time.empty_cache_dir():
+            clock = compile_time.CompileClock(cold=True)
+            step(subject.compiled, subject.calls)()
+            frames = clock.stop()
+        if compile_time.state_of(frames, subject.backend, empty_cache=True) != COLD:
+            return None
+        found = compile_time.summary(
+            frames, state=COLD, cpu=clock.cpu, calibration=clock.calibration(), built=clock.built
+        )
+        return {**found, "alone": True}
+
+    found, why = speed.alone(group, device, compile_cold)
+    if why:
+        log.warning("compile time: %s; judging the run's own cold compile", why)
     return found

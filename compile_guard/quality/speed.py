@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -29,9 +29,10 @@ import torch.distributed as dist
 from compile_guard import compat
 from compile_guard.quality import stats
 from engine import knobs
-from engine.collectives import all_gather_json
+from engine.collectives import all_gather_json, barrier
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LIVE_PAIRS = 4  # pairs of the live figure: reported, never judged
 LIVE_STEPS = 2  # steps per live sample, the fastest kept (a lone TP step spread 0.7-2.4 within one run)
@@ -136,6 +137,35 @@ def _live(eager: Callable[[], None], compiled: Callable[[], None], device: torch
     return {**_summary(eager_s, compiled_s), "clock": "wall"}
 
 
+def alone(group: dist.ProcessGroup, device: torch.device, body: Callable[[], T]) -> tuple[T | None, str]:
+    """`body()` with every collective of this process served locally (compat.local_collectives), each rank alone:
+    on a CPU device the ranks take turns (one runs, the others wait in a barrier, idle: ranks on one host share its
+    cores, caches and memory bandwidth), on CUDA all at once. Returns (what it returned, or None with why not:
+    no local replay on this torch, or code that cannot run without its peers)."""
+    turns = device.type == "cpu"
+    me, size = dist.get_rank(group), dist.get_world_size(group)
+    found: T | None = None
+    why = ""
+    for turn in range(size if turns else 1):
+        barrier(group=group)
+        if turns and turn != me:
+            continue
+        try:
+            restore = compat.local_collectives(device)
+        except compat.TorchInternalMissing as exc:
+            why = f"no local replay on this torch ({exc})"
+            continue
+        try:
+            found = body()
+        except Exception as exc:  # code that cannot run without its peers (it reads a collective's result, say)
+            log.warning("the local replay failed", exc_info=True)
+            why = f"the local replay failed ({type(exc).__name__}: {str(exc)[:200]})"
+        finally:
+            restore()
+    barrier(group=group)
+    return found, why
+
+
 def measure_speed(
     eager: Callable[[], None],
     compiled: Callable[[], None],
@@ -148,35 +178,16 @@ def measure_speed(
     # glibc's malloc thresholds fixed by the launcher (compile_guard.quality.options.STEADY_ALLOCATOR_ENV says why)
     steady = knobs.read("MALLOC_MMAP_THRESHOLD_") is not None
     live = _live(eager, compiled, device, group)
-    turns = device.type == "cpu"  # ranks on one host share its cores, its caches and its memory bandwidth
-    me, size = dist.get_rank(group), dist.get_world_size(group)
-    local: dict[str, Any] | None = None
-    why = ""
-    for turn in range(size if turns else 1):
-        dist.barrier(group=group)  # every rank waits here, idle, while the turn's rank measures
-        if turns and turn != me:
-            continue
-        try:
-            restore = compat.local_collectives(device)
-        except compat.TorchInternalMissing as exc:
-            why = f"no local replay on this torch ({exc}); judged on the live figure"
-            continue
-        try:
-            local = _local(eager, compiled, device, repeats)
-        except Exception as exc:  # code that cannot run without its peers (it reads a collective's result, say)
-            log.warning("speed: the local replay failed; judging the live figure", exc_info=True)
-            why = f"the local replay failed ({type(exc).__name__}: {str(exc)[:200]}); judged on the live figure"
-        finally:
-            restore()
-    dist.barrier(group=group)
+    local, why = alone(group, device, lambda: _local(eager, compiled, device, repeats))
     if local is None:
+        why += "; judged on the live figure"
         log.warning("speed: %s", why)
     judged = local if local is not None else live
     return {
         **judged,
         "basis": "local" if local is not None else "live",
         "why": why,
-        "turns": turns,
+        "turns": device.type == "cpu",
         "steady_allocator": steady,
         "live": {k: live[k] for k in ("speedup", "spread", "eager_ms", "compiled_ms", "clock")},
     }
