@@ -42,7 +42,7 @@ from compile_guard.quality import rows as quality_rows
 from compile_guard.quality.options import Judging
 
 REPO = Path(__file__).resolve().parent.parent
-SPEED_ROW, COLD_ROW = "speedup (eager/compiled)", "compile time (cold) / calibration"
+SPEED_ROW, COLD_ROW = "speedup (eager/compiled)", "compile time (cold)"
 PHASES = ("quiet", "hog", "speed-5", "speed-10", "speed-20", "compile-10", "compile-15", "compile-30")
 
 

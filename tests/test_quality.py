@@ -224,7 +224,7 @@ def test_speed_needs_significance_and_more_than_half_its_factor() -> None:
 
 def test_compile_time_needs_significance_half_its_factor_the_floor_and_the_same_state() -> None:
     """Judged by CPU seconds against the same machine kind's; each half of the rule decides a case alone."""
-    metric = "compile time (cold) / calibration"
+    metric = "compile time (cold)"
     base = _quality(compile_s=10.0)
     steady = Judging(compile_noise=0.03)  # a machine whose compiles move 3 % between runs
     assert _judged(base, _quality(compile_s=16.0), steady)[metric] == REGRESSION  # x1.6: significant, > x1.072, +6 s
@@ -242,7 +242,7 @@ def test_compile_time_needs_significance_half_its_factor_the_floor_and_the_same_
     tiny = _quality(compile_s=0.3)
     assert _judged(tiny, _quality(compile_s=0.9), steady)[metric] == OK  # x3 but +0.6 s: under the 1 s floor
     warm = _judged(base, _quality(compile_s=60.0, state="warm"), steady)
-    assert warm["compile time (warm) / calibration"] == OK  # the baseline has no warm entry: not compared
+    assert warm["compile time (warm)"] == OK  # the baseline has no warm entry: not compared
     alone = _quality(compile_s=30.0)
     alone["compile_time"]["cold"]["alone"] = True  # measured each rank in turn: not comparable with one in-run
     assert _judged(base, alone)[metric] == judge.NOT_COMPARABLE
@@ -281,7 +281,7 @@ def test_timings_against_another_machine_are_not_comparable_and_never_fail() -> 
     )
     verdicts = {r.metric: r.verdict for r in rows}
     assert verdicts[judge.SPEEDUP] == judge.NOT_COMPARABLE
-    assert verdicts["compile time (cold) / calibration"] == judge.NOT_COMPARABLE
+    assert verdicts["compile time (cold)"] == judge.NOT_COMPARABLE
     assert verdicts["accuracy"] == REGRESSION
     assert any("not comparable (baseline from Intel Xeon, avx512f, 2 cores" in line for line in lines), lines
     assert timings["rank0"]["speed"]["judged"] is False and "Intel Xeon" in timings["rank0"]["speed"]["why"]
@@ -296,7 +296,7 @@ def test_timings_against_another_machine_are_not_comparable_and_never_fail() -> 
 def test_timings_report_mode_shows_them_and_judges_none() -> None:
     verdicts = _judged(_quality(), _quality(speed=[0.5] * 20, compile_s=60.0), Judging(timings="report"))
     assert verdicts[judge.SPEEDUP] == judge.REPORTED
-    assert verdicts["compile time (cold) / calibration"] == judge.REPORTED
+    assert verdicts["compile time (cold)"] == judge.REPORTED
 
 
 def test_every_run_states_its_minimum_detectable_effect() -> None:

@@ -18,12 +18,13 @@ from tabulate import tabulate
 from compile_guard.commands.argtypes import positive_int
 from compile_guard.commands.check import add_spec_args, spec_from
 from compile_guard.flow.check_flow import run_and_judge
+from compile_guard.flow.check_run import pooled_baseline
 from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.launch.modes import Output, RunMode
-from compile_guard.quality.judge import MIN_RUNS, keep_states, pool_runs
+from compile_guard.quality.judge import MIN_RUNS, keep_states
 from compile_guard.quality.judge import between as between_quality
 from compile_guard.quality.judge import describe as describe_quality
 from compile_guard.verdict import Cli
@@ -100,7 +101,7 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
             out.print(judged.report.text)
             return judged.report.exit_code
         runs.append(checked)
-    moved = [k for k in runs[0].metrics()[0] if any(r.metrics()[0][k] != runs[0].metrics()[0][k] for r in runs[1:])]
+    moved = sorted({k for r in runs[1:] for k in r.moved_from(runs[0])})
     if moved:
         out.print(
             f"refusing to write a baseline: the {args.runs} runs compiled differently ({moved} moved between runs):"
@@ -116,9 +117,7 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
             err=True,
         )
         return Cli.FAIL
-    new = checked.to_baseline()
-    if len(runs) > 1:  # every run's timings, so the judge can measure this machine's noise between runs
-        new = dataclasses.replace(new, quality=pool_runs([r.to_baseline().quality for r in runs]))
+    new = pooled_baseline(runs)  # every run's timings, so the judge can measure this machine's noise between runs
     assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
     if previous is not None and previous.factors == new.factors:
         quality, kept = keep_states(new.quality, previous.quality)

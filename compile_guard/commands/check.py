@@ -127,7 +127,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--compile-factor",
         type=factor,
         default=Judging.compile_factor,
-        help="compile time / calibration grown by this factor is caught; fails when significant and over half"
+        help="compile CPU seconds grown by this factor are caught; fails when significant and over half"
         f" of it (default {Judging.compile_factor})",
     )
     judging.add_argument(

@@ -7,6 +7,7 @@ the launch layer never imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from compile_guard.health import baseline as bl
 from compile_guard.health.schema import baseline_view
 from compile_guard.launch.launcher import LaunchResult
 from compile_guard.launch.modes import RankProgram, RunMode
-from compile_guard.quality.judge import baseline_entry
+from compile_guard.quality.judge import baseline_entry, pool_runs
 from compile_guard.quality.options import STEADY_ALLOCATOR_ENV, Measure
 from engine import events, knobs
 from engine.runspec import RunSpec
@@ -45,6 +46,11 @@ class CheckRun:
 
     def metrics(self) -> list[dict[str, Any]]:
         return [baseline_view(r.final) for r in self.mesh()]
+
+    def moved_from(self, other: CheckRun) -> list[str]:
+        """The baseline metrics whose value differs between this run and `other` (rank 0's)."""
+        mine, theirs = self.metrics()[0], other.metrics()[0]
+        return [k for k in mine if mine[k] != theirs.get(k)]
 
     def to_baseline(self) -> bl.Baseline:
         # Ranks were proven symmetric after warmup; rank 0 speaks for the group.
@@ -116,3 +122,12 @@ def allocator_env(spec: RunSpec) -> dict[str, str]:
     """glibc malloc's thresholds fixed for ranks that time eager steps (STEADY_ALLOCATOR_ENV says why);
     nothing when the run measures no speed. A run's own env (spec, caller) overrides them."""
     return dict(STEADY_ALLOCATOR_ENV) if Measure.from_dict(spec.quality).speed else {}
+
+
+def pooled_baseline(runs: list[CheckRun]) -> bl.Baseline:
+    """One baseline from several runs of one spec (`baseline refresh --runs`): the first run's structure, every
+    run's timings, so the judge measures the machine's noise from their spread (quality.judge.pool_runs)."""
+    first = runs[0].to_baseline()
+    if len(runs) == 1:
+        return first
+    return dataclasses.replace(first, quality=pool_runs([r.to_baseline().quality for r in runs]))

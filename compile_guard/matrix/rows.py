@@ -369,7 +369,7 @@ ROWS += (
         env=_lowering("slow_compile", COMPILE_GUARD_TEST_SLOW_COMPILE_S=NU03_SLOW_S), spec=_QUALITY_SPEC,
         deadline_s=240.0, against=THIS_RUN,
         expect=Expect(kind=CONTINUES_CHECK, detector=0, event="quality_measured", ttf_budget_s=None,
-                      baseline="regression", quality=("compile time (cold) / calibration",), applied="slow_pass")),
+                      baseline="regression", quality=("compile time (cold)",), applied="slow_pass")),
     Row(id="NU-04", surface=_NU, fm="numerics change on one rank (silent drift)", program=CHECK, topology=_QUALITY,
         fault="rank 1's inductor lowers sigmoid as 0.5 * (1 + tanh(x / 2)): after the all-reduce, other bits",
         target=QUALITY_TARGET, env=_lowering("sigmoid_tanh", rank=1), spec=_QUALITY_SPEC, deadline_s=120.0,

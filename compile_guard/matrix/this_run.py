@@ -5,7 +5,8 @@ The NU rows judge timings (speed, compile time), and a timing is comparable with
 kind of machine only (compile_guard.quality.machine): a committed baseline holds the timings of the machine
 that wrote it. So the first NU row of a run writes the healthy quality example's baseline with the rows' own
 spec (the same check, no fault) into a directory of the run's own, and every NU row is judged against it; its
-ranks' `graph_compiled` events say what healthy generated code holds, which NU-02's proof compares with.
+ranks' `graph_compiled` events say what healthy generated code holds, which NU-02's proof compares with. It
+pools RUNS healthy runs, so the rows are judged with the noise measured on this machine, not assumed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compile_guard.flow.check_flow import run_and_judge
+from compile_guard.flow.check_run import pooled_baseline
 from compile_guard.flow.request import CheckRequest
 from compile_guard.health import baseline as bl
 from compile_guard.launch.modes import Launched
@@ -31,6 +33,9 @@ class Healthy:
     events: Events  # its ranks' events
 
 
+RUNS = 3  # healthy runs pooled into the baseline: its machine's noise measured (quality.judge.MIN_RUNS), not assumed
+
+
 class HealthyBaselines:
     """Healthy baselines written on demand, once per spec, under `root` (a matrix run's log directory)."""
 
@@ -39,18 +44,24 @@ class HealthyBaselines:
         self._made: dict[str, Healthy] = {}
 
     def of(self, spec: RunSpec) -> Healthy:
-        """The healthy baseline of `spec` (its check run without any fault), written the first time it is asked."""
+        """The healthy baseline of `spec` (RUNS check runs without any fault, pooled as `baseline refresh --runs`
+        pools them), written the first time it is asked."""
         key = spec.to_json()
         if key not in self._made:
             where = self.root / f"healthy-{len(self._made)}"
-            judged = run_and_judge(
-                CheckRequest(spec=spec, baselines=where, need_baseline=False, log_dir=where / "logs"), Launched()
-            )
-            run = judged.run
-            if run is None or run.reports is None or run.result is None:
-                raise RuntimeError(f"the healthy run the NU rows are judged against failed: {judged.report.text}")
-            bl.write(where / bl.file_name(run.factors()), run.to_baseline())
-            ranks = [events.parse(r.log_path.read_text(errors="replace")) for r in run.result.ranks]
+            runs = []
+            for i in range(RUNS):
+                request = CheckRequest(spec=spec, baselines=where, need_baseline=False, log_dir=where / f"logs{i}")
+                judged = run_and_judge(request, Launched())
+                run = judged.run
+                if run is None or run.reports is None or run.result is None:
+                    raise RuntimeError(f"the healthy run the NU rows are judged against failed: {judged.report.text}")
+                runs.append(run)
+            moved = sorted({k for r in runs[1:] for k in r.moved_from(runs[0])})
+            if moved:
+                raise RuntimeError(f"the healthy runs the NU rows are judged against compiled differently: {moved}")
+            bl.write(where / bl.file_name(runs[0].factors()), pooled_baseline(runs))
+            ranks = [events.parse(r.log_path.read_text(errors="replace")) for r in runs[0].result.ranks]
             self._made[key] = Healthy(baselines=where, events=ranks)
         return self._made[key]
 

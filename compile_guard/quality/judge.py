@@ -43,7 +43,7 @@ WHY_UNJUDGED = {
 
 
 def compile_metric(state: str) -> str:
-    return f"compile time ({state}) / calibration"
+    return f"compile time ({state})"
 
 
 def is_quality(metric: str) -> bool:

@@ -34,7 +34,7 @@ from engine.collectives import all_gather_json, barrier
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LIVE_PAIRS = 4  # pairs of the live figure: reported, never judged
+LIVE_PAIRS = 2  # pairs of the live figure (one ABBA quad): reported, never judged
 LIVE_STEPS = 2  # steps per live sample, the fastest kept (a lone TP step spread 0.7-2.4 within one run)
 # a local sample runs the step enough times to last about this long, and keeps the fastest: the first step after
 # the other variant ran pays for caches the other one filled (single-step samples of the quality block alternated
