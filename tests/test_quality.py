@@ -44,10 +44,12 @@ def test_the_growth_test_by_hand() -> None:
     assert not stats.growth(math.log(1.10), math.inf, 0.0, 0.01, alpha=0.001, factor=1.05).regressed
 
 
-def test_a_few_runs_spread_is_raised_to_its_upper_bound() -> None:
-    # logs 0, .01, .02, .03, .04: sd .01581; df 4; Wilson-Hilferty's chi-square 25 % quantile
-    # 4 x (1 - 2/36 - .6745 x sqrt(2/36))^3 = 1.938 (exact: 1.923); x sqrt(4 / 1.938) = .02271
-    assert stats.spread_bound([0.0, 0.01, 0.02, 0.03, 0.04]) == pytest.approx(0.02271, rel=0.002)
+def test_a_few_runs_spread_is_pooled_with_the_assumed_noise() -> None:
+    # logs 0, .01, .02, .03, .04: variance .00025 over 4 degrees of freedom; assumed .035 weighs 4:
+    # sqrt((4 x .035^2 + 4 x .00025) / 8) = sqrt(.0059 / 8) = .02716
+    assert stats.moderated_noise([0.0, 0.01, 0.02, 0.03, 0.04], 0.035) == pytest.approx(0.02716, rel=1e-3)
+    many = [0.01 * (i % 2) for i in range(41)]  # 40 degrees of freedom of a ~0.5 % spread: the measurement rules
+    assert stats.moderated_noise(many, 0.035) < 0.012
 
 
 def test_the_growth_test_does_not_call_two_draws_of_one_distribution_different() -> None:
@@ -249,22 +251,21 @@ def test_compile_time_needs_significance_half_its_factor_the_floor_and_the_same_
 
 
 def test_a_baseline_of_several_runs_measures_its_machines_noise() -> None:
-    """`baseline refresh --runs 5` keeps every run's speedup and compile ratio: the judge compares with their mean
-    and takes their spread as this machine's noise instead of assuming --speed-noise (2.5 %): on a steady machine
-    a 6 % loss then fails, where one run's baseline cannot see it."""
+    """`baseline refresh --runs 20` keeps every run's speedup and compile seconds: the judge compares with their
+    mean and takes their spread (pooled with the assumed 3.5 %) as this machine's noise: on a steady machine a 6 %
+    loss then fails, where one run's baseline cannot see it."""
     metric = judge.SPEEDUP
-    runs = [
-        _quality(speed=_around(1.50 * (1 + d), 0.002, seed=i)) for i, d in enumerate((0, 0.003, -0.003, 0.002, -0.001))
-    ]
+    rng = random.Random(1)
+    runs = [_quality(speed=_around(1.50 * (1 + rng.gauss(0, 0.003)), 0.002, seed=i)) for i in range(20)]
     pooled = judge.pool_runs([{"rank0": judge.baseline_entry(q)} for q in runs])
-    assert len(pooled["rank0"]["speed"]["runs"]) == 5 and len(pooled["rank0"]["compile_time"]["cold"]["runs"]) == 5
+    assert len(pooled["rank0"]["speed"]["runs"]) == 20 and len(pooled["rank0"]["compile_time"]["cold"]["runs"]) == 20
     slower = _quality(speed=_around(1.50 / 1.06, 0.002, seed=11))
     rows, lines, timings = quality_rows.rows(pooled, [("rank0", slower)], Judging())
     assert {r.metric: r.verdict for r in rows}[metric] == REGRESSION, lines
-    assert timings["rank0"]["speed"]["noise_from"] == "5 baseline runs" and timings["rank0"]["speed"]["noise"] < 0.01
+    assert timings["rank0"]["speed"]["noise_from"] == "20 baseline runs" and timings["rank0"]["speed"]["noise"] < 0.02
     one = {"rank0": judge.baseline_entry(runs[0])}
     rows, _, timings = quality_rows.rows(one, [("rank0", slower)], Judging())
-    assert {r.metric: r.verdict for r in rows}[metric] == OK  # 6 % < the MDE of an assumed 2.5 % noise
+    assert {r.metric: r.verdict for r in rows}[metric] == OK  # 6 % < the MDE of an assumed 3.5 % noise
     assert timings["rank0"]["speed"]["noise_from"] == "--speed-noise"
 
 

@@ -88,11 +88,12 @@ class Side:
 
 
 def _base_side(runs: list[float], log: float, se: float, default: float, flag: str) -> Side:
-    """With MIN_RUNS runs or more: their mean, and the noise measured as their spread (stats.spread_bound); the
-    mean's error is that noise over sqrt(runs). Fewer: the one run's figure, the noise assumed (`default`)."""
+    """With MIN_RUNS runs or more: their mean, and the noise measured from their spread (stats.moderated_noise:
+    pooled with the assumed `default`); the mean's error is that noise over sqrt(runs). Fewer: the one run's
+    figure, the noise assumed."""
     logs = [math.log(v) for v in runs if v > 0]
     if len(logs) >= MIN_RUNS:
-        noise = stats.spread_bound(logs)
+        noise = stats.moderated_noise(logs, default)
         mean = sum(logs) / len(logs)
         return Side(log=mean, se=noise / math.sqrt(len(logs)), noise=noise, noise_from=f"{len(logs)} baseline runs")
     return Side(log=log, se=math.hypot(se, default), noise=default, noise_from=flag)

@@ -6,7 +6,8 @@ y = ln(run / baseline) (the compiled step's time relative to eager's; a compile'
 calibration's). y is compared with its standard error, SE² = se_run² + se_base²: each side's own sampling error
 and the spread between runs on one machine that no run's own samples can show (the noise: a process's memory
 layout, the host's neighbours). A baseline refreshed over several runs measures that noise on its machine
-(`noisy_spread` of its runs' figures), and its own figure is their mean; else the judge assumes a default
+(`moderated_noise`: their spread, pooled with the assumption), and its own figure is their mean; else the judge
+assumes a default
 (compile_guard.quality.options.Judging, argued in docs/check.md). A growth is a regression when it is significant,
 y > z(1-alpha)·SE, *and* larger than half the growth the gate is asked to catch, y > ln(factor) / 2: the test
 keeps a noisy run from failing, the cut keeps a precise run from failing on a growth too small to matter, and
@@ -68,19 +69,19 @@ class Growth:
         return math.exp(self.log_ratio)
 
 
-def spread_bound(logs: Sequence[float]) -> float:
-    """The sd of a few runs' log figures, raised to the upper end of its 75 % confidence interval: a handful of
-    runs shows less spread than the machine has more often than not (the sample variance is chi-square, skewed
-    to the small side), and an underestimated spread would make healthy runs fail. Wilson-Hilferty's chi-square
-    quantile; at least 2 runs."""
+PRIOR_DF = 4  # the assumed noise weighs as much as a spread measured over this many degrees of freedom (5 runs)
+
+
+def moderated_noise(logs: Sequence[float], assumed: float) -> float:
+    """The noise between runs from a few runs' log figures, pooled with the assumed one: (PRIOR_DF x assumed² +
+    (n-1) x their variance) / (PRIOR_DF + n-1). Three runs' spread alone is too uncertain to trust either way
+    (its variance is chi-square with 2 degrees of freedom: as likely to read half the true noise as double it),
+    so a few runs move the assumption a little and many runs replace it (20 runs: 83 % of the weight)."""
     n = len(logs)
     assert n >= 2, "a spread of fewer than 2 runs"
     mean = sum(logs) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / (n - 1))
-    df = n - 1
-    z = _NORMAL.inv_cdf(0.25)
-    quantile = df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3  # chi-square's 25 % quantile
-    return sd * math.sqrt(df / max(quantile, 1e-9))
+    variance = sum((v - mean) ** 2 for v in logs) / (n - 1)
+    return math.sqrt((PRIOR_DF * assumed**2 + (n - 1) * variance) / (PRIOR_DF + n - 1))
 
 
 def growth(run_log: float, run_se: float, base_log: float, base_se: float, *, alpha: float, factor: float) -> Growth:
