@@ -7,7 +7,7 @@ and after a restructuring.
 Layers, lowest first (an import may go down or sideways, never up):
   0 base        torch-free or torch-only leaves: verdict, compat
   1 concerns    contracts/ (what both sides of the process boundary read), health/, agreement/, quality/,
-                integrations/ (the user's target contract)
+                integrations/ (the user's target contract), page/ (the reviewer's page, from data)
   2 launch      launch/ (supervision, run modes)
   3 flow        flow/ (the parent's check flow)
   4 matrix      matrix/ (rows, faults, their runner)
@@ -31,6 +31,7 @@ LEVELS = {
     "agreement": 1,
     "quality": 1,
     "integrations": 1,
+    "page": 1,
     "launch": 2,
     "flow": 3,
     "matrix": 4,

@@ -6,7 +6,8 @@ Per scenario: (1) `check` against the stored baselines of the *previous* torch (
 user sees on upgrade day: the version change stated, every metric that moved, per break
 reason and site), (2) `baseline refresh` writes this torch's baseline, (3) `baseline diff`
 shows old vs new side by side. Ends with a table of what moved, a table of what the release did to accuracy,
-speed and compile time (check --compile-time cold against the old baseline's cold entry), and the wall time.
+speed and compile time (check --compile-time cold against the old baseline's cold entry), and the wall time;
+then one HTML page of it all (--html; each scenario's check page under the summary).
 Not in the default test run (the CUDA build of torch is a ~5 GB venv).
 """
 
@@ -26,7 +27,12 @@ from tabulate import tabulate
 
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
+from compile_guard.page import render
+from compile_guard.page.check_page import check_page
+from compile_guard.page.model import Difference
+from compile_guard.page.pages import collection
 from compile_guard.quality import judge
+from engine.atomic_json import write_text
 
 REPO = Path(__file__).resolve().parent.parent
 QUALITY_COLUMNS = (judge.ACCURACY, judge.SPEEDUP, judge.compile_metric("cold"), judge.compile_metric("rewarm"))
@@ -50,9 +56,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="tp2,tp2-aot,pp1")
     parser.add_argument("--from-torch", default="2.13.0+cpu", help="the torch version upgraded from")
+    parser.add_argument("--html", type=Path, default=None, help="the rehearsal's page (default: in the reports dir)")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="upgrade_rehearsal_"))
-    started, summary, quality = time.monotonic(), [], []
+    started, summary, quality, parts = time.monotonic(), [], [], []
     for name in args.scenarios.split(","):
         factors = bl.Factors.expected(SCENARIOS[name]).as_dict()
         old_path = bl.DEFAULT_DIR / bl.file_name({**factors, "torch": args.from_torch})
@@ -79,6 +86,7 @@ def main() -> int:
             "cold",
         )
         report = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").exists() else {}
+        parts.append(check_page(report, exit_code=check.returncode, text=check.stdout + check.stderr))
         moved = [f"{r['metric']} ({r['verdict']})" for r in report.get("rows", []) if r["verdict"] != "ok"]
         quality.append([name, *(_cell(report, metric) for metric in QUALITY_COLUMNS)])
         print(f"\n===== {name}: baseline refresh =====")
@@ -104,6 +112,23 @@ def main() -> int:
     print("\nwhat the release did to the compiled program's users (rank 0; baseline -> running, verdict):")
     print(tabulate(quality, headers=["scenario", *QUALITY_COLUMNS]))
     print(f"rehearsal wall time {time.monotonic() - started:.1f}s (venv build not included); reports: {out}")
+    html = args.html or out / "upgrade_rehearsal.html"
+    headers = ["scenario", "baseline torch", "running torch", "check exit", "moved", "wall s"]
+    page = collection(
+        kind="upgrade rehearsal",
+        subject=args.scenarios,
+        versions=f"torch {args.from_torch} -> {torch.__version__}",
+        summary=Difference(
+            title="check against the old baselines, per scenario",
+            columns=tuple(headers),
+            rows=tuple(tuple(str(v) for v in row) for row in summary),
+        ),
+        parts=parts,
+        passed=all(row[3] == 0 for row in summary),
+        data={"summary": [dict(zip(headers, row, strict=True)) for row in summary], "reports": str(out)},
+    )
+    write_text(html, render.html(page, html))
+    print(f"page: {html}")
     return 0
 
 

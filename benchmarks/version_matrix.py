@@ -11,13 +11,15 @@ compat and verdict tests (`--suite`: the whole suite). Each cell is the exit cod
 committed" lists the metrics whose verdict against the committed baselines is not `ok` (a version change is
 stated, never a failure). Each release's refreshed baselines and every command's whole output
 (commands.log) are kept under --out/<release>/; a last table diffs each scenario between consecutive
-releases (what the upgrade moved; break reasons a release only renamed compared as one).
+releases (what the upgrade moved; break reasons a release only renamed compared as one), and one HTML page holds it
+all (--html: the table, then each pair of releases' baseline diff page).
 On this box torch > 2.14.1 needs the pip cap lifted first (`rm -r /etc/xdg/pip`, see the env notes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -32,7 +34,11 @@ from tabulate import tabulate
 # rehearsals (run it with the project's venv, as `make version-matrix` does)
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
+from compile_guard.page import render
+from compile_guard.page.model import Difference, Page
+from compile_guard.page.pages import collection, diff_page
 from compile_guard.quality import judge
+from engine.atomic_json import write_text
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RELEASES = "2.6.0,2.10.0,2.15.0"  # the floor, a middle release, the newest
@@ -156,9 +162,9 @@ def rehearse(python: Path, *, suite: bool, work: Path, baselines: Path) -> list[
     return rows
 
 
-def upgrade_diffs(out: Path, releases: list[str]) -> list[list[str]]:
+def upgrade_diffs(out: Path, releases: list[str], pages: list[Page] | None = None) -> list[list[str]]:
     """Per scenario, each consecutive pair of releases: the metrics that moved (`baseline diff`'s comparison:
-    break reasons a release only renamed compared as one)."""
+    break reasons a release only renamed compared as one). `pages`: each pair's diff page is appended."""
     rows = []
     for scenario in REFRESHED:
         for a, b in zip(releases, releases[1:], strict=False):
@@ -173,14 +179,15 @@ def upgrade_diffs(out: Path, releases: list[str]) -> list[list[str]]:
                 for r in policy.compare(old.metrics, metrics)
                 if r.verdict != policy.OK and r.metric != "effective_backend"
             ]
-            rows.append(
-                [
-                    scenario,
-                    f"{a} -> {b}",
-                    "; ".join(moved + renamed) or "nothing",
-                    "; ".join(judge.between(old.quality, new.quality)),
+            quality = judge.between(old.quality, new.quality)
+            rows.append([scenario, f"{a} -> {b}", "; ".join(moved + renamed) or "nothing", "; ".join(quality)])
+            if pages is not None:
+                sides = [
+                    {"path": str(p), "factors": x.factors, "quality": x.quality}
+                    for p, x in zip(found, (old, new), strict=True)
                 ]
-            )
+                compared = [dataclasses.asdict(r) for r in policy.compare(old.metrics, metrics)]
+                pages.append(diff_page(*sides, compared, quality, text="\n".join(renamed)))
     return rows
 
 
@@ -190,6 +197,7 @@ def main() -> int:
     parser.add_argument("--venvs", type=Path, default=REPO / ".venv-torch", help="one venv per release in here")
     parser.add_argument("--keep", action="store_true", help="reuse and keep the venvs (else built fresh, removed)")
     parser.add_argument("--suite", action="store_true", help="run the whole test suite, not its agreement part")
+    parser.add_argument("--html", type=Path, default=None, help="the matrix's page (default: in --out)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -230,13 +238,30 @@ def main() -> int:
             flush=True,
         )
     print(tabulate(builds, headers=["torch", "install s", "venv size"]))
+    pages: list[Page] = []
     print(
         tabulate(
-            upgrade_diffs(args.out, releases),
+            upgrade_diffs(args.out, releases, pages),
             headers=["scenario", "upgrade", "what moved (baseline diff)", "accuracy, speed, compile time (rank 0)"],
         )
     )
-    return 0 if all(str(r[2]) in ("0", "0, 0") for r in table) else 1
+    passed = all(str(r[2]) in ("0", "0, 0") for r in table)
+    headers = ("torch", "command", "exit", "wall s", "vs committed baselines / result")
+    page = collection(
+        kind="version matrix",
+        subject=", ".join(releases),
+        versions=f"torch {releases[0]} ... {releases[-1]}",
+        summary=Difference(
+            title="each release: the same commands", columns=headers, rows=tuple(tuple(map(str, r)) for r in table)
+        ),
+        parts=pages,
+        passed=passed,
+        data={"table": [dict(zip(headers, r, strict=True)) for r in table], "releases": releases},
+    )
+    html = args.html or args.out / "version_matrix.html"
+    write_text(html, render.html(page, html))
+    print(f"page: {html}")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -64,8 +64,9 @@ ENTRY_POINTS = tuple(_PRIVATE.values())
 # handler to it; `set_logs(graph_breaks=True)` turns it on). 2.6-2.15: the same name.
 BREAK_LOGGER = "torch._dynamo.symbolic_convert.__graph_breaks"
 # inductor's output-code artifact logger: each graph's wrapper source as "Output code: \n%s", when inductor compiles
-# it (graph.py) and when it loads it from its caches (codecache.py). Checked on 2.6.0, 2.8.0, 2.11.0,
-# 2.13.0 and 2.14.1 (2026-12-06: the same issued schedules read on all five).
+# it (graph.py) and when it loads it from its caches (codecache.py); the same issued schedules read on all five
+# releases it was checked on: 2.6.0, 2.8.0, 2.11.0, 2.13.0 and 2.14.1 (2026-12-06). An inductor graph it says
+# nothing of is `unread` (health.issued.UNLOGGED), never silently the dispatch schedule.
 OUTPUT_CODE_LOGGER = "torch._inductor.codecache.__output_code"
 
 

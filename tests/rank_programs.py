@@ -131,37 +131,36 @@ def tp_parity(args: argparse.Namespace) -> int:
 
 
 def local_replay(args: argparse.Namespace) -> int:
-    """Each rank in turn serves every collective locally (compile_guard.compat.local_collectives) while the other
-    waits in a barrier: functional (by group name) and c10d (by group object) collectives, on the world and on a
-    subgroup, return at once with their buffers unchanged; after the swap back a real all-reduce sums again."""
+    """Each rank in turn (compile_guard.quality.speed.alone) serves every collective locally while the other waits
+    on the job's store: functional (by group name) and c10d (by group object) collectives, on the world and on a
+    subgroup, return at once with their buffers unchanged; each turn then lasts --turn-s, longer than the groups'
+    timeout (a turn is a whole cold compile), and the waiting rank still goes on; after the swap back a real
+    all-reduce sums again."""
     import time
 
     import torch.distributed._functional_collectives as funcol
 
-    from compile_guard import compat
+    from compile_guard.quality import speed
 
     with joined(DistConfig(timeout_s=args.timeout_s)) as ctx:
         sub = dist.new_group([0, 1], timeout=datetime.timedelta(seconds=args.timeout_s))
         result: dict[str, object] = {}
-        for turn in range(ctx.world_size):
-            dist.barrier()
-            if turn != ctx.rank:
-                continue
-            restore = compat.local_collectives(torch.device("cpu"))
-            try:
-                started = time.perf_counter()
-                x = torch.full((4,), float(ctx.rank + 1))
-                dist.all_reduce(x, group=dist.group.WORLD)
-                dist.all_reduce(x, group=sub)
-                y = funcol.all_reduce(torch.full((4,), float(ctx.rank + 1)), "sum", sub).wait()
-                gathered = [torch.zeros(4) for _ in range(ctx.world_size)]
-                dist.all_gather(gathered, x, group=dist.group.WORLD)
-                result["local_s"] = time.perf_counter() - started
-                result["unchanged"] = bool(torch.equal(x, torch.full((4,), float(ctx.rank + 1))))
-                result["functional_unchanged"] = bool(torch.equal(y, torch.full((4,), float(ctx.rank + 1))))
-            finally:
-                restore()
-        dist.barrier()
+
+        def turn() -> None:
+            started = time.perf_counter()
+            x = torch.full((4,), float(ctx.rank + 1))
+            dist.all_reduce(x, group=dist.group.WORLD)
+            dist.all_reduce(x, group=sub)
+            y = funcol.all_reduce(torch.full((4,), float(ctx.rank + 1)), "sum", sub).wait()
+            gathered = [torch.zeros(4) for _ in range(ctx.world_size)]
+            dist.all_gather(gathered, x, group=dist.group.WORLD)
+            result["local_s"] = time.perf_counter() - started
+            result["unchanged"] = bool(torch.equal(x, torch.full((4,), float(ctx.rank + 1))))
+            result["functional_unchanged"] = bool(torch.equal(y, torch.full((4,), float(ctx.rank + 1))))
+            time.sleep(args.turn_s)  # a long turn (a cold compile's stand-in): the peer waits it out
+
+        found, why = speed.alone(sub, torch.device("cpu"), turn)
+        result["why"] = why
         z = torch.full((4,), float(ctx.rank + 1))
         dist.all_reduce(z, group=sub)
         result["real_sum"] = float(z[0])  # 1 + 2 on two ranks
@@ -184,6 +183,7 @@ def main() -> int:
     local = sub.add_parser("local_replay")
     local.add_argument("--out", required=True)
     local.add_argument("--timeout-s", type=float, default=30.0)
+    local.add_argument("--turn-s", type=float, default=0.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     programs = {"collective_loop": collective_loop, "tp_parity": tp_parity, "local_replay": local_replay}

@@ -29,6 +29,7 @@ SURFACE = {
         "--dump-dir",
         "--eager-ledger",
         "--help",
+        "--html",
         "--json",
         "--junit",
         "--list",
@@ -63,7 +64,7 @@ SURFACE = {
         "--nproc",
         "--warmup",
     ],
-    "matrix": ["--help", "--json", "--junit", "--list", "--log-dir", "--rows"],
+    "matrix": ["--help", "--html", "--json", "--junit", "--list", "--log-dir", "--rows"],
     "overlap": ["--chunks", "--help", "--json", "--log-dir", "--trace"],
     "baseline": ["--help"],
     "baseline refresh": [
@@ -90,7 +91,7 @@ SURFACE = {
         "--tolerance",
     ],
     "baseline show": ["--baselines", "--file", "--help", "--scenario"],
-    "baseline diff": ["--help", "a", "b"],
+    "baseline diff": ["--help", "--html", "a", "b"],
 }
 
 

@@ -88,6 +88,9 @@ def test_other_backends_issue_the_dispatch_schedule_and_a_cpp_wrapper_is_unread_
     assert issued.issued_schedule([], dispatch, cpp_wrapper=False, group_ranks=RANKS.get)["by"] == "dispatch"
     unread = issued.issued_schedule(["extern void call() {}"], dispatch, cpp_wrapper=True, group_ranks=RANKS.get)
     assert unread["by"] == "unread" and unread["total"] is None
+    # an inductor graph whose source the output-code logger never saw (a torch that renamed it) is unread, named
+    lost = issued.issued_schedule([], dispatch, cpp_wrapper=False, group_ranks=RANKS.get, inductor=True)
+    assert lost["by"] == "unread" and lost["why"] == issued.UNLOGGED and "OUTPUT_CODE_LOGGER" in lost["why"]
     assert (
         proofs.issued_mismatch(
             "2",
@@ -183,6 +186,13 @@ def test_the_policy_reports_each_moved_graph_and_compares_nothing_with_an_older_
     assert len(moved) == 1 and moved[0].verdict == policy.REGRESSION
     older = policy.compare({}, [{"issued_schedules": base}] * 2)
     assert [r.verdict for r in older if "issued" in r.metric] == [policy.OK]
+    # unread in the run (and in the baseline: the digests agree) proves nothing: reported by name, fails --strict
+    unread = {"by": "unread", "collectives": [], "total": None, "digest": "unread", "why": "a C++ wrapper"}
+    rows = policy.compare({"issued_schedules": [unread]}, [{"issued_schedules": [unread]}] * 2)
+    named = [r for r in rows if r.metric.startswith("issued: graph #0: unread (a C++ wrapper)")]
+    assert len(named) == 1 and named[0].verdict == policy.CHANGED
+    assert policy.failing(rows, allow_improvement=False, strict=True) == named
+    assert policy.failing(rows, allow_improvement=False, strict=False) == []
 
 
 class _Pass:
@@ -216,6 +226,40 @@ def test_host_paths_threads_and_cache_switches_are_not_compared_but_recompile_li
     )
     assert not settings.machine_specific("dynamo", "cache_size_limit")  # one rank falling back to eager alone
     assert not settings.machine_specific("inductor", "bucket_all_reduces_fx")
+    # keys that name a cache but change the generated code are compared: no rule by substring
+    for key in ("cpp.gemm_cache_blocking", "cache_sdpa_constraint", "triton.skip_l1_cache"):
+        assert not settings.machine_specific("inductor", key), key
+
+
+# every key of this torch's config modules whose name says cache, as torch 2.13.0's source comments class it:
+# it changes the generated code (compared), or it is a switch in CACHE_SWITCHES. A key a new torch adds fails
+# here until it is classed (the settings comparison compares it meanwhile).
+CACHE_KEYS_THAT_CHANGE_CODE = {
+    ("inductor", "cpp.gemm_cache_blocking"),  # a GEMM's register blocking
+    ("inductor", "cache_sdpa_constraint"),  # SDPA's input buffers (one per tensor and stride order)
+    ("inductor", "triton.skip_l1_cache"),  # the generated loads' eviction policy
+    ("dynamo", "cache_size_limit"),  # recompile limits: a rank that hits one falls back to eager alone
+    ("dynamo", "accumulated_cache_size_limit"),
+    ("dynamo", "recompile_limit"),
+    ("dynamo", "accumulated_recompile_limit"),
+}
+
+
+def test_every_cache_key_of_this_torch_is_classed():
+    from compile_guard import compat
+
+    unclassed = [
+        (label, key)
+        for label, module in compat.config_modules().items()
+        for key in compat.portable_config(module)
+        if "cache" in key.lower()
+        and (label, key) not in settings.CACHE_SWITCHES
+        and (label, key) not in CACHE_KEYS_THAT_CHANGE_CODE
+        and not key.endswith(settings.PATH_SUFFIXES)
+    ]
+    assert not unclassed, f"class these in compile_guard.health.settings.CACHE_SWITCHES or here: {unclassed}"
+    payload = settings.settings_payload()
+    assert "inductor.cpp.gemm_cache_blocking" in payload and "functorch.enable_autograd_cache" not in payload
 
 
 def test_a_setting_changed_on_this_rank_is_stated_by_name_and_the_digest_covers_it():

@@ -402,3 +402,12 @@ def test_between_says_what_a_release_did_per_metric() -> None:
     assert judge.between({}, new) == ["quality: not in one of the baselines"]
     moved = {"rank0": {**new["rank0"], "machine": {**MACHINE, "cpu": "Apple M2"}}}
     assert judge.between(old, moved)[1].startswith("timings not comparable (baseline from AMD EPYC")
+
+
+def test_the_parity_row_shows_each_ranks_own_cell() -> None:
+    rank0, rank1 = _quality(), _quality()
+    rank0["parity"] = {"replicated": ["call0", "call1"]}
+    rank1["parity"] = {"replicated": []}  # what rank 1 itself compared, not a copy of rank 0's
+    rows, _lines, _timings = quality_rows.rows({}, [("rank0", rank0), ("rank1", rank1)], Judging())
+    parity = next(r for r in rows if r.metric == judge.PARITY)
+    assert parity.per_rank == ["2 equal", "none declared"]

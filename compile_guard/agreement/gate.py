@@ -124,12 +124,15 @@ class CompileAgreement:
         compile_fn = compat.lookup_backend(compiler) if isinstance(compiler, str) else compiler
 
         def agreeing_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable:
-            return self.compile(gm, example_inputs, compile_fn)
+            return self.compile(gm, example_inputs, compile_fn, inductor=compiler == "inductor")
 
         return agreeing_backend
 
-    def compile(self, gm: torch.fx.GraphModule, example_inputs: list[Any], compile_fn: Callable) -> Callable:
-        """State the graph, compile it with `compile_fn`, return it counting its calls, held until the agreement."""
+    def compile(
+        self, gm: torch.fx.GraphModule, example_inputs: list[Any], compile_fn: Callable, *, inductor: bool = False
+    ) -> Callable:
+        """State the graph, compile it with `compile_fn`, return it counting its calls, held until the agreement.
+        `inductor`: `compile_fn` is inductor's, so its output code must be seen (else the schedule is `unread`)."""
         made, site_of = self.maker.make(self.graphs, gm, example_inputs)
         statement = fit(made, what=f"rank {self.rank}'s statement of graph {self.graphs}")
         self.graphs += 1
@@ -148,6 +151,7 @@ class CompileAgreement:
             made.collectives,
             cpp_wrapper=compat.inductor_cpp_wrapper(),
             group_ranks=lambda name: group_of(name)["ranks"],
+            inductor=inductor,
         )
         read_ms = (time.perf_counter() - compiled_at) * 1e3  # what reading it costs (benchmarks/bench_check.py)
         self.issued.append(issued)

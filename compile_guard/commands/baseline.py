@@ -24,10 +24,13 @@ from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.launch.modes import Output, RunMode
+from compile_guard.page import render
+from compile_guard.page.pages import diff_page
 from compile_guard.quality.judge import MIN_RUNS, keep_states
 from compile_guard.quality.judge import between as between_quality
 from compile_guard.quality.judge import describe as describe_quality
 from compile_guard.verdict import Cli
+from engine.atomic_json import write_text
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     diff.add_argument("a", type=Path)
     diff.add_argument("b", type=Path)
+    diff.add_argument("--html", type=Path, default=None, help="one self-contained HTML page of the diff")
 
 
 def _metric_table(metrics: dict[str, Any]) -> str:
@@ -194,15 +198,19 @@ def diff(args: argparse.Namespace, out: Output) -> int:
         + (", ".join(f"{k}: {a.factors.get(k)} -> {b.factors.get(k)}" for k in changed) or "none")
     )
     rows = policy.compare(a.metrics, _as_in(a, b, out))
-    out.print(
-        tabulate(
-            [[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
-            headers=["metric", "A", "B", "B vs A"],
-        )
+    table = tabulate(
+        [[r.metric, json.dumps(r.baseline)[:40], json.dumps(r.per_rank[0])[:40], r.verdict] for r in rows],
+        headers=["metric", "A", "B", "B vs A"],
     )
-    out.print("quality (A -> B): " + "; ".join(between_quality(a.quality, b.quality)))
+    out.print(table)
+    quality = between_quality(a.quality, b.quality)
+    out.print("quality (A -> B): " + "; ".join(quality))
     for note in (*a.notes, *b.notes):
         out.print(f"note: {note}")
+    if args.html:
+        sides = [{"path": str(p), "factors": x.factors, "quality": x.quality} for p, x in ((args.a, a), (args.b, b))]
+        page = diff_page(*sides, [dataclasses.asdict(r) for r in rows], quality, text=table)
+        out.write(write_text, args.html, render.html(page, args.html))
     return Cli.OK
 
 

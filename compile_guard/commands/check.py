@@ -13,11 +13,12 @@ from tabulate import tabulate
 from compile_guard.commands.argtypes import factor, fraction, positive_int, positive_seconds
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.junit import Case, write_junit
-from compile_guard.flow.report import Report, markdown_summary
+from compile_guard.flow.report import Report, markdown_summary, page_of
 from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
 from compile_guard.health import baseline as bl
 from compile_guard.launch.modes import RunMode
+from compile_guard.page import render
 from compile_guard.quality.options import COMPILE_TIME_MODES, JUDGE, OFF, REPORT, Judging, Measure
 from compile_guard.verdict import Cli
 from engine.atomic_json import write_json, write_text
@@ -103,6 +104,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-improvement", action="store_true", help="fewer breaks/graphs than baseline passes")
     parser.add_argument("--strict", action="store_true", help="changed fingerprints/backend fail too")
     parser.add_argument("--summary", type=Path, default=None, help="a Markdown summary for the CI job's page")
+    parser.add_argument(
+        "--html", type=Path, default=None, help="one self-contained HTML page of the report, to open or attach"
+    )
     judging = parser.add_argument_group("quality judging (docs/check.md)")
     judging.add_argument(
         "--speed-factor",
@@ -234,6 +238,8 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
         out.write(write_junit, args.junit, f"check.{spec.name}", junit_cases(spec.name, report))
     if args.summary:
         out.write(write_text, args.summary, markdown_summary(spec.name, report))
+    if args.html:
+        out.write(write_text, args.html, render.html(page_of(report, spec.name), args.html))
     return report.exit_code
 
 

@@ -16,8 +16,10 @@ from compile_guard.launch.supervision import Interrupted
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
 from compile_guard.matrix.runner import RowResult, run_row
 from compile_guard.matrix.this_run import HealthyBaselines
+from compile_guard.page import render
+from compile_guard.page.pages import matrix_page
 from compile_guard.verdict import Cli
-from engine.atomic_json import write_json
+from engine.atomic_json import write_json, write_text
 
 # in place, ranks > 0 wait this long for rank 0's matrix (docs/matrix.md has the whole matrix's wall time)
 LEADER_WAIT_S = 3600.0
@@ -27,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", default=None, help="comma-separated row ids (default: all)")
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--json", type=Path, default=None, help="write every row's result here")
+    parser.add_argument(
+        "--html", type=Path, default=None, help="one self-contained HTML page: every row, each failing check's report"
+    )
     parser.add_argument("--junit", type=Path, default=None, help="JUnit XML: one testcase per row")
     parser.add_argument("--log-dir", type=Path, default=None, help="per-row rank logs (default: a temp dir)")
 
@@ -104,6 +109,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.json:
         write_json(args.json, {"rows": [r.to_json() for r in results], "wall_s": round(wall, 2)})
+    if args.html:
+        page = matrix_page([r.to_json() for r in results], wall_s=round(wall, 2), text=_table(results))
+        write_text(args.html, render.html(page, args.html))
     if args.junit:
         cases = [
             Case(

@@ -9,6 +9,7 @@ flow/report.py (the judgement, or a failed run explained).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from compile_guard.contracts.rank_report import RankReportError
@@ -18,6 +19,7 @@ from compile_guard.flow.request import CheckRequest, NoBaseline, find_baseline
 from compile_guard.health import baseline as bl
 from compile_guard.launch.modes import RunMode
 from compile_guard.verdict import Cli
+from engine import knobs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +51,7 @@ def run_and_judge(request: CheckRequest, mode: RunMode) -> Judged:
             run=None,
         )
     if run.reports is None:
-        return Judged(report=failure_report(run), run=run)
+        return Judged(report=_on_disk(failure_report(run), request), run=run)
     if found is None:
         return Judged(report=Report(exit_code=Cli.OK, text="", data={}), run=run)
     report = judge(
@@ -62,4 +64,12 @@ def run_and_judge(request: CheckRequest, mode: RunMode) -> Judged:
         strict=request.strict,
         judging=request.judging,
     )
-    return Judged(report=report, run=run)
+    return Judged(report=_on_disk(report, request), run=run)
+
+
+def _on_disk(report: Report, request: CheckRequest) -> Report:
+    """The report with what the run left beside its logs, for the page's links: the depyf dumps and the
+    structured trace (tlparse's input), where the run wrote them."""
+    trace = knobs.read("TORCH_TRACE") or (str(request.dump_dir / "torch_trace") if request.dump_dir else None)
+    where = {"scenario": request.spec.name, "dump_dir": str(request.dump_dir) if request.dump_dir else None}
+    return dataclasses.replace(report, data={**report.data, **where, "torch_trace": trace})

@@ -8,6 +8,7 @@ code, the text and everything for --json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import linecache
 import signal
@@ -23,6 +24,9 @@ from compile_guard.flow.check_run import CheckRun
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.launch.launcher import LaunchResult
+from compile_guard.page import render
+from compile_guard.page.check_page import check_page
+from compile_guard.page.model import Page
 from compile_guard.quality import rows as quality_rows_of
 from compile_guard.quality.options import Judging
 from compile_guard.verdict import Cli
@@ -255,37 +259,19 @@ def judge(
         "log_dir": str(run.log_dir),
         "quality_lines": quality_lines,
         "timings": timings,  # per rank: what each timing test found (ratio, p, mde, judged, why not)
+        "judging": dataclasses.asdict(judging),  # the thresholds that decided the timing rows
+        "baseline_quality": base.quality,  # per rank: what the baseline stored (the page plots it beside the run)
     }
     return Report(exit_code=Cli.OK if passed else Cli.FAIL, text="\n".join(lines), data=data)
 
 
 def markdown_summary(scenario: str, report: Report) -> str:
-    """The report as Markdown for a CI job's summary page (GitHub's $GITHUB_STEP_SUMMARY, say): the verdict,
-    every row as a table, what failed."""
-    data = report.data
-    verdict = "PASS" if report.exit_code == Cli.OK else f"FAIL (exit {report.exit_code})"
-    lines = [f"### compile_guard check `{scenario}`: {verdict}", ""]
-    if "rows" not in data:
-        return "\n".join([*lines, "```", report.text.strip(), "```", ""])
-    ranks = len(data["rows"][0]["per_rank"]) if data["rows"] else 0
+    """The report as Markdown for a CI job's summary page (GitHub's $GITHUB_STEP_SUMMARY, say), rendered from the
+    same page model as `--html` (compile_guard.page), so the two never disagree."""
+    return render.markdown(page_of(report, scenario))
 
-    def cell(value: Any) -> str:
-        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-        return (text if len(text) <= 60 else text[:57] + "...").replace("|", "\\|")
 
-    lines += [
-        "| metric | baseline | " + " | ".join(f"rank{i}" for i in range(ranks)) + " | verdict |",
-        "|---" * (ranks + 3) + "|",
-    ]
-    for row in data["rows"]:
-        mark = "**regression**" if row["verdict"] == policy.REGRESSION else row["verdict"]
-        lines.append(
-            f"| {cell(row['metric'])} | {cell(row['baseline'])} | "
-            + " | ".join(cell(v) for v in row["per_rank"])
-            + f" | {mark} |"
-        )
-    if data.get("problems"):
-        lines += ["", "Failed:", *(f"- {p}" for p in data["problems"])]
-    if data.get("quality_lines"):
-        lines += ["", "Quality:", *(f"- {line}" for line in data["quality_lines"])]
-    return "\n".join([*lines, ""])
+def page_of(report: Report, scenario: str = "") -> Page:
+    """The report's page model (compile_guard.page.check_page)."""
+    data = report.data if "scenario" in report.data or not scenario else {**report.data, "scenario": scenario}
+    return check_page(data, exit_code=report.exit_code, text=report.text)

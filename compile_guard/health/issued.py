@@ -196,11 +196,28 @@ def code_summary(sources: list[str]) -> dict[str, Any]:
     }
 
 
+# an inductor graph whose wrapper source never reached the output-code logger (the gate reads it from there)
+UNLOGGED = (
+    "inductor's output code was not logged (compile_guard.compat.OUTPUT_CODE_LOGGER said nothing; the releases it"
+    " was checked on are listed there): this torch may have renamed the logger"
+)
+
+
 def issued_schedule(
-    sources: list[str], dispatch: list[dict[str, Any]], *, cpp_wrapper: bool, group_ranks: Any
+    sources: list[str], dispatch: list[dict[str, Any]], *, cpp_wrapper: bool, group_ranks: Any, inductor: bool = False
 ) -> dict[str, Any]:
-    """{"by", "collectives", "total", "digest"}: from inductor's wrapper sources when there are any ("inductor"),
-    "unread" for a C++ wrapper, else the dispatch schedule ("dispatch")."""
+    """{"by", "collectives", "total", "digest"}: from inductor's wrapper sources when there are any ("inductor");
+    "unread" (with `why`) for a C++ wrapper, a wrapper this reader cannot parse, or an `inductor` graph whose
+    source never reached the output-code logger (a torch that renamed it: never silently the dispatch schedule);
+    else, for other backends, the dispatch schedule ("dispatch")."""
+    if not sources and inductor:
+        return {
+            "by": "unread",
+            "collectives": [],
+            "total": None,
+            "digest": "unread",
+            "why": UNLOGGED,
+        }
     if not sources:
         stripped = [compared(c) for c in dispatch]
         return {

@@ -9,8 +9,9 @@
 - graph fingerprints, guard counts, op counts, effective backend: changed = reported,
   a regression only under --strict;
 - issued schedules, per graph (compile_guard.health.issued.change): point-to-point ops in
-  another order or a collective gone = regression; any other change = reported (--strict fails
-  it); a baseline that predates them compares nothing.
+  another order or a collective gone = regression; any other change, or a schedule that could not
+  be read (`unread`, named with why), = reported (--strict fails it); a baseline that predates them
+  compares nothing.
 Which metric is which comes from the schema (compile_guard.health.schema).
 """
 
@@ -172,6 +173,9 @@ def _issued_rows(name: str, base: list[dict[str, Any]], per_rank: list[list[dict
             if all(k == "same" for k, _ in moved)
             else CHANGED
         )
+        unread = {t.get("why", "not read") for t in theirs if t.get("by") == "unread"}
+        if verdict == OK and unread:  # unread on both sides is no proof of "same": named, fails --strict
+            verdict, moved = CHANGED, [("changed", f"unread ({'; '.join(sorted(unread))})")]
         if verdict != OK:
             what = next(w for k, w in moved if k != "same")
             rows.append(

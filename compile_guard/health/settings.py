@@ -8,7 +8,7 @@ What is compared is, for each config module torch has (compile_guard.compat.conf
 dynamo, inductor and its sub-configs, functorch, symbolic shapes, collective reordering,
 torch.distributed), the portable view torch keys its own caches on — private keys and cache
 switches left out — less the keys that legitimately differ by host (MACHINE_SPECIFIC, path-valued
-keys, cache switches), plus the custom passes torch leaves out of that view, compared by identity (a pass's
+keys, CACHE_SWITCHES), plus the custom passes torch leaves out of that view, compared by identity (a pass's
 `uuid()`, else its qualified name). A value that is not plain data is made comparable: sets
 sorted, objects by type and fields, never by their address.
 """
@@ -41,9 +41,49 @@ MACHINE_SPECIFIC: dict[tuple[str, str], str] = {
 }
 PATH_SUFFIXES = ("_dir", "_path", "_dir_root", "_file_name")  # a path: where, not what (any module)
 # A cache switch says where a compile comes from, never what it makes: a rank that loads a graph another compiles
-# is no divergence (CD-06). Any key naming a cache, but dynamo's limits on recompiles (a rank that hits one falls
-# back to eager alone), which older releases call cache sizes.
-CACHE_WORD, CACHE_KEPT = "cache", ("cache_size_limit", "accumulated_cache_size_limit")
+# is no divergence (CD-06). An explicit list, (module, key) -> what it switches: every key of torch 2.13.0's
+# config modules whose name says cache, each classed by its comment in torch's source (a release that lacks one
+# simply has no such key), and the ones torch's portable view already leaves out, named for releases that keep
+# them. A key that names a cache but changes the generated code is compared (inductor.cpp.gemm_cache_blocking: a
+# GEMM's blocking; inductor.cache_sdpa_constraint: SDPA's input buffers; inductor.triton.skip_l1_cache: the
+# loads' eviction policy), as are dynamo's limits on recompiles (a rank that hits one falls back to eager alone),
+# which older releases call cache sizes. A cache key a new release adds is compared until it is listed here: a
+# false stop names it, a silent skip would not.
+_LOCAL, _REMOTE, _AUTOGRAD = "the local compile cache", "a remote compile cache", "AOTAutograd's cache"
+CACHE_SWITCHES: dict[tuple[str, str], str] = {
+    ("dynamo", "fake_tensor_cache_enabled"): "fake tensors' dispatch cache: tracing speed only",
+    ("dynamo", "fake_tensor_cache_crosscheck_enabled"): "a debug check of the fake tensor cache",
+    ("inductor", "fx_graph_cache"): _LOCAL,
+    ("inductor", "fx_graph_remote_cache"): _REMOTE,
+    ("inductor", "autotune_local_cache"): "autotuning results' local cache",
+    ("inductor", "autotune_remote_cache"): _REMOTE,
+    ("inductor", "bundled_autotune_remote_cache"): _REMOTE,
+    ("inductor", "remote_gemm_autotune_cache"): _REMOTE,
+    ("inductor", "search_autotune_cache"): "deprecated, ignored by inductor",
+    ("inductor", "force_disable_caches"): "every compile cache off (a cold compile makes the same code)",
+    ("inductor", "bundle_triton_into_fx_graph_cache"): "what the local cache stores with a graph",
+    ("inductor", "non_blocking_remote_cache_write"): _REMOTE,
+    ("inductor", "cpp_cache_precompile_headers"): "the C++ build's precompiled headers: build speed only",
+    ("inductor", "unsafe_marked_cacheable_functions"): "which custom ops the local cache may key",
+    ("inductor", "unsafe_skip_cache_dynamic_shape_guards"): "the local cache's guards on a load",
+    ("inductor", "cuda.use_binary_remote_cache"): _REMOTE,
+    ("inductor", "cuda.upload_to_binary_remote_cache"): _REMOTE,
+    ("inductor", "cuda.binary_remote_cache_force_write"): _REMOTE,
+    ("inductor", "cutlass.use_binary_remote_cache"): _REMOTE,
+    ("inductor", "cutlass.upload_to_binary_remote_cache"): _REMOTE,
+    ("inductor", "cutlass.binary_remote_cache_force_write"): _REMOTE,
+    ("inductor", "xpu.use_binary_remote_cache"): _REMOTE,
+    ("inductor", "xpu.upload_to_binary_remote_cache"): _REMOTE,
+    ("inductor", "xpu.binary_remote_cache_force_write"): _REMOTE,
+    ("functorch", "enable_autograd_cache"): _AUTOGRAD,
+    ("functorch", "enable_remote_autograd_cache"): _REMOTE,
+    ("functorch", "autograd_cache_allow_custom_autograd_functions"): _AUTOGRAD,
+    ("functorch", "autograd_cache_normalize_inputs"): "placeholder names in AOTAutograd's cache key",
+    ("functorch", "bundled_autograd_cache"): _AUTOGRAD,
+    ("functorch", "bypass_autograd_cache_key"): _AUTOGRAD,
+    ("functorch", "force_autograd_cache"): _AUTOGRAD,
+    ("functorch", "strict_autograd_cache"): "an error instead of a warning when AOTAutograd's cache is bypassed",
+}
 # torch leaves the custom passes out of its portable view (they are callables); they change the program
 CALLABLE_KEYS: dict[str, tuple[str, ...]] = {
     "inductor": (
@@ -61,9 +101,8 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def machine_specific(module: str, key: str) -> bool:
-    """Not compared: a host's setting, a path, or a cache switch."""
-    cache = CACHE_WORD in key and key.rsplit(".", 1)[-1] not in CACHE_KEPT
-    return (module, key) in MACHINE_SPECIFIC or key.endswith(PATH_SUFFIXES) or cache
+    """Not compared: a host's setting, a path, or a cache switch (each listed with its reason)."""
+    return (module, key) in MACHINE_SPECIFIC or (module, key) in CACHE_SWITCHES or key.endswith(PATH_SUFFIXES)
 
 
 def comparable(value: Any) -> Any:

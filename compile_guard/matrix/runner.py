@@ -32,9 +32,11 @@ from compile_guard.launch.modes import Launched
 from compile_guard.launch.supervision import Interrupted
 from compile_guard.matrix.rows import ALL_EXIT, CHECK, CHUNKS, CONTINUES, FAULT_CHUNK, THIS_RUN, Row
 from compile_guard.matrix.this_run import Healthy, HealthyBaselines, not_applied
+from compile_guard.page.pages import CHECK_REPORT
 from compile_guard.quality.options import REPORT, Judging
 from compile_guard.verdict import Cli
 from engine import events
+from engine.atomic_json import write_json
 from engine.runspec import RunSpec
 
 SERVE = "compile_guard.ranks.serve"
@@ -245,6 +247,8 @@ def run_row(row: Row, log_root: Path, healthy: HealthyBaselines | None = None) -
         judged = run_and_judge(request, Launched())  # a row's faults kill ranks: always ranks of its own
         if judged.run is None:  # no committed baseline for the row's scenario: nothing ran
             raise RuntimeError(f"{row.id}: {judged.report.text}")
+        said = {"exit_code": judged.report.exit_code, "text": judged.report.text, "data": judged.report.data}
+        write_json(log_dir / CHECK_REPORT, said)  # the row's check, for the matrix's page (compile_guard.page)
         result = judged.run.result
         extra = baseline_problems(row, judged)
     else:

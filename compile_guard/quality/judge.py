@@ -11,8 +11,8 @@ Rules (docs/check.md argues each default):
   compile_guard.quality.stats.growth (significant at `alpha` and above half its factor), and states its minimum
   detectable effect, judged or not:
   - speed: the compiled step's time relative to eager's (1 / the local speedup) against the baseline's;
-  - compile time: per cache state, CPU seconds over the calibration's against the baseline's, and by at least
-    `compile_floor_s` seconds in this run's terms; the graphs that grew are named;
+  - compile time: per cache state, a compile's CPU seconds against the baseline's (a cold one measured each rank
+    alone), and by at least `compile_floor_s` seconds; the graphs that grew are named;
 - memory (CUDA): compiled / eager peak above the baseline's by `memory_factor`.
 A baseline without quality, or without this cache state: "not in baseline", reported, never a failure.
 """
@@ -213,7 +213,7 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
 
 def pool_runs(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Several refresh runs' quality (each per rank, as baseline_entry keeps it) as one: the first run's entry,
-    with every run's speedup and every cache state's compile ratio in `runs`, so the judge measures this
+    with every run's speedup and every cache state's compile CPU seconds in `runs`, so the judge measures this
     machine's noise from their spread (MIN_RUNS or more) and compares with their mean."""
     pooled: dict[str, Any] = {}
     for rank, first in entries[0].items():

@@ -1,11 +1,11 @@
 """Which machine a rank's timings came from, and whether two of them are comparable.
 
-A speedup and a compile time over the calibration are ratios measured in one run, so a machine twice as fast
-leaves them where they were; another *kind* of machine does not (vector width and cache sizes change eager and
-compiled unequally, a cold compile is half g++ while the calibration is pure Python, a GPU changes
-everything). So each rank records its machine next to its timings, a baseline keeps it, and timings are judged
-only against a baseline from the same kind: CPU model, vector ISA, the cores this process may run on, and on
-CUDA the GPU's name and the driver. Anything else (the host name, memory, the load) is not part of the kind.
+A speedup is a ratio measured in one run, so a machine twice as fast leaves it where it was; another *kind* of
+machine does not (vector width and cache sizes change eager and compiled unequally, a GPU changes
+everything), and a compile's CPU seconds are the machine's own. So each rank records its machine next to its
+timings, a baseline keeps it, and timings are judged only against a baseline from the same kind: CPU model,
+vector ISA, the cores this process may run on, and on CUDA the GPU's name and the driver. Anything else (the
+host name, memory, the load) is not part of the kind.
 """
 
 from __future__ import annotations

@@ -200,10 +200,9 @@ def rows(
         )
         row(ACCURACY, base_cell, lambda r, q: _accuracy((stored[r] or {}).get("accuracy"), q))
     if all("parity" in q for _, q in quality):
-        n = len(quality[0][1]["parity"]["replicated"])
-        out.append(
-            Row(metric=PARITY, baseline="-", per_rank=[f"{n} equal" if n else "none declared"] * len(ranks), verdict=OK)
-        )
+        counts = [len(q["parity"]["replicated"]) for _, q in quality]  # each rank's own cell
+        cells = [f"{n} equal" if n else "none declared" for n in counts]
+        out.append(Row(metric=PARITY, baseline="-", per_rank=cells, verdict=OK))
     if all("speed" in q for _, q in quality):
         b0 = first.get("speed")
         row(

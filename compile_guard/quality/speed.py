@@ -5,7 +5,7 @@ input step). Two figures per rank:
 
 - **local** (judged): the rank's own eager and compiled steps with every collective served by a local fake
   group (compile_guard.compat.local_collectives), so no step waits on a peer or pays for its scheduling; on a
-  CPU device the ranks take turns (one measures, the others wait in a barrier, idle), each timed by the
+  CPU device the ranks take turns (one measures, the others wait on the job's store, idle), each timed by the
   measuring thread's CPU time (the process's when torch runs more than one thread), on CUDA by the device's
   time. Pairs of an eager and a compiled sample, their order alternating (ABBA), each sample the fastest of a
   few steps (what slows a step here is added time, never taken away: timeit's argument). A pair's ratio is one
@@ -18,9 +18,11 @@ A torch without the local replay's entry points gives the live figure as the jud
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
+from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
 import torch
@@ -29,7 +31,7 @@ import torch.distributed as dist
 from compile_guard import compat
 from compile_guard.quality import stats
 from engine import knobs
-from engine.collectives import all_gather_json, barrier
+from engine.collectives import all_gather_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -137,24 +139,50 @@ def _live(eager: Callable[[], None], compiled: Callable[[], None], device: torch
     return {**_summary(eager_s, compiled_s), "clock": "wall"}
 
 
+# how long a rank waits for a peer's turn: a turn is a whole cold compile on one core (tp2's: 25-40 s of CPU, more
+# on a newer torch or a bigger model), longer than the group's own collective timeout (30 s here), so turns are
+# taken through the job's store, whose waits take their own timeout. A peer that dies ends the wait sooner: the
+# launcher (or torchrun) kills every rank on the first failure.
+TURN_WAIT_S = 900.0
+_CALLS = itertools.count()  # alone() calls in this process: the same sequence on every rank of a group
+
+
+def _turns(group: dist.ProcessGroup) -> tuple[Callable[[str], None], Callable[[str], None]]:
+    """(mark, wait): a key of this alone() call on the job's store, set by one rank and awaited by the others."""
+    store = compat.default_store()
+    ranks = "-".join(str(r) for r in dist.get_process_group_ranks(group))
+    prefix = f"compile_guard/alone/{ranks}/{next(_CALLS)}"
+    wait_for = timedelta(seconds=TURN_WAIT_S)
+
+    def mark(key: str) -> None:
+        store.set(f"{prefix}/{key}", b"1")
+
+    def wait(key: str) -> None:
+        store.wait([f"{prefix}/{key}"], wait_for)
+
+    return mark, wait
+
+
 def alone(group: dist.ProcessGroup, device: torch.device, body: Callable[[], T]) -> tuple[T | None, str]:
     """`body()` with every collective of this process served locally (compat.local_collectives), each rank alone:
-    on a CPU device the ranks take turns (one runs, the others wait in a barrier, idle: ranks on one host share its
-    cores, caches and memory bandwidth), on CUDA all at once. Returns (what it returned, or None with why not:
-    no local replay on this torch, or code that cannot run without its peers)."""
-    turns = device.type == "cpu"
+    on a CPU device the ranks take turns (one runs, the others wait on the job's store, idle: ranks on one host
+    share its cores, caches and memory bandwidth), on CUDA all at once. Returns (what it returned, or None with
+    why not: no local replay on this torch, or code that cannot run without its peers)."""
     me, size = dist.get_rank(group), dist.get_world_size(group)
+    mark, wait = _turns(group)
+    mark(f"in/{me}")
+    for r in range(size):  # every rank here: none is still at its previous step
+        wait(f"in/{r}")
     found: T | None = None
     why = ""
-    for turn in range(size if turns else 1):
-        barrier(group=group)
-        if turns and turn != me:
-            continue
-        try:
-            restore = compat.local_collectives(device)
-        except compat.TorchInternalMissing as exc:
-            why = f"no local replay on this torch ({exc})"
-            continue
+    turns = device.type == "cpu"
+    if turns and me > 0:
+        wait(f"done/{me - 1}")
+    try:
+        restore = compat.local_collectives(device)
+    except compat.TorchInternalMissing as exc:
+        why = f"no local replay on this torch ({exc})"
+    else:
         try:
             found = body()
         except Exception as exc:  # code that cannot run without its peers (it reads a collective's result, say)
@@ -162,7 +190,9 @@ def alone(group: dist.ProcessGroup, device: torch.device, body: Callable[[], T])
             why = f"the local replay failed ({type(exc).__name__}: {str(exc)[:200]})"
         finally:
             restore()
-    barrier(group=group)
+    mark(f"done/{me}")
+    for r in range(size):  # every rank's turn over before any goes on
+        wait(f"done/{r}")
     return found, why
 
 

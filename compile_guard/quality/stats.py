@@ -2,16 +2,16 @@
 that decides whether a time grew.
 
 Both timing rules (speed, compile time) judge the growth of a time against the baseline's, in log units:
-y = ln(run / baseline) (the compiled step's time relative to eager's; a compile's CPU seconds relative to the
-calibration's). y is compared with its standard error, SE² = se_run² + se_base²: each side's own sampling error
-and the spread between runs on one machine that no run's own samples can show (the noise: a process's memory
-layout, the host's neighbours). A baseline refreshed over several runs measures that noise on its machine
-(`moderated_noise`: their spread, pooled with the assumption), and its own figure is their mean; else the judge
-assumes a default
-(compile_guard.quality.options.Judging, argued in docs/check.md). A growth is a regression when it is significant,
-y > z(1-alpha)·SE, *and* larger than half the growth the gate is asked to catch, y > ln(factor) / 2: the test
-keeps a noisy run from failing, the cut keeps a precise run from failing on a growth too small to matter, and
-a growth of the full factor is caught whenever the run's minimum detectable effect is below it.
+y = ln(run / baseline) (the compiled step's time relative to eager's; a compile's CPU seconds). y is compared
+with its standard error, SE² = se_run² + se_base²: each side's own sampling error and the spread between runs
+on one machine that no run's own samples can show (the noise: a process's memory layout, the host's
+neighbours). A baseline refreshed over several runs measures that noise on its machine (`moderated_noise`:
+their spread, pooled with the assumption), and its own figure is their mean; else the judge assumes a default
+(compile_guard.quality.options.Judging, argued in docs/check.md). A growth is a regression when it is
+significant, y > z(1-alpha)·SE, *and* larger than half the growth the gate is asked to catch,
+y > ln(factor) / 2: the test keeps a noisy run from failing, the cut keeps a precise run from failing on a
+growth too small to matter, and a growth of the full factor is caught whenever the run's minimum detectable
+effect is below it.
 """
 
 from __future__ import annotations
