@@ -211,3 +211,20 @@ def test_compile_time_is_plotted_per_graph_with_the_baselines_seconds_rebuilt_fr
     assert set(bars) == {"cold: 0/0 forward", "cold: 1/0 forward"}
     assert bars["cold: 0/0 forward"]["baseline"] == pytest.approx(2.0)  # its ratio 20 x its calibration's 0.1 s
     assert bars["cold: 1/0 forward"]["ranks"] == {"rank0": 4.0, "rank1": 4.0}
+
+
+def test_a_collection_names_its_failed_parts_and_shows_each_under_its_summary(tmp_path):
+    """The upgrade rehearsal's and the version matrix's page: a summary table, then one page per scenario."""
+    from compile_guard.page.model import Difference
+    from compile_guard.page.pages import collection
+
+    failed = check_page(_judged(tmp_path), exit_code=1, text="")
+    passed = check_page({**_judged(tmp_path), "passed": True, "failing_metrics": []}, exit_code=0, text="")
+    summary = Difference(title="per scenario", columns=("scenario", "exit"), rows=(("a", "1"), ("b", "0")))
+    page = collection(
+        kind="upgrade rehearsal", subject="a,b", versions="torch 2.13.0 -> 2.14.1", summary=summary,
+        parts=[failed, passed], passed=False,
+    )  # fmt: skip
+    assert page.headline == "FAIL: quality" and page.sections()[:4] == ["verdict", "summary", "part-0", "part-1"]
+    html = render.html(page)
+    assert 'id="part-0-grid"' in html and 'id="part-1-plot-speed"' in html and "per scenario" in html
