@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,7 @@ def matrix_page(results: list[dict[str, Any]], *, wall_s: float, text: str = "")
 
 
 def _titled(page: Page, subject: str) -> Page:
-    from dataclasses import replace
-
-    return replace(page, subject=subject)
+    return dataclasses.replace(page, subject=subject)
 
 
 def _as_probes(quality: dict[str, Any]) -> list[dict[str, Any]]:
