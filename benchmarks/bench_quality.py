@@ -38,6 +38,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard.launch.supervision import die_with_parent
 from compile_guard.quality import rows as quality_rows
 from compile_guard.quality.options import Judging
 
@@ -66,7 +67,11 @@ class Hog:
 
     def __enter__(self) -> Hog:
         self.procs = [
-            subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            subprocess.Popen(
+                [sys.executable, "-c", "while True: pass"],
+                start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid()),  # no hog outlives a killed benchmark
+            )
             for _ in range(os.cpu_count() or 1)
         ]
         return self

@@ -13,6 +13,7 @@ in-process test plus the `smoke` handful, one per surface; `make test` runs ever
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,18 @@ import pytest
 
 from compile_guard.commands.pytest_plugin import launch_checked
 from compile_guard.launch.launcher import LaunchResult, LaunchSpec
+from compile_guard.launch.supervision import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A terminated test run tears down as an interrupted one: fixtures' finally blocks kill what they started, and
+# subprocess.run kills its child, so nothing a test started outlives it on SIGTERM (SIGKILL: die_with_parent below)
+signal.signal(signal.SIGTERM, _terminated)
 RANK_PROGRAMS = str(REPO / "tests" / "rank_programs.py")
 # A test waits on a CLI longer than the CLI's own hard deadline for its ranks (RunSpec.deadline_s,
 # 600 s), and pytest's timeout (pyproject) is longer still: the innermost deadline always fires first.
@@ -74,6 +85,7 @@ def _run_cli(
         text=True,
         timeout=timeout,
         env=env,
+        preexec_fn=die_with_parent(os.getpid()),  # the CLI (and through it its ranks) dies with this test process
     )
 
 

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from compile_guard.launch.supervision import die_with_parent
 from tests.conftest import CLI_TIMEOUT_S, REPO
 
 EXAMPLE = "docs.examples.tp_mlp"
@@ -204,9 +205,12 @@ def test_a_vocab_parallel_model_with_rank_varying_constants_is_baselined_and_a_n
 
 @pytest.fixture
 def cpu_hog(processes):
-    """A busy loop on every core for the test's length, in its own session; killed (and reaped) after it."""
+    """A busy loop on every core for the test's length, in its own session; killed (and reaped) after it, and
+    killed by the kernel if the test process dies first (die_with_parent: no hog outlives a killed run)."""
     hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"], start_new_session=True, preexec_fn=die_with_parent(os.getpid())
+        )
         for _ in range(os.cpu_count() or 1)
     ]
     try:
