@@ -31,6 +31,16 @@ from compile_guard.launch.supervision import die_with_parent
 REPO = Path(__file__).resolve().parent.parent
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module: tests that share a benchmark's code (its survey, its browser) load it so."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _terminated(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 

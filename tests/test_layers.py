@@ -4,7 +4,6 @@ commands never import torch."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_benchmark
 
 
 def _row_families() -> list[str]:
@@ -83,17 +82,10 @@ def test_the_code_is_formatted_and_linted(quick_process):
         )
 
 
-def _layers():
-    spec = importlib.util.spec_from_file_location("layers", REPO / "benchmarks" / "layers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_no_import_climbs_a_layer():
     """compile_guard's layers (benchmarks/layers.py: base < concerns < launch < flow < matrix < programs) import
     only downward or sideways: the launch layer knows no rank program, the flow no front end."""
-    _lines, climbs, _shims = _layers().survey(REPO)
+    _lines, climbs, _shims = load_benchmark("layers").survey(REPO)
     assert climbs == []
 
 
@@ -105,5 +97,5 @@ def test_a_climbing_import_is_found(tmp_path):
     }.items():
         (tmp_path / "compile_guard" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "compile_guard" / name).write_text(source)
-    _lines, climbs, _shims = _layers().survey(tmp_path)
+    _lines, climbs, _shims = load_benchmark("layers").survey(tmp_path)
     assert climbs == ["compile_guard/flow/check_run.py:1 flow -> ranks"]

@@ -13,6 +13,7 @@ import pytest
 from compile_guard.page import model, render
 from compile_guard.page.check_page import check_page
 from compile_guard.page.pages import diff_page, matrix_page
+from tests.conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts" / "pages"  # each browser test's pages and screenshots (git-ignored; CI keeps them)
@@ -141,16 +142,6 @@ def test_the_matrix_and_diff_pages(tmp_path):
     assert {a.name: a.state for a in diff.axes}[model.STRUCTURE] == model.MOVED
 
 
-def _bench_page():
-    """benchmarks/bench_page.py, whose open_in_browser the test shares (the figures and the test see the same)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_page", REPO / "benchmarks" / "bench_page.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _browser():
     """Playwright and Debian's chromium: skipped off CI where either is missing, a failure on CI (.ci/run installs
     both)."""
@@ -158,7 +149,7 @@ def _browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
-    if sync_playwright is None or not Path(_bench_page().CHROMIUM).exists():
+    if sync_playwright is None or not Path(load_benchmark("bench_page").CHROMIUM).exists():
         why = "a browser page test needs playwright (pip) and Debian's chromium (apt-get install -y chromium)"
         if "CI" in os.environ:
             pytest.fail(f"{why}: .ci/run installs both")
@@ -184,7 +175,7 @@ def test_pages_of_real_runs_open_in_a_real_browser(processes, cli):
     with sync_playwright() as pw:
         found = {}
         for path in (healthy, matrix):
-            found[path.name] = _bench_page().open_in_browser(pw, path)
+            found[path.name] = load_benchmark("bench_page").open_in_browser(pw, path)
     for name, seen in found.items():
         assert seen["errors"] == [], (name, seen["errors"])
         assert all(seen["seen"].values()), (name, seen["seen"])
