@@ -32,7 +32,7 @@ from tabulate import tabulate  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compile_guard.agreement import holds, judge, protocol  # noqa: E402
+from compile_guard.agreement import compare, holds, protocol  # noqa: E402
 from compile_guard.agreement.channel import Transport  # noqa: E402
 from compile_guard.agreement.entries import Frame, Statement  # noqa: E402
 from compile_guard.agreement.ops import Inbox  # noqa: E402
@@ -72,7 +72,7 @@ def _state(me: _Rank, mine: Statement) -> None:
 
 def _hold(me: _Rank, mine: Statement) -> Any:
     return me.main.run(
-        holds.hold_graph(me.link, mine, before=[], site_of=_site_of, options=judge.Options(), issued=ISSUED)
+        holds.hold_graph(me.link, mine, before=[], site_of=_site_of, options=compare.Options(), issued=ISSUED)
     )
 
 

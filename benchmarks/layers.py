@@ -26,6 +26,7 @@ LEVELS = {
     "verdict": 0,
     "compat": 0,
     "moved": 0,
+    "named": 0,
     "contracts": 1,
     "health": 1,
     "agreement": 1,

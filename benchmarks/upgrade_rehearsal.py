@@ -31,11 +31,11 @@ from compile_guard.page import render
 from compile_guard.page.check_page import check_page
 from compile_guard.page.model import Difference
 from compile_guard.page.pages import collection
-from compile_guard.quality import judge
+from compile_guard.quality import rules
 from engine.atomic_json import write_text
 
 REPO = Path(__file__).resolve().parent.parent
-QUALITY_COLUMNS = (judge.ACCURACY, judge.SPEEDUP, judge.compile_metric("cold"), judge.compile_metric("rewarm"))
+QUALITY_COLUMNS = (rules.ACCURACY, rules.SPEEDUP, rules.compile_metric("cold"), rules.compile_metric("rewarm"))
 
 
 def _cell(report: dict, metric: str) -> str:

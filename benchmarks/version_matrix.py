@@ -37,7 +37,7 @@ from compile_guard.health import policy
 from compile_guard.page import render
 from compile_guard.page.model import Difference, Page
 from compile_guard.page.pages import collection, diff_page
-from compile_guard.quality import judge
+from compile_guard.quality import rules
 from engine.atomic_json import write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,7 +179,7 @@ def upgrade_diffs(out: Path, releases: list[str], pages: list[Page] | None = Non
                 for r in policy.compare(old.metrics, metrics)
                 if r.verdict != policy.OK and r.metric != "effective_backend"
             ]
-            quality = judge.between(old.quality, new.quality)
+            quality = rules.between(old.quality, new.quality)
             rows.append([scenario, f"{a} -> {b}", "; ".join(moved + renamed) or "nothing", "; ".join(quality)])
             if pages is not None:
                 sides = [

@@ -23,7 +23,7 @@ PUBLIC = {
     "agree_on_compiles": "compile_guard.agreement.gate",  # torch.compile's backend= for a user's own model
     "CompileAgreement": "compile_guard.agreement.gate",  # the gate agree_on_compiles returns
     "CollectiveLedger": "compile_guard.agreement.ledger",  # eager collectives agreed across the ranks
-    "assert_compile_health": "compile_guard.commands.pytest_plugin",  # a probe's metrics against a baseline
+    "assert_compile_health": "compile_guard.health.assertion",  # a probe's metrics against a baseline (no pytest)
 }
 __all__ = ["__version__", *PUBLIC]
 

@@ -21,6 +21,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from compile_guard import named
+
 # name -> dotted path of every private entry point used below (2.6-2.15 checked unless said otherwise)
 _PRIVATE = {
     "default_store": "torch.distributed.distributed_c10d._get_default_store",
@@ -83,7 +85,7 @@ class TorchInternalMissing(RuntimeError):
 def _private(name: str) -> Any:
     """The entry point `_PRIVATE[name]`, or TorchInternalMissing naming it and the installed torch."""
     try:
-        return resolve(_PRIVATE[name])
+        return named.dotted(_PRIVATE[name])
     except (ImportError, AttributeError) as exc:
         raise TorchInternalMissing(_PRIVATE[name], exc) from None
 
@@ -290,7 +292,7 @@ def config_modules() -> dict[str, Any]:
     }
     for label, path in OPTIONAL_CONFIGS.items():
         try:
-            found[label] = resolve(path)
+            found[label] = named.dotted(path)
         except (ImportError, AttributeError):
             continue
     return found
@@ -327,22 +329,6 @@ def flatten_with_paths(tree: Any) -> list[tuple[str, Any]]:
 def fake_mode() -> Any:
     """A fake mode of static shapes that takes real inputs too (the schedule re-trace). FakeTensorMode."""
     return _private("fake_tensor_mode")(allow_non_fake_inputs=True, static_shapes=True)
-
-
-def resolve(path: str) -> Any:
-    """The object at a dotted path: the longest importable module prefix, then attributes."""
-    import importlib
-
-    parts = path.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            found = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for attr in parts[cut:]:
-            found = getattr(found, attr)
-        return found
-    raise ImportError(path)
 
 
 def inductor_lowering_tables() -> tuple[dict[Any, Any], dict[Any, Any], type]:
@@ -406,5 +392,5 @@ def clear_inductor_caches() -> None:
     try:
         clear = _private("inductor_clear_caches")
     except TorchInternalMissing:
-        clear = resolve("torch._inductor.utils.clear_inductor_caches")
+        clear = named.dotted("torch._inductor.utils.clear_inductor_caches")
     clear()

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from compile_guard.agreement import holds, judge, protocol
+from compile_guard.agreement import compare, holds, protocol
 from compile_guard.agreement.entries import Break, Frame, Parent, Statement
 from compile_guard.agreement.ops import Add, CompareSet, Delete, Get, Inbox, Now, Set, Wait
 from compile_guard.agreement.positions import Positions, slot_key
@@ -146,11 +146,11 @@ class Sim:
         seed: int,
         stall_s: float = 10.0,
         blocking: bool = True,
-        options: judge.Options | None = None,
+        options: compare.Options | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.plans, self.n, self.blocking = plans, len(plans), blocking
-        self.options = options or judge.Options()
+        self.options = options or compare.Options()
         self.store = MemoryStore()
         self.now = 0.0
         self.issued: dict[int, list[dict[str, Any]]] = {r: [] for r in range(self.n)}

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from compile_guard.agreement import judge
+from compile_guard.agreement import compare
 from compile_guard.agreement.channel import Transport
 from compile_guard.agreement.entries import Break, Frame, Statement
 from compile_guard.agreement.messages import Ask, Wake
@@ -120,12 +120,12 @@ def test_statements_name_the_differing_fields_and_the_first_differing_collective
         schedule_digest="e",
         settings={"dynamo.x": True},
     )
-    assert judge.differing([a, b]) == ["fingerprint", "schedule_digest", "settings"]
-    first = judge.first_differing_collective([a, b])
+    assert compare.differing([a, b]) == ["fingerprint", "schedule_digest", "settings"]
+    first = compare.first_differing_collective([a, b])
     assert first.startswith("#1: ") and "[16, 64]" in first and "[17, 64]" in first and "m.py:9" in first
-    assert "settings.dynamo.x" in judge.table([a, b])
-    assert judge.differing([a, _statement(1, [{**AR, "site": "elsewhere.py:3"}, AR])]) == []  # a site is not issued
-    verdict = judge.judge([a, b], group="1", site_of=SITE_OF, options=judge.Options()).verdict
+    assert "settings.dynamo.x" in compare.table([a, b])
+    assert compare.differing([a, _statement(1, [{**AR, "site": "elsewhere.py:3"}, AR])]) == []  # a site is not issued
+    verdict = compare.compare([a, b], group="1", site_of=SITE_OF, options=compare.Options()).verdict
     assert verdict.kind == "mismatch" and verdict.fields == ["fingerprint", "schedule_digest", "settings"]
 
 
@@ -133,25 +133,25 @@ def test_a_constant_that_differs_by_rank_is_listed_and_stops_only_when_asked():
     """A vocab-parallel offset: rank 0's `x - 0`, rank 1's `x - 128`, the same structure."""
     a = _statement(0, [AR])
     b = _statement(1, [AR], constants=[[3, "args.1", 128]], constants_digest="c2")
-    found = judge.judge([a, b], group="1", site_of=SITE_OF, options=judge.Options())
+    found = compare.compare([a, b], group="1", site_of=SITE_OF, options=compare.Options())
     assert found.verdict is None and found.rank_varying == [
         {"site": "m.py:3", "key": "m.py forward: lt args.1", "values": {"0": 0, "1": 128}}
     ]
-    strict = judge.judge([a, b], group="1", site_of=SITE_OF, options=judge.Options(strict_constants=True))
+    strict = compare.compare([a, b], group="1", site_of=SITE_OF, options=compare.Options(strict_constants=True))
     assert strict.verdict.fields == ["constants"] and "rank1=128" in strict.verdict.text
 
 
 def test_a_rank_only_graph_break_whose_streams_line_up_is_an_asymmetry_not_a_mismatch():
     printed = Break(reason="gb0059: Failed to trace builtin operator", site="m.py:5", count=1, source="print(x.shape)")
     whole, cut = _statement(0, [AR, AR]), _statement(1, [AR], fingerprint="g", breaks=[printed], schedule_digest="e")
-    found = judge.judge([whole, cut], group="1", site_of=SITE_OF, options=judge.Options())
+    found = compare.compare([whole, cut], group="1", site_of=SITE_OF, options=compare.Options())
     assert found.verdict is None and "line up so far" in found.asymmetry and "m.py:5" in found.asymmetry
-    stopped = judge.judge([whole, cut], group="1", site_of=SITE_OF, options=judge.Options(stop_on_asymmetry=True))
+    stopped = compare.compare([whole, cut], group="1", site_of=SITE_OF, options=compare.Options(stop_on_asymmetry=True))
     assert stopped.verdict.kind == "asymmetry"
     text = stopped.verdict.text
     assert text.index("m.py:5") < text.index("line up")  # the break's site first, then the streams
     parted = _statement(1, [{**AR, "shape": [8, 64]}], fingerprint="g", breaks=[printed], schedule_digest="e")
-    assert judge.judge([whole, parted], group="1", site_of=SITE_OF, options=judge.Options()).verdict.kind == (
+    assert compare.compare([whole, parted], group="1", site_of=SITE_OF, options=compare.Options()).verdict.kind == (
         "mismatch"
     )
 

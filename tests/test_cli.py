@@ -18,7 +18,6 @@ from tests.conftest import CLI_TIMEOUT_S, REPO
 SURFACE = {
     "": ["--help", "--version"],
     "check": [
-        "--agree-window",
         "--allow-improvement",
         "--alpha",
         "--backend",
@@ -68,7 +67,6 @@ SURFACE = {
     "overlap": ["--chunks", "--help", "--json", "--log-dir", "--trace"],
     "baseline": ["--help"],
     "baseline refresh": [
-        "--agree-window",
         "--backend",
         "--baselines",
         "--compile-time",

@@ -8,14 +8,14 @@ import socket
 import torch
 import torch.distributed as dist
 
-from compile_guard import compat
+from compile_guard import compat, named
 
 
 def test_every_private_entry_point_resolves_on_the_installed_torch():
     missing = {}
     for path in compat.ENTRY_POINTS:
         try:
-            compat.resolve(path)
+            named.dotted(path)
         except (ImportError, AttributeError) as exc:
             missing[path] = f"{type(exc).__name__}: {exc}"
     assert not missing, f"torch {torch.__version__} lacks compat entry points (add a fallback or a floor): {missing}"

@@ -1,5 +1,5 @@
 """The issued schedule (compile_guard.health.issued), the settings compared (health.settings), and how both are judged
-across ranks (agreement.judge) and against a baseline (health.policy). In-process, no rank, no compile."""
+across ranks (agreement.compare) and against a baseline (health.policy). In-process, no rank, no compile."""
 
 from __future__ import annotations
 

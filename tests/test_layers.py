@@ -99,3 +99,22 @@ def test_a_climbing_import_is_found(tmp_path):
         (tmp_path / "compile_guard" / name).write_text(source)
     _lines, climbs, _shims = load_benchmark("layers").survey(tmp_path)
     assert climbs == ["compile_guard/flow/check_run.py:1 flow -> ranks"]
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80  # a file one concern; a function one screen (the house style)
+
+
+def test_every_file_and_function_of_the_harness_stays_small():
+    """compile_guard/: every module <= 400 lines, every function (its decorators excluded) <= 80 lines."""
+    too_long = []
+    for path in sorted((REPO / "compile_guard").rglob("*.py")):
+        source = path.read_text()
+        name = path.relative_to(REPO)
+        if len(source.splitlines()) > MAX_FILE_LINES:
+            too_long.append(f"{name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}(): {length} lines")
+    assert too_long == [], "split these (one concern per module, one screen per function):\n" + "\n".join(too_long)

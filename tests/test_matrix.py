@@ -15,7 +15,7 @@ import pytest
 
 from compile_guard.launch.launcher import LaunchResult, RankResult
 from compile_guard.matrix.rows import CONTINUES_CHECK, ROWS, ROWS_BY_ID
-from compile_guard.matrix.runner import judge, run_row
+from compile_guard.matrix.runner import row_outcome, run_row
 from compile_guard.matrix.this_run import APPLIED, Healthy, HealthyBaselines, not_applied
 
 SMOKE_ROWS = ("OM-04", "CD-01")  # a parity row and a compile-divergence row stay in `make test-fast`
@@ -68,7 +68,7 @@ def _fake_result(tmp_path, rcs) -> LaunchResult:
 def test_judge_rejects_wrong_exit_codes_and_missing_events(tmp_path, quick_process):
     """The judge itself can fail: OM-11 with clean exits and no digest event is two problems."""
     row = ROWS_BY_ID["OM-11"]
-    verdict = judge(row, _fake_result(tmp_path, [0, 0]), [[], []])
+    verdict = row_outcome(row, _fake_result(tmp_path, [0, 0]), [[], []])
     assert not verdict.passed
     assert any("rank 0 exited 0, expected one of [11]" in p for p in verdict.problems)
     assert any("logged no digest_mismatch event" in p for p in verdict.problems)
@@ -85,9 +85,9 @@ def test_judge_requires_the_job_to_go_on(tmp_path, quick_process):
         "chunk_index": 1,
     }
     done = {"event": "run_done", "t": 2.0, "chunks_done": [0, 2]}
-    verdict = judge(row, _fake_result(tmp_path, [0, 0]), [[rejected, done], []])
+    verdict = row_outcome(row, _fake_result(tmp_path, [0, 0]), [[rejected, done], []])
     assert any("job did not go on" in p for p in verdict.problems)
-    ok = judge(row, _fake_result(tmp_path, [0, 0]), [[rejected, {**done, "chunks_done": [0, 2, 3]}], []])
+    ok = row_outcome(row, _fake_result(tmp_path, [0, 0]), [[rejected, {**done, "chunks_done": [0, 2, 3]}], []])
     assert ok.passed, ok.problems
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from compile_guard.agreement import judge
+from compile_guard.agreement import compare
 from tests.protocol_sim import Graph, Plan, Sim, Step
 
 STALL_S = 10.0
@@ -166,7 +166,7 @@ def _divergent(rng: random.Random, kind: str, *, blocking: bool) -> tuple[list[P
             if g.rest is not None:
                 p.graphs[key] = _graph(key[0], key[1], n, plans.index(p), varying=False)
     mine = plans[r]
-    options = judge.Options(strict_constants=kind == "strict_constants", stop_on_asymmetry=kind == "asymmetry_stop")
+    options = compare.Options(strict_constants=kind == "strict_constants", stop_on_asymmetry=kind == "asymmetry_stop")
     compiles = _first_compiles(mine)
     if not compiles:  # every step eager: nothing to compile differently; draw again
         return _divergent(rng, kind, blocking=blocking)

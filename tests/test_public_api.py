@@ -80,6 +80,17 @@ def test_importing_the_package_loads_no_torch(quick_process):
     subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True, timeout=60)
 
 
+def test_assert_compile_health_needs_no_pytest(quick_process):
+    """A script or another test runner gates compile health too: with pytest unimportable, the name resolves."""
+    probe = (
+        "import sys; sys.modules['pytest'] = None\n"
+        "from compile_guard import assert_compile_health\n"
+        "assert callable(assert_compile_health)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_the_plugin_entry_point_and_its_fixtures():
     points = [p for p in importlib.metadata.entry_points(group="pytest11") if p.name == "compile_guard"]
     assert [p.value for p in points] == ["compile_guard.commands.pytest_plugin"]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from compile_guard.health import policy
 from compile_guard.health.policy import OK, REGRESSION
-from compile_guard.quality import accuracy, judge, stats
+from compile_guard.quality import accuracy, rules, stats
 from compile_guard.quality import rows as quality_rows
 from compile_guard.quality.measure import copy_value, in_fp64
 from compile_guard.quality.options import Judging, Measure, QualityOptionError
@@ -185,7 +185,7 @@ MACHINE = {"cpu": "AMD EPYC", "isa": ["avx2", "fma"], "cores": 2, "gpu": "", "dr
 
 
 def _judged(base: dict, run: dict, judging: Judging = Judging()) -> dict[str, str]:
-    base_q = {"rank0": judge.baseline_entry(base), "rank1": judge.baseline_entry(base)} if base else {}
+    base_q = {"rank0": rules.baseline_entry(base), "rank1": rules.baseline_entry(base)} if base else {}
     rows, _lines, _timings = quality_rows.rows(base_q, [("rank0", run), ("rank1", run)], judging)
     return {r.metric: r.verdict for r in rows}
 
@@ -207,7 +207,7 @@ def _around(center: float, sd: float, n: int = 20, seed: int = 3) -> list[float]
 
 def test_speed_needs_significance_and_more_than_half_its_factor() -> None:
     """Each half of the speed rule decides a case alone: remove either and one of these verdicts flips."""
-    metric = judge.SPEEDUP
+    metric = rules.SPEEDUP
     base = _quality(speed=_around(1.50, 0.005))
     assert _judged(base, _quality(speed=_around(1.50, 0.005, seed=4)))[metric] == OK
     assert _judged(base, _quality(speed=_around(1.50 / 1.20, 0.005)))[metric] == REGRESSION  # 20 %: both halves
@@ -247,23 +247,23 @@ def test_compile_time_needs_significance_half_its_factor_the_floor_and_the_same_
     assert warm["compile time (warm)"] == OK  # the baseline has no warm entry: not compared
     alone = _quality(compile_s=30.0)
     alone["compile_time"]["cold"]["alone"] = True  # measured each rank in turn: not comparable with one in-run
-    assert _judged(base, alone)[metric] == judge.NOT_COMPARABLE
+    assert _judged(base, alone)[metric] == rules.NOT_COMPARABLE
 
 
 def test_a_baseline_of_several_runs_measures_its_machines_noise() -> None:
     """`baseline refresh --runs 20` keeps every run's speedup and compile seconds: the judge compares with their
     mean and takes their spread (pooled with the assumed 3.5 %) as this machine's noise: on a steady machine a 6 %
     loss then fails, where one run's baseline cannot see it."""
-    metric = judge.SPEEDUP
+    metric = rules.SPEEDUP
     rng = random.Random(1)
     runs = [_quality(speed=_around(1.50 * (1 + rng.gauss(0, 0.003)), 0.002, seed=i)) for i in range(20)]
-    pooled = judge.pool_runs([{"rank0": judge.baseline_entry(q)} for q in runs])
+    pooled = rules.pool_runs([{"rank0": rules.baseline_entry(q)} for q in runs])
     assert len(pooled["rank0"]["speed"]["runs"]) == 20 and len(pooled["rank0"]["compile_time"]["cold"]["runs"]) == 20
     slower = _quality(speed=_around(1.50 / 1.06, 0.002, seed=11))
     rows, lines, timings = quality_rows.rows(pooled, [("rank0", slower)], Judging())
     assert {r.metric: r.verdict for r in rows}[metric] == REGRESSION, lines
     assert timings["rank0"]["speed"]["noise_from"] == "20 baseline runs" and timings["rank0"]["speed"]["noise"] < 0.02
-    one = {"rank0": judge.baseline_entry(runs[0])}
+    one = {"rank0": rules.baseline_entry(runs[0])}
     rows, _, timings = quality_rows.rows(one, [("rank0", slower)], Judging())
     assert {r.metric: r.verdict for r in rows}[metric] == OK  # 6 % < the MDE of an assumed 3.5 % noise
     assert timings["rank0"]["speed"]["noise_from"] == "--speed-noise"
@@ -276,35 +276,35 @@ def test_timings_against_another_machine_are_not_comparable_and_never_fail() -> 
     base = _quality(machine=other)
     run = _quality(status="fail", speed=[0.5] * 20, compile_s=30.0)
     rows, lines, timings = quality_rows.rows(
-        {"rank0": judge.baseline_entry(base), "rank1": judge.baseline_entry(base)},
+        {"rank0": rules.baseline_entry(base), "rank1": rules.baseline_entry(base)},
         [("rank0", run), ("rank1", run)],
         Judging(),
     )
     verdicts = {r.metric: r.verdict for r in rows}
-    assert verdicts[judge.SPEEDUP] == judge.NOT_COMPARABLE
-    assert verdicts["compile time (cold)"] == judge.NOT_COMPARABLE
+    assert verdicts[rules.SPEEDUP] == rules.NOT_COMPARABLE
+    assert verdicts["compile time (cold)"] == rules.NOT_COMPARABLE
     assert verdicts["accuracy"] == REGRESSION
     assert any("not comparable (baseline from Intel Xeon, avx512f, 2 cores" in line for line in lines), lines
     assert timings["rank0"]["speed"]["judged"] is False and "Intel Xeon" in timings["rank0"]["speed"]["why"]
     passed, problems = policy.outcome([r for r in rows if r.metric != "accuracy"], allow_improvement=False, strict=True)
     assert passed, problems  # never a failure, not even under --strict
-    no_machine = {k: v for k, v in judge.baseline_entry(_quality()).items() if k != "machine"}
+    no_machine = {k: v for k, v in rules.baseline_entry(_quality()).items() if k != "machine"}
     rows, lines, _ = quality_rows.rows({"rank0": no_machine}, [("rank0", run)], Judging())
-    assert {r.metric: r.verdict for r in rows}[judge.SPEEDUP] == judge.NOT_COMPARABLE
+    assert {r.metric: r.verdict for r in rows}[rules.SPEEDUP] == rules.NOT_COMPARABLE
     assert any("records no machine" in line for line in lines)
 
 
 def test_timings_report_mode_shows_them_and_judges_none() -> None:
     verdicts = _judged(_quality(), _quality(speed=[0.5] * 20, compile_s=60.0), Judging(timings="report"))
-    assert verdicts[judge.SPEEDUP] == judge.REPORTED
-    assert verdicts["compile time (cold)"] == judge.REPORTED
+    assert verdicts[rules.SPEEDUP] == rules.REPORTED
+    assert verdicts["compile time (cold)"] == rules.REPORTED
 
 
 def test_every_run_states_its_minimum_detectable_effect() -> None:
     """Judged or not regressed, each rank's speed and compile time carry p and the MDE for --json."""
     base = _quality(speed=_around(1.5, 0.01))
     _rows, lines, timings = quality_rows.rows(
-        {"rank0": judge.baseline_entry(base)}, [("rank0", _quality(speed=_around(1.5, 0.01, seed=9)))], Judging()
+        {"rank0": rules.baseline_entry(base)}, [("rank0", _quality(speed=_around(1.5, 0.01, seed=9)))], Judging()
     )
     speed = timings["rank0"]["speed"]
     assert speed["judged"] and not speed["regressed"] and 0 < speed["mde"] < 1 and 0 < speed["p"] <= 1
@@ -313,19 +313,19 @@ def test_every_run_states_its_minimum_detectable_effect() -> None:
 
 
 def test_refresh_keeps_the_states_it_did_not_measure_from_the_same_machine_only() -> None:
-    old = {"rank0": judge.baseline_entry(_quality(state="cold"))}
-    new = {"rank0": judge.baseline_entry(_quality(state="warm", compile_s=2.0))}
-    kept, notes = judge.keep_states(new, old)
+    old = {"rank0": rules.baseline_entry(_quality(state="cold"))}
+    new = {"rank0": rules.baseline_entry(_quality(state="warm", compile_s=2.0))}
+    kept, notes = rules.keep_states(new, old)
     assert sorted(kept["rank0"]["compile_time"]) == ["cold", "warm"]
     assert kept["rank0"]["compile_time"]["warm"]["total_s"] == 2.0 and notes
-    elsewhere = {"rank0": judge.baseline_entry(_quality(state="cold", machine={**MACHINE, "cores": 64}))}
-    kept, notes = judge.keep_states(new, elsewhere)
+    elsewhere = {"rank0": rules.baseline_entry(_quality(state="cold", machine={**MACHINE, "cores": 64}))}
+    kept, notes = rules.keep_states(new, elsewhere)
     assert sorted(kept["rank0"]["compile_time"]) == ["warm"] and "another machine" in notes[0]
 
 
 def test_each_failed_output_is_said_once_per_rank() -> None:
     _rows, lines, _timings = quality_rows.rows(
-        {"rank0": judge.baseline_entry(_quality()), "rank1": judge.baseline_entry(_quality())},
+        {"rank0": rules.baseline_entry(_quality()), "rank1": rules.baseline_entry(_quality())},
         [("rank0", _quality(status="fail")), ("rank1", _quality(status="fail"))],
         Judging(),
     )
@@ -365,7 +365,7 @@ def test_the_markdown_summary_marks_regressions_and_lists_what_failed() -> None:
     from compile_guard.flow.report import Report, markdown_summary
 
     rows = [
-        {"metric": judge.SPEEDUP, "baseline": "1.2", "per_rank": ["0.9 p=1e-5", "0.9 p=1e-5"], "verdict": REGRESSION},
+        {"metric": rules.SPEEDUP, "baseline": "1.2", "per_rank": ["0.9 p=1e-5", "0.9 p=1e-5"], "verdict": REGRESSION},
         {"metric": "graph_breaks", "baseline": 0, "per_rank": [0, 0], "verdict": OK},
     ]
     text = markdown_summary(
@@ -389,19 +389,19 @@ def test_the_markdown_summary_marks_regressions_and_lists_what_failed() -> None:
 def test_between_says_what_a_release_did_per_metric() -> None:
     """The version matrix's and `baseline diff`'s quality column: two baselines' first rank, side by side."""
     rng = random.Random(5)
-    old = {"rank0": judge.baseline_entry(_quality(speed=[rng.gauss(1.3, 0.02) for _ in range(10)]))}
+    old = {"rank0": rules.baseline_entry(_quality(speed=[rng.gauss(1.3, 0.02) for _ in range(10)]))}
     new = {
-        "rank0": judge.baseline_entry(
+        "rank0": rules.baseline_entry(
             _quality(status="fail", compile_s=20.0, speed=[rng.gauss(0.9, 0.02) for _ in range(10)])
         )
     }
-    said = judge.between(old, new)
+    said = rules.between(old, new)
     assert said[0] == "accuracy 1/1 -> 0/1 (regressed: ['call0'])"
     assert said[1].startswith("speedup 1.29") and said[1].endswith("regression)")  # x1.44 slower, significant
     assert said[2] == "compile cold x333.33 (10.0s) -> x666.67 (20.0s)"
-    assert judge.between({}, new) == ["quality: not in one of the baselines"]
+    assert rules.between({}, new) == ["quality: not in one of the baselines"]
     moved = {"rank0": {**new["rank0"], "machine": {**MACHINE, "cpu": "Apple M2"}}}
-    assert judge.between(old, moved)[1].startswith("timings not comparable (baseline from AMD EPYC")
+    assert rules.between(old, moved)[1].startswith("timings not comparable (baseline from AMD EPYC")
 
 
 def test_the_parity_row_shows_each_ranks_own_cell() -> None:
@@ -409,5 +409,5 @@ def test_the_parity_row_shows_each_ranks_own_cell() -> None:
     rank0["parity"] = {"replicated": ["call0", "call1"]}
     rank1["parity"] = {"replicated": []}  # what rank 1 itself compared, not a copy of rank 0's
     rows, _lines, _timings = quality_rows.rows({}, [("rank0", rank0), ("rank1", rank1)], Judging())
-    parity = next(r for r in rows if r.metric == judge.PARITY)
+    parity = next(r for r in rows if r.metric == rules.PARITY)
     assert parity.per_rank == ["2 equal", "none declared"]

@@ -4,7 +4,7 @@ An entry is written once on the job's store and read by any rank (a message, com
 is posted into one rank's mailbox). Both are frozen dataclasses with JSON both ways:
 
 - `Statement`: what a rank states about one compiled graph (made by compile_guard.agreement.statement, judged by
-  compile_guard.agreement.judge). Its fields say themselves whether the ranks must agree on them (`AGREED`,
+  compile_guard.agreement.compare). Its fields say themselves whether the ranks must agree on them (`AGREED`,
   derived from the field metadata: the compared fields are named once, here) and whether a divergence report
   shows them (`SHOWN`). A peer's statement is validated on arrival (`from_json`): a missing field or one of
   another type is a BadEntry, which the reader turns into a protocol error (exit 3), never a divergence.
@@ -24,7 +24,7 @@ from typing import Any
 
 _AGREED = {"agreed": True, "shown": True}  # every rank must state the same value (a difference: a divergence)
 _SHOWN = {"shown": True}  # may differ (explains a difference); shown in the report's table when it does
-_AGREED_BY_ROWS = {"agreed": True}  # agreed; the table shows what differs in it one row per key (judge.settings_rows)
+_AGREED_BY_ROWS = {"agreed": True}  # agreed; the table shows what differs in it one row per key (compare.settings_rows)
 
 
 class BadEntry(ValueError):
@@ -79,7 +79,7 @@ class Statement:
     collectives_total: int = field(default=0, metadata=_SHOWN)  # the schedule's length, however many are listed
     constants: list[list[Any]] = field(default_factory=list)  # [node index, argument path, value], up to a limit
     constants_total: int = 0  # how many constants the graph has
-    constants_digest: str = field(default="", metadata=_SHOWN)  # every constant: may differ by rank (judge)
+    constants_digest: str = field(default="", metadata=_SHOWN)  # every constant: may differ by rank (compare)
     # the settings this rank changed from torch's defaults, by name (compile_guard.health.settings)
     settings: dict[str, Any] = field(default_factory=dict, metadata=_AGREED_BY_ROWS)
     settings_digest: str = field(default="", metadata=_AGREED)  # every compared setting (health.settings)

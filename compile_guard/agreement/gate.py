@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from compile_guard import compat
-from compile_guard.agreement import holds, judge, protocol
+from compile_guard.agreement import compare, holds, protocol
 from compile_guard.agreement.channel import Transport
 from compile_guard.agreement.entries import Statement, Verdict
 from compile_guard.agreement.ops import ChannelError
@@ -72,7 +72,7 @@ class CompileAgreement:
         self.group, self.rank = group, dist.get_rank()
         self.ranks = tuple(dist.get_process_group_ranks(group))
         self.group_name = group.group_name
-        self.options = judge.Options(strict_constants=strict_constants, stop_on_asymmetry=stop_on_asymmetry)
+        self.options = compare.Options(strict_constants=strict_constants, stop_on_asymmetry=stop_on_asymmetry)
         store = store if store is not None else compat.default_store()
         member = protocol.Member(
             rank=self.rank,
@@ -198,7 +198,7 @@ class CompileAgreement:
 
         return run
 
-    def _gate(self, mine: Statement, site_of: judge.SiteOf, issued: dict[str, Any]) -> None:
+    def _gate(self, mine: Statement, site_of: compare.SiteOf, issued: dict[str, Any]) -> None:
         before = [c for s in self.positions.inside[:-1] for c in self._mine.get(s, [])] if mine.parent else []
         with self.watcher.waiting():
             try:
@@ -220,10 +220,10 @@ class CompileAgreement:
             if isinstance(out, protocol.Stopped):
                 self.watcher.raise_verdict(out.verdict)
         self.agreed += 1
-        counts = collections.Counter(c["key"] for c in out.judgement.rank_varying)
-        for found in out.judgement.rank_varying:
+        counts = collections.Counter(c["key"] for c in out.comparison.rank_varying)
+        for found in out.comparison.rank_varying:
             self.rank_varying.setdefault(found["key"], {**found, "count": counts[found["key"]]})
-        asymmetry = out.judgement.asymmetry or (
+        asymmetry = out.comparison.asymmetry or (
             f"rank-only graph break: ranks {list(out.covered)} ran the parent call as one graph; the streams line up"
             if out.covered
             else None
@@ -239,7 +239,7 @@ class CompileAgreement:
             group=self.group_name,
             ranks=list(self.ranks),
             asymmetry=bool(asymmetry),
-            rank_varying=[f"{c['site']} {c['values']}" for c in out.judgement.rank_varying][:8],
+            rank_varying=[f"{c['site']} {c['values']}" for c in out.comparison.rank_varying][:8],
         )
 
     def close(self) -> None:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from compile_guard.agreement import judge, proofs
+from compile_guard.agreement import compare, proofs
 from compile_guard.agreement.entries import Statement, Verdict
 from compile_guard.agreement.messages import Ask, HeldEntry, HeldGraph, Position, Stated, Wake
 from compile_guard.agreement.ops import Actor, Delete, Now, Set, Wait, encode, post, read
-from compile_guard.agreement.positions import frames_of, where
+from compile_guard.agreement.positions import Progress, frames_of, where
 from compile_guard.agreement.protocol import (
     Agreed,
     Link,
-    Member,
     Stopped,
     declare,
     read_statement,
@@ -27,35 +26,6 @@ from compile_guard.agreement.protocol import (
 )
 
 
-class _Progress:
-    """When an awaited peer last moved, as seen by a holder; the stall clock."""
-
-    def __init__(self, m: Member, now: float) -> None:
-        self.m, self.last = m, now
-        self.tokens: dict[int, Any] = {}
-        self.busy_since: dict[tuple[int, str], float] = {}
-        self.asked_at: dict[int, float] = {}
-
-    def moved(self, now: float) -> None:
-        self.last = now
-
-    def answer(self, peer: int, msg: Position, now: float) -> None:
-        token = (msg.progress, msg.busy)
-        if self.tokens.get(peer, token) != token:
-            self.last = now
-        self.tokens[peer] = token
-        if msg.busy:  # compiling is progress, for one compile up to compile_s
-            since = self.busy_since.setdefault((peer, msg.busy), now)
-            if now - since < self.m.compile_s:
-                self.last = now
-
-    def should_ask(self, peer: int, now: float) -> bool:
-        return peer not in self.asked_at or now - self.asked_at[peer] >= self.m.probe_s
-
-    def remaining(self, now: float) -> float:
-        return self.last + self.m.stall_s - now
-
-
 def _ask(link: Link, peer: int, fid: str | None = None, call: int = 0, parent: tuple[str, int] | None = None) -> Actor:
     """Ask `peer` where it is with call `call` of frame `fid` (None: only how far it is; never pending)."""
     link.seq += 1
@@ -63,7 +33,7 @@ def _ask(link: Link, peer: int, fid: str | None = None, call: int = 0, parent: t
 
 
 def _receive(
-    link: Link, timeout_s: float, first_seq: int, answers: dict[int, Position], progress: _Progress, now: float
+    link: Link, timeout_s: float, first_seq: int, answers: dict[int, Position], progress: Progress, now: float
 ) -> Actor:
     """Wait up to `timeout_s` for a message, then drain the inbox; answers to this hold's questions kept.
     The peers a message came from (their keys are worth reading again), or None when none came (read all)."""
@@ -100,8 +70,8 @@ class GraphHold:
         mine: Statement,
         *,
         before: list[dict[str, Any]],
-        site_of: judge.SiteOf,
-        options: judge.Options,
+        site_of: compare.SiteOf,
+        options: compare.Options,
         issued: dict[str, Any],
     ) -> None:
         self.link, self.m, self.mine = link, link.m, mine
@@ -121,7 +91,7 @@ class GraphHold:
         covered: dict[int, Statement] = {}  # a peer's complete parent graph that covers my slot (rule 3)
         answers: dict[int, Position] = {}
         start = yield Now()
-        progress, first_seq = _Progress(m, start), link.seq + 1
+        progress, first_seq = Progress(m, start), link.seq + 1
         pos.holding = HeldGraph(
             slot=slot, fid=mine.fid, call=call, n=mine.n, frame=mine.frame, parent=outer, since=start
         )
@@ -175,9 +145,9 @@ class GraphHold:
                 if progress.remaining(now) <= 0:
                     return (yield from self.rule5_stall(f"from ranks {undecided()}", progress))
             statements = sorted([mine, *theirs.values()], key=lambda s: s.rank)
-            judgement = judge.judge(statements, group=m.group, site_of=self.site_of, options=self.options)
-            if judgement.verdict is not None:  # rule 2: a statement differs
-                return (yield from declare(link, judgement.verdict))
+            comparison = compare.compare(statements, group=m.group, site_of=self.site_of, options=self.options)
+            if comparison.verdict is not None:  # rule 2: a statement differs
+                return (yield from declare(link, comparison.verdict))
             found = yield from self.rule9_issued(sorted(theirs), progress)
             if isinstance(found, Stopped):
                 return found
@@ -186,13 +156,13 @@ class GraphHold:
                 list(m.ranks),
                 statements,
                 {m.rank: self.issued, **found},
-                asymmetric=judgement.asymmetry is not None,
+                asymmetric=comparison.asymmetry is not None,
             )
             if verdict is not None:
                 return (yield from declare(link, verdict))
         finally:
             pos.holding = None
-        return Agreed(judgement, covered=tuple(sorted(covered)))
+        return Agreed(comparison, covered=tuple(sorted(covered)))
 
     def left_at(self, peer: int, final: dict[str, Any]) -> Position:
         """A peer that left the agreement: its position read from the final one it wrote (it makes no more calls)."""
@@ -209,7 +179,7 @@ class GraphHold:
             return (yield from self.rule2_made_the_call(peer, at.ran))
         if mine.parent and at.parent_ran:
             whole = yield from read_statement(m, at.parent_ran, peer)
-            if whole is not None and not judge.split_sites(whole):
+            if whole is not None and not compare.split_sites(whole):
                 stopped = yield from self.rule3_whole_parent(peer, whole)
                 return whole if stopped is None else stopped
             if whole is not None:
@@ -240,16 +210,16 @@ class GraphHold:
         None: they do (an asymmetry, reported unless `stop_on_asymmetry`); else Stopped."""
         m, mine = self.m, self.mine
         stream, theirs = self.my_stream(), parent.collectives
-        parted = judge.streams_part({m.rank: stream, peer: theirs})
+        parted = compare.streams_part({m.rank: stream, peer: theirs})
         if parted is None and len(stream) > len(theirs):
             parted = (
                 len(theirs),
-                f"#{len(theirs)}: rank{m.rank} {judge.collective(stream[len(theirs)])} | rank{peer} (none)",
+                f"#{len(theirs)}: rank{m.rank} {compare.collective(stream[len(theirs)])} | rank{peer} (none)",
             )
         if parted is None and not self.options.stop_on_asymmetry:
             return None
         text = (
-            f"{judge.header(m.group, list(m.ranks), mine)}\n  {judge.describe(mine)}\n  rank {peer} ran"
+            f"{compare.header(m.group, list(m.ranks), mine)}\n  {compare.describe(mine)}\n  rank {peer} ran"
             f" the whole parent call (frame '{parent.frame.name}' call {parent.call}) as one graph:"
             f" this frame never runs inside it there\n"
             + (
@@ -276,7 +246,7 @@ class GraphHold:
         record = self.link.pos.frames.get(fid)
         ran = record.slot_at(call) if record is not None else None
         own = None if ran is None else (yield from read_statement(m, ran, m.rank))
-        if own is None or sorted(judge.split_sites(own)) == sorted(judge.split_sites(theirs)):
+        if own is None or sorted(compare.split_sites(own)) == sorted(compare.split_sites(theirs)):
             return None
         streams = {m.rank: self.my_stream(), peer: [*theirs.collectives]}
         return (
@@ -303,7 +273,7 @@ class GraphHold:
                 streams = {m.rank: self.my_stream(), peer: [*split.collectives, *theirs.collectives]}
         return (yield from declare(self.link, proofs.cycle(m.group, list(m.ranks), mine, peer, theirs, held, streams)))
 
-    def rule9_issued(self, peers: list[int], progress: _Progress) -> Actor:
+    def rule9_issued(self, peers: list[int], progress: Progress) -> Actor:
         """Rule 9: every peer's issued schedule of my slot (each states it once its compile ends: a peer still
         compiling is progress). {peer: issued}, or Stopped (a verdict, or a stall)."""
         link, m, slot = self.link, self.m, self.mine.slot
@@ -332,7 +302,7 @@ class GraphHold:
                     progress.asked_at[p] = now
             yield Wait(tuple(m.issued(slot, p) for p in missing), max(0.01, min(m.probe_s, progress.remaining(now))))
 
-    def rule5_stall(self, waiting: str, progress: _Progress, *, issued: bool = False) -> Actor:
+    def rule5_stall(self, waiting: str, progress: Progress, *, issued: bool = False) -> Actor:
         """Rule 5: no awaited peer made progress for stall_s: every rank's position reported, every rank stopped."""
         mine, frame = self.mine, self.mine.frame
         if issued:
@@ -356,7 +326,7 @@ def hold_entry(link: Link, name: str, n: int, mine: dict[str, Any], peers: list[
     theirs: dict[int, dict[str, Any]] = {}
     answers: dict[int, Position] = {}
     start = yield Now()
-    progress, first_seq = _Progress(m, start), link.seq + 1
+    progress, first_seq = Progress(m, start), link.seq + 1
     pos.holding = HeldEntry(group=name, entry=n, op=mine.get("op"), since=start)
     try:
         while True:

@@ -210,3 +210,33 @@ class Positions:
                 for f in list(p.frames.values())
             },
         }
+
+
+class Progress:
+    """When an awaited peer last moved, as seen by a holder (compile_guard.agreement.holds); the stall clock.
+    `m`: the holder's protocol.Member (its stall_s, compile_s, probe_s)."""
+
+    def __init__(self, m: Any, now: float) -> None:
+        self.m, self.last = m, now
+        self.tokens: dict[int, Any] = {}
+        self.busy_since: dict[tuple[int, str], float] = {}
+        self.asked_at: dict[int, float] = {}
+
+    def moved(self, now: float) -> None:
+        self.last = now
+
+    def answer(self, peer: int, msg: Position, now: float) -> None:
+        token = (msg.progress, msg.busy)
+        if self.tokens.get(peer, token) != token:
+            self.last = now
+        self.tokens[peer] = token
+        if msg.busy:  # compiling is progress, for one compile up to compile_s
+            since = self.busy_since.setdefault((peer, msg.busy), now)
+            if now - since < self.m.compile_s:
+                self.last = now
+
+    def should_ask(self, peer: int, now: float) -> bool:
+        return peer not in self.asked_at or now - self.asked_at[peer] >= self.m.probe_s
+
+    def remaining(self, now: float) -> float:
+        return self.last + self.m.stall_s - now

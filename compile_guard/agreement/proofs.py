@@ -2,7 +2,7 @@
 cycle (rule 7), a parent call split elsewhere (rule 8), an issued schedule that differs (rule 9), a ledger
 entry that differs or never comes, a stall (rule 5). Each returns the verdict the hold declares.
 
-Pure data in, data out (no torch, no store), like compile_guard.agreement.judge, whose words it reuses; the
+Pure data in, data out (no torch, no store), like compile_guard.agreement.compare, whose words it reuses; the
 holds (compile_guard.agreement.holds) and the stall report (compile_guard.agreement.protocol) call it.
 """
 
@@ -13,8 +13,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from compile_guard.agreement.entries import Statement, Verdict
-from compile_guard.agreement.judge import (
+from compile_guard.agreement.compare import (
     breaks_text,
     describe,
     first_difference,
@@ -25,6 +24,7 @@ from compile_guard.agreement.judge import (
     streams_part,
     table,
 )
+from compile_guard.agreement.entries import Statement, Verdict
 from compile_guard.agreement.messages import HeldEntry, HeldGraph, parse_holding
 from compile_guard.health.issued import describe as describe_issued
 

@@ -9,7 +9,7 @@ job's TCPStore and in the simulation test.
 Rules, as the code below enforces them:
 1. Pairing is by **slot** — (frame, the call of the frame at which the graph was compiled, j) —
    never by time. A peer that has not stated the slot is *late*, not absent.
-2. **Proof of a divergence**: a peer's statement of the slot differs (compile_guard.agreement.judge);
+2. **Proof of a divergence**: a peer's statement of the slot differs (compile_guard.agreement.compare);
    or the peer *made that call* without stating the slot. A rank states every graph it compiles
    at a call before it makes the call (`publish` precedes the graph's first run, and the count of
    the call happens in that run), so once its count is past the call, the statement can never come:
@@ -52,7 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from compile_guard.agreement import judge, proofs
+from compile_guard.agreement import compare, proofs
 from compile_guard.agreement.entries import BadEntry, Statement, Verdict
 from compile_guard.agreement.messages import Ask, Closed, Report, Stated, Wake
 from compile_guard.agreement.ops import (
@@ -115,7 +115,7 @@ class Member:
 
 @dataclass(frozen=True)
 class Agreed:
-    judgement: judge.Judgement
+    comparison: compare.Comparison
     covered: tuple[int, ...] = ()  # peers whose complete parent graph covers this slot (an asymmetry)
 
 

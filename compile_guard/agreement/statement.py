@@ -3,7 +3,7 @@
 A statement names its **slot** — the frame, the call of that frame this rank is making (its local
 count, compile_guard.agreement.positions) and j (the graphs compiled at that call so far) — and,
 for a frame compiled inside another compiled call (a resume function after a graph break), that
-**parent** call. Then what the ranks compare (compile_guard.agreement.judge): the graph's structure
+**parent** call. Then what the ranks compare (compile_guard.agreement.compare): the graph's structure
 fingerprint and its constants (compile_guard.health.structure), the collective schedule after
 dispatch, the compile settings; and what explains a difference: dynamo's compile id, each cache
 entry's failed guard (the entry of the same module instance first), the graph breaks since the
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from compile_guard import compat
+from compile_guard.agreement.compare import SiteOf
 from compile_guard.agreement.entries import Break, Frame, Parent, Statement
-from compile_guard.agreement.judge import SiteOf
 from compile_guard.agreement.ops import ChannelError, encode
 from compile_guard.agreement.positions import Positions, slot_key
 from compile_guard.health.schedule import collective_schedule

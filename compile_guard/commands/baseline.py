@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from compile_guard.health import policy
 from compile_guard.launch.modes import Output, RunMode
 from compile_guard.page import render
 from compile_guard.page.pages import diff_page
-from compile_guard.quality.judge import MIN_RUNS, keep_states
-from compile_guard.quality.judge import between as between_quality
-from compile_guard.quality.judge import describe as describe_quality
+from compile_guard.quality.rules import MIN_RUNS, keep_states
+from compile_guard.quality.rules import between as between_quality
+from compile_guard.quality.rules import describe as describe_quality
 from compile_guard.verdict import Cli
 from engine.atomic_json import write_text
 
@@ -75,17 +74,17 @@ def _metric_table(metrics: dict[str, Any]) -> str:
 
 def refresh(args: argparse.Namespace, mode: RunMode) -> int:
     """In place every rank runs and reaches the same verdict; the mode's output prints and writes on one."""
-    spec = spec_from(args)
+    out = mode.out
+    spec = spec_from(args, out)
     if isinstance(spec, int):
         return spec
-    out = mode.out
     path = args.baselines / bl.file_name(bl.Factors.expected(spec))
     previous = None
     if os.path.lexists(path):  # what is replaced must have been a baseline: never clobber anything else
         try:
             previous = bl.load(path)
         except bl.BaselineError as exc:
-            print(f"baseline file error: {exc}; refusing to replace it — move it away first", file=sys.stderr)
+            out.print(f"baseline file error: {exc}; refusing to replace it — move it away first", err=True)
             return Cli.USAGE
     request = CheckRequest(
         spec=spec,

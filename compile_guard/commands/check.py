@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from tabulate import tabulate
@@ -17,7 +16,7 @@ from compile_guard.flow.report import Report, markdown_summary, page_of
 from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS, resolve
 from compile_guard.health import baseline as bl
-from compile_guard.launch.modes import RunMode
+from compile_guard.launch.modes import Output, RunMode
 from compile_guard.page import render
 from compile_guard.quality.options import COMPILE_TIME_MODES, JUDGE, OFF, REPORT, Judging, Measure
 from compile_guard.verdict import Cli
@@ -49,12 +48,6 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="agreements: seconds without progress from a peer before every rank's position is"
         " reported and every rank stops (default: a margin under the group timeout, 27 of 30)",
-    )
-    parser.add_argument(
-        "--agree-window",
-        type=positive_seconds,
-        default=None,
-        help="no-op, kept for one release: the agreement no longer decides anything by time",
     )
     parser.add_argument(
         "--eager-ledger",
@@ -155,17 +148,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def spec_from(args: argparse.Namespace) -> RunSpec | int:
-    """The run spec the flags pick; else the exit code, the error printed: 2 when they pick none, 3 when the
-    target's own module raised while importing (the code under test crashed, not the command line)."""
+def spec_from(args: argparse.Namespace, out: Output) -> RunSpec | int:
+    """The run spec the flags pick; else the exit code, the error printed on `out`: 2 when they pick none, 3 when
+    the target's own module raised while importing (the code under test crashed, not the command line)."""
     try:
         spec = resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
-        if args.agree_window is not None:
-            print(
-                "note: --agree-window is a no-op now (a late peer is waited for; a stall is reported after"
-                " --stall-s) and goes in the next release",
-                file=sys.stderr,
-            )
         measure = (
             OFF
             if args.no_quality
@@ -187,10 +174,10 @@ def spec_from(args: argparse.Namespace) -> RunSpec | int:
             quality=measure.to_dict(),
         )
     except ConfigError as exc:  # UnknownScenario, TargetError
-        print(f"input error: {exc}", file=sys.stderr)
+        out.print(f"input error: {exc}", err=True)
         return Cli.USAGE
     except RankCrashed as exc:  # TargetCrashed: the traceback is logged above
-        print(f"target failure: {exc}", file=sys.stderr)
+        out.print(f"target failure: {exc}", err=True)
         return Cli.ENGINE
 
 
@@ -198,14 +185,14 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
     """Every rank in place judges the same data (or settles the same code) and returns it; the mode's output
     prints and writes on the one that speaks for the job."""
     if args.list:
-        print(
+        mode.out.print(
             tabulate(
                 [[s.name, s.nprocs, s.compile, s.description] for s in SCENARIOS.values()],
                 headers=["scenario", "ranks", "backend", "description"],
             )
         )
         return Cli.OK
-    spec = spec_from(args)
+    spec = spec_from(args, mode.out)
     if isinstance(spec, int):
         return spec
     judging = Judging(

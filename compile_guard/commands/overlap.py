@@ -85,8 +85,49 @@ def _run(args: argparse.Namespace) -> int:
         runs[f"D={d}"] = run_pp0(root / f"d{d}", depth=d, chunks=args.chunks)
     runs["serial"] = run_pp0(root / "serial", depth=2, chunks=args.chunks, schedule="serial")
     runs["R0a"] = run_pp0(root / "r0a", depth=2, chunks=args.chunks, recompute="r0a")
-
     print(f"O-01 D sweep (D_in = D_out = D, R1, {args.chunks} chunks; medians after 2 warm chunks)")
+    print(_sweep_table(runs))
+    print("\nO-02 overlap signature (D=2)")
+    problems = _signature(runs)
+    delta = _coupling(runs)
+    d2 = runs["D=2"]["summary"]
+    print(
+        f"\nD=2: OverlapScore {d2['overlap_score']:.2f} (target >= 0.6, matrix gate {MATRIX_GATE}); "
+        f"period / max(stage0, stage1) = {d2['period_over_max_stage']:.2f} (target <= 1.1); "
+        f"D=1: OverlapScore {runs['D=1']['summary']['overlap_score']:.2f} (collapsed)"
+    )
+    if args.trace:
+        write_json(args.trace, chrome_trace(runs["D=2"]["records"]))
+        print(f"trace (D=2 healthy; open in chrome://tracing or ui.perfetto.dev): {args.trace}")
+    if args.json:
+        kept = ("summary", "max_depth", "queued_bytes_peak", "config")
+        runs_kept = {k: {kk: v[kk] for kk in kept} for k, v in runs.items()}
+        write_json(args.json, {"runs": runs_kept, "o03_delta": delta, "problems": problems})
+    for p in problems:
+        print(f"FAIL {p}")
+    print(f"logs: {root}")
+    return 1 if problems else 0
+
+
+_SWEEP_HEADERS = [
+    "D",
+    "chunks/s",
+    "period ms",
+    "stage0 ms",
+    "stage1 ms",
+    "OverlapScore",
+    "period/max(stage)",
+    "p50 ms",
+    "p95 ms",
+    "mesh idle ms",
+    "max in-flight/ready",
+    "queued KiB",
+    "peak RSS MB r0/r1",
+]
+
+
+def _sweep_table(runs: dict[str, dict[str, Any]]) -> str:
+    """O-01: one line per depth."""
     rows = []
     for d in DEPTHS:
         run = runs[f"D={d}"]
@@ -108,28 +149,11 @@ def _run(args: argparse.Namespace) -> int:
                 f"{_r(run['peak_rss_mb'])}/{_r(run['peak_rss_mb_stage1'])}",
             ]
         )
-    print(
-        tabulate(
-            rows,
-            headers=[
-                "D",
-                "chunks/s",
-                "period ms",
-                "stage0 ms",
-                "stage1 ms",
-                "OverlapScore",
-                "period/max(stage)",
-                "p50 ms",
-                "p95 ms",
-                "mesh idle ms",
-                "max in-flight/ready",
-                "queued KiB",
-                "peak RSS MB r0/r1",
-            ],
-        )
-    )
+    return tabulate(rows, headers=_SWEEP_HEADERS)
 
-    print("\nO-02 overlap signature (D=2)")
+
+def _signature(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """O-02: the healthy and the serial schedule classified, printed; the problems when either is misread."""
     problems, rows = [], []
     for name, expected in (("D=2", "healthy"), ("serial", "serialized")):
         s = runs[name]["summary"]
@@ -148,22 +172,13 @@ def _run(args: argparse.Namespace) -> int:
                 why,
             ]
         )
-    print(
-        tabulate(
-            rows,
-            headers=[
-                "schedule",
-                "period ms",
-                "mesh idle ms",
-                "decode ms",
-                "OverlapScore",
-                "classified",
-                "correct",
-                "why",
-            ],
-        )
-    )
+    headers = ["schedule", "period ms", "mesh idle ms", "decode ms", "OverlapScore", "classified", "correct", "why"]
+    print(tabulate(rows, headers=headers))
+    return problems
 
+
+def _coupling(runs: dict[str, dict[str, Any]]) -> float:
+    """O-03: OverlapScore with and without rank0's recompute context, printed; the delta."""
     r1, r0a = runs["D=2"]["summary"], runs["R0a"]["summary"]
     print("\nO-03 recompute coupling (D=2)")
     print(
@@ -177,29 +192,4 @@ def _run(args: argparse.Namespace) -> int:
     )
     delta = r0a["overlap_score"] - r1["overlap_score"]
     print(f"OverlapScore delta R0a - R1 = {delta:+.2f}")
-
-    d2 = runs["D=2"]["summary"]
-    print(
-        f"\nD=2: OverlapScore {d2['overlap_score']:.2f} (target >= 0.6, matrix gate {MATRIX_GATE}); "
-        f"period / max(stage0, stage1) = {d2['period_over_max_stage']:.2f} (target <= 1.1); "
-        f"D=1: OverlapScore {runs['D=1']['summary']['overlap_score']:.2f} (collapsed)"
-    )
-    if args.trace:
-        write_json(args.trace, chrome_trace(runs["D=2"]["records"]))
-        print(f"trace (D=2 healthy; open in chrome://tracing or ui.perfetto.dev): {args.trace}")
-    if args.json:
-        write_json(
-            args.json,
-            {
-                "runs": {
-                    k: {kk: v[kk] for kk in ("summary", "max_depth", "queued_bytes_peak", "config")}
-                    for k, v in runs.items()
-                },
-                "o03_delta": delta,
-                "problems": problems,
-            },
-        )
-    for p in problems:
-        print(f"FAIL {p}")
-    print(f"logs: {root}")
-    return 1 if problems else 0
+    return delta

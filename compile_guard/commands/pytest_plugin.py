@@ -30,8 +30,7 @@ from typing import Any, Callable
 
 import pytest
 
-from compile_guard.health import baseline as bl
-from compile_guard.health import policy
+from compile_guard.health.assertion import assert_compile_health
 from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch
 from compile_guard.launch.leftovers import leftover_pids
 
@@ -128,22 +127,3 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
         return report
 
     return check
-
-
-def assert_compile_health(
-    metrics: dict[str, Any] | list[dict[str, Any]],
-    baseline: str | Path,
-    *,
-    allow_improvement: bool = False,
-    strict: bool = False,
-) -> None:
-    """Gate per-rank compile-health metrics (a probe's `final` + `steady_recompiles` + `effective_backend`,
-    or a list of them) against a baseline file with the check's policy; AssertionError with the table."""
-    base = bl.load(Path(baseline))
-    per_rank = metrics if isinstance(metrics, list) else [metrics]
-    rows = policy.compare(base.metrics, per_rank)
-    passed, problems = policy.outcome(rows, allow_improvement=allow_improvement, strict=strict)
-    if not passed:
-        moved = [r for r in rows if r.verdict != policy.OK]
-        table = "\n".join(f"  {r.metric}: {r.baseline} -> {r.per_rank} ({r.verdict})" for r in moved)
-        raise AssertionError(f"compile health regressed against {baseline}:\n{table}\n" + "\n".join(problems))

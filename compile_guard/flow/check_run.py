@@ -20,8 +20,8 @@ from compile_guard.health import baseline as bl
 from compile_guard.health.schema import baseline_view
 from compile_guard.launch.launcher import LaunchResult
 from compile_guard.launch.modes import RankProgram, RunMode
-from compile_guard.quality.judge import baseline_entry, pool_runs
 from compile_guard.quality.options import STEADY_ALLOCATOR_ENV, Measure
+from compile_guard.quality.rules import baseline_entry, pool_runs
 from engine import events, knobs
 from engine.runspec import RunSpec
 
@@ -126,7 +126,7 @@ def allocator_env(spec: RunSpec) -> dict[str, str]:
 
 def pooled_baseline(runs: list[CheckRun]) -> bl.Baseline:
     """One baseline from several runs of one spec (`baseline refresh --runs`): the first run's structure, every
-    run's timings, so the judge measures the machine's noise from their spread (quality.judge.pool_runs)."""
+    run's timings, so the judge measures the machine's noise from their spread (quality.rules.pool_runs)."""
     first = runs[0].to_baseline()
     if len(runs) == 1:
         return first

@@ -98,7 +98,7 @@ class Baseline:
     metrics: dict[str, Any]  # METRIC_KEYS -> value
     break_sites: list[dict[str, Any]]  # for the report: where breaks were, when recorded
     # per rank ("rank0", ...): accuracy statuses, speed samples, compile-time ratios per cache state, memory
-    # (compile_guard.quality.judge.baseline_entry); {} in a file written before quality was measured
+    # (compile_guard.quality.rules.baseline_entry); {} in a file written before quality was measured
     quality: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what loading had to assume (metrics newer than the file); never written
 

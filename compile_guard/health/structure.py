@@ -12,7 +12,7 @@ graph's code would call every such program divergent.
   device index stays in, as it is); strings, bools, dtypes and None are structure;
 - the **constants** are the ints and floats that filled the holes, each at (node, argument
   path), with a digest; ranks whose fingerprints agree hold them at the same places, so two
-  ranks' lists compare entry by entry (compile_guard.agreement.judge names the sites that differ).
+  ranks' lists compare entry by entry (compile_guard.agreement.compare names the sites that differ).
 """
 
 from __future__ import annotations

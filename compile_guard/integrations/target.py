@@ -7,7 +7,6 @@ through its recording backend) and the example inputs, one argument tuple per st
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,6 +14,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from compile_guard import named
 from engine.errors import ConfigError, RankCrashed
 
 log = logging.getLogger("compile_guard.integrations.target")
@@ -52,26 +52,18 @@ class GuardTarget:
 
 
 def load_factory(spec: str) -> Callable[[TargetContext], Any]:
-    """'package.module:factory' -> the factory; TargetError with the fix otherwise."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise TargetError(f"--target {spec!r} is not 'package.module:factory'; e.g. docs.examples.tp_mlp:good")
-    if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
-        raise TargetError(
-            f"--target {spec!r} is not 'package.module:factory' (dotted names, no relative import);"
-            " e.g. docs.examples.tp_mlp:good"
-        )
+    """'package.module:factory' -> the factory; TargetError with the fix otherwise, TargetCrashed when the user's
+    module raised while importing."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TargetError(f"--target {spec!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from None
+        return named.callable_at(
+            spec, what="--target", example="docs.examples.tp_mlp:good", shape="package.module:factory"
+        )
+    except named.NameNotFound as exc:
+        raise TargetError(str(exc)) from None
     except Exception as exc:  # the user's module failed while importing: their code crashed, named as such
+        module_name = spec.partition(":")[0]
         log.error("--target %r: importing %r raised; traceback:", spec, module_name, exc_info=exc)
         raise TargetCrashed(f"--target {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise TargetError(f"--target {spec!r}: {module_name} has no callable {attr!r}")
-    return factory
 
 
 def build(spec: str, ctx: TargetContext) -> GuardTarget:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compile_guard import named
 from compile_guard.flow.check_flow import Judged, run_and_judge
 from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import SCENARIOS, target_scenario
@@ -77,7 +78,7 @@ def _match(event: dict[str, Any], fields: dict[str, Any]) -> bool:
     return all(event.get(k) == v for k, v in fields.items())
 
 
-def judge(
+def row_outcome(
     row: Row, result: LaunchResult, rank_events: list[list[dict[str, Any]]], extra_problems: tuple[str, ...] = ()
 ) -> RowResult:
     problems: list[str] = list(extra_problems)
@@ -197,13 +198,12 @@ def check_spec(row: Row) -> RunSpec:
 
 def missing_requirement(row: Row) -> str | None:
     """The first torch API the row needs that the installed torch lacks, said as the row's result; else None."""
-    import importlib
-
     import torch
 
     for path in row.requires:
-        module, _, attr = path.rpartition(".")
-        if not hasattr(importlib.import_module(module), attr):
+        try:
+            named.dotted(path)
+        except (ImportError, AttributeError):
             return f"not run: torch {torch.__version__} has no {path}"
     return None
 
@@ -266,7 +266,7 @@ def run_row(row: Row, log_root: Path, healthy: HealthyBaselines | None = None) -
     if result.outcome == "interrupted":
         raise Interrupted(result.interrupted_by)  # the row's ranks are killed; the matrix stops here
     rank_events = [events.parse(r.log_path.read_text(errors="replace")) for r in result.ranks]
-    verdict = judge(row, result, rank_events, tuple(extra))
+    verdict = row_outcome(row, result, rank_events, tuple(extra))
     unapplied = not_applied(row, rank_events, made)
     if unapplied is not None:  # the fault never reached the code: no other verdict of the row means anything
         verdict = dataclasses.replace(verdict, passed=False, problems=[unapplied])

@@ -33,7 +33,7 @@ class Healthy:
     events: Events  # its ranks' events
 
 
-RUNS = 3  # healthy runs pooled into the baseline: its machine's noise measured (quality.judge.MIN_RUNS), not assumed
+RUNS = 3  # healthy runs pooled into the baseline: its machine's noise measured (quality.rules.MIN_RUNS), not assumed
 
 
 class HealthyBaselines:

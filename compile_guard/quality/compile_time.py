@@ -38,7 +38,7 @@ CALIBRATION_REPEATS = 2  # calibration runs right before and right after each fr
 # neighbour on the host's sibling hardware thread: the calibration alone read 55-106 ms in one minute) and stays
 # for seconds, so the runs that bracket a compile see the speed it ran at: the unit is their mean, and their spread
 # says how far the machine wandered meanwhile. Both are reported beside the CPU seconds the judge reads
-# (quality.judge.compile_growth says why the ratio is not judged). A clock that saw no compile calibrates when
+# (quality.rules.compile_growth says why the ratio is not judged). A clock that saw no compile calibrates when
 # asked.
 _LIMIT = 10_000
 

@@ -1,5 +1,5 @@
 """The quality table of a check's report: one row per quality metric, a cell per rank, the lines that explain
-each judgement, and the timings' figures for --json. The rules are compile_guard.quality.judge's. Torch-free.
+each judgement, and the timings' figures for --json. The rules are compile_guard.quality.rules's. Torch-free.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 from compile_guard.health.policy import OK, REGRESSION, Row
 from compile_guard.quality import machine
-from compile_guard.quality.judge import (
+from compile_guard.quality.options import REPORT, Judging
+from compile_guard.quality.rules import (
     ACCURACY,
     LIVE,
     MEMORY,
@@ -25,7 +26,6 @@ from compile_guard.quality.judge import (
     mde_text,
     speed_growth,
 )
-from compile_guard.quality.options import REPORT, Judging
 
 Judged = tuple[str, str, list[str], dict[str, Any]]  # (cell, verdict, lines, what the judgement found)
 _ORDER = (REGRESSION, NOT_COMPARABLE, REPORTED, OK)  # a row's verdict: the first of these any rank has
@@ -158,71 +158,87 @@ def _memory(base: dict[str, Any] | None, m: dict[str, Any], judging: Judging) ->
     return cell, OK, [], {}
 
 
+class _Table:
+    """The quality table as it is built: its rows, the lines explaining each judgement, the timings' figures."""
+
+    def __init__(self, quality: list[tuple[str, dict[str, Any]]]) -> None:
+        self.quality, self.ranks = quality, [rank for rank, _ in quality]
+        self.out: list[Row] = []
+        self.lines: list[str] = []
+        self.timings: dict[str, dict[str, Any]] = {}
+
+    def row(
+        self, metric: str, base_cell: str, judge_rank: Callable[[str, dict[str, Any]], Judged], key: str = ""
+    ) -> None:
+        judged = [judge_rank(rank, q) for rank, q in self.quality]
+        verdicts = {v for _, v, _, _ in judged}
+        verdict = next(v for v in _ORDER if v in verdicts)
+        self.out.append(Row(metric=metric, baseline=base_cell, per_rank=[c for c, _, _, _ in judged], verdict=verdict))
+        for rank, (_, _, said, found) in zip(self.ranks, judged, strict=True):
+            self.lines.extend(f"{rank}: {metric}: {line}" for line in said)
+            if key and found:
+                parts = key.split(".")
+                slot = self.timings.setdefault(rank, {})
+                for part in parts[:-1]:
+                    slot = slot.setdefault(part, {})
+                slot[parts[-1]] = found
+
+
 def rows(
     base: dict[str, Any], per_rank: list[tuple[str, dict[str, Any]]], judging: Judging
 ) -> tuple[list[Row], list[str], dict[str, Any]]:
     """(rows for the report's quality table, lines explaining each judgement, per rank what the timing tests
     found: ratio, p, se, threshold, mde, regressed, judged and why not)."""
-    out: list[Row] = []
-    lines: list[str] = []
-    timings: dict[str, dict[str, Any]] = {}
     quality = [(rank, q) for rank, q in per_rank if q and "skipped" not in q]
     if not quality:
         return [], [], {}
-    ranks = [rank for rank, _ in quality]
-    stored = {rank: base.get(rank) for rank in ranks}
-
-    def row(metric: str, base_cell: str, judge_rank: Callable[[str, dict[str, Any]], Judged], key: str = "") -> None:
-        judged = [judge_rank(rank, q) for rank, q in quality]
-        verdicts = {v for _, v, _, _ in judged}
-        out.append(
-            Row(
-                metric=metric,
-                baseline=base_cell,
-                per_rank=[c for c, _, _, _ in judged],
-                verdict=next(v for v in _ORDER if v in verdicts),
-            )
-        )
-        for rank, (_, _, said, found) in zip(ranks, judged, strict=True):
-            lines.extend(f"{rank}: {metric}: {line}" for line in said)
-            if key and found:
-                parts = key.split(".")
-                slot = timings.setdefault(rank, {})
-                for part in parts[:-1]:
-                    slot = slot.setdefault(part, {})
-                slot[parts[-1]] = found
-
-    first = stored[ranks[0]] or {}
+    table = _Table(quality)
+    stored = {rank: base.get(rank) for rank in table.ranks}
+    first = stored[table.ranks[0]] or {}
     if all("accuracy" in q for _, q in quality):
         b0 = first.get("accuracy")
         base_cell = (
             NOT_IN_BASELINE if b0 is None else f"{sum(v['status'] == 'pass' for v in b0.values())}/{len(b0)} pass"
         )
-        row(ACCURACY, base_cell, lambda r, q: _accuracy((stored[r] or {}).get("accuracy"), q))
+        table.row(ACCURACY, base_cell, lambda r, q: _accuracy((stored[r] or {}).get("accuracy"), q))
     if all("parity" in q for _, q in quality):
         counts = [len(q["parity"]["replicated"]) for _, q in quality]  # each rank's own cell
         cells = [f"{n} equal" if n else "none declared" for n in counts]
-        out.append(Row(metric=PARITY, baseline="-", per_rank=cells, verdict=OK))
+        table.out.append(Row(metric=PARITY, baseline="-", per_rank=cells, verdict=OK))
     if all("speed" in q for _, q in quality):
         b0 = first.get("speed")
-        row(
+        table.row(
             SPEEDUP,
             NOT_IN_BASELINE if b0 is None else f"{b0['speedup']:.3f}",
             lambda r, q: _speed((stored[r] or {}).get("speed"), q, judging, stored[r]),
             key="speed",
         )
         if all("live" in q["speed"] for _, q in quality):
-            row(LIVE, "-", lambda r, q: (f"{q['speed']['live']['speedup']:.3f}", REPORTED, [], {}))
+            table.row(LIVE, "-", lambda r, q: (f"{q['speed']['live']['speedup']:.3f}", REPORTED, [], {}))
+    _compile_rows(table, stored, judging)
+    if all("memory" in q for _, q in quality):
+        b0 = first.get("memory")
+        table.row(
+            MEMORY,
+            "n/a" if b0 is None else f"x{b0['ratio']}",
+            lambda r, q: _memory((stored[r] or {}).get("memory"), q["memory"], judging),
+        )
+    return table.out, table.lines, table.timings
+
+
+def _compile_rows(table: _Table, stored: dict[str, Any], judging: Judging) -> None:
+    """One compile-time row per cache state every rank measured (a state that cannot be judged says why)."""
+    quality, first = table.quality, stored[table.ranks[0]] or {}
     for state in sorted({s for _, q in quality for s in q.get("compile_time", {})}):
         if not all(state in q.get("compile_time", {}) for _, q in quality):
             continue
         if state in WHY_UNJUDGED:
-            row(
+            table.row(
                 compile_metric(state),
                 "not judged",
                 lambda r, q, s=state: _compile(None, s, q["compile_time"][s], judging, q, None),
             )
-            lines.append(f"{compile_metric(state)}: {WHY_UNJUDGED[state]}")
+            table.lines.append(f"{compile_metric(state)}: {WHY_UNJUDGED[state]}")
             continue
         b0 = first.get("compile_time", {}).get(state)
         have = sorted(first.get("compile_time", {}))
@@ -231,7 +247,7 @@ def rows(
             if b0
             else NOT_IN_BASELINE + (f" (has {', '.join(have)})" if have else "")
         )
-        row(
+        table.row(
             compile_metric(state),
             base_cell,
             lambda r, q, s=state: _compile(
@@ -239,11 +255,3 @@ def rows(
             ),
             key=f"compile_time.{state}",
         )
-    if all("memory" in q for _, q in quality):
-        b0 = first.get("memory")
-        row(
-            MEMORY,
-            "n/a" if b0 is None else f"x{b0['ratio']}",
-            lambda r, q: _memory((stored[r] or {}).get("memory"), q["memory"], judging),
-        )
-    return out, lines, timings

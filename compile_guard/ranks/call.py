@@ -9,10 +9,10 @@ function with a `TargetContext` and writes its return value to `DIR/result-rank{
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import Any
 
+from compile_guard import named
 from compile_guard.integrations.target import TargetContext
 from engine.atomic_json import write_json
 from engine.config import DistConfig
@@ -21,8 +21,7 @@ from engine.rank_process import leave, rank_main
 
 
 def run(ctx: RankContext, func_spec: str) -> dict[str, Any]:
-    module_name, _, attr = func_spec.partition(":")
-    func = getattr(importlib.import_module(module_name), attr)
+    func = named.callable_at(func_spec, what="rank_runner's function", example="tests.rank_functions:allreduce_once")
     layout = ParallelLayout(ctx, tp=ctx.world_size)
     value = func(
         TargetContext(rank=ctx.rank, world_size=ctx.world_size, tp_group=layout.group("tp"), device=ctx.device)

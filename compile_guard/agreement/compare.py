@@ -1,7 +1,7 @@
 """What the ranks' statements of one slot say: agreed, divergent, or an asymmetry; and the words for it.
 
 Pure data in, data out (no torch, no store): the protocol (compile_guard.agreement.protocol) calls
-`judge` once every peer's statement of a slot is in, and the simulation test calls it too.
+`compare` once every peer's statement of a slot is in, and the simulation test calls it too.
 
 - **Must agree** (AGREED, named by the statement's own field metadata: compile_guard.agreement.entries):
   the frame, the graph's *structure* (ops, order, wiring: compile_guard.health.structure), its
@@ -35,7 +35,7 @@ class Options:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Judgement:
+class Comparison:
     verdict: Verdict | None  # a divergence to declare, or None
     rank_varying: list[dict[str, Any]] = field(default_factory=list)  # {site, key, values: {rank: value}}
     asymmetry: str | None = None  # the report of an accepted asymmetry
@@ -171,7 +171,7 @@ def asymmetry_text(group: str, statements: list[Statement], parted: tuple[int, s
     return "\n".join(lines)
 
 
-def judge(statements: list[Statement], *, group: str, site_of: SiteOf, options: Options) -> Judgement:
+def compare(statements: list[Statement], *, group: str, site_of: SiteOf, options: Options) -> Comparison:
     """Every rank's statement of one slot (sorted by rank), judged."""
     ranks = [s.rank for s in statements]
     fields = differing(statements)
@@ -182,7 +182,7 @@ def judge(statements: list[Statement], *, group: str, site_of: SiteOf, options: 
         parted = streams_part(_streams(statements))
         text = asymmetry_text(group, statements, parted)
         if parted is None and not options.stop_on_asymmetry:
-            return Judgement(verdict=None, rank_varying=varying, asymmetry=text)
+            return Comparison(verdict=None, rank_varying=varying, asymmetry=text)
         kind = "asymmetry" if parted is None else "mismatch"
         head = (
             header(group, ranks, statements[0])
@@ -191,7 +191,7 @@ def judge(statements: list[Statement], *, group: str, site_of: SiteOf, options: 
             " graph's first run, as asked (stop_on_asymmetry; check stops every asymmetry)"
         )
         body = text if parted else "\n".join(text.splitlines()[1:])
-        return Judgement(
+        return Comparison(
             verdict=Verdict(
                 error="CompileDivergence",
                 kind=kind,
@@ -205,7 +205,7 @@ def judge(statements: list[Statement], *, group: str, site_of: SiteOf, options: 
     if varying and options.strict_constants:
         fields = [*fields, "constants"]
     if not fields:
-        return Judgement(verdict=None, rank_varying=varying)
+        return Comparison(verdict=None, rank_varying=varying)
     first = first_differing_collective(statements)
     text = "\n".join(
         [
@@ -220,7 +220,7 @@ def judge(statements: list[Statement], *, group: str, site_of: SiteOf, options: 
     )
     if varying:
         text += "\nrank-varying constants:\n" + constants_text(varying)
-    return Judgement(
+    return Comparison(
         verdict=Verdict(
             error="CompileDivergence",
             kind="mismatch",
