@@ -27,6 +27,7 @@ from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.launch.launcher import LaunchSpec, launch
 from compile_guard.launch.modes import Launched
+from compile_guard.ranks import check
 from engine import events
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +63,9 @@ READS: list[tuple[str, float, float]] = []  # (cache, compile s, issued-schedule
 
 def checked(scenario, log_dir: Path, env: dict[str, str], *, cache: str = "warm") -> float:
     t0 = time.monotonic()
-    run = run_ranks(CheckRequest(spec=scenario, baselines=log_dir, log_dir=log_dir, env=env or {}), Launched())
+    run = run_ranks(
+        CheckRequest(spec=scenario, program=check, baselines=log_dir, log_dir=log_dir, env=env or {}), Launched()
+    )
     if run.reports is None:
         raise SystemExit(f"check run failed:\n{run.result.summary()}")
     for rank in run.result.ranks:  # the compile agreement's own timing of each graph, side by side in one process

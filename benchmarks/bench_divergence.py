@@ -41,7 +41,8 @@ from compile_guard.flow.request import CheckRequest  # noqa: E402
 from compile_guard.flow.scenarios import target_scenario  # noqa: E402
 from compile_guard.launch.modes import Launched  # noqa: E402
 from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
-from compile_guard.matrix.runner import check_spec, run_row  # noqa: E402
+from compile_guard.matrix.runner import Programs, check_spec, run_row  # noqa: E402
+from compile_guard.ranks import check, serve  # noqa: E402
 
 MODES = ("compile_guard", "bare", "DETAIL")
 _FULL = re.compile(
@@ -78,7 +79,12 @@ def run_mode(row: Row, mode: str, log_root: Path, deadline_s: float) -> dict[str
         env["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
     t0 = time.monotonic()
     request = CheckRequest(
-        spec=spec, baselines=log_root, log_dir=log_root / f"{row.id}-{mode}", env=env, rank_env=row.rank_env
+        spec=spec,
+        program=check,
+        baselines=log_root,
+        log_dir=log_root / f"{row.id}-{mode}",
+        env=env,
+        rank_env=row.rank_env,
     )
     run = check_run.run_ranks(request, Launched())
     result = run.result
@@ -122,7 +128,7 @@ def healthy(log_root: Path) -> list[list[str]]:
     spec = target_scenario("docs.examples.vocab_parallel:model", nprocs=2, backend="aot_eager")
     t0 = time.monotonic()
     run = check_run.run_ranks(
-        CheckRequest(spec=spec, baselines=log_root, log_dir=log_root / "healthy" / "vocab"), Launched()
+        CheckRequest(spec=spec, program=check, baselines=log_root, log_dir=log_root / "healthy" / "vocab"), Launched()
     )
     rows.append(
         [
@@ -132,7 +138,7 @@ def healthy(log_root: Path) -> list[list[str]]:
             f"{time.monotonic() - t0:.1f}",
         ]
     )
-    cd06 = run_row(ROWS_BY_ID["CD-06-dtensor"], log_root / "rows")
+    cd06 = run_row(ROWS_BY_ID["CD-06-dtensor"], log_root / "rows", Programs(check=check, serve=serve))
     rows.append(
         [
             "CD-06-dtensor: artifacts loaded on one rank",
@@ -156,7 +162,7 @@ def main() -> int:
     log_root = Path(tempfile.mkdtemp(prefix="bench_divergence_"))
     table = []
     for row in wanted:
-        own = run_row(row, log_root / "rows")
+        own = run_row(row, log_root / "rows", Programs(check=check, serve=serve))
         cells = [row.id, row.fault[:44], f"{own.ttf_s}" if own.passed else "ROW FAILED"]
         for mode in MODES:
             m = run_mode(row, mode, log_root, args.deadline_s)

@@ -17,6 +17,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from compile_guard.launch.launcher import LaunchSpec, launch, python_module_argv
+from repro import tp_compile_repro
 
 
 def main() -> int:
@@ -32,7 +33,7 @@ def main() -> int:
     result = launch(
         LaunchSpec(
             argv=python_module_argv(
-                "repro.tp_compile_repro",
+                tp_compile_repro,
                 "--backend",
                 args.backend,
                 "--calls",

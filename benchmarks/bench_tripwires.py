@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from compile_guard.launch.launcher import LaunchSpec, launch, python_module_argv
 from engine import events, knobs
+from engine.topology import tp
 
 OFF = {"COMPILE_GUARD_INPUT_DIGEST": "0", "COMPILE_GUARD_FINGERPRINT_EVERY": "1000000"}
 
@@ -28,7 +29,7 @@ OFF = {"COMPILE_GUARD_INPUT_DIGEST": "0", "COMPILE_GUARD_FINGERPRINT_EVERY": "10
 def run(chunks: int, env: dict[str, str], log_dir: Path) -> dict:
     result = launch(
         LaunchSpec(
-            argv=python_module_argv("engine.topology.tp", "--chunks", str(chunks), "--recompute-every", "0"),
+            argv=python_module_argv(tp, "--chunks", str(chunks), "--recompute-every", "0"),
             nprocs=2,
             deadline_s=600,
             log_dir=log_dir,

@@ -27,6 +27,7 @@ from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.request import CheckRequest
 from compile_guard.health import baseline as bl
 from compile_guard.launch.modes import Launched
+from compile_guard.ranks import check
 from engine.runspec import RunSpec
 
 SPECS = (
@@ -56,7 +57,9 @@ SPECS = (
 def refresh_then_check(spec: RunSpec, out: Path) -> list:
     t0 = time.monotonic()
     baselines = out / "baselines"
-    refresh = CheckRequest(spec=spec, baselines=baselines, need_baseline=False, log_dir=out / spec.name / "refresh")
+    refresh = CheckRequest(
+        spec=spec, program=check, baselines=baselines, need_baseline=False, log_dir=out / spec.name / "refresh"
+    )
     refreshed = run_and_judge(refresh, Launched())
     first = refreshed.run
     if first is None or first.reports is None:
@@ -66,7 +69,9 @@ def refresh_then_check(spec: RunSpec, out: Path) -> list:
     found = bl.find(baselines, bl.Factors.expected(spec))
     assert found is not None and found[0] == path, (found, path)
     t1 = time.monotonic()
-    checked = run_and_judge(CheckRequest(spec=spec, baselines=baselines, log_dir=out / spec.name / "check"), Launched())
+    checked = run_and_judge(
+        CheckRequest(spec=spec, program=check, baselines=baselines, log_dir=out / spec.name / "check"), Launched()
+    )
     report, second = checked.report, checked.run
     final = second.mesh()[0].final if second is not None and second.reports else {}
     return [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 from pathlib import Path
 
 # the layer table: one layer per row: the formatter leaves it as written
@@ -65,6 +66,30 @@ def imported(node: ast.AST) -> list[str]:
     return []
 
 
+MODULE_TEXT = re.compile(r"^compile_guard(\.[a-z_]+)+$")  # a string that is a harness module's dotted name
+
+
+def named_by_string(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, layer) of every string, docstrings aside, that is the dotted name of a compile_guard module: an edge
+    an import survey would miss (importlib, `python -m`). A rank program is passed as its module, never named."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value.split(".")[1])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and MODULE_TEXT.match(node.value)
+    ]
+
+
 def _count(path: Path, marker: str) -> int:
     """Lines that are the marker as a comment (a string that mentions it, as in this file, is not one)."""
     return sum(
@@ -73,8 +98,9 @@ def _count(path: Path, marker: str) -> int:
 
 
 def survey(root: Path) -> tuple[list[int], list[str], int]:
-    """(lines per layer, every climbing import as 'path:line src -> dst', shims of moved modules) of root's
-    compile_guard/ (tests/test_layers.py holds the climbs at none)."""
+    """(lines per layer, every climbing edge as 'path:line src -> dst', shims of moved modules) of root's
+    compile_guard/ (tests/test_layers.py holds the climbs at none). An edge is an import, or a string naming a
+    module (' by string'): one to a rank program (ranks/) is a climb from anywhere, a name where a module belongs."""
     package = root / "compile_guard"
     lines = [0] * len(NAMES)
     climbs: list[str] = []
@@ -86,10 +112,14 @@ def survey(root: Path) -> tuple[list[int], list[str], int]:
         if source.startswith('"""Moved ('):
             shims += 1
             continue
-        for node in ast.walk(ast.parse(source)):
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
             for dst in imported(node):
                 if dst in LEVELS and dst != src and LEVELS[dst] > LEVELS[src]:
                     climbs.append(f"{path.relative_to(root)}:{node.lineno} {src} -> {dst}")
+        for line, dst in named_by_string(tree):
+            if dst in LEVELS and (dst == "ranks" or (dst != src and LEVELS[dst] > LEVELS[src])):
+                climbs.append(f"{path.relative_to(root)}:{line} {src} -> {dst} by string")
     return lines, climbs, shims
 
 
@@ -109,7 +139,10 @@ def main() -> None:
     engine = sum(len(p.read_text().splitlines()) for p in (args.root / "engine").rglob("*.py"))
     print(f"{'engine/':<12}{engine:>8}")
     pairs = sorted({c.split(" ", 1)[1] for c in climbs})
-    print(f"\nimports climbing a layer: {len(climbs)} ({', '.join(pairs) or 'none'}); shims of moved modules: {shims}")
+    print(
+        f"\nedges climbing a layer (imports, strings naming a module): {len(climbs)} ({', '.join(pairs) or 'none'});"
+        f" shims of moved modules: {shims}"
+    )
     if args.imports:
         print("\n".join(f"  {c}" for c in climbs))
     for what, found in (("\n# fmt: skip lines", skips), ("# fmt: off regions", regions)):

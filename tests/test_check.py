@@ -15,6 +15,7 @@ from compile_guard.flow.request import CheckRequest, find_baseline
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health.settings import settings_payload
+from compile_guard.ranks import check
 from tests.conftest import CLI_TIMEOUT_S, REPO, committed_baseline
 
 
@@ -119,7 +120,7 @@ def test_improvement_fails_unless_allowed_and_names_the_refresh_command():
     """A baseline with more breaks than today's run: an improvement, exit 1 unless allowed; the hint is the refresh
     command of this very spec (a scenario here; test_target covers --target's). The policy itself: test_policy."""
     spec = SCENARIOS["tp2-aot"]
-    request = CheckRequest(spec=spec, baselines=bl.DEFAULT_DIR)
+    request = CheckRequest(spec=spec, program=check, baselines=bl.DEFAULT_DIR)
     found = find_baseline(request)
     path, exact, committed = found.path, found.exact, found.baseline
     base = bl.Baseline(factors=committed.factors, metrics={**committed.metrics, "graph_breaks": 3}, break_sites=[])

@@ -146,10 +146,11 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     from compile_guard.flow.request import CheckRequest, find_baseline
     from compile_guard.flow.scenarios import SCENARIOS
     from compile_guard.health import baseline as bl
+    from compile_guard.ranks import check as check_program
     from tests.test_check import _run_of
 
     spec = SCENARIOS["tp2-aot"]
-    request = CheckRequest(spec=spec, baselines=bl.DEFAULT_DIR)
+    request = CheckRequest(spec=spec, program=check_program, baselines=bl.DEFAULT_DIR)
     found = find_baseline(request)
     path, exact, base = found.path, found.exact, found.baseline
     run = _run_of({**base.metrics, "graph_breaks": 10, "break_reasons": {"disable": 10}}, spec)
@@ -179,7 +180,7 @@ def test_matrix_junit_one_case_per_row(tmp_path, monkeypatch):
     from compile_guard.commands import matrix
     from compile_guard.matrix.runner import RowResult
 
-    def fake_row(row, log_root, healthy=None):
+    def fake_row(row, log_root, programs, healthy=None):
         problems = ["rank 1 exited 0, expected one of [10]"] if row.id == "OM-04" else []
         return RowResult(
             id=row.id,

@@ -84,21 +84,29 @@ def test_the_code_is_formatted_and_linted(quick_process):
 
 def test_no_import_climbs_a_layer():
     """compile_guard's layers (benchmarks/layers.py: base < concerns < launch < flow < matrix < programs) import
-    only downward or sideways: the launch layer knows no rank program, the flow no front end."""
+    only downward or sideways: the launch layer knows no rank program, the flow no front end; and no module names a
+    rank program (or a higher layer's module) in a string: the command that picks a program passes its module."""
     _lines, climbs, _shims = load_benchmark("layers").survey(REPO)
     assert climbs == []
 
 
 def test_a_climbing_import_is_found(tmp_path):
-    """The survey can fail: a flow module that imports a rank program is named."""
+    """The survey can fail: a flow module that imports a rank program is named, and so is any module that names a
+    rank program in a string (`python -m`, importlib: an edge no import shows); a docstring may speak of one."""
     for name, source in {
         "flow/check_run.py": "from compile_guard.ranks.check import probe_rank\n",
         "ranks/check.py": "from compile_guard.flow import check_run\n",  # downward: fine
+        "matrix/runner.py": '"""Runs compile_guard.ranks.serve."""\nSERVE = "compile_guard.ranks.serve"\n',
+        "commands/plugin.py": 'ARGV = ["-m", "compile_guard.ranks.call"]\nLOG = "compile_guard.agreement"\n',
     }.items():
         (tmp_path / "compile_guard" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "compile_guard" / name).write_text(source)
     _lines, climbs, _shims = load_benchmark("layers").survey(tmp_path)
-    assert climbs == ["compile_guard/flow/check_run.py:1 flow -> ranks"]
+    assert sorted(climbs) == [
+        "compile_guard/commands/plugin.py:1 commands -> ranks by string",
+        "compile_guard/flow/check_run.py:1 flow -> ranks",
+        "compile_guard/matrix/runner.py:2 matrix -> ranks by string",
+    ]
 
 
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80  # a file one concern; a function one screen (the house style)

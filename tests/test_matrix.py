@@ -15,9 +15,11 @@ import pytest
 
 from compile_guard.launch.launcher import LaunchResult, RankResult
 from compile_guard.matrix.rows import CONTINUES_CHECK, ROWS, ROWS_BY_ID
-from compile_guard.matrix.runner import row_outcome, run_row
+from compile_guard.matrix.runner import Programs, row_outcome, run_row
 from compile_guard.matrix.this_run import APPLIED, Healthy, HealthyBaselines, not_applied
+from compile_guard.ranks import check, serve
 
+PROGRAMS = Programs(check=check, serve=serve)  # what `compile-guard matrix` runs the rows with
 SMOKE_ROWS = ("OM-04", "CD-01")  # a parity row and a compile-divergence row stay in `make test-fast`
 
 
@@ -25,14 +27,14 @@ SMOKE_ROWS = ("OM-04", "CD-01")  # a parity row and a compile-divergence row sta
 def healthy(tmp_path_factory) -> HealthyBaselines:
     """The NU rows' healthy baseline, written by the first NU row of the session on this machine and shared by
     the rest (a committed baseline holds another machine's timings). Topology: TP=2, gloo, CPU, inductor."""
-    return HealthyBaselines(tmp_path_factory.mktemp("healthy"))
+    return HealthyBaselines(tmp_path_factory.mktemp("healthy"), check)
 
 
 @pytest.mark.parametrize(
     "row", [pytest.param(r, id=r.id, marks=pytest.mark.smoke if r.id in SMOKE_ROWS else ()) for r in ROWS]
 )
 def test_row(row, tmp_path, processes, healthy):
-    result = run_row(row, tmp_path, healthy)
+    result = run_row(row, tmp_path, PROGRAMS, healthy)
     if result.not_run:
         pytest.skip(result.not_run)
     assert result.passed, "\n".join(result.problems) + f"\nlogs: {result.log_dir}"

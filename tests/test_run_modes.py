@@ -9,6 +9,7 @@ import pytest
 
 from compile_guard.launch import modes
 from compile_guard.launch.modes import InPlace, Launched, Output
+from compile_guard.ranks import check
 
 
 @pytest.mark.parametrize(
@@ -45,8 +46,6 @@ def test_a_launched_mode_runs_the_leaders_command_itself():
 
 
 def test_a_rank_program_is_frozen_data():
-    program = modes.RankProgram(
-        module="compile_guard.ranks.check", argv=("--spec", "{}"), report="r{rank}.json", nprocs=2, deadline_s=60.0
-    )
+    program = modes.RankProgram(module=check, argv=("--spec", "{}"), report="r{rank}.json", nprocs=2, deadline_s=60.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         program.nprocs = 3  # type: ignore[misc]

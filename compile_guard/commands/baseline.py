@@ -86,8 +86,11 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         except bl.BaselineError as exc:
             out.print(f"baseline file error: {exc}; refusing to replace it — move it away first", err=True)
             return Cli.USAGE
+    from compile_guard.ranks import check as check_program  # torch: imported once a refresh runs
+
     request = CheckRequest(
         spec=spec,
+        program=check_program,
         baselines=args.baselines,
         need_baseline=False,
         log_dir=args.log_dir,
@@ -137,19 +140,21 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         )
     out.write(bl.write, path, new)
     out.print(f"wrote {path}")
-    if previous is None:
-        out.print(_metric_table(new.metrics))
-    else:
-        rows = [r for r in policy.compare(previous.metrics, _as_in(previous, new, out)) if r.verdict != policy.OK]
-        out.print(
-            "unchanged"
-            if not rows
-            else tabulate(
-                [[r.metric, json.dumps(r.baseline)[:50], json.dumps(r.per_rank[0])[:50], r.verdict] for r in rows],
-                headers=["metric", "before", "after", "verdict"],
-            )
-        )
+    out.print(_change(previous, new, out))
     return Cli.OK
+
+
+def _change(previous: bl.Baseline | None, new: bl.Baseline, out: Output) -> str:
+    """What the refresh changed: the whole table for a first baseline, else the metrics that moved."""
+    if previous is None:
+        return _metric_table(new.metrics)
+    rows = [r for r in policy.compare(previous.metrics, _as_in(previous, new, out)) if r.verdict != policy.OK]
+    if not rows:
+        return "unchanged"
+    return tabulate(
+        [[r.metric, json.dumps(r.baseline)[:50], json.dumps(r.per_rank[0])[:50], r.verdict] for r in rows],
+        headers=["metric", "before", "after", "verdict"],
+    )
 
 
 def _shown(args: argparse.Namespace) -> Path | None:

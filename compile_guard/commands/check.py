@@ -204,8 +204,11 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
         memory_factor=args.memory_factor,
         timings=args.timings,
     )
+    from compile_guard.ranks import check as check_program  # torch: imported once a check runs, not for --help
+
     request = CheckRequest(
         spec=spec,
+        program=check_program,
         baselines=args.baselines,
         allow_improvement=args.allow_improvement,
         strict=args.strict,

@@ -14,7 +14,7 @@ from compile_guard.flow.junit import Case, write_junit
 from compile_guard.launch.modes import RunMode
 from compile_guard.launch.supervision import Interrupted
 from compile_guard.matrix.rows import ROWS, ROWS_BY_ID
-from compile_guard.matrix.runner import RowResult, run_row
+from compile_guard.matrix.runner import Programs, RowResult, run_row
 from compile_guard.matrix.this_run import HealthyBaselines
 from compile_guard.page import render
 from compile_guard.page.pages import matrix_page
@@ -86,10 +86,13 @@ def _run(args: argparse.Namespace) -> int:
         return Cli.USAGE
     log_root = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_matrix_"))
     started, results = time.monotonic(), []
-    healthy = HealthyBaselines(log_root / "healthy")  # the NU rows' baseline, written once, on this machine
+    from compile_guard.ranks import check, serve  # torch: imported once rows run, not for --list or --help
+
+    programs = Programs(check=check, serve=serve)
+    healthy = HealthyBaselines(log_root / "healthy", check)  # the NU rows' baseline, written once, on this machine
     for row_id in ids:
         try:
-            result = run_row(ROWS_BY_ID[row_id], log_root, healthy)
+            result = run_row(ROWS_BY_ID[row_id], log_root, programs, healthy)
         except Interrupted:
             print(f"{row_id:<14} interrupted; the rows done so far:\n{_table(results)}", flush=True)
             raise

@@ -28,7 +28,6 @@ from engine.atomic_json import write_json
 from engine.runspec import PP0Spec, RunSpec
 from engine.topology.overlap_metrics import chrome_trace, classify
 
-SERVE = "compile_guard.ranks.serve"
 MATRIX_GATE = 0.30  # the operator matrix's OverlapScore gate for a healthy pipeline
 DEPTHS = (1, 2, 3, 4)
 
@@ -53,10 +52,12 @@ def pp0_spec(*, depth: int, chunks: int, recompute: str = "r1", schedule: str = 
 
 
 def run_pp0(log_dir: Path, *, depth: int, chunks: int, recompute: str = "r1", schedule: str = "healthy") -> dict:
+    from compile_guard.ranks import serve  # torch: imported once a run starts, not for --help
+
     spec = pp0_spec(depth=depth, chunks=chunks, recompute=recompute, schedule=schedule)
     result = launch(
         LaunchSpec(
-            argv=python_module_argv(SERVE, "--spec", spec.to_json(), "--out", str(log_dir)),
+            argv=python_module_argv(serve, "--spec", spec.to_json(), "--out", str(log_dir)),
             nprocs=2,
             deadline_s=spec.deadline_s,
             log_dir=log_dir,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +30,7 @@ from typing import Any, Callable
 import pytest
 
 from compile_guard.health.assertion import assert_compile_health
-from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch
+from compile_guard.launch.launcher import LaunchResult, LaunchSpec, launch, python_module_argv
 from compile_guard.launch.leftovers import leftover_pids
 
 __all__ = ["RankRun", "assert_compile_health", "compile_guard_check", "launch_checked", "rank_runner"]
@@ -62,10 +61,12 @@ def rank_runner(tmp_path: Path) -> Callable[..., RankRun]:
     runs = itertools.count()
 
     def run(func: str, *, nprocs: int = 2, deadline_s: float = 60.0, **spec: Any) -> RankRun:
+        from compile_guard.ranks import call
+
         out = tmp_path / f"rank_run{next(runs)}"
         result = launch_checked(
             LaunchSpec(
-                argv=[sys.executable, "-m", "compile_guard.ranks.call", "--func", func, "--out", str(out)],
+                argv=python_module_argv(call, "--func", func, "--out", str(out)),
                 nprocs=nprocs,
                 deadline_s=deadline_s,
                 log_dir=out,
@@ -105,8 +106,11 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
 
         spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
         spec = dataclasses.replace(spec, quality=Measure(**(quality or {})).to_dict())
+        from compile_guard.ranks import check as check_program
+
         request = CheckRequest(
             spec=spec,
+            program=check_program,
             baselines=Path(baselines),
             allow_improvement=allow_improvement,
             strict=strict,

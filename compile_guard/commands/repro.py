@@ -17,8 +17,6 @@ from compile_guard.launch.modes import RunMode
 from compile_guard.launch.supervision import Interrupted
 from compile_guard.verdict import Cli
 
-REPRO_MODULE = "repro.tp_compile_repro"
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=positive_int, default=2, help="ranks to launch (TP degree)")
@@ -57,10 +55,10 @@ def _report_failure(result: LaunchResult) -> None:
 
 
 def run(args: argparse.Namespace, mode: RunMode) -> int:
+    from repro import tp_compile_repro  # torch: imported once the command runs, not for --help
+
     if not mode.launches:
         # Already one of N ranks (torchrun): run in place, the launcher is not needed.
-        from repro import tp_compile_repro
-
         return tp_compile_repro.main(_repro_argv(args, args.json))
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_"))
     json_path = args.json or log_dir / "repro.json"
@@ -68,7 +66,7 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
     print(f"launching {args.nproc} ranks (logs: {log_dir})", flush=True)
     result = launch(
         LaunchSpec(
-            argv=python_module_argv(REPRO_MODULE, *_repro_argv(args, json_path)),
+            argv=python_module_argv(tp_compile_repro, *_repro_argv(args, json_path)),
             nprocs=args.nproc,
             deadline_s=args.deadline_s,
             log_dir=log_dir,

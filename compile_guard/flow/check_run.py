@@ -1,8 +1,8 @@
 """A check's run: its ranks run through the command's run mode, their reports read back validated (`CheckRun`).
 
-`run_ranks(request, mode)` is the flow's run step (compile_guard.flow.check_flow): the rank program is
-compile_guard.ranks.check, named here and run by the mode (launched children, or this process in place);
-the launch layer never imports it.
+`run_ranks(request, mode)` is the flow's run step (compile_guard.flow.check_flow): the request's rank program
+(compile_guard.ranks.check, passed by the command that chose it) run by the mode (launched children, or this
+process in place); neither the flow nor the launch layer imports it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from compile_guard.quality.options import STEADY_ALLOCATOR_ENV, Measure
 from compile_guard.quality.rules import baseline_entry, pool_runs
 from engine import events, knobs
 from engine.runspec import RunSpec
-
-RANK_PROGRAM = "compile_guard.ranks.check"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +80,7 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
     if dump_dir is not None and knobs.read("TORCH_TRACE") is None:
         env["TORCH_TRACE"] = str(dump_dir / "torch_trace")  # every rank's structured log, ready for tlparse
     program = RankProgram(
-        module=RANK_PROGRAM,
+        module=request.program,
         report=FILE,
         nprocs=spec.nprocs,
         deadline_s=spec.deadline_s,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from compile_guard.health import baseline as bl
 from compile_guard.quality.options import Judging
@@ -18,6 +19,7 @@ from engine.runspec import RunSpec
 @dataclass(frozen=True, kw_only=True)
 class CheckRequest:
     spec: RunSpec  # what runs (compile_guard.flow.scenarios.resolve)
+    program: ModuleType  # the check's rank program, passed by the command that chose it (compile_guard.ranks.check)
     baselines: Path  # the directory its baseline is found in (and a refresh writes to)
     need_baseline: bool = True  # False: a refresh; nothing judged, the reports come back to be stored
     allow_improvement: bool = False  # fewer breaks/graphs than the baseline passes

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Mapping, Sequence
 
 from compile_guard.launch.supervision import (
@@ -380,6 +381,8 @@ def launch(spec: LaunchSpec) -> LaunchResult:
     return run.result()
 
 
-def python_module_argv(module: str, *args: str) -> list[str]:
-    """argv that runs `python -m module args` with this interpreter."""
-    return [sys.executable, "-m", module, *args]
+def python_module_argv(module: ModuleType, *args: str) -> list[str]:
+    """argv that runs `python -m module args` with this interpreter. The module is passed as the object its caller
+    imported (a rank program, a topology, the repro script), so every program a launch runs is an import edge
+    tests/test_layers.py sees, never a name in a string."""
+    return [sys.executable, "-m", module.__name__, *args]

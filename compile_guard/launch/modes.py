@@ -7,20 +7,21 @@
   program's body runs in this very process, every rank's report is gathered over the job's world group, so
   every rank judges the same data; a failed run's exit code is settled across the ranks (`in_place.settle`).
 
-The launch layer knows no rank program: a `RankProgram` names the module, which offers `main(argv)` (launched)
-and `in_place(argv) -> (DistConfig, body)` (in place; the body returns the report's JSON text).
+The launch layer knows no rank program: the command that chose one passes its module in a `RankProgram`; the
+module offers `main(argv)` (launched: `python -m` its `__name__`) and `in_place(argv) -> (DistConfig, body)` (in
+place; the body returns the report's JSON text). No program is named by text anywhere in the harness.
 Output goes through the mode's `Output`, which only the process that speaks for the job writes: commands never
 ask which rank they are.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 from compile_guard.launch import in_place
@@ -31,7 +32,9 @@ from engine import knobs
 
 @dataclass(frozen=True, kw_only=True)
 class RankProgram:
-    module: str  # launched: `python -m module *argv --out DIR` per rank; in place: module.in_place(argv)
+    # the program, as its module (compile_guard.ranks.check, ranks.serve, a test's): launched, `python -m` its
+    # __name__ with *argv --out DIR per rank; in place, module.in_place(argv)
+    module: ModuleType
     argv: tuple[str, ...]  # the program's own arguments
     report: str  # the file each launched rank writes into DIR, e.g. "probe-rank{rank}.json"
     nprocs: int  # ranks to launch (in place: the launcher's)
@@ -117,7 +120,7 @@ class InPlace(RunMode):
 
     def run(self, program: RankProgram, *, log_dir: Path | None, on_line: Callable[[str], None] | None = None) -> Ran:
         """`log_dir` and `on_line` are the launcher's business here: each rank logs where the launcher put it."""
-        config, body = importlib.import_module(program.module).in_place(list(program.argv))
+        config, body = program.module.in_place(list(program.argv))
         reports, code = in_place.run_body(config, body)
         return Ran(reports=reports, code=code, result=None, log_dir=None)
 

@@ -1,7 +1,7 @@
 """The operator-matrix runner: each row through the launcher, judged from exits and events.
 
-For each row: launch the row's engine topology (compile_guard.ranks.serve, with the fault
-injector as the engine's hooks) or the check's ranks, with a deadline, then check
+For each row: launch the row's engine topology (the `serve` program, compile_guard.ranks.serve, with the
+fault injector as the engine's hooks) or the check's ranks (the `check` program), with a deadline, then check
   - every rank's exit code (or signal) is one the row allows;
   - the detecting rank logged the row's event with the expected fields (which mechanism
     caught it, where: preflight / init / pre-generator / watchdog);
@@ -11,6 +11,8 @@ Time-to-fail runs from the injection (the `inject` event; for per-rank config ro
 the moment the last rank joined) to the detection (job-continues rows) or to the last
 exit of a rank that was not killed by the launcher (exit rows). It is a figure, reported
 against the row's budget, and never part of pass/fail here or in tests.
+
+The rank programs are passed in (`Programs`) by the command that runs the matrix: this layer imports none.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from compile_guard import named
@@ -40,9 +43,15 @@ from engine import events
 from engine.atomic_json import write_json
 from engine.runspec import RunSpec
 
-SERVE = "compile_guard.ranks.serve"
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Programs:
+    """The rank programs a matrix runs, as modules, chosen by its command (compile_guard.commands.matrix)."""
+
+    check: ModuleType  # CHECK rows: the check's rank program (compile_guard.ranks.check)
+    serve: ModuleType  # engine-topology rows: a topology served with the fault injector (compile_guard.ranks.serve)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,7 +217,7 @@ def missing_requirement(row: Row) -> str | None:
     return None
 
 
-def run_row(row: Row, log_root: Path, healthy: HealthyBaselines | None = None) -> RowResult:
+def run_row(row: Row, log_root: Path, programs: Programs, healthy: HealthyBaselines | None = None) -> RowResult:
     """One row: launched, judged. `healthy`: the matrix run's healthy baselines (THIS_RUN rows), made here when
     not given."""
     log_dir = log_root / row.id
@@ -233,9 +242,10 @@ def run_row(row: Row, log_root: Path, healthy: HealthyBaselines | None = None) -
     made: Healthy | None = None
     if row.program == CHECK:
         if row.against == THIS_RUN:
-            made = (healthy or HealthyBaselines(log_root / "healthy")).of(check_spec(row))
+            made = (healthy or HealthyBaselines(log_root / "healthy", programs.check)).of(check_spec(row))
         request = CheckRequest(
             spec=check_spec(row),
+            program=programs.check,
             baselines=made.baselines if made else bl.DEFAULT_DIR,
             log_dir=log_dir,
             env=row.env,
@@ -255,7 +265,7 @@ def run_row(row: Row, log_root: Path, healthy: HealthyBaselines | None = None) -
         spec = row_spec(row)
         result = launch(
             LaunchSpec(
-                argv=python_module_argv(SERVE, "--spec", spec.to_json(), "--out", str(log_dir)),
+                argv=python_module_argv(programs.serve, "--spec", spec.to_json(), "--out", str(log_dir)),
                 nprocs=row.nprocs,
                 deadline_s=row.deadline_s,
                 log_dir=log_dir,

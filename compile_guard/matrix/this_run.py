@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 from compile_guard.flow.check_flow import run_and_judge
@@ -39,8 +40,8 @@ RUNS = 3  # healthy runs pooled into the baseline: its machine's noise measured 
 class HealthyBaselines:
     """Healthy baselines written on demand, once per spec, under `root` (a matrix run's log directory)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, program: ModuleType) -> None:
+        self.root, self.program = root, program  # program: the check's rank program (compile_guard.ranks.check)
         self._made: dict[str, Healthy] = {}
 
     def of(self, spec: RunSpec) -> Healthy:
@@ -51,7 +52,9 @@ class HealthyBaselines:
             where = self.root / f"healthy-{len(self._made)}"
             runs = []
             for i in range(RUNS):
-                request = CheckRequest(spec=spec, baselines=where, need_baseline=False, log_dir=where / f"logs{i}")
+                request = CheckRequest(
+                    spec=spec, program=self.program, baselines=where, need_baseline=False, log_dir=where / f"logs{i}"
+                )
                 judged = run_and_judge(request, Launched())
                 run = judged.run
                 if run is None or run.reports is None or run.result is None:

@@ -25,7 +25,7 @@ from engine.control.parity import diff_table
 from engine.errors import CompileAsymmetry
 from engine.hooks import Hooks
 
-log = logging.getLogger("compile_guard.ranks")
+log = logging.getLogger(__name__)
 
 
 def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
