@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard.contracts.rank_report import mesh
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.request import CheckRequest
 from compile_guard.health import baseline as bl
@@ -64,8 +65,9 @@ def refresh_then_check(spec: RunSpec, out: Path) -> list:
     first = refreshed.run
     if first is None or first.reports is None:
         return [spec.name, "refresh", round(time.monotonic() - t0, 1), refreshed.report.text[:300]]
-    path = baselines / bl.file_name(first.to_baseline().factors)
-    bl.write(path, first.to_baseline())
+    stored = bl.Baseline.of(spec, first.reports)
+    path = baselines / bl.file_name(stored.factors)
+    bl.write(path, stored)
     found = bl.find(baselines, bl.Factors.expected(spec))
     assert found is not None and found[0] == path, (found, path)
     t1 = time.monotonic()
@@ -73,7 +75,7 @@ def refresh_then_check(spec: RunSpec, out: Path) -> list:
         CheckRequest(spec=spec, program=check, baselines=baselines, log_dir=out / spec.name / "check"), Launched()
     )
     report, second = checked.report, checked.run
-    final = second.mesh()[0].final if second is not None and second.reports else {}
+    final = mesh(second.reports)[0].health.to_json() if second is not None and second.reports else {}
     return [
         spec.name,
         "PASS" if report.exit_code == 0 else f"exit {report.exit_code}",

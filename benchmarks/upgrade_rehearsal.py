@@ -98,7 +98,7 @@ def main() -> int:
         summary.append(
             [
                 name,
-                bl.load(old_path).factors["torch"],
+                bl.load(old_path).factors.torch,
                 torch.__version__,
                 check.returncode,
                 ", ".join(moved) or "nothing",

@@ -183,7 +183,7 @@ def upgrade_diffs(out: Path, releases: list[str], pages: list[Page] | None = Non
             rows.append([scenario, f"{a} -> {b}", "; ".join(moved + renamed) or "nothing", "; ".join(quality)])
             if pages is not None:
                 sides = [
-                    {"path": str(p), "factors": x.factors, "quality": x.quality}
+                    {"path": str(p), "factors": x.factors.as_dict(), "quality": x.quality}
                     for p, x in zip(found, (old, new), strict=True)
                 ]
                 compared = [dataclasses.asdict(r) for r in policy.compare(old.metrics, metrics)]

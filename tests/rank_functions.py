@@ -23,7 +23,7 @@ def compiled_allreduce_health(ctx: TargetContext) -> dict:
     probe = CompileProbe(region)
     region(torch.ones(4))
     region(torch.ones(4))
-    return baseline_view(probe.snapshot(effective_backend={"compile_backend": "eager"}))
+    return baseline_view(probe.health(effective_backend={"compile_backend": "eager"}))
 
 
 def raises(ctx: TargetContext) -> None:

@@ -41,7 +41,7 @@ METRICS = {
 
 
 def _baseline(**metrics) -> bl.Baseline:
-    return bl.Baseline(factors=dict(FACTORS), metrics={**METRICS, **metrics}, break_sites=[])
+    return bl.Baseline(factors=bl.Factors(**FACTORS), metrics={**METRICS, **metrics}, break_sites=[])
 
 
 def test_round_trip_is_stable_and_diff_friendly(tmp_path):
@@ -81,7 +81,9 @@ def test_missing_file(tmp_path):
 def test_find_prefers_exact_then_other_torch_versions(tmp_path):
     assert bl.find(tmp_path, FACTORS) is None
     foreign = {**FACTORS, "torch": "2.14.1+cu130"}
-    bl.write(tmp_path / bl.file_name(foreign), bl.Baseline(factors=foreign, metrics=METRICS, break_sites=[]))
+    bl.write(
+        tmp_path / bl.file_name(foreign), bl.Baseline(factors=bl.Factors(**foreign), metrics=METRICS, break_sites=[])
+    )
     path, exact = bl.find(tmp_path, FACTORS)
     assert not exact and "2.14.1" in path.name  # compared across versions, flagged as such
     bl.write(tmp_path / bl.file_name(FACTORS), _baseline())
@@ -164,7 +166,10 @@ def test_written_files_are_world_readable(tmp_path):
 def test_foreign_versions_are_ordered_as_versions(tmp_path):
     for version in ("2.9.0+cpu", "2.12.0+cpu", "2.10.1+cpu"):
         factors = {**FACTORS, "torch": version}
-        bl.write(tmp_path / bl.file_name(factors), bl.Baseline(factors=factors, metrics=METRICS, break_sites=[]))
+        bl.write(
+            tmp_path / bl.file_name(factors),
+            bl.Baseline(factors=bl.Factors(**factors), metrics=METRICS, break_sites=[]),
+        )
     path, exact = bl.find(tmp_path, {**FACTORS, "torch": "2.13.0+cpu"})
     assert not exact and "torch-2.12.0_cpu" in path.name  # not 2.9.0, which sorts last as text
 
@@ -176,7 +181,7 @@ def test_baseline_diff_renames_a_break_only_across_torch_releases(capsys):
 
     def side(torch_version: str, title: str) -> bl.Baseline:
         return bl.Baseline(
-            factors={**FACTORS, "torch": torch_version},
+            factors=bl.Factors(**{**FACTORS, "torch": torch_version}),
             metrics={**METRICS, "graph_breaks": 1, "break_reasons": {title: 1}},
             break_sites=[{"reason": "?", "key": title, "site": "m.py:3", "count": 1}],
         )

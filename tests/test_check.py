@@ -3,6 +3,7 @@ tp2-aot = aot_eager); the CLI launches and supervises the ranks with a deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from compile_guard.contracts.rank_report import RankReport
 from compile_guard.flow import report
 from compile_guard.flow.check_run import CheckRun
+from compile_guard.flow.judge import judge
 from compile_guard.flow.request import CheckRequest, find_baseline
 from compile_guard.flow.scenarios import SCENARIOS
 from compile_guard.health import baseline as bl
@@ -84,7 +86,7 @@ def test_unknown_scenario_exits_2(quick_process):
 def test_foreign_torch_version_is_compared_and_stated(tmp_path, processes):
     factors = bl.Factors.expected(SCENARIOS["tp2-aot"]).as_dict()
     base = bl.load(committed_baseline("tp2-aot"))
-    foreign = {**base.factors, "torch": "2.12.0+cpu"}
+    foreign = dataclasses.replace(base.factors, torch="2.12.0+cpu")
     bl.write(tmp_path / bl.file_name(foreign), bl.Baseline(factors=foreign, metrics=base.metrics, break_sites=[]))
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -92,7 +94,8 @@ def test_foreign_torch_version_is_compared_and_stated(tmp_path, processes):
 
 
 def _run_of(metrics: dict, spec) -> CheckRun:
-    """A finished 2-rank run whose every rank reports `metrics` (in process: the judge, not the ranks, is tested)."""
+    """A finished 2-rank run whose every rank reports `metrics` (in process: the judge, not the ranks, is tested),
+    its reports read as the parent reads a rank's."""
     from compile_guard.health.schema import CompileHealth, Observations, symmetric_view
 
     final = {
@@ -101,36 +104,36 @@ def _run_of(metrics: dict, spec) -> CheckRun:
         ).to_json(),
         **metrics,
     }
-    reports = [
-        RankReport(
-            scenario=spec.name,
-            rank=r,
-            role="mesh",
-            run={},
-            final=final,
-            warmup=symmetric_view(final),
-            effective_backend=metrics["effective_backend"],
-        )
-        for r in (0, 1)
-    ]
+    wire = {
+        "scenario": spec.name,
+        "role": "mesh",
+        "run": {},
+        "final": final,
+        "warmup": symmetric_view(final),
+        "effective_backend": metrics["effective_backend"],
+    }
+    reports = [RankReport.from_dict({**wire, "rank": r}, what=f"rank {r}'s report") for r in (0, 1)]
     return CheckRun(spec=spec, result=None, reports=reports, log_dir=None)
 
 
 def test_improvement_fails_unless_allowed_and_names_the_refresh_command():
     """A baseline with more breaks than today's run: an improvement, exit 1 unless allowed; the hint is the refresh
-    command of this very spec (a scenario here; test_target covers --target's). The policy itself: test_policy."""
+    command of this very spec (a scenario here; test_target covers --target's). The policy itself: test_policy.
+    The judge is a function of typed values: called here with no process, no file written."""
     spec = SCENARIOS["tp2-aot"]
     request = CheckRequest(spec=spec, program=check, baselines=bl.DEFAULT_DIR)
     found = find_baseline(request)
-    path, exact, committed = found.path, found.exact, found.baseline
+    committed = found.baseline
     base = bl.Baseline(factors=committed.factors, metrics={**committed.metrics, "graph_breaks": 3}, break_sites=[])
+    found = dataclasses.replace(found, baseline=base)
     run = _run_of(committed.metrics, spec)
     refresh = request.refresh_command()
-    failed = report.judge(run, base, path, exact, refresh=refresh, allow_improvement=False, strict=False)
+    failed = report.report_of(judge(spec, run.reports, found, request), judging=request.judging, log_dir=None)
     assert failed.exit_code == 1
     assert "graph_breaks: 3 -> [0, 0] (improvement" in failed.text
     assert f"run `{refresh}` (or pass --allow-improvement)" in failed.text and "--scenario tp2-aot" in refresh
-    allowed = report.judge(run, base, path, exact, refresh=refresh, allow_improvement=True, strict=False)
+    lenient = dataclasses.replace(request, allow_improvement=True)
+    allowed = report.report_of(judge(spec, run.reports, found, lenient), judging=request.judging, log_dir=None)
     assert allowed.exit_code == 0, allowed.text
 
 
@@ -152,12 +155,12 @@ def test_every_committed_baseline_of_this_torch_matches_todays_config():
     committed one for the installed torch must carry its scenario's hash of today."""
     for name, spec in SCENARIOS.items():
         path = committed_baseline(name)
-        assert bl.load(path).factors["config_hash"] == spec.config_hash(), f"{path} is stale: refresh it"
+        assert bl.load(path).factors.config_hash == spec.config_hash(), f"{path} is stale: refresh it"
 
 
 def test_a_baseline_for_another_configuration_exits_2(tmp_path, quick_process):
     committed = bl.load(bl.find(bl.DEFAULT_DIR, bl.Factors.expected(SCENARIOS["tp2-aot"]).as_dict())[0])
-    factors = {**committed.factors, "config_hash": "0123456789abcdef"}
+    factors = dataclasses.replace(committed.factors, config_hash="0123456789abcdef")
     bl.write(tmp_path / bl.file_name(factors), bl.Baseline(factors=factors, metrics=committed.metrics, break_sites=[]))
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -143,6 +143,7 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     from compile_guard import cli
     from compile_guard.commands import check
     from compile_guard.flow import check_flow, report
+    from compile_guard.flow.judge import judge
     from compile_guard.flow.request import CheckRequest, find_baseline
     from compile_guard.flow.scenarios import SCENARIOS
     from compile_guard.health import baseline as bl
@@ -152,11 +153,8 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     spec = SCENARIOS["tp2-aot"]
     request = CheckRequest(spec=spec, program=check_program, baselines=bl.DEFAULT_DIR)
     found = find_baseline(request)
-    path, exact, base = found.path, found.exact, found.baseline
-    run = _run_of({**base.metrics, "graph_breaks": 10, "break_reasons": {"disable": 10}}, spec)
-    judged = report.judge(
-        run, base, path, exact, refresh=request.refresh_command(), allow_improvement=False, strict=False
-    )
+    run = _run_of({**found.baseline.metrics, "graph_breaks": 10, "break_reasons": {"disable": 10}}, spec)
+    judged = report.report_of(judge(spec, run.reports, found, request), judging=request.judging, log_dir=None)
     monkeypatch.setattr(check, "run_and_judge", lambda *a, **k: check_flow.Judged(report=judged, run=run))
     junit = tmp_path / "check.xml"
     summary = tmp_path / "summary.md"

@@ -161,13 +161,16 @@ def test_the_compared_fields_are_named_once_by_the_statement():
     "change, said",
     [
         ({"fingerprint": None}, "statement has no field 'fingerprint'"),  # None: the key removed
-        ({"fingerprint": 3}, "statement.fingerprint is 3, expected str"),
-        ({"call": True}, "statement.call is True, expected int"),  # a bool is no count
+        ({"fingerprint": 3}, "statement.fingerprint is int 3, expected str"),
+        ({"call": True}, "statement.call is bool True, expected int"),  # a bool is no count
         ({"frame": {"name": "f"}}, "statement.frame has no field 'site'"),
         ({"frame": "f"}, "statement.frame is a JSON str, expected an object (Frame)"),
-        ({"breaks": [{"reason": "r", "site": "s", "count": "1", "source": ""}]}, "statement.breaks[0].count is '1'"),
-        ({"collectives": {"op": "x"}}, "statement.collectives is {'op': 'x'}, expected a list"),
-        ({"settings": [1]}, "statement.settings is [1], expected an object"),
+        (
+            {"breaks": [{"reason": "r", "site": "s", "count": "1", "source": ""}]},
+            "statement.breaks[0].count is str '1'",
+        ),
+        ({"collectives": {"op": "x"}}, "statement.collectives is dict {'op': 'x'}, expected a list"),
+        ({"settings": [1]}, "statement.settings is list [1], expected an object"),
         ({"parent": {"fid": "f"}}, "statement.parent has no field 'call'"),
     ],
 )

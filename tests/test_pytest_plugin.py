@@ -30,7 +30,7 @@ def test_assert_compile_health_against_a_baseline(rank_runner, tmp_path):
     assert run.ok, run.result.summary()
     metrics = run.values
     assert [m["collectives_in_graphs"] for m in metrics] == [1, 1]  # funcol: inside the one graph
-    factors = {k: 2 if k == "world_size" else "x" for k in bl.FACTOR_KEYS}
+    factors = bl.Factors(**{k: 2 if k == "world_size" else "x" for k in bl.FACTOR_KEYS})
     path = tmp_path / "b.json"
     bl.write(path, bl.Baseline(factors=factors, metrics=metrics[0], break_sites=[]))
     assert_compile_health(metrics, path)  # same health: passes

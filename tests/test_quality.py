@@ -3,6 +3,8 @@ state a measurement keeps. The multi-rank parts (parity, the NU rows) run as mat
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import random
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from compile_guard.contracts.rank_report import QualityReport
 from compile_guard.health import policy
 from compile_guard.health.policy import OK, REGRESSION
 from compile_guard.quality import accuracy, rules, stats
@@ -134,13 +137,14 @@ def _quality(
     calibration_spread: float = 0.0,
     state: str = "cold",
     machine: dict | None = None,
-) -> dict:
+) -> QualityReport:
+    """One rank's quality as the rank report carries it (typed, compile_guard.contracts.rank_report)."""
     samples = speed or [1.1] * 20
     graphs = [
         {"name": "0/0 forward", "wall_s": compile_s, "cache": "miss", "ratio": round(compile_s / calibration_s, 2)}
     ]
-    return {
-        "accuracy": {
+    return QualityReport(
+        accuracy={
             "reference": "fp64",
             "why": "",
             "outputs": [
@@ -156,8 +160,8 @@ def _quality(
                 }
             ],
         },
-        "machine": machine or MACHINE,
-        "speed": {
+        machine=machine or MACHINE,
+        speed={
             "basis": "local",
             "speedup": stats.median(samples),
             "spread": [stats.quantile(samples, 0.25), stats.quantile(samples, 0.75)],
@@ -166,7 +170,7 @@ def _quality(
             "eager_ms": 1.0,
             "compiled_ms": 1.0 / stats.median(samples),
         },
-        "compile_time": {
+        compile_time={
             state: {
                 "state": state,
                 "basis": "cpu",
@@ -177,8 +181,8 @@ def _quality(
                 "graphs": graphs,
             }
         },
-        "memory": {"measured": False, "why": "n/a on cpu"},
-    }
+        memory={"measured": False, "why": "n/a on cpu"},
+    )
 
 
 MACHINE = {"cpu": "AMD EPYC", "isa": ["avx2", "fma"], "cores": 2, "gpu": "", "driver": ""}
@@ -219,7 +223,7 @@ def test_speed_needs_significance_and_more_than_half_its_factor() -> None:
     assert _judged(base, slightly, Judging(speed_noise=0.001, speed_factor=1.02))[metric] == REGRESSION
     # 10 % slower by the median, but samples spread over x2: not significant, passes; without the test it would fail
     noisy = _quality(speed=[1.0, 2.0, 1.36, 0.8, 2.2, 1.36, 1.0, 1.9])
-    assert stats.median(noisy["speed"]["samples"]) == pytest.approx(1.36)
+    assert stats.median(noisy.speed["samples"]) == pytest.approx(1.36)
     assert _judged(base, noisy)[metric] == OK
     assert _judged(base, noisy, Judging(alpha=0.45))[metric] == REGRESSION
 
@@ -246,7 +250,7 @@ def test_compile_time_needs_significance_half_its_factor_the_floor_and_the_same_
     warm = _judged(base, _quality(compile_s=60.0, state="warm"), steady)
     assert warm["compile time (warm)"] == OK  # the baseline has no warm entry: not compared
     alone = _quality(compile_s=30.0)
-    alone["compile_time"]["cold"]["alone"] = True  # measured each rank in turn: not comparable with one in-run
+    alone.compile_time["cold"]["alone"] = True  # measured each rank in turn: not comparable with one in-run
     assert _judged(base, alone)[metric] == rules.NOT_COMPARABLE
 
 
@@ -353,12 +357,15 @@ def test_a_baseline_before_quality_loads_with_a_note_and_a_bad_one_is_refused(tm
 
 
 def test_a_rank_report_carries_quality_as_data() -> None:
-    from compile_guard.contracts.rank_report import DRIVER, RankReport, RankReportError
+    from compile_guard.contracts.rank_report import DRIVER, RankReport, RankReportError, RunSummary
 
-    report = RankReport(scenario="s", rank=0, role=DRIVER, run={}, quality={})
-    assert RankReport.from_json(report.to_json(), what="r").quality == {}
-    with pytest.raises(RankReportError, match="field quality is list"):
-        RankReport(scenario="s", rank=0, role=DRIVER, run={}, quality=[])  # type: ignore[arg-type]
+    report = RankReport(scenario="s", rank=0, role=DRIVER, run=RunSummary(), quality=None)
+    assert json.loads(report.to_json())["quality"] == {}  # absent, as every 0.1 version wrote it
+    assert RankReport.from_json(report.to_json(), what="r").quality is None
+    measured = dataclasses.replace(report, quality=_quality())
+    assert RankReport.from_json(measured.to_json(), what="r") == measured  # typed both ways
+    with pytest.raises(RankReportError, match=r"r\.quality is a JSON list, expected an object \(QualityReport\)"):
+        RankReport.from_dict({**json.loads(report.to_json()), "quality": []}, what="r")
 
 
 def test_the_markdown_summary_marks_regressions_and_lists_what_failed() -> None:
@@ -405,9 +412,8 @@ def test_between_says_what_a_release_did_per_metric() -> None:
 
 
 def test_the_parity_row_shows_each_ranks_own_cell() -> None:
-    rank0, rank1 = _quality(), _quality()
-    rank0["parity"] = {"replicated": ["call0", "call1"]}
-    rank1["parity"] = {"replicated": []}  # what rank 1 itself compared, not a copy of rank 0's
+    rank0 = dataclasses.replace(_quality(), parity={"replicated": ["call0", "call1"]})
+    rank1 = dataclasses.replace(_quality(), parity={"replicated": []})  # what rank 1 itself compared, not rank 0's
     rows, _lines, _timings = quality_rows.rows({}, [("rank0", rank0), ("rank1", rank1)], Judging())
     parity = next(r for r in rows if r.metric == rules.PARITY)
     assert parity.per_rank == ["2 equal", "none declared"]

@@ -118,15 +118,19 @@ def test_rank_report_round_trips_as_canonical_json():
     report = RankReport.from_dict(_mesh_report(), what="rank 0's report")
     text = report.to_json()
     assert RankReport.from_json(text, what="x") == report
+    assert json.loads(text) == {**_mesh_report(), "quality": {}}  # the typed report writes what it read
     assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
 
 
 @pytest.mark.parametrize(
     "changes, named",
     [
-        ({"rank": "0"}, "field rank is str"),
+        ({"rank": "0"}, "report.rank is str '0', expected int"),
         ({"role": "leader"}, "field role is 'leader'"),
-        ({"final": {**_mesh_report()["final"], "graph_breaks": "2"}}, "field final.graph_breaks is str"),
+        (
+            {"final": {**_mesh_report()["final"], "graph_breaks": "2"}},
+            "report.final.graph_breaks is str '2', expected int",
+        ),
         (
             {"final": {k: v for k, v in _mesh_report()["final"].items() if k != "unique_graphs"}},
             "field final.unique_graphs is missing",
@@ -153,4 +157,5 @@ def test_a_driver_reports_no_compile_health():
     driver = RankReport.from_dict(
         {"scenario": "pp1", "rank": 0, "role": "driver", "run": {"chunks_done": [0]}}, what="rank 0's report"
     )
-    assert not driver.is_mesh and driver.final == {}
+    assert not driver.is_mesh and driver.final is None and driver.run.chunks_done == [0]
+    assert json.loads(driver.to_json())["final"] == {}  # on the wire as every 0.1 version wrote it

@@ -16,18 +16,18 @@ Torch-free, store-free.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from compile_guard.contracts import wire
+from compile_guard.contracts.wire import WireError
 
 _AGREED = {"agreed": True, "shown": True}  # every rank must state the same value (a difference: a divergence)
 _SHOWN = {"shown": True}  # may differ (explains a difference); shown in the report's table when it does
 _AGREED_BY_ROWS = {"agreed": True}  # agreed; the table shows what differs in it one row per key (compare.settings_rows)
 
 
-class BadEntry(ValueError):
+class BadEntry(WireError):
     """A peer's entry that is a JSON object but not the entry this version writes (a field missing or mistyped)."""
 
 
@@ -94,7 +94,7 @@ class Statement:
     def from_json(cls, data: dict[str, Any]) -> Statement:
         """A statement read from the store; BadEntry naming the field when one is missing or of another type (a
         key this version does not know is left out: a newer writer's)."""
-        return from_wire(cls, data, what="statement")
+        return wire.read(cls, data, what="statement", error=BadEntry)
 
     def wire(self, name: str) -> Any:
         """Field `name` as it is on the wire (the reports print it so: a frame as its JSON object)."""
@@ -112,62 +112,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
         return [dataclasses.asdict(v) for v in value]
     return value
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def from_wire(cls: type, data: Any, *, what: str) -> Any:
-    """A frozen dataclass `cls` built from a peer's JSON object, every field checked against its annotation (nested
-    dataclasses built too; a key `cls` does not know is left out); BadEntry naming the field otherwise."""
-    if not isinstance(data, dict):
-        raise BadEntry(f"{what} is a JSON {type(data).__name__}, expected an object ({cls.__name__})")
-    hints = _hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise BadEntry(f"{what} has no field {f.name!r} (expected {_name(hints[f.name])})")
-            continue
-        values[f.name] = _value(data[f.name], hints[f.name], f"{what}.{f.name}")
-    return cls(**values)
-
-
-def _value(value: Any, hint: Any, what: str) -> Any:
-    """`value` checked against the type `hint` (nested dataclasses built); BadEntry when it is not one."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]  # only `X | None` is used
-        return _value(value, inner, what)
-    if dataclasses.is_dataclass(hint):
-        return from_wire(hint, value, what=what)
-    if origin is tuple:  # a fixed-length tuple, a JSON list on the wire
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise BadEntry(f"{what} is {value!r:.60}, expected a list of {len(args)}")
-        return tuple(_value(v, a, f"{what}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)  # JSON writes a whole float as it likes
-    if origin is list:
-        if not isinstance(value, list):
-            raise BadEntry(f"{what} is {value!r:.60}, expected a list")
-        return value if args[0] is Any else [_value(v, args[0], f"{what}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise BadEntry(f"{what} is {value!r:.60}, expected an object")
-        return value if args[1] is Any else {k: _value(v, args[1], f"{what}.{k}") for k, v in value.items()}
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    raise BadEntry(f"{what} is {value!r:.60}, expected {hint.__name__}")
-
-
-def _name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,6 +144,6 @@ class Verdict:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Verdict:
-        """A verdict read from the store; a key this version does not know is left out (a newer writer's)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """A verdict read from the store, every field checked (BadEntry naming it); a key this version does not know
+        is left out (a newer writer's)."""
+        return wire.read(cls, data, what="verdict", error=BadEntry)

@@ -27,7 +27,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from compile_guard.agreement.entries import Frame, from_wire
+from compile_guard.agreement.entries import BadEntry, Frame
+from compile_guard.contracts import wire
 
 KINDS: dict[str, type[Message]] = {}  # the one registry: kind -> message class (filled by @kind)
 
@@ -146,7 +147,7 @@ def parse_holding(data: dict[str, Any] | None) -> Holding | None:
     )
     if cls is None:
         raise ValueError(f"a holding that is neither a graph nor a ledger entry: {data!r:.60}")
-    return from_wire(cls, data, what="holding")
+    return wire.read(cls, data, what="holding", error=BadEntry)
 
 
 @kind("pos")
@@ -194,47 +195,27 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_SENT_BY = ("ask", "pos", "report", "stated")  # the kinds that name their sender (the answer goes back to it)
+
+
 def parse(data: dict[str, Any]) -> Message:
-    """A peer's message as its class; Unreadable when the kind or a field is not what this version sends."""
-    sender = data.get("from")
+    """A peer's message as its class, read by the one typed-JSON reader (compile_guard.contracts.wire): Unreadable
+    when the kind or a field is not what this version sends."""
+    sender = data.get("from") if isinstance(data, dict) else None
     sender = sender if _int(sender) else None
     try:
         cls = KINDS[data["kind"]]
-        if cls is Ask:
-            parent = data.get("parent")
-            return Ask(
-                sender=_need(sender),
-                seq=int(data.get("seq", 0)),
-                fid=data.get("fid"),
-                call=int(data.get("call", 0)),
-                parent=(str(parent[0]), int(parent[1])) if parent else None,
-                full=bool(data.get("full")),
-            )
-        if cls is Position:
-            at = Where(
-                fid=data.get("fid"),
-                call=int(data["call"]),
-                count=int(data["count"]),
-                ran=data.get("ran"),
-                parent_ran=data.get("parent_ran"),
-            )
-            return Position(
-                sender=_need(sender),
-                to=int(data["to"]),
-                seq=int(data["seq"]),
-                busy=data.get("busy", ""),
-                progress=data.get("progress"),
-                holding=parse_holding(data.get("holding")),
-                at=at,
-                stated=list(data.get("stated") or []),
-                final=bool(data.get("final")),
-            )
-        if cls is Report:
-            row = {k: v for k, v in data.items() if k not in ("kind", "from", "seq")}
-            return Report(sender=_need(sender), seq=int(data["seq"]), row=row)
-        if cls is Stated:
-            return Stated(sender=_need(sender), slot=data.get("slot"))
-        return cls(sender=sender)
+        if cls.KIND in _SENT_BY:
+            _need(sender)
+        fields = {k: v for k, v in data.items() if k not in ("kind", "from")}
+        if cls is Report:  # the row travels flat beside the question number
+            fields = {"seq": fields.get("seq"), "row": {k: v for k, v in fields.items() if k != "seq"}}
+        holding = None
+        if cls is Position:  # the counters travel flat; the holding names its own class
+            fields["at"] = {f.name: fields.pop(f.name) for f in dataclasses.fields(Where) if f.name in fields}
+            holding, fields["holding"] = parse_holding(fields.get("holding")), None
+        message = wire.read(cls, {**fields, "sender": sender}, what=f"a {cls.KIND} message", error=BadEntry)
+        return dataclasses.replace(message, holding=holding) if cls is Position else message
     except (KeyError, TypeError, ValueError, IndexError):
         return Unreadable(sender=sender, raw=data)
 

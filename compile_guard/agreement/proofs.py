@@ -230,7 +230,7 @@ def ledger_mismatch(name: str, n: int, entries: list[dict[str, Any]]) -> Verdict
         kind="mismatch",
         entry=n,
         fields=["entry"],
-        first_collective=lines[1:],
+        first_collective="\n".join(lines[1:]),  # each rank's entry, a line each
         text="\n".join(lines),
     )
 

@@ -136,9 +136,17 @@ class Link:
 
 
 def read_verdict(link: Link) -> Actor:
-    """The verdict that stands, or None."""
+    """The verdict that stands, or None; ChannelError when the entry is no verdict of this version (a protocol
+    error on every rank, exit 3)."""
     data = yield from read(link.m.verdict, what="the verdict")
-    return None if data is None else Verdict.from_json(data)
+    return None if data is None else _verdict(data)
+
+
+def _verdict(data: Any) -> Verdict:
+    try:
+        return Verdict.from_json(data)
+    except BadEntry as exc:
+        raise ChannelError(f"the verdict: {exc}") from None
 
 
 def read_statement(m: Member, slot: str, rank: int) -> Actor:
@@ -160,7 +168,7 @@ def declare(link: Link, verdict: Verdict) -> Actor:
     for box in [m.watch_box(r) for r in m.ranks if r != m.rank] + [m.main_box(r) for r in m.ranks if r != m.rank]:
         yield from post(box, Wake())
     yield from post(m.watch_box(m.rank), Wake())
-    return Stopped(Verdict.from_json(decode(standing, what="the verdict")))
+    return Stopped(_verdict(decode(standing, what="the verdict")))
 
 
 def publish(link: Link, statement: Statement) -> Actor:

@@ -16,12 +16,13 @@ from tabulate import tabulate
 
 from compile_guard.commands.argtypes import positive_int
 from compile_guard.commands.check import add_spec_args, spec_from
+from compile_guard.contracts.rank_report import mesh
 from compile_guard.flow.check_flow import run_and_judge
-from compile_guard.flow.check_run import pooled_baseline
 from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import DEFAULT_SCENARIO, SCENARIOS
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
+from compile_guard.health.schema import baseline_view
 from compile_guard.launch.modes import Output, RunMode
 from compile_guard.page import render
 from compile_guard.page.pages import diff_page
@@ -106,8 +107,9 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         if checked is None or checked.reports is None:
             out.print(judged.report.text)
             return judged.report.exit_code
-        runs.append(checked)
-    moved = sorted({k for r in runs[1:] for k in r.moved_from(runs[0])})
+        runs.append(checked.reports)
+    first = bl.Baseline.of(spec, runs[0])
+    moved = sorted({k for r in runs[1:] for k in bl.Baseline.of(spec, r).moved_from(first)})
     if moved:
         out.print(
             f"refusing to write a baseline: the {args.runs} runs compiled differently ({moved} moved between runs):"
@@ -115,7 +117,8 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
             err=True,
         )
         return Cli.FAIL
-    empty = policy.nothing_compiled(checked.metrics(), compile_on=spec.compile != "off")
+    per_rank = [baseline_view(r.health) for r in mesh(runs[-1])]
+    empty = policy.nothing_compiled(per_rank, compile_on=spec.compile != "off")
     if empty:
         out.print(
             f"refusing to write a baseline with no graph while compile is on (graphs per rank"
@@ -123,7 +126,7 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
             err=True,
         )
         return Cli.FAIL
-    new = pooled_baseline(runs)  # every run's timings, so the judge can measure this machine's noise between runs
+    new = bl.Baseline.pooled(spec, runs)  # every run's timings: the judge measures this machine's noise from them
     assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
     if previous is not None and previous.factors == new.factors:
         quality, kept = keep_states(new.quality, previous.quality)
@@ -171,7 +174,7 @@ def _shown(args: argparse.Namespace) -> Path | None:
 
 def _as_in(a: bl.Baseline, b: bl.Baseline, out: Output = Output(leader=True)) -> list[dict[str, Any]]:
     """B's metrics to compare with A's: across torch releases, break reasons only renamed are keyed as A's."""
-    if a.factors.get("torch") == b.factors.get("torch"):
+    if a.factors.torch == b.factors.torch:
         return [b.metrics]
     metrics, notes = policy.across_releases(a.metrics, a.break_sites, [b.metrics], [b.break_sites])
     for note in notes:
@@ -185,7 +188,7 @@ def show(args: argparse.Namespace, out: Output) -> int:
         out.print(f"no baseline for scenario {args.scenario} in {args.baselines}", err=True)
         return Cli.USAGE
     base = bl.load(path)
-    out.print(f"{path}\n" + tabulate(sorted(base.factors.items()), headers=["factor", "value"]))
+    out.print(f"{path}\n" + tabulate(sorted(base.factors.as_dict().items()), headers=["factor", "value"]))
     out.print(_metric_table(base.metrics))
     for rank, entry in sorted(base.quality.items()):
         out.print(f"quality {rank}: {describe_quality(entry)}")
@@ -196,10 +199,11 @@ def show(args: argparse.Namespace, out: Output) -> int:
 
 def diff(args: argparse.Namespace, out: Output) -> int:
     a, b = bl.load(args.a), bl.load(args.b)
-    changed = [k for k in bl.FACTOR_KEYS if a.factors.get(k) != b.factors.get(k)]
+    fa, fb = a.factors.as_dict(), b.factors.as_dict()
+    changed = [k for k in bl.FACTOR_KEYS if fa[k] != fb[k]]
     out.print(
         f"A = {args.a}\nB = {args.b}\nfactors that differ: "
-        + (", ".join(f"{k}: {a.factors.get(k)} -> {b.factors.get(k)}" for k in changed) or "none")
+        + (", ".join(f"{k}: {fa[k]} -> {fb[k]}" for k in changed) or "none")
     )
     rows = policy.compare(a.metrics, _as_in(a, b, out))
     table = tabulate(
@@ -212,7 +216,10 @@ def diff(args: argparse.Namespace, out: Output) -> int:
     for note in (*a.notes, *b.notes):
         out.print(f"note: {note}")
     if args.html:
-        sides = [{"path": str(p), "factors": x.factors, "quality": x.quality} for p, x in ((args.a, a), (args.b, b))]
+        sides = [
+            {"path": str(p), "factors": x.factors.as_dict(), "quality": x.quality}
+            for p, x in ((args.a, a), (args.b, b))
+        ]
         page = diff_page(*sides, [dataclasses.asdict(r) for r in rows], quality, text=table)
         out.write(write_text, args.html, render.html(page, args.html))
     return Cli.OK

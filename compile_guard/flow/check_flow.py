@@ -4,7 +4,8 @@
 plugin and the GPU smoke script all call; each does only its own part after it (print and write files; write
 the new baseline; compare the verdict with the row's; fail the test). The steps, in the order they run:
 flow/request.py (the request, its baseline), flow/check_run.py (the ranks, through the run mode),
-flow/report.py (the judgement, or a failed run explained).
+flow/judge.py (the typed reports against the baseline: judged rows), flow/report.py (those rows rendered, or a
+failed run explained).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 from compile_guard.contracts.rank_report import RankReportError
 from compile_guard.flow.check_run import CheckRun, run_ranks
-from compile_guard.flow.report import Report, failure_report, judge
+from compile_guard.flow.judge import judge
+from compile_guard.flow.report import Report, failure_report, report_of
 from compile_guard.flow.request import CheckRequest, NoBaseline, find_baseline
 from compile_guard.health import baseline as bl
 from compile_guard.launch.modes import RunMode
@@ -54,16 +56,8 @@ def run_and_judge(request: CheckRequest, mode: RunMode) -> Judged:
         return Judged(report=_on_disk(failure_report(run), request), run=run)
     if found is None:
         return Judged(report=Report(exit_code=Cli.OK, text="", data={}), run=run)
-    report = judge(
-        run,
-        found.baseline,
-        found.path,
-        found.exact,
-        refresh=request.refresh_command(),
-        allow_improvement=request.allow_improvement,
-        strict=request.strict,
-        judging=request.judging,
-    )
+    judgement = judge(run.spec, run.reports, found, request)
+    report = report_of(judgement, judging=request.judging, log_dir=run.log_dir)
     return Judged(report=_on_disk(report, request), run=run)
 
 

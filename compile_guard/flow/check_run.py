@@ -7,7 +7,6 @@ process in place); neither the flow nor the launch layer imports it.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,12 +15,9 @@ from typing import Any
 
 from compile_guard.contracts.rank_report import FILE, RankReport
 from compile_guard.flow.request import CheckRequest
-from compile_guard.health import baseline as bl
-from compile_guard.health.schema import baseline_view
 from compile_guard.launch.launcher import LaunchResult
 from compile_guard.launch.modes import RankProgram, RunMode
 from compile_guard.quality.options import STEADY_ALLOCATOR_ENV, Measure
-from compile_guard.quality.rules import baseline_entry, pool_runs
 from engine import events, knobs
 from engine.runspec import RunSpec
 
@@ -33,32 +29,6 @@ class CheckRun:
     reports: list[RankReport] | None  # per rank, validated; None when the run failed (a rank wrote none)
     log_dir: Path | None  # the ranks' logs (None in place: the launcher has them)
     code: int = 0  # in place: this rank's CLI exit code, settled with its peers (compile_guard.launch.in_place)
-
-    def mesh(self) -> list[RankReport]:
-        """The symmetric group's reports (pp1: rank0, the driver, compiles nothing)."""
-        assert self.reports is not None, "a failed run has no reports"
-        return [r for r in self.reports if r.is_mesh]
-
-    def factors(self) -> dict[str, Any]:
-        return bl.Factors.observed(self.spec, self.mesh()[0].effective_backend).as_dict()
-
-    def metrics(self) -> list[dict[str, Any]]:
-        return [baseline_view(r.final) for r in self.mesh()]
-
-    def moved_from(self, other: CheckRun) -> list[str]:
-        """The baseline metrics whose value differs between this run and `other` (rank 0's)."""
-        mine, theirs = self.metrics()[0], other.metrics()[0]
-        return [k for k in mine if mine[k] != theirs.get(k)]
-
-    def to_baseline(self) -> bl.Baseline:
-        # Ranks were proven symmetric after warmup; rank 0 speaks for the group.
-        quality = {f"rank{r.rank}": baseline_entry(r.quality) for r in self.mesh() if r.quality}
-        return bl.Baseline(
-            factors=self.factors(),
-            metrics=self.metrics()[0],
-            break_sites=self.mesh()[0].final["break_sites"],
-            quality=quality,
-        )
 
 
 def _progress_line(event: dict[str, Any]) -> str:
@@ -120,12 +90,3 @@ def allocator_env(spec: RunSpec) -> dict[str, str]:
     """glibc malloc's thresholds fixed for ranks that time eager steps (STEADY_ALLOCATOR_ENV says why);
     nothing when the run measures no speed. A run's own env (spec, caller) overrides them."""
     return dict(STEADY_ALLOCATOR_ENV) if Measure.from_dict(spec.quality).speed else {}
-
-
-def pooled_baseline(runs: list[CheckRun]) -> bl.Baseline:
-    """One baseline from several runs of one spec (`baseline refresh --runs`): the first run's structure, every
-    run's timings, so the judge measures the machine's noise from their spread (quality.rules.pool_runs)."""
-    first = runs[0].to_baseline()
-    if len(runs) == 1:
-        return first
-    return dataclasses.replace(first, quality=pool_runs([r.to_baseline().quality for r in runs]))

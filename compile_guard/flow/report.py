@@ -1,9 +1,10 @@
-"""A check run judged: against a baseline (rows, verdicts, the text a person reads), or as a failure.
+"""A check's report: a judgement rendered (the text a person reads, the JSON everything else reads), or a run
+that failed explained.
 
-`judge` diffs a run's per-rank metrics against a stored baseline with the direction policy;
-`failure_report` explains a run that produced no reports, as compile_guard.verdict
-decides it (asymmetry, input error, stall, compile error, engine failure). Both return the exit
-code, the text and everything for --json.
+`report_of` renders what compile_guard.flow.judge decided — rows and verdicts, nothing decided here;
+`failure_report` explains a run that produced no reports, as compile_guard.verdict decides it (asymmetry, input
+error, stall, compile error, engine failure). Both return the exit code, the text and everything for --json; the
+page and the Markdown summary are rendered from that JSON (compile_guard.page).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard import verdict
+from compile_guard.contracts.rank_report import mesh
 from compile_guard.flow.check_run import CheckRun
-from compile_guard.health import baseline as bl
+from compile_guard.flow.judge import Judgement
 from compile_guard.health import policy
 from compile_guard.launch.launcher import LaunchResult
 from compile_guard.page import render
 from compile_guard.page.check_page import check_page
 from compile_guard.page.model import Page
-from compile_guard.quality import rows as quality_rows_of
 from compile_guard.quality.options import Judging
 from compile_guard.verdict import Cli
 from engine import events
@@ -152,117 +153,111 @@ def metric_table(rows: list[policy.Row], ranks: list[str]) -> str:
     return tabulate(body, headers=["metric", "baseline", *ranks, "verdict"], disable_numparse=True)
 
 
-def _context_lines(run: CheckRun, base: bl.Baseline, exact: bool, factors: dict[str, Any]) -> list[str]:
+def _context_lines(j: Judgement) -> list[str]:
     lines = []
-    if not exact:
+    base = j.found.baseline
+    if not j.found.exact:
         lines.append(
-            f"torch version change: baseline {base.factors['torch']} -> running {factors['torch']}"
+            f"torch version change: baseline {base.factors.torch} -> running {j.factors.torch}"
             " (compared across versions; refresh to store this version's baseline)"
         )
     lines.extend(f"note: {note}" for note in base.notes)
-    drivers = [r for r in run.reports if not r.is_mesh]
+    drivers = [r for r in j.reports if not r.is_mesh]
     if drivers:
         lines.append(
             f"rank{drivers[0].rank}: the driver, out of the mesh; compiles nothing, so it is reported apart"
-            f" (chunks done {drivers[0].run.get('chunks_done')})"
+            f" (chunks done {drivers[0].run.chunks_done})"
         )
+    lines.extend(f"note: {n}" for n in j.renames)
     return lines
 
 
-def _detail_lines(run: CheckRun, rows: list[policy.Row], ranks: list[str]) -> list[str]:
+def _detail_lines(j: Judgement) -> list[str]:
     lines = []
-    empty = next((r for r in rows if r.metric == policy.NOTHING_COMPILED), None)
+    empty = next((r for r in j.health if r.metric == policy.NOTHING_COMPILED), None)
     if empty is not None:
-        named = [rank for rank, graphs in zip(ranks, empty.per_rank, strict=True) if graphs == 0]
+        named = [rank for rank, graphs in zip(j.ranks, empty.per_rank, strict=True) if graphs == 0]
         lines.append(
             f"compile is on, yet {', '.join(named)} compiled no graph: compile did not happen"
             " (TORCH_COMPILE_DISABLE=1 on every rank? a backend that fell back to eager?)"
         )
-    final = run.mesh()[0].final
-    sites = final["break_sites"]
-    if sites:
+    final = mesh(j.reports)[0].health
+    if final.break_sites:
         lines.append("graph-break sites (rank 0):")
-        for s in sites:
+        for s in final.break_sites:
             lines.append(f"  {s['site']}  {s['reason']}  x{s['count']}")
             lines.append(_source_around(s["site"]))
-    varying = final["rank_varying_sites"]
-    if varying:
+    if final.rank_varying_sites:
         lines.append(
             "rank-varying constants (legitimate SPMD code, e.g. vocab offsets; a site not in the baseline fails):"
         )
         lines.extend(
-            f"  {c['site']}  {c['key']}: " + ", ".join(f"rank{r}={v}" for r, v in c["values"].items()) for c in varying
+            f"  {c['site']}  {c['key']}: " + ", ".join(f"rank{r}={v}" for r, v in c["values"].items())
+            for c in final.rank_varying_sites
         )
-    for rec in final["steady_recompile_reasons"]:
+    for rec in final.steady_recompile_reasons:
         lines.append(f"recompile after warmup: {rec['frame']} at {rec['site']}: {rec['reason']}")
-    for r in rows:  # the table cuts a moved issued schedule's name: here whole
+    for r in j.health:  # the table cuts a moved issued schedule's name: here whole
         if r.metric.startswith("issued: ") and r.verdict != policy.OK:
             lines += textwrap.wrap(f"{r.metric} ({r.verdict})", width=TABLE_WIDTH, subsequent_indent="    ")
     return lines
 
 
-def judge(
-    run: CheckRun,
-    base: bl.Baseline,
-    base_path: Path,
-    exact: bool,
-    *,
-    refresh: str,
-    allow_improvement: bool,
-    strict: bool,
-    judging: Judging = Judging(),
-) -> Report:
-    """The run's metrics against the baseline; `refresh` is the command that would store this run's."""
-    per_rank, renames = run.metrics(), []
-    factors = run.factors()
-    if base.factors.get("torch") != factors["torch"]:
-        per_rank, renames = policy.across_releases(
-            base.metrics, base.break_sites, per_rank, [r.final["break_sites"] for r in run.mesh()]
-        )
-    rows = policy.compare(base.metrics, per_rank)
-    rows += policy.nothing_compiled(per_rank, compile_on=run.spec.compile != "off")
-    ranks = [f"rank{r.rank}" for r in run.mesh()]
-    quality_rows, quality_lines, timings = quality_rows_of.rows(
-        base.quality, [(f"rank{r.rank}", r.quality) for r in run.mesh()], judging
-    )
-    passed, problems = policy.outcome(rows + quality_rows, allow_improvement=allow_improvement, strict=strict)
+def _verdict_lines(j: Judgement) -> list[str]:
+    if j.passed:
+        return ["PASS"]
+    lines = [f"FAIL {p}" for p in j.problems]
+    if any(r.verdict == policy.IMPROVEMENT for r in j.rows) and not j.allow_improvement:
+        lines.append(f"fewer breaks/graphs than the baseline: run `{j.refresh}` (or pass --allow-improvement)")
+    elif any(r.verdict == policy.REGRESSION for r in j.rows):
+        lines.append(f"if this change is intended, run `{j.refresh}` and commit the new baseline")
+    return lines
+
+
+def text_of(j: Judgement) -> str:
+    """What a person reads: the context, the compile-health table and its details, the quality table and its
+    lines, the verdict and the command that would store this run's baseline."""
     lines = [
-        f"scenario {factors['scenario']}: {run.spec.description}",
-        f"baseline {base_path}",
-        *_context_lines(run, base, exact, factors),
-        *(f"note: {n}" for n in renames),
-        metric_table(rows, ranks),
-        *_detail_lines(run, rows, ranks),
+        f"scenario {j.factors.scenario}: {j.spec.description}",
+        f"baseline {j.found.path}",
+        *_context_lines(j),
+        metric_table(j.health, j.ranks),
+        *_detail_lines(j),
     ]
-    if quality_rows:
-        lines += ["", metric_table(quality_rows, ranks)]
-        lines += [part for line in quality_lines for part in textwrap.wrap(line, TABLE_WIDTH, subsequent_indent="    ")]
-    rows += quality_rows
-    if passed:
-        lines.append("PASS")
-    else:
-        lines.extend(f"FAIL {p}" for p in problems)
-        if any(r.verdict == policy.IMPROVEMENT for r in rows) and not allow_improvement:
-            lines.append(f"fewer breaks/graphs than the baseline: run `{refresh}` (or pass --allow-improvement)")
-        elif any(r.verdict == policy.REGRESSION for r in rows):
-            lines.append(f"if this change is intended, run `{refresh}` and commit the new baseline")
-    data = {
-        "factors": factors,
-        "baseline": str(base_path),
-        "baseline_factors": base.factors,
-        "exact_baseline": exact,
-        "rows": [r.__dict__ for r in rows],
-        "problems": problems,
-        "passed": passed,
-        "probes": [r.as_dict() for r in run.reports],
-        "failing_metrics": [r.metric for r in policy.failing(rows, allow_improvement=allow_improvement, strict=strict)],
-        "log_dir": str(run.log_dir),
-        "quality_lines": quality_lines,
-        "timings": timings,  # per rank: what each timing test found (ratio, p, mde, judged, why not)
+    if j.quality:
+        lines += ["", metric_table(j.quality, j.ranks)]
+        lines += [
+            part for line in j.quality_lines for part in textwrap.wrap(line, TABLE_WIDTH, subsequent_indent="    ")
+        ]
+    return "\n".join(lines + _verdict_lines(j))
+
+
+def data_of(j: Judgement, *, judging: Judging, log_dir: Path | None) -> dict[str, Any]:
+    """Everything, for --json (and the page, compile_guard.page, which reads only this)."""
+    base = j.found.baseline
+    return {
+        "factors": j.factors.as_dict(),
+        "baseline": str(j.found.path),
+        "baseline_factors": base.factors.as_dict(),
+        "exact_baseline": j.found.exact,
+        "rows": [r.__dict__ for r in j.rows],
+        "problems": j.problems,
+        "passed": j.passed,
+        "probes": [r.as_dict() for r in j.reports],
+        "failing_metrics": j.failing,
+        "log_dir": str(log_dir),
+        "quality_lines": j.quality_lines,
+        "timings": j.timings,  # per rank: what each timing test found (ratio, p, mde, judged, why not)
         "judging": dataclasses.asdict(judging),  # the thresholds that decided the timing rows
         "baseline_quality": base.quality,  # per rank: what the baseline stored (the page plots it beside the run)
     }
-    return Report(exit_code=Cli.OK if passed else Cli.FAIL, text="\n".join(lines), data=data)
+
+
+def report_of(j: Judgement, *, judging: Judging, log_dir: Path | None) -> Report:
+    """The judgement rendered: its exit code, its text, its JSON."""
+    return Report(
+        exit_code=Cli.OK if j.passed else Cli.FAIL, text=text_of(j), data=data_of(j, judging=judging, log_dir=log_dir)
+    )
 
 
 def markdown_summary(scenario: str, report: Report) -> str:

@@ -66,10 +66,10 @@ def find_baseline(request: CheckRequest) -> Found:
         )
     path, exact = found
     base = bl.load(path)
-    if base.factors["config_hash"] != spec.config_hash():
+    if base.factors.config_hash != spec.config_hash():
         raise bl.BaselineError(
             path,
-            f"is for another configuration (config hash {base.factors['config_hash']},"
+            f"is for another configuration (config hash {base.factors.config_hash},"
             f" this run {spec.config_hash()}): compare like with like — refresh it with"
             f" `{request.refresh_command()}`",
         )

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compile_guard.contracts import wire
+from compile_guard.contracts.rank_report import RankReport, mesh
 from compile_guard.health import schema
+from compile_guard.quality.rules import baseline_entry, pool_runs
 from engine.atomic_json import write_text
 
 if TYPE_CHECKING:
@@ -61,8 +64,9 @@ class Factors:
         )
 
     @classmethod
-    def observed(cls, spec: RunSpec, effective_backend: dict[str, Any]) -> Factors:
-        """The factors a run reported: what its symmetric group's first rank resolved (`effective_backend`)."""
+    def observed(cls, spec: RunSpec, reports: list[RankReport]) -> Factors:
+        """The factors a run reported: what its symmetric group's first rank resolved (its `effective_backend`)."""
+        effective_backend = mesh(reports)[0].effective_backend
         return cls(
             scenario=spec.name,
             torch=effective_backend["torch"],
@@ -78,7 +82,6 @@ class Factors:
 
 
 FACTOR_KEYS = tuple(f.name for f in dataclasses.fields(Factors))
-FACTOR_TYPES = {f.name: int if f.type == "int" else str for f in dataclasses.fields(Factors)}
 MAX_BYTES = 1 << 20  # a baseline is a few KiB; anything near this is not one
 METRIC_KEYS = schema.BASELINE_KEYS  # the schema's counted, per-reason and reported metrics
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "baselines"
@@ -94,18 +97,43 @@ class BaselineError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class Baseline:
-    factors: dict[str, Any]  # FACTOR_KEYS -> value
-    metrics: dict[str, Any]  # METRIC_KEYS -> value
+    factors: Factors  # what it is a baseline of: in its file name and inside it
+    metrics: dict[str, Any]  # METRIC_KEYS -> value (health.schema.CompileHealth's judged metrics)
     break_sites: list[dict[str, Any]]  # for the report: where breaks were, when recorded
     # per rank ("rank0", ...): accuracy statuses, speed samples, compile-time ratios per cache state, memory
     # (compile_guard.quality.rules.baseline_entry); {} in a file written before quality was measured
     quality: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what loading had to assume (metrics newer than the file); never written
 
+    @classmethod
+    def of(cls, spec: RunSpec, reports: list[RankReport]) -> Baseline:
+        """The baseline a run's reports make. The ranks were proven symmetric after warmup: rank 0 of the mesh
+        speaks for the group's compile health; each rank keeps its own quality (compile_guard.quality.rules)."""
+        ranks = mesh(reports)
+        return cls(
+            factors=Factors.observed(spec, reports),
+            metrics=schema.baseline_view(ranks[0].health),
+            break_sites=ranks[0].health.break_sites,
+            quality={f"rank{r.rank}": baseline_entry(r.quality) for r in ranks if r.quality is not None},
+        )
+
+    @classmethod
+    def pooled(cls, spec: RunSpec, runs: list[list[RankReport]]) -> Baseline:
+        """One baseline from several runs of one spec (`baseline refresh --runs`): the first run's structure, every
+        run's timings, so the machine's noise is measured from their spread (quality.rules.pool_runs)."""
+        first = cls.of(spec, runs[0])
+        if len(runs) == 1:
+            return first
+        return dataclasses.replace(first, quality=pool_runs([cls.of(spec, r).quality for r in runs]))
+
+    def moved_from(self, other: Baseline) -> list[str]:
+        """The metrics whose value differs from `other`'s (two runs of one program must not move any)."""
+        return [k for k in self.metrics if self.metrics[k] != other.metrics.get(k)]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
-            "factors": self.factors,
+            "factors": self.factors.as_dict(),
             "metrics": self.metrics,
             "break_sites": self.break_sites,
             "quality": self.quality,
@@ -177,13 +205,10 @@ def load(path: Path) -> Baseline:
         raise BaselineError(path, f"'factors' lacks {missing}; regenerate it with `baseline refresh`")
     if not isinstance(raw.get("metrics"), dict):
         raise BaselineError(path, "'metrics' must be an object; regenerate it with `baseline refresh`")
-    for key, expected in FACTOR_TYPES.items():
-        if not isinstance(factors[key], expected) or isinstance(factors[key], bool):
-            raise BaselineError(
-                path,
-                f"factors.{key} is {type(factors[key]).__name__} {factors[key]!r}, expected"
-                f" {expected.__name__}; fix or delete the file, then `baseline refresh`",
-            )
+    try:
+        typed = wire.read(Factors, factors, what="factors")
+    except wire.WireError as exc:
+        raise BaselineError(path, f"{exc}; fix or delete the file, then `baseline refresh`") from None
     sites = raw.get("break_sites")
     if not isinstance(sites, list) or not all(isinstance(s, dict) for s in sites):
         raise BaselineError(path, "'break_sites' must be a list of objects; regenerate it with `baseline refresh`")
@@ -198,34 +223,29 @@ def load(path: Path) -> Baseline:
             f"{path.name} predates quality (accuracy, speed, compile time): not in baseline, reported,"
             " never a failure (refresh to record it)"
         )
-    return Baseline(
-        factors=factors, metrics=metrics, break_sites=raw["break_sites"], quality=quality, notes=tuple(notes)
-    )
+    return Baseline(factors=typed, metrics=metrics, break_sites=raw["break_sites"], quality=quality, notes=tuple(notes))
 
 
 def _metrics(path: Path, stored: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Every schema metric: stored ones type-checked, newer ones at their default with a note."""
-    metrics, notes = {}, []
+    """Every schema metric: stored ones type-checked (the schema's types, by the one reader), newer ones at their
+    default with a note."""
+    known = {key: stored[key] for key in METRIC_KEYS if key in stored}
+    try:
+        health = wire.read(schema.CompileHealth, known, what="metrics")
+    except wire.WireError as exc:
+        raise BaselineError(path, f"{exc}; fix or delete the file, then `baseline refresh`") from None
+    notes = []
     for key in METRIC_KEYS:
         if key not in stored:
-            metrics[key] = schema.default_of(key)
-            notes.append(f"{path.name} predates metric {key!r}: read as {metrics[key]!r} (refresh to record it)")
+            notes.append(
+                f"{path.name} predates metric {key!r}: read as {getattr(health, key)!r} (refresh to record it)"
+            )
             if key == "rank_varying_constants":  # it came with structural fingerprints
                 notes.append(
                     f"{path.name} holds graph fingerprints of the graph's code; they hash its structure now"
                     " (constants and the rank's own device left out): 'changed' until refreshed"
                 )
-            continue
-        expected = schema.type_of(key)
-        value = stored[key]
-        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise BaselineError(
-                path,
-                f"metrics.{key} is {type(value).__name__} {value!r}, expected"
-                f" {expected.__name__}; fix or delete the file, then `baseline refresh`",
-            )
-        metrics[key] = value
-    return metrics, notes
+    return schema.baseline_view(health), notes
 
 
 def find(directory: Path, factors: Factors | dict[str, Any]) -> tuple[Path, bool] | None:

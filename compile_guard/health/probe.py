@@ -104,6 +104,10 @@ class CompileProbe:
             code=list(self.agreement.code) if self.agreement else [],
         )
 
+    def health(self, **context: Any) -> CompileHealth:
+        """Every metric of the schema (context: effective_backend, warmup_recompiles): the rank report's `final`."""
+        return CompileHealth.measure(self.observe(**context))
+
     def snapshot(self, **context: Any) -> dict[str, Any]:
-        """Every metric of the schema, as JSON (context: effective_backend, warmup_recompiles)."""
-        return CompileHealth.measure(self.observe(**context)).to_json()
+        """Every metric of the schema, as JSON: what the ranks gather and compare after warmup."""
+        return self.health(**context).to_json()

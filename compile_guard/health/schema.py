@@ -160,15 +160,11 @@ def default_of(name: str) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def type_of(name: str) -> type:
-    return next(f for f in dataclasses.fields(CompileHealth) if f.name == name).metadata["type"]
-
-
 def symmetric_view(health: dict[str, Any]) -> dict[str, Any]:
     """What must be equal across the ranks of a symmetric group after warmup (C-03)."""
     return {key: health[key] for key in SYMMETRIC_KEYS}
 
 
-def baseline_view(health: dict[str, Any]) -> dict[str, Any]:
-    """The metrics a baseline stores, from a probe output (`final`)."""
-    return {key: health.get(key, default_of(key)) for key in BASELINE_KEYS}
+def baseline_view(health: CompileHealth) -> dict[str, Any]:
+    """The metrics a baseline stores, from a rank's final compile health."""
+    return {key: getattr(health, key) for key in BASELINE_KEYS}

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from compile_guard import named
+from compile_guard.contracts.rank_report import mesh
 from compile_guard.flow.check_flow import Judged, run_and_judge
 from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import SCENARIOS, target_scenario
@@ -174,7 +175,7 @@ def baseline_problems(row: Row, judged: Judged) -> list[str]:
             f"quality rows that regressed: {sorted(regressed)}, expected exactly {list(exp.quality)}:\n"
             f"{judged.report.text}"
         )
-    sites = [s["site"] for s in run.mesh()[0].final["break_sites"]]
+    sites = [s["site"] for s in mesh(run.reports or [])[0].health.break_sites]
     for expected in exp.sites:
         if not any(expected in site for site in sites) or expected not in judged.report.text:
             problems.append(f"report names no break site in {expected}; sites: {sites}")

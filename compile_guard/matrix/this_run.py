@@ -17,7 +17,6 @@ from types import ModuleType
 from typing import Any, Callable
 
 from compile_guard.flow.check_flow import run_and_judge
-from compile_guard.flow.check_run import pooled_baseline
 from compile_guard.flow.request import CheckRequest
 from compile_guard.health import baseline as bl
 from compile_guard.launch.modes import Launched
@@ -60,10 +59,12 @@ class HealthyBaselines:
                 if run is None or run.reports is None or run.result is None:
                     raise RuntimeError(f"the healthy run the NU rows are judged against failed: {judged.report.text}")
                 runs.append(run)
-            moved = sorted({k for r in runs[1:] for k in r.moved_from(runs[0])})
+            first = bl.Baseline.of(spec, runs[0].reports)
+            moved = sorted({k for r in runs[1:] for k in bl.Baseline.of(spec, r.reports).moved_from(first)})
             if moved:
                 raise RuntimeError(f"the healthy runs the NU rows are judged against compiled differently: {moved}")
-            bl.write(where / bl.file_name(runs[0].factors()), pooled_baseline(runs))
+            pooled = bl.Baseline.pooled(spec, [r.reports for r in runs if r.reports is not None])
+            bl.write(where / bl.file_name(pooled.factors), pooled)
             ranks = [events.parse(r.log_path.read_text(errors="replace")) for r in runs[0].result.ranks]
             self._made[key] = Healthy(baselines=where, events=ranks)
         return self._made[key]

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from compile_guard import compat
+from compile_guard.contracts.rank_report import QualityReport
 from compile_guard.quality import accuracy, compile_time, machine, parity, speed
 from compile_guard.quality.options import COLD, MIXED, REWARM, WARM, Measure
 from engine import events
@@ -146,8 +147,8 @@ def measure(
     device: torch.device,
     what: str,
     clock: compile_time.CompileClock | None,
-) -> dict[str, Any]:
-    """Every part `opts` asks for, as JSON for the rank report. OutputDrift (exit 1) on a replicated output
+) -> QualityReport:
+    """Every part `opts` asks for: the rank report's quality. OutputDrift (exit 1) on a replicated output
     that differs across the ranks."""
     started = time.perf_counter()
     calls = subject.calls[: opts.max_calls]
@@ -156,7 +157,7 @@ def measure(
     parts: dict[str, float] = {}  # wall seconds of each part: what the measurement costs, part by part
     frames = clock.stop() if clock is not None else []
     if not calls:
-        return {**result, "skipped": "no call of the compiled region was recorded"}
+        return QualityReport(calls=len(calls), skipped="no call of the compiled region was recorded")
     replicated: list[tuple[str, Any]] = []
     mark = time.perf_counter()
     if opts.accuracy or opts.parity:  # parity compares the compiled outputs the accuracy replays make
@@ -199,7 +200,7 @@ def measure(
         speedup=result.get("speed", {}).get("speedup"),
         compile_state=",".join(result.get("compile_time", {})) or None,
     )
-    return result
+    return QualityReport(**result)
 
 
 def _compile_time(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from compile_guard.contracts.rank_report import QualityReport
 from compile_guard.health.policy import OK, REGRESSION, Row
 from compile_guard.quality import machine
 from compile_guard.quality.options import REPORT, Judging
@@ -31,18 +32,19 @@ Judged = tuple[str, str, list[str], dict[str, Any]]  # (cell, verdict, lines, wh
 _ORDER = (REGRESSION, NOT_COMPARABLE, REPORTED, OK)  # a row's verdict: the first of these any rank has
 
 
-def _not_judged(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging) -> tuple[str, str] | None:
+def _not_judged(base: dict[str, Any] | None, q: QualityReport, judging: Judging) -> tuple[str, str] | None:
     """(verdict, why) when this rank's timings are not to be judged against `base` (a rank's stored quality)."""
     if judging.timings == REPORT:
         return REPORTED, "reported, not judged (--timings report)"
-    apart = machine.difference(q.get("machine"), (base or {}).get("machine"))
+    apart = machine.difference(q.machine, (base or {}).get("machine"))
     return (NOT_COMPARABLE, f"not comparable ({apart})") if apart else None
 
 
-def _accuracy(base: dict[str, Any] | None, q: dict[str, Any]) -> Judged:
-    outputs = q["accuracy"]["outputs"]
+def _accuracy(base: dict[str, Any] | None, q: QualityReport) -> Judged:
+    assert q.accuracy is not None
+    outputs = q.accuracy["outputs"]
     fails = [o for o in outputs if o["status"] == "fail"]
-    cell = f"{sum(o['status'] == 'pass' for o in outputs)}/{len(outputs)} pass ({q['accuracy']['reference']})"
+    cell = f"{sum(o['status'] == 'pass' for o in outputs)}/{len(outputs)} pass ({q.accuracy['reference']})"
     nondet = [o["name"] for o in outputs if o["status"] == "nondeterministic"]
     if nondet:
         cell += f", {len(nondet)} nondeterministic"
@@ -69,8 +71,8 @@ def _said(o: dict[str, Any]) -> str:
     )
 
 
-def _speed(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging, stored: dict[str, Any] | None) -> Judged:
-    s = q["speed"]
+def _speed(base: dict[str, Any] | None, q: QualityReport, judging: Judging, stored: dict[str, Any] | None) -> Judged:
+    s = q.speed or {}
     cell = f"{s['speedup']:.3f} [{s['spread'][0]:.2f}-{s['spread'][1]:.2f}]"
     what = f"{s['speedup']:.3f} ({s.get('basis', 'wall')}, {s.get('repeats', len(s['samples']))} pairs"
     what += f"; live {s['live']['speedup']:.3f})" if "live" in s else ")"
@@ -103,7 +105,7 @@ def _speed(base: dict[str, Any] | None, q: dict[str, Any], judging: Judging, sto
 
 
 def _compile(
-    base: dict[str, Any] | None, state: str, c: dict[str, Any], judging: Judging, q: dict[str, Any], stored: Any
+    base: dict[str, Any] | None, state: str, c: dict[str, Any], judging: Judging, q: QualityReport, stored: Any
 ) -> Judged:
     basis = c.get("basis", "wall")
     how = "alone" if c.get("alone") else "in the run"
@@ -161,14 +163,14 @@ def _memory(base: dict[str, Any] | None, m: dict[str, Any], judging: Judging) ->
 class _Table:
     """The quality table as it is built: its rows, the lines explaining each judgement, the timings' figures."""
 
-    def __init__(self, quality: list[tuple[str, dict[str, Any]]]) -> None:
+    def __init__(self, quality: list[tuple[str, QualityReport]]) -> None:
         self.quality, self.ranks = quality, [rank for rank, _ in quality]
         self.out: list[Row] = []
         self.lines: list[str] = []
         self.timings: dict[str, dict[str, Any]] = {}
 
     def row(
-        self, metric: str, base_cell: str, judge_rank: Callable[[str, dict[str, Any]], Judged], key: str = ""
+        self, metric: str, base_cell: str, judge_rank: Callable[[str, QualityReport], Judged], key: str = ""
     ) -> None:
         judged = [judge_rank(rank, q) for rank, q in self.quality]
         verdicts = {v for _, v, _, _ in judged}
@@ -185,27 +187,27 @@ class _Table:
 
 
 def rows(
-    base: dict[str, Any], per_rank: list[tuple[str, dict[str, Any]]], judging: Judging
+    base: dict[str, Any], per_rank: list[tuple[str, QualityReport | None]], judging: Judging
 ) -> tuple[list[Row], list[str], dict[str, Any]]:
     """(rows for the report's quality table, lines explaining each judgement, per rank what the timing tests
     found: ratio, p, se, threshold, mde, regressed, judged and why not)."""
-    quality = [(rank, q) for rank, q in per_rank if q and "skipped" not in q]
+    quality = [(rank, q) for rank, q in per_rank if q is not None and q.measured]
     if not quality:
         return [], [], {}
     table = _Table(quality)
     stored = {rank: base.get(rank) for rank in table.ranks}
     first = stored[table.ranks[0]] or {}
-    if all("accuracy" in q for _, q in quality):
+    if all(q.accuracy is not None for _, q in quality):
         b0 = first.get("accuracy")
         base_cell = (
             NOT_IN_BASELINE if b0 is None else f"{sum(v['status'] == 'pass' for v in b0.values())}/{len(b0)} pass"
         )
         table.row(ACCURACY, base_cell, lambda r, q: _accuracy((stored[r] or {}).get("accuracy"), q))
-    if all("parity" in q for _, q in quality):
-        counts = [len(q["parity"]["replicated"]) for _, q in quality]  # each rank's own cell
+    if all(q.parity is not None for _, q in quality):
+        counts = [len((q.parity or {})["replicated"]) for _, q in quality]  # each rank's own cell
         cells = [f"{n} equal" if n else "none declared" for n in counts]
         table.out.append(Row(metric=PARITY, baseline="-", per_rank=cells, verdict=OK))
-    if all("speed" in q for _, q in quality):
+    if all(q.speed is not None for _, q in quality):
         b0 = first.get("speed")
         table.row(
             SPEEDUP,
@@ -213,15 +215,15 @@ def rows(
             lambda r, q: _speed((stored[r] or {}).get("speed"), q, judging, stored[r]),
             key="speed",
         )
-        if all("live" in q["speed"] for _, q in quality):
-            table.row(LIVE, "-", lambda r, q: (f"{q['speed']['live']['speedup']:.3f}", REPORTED, [], {}))
+        if all("live" in (q.speed or {}) for _, q in quality):
+            table.row(LIVE, "-", lambda r, q: (f"{(q.speed or {})['live']['speedup']:.3f}", REPORTED, [], {}))
     _compile_rows(table, stored, judging)
-    if all("memory" in q for _, q in quality):
+    if all(q.memory is not None for _, q in quality):
         b0 = first.get("memory")
         table.row(
             MEMORY,
             "n/a" if b0 is None else f"x{b0['ratio']}",
-            lambda r, q: _memory((stored[r] or {}).get("memory"), q["memory"], judging),
+            lambda r, q: _memory((stored[r] or {}).get("memory"), q.memory or {}, judging),
         )
     return table.out, table.lines, table.timings
 
@@ -229,14 +231,14 @@ def rows(
 def _compile_rows(table: _Table, stored: dict[str, Any], judging: Judging) -> None:
     """One compile-time row per cache state every rank measured (a state that cannot be judged says why)."""
     quality, first = table.quality, stored[table.ranks[0]] or {}
-    for state in sorted({s for _, q in quality for s in q.get("compile_time", {})}):
-        if not all(state in q.get("compile_time", {}) for _, q in quality):
+    for state in sorted({s for _, q in quality for s in q.compile_time or {}}):
+        if not all(state in (q.compile_time or {}) for _, q in quality):
             continue
         if state in WHY_UNJUDGED:
             table.row(
                 compile_metric(state),
                 "not judged",
-                lambda r, q, s=state: _compile(None, s, q["compile_time"][s], judging, q, None),
+                lambda r, q, s=state: _compile(None, s, (q.compile_time or {})[s], judging, q, None),
             )
             table.lines.append(f"{compile_metric(state)}: {WHY_UNJUDGED[state]}")
             continue
@@ -251,7 +253,7 @@ def _compile_rows(table: _Table, stored: dict[str, Any], judging: Judging) -> No
             compile_metric(state),
             base_cell,
             lambda r, q, s=state: _compile(
-                (stored[r] or {}).get("compile_time", {}).get(s), s, q["compile_time"][s], judging, q, stored[r]
+                (stored[r] or {}).get("compile_time", {}).get(s), s, (q.compile_time or {})[s], judging, q, stored[r]
             ),
             key=f"compile_time.{state}",
         )

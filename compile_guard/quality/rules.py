@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from compile_guard.contracts.rank_report import QualityReport
 from compile_guard.quality import machine, stats
 from compile_guard.quality.options import MISS, MIXED, Judging
 
@@ -177,21 +178,21 @@ def between(old: dict[str, Any], new: dict[str, Any], judging: Judging = Judging
     return said
 
 
-def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
+def baseline_entry(quality: QualityReport) -> dict[str, Any]:
     """What a baseline keeps of one rank's quality: statuses and ratios, speed samples, compile-time ratios, and
     the machine its timings came from."""
     entry: dict[str, Any] = {}
-    if "machine" in quality:
-        entry["machine"] = quality["machine"]
-    if "accuracy" in quality:
+    if quality.machine is not None:
+        entry["machine"] = quality.machine
+    if quality.accuracy is not None:
         entry["accuracy"] = {
-            o["name"]: {"status": o["status"], "ratio": o.get("ratio")} for o in quality["accuracy"]["outputs"]
+            o["name"]: {"status": o["status"], "ratio": o.get("ratio")} for o in quality.accuracy["outputs"]
         }
-    if "speed" in quality:
-        entry["speed"] = {k: quality["speed"][k] for k in ("speedup", "spread", "samples", "repeats")}
-        entry["speed"]["basis"] = quality["speed"].get("basis", "wall")
-        entry["speed"]["runs"] = [quality["speed"]["speedup"]]  # one per refresh run (pool_runs)
-    if "compile_time" in quality:
+    if quality.speed is not None:
+        entry["speed"] = {k: quality.speed[k] for k in ("speedup", "spread", "samples", "repeats")}
+        entry["speed"]["basis"] = quality.speed.get("basis", "wall")
+        entry["speed"]["runs"] = [quality.speed["speedup"]]  # one per refresh run (pool_runs)
+    if quality.compile_time is not None:
         entry["compile_time"] = {
             state: {
                 "ratio": c["ratio"],
@@ -203,11 +204,11 @@ def baseline_entry(quality: dict[str, Any]) -> dict[str, Any]:
                 "graphs": {g["name"]: g["ratio"] for g in c["graphs"]},
                 "runs": [c["total_s"]],  # the judged CPU seconds, one per refresh run (pool_runs)
             }
-            for state, c in quality["compile_time"].items()
+            for state, c in quality.compile_time.items()
             if state not in WHY_UNJUDGED
         }
-    if quality.get("memory", {}).get("measured"):
-        entry["memory"] = {"ratio": quality["memory"]["ratio"]}
+    if quality.memory is not None and quality.memory.get("measured"):
+        entry["memory"] = {"ratio": quality.memory["ratio"]}
     return entry
 
 

@@ -24,7 +24,7 @@ from typing import Callable
 import torch.distributed as dist
 
 from compile_guard.agreement import agreement_on, ledger_on
-from compile_guard.contracts.rank_report import DRIVER, FILE, MESH, RankReport
+from compile_guard.contracts.rank_report import DRIVER, FILE, MESH, RankReport, RunSummary
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.matrix.faults import FaultInjector
@@ -53,7 +53,7 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None, *, cold: bool = 
     faults = FaultInjector.requested()  # only a matrix row's run asks for one
     if prepared.role == stages.DRIVER:  # pp1's rank 0: out of the mesh, compiles nothing: reported apart
         summary = prepared.build(faults).serve()
-        return RankReport(scenario=spec.name, rank=ctx.rank, role=DRIVER, run=summary)
+        return RankReport(scenario=spec.name, rank=ctx.rank, role=DRIVER, run=RunSummary.of(summary))
     # The symmetric group: the TP group (tp2) or the mesh (pp1). Compile settings, resolved backends and
     # compile health must match inside it.
     group, ranks = prepared.group, prepared.ranks
@@ -84,8 +84,8 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None, *, cold: bool = 
         if recorder is not None:
             gate.after_warmup = lambda: setattr(recorder, "recording", False)
         summary = built.serve()
-    final = gate.probe.snapshot(effective_backend=effective, warmup_recompiles=len(gate.warmup["recompile_reasons"]))
-    quality = {}
+    final = gate.probe.health(effective_backend=effective, warmup_recompiles=len(gate.warmup["recompile_reasons"]))
+    quality = None
     if recorder is not None:
         subject = engine_subject(built.region, recorder.calls, backend=spec.compile)
         quality = measure(
@@ -98,7 +98,7 @@ def run(ctx: RankContext, spec: RunSpec, dump_dir: Path | None, *, cold: bool = 
         effective_backend=effective,
         warmup=symmetric_view(gate.warmup),
         final=final,
-        run=summary,
+        run=RunSummary.of(summary),
         quality=quality,
     )
 

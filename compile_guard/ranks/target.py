@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from compile_guard.agreement import agreement_on, ledger_on
-from compile_guard.contracts.rank_report import MESH, RankReport
+from compile_guard.contracts.rank_report import MESH, RankReport, RunSummary
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.integrations.target import TargetContext, build
@@ -112,7 +112,7 @@ def _steps(
         for _ in range(spec.steady):
             for args in target.inputs:
                 run_step(args)
-    final = probe.snapshot(effective_backend=effective, warmup_recompiles=len(warm["recompile_reasons"]))
+    final = probe.health(effective_backend=effective, warmup_recompiles=len(warm["recompile_reasons"]))
     return RankReport(
         scenario=spec.name,
         rank=ctx.rank,
@@ -120,5 +120,5 @@ def _steps(
         effective_backend=effective,
         warmup=symmetric_view(warm),
         final=final,
-        run={"steps": steps},
+        run=RunSummary(steps=steps),
     )

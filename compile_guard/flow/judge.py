@@ -1,0 +1,80 @@
+"""The judge: a check run's typed reports against its baseline, as judged rows. A pure function of typed values
+(no file, no process, no printing): `judge(spec, reports, found, request)` -> `Judgement`; the text, the JSON and
+the page are rendered from that (compile_guard.flow.report).
+
+"Judge" means this one step in compile_guard: the ranks *compare* their statements (compile_guard.agreement.compare),
+the quality *rules* decide a rank's figure (compile_guard.quality.rules), the matrix reads a row's *outcome*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compile_guard.contracts.rank_report import RankReport, mesh
+from compile_guard.flow.request import CheckRequest, Found
+from compile_guard.health import baseline as bl
+from compile_guard.health import policy
+from compile_guard.health.schema import baseline_view
+from compile_guard.quality import rows as quality_rows
+from engine.runspec import RunSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Judgement:
+    """Everything the judge decided about one run, as data: each renderer reads this and nothing else."""
+
+    spec: RunSpec  # what ran
+    reports: list[RankReport]  # every rank's report (the driver's too), typed
+    found: Found  # the baseline, where it was found, and whether it is this very torch's
+    factors: bl.Factors  # what the run reported it is (its torch, device, backends)
+    ranks: list[str]  # the mesh's ranks, as the tables name them ("rank0", ...)
+    health: list[policy.Row]  # compile-health rows (and "nothing compiled" when compile did not happen)
+    quality: list[policy.Row]  # quality rows, per rank (compile_guard.quality.rows)
+    quality_lines: list[str]  # each quality judgement explained, a line each
+    timings: dict  # per rank: what each timing test found (ratio, p, mde, judged, why not)
+    renames: list[str]  # break reasons another torch only renamed (a baseline of another release)
+    passed: bool  # the verdict under the request's flags
+    problems: list[str]  # why not, a line per failing row
+    failing: list[str]  # the failing rows' metrics
+    refresh: str  # the command that stores this run's baseline
+    allow_improvement: bool  # fewer breaks/graphs than the baseline passes
+
+    @property
+    def rows(self) -> list[policy.Row]:
+        return self.health + self.quality
+
+
+def judge(spec: RunSpec, reports: list[RankReport], found: Found, request: CheckRequest) -> Judgement:
+    """The run's compile health (the policy, health.policy) and quality (per rank, quality.rows) against the
+    baseline, decided under the request's flags."""
+    base, ranks = found.baseline, mesh(reports)
+    factors = bl.Factors.observed(spec, reports)
+    health, renames = policy.health_rows(
+        base.metrics,
+        base.break_sites,
+        [baseline_view(r.health) for r in ranks],
+        [r.health.break_sites for r in ranks],
+        other_release=base.factors.torch != factors.torch,
+        compile_on=spec.compile != "off",
+    )
+    quality, lines, timings = quality_rows.rows(
+        base.quality, [(f"rank{r.rank}", r.quality) for r in ranks], request.judging
+    )
+    gate = policy.gate(health + quality, allow_improvement=request.allow_improvement, strict=request.strict)
+    return Judgement(
+        spec=spec,
+        reports=reports,
+        found=found,
+        factors=factors,
+        ranks=[f"rank{r.rank}" for r in ranks],
+        health=health,
+        quality=quality,
+        quality_lines=lines,
+        timings=timings,
+        renames=renames,
+        passed=gate.passed,
+        problems=gate.problems,
+        failing=gate.failing,
+        refresh=request.refresh_command(),
+        allow_improvement=request.allow_improvement,
+    )
