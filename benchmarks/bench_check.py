@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.flow.check_run import run_ranks
 from compile_guard.flow.request import CheckRequest
 from compile_guard.flow.scenarios import SCENARIOS
@@ -64,7 +65,8 @@ READS: list[tuple[str, float, float]] = []  # (cache, compile s, issued-schedule
 def checked(scenario, log_dir: Path, env: dict[str, str], *, cache: str = "warm") -> float:
     t0 = time.monotonic()
     run = run_ranks(
-        CheckRequest(spec=scenario, program=check, baselines=log_dir, log_dir=log_dir, env=env or {}), Launched()
+        CheckRequest(job=RankJob(spec=scenario), program=check, baselines=log_dir, log_dir=log_dir, env=env or {}),
+        Launched(),
     )
     if run.reports is None:
         raise SystemExit(f"check run failed:\n{run.result.summary()}")

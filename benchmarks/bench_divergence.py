@@ -25,7 +25,6 @@ and CD-06-dtensor (artifacts loaded on one rank).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from compile_guard.flow.request import CheckRequest  # noqa: E402
 from compile_guard.flow.scenarios import target_scenario  # noqa: E402
 from compile_guard.launch.modes import Launched  # noqa: E402
 from compile_guard.matrix.rows import ROWS, Row  # noqa: E402
-from compile_guard.matrix.runner import Programs, check_spec, run_row  # noqa: E402
+from compile_guard.matrix.runner import Programs, check_job, run_row  # noqa: E402
 from compile_guard.ranks import check, serve  # noqa: E402
 
 MODES = ("compile_guard", "bare", "DETAIL")
@@ -69,17 +68,15 @@ def cause(text: str) -> str:
 
 
 def run_mode(row: Row, mode: str, log_root: Path, deadline_s: float) -> dict[str, object]:
-    spec = dataclasses.replace(check_spec(row), deadline_s=deadline_s)
+    job = check_job(row).replace(deadline_s=deadline_s)
     env = dict(row.env)
     if mode != "compile_guard":
-        spec = dataclasses.replace(
-            spec, agree_compiles=False, agree_inputs=False, eager_ledger=False, gate_health=False
-        )
+        job = job.replace(agree_compiles=False, agree_inputs=False, eager_ledger=False, gate_health=False)
     if mode == "DETAIL":
         env["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
     t0 = time.monotonic()
     request = CheckRequest(
-        spec=spec,
+        job=job,
         program=check,
         baselines=log_root,
         log_dir=log_root / f"{row.id}-{mode}",
@@ -125,10 +122,10 @@ def healthy(log_root: Path) -> list[list[str]]:
         rows.append(
             [name, ", ".join(map(str, codes)), "no" if result.ok else "FALSE STOP", f"{time.monotonic() - t0:.1f}"]
         )
-    spec = target_scenario("docs.examples.vocab_parallel:model", nprocs=2, backend="aot_eager")
+    job = target_scenario("docs.examples.vocab_parallel:model", nprocs=2, backend="aot_eager")
     t0 = time.monotonic()
     run = check_run.run_ranks(
-        CheckRequest(spec=spec, program=check, baselines=log_root, log_dir=log_root / "healthy" / "vocab"), Launched()
+        CheckRequest(job=job, program=check, baselines=log_root, log_dir=log_root / "healthy" / "vocab"), Launched()
     )
     rows.append(
         [

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.contracts.rank_report import mesh
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.request import CheckRequest
@@ -40,7 +41,6 @@ SPECS = (
         device="cuda",
         dist_backend="nccl",
         chunks=2,
-        deadline_s=240,
     ),
     RunSpec(
         name="smoke-tp2-cuda-gloo",
@@ -50,29 +50,29 @@ SPECS = (
         device="cuda",
         dist_backend="gloo",
         chunks=2,
-        deadline_s=240,
     ),
 )
 
 
 def refresh_then_check(spec: RunSpec, out: Path) -> list:
+    job = RankJob(spec=spec, deadline_s=240.0)
     t0 = time.monotonic()
     baselines = out / "baselines"
     refresh = CheckRequest(
-        spec=spec, program=check, baselines=baselines, need_baseline=False, log_dir=out / spec.name / "refresh"
+        job=job, program=check, baselines=baselines, need_baseline=False, log_dir=out / spec.name / "refresh"
     )
     refreshed = run_and_judge(refresh, Launched())
     first = refreshed.run
     if first is None or first.reports is None:
         return [spec.name, "refresh", round(time.monotonic() - t0, 1), refreshed.report.text[:300]]
-    stored = bl.Baseline.of(spec, first.reports)
+    stored = bl.Baseline.of(job, first.reports)
     path = baselines / bl.file_name(stored.factors)
     bl.write(path, stored)
-    found = bl.find(baselines, bl.Factors.expected(spec))
+    found = bl.find(baselines, bl.Factors.expected(job))
     assert found is not None and found[0] == path, (found, path)
     t1 = time.monotonic()
     checked = run_and_judge(
-        CheckRequest(spec=spec, program=check, baselines=baselines, log_dir=out / spec.name / "check"), Launched()
+        CheckRequest(job=job, program=check, baselines=baselines, log_dir=out / spec.name / "check"), Launched()
     )
     report, second = checked.report, checked.run
     final = mesh(second.reports)[0].health.to_json() if second is not None and second.reports else {}

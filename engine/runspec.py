@@ -1,10 +1,11 @@
-"""The run spec: everything one run of the engine (or a user's target) is, in one frozen value.
+"""The run spec: everything one run of the engine is, in one frozen value — the engine's fields only.
 
-The parent builds it once — from a named scenario, `--target` and flags, a matrix row, or a
-topology's own command line — and hands it to every rank whole, as canonical JSON. The rank
-side turns it into `ModelConfig` / `CompileConfig` / `DistConfig` here and nowhere else, and
-puts every field into the env parity handshake. Its `config_hash` (over the fields that
-define the compiled program) is the baseline's config hash.
+The parent builds it once — from a named scenario, a matrix row, or a topology's own command
+line — and hands it to every rank whole, as canonical JSON (a harness wraps it with options of
+its own: compile_guard.contracts.rank_job). The rank side turns it into `ModelConfig` /
+`CompileConfig` / `DistConfig` here and nowhere else, and puts every field into the env parity
+handshake. Its `config_hash` (over the fields that define the compiled program, and what a
+harness adds that does) is the baseline's config hash.
 
 No torch import: the parent's light commands (`--help`, `check --list`) build specs too.
 """
@@ -24,7 +25,7 @@ RECOMPUTE = ("r1", "r0a")
 SCHEDULES = ("healthy", "serial")
 # The fields that define the compiled program. The stream's hard cut, idle time, timeouts and
 # where dumps go change no graph; PP0's queue depths and schedule change no graph either.
-HASHED = ("topology", "nprocs", "compile", "layers", "chunks", "recompute_every", "env", "target")
+HASHED = ("topology", "nprocs", "compile", "layers", "chunks", "recompute_every", "env")
 
 
 def _positive(name: str, value: Any) -> None:
@@ -64,29 +65,18 @@ class RunSpec:
     hard_cut_at: int = -1  # chunk index that starts a new stream (-1: none)
     idle_after: int = -1  # rank0 idles (NOOP heartbeats) after this chunk (-1: never)
     idle_s: float = 0.0  # how long it idles
-    steady: int = 3  # --target: times the input steps run again after warmup
     env: dict[str, str] = field(default_factory=dict)  # knobs every rank gets from the launcher
-    target: str | None = None  # "pkg.module:factory": a user's own model instead of the engine
     pp0: PP0Spec = field(default_factory=PP0Spec)  # PP0's pipeline shape (topology pp0 only)
     device: str = "auto"  # auto: cuda when available, else cpu (a factor of the baseline, not of the hash)
     dist_backend: str = "auto"  # auto: nccl on cuda, gloo on cpu; gloo with cuda tensors is allowed
     timeout_s: float = 30.0  # every process group's timeout (a frozen peer is seen after this)
-    deadline_s: float = 600.0  # the parent's hard limit for the whole run (a cold inductor compile included)
-    stall_s: float = 0.0  # agreements: no progress from a peer for this long = a stall (0: a margin under timeout_s)
-    agree_inputs: bool = True  # --target: ranks agree on each step's input signature before it runs
-    agree_compiles: bool = True  # every compiled graph agreed across its group before its first run
-    eager_ledger: bool = False  # ranks agree on every eager c10d collective before it is issued
-    gate_health: bool = True  # the post-warmup compile-health gather (off only for benchmarks' bare runs)
-    # what the harness measures after the run beside compile health (compile_guard.quality.options.Measure as
-    # JSON, validated there; {}: its defaults). Changes no graph: not hashed
-    quality: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
             raise ConfigError(f"topology={self.topology!r} is invalid; pick one of {list(TOPOLOGIES)}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"compile={self.compile!r} is invalid; pick one of {list(COMPILE_MODES)}")
-        for name in ("nprocs", "layers", "chunks", "steady"):
+        for name in ("nprocs", "layers", "chunks"):
             _positive(name, getattr(self, name))
         if self.recompute_every < 0:
             raise ConfigError(f"recompute_every={self.recompute_every} is invalid; expected >= 0")
@@ -94,19 +84,8 @@ class RunSpec:
             raise ConfigError(f"topology pp0 runs on 2 ranks (stage 0 + stage 1), got nprocs={self.nprocs}")
         if self.topology == "pp1" and self.nprocs < 2:
             raise ConfigError(f"topology pp1 needs rank0 plus a mesh: nprocs >= 2, got {self.nprocs}")
-        if self.target is not None and self.topology != "tp":
-            raise ConfigError(f"--target runs on topology tp (TP over every rank), got {self.topology!r}")
         if not 0 < self.timeout_s <= 600:
             raise ConfigError(f"timeout_s={self.timeout_s} is invalid; expected seconds in (0, 600]")
-        if not 0 <= self.stall_s <= 24 * 3600:
-            raise ConfigError(f"stall_s={self.stall_s} is invalid; expected seconds >= 0 (0: under timeout_s)")
-        for name in ("agree_inputs", "agree_compiles", "eager_ledger", "gate_health"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; expected true or false")
-        if not self.deadline_s > 0:
-            raise ConfigError(f"deadline_s={self.deadline_s} is invalid; expected seconds > 0")
-        if not isinstance(self.quality, dict):
-            raise ConfigError(f"quality={self.quality!r} is invalid; expected a dict of quality options")
         if not isinstance(self.env, dict) or not all(isinstance(v, str) for v in self.env.values()):
             raise ConfigError(f"env={self.env!r} is invalid; expected a dict of str -> str")
 
@@ -127,9 +106,11 @@ class RunSpec:
             raw["pp0"] = PP0Spec(**raw["pp0"])
         return cls(**raw)
 
-    def config_hash(self) -> str:
-        """Hash of the fields that define the compiled program (not names, timeouts or deadlines)."""
+    def config_hash(self, *, target: str | None = None) -> str:
+        """Hash of the fields that define the compiled program (not names, timeouts or deadlines), and the model a
+        harness runs instead of the engine's (`target`, None for the engine: the hash every baseline holds)."""
         factors = {k: v for k, v in asdict(self).items() if k in HASHED}
+        factors["target"] = target
         return hashlib.sha256(json.dumps(factors, sort_keys=True).encode()).hexdigest()[:16]
 
     def parity_items(self) -> dict[str, Any]:

@@ -186,11 +186,12 @@ def committed_baseline(scenario: str) -> Path:
     """The committed baseline of `scenario` for the installed torch. On another torch than CI's pinned one (the
     suite runs on every torch the package admits) a missing one skips the test, naming the file and the command
     that writes it; on the pinned torch a missing one fails."""
+    from compile_guard.contracts.rank_job import RankJob
     from compile_guard.flow.scenarios import SCENARIOS
     from compile_guard.health import baseline as bl
     from compile_guard.health.baseline import installed_torch
 
-    factors = bl.Factors.expected(SCENARIOS[scenario]).as_dict()
+    factors = bl.Factors.expected(RankJob(spec=SCENARIOS[scenario])).as_dict()
     found = bl.find(bl.DEFAULT_DIR, factors)
     if found is not None and found[1]:
         return found[0]

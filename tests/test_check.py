@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.contracts.rank_report import RankReport
 from compile_guard.flow import report
 from compile_guard.flow.check_run import CheckRun
@@ -71,7 +72,7 @@ def test_missing_baseline_exits_2_with_the_refresh_command(tmp_path, quick_proce
 
 
 def test_corrupt_baseline_exits_2_naming_the_file(tmp_path, quick_process):
-    path = tmp_path / bl.file_name(bl.Factors.expected(SCENARIOS["tp2-aot"]).as_dict())
+    path = tmp_path / bl.file_name(bl.Factors.expected(RankJob(spec=SCENARIOS["tp2-aot"])).as_dict())
     path.write_text('{"schema": 1, "factors": ')
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))
     assert proc.returncode == 2
@@ -84,7 +85,7 @@ def test_unknown_scenario_exits_2(quick_process):
 
 
 def test_foreign_torch_version_is_compared_and_stated(tmp_path, processes):
-    factors = bl.Factors.expected(SCENARIOS["tp2-aot"]).as_dict()
+    factors = bl.Factors.expected(RankJob(spec=SCENARIOS["tp2-aot"])).as_dict()
     base = bl.load(committed_baseline("tp2-aot"))
     foreign = dataclasses.replace(base.factors, torch="2.12.0+cpu")
     bl.write(tmp_path / bl.file_name(foreign), bl.Baseline(factors=foreign, metrics=base.metrics, break_sites=[]))
@@ -113,7 +114,7 @@ def _run_of(metrics: dict, spec) -> CheckRun:
         "effective_backend": metrics["effective_backend"],
     }
     reports = [RankReport.from_dict({**wire, "rank": r}, what=f"rank {r}'s report") for r in (0, 1)]
-    return CheckRun(spec=spec, result=None, reports=reports, log_dir=None)
+    return CheckRun(job=RankJob(spec=spec), result=None, reports=reports, log_dir=None)
 
 
 def test_improvement_fails_unless_allowed_and_names_the_refresh_command():
@@ -121,19 +122,19 @@ def test_improvement_fails_unless_allowed_and_names_the_refresh_command():
     command of this very spec (a scenario here; test_target covers --target's). The policy itself: test_policy.
     The judge is a function of typed values: called here with no process, no file written."""
     spec = SCENARIOS["tp2-aot"]
-    request = CheckRequest(spec=spec, program=check, baselines=bl.DEFAULT_DIR)
+    request = CheckRequest(job=RankJob(spec=spec), program=check, baselines=bl.DEFAULT_DIR)
     found = find_baseline(request)
     committed = found.baseline
     base = bl.Baseline(factors=committed.factors, metrics={**committed.metrics, "graph_breaks": 3}, break_sites=[])
     found = dataclasses.replace(found, baseline=base)
     run = _run_of(committed.metrics, spec)
     refresh = request.refresh_command()
-    failed = report.report_of(judge(spec, run.reports, found, request), judging=request.judging, log_dir=None)
+    failed = report.report_of(judge(run.reports, found, request), judging=request.judging, log_dir=None)
     assert failed.exit_code == 1
     assert "graph_breaks: 3 -> [0, 0] (improvement" in failed.text
     assert f"run `{refresh}` (or pass --allow-improvement)" in failed.text and "--scenario tp2-aot" in refresh
     lenient = dataclasses.replace(request, allow_improvement=True)
-    allowed = report.report_of(judge(spec, run.reports, found, lenient), judging=request.judging, log_dir=None)
+    allowed = report.report_of(judge(run.reports, found, lenient), judging=request.judging, log_dir=None)
     assert allowed.exit_code == 0, allowed.text
 
 
@@ -141,7 +142,9 @@ def test_pp1_compares_mesh_ranks_and_reports_rank0_apart(tmp_path, processes):
     """PP1 scenario: 3 ranks; the handshakes and the compile-health gather run inside the mesh."""
     proc = _cli("check", "--scenario", "pp1", "--timings", "report", "--json", str(tmp_path / "pp1.json"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    keys = 5 + len(settings_payload())  # compile.{enabled,backend,mode,fullgraph,dynamic} + every compared setting
+    # compile.{enabled,backend,mode,fullgraph,dynamic} + every compared setting + the job's options (no target: 1,
+    # agreement: 5, measure: 8)
+    keys = 5 + len(settings_payload()) + 1 + 5 + 8
     assert f"handshake compile: {keys} keys equal on ranks [1, 2]" in proc.stdout
     assert "rank0: the driver, out of the mesh" in proc.stdout
     header = next(line for line in proc.stdout.splitlines() if line.startswith("metric"))
@@ -155,11 +158,11 @@ def test_every_committed_baseline_of_this_torch_matches_todays_config():
     committed one for the installed torch must carry its scenario's hash of today."""
     for name, spec in SCENARIOS.items():
         path = committed_baseline(name)
-        assert bl.load(path).factors.config_hash == spec.config_hash(), f"{path} is stale: refresh it"
+        assert bl.load(path).factors.config_hash == RankJob(spec=spec).config_hash(), f"{path} is stale: refresh it"
 
 
 def test_a_baseline_for_another_configuration_exits_2(tmp_path, quick_process):
-    committed = bl.load(bl.find(bl.DEFAULT_DIR, bl.Factors.expected(SCENARIOS["tp2-aot"]).as_dict())[0])
+    committed = bl.load(bl.find(bl.DEFAULT_DIR, bl.Factors.expected(RankJob(spec=SCENARIOS["tp2-aot"])).as_dict())[0])
     factors = dataclasses.replace(committed.factors, config_hash="0123456789abcdef")
     bl.write(tmp_path / bl.file_name(factors), bl.Baseline(factors=factors, metrics=committed.metrics, break_sites=[]))
     proc = _cli("check", "--scenario", "tp2-aot", "--baselines", str(tmp_path))

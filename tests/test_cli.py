@@ -142,6 +142,7 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     tp2-aot's 0; the real run of that fault is matrix row C-02-disable) — the JUnit file carries the diff."""
     from compile_guard import cli
     from compile_guard.commands import check
+    from compile_guard.contracts.rank_job import RankJob
     from compile_guard.flow import check_flow, report
     from compile_guard.flow.judge import judge
     from compile_guard.flow.request import CheckRequest, find_baseline
@@ -151,10 +152,10 @@ def test_check_junit_carries_the_regression_diff(tmp_path, monkeypatch):
     from tests.test_check import _run_of
 
     spec = SCENARIOS["tp2-aot"]
-    request = CheckRequest(spec=spec, program=check_program, baselines=bl.DEFAULT_DIR)
+    request = CheckRequest(job=RankJob(spec=spec), program=check_program, baselines=bl.DEFAULT_DIR)
     found = find_baseline(request)
     run = _run_of({**found.baseline.metrics, "graph_breaks": 10, "break_reasons": {"disable": 10}}, spec)
-    judged = report.report_of(judge(spec, run.reports, found, request), judging=request.judging, log_dir=None)
+    judged = report.report_of(judge(run.reports, found, request), judging=request.judging, log_dir=None)
     monkeypatch.setattr(check, "run_and_judge", lambda *a, **k: check_flow.Judged(report=judged, run=run))
     junit = tmp_path / "check.xml"
     summary = tmp_path / "summary.md"

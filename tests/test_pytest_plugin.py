@@ -59,7 +59,7 @@ def test_compile_guard_check_fails_the_test_with_the_checks_report(compile_guard
     from compile_guard.flow.report import Report
 
     run = CheckRun(
-        spec=resolve(scenario_name="", target="docs.examples.tp_mlp:rank_branch", nprocs=2, backend="aot_eager"),
+        job=resolve(scenario_name="", target="docs.examples.tp_mlp:rank_branch", nprocs=2, backend="aot_eager"),
         result=None,
         reports=None,
         log_dir=tmp_path,

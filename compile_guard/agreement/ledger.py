@@ -194,7 +194,7 @@ class CollectiveLedger:
 
 @contextlib.contextmanager
 def ledger_on(enabled: bool, *, groups: list[dist.ProcessGroup]) -> Iterator[CollectiveLedger | None]:
-    """`with ledger_on(spec.eager_ledger, groups=[...])`: the ledger while the block runs, when enabled."""
+    """`with ledger_on(job.agreement.eager_ledger, groups=[...])`: the ledger while the block runs, when enabled."""
     if not enabled:
         yield None
         return

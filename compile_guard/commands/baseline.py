@@ -15,7 +15,8 @@ from typing import Any
 from tabulate import tabulate
 
 from compile_guard.commands.argtypes import positive_int
-from compile_guard.commands.check import add_spec_args, spec_from
+from compile_guard.commands.check import add_spec_args, job_from
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.contracts.rank_report import mesh
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.request import CheckRequest
@@ -76,10 +77,10 @@ def _metric_table(metrics: dict[str, Any]) -> str:
 def refresh(args: argparse.Namespace, mode: RunMode) -> int:
     """In place every rank runs and reaches the same verdict; the mode's output prints and writes on one."""
     out = mode.out
-    spec = spec_from(args, out)
-    if isinstance(spec, int):
-        return spec
-    path = args.baselines / bl.file_name(bl.Factors.expected(spec))
+    job = job_from(args, out)
+    if isinstance(job, int):
+        return job
+    path = args.baselines / bl.file_name(bl.Factors.expected(job))
     previous = None
     if os.path.lexists(path):  # what is replaced must have been a baseline: never clobber anything else
         try:
@@ -90,7 +91,7 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
     from compile_guard.ranks import check as check_program  # torch: imported once a refresh runs
 
     request = CheckRequest(
-        spec=spec,
+        job=job,
         program=check_program,
         baselines=args.baselines,
         need_baseline=False,
@@ -108,8 +109,8 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
             out.print(judged.report.text)
             return judged.report.exit_code
         runs.append(checked.reports)
-    first = bl.Baseline.of(spec, runs[0])
-    moved = sorted({k for r in runs[1:] for k in bl.Baseline.of(spec, r).moved_from(first)})
+    first = bl.Baseline.of(job, runs[0])
+    moved = sorted({k for r in runs[1:] for k in bl.Baseline.of(job, r).moved_from(first)})
     if moved:
         out.print(
             f"refusing to write a baseline: the {args.runs} runs compiled differently ({moved} moved between runs):"
@@ -118,7 +119,7 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
         )
         return Cli.FAIL
     per_rank = [baseline_view(r.health) for r in mesh(runs[-1])]
-    empty = policy.nothing_compiled(per_rank, compile_on=spec.compile != "off")
+    empty = policy.nothing_compiled(per_rank, compile_on=job.spec.compile != "off")
     if empty:
         out.print(
             f"refusing to write a baseline with no graph while compile is on (graphs per rank"
@@ -126,7 +127,7 @@ def refresh(args: argparse.Namespace, mode: RunMode) -> int:
             err=True,
         )
         return Cli.FAIL
-    new = bl.Baseline.pooled(spec, runs)  # every run's timings: the judge measures this machine's noise from them
+    new = bl.Baseline.pooled(job, runs)  # every run's timings: the judge measures this machine's noise from them
     assert bl.file_name(new.factors) == path.name, (new.factors, path)  # check finds it by the same prediction
     if previous is not None and previous.factors == new.factors:
         quality, kept = keep_states(new.quality, previous.quality)
@@ -164,9 +165,9 @@ def _shown(args: argparse.Namespace) -> Path | None:
     """--file, or the scenario's baseline for the installed torch (any device type), else the newest other."""
     if args.file:
         return args.file
-    spec = SCENARIOS[args.scenario]
+    job = RankJob(spec=SCENARIOS[args.scenario])
     for device_type in ("cpu", "cuda"):
-        found = bl.find(args.baselines, bl.Factors.expected(spec, device_type=device_type))
+        found = bl.find(args.baselines, bl.Factors.expected(job, device_type=device_type))
         if found is not None:
             return found[0]
     return None

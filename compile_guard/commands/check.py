@@ -10,6 +10,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from compile_guard.commands.argtypes import factor, fraction, positive_int, positive_seconds
+from compile_guard.contracts.rank_job import Agreement, RankJob
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.junit import Case, write_junit
 from compile_guard.flow.report import Report, markdown_summary, page_of
@@ -22,7 +23,6 @@ from compile_guard.quality.options import COMPILE_TIME_MODES, JUDGE, OFF, REPORT
 from compile_guard.verdict import Cli
 from engine.atomic_json import write_json, write_text
 from engine.errors import ConfigError, RankCrashed
-from engine.runspec import RunSpec
 
 DESCRIPTION = (
     "Launch the scenario's ranks; handshakes (env, compile, effective backend), lockstep warmup, per-rank compile "
@@ -148,11 +148,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def spec_from(args: argparse.Namespace, out: Output) -> RunSpec | int:
-    """The run spec the flags pick; else the exit code, the error printed on `out`: 2 when they pick none, 3 when
+def job_from(args: argparse.Namespace, out: Output) -> RankJob | int:
+    """The job the flags pick; else the exit code, the error printed on `out`: 2 when they pick none, 3 when
     the target's own module raised while importing (the code under test crashed, not the command line)."""
     try:
-        spec = resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
+        job = resolve(scenario_name=args.scenario, target=args.target, nprocs=args.nproc, backend=args.backend)
         measure = (
             OFF
             if args.no_quality
@@ -166,13 +166,10 @@ def spec_from(args: argparse.Namespace, out: Output) -> RunSpec | int:
                 tolerance=args.tolerance or 0.0,
             )
         )
-        return dataclasses.replace(
-            spec,
-            stall_s=args.stall_s or 0.0,
-            eager_ledger=args.eager_ledger,
-            agree_inputs=not args.no_input_agreement,
-            quality=measure.to_dict(),
+        agreement = Agreement(
+            stall_s=args.stall_s or 0.0, eager_ledger=args.eager_ledger, inputs=not args.no_input_agreement
         )
+        return dataclasses.replace(job, agreement=agreement, measure=measure)
     except ConfigError as exc:  # UnknownScenario, TargetError
         out.print(f"input error: {exc}", err=True)
         return Cli.USAGE
@@ -192,9 +189,9 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
             )
         )
         return Cli.OK
-    spec = spec_from(args, mode.out)
-    if isinstance(spec, int):
-        return spec
+    job = job_from(args, mode.out)
+    if isinstance(job, int):
+        return job
     judging = Judging(
         speed_factor=args.speed_factor,
         alpha=args.alpha,
@@ -207,7 +204,7 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
     from compile_guard.ranks import check as check_program  # torch: imported once a check runs, not for --help
 
     request = CheckRequest(
-        spec=spec,
+        job=job,
         program=check_program,
         baselines=args.baselines,
         allow_improvement=args.allow_improvement,
@@ -225,11 +222,11 @@ def run(args: argparse.Namespace, mode: RunMode) -> int:
     if args.json:
         out.write(write_json, args.json, report.data)
     if args.junit:
-        out.write(write_junit, args.junit, f"check.{spec.name}", junit_cases(spec.name, report))
+        out.write(write_junit, args.junit, f"check.{job.name}", junit_cases(job.name, report))
     if args.summary:
-        out.write(write_text, args.summary, markdown_summary(spec.name, report))
+        out.write(write_text, args.summary, markdown_summary(job.name, report))
     if args.html:
-        out.write(write_text, args.html, render.html(page_of(report, spec.name), args.html))
+        out.write(write_text, args.html, render.html(page_of(report, job.name), args.html))
     return report.exit_code
 
 

@@ -20,7 +20,6 @@ if any process outlives the run. The test process itself never joins a collectiv
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 from dataclasses import dataclass
@@ -104,12 +103,12 @@ def compile_guard_check(tmp_path: Path) -> Callable[..., Any]:
         from compile_guard.launch.modes import Launched
         from compile_guard.quality.options import Judging, Measure
 
-        spec = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
-        spec = dataclasses.replace(spec, quality=Measure(**(quality or {})).to_dict())
+        job = resolve(scenario_name="", target=target, nprocs=nprocs, backend=backend)
+        job = job.replace(quality=Measure(**(quality or {})))
         from compile_guard.ranks import check as check_program
 
         request = CheckRequest(
-            spec=spec,
+            job=job,
             program=check_program,
             baselines=Path(baselines),
             allow_improvement=allow_improvement,

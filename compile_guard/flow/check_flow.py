@@ -56,7 +56,7 @@ def run_and_judge(request: CheckRequest, mode: RunMode) -> Judged:
         return Judged(report=_on_disk(failure_report(run), request), run=run)
     if found is None:
         return Judged(report=Report(exit_code=Cli.OK, text="", data={}), run=run)
-    judgement = judge(run.spec, run.reports, found, request)
+    judgement = judge(run.reports, found, request)
     report = report_of(judgement, judging=request.judging, log_dir=run.log_dir)
     return Judged(report=_on_disk(report, request), run=run)
 
@@ -65,5 +65,5 @@ def _on_disk(report: Report, request: CheckRequest) -> Report:
     """The report with what the run left beside its logs, for the page's links: the depyf dumps and the
     structured trace (tlparse's input), where the run wrote them."""
     trace = knobs.read("TORCH_TRACE") or (str(request.dump_dir / "torch_trace") if request.dump_dir else None)
-    where = {"scenario": request.spec.name, "dump_dir": str(request.dump_dir) if request.dump_dir else None}
+    where = {"scenario": request.job.name, "dump_dir": str(request.dump_dir) if request.dump_dir else None}
     return dataclasses.replace(report, data={**report.data, **where, "torch_trace": trace})

@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.contracts.rank_report import FILE, RankReport
 from compile_guard.flow.request import CheckRequest
 from compile_guard.launch.launcher import LaunchResult
 from compile_guard.launch.modes import RankProgram, RunMode
-from compile_guard.quality.options import STEADY_ALLOCATOR_ENV, Measure
+from compile_guard.quality.options import STEADY_ALLOCATOR_ENV
 from engine import events, knobs
-from engine.runspec import RunSpec
 
 
 @dataclass(frozen=True, kw_only=True)
 class CheckRun:
-    spec: RunSpec
+    job: RankJob  # what the ranks ran
     result: LaunchResult | None  # None when the ranks ran in place under another launcher
     reports: list[RankReport] | None  # per rank, validated; None when the run failed (a rank wrote none)
     log_dir: Path | None  # the ranks' logs (None in place: the launcher has them)
@@ -43,9 +43,9 @@ def _progress_line(event: dict[str, Any]) -> str:
 
 
 def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
-    """The check's ranks for the request's spec, run by `mode`; a failed run comes back without reports.
+    """The check's ranks for the request's job, run by `mode`; a failed run comes back without reports.
     RankReportError (exit 3) on a report this version cannot read."""
-    spec, dump_dir = request.spec, request.dump_dir
+    job, spec, dump_dir = request.job, request.job.spec, request.dump_dir
     env = dict(request.env)
     if dump_dir is not None and knobs.read("TORCH_TRACE") is None:
         env["TORCH_TRACE"] = str(dump_dir / "torch_trace")  # every rank's structured log, ready for tlparse
@@ -53,9 +53,9 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
         module=request.program,
         report=FILE,
         nprocs=spec.nprocs,
-        deadline_s=spec.deadline_s,
-        argv=("--spec", spec.to_json(), *(["--dump-dir", str(dump_dir)] if dump_dir and spec.target is None else [])),
-        env={**allocator_env(spec), **spec.env, **env},
+        deadline_s=job.deadline_s,
+        argv=("--job", job.to_json(), *(["--dump-dir", str(dump_dir)] if dump_dir and job.target is None else [])),
+        env={**allocator_env(job), **spec.env, **env},
         rank_env=request.rank_env,
         followed_rank=1 if spec.topology == "pp1" else 0,  # pp1: the mesh leader compiles
     )
@@ -83,10 +83,10 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
             )
             for r, text in enumerate(ran.reports)
         ]
-    return CheckRun(spec=spec, result=ran.result, reports=reports, log_dir=ran.log_dir, code=ran.code)
+    return CheckRun(job=job, result=ran.result, reports=reports, log_dir=ran.log_dir, code=ran.code)
 
 
-def allocator_env(spec: RunSpec) -> dict[str, str]:
+def allocator_env(job: RankJob) -> dict[str, str]:
     """glibc malloc's thresholds fixed for ranks that time eager steps (STEADY_ALLOCATOR_ENV says why);
     nothing when the run measures no speed. A run's own env (spec, caller) overrides them."""
-    return dict(STEADY_ALLOCATOR_ENV) if Measure.from_dict(spec.quality).speed else {}
+    return dict(STEADY_ALLOCATOR_ENV) if job.measure.speed else {}

@@ -1,5 +1,5 @@
 """The judge: a check run's typed reports against its baseline, as judged rows. A pure function of typed values
-(no file, no process, no printing): `judge(spec, reports, found, request)` -> `Judgement`; the text, the JSON and
+(no file, no process, no printing): `judge(reports, found, request)` -> `Judgement`; the text, the JSON and
 the page are rendered from that (compile_guard.flow.report).
 
 "Judge" means this one step in compile_guard: the ranks *compare* their statements (compile_guard.agreement.compare),
@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.contracts.rank_report import RankReport, mesh
 from compile_guard.flow.request import CheckRequest, Found
 from compile_guard.health import baseline as bl
 from compile_guard.health import policy
 from compile_guard.health.schema import baseline_view
 from compile_guard.quality import rows as quality_rows
-from engine.runspec import RunSpec
 
 
 @dataclass(frozen=True, kw_only=True)
 class Judgement:
     """Everything the judge decided about one run, as data: each renderer reads this and nothing else."""
 
-    spec: RunSpec  # what ran
+    job: RankJob  # what ran
     reports: list[RankReport]  # every rank's report (the driver's too), typed
     found: Found  # the baseline, where it was found, and whether it is this very torch's
     factors: bl.Factors  # what the run reported it is (its torch, device, backends)
@@ -44,25 +44,25 @@ class Judgement:
         return self.health + self.quality
 
 
-def judge(spec: RunSpec, reports: list[RankReport], found: Found, request: CheckRequest) -> Judgement:
-    """The run's compile health (the policy, health.policy) and quality (per rank, quality.rows) against the
-    baseline, decided under the request's flags."""
-    base, ranks = found.baseline, mesh(reports)
-    factors = bl.Factors.observed(spec, reports)
+def judge(reports: list[RankReport], found: Found, request: CheckRequest) -> Judgement:
+    """The request's run, as its ranks reported it: its compile health (the policy, health.policy) and quality (per
+    rank, quality.rules via quality.rows) against the baseline found for it, decided under the request's flags."""
+    job, base, ranks = request.job, found.baseline, mesh(reports)
+    factors = bl.Factors.observed(job, reports)
     health, renames = policy.health_rows(
         base.metrics,
         base.break_sites,
         [baseline_view(r.health) for r in ranks],
         [r.health.break_sites for r in ranks],
         other_release=base.factors.torch != factors.torch,
-        compile_on=spec.compile != "off",
+        compile_on=job.spec.compile != "off",
     )
     quality, lines, timings = quality_rows.rows(
         base.quality, [(f"rank{r.rank}", r.quality) for r in ranks], request.judging
     )
     gate = policy.gate(health + quality, allow_improvement=request.allow_improvement, strict=request.strict)
     return Judgement(
-        spec=spec,
+        job=job,
         reports=reports,
         found=found,
         factors=factors,

@@ -84,7 +84,7 @@ def failure_report(run: CheckRun) -> Report:
     if result is None:
         return Report(
             exit_code=run.code,
-            text=f"check {run.spec.name}: failed, exit {run.code}, the same on every"
+            text=f"check {run.job.name}: failed, exit {run.code}, the same on every"
             " rank (settled with the peers); each rank's log above says why",
             data={"verdict": "failed in place", "exit_code": run.code},
         )
@@ -218,7 +218,7 @@ def text_of(j: Judgement) -> str:
     """What a person reads: the context, the compile-health table and its details, the quality table and its
     lines, the verdict and the command that would store this run's baseline."""
     lines = [
-        f"scenario {j.factors.scenario}: {j.spec.description}",
+        f"scenario {j.factors.scenario}: {j.job.spec.description}",
         f"baseline {j.found.path}",
         *_context_lines(j),
         metric_table(j.health, j.ranks),

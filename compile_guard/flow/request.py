@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.health import baseline as bl
 from compile_guard.quality.options import Judging
-from engine.runspec import RunSpec
 
 
 @dataclass(frozen=True, kw_only=True)
 class CheckRequest:
-    spec: RunSpec  # what runs (compile_guard.flow.scenarios.resolve)
+    job: RankJob  # what the ranks run, and how (compile_guard.flow.scenarios.resolve and the flags)
     program: ModuleType  # the check's rank program, passed by the command that chose it (compile_guard.ranks.check)
     baselines: Path  # the directory its baseline is found in (and a refresh writes to)
     need_baseline: bool = True  # False: a refresh; nothing judged, the reports come back to be stored
@@ -33,11 +33,11 @@ class CheckRequest:
 
     def refresh_command(self) -> str:
         """The command that stores this run's baseline: printed when a run regressed or has none."""
-        spec = self.spec
-        if spec.target is None:
+        job, spec = self.job, self.job.spec
+        if job.target is None:
             return f"python -m compile_guard baseline refresh --scenario {spec.name}"
         return (
-            f"python -m compile_guard baseline refresh --target {spec.target} --nproc {spec.nprocs}"
+            f"python -m compile_guard baseline refresh --target {job.target.factory} --nproc {spec.nprocs}"
             f" --backend {spec.compile} --baselines {self.baselines}"
         )
 
@@ -56,21 +56,21 @@ class Found:
 def find_baseline(request: CheckRequest) -> Found:
     """The baseline a run of the request's spec is judged against. NoBaseline when there is none; BaselineError
     when it cannot be used — unreadable, or recorded for another configuration."""
-    spec, directory = request.spec, request.baselines
-    factors = bl.Factors.expected(spec)
+    job, directory = request.job, request.baselines
+    factors = bl.Factors.expected(job)
     found = bl.find(directory, factors)
     if found is None:
         raise NoBaseline(
-            f"no baseline for scenario {spec.name} in {directory} (looked for"
+            f"no baseline for scenario {job.name} in {directory} (looked for"
             f" {bl.file_name(factors)}); create it with `{request.refresh_command()}`"
         )
     path, exact = found
     base = bl.load(path)
-    if base.factors.config_hash != spec.config_hash():
+    if base.factors.config_hash != job.config_hash():
         raise bl.BaselineError(
             path,
             f"is for another configuration (config hash {base.factors.config_hash},"
-            f" this run {spec.config_hash()}): compare like with like — refresh it with"
+            f" this run {job.config_hash()}): compare like with like — refresh it with"
             f" `{request.refresh_command()}`",
         )
     return Found(path=path, exact=exact, baseline=base)

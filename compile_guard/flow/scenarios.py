@@ -1,6 +1,7 @@
 """Named check scenarios: what `check` runs, and what a baseline is a baseline of.
 
-Each scenario is a `RunSpec` (engine.runspec); its config hash (written into its baselines)
+Each scenario is a `RunSpec` (engine.runspec), run as a `RankJob` (compile_guard.contracts.rank_job) with the
+options the flags give; its config hash (written into its baselines)
 covers every field that changes the compiled program, so a baseline is never compared
 against a different setup silently. No torch import: `check --list` reads these.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from compile_guard.contracts.rank_job import RankJob, Target
 from engine.errors import ConfigError
 from engine.runspec import RunSpec
 
@@ -47,25 +49,25 @@ def scenario(name: str) -> RunSpec:
     return SCENARIOS[name]
 
 
-def target_scenario(spec: str, *, nprocs: int, backend: str) -> RunSpec:
-    """The run spec of a user's target: named after it, so its baselines are too."""
-    name = "target-" + re.sub(r"[^0-9A-Za-z]+", "_", spec).strip("_")
-    return RunSpec(
+def target_scenario(factory: str, *, nprocs: int, backend: str) -> RankJob:
+    """The job of a user's target: named after it, so its baselines are too."""
+    name = "target-" + re.sub(r"[^0-9A-Za-z]+", "_", factory).strip("_")
+    spec = RunSpec(
         name=name,
-        description=f"--target {spec} on {nprocs} ranks, {backend}",
+        description=f"--target {factory} on {nprocs} ranks, {backend}",
         nprocs=nprocs,
         compile=backend,
-        target=spec,
         timeout_s=60.0,
     )
+    return RankJob(spec=spec, target=Target(factory=factory))
 
 
-def resolve(*, scenario_name: str, target: str | None, nprocs: int, backend: str) -> RunSpec:
-    """The spec `check`/`baseline refresh` run: --target's (its factory loadable, so a typo fails
-    before any rank starts) or --scenario's. ConfigError (UnknownScenario, TargetError) naming the fix;
+def resolve(*, scenario_name: str, target: str | None, nprocs: int, backend: str) -> RankJob:
+    """The job `check`/`baseline refresh` run, with the options' defaults: --target's (its factory loadable, so a
+    typo fails before any rank starts) or --scenario's. ConfigError (UnknownScenario, TargetError) naming the fix;
     TargetCrashed when the target's module raises while importing."""
     if target is None:
-        return scenario(scenario_name)
+        return RankJob(spec=scenario(scenario_name))
     from compile_guard.integrations.target import load_factory  # imports torch, and the user's module
 
     load_factory(target)

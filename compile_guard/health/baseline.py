@@ -27,7 +27,7 @@ from compile_guard.quality.rules import baseline_entry, pool_runs
 from engine.atomic_json import write_text
 
 if TYPE_CHECKING:
-    from engine.runspec import RunSpec
+    from compile_guard.contracts.rank_job import RankJob
 
 SCHEMA = 1
 
@@ -43,11 +43,12 @@ class Factors:
     compile_backend: str  # inductor / aot_eager / eager / off
     dist_backend: str  # gloo / nccl
     world_size: int  # ranks in the job
-    config_hash: str  # RunSpec.config_hash(): a baseline of another configuration is refused, never compared
+    config_hash: str  # RankJob.config_hash(): a baseline of another configuration is refused, never compared
 
     @classmethod
-    def expected(cls, spec: RunSpec, *, device_type: str | None = None) -> Factors:
-        """The factors a run of `spec` will report, before launching it (`device_type` auto asks torch)."""
+    def expected(cls, job: RankJob, *, device_type: str | None = None) -> Factors:
+        """The factors a run of `job` will report, before launching it (`device_type` auto asks torch)."""
+        spec = job.spec
         if device_type is None:
             device_type = spec.device if spec.device != "auto" else spec.dist_config().resolved_device_type()
         dist_backend = spec.dist_backend
@@ -60,21 +61,21 @@ class Factors:
             compile_backend=spec.compile,
             dist_backend=dist_backend,
             world_size=spec.nprocs,
-            config_hash=spec.config_hash(),
+            config_hash=job.config_hash(),
         )
 
     @classmethod
-    def observed(cls, spec: RunSpec, reports: list[RankReport]) -> Factors:
+    def observed(cls, job: RankJob, reports: list[RankReport]) -> Factors:
         """The factors a run reported: what its symmetric group's first rank resolved (its `effective_backend`)."""
         effective_backend = mesh(reports)[0].effective_backend
         return cls(
-            scenario=spec.name,
+            scenario=job.name,
             torch=effective_backend["torch"],
             device_type=effective_backend["device_type"],
             compile_backend=effective_backend["compile_backend"],
             dist_backend=effective_backend["dist_backend"],
-            world_size=spec.nprocs,
-            config_hash=spec.config_hash(),
+            world_size=job.spec.nprocs,
+            config_hash=job.config_hash(),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,25 +107,25 @@ class Baseline:
     notes: tuple[str, ...] = ()  # what loading had to assume (metrics newer than the file); never written
 
     @classmethod
-    def of(cls, spec: RunSpec, reports: list[RankReport]) -> Baseline:
+    def of(cls, job: RankJob, reports: list[RankReport]) -> Baseline:
         """The baseline a run's reports make. The ranks were proven symmetric after warmup: rank 0 of the mesh
         speaks for the group's compile health; each rank keeps its own quality (compile_guard.quality.rules)."""
         ranks = mesh(reports)
         return cls(
-            factors=Factors.observed(spec, reports),
+            factors=Factors.observed(job, reports),
             metrics=schema.baseline_view(ranks[0].health),
             break_sites=ranks[0].health.break_sites,
             quality={f"rank{r.rank}": baseline_entry(r.quality) for r in ranks if r.quality is not None},
         )
 
     @classmethod
-    def pooled(cls, spec: RunSpec, runs: list[list[RankReport]]) -> Baseline:
+    def pooled(cls, job: RankJob, runs: list[list[RankReport]]) -> Baseline:
         """One baseline from several runs of one spec (`baseline refresh --runs`): the first run's structure, every
         run's timings, so the machine's noise is measured from their spread (quality.rules.pool_runs)."""
-        first = cls.of(spec, runs[0])
+        first = cls.of(job, runs[0])
         if len(runs) == 1:
             return first
-        return dataclasses.replace(first, quality=pool_runs([cls.of(spec, r).quality for r in runs]))
+        return dataclasses.replace(first, quality=pool_runs([cls.of(job, r).quality for r in runs]))
 
     def moved_from(self, other: Baseline) -> list[str]:
         """The metrics whose value differs from `other`'s (two runs of one program must not move any)."""

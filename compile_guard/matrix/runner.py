@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from compile_guard import named
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.contracts.rank_report import mesh
 from compile_guard.flow.check_flow import Judged, run_and_judge
 from compile_guard.flow.request import CheckRequest
@@ -191,19 +192,19 @@ def row_spec(row: Row) -> RunSpec:
         compile="off",
         layers=2,
         chunks=CHUNKS,
-        deadline_s=row.deadline_s,
         **row.spec,
     )
 
 
-def check_spec(row: Row) -> RunSpec:
-    """The run spec of a check row: its scenario, or its target on 2 ranks with aot_eager; then the row's fields."""
+def check_job(row: Row) -> RankJob:
+    """The job of a check row: its scenario, or its target on 2 ranks with aot_eager; then the row's fields (by
+    their flat names: RankJob.replace)."""
     base = (
-        SCENARIOS[row.scenario]
+        RankJob(spec=SCENARIOS[row.scenario])
         if row.target is None
         else target_scenario(row.target, nprocs=row.nprocs, backend="aot_eager")
     )
-    return dataclasses.replace(base, **row.spec)
+    return base.replace(**row.spec)
 
 
 def missing_requirement(row: Row) -> str | None:
@@ -243,9 +244,9 @@ def run_row(row: Row, log_root: Path, programs: Programs, healthy: HealthyBaseli
     made: Healthy | None = None
     if row.program == CHECK:
         if row.against == THIS_RUN:
-            made = (healthy or HealthyBaselines(log_root / "healthy", programs.check)).of(check_spec(row))
+            made = (healthy or HealthyBaselines(log_root / "healthy", programs.check)).of(check_job(row))
         request = CheckRequest(
-            spec=check_spec(row),
+            job=check_job(row),
             program=programs.check,
             baselines=made.baselines if made else bl.DEFAULT_DIR,
             log_dir=log_dir,

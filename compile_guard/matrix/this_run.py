@@ -16,13 +16,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.flow.check_flow import run_and_judge
 from compile_guard.flow.request import CheckRequest
 from compile_guard.health import baseline as bl
 from compile_guard.launch.modes import Launched
 from compile_guard.matrix.rows import Row
 from engine import events
-from engine.runspec import RunSpec
 
 Events = list[list[dict[str, Any]]]  # per rank, its log's events
 
@@ -43,27 +43,27 @@ class HealthyBaselines:
         self.root, self.program = root, program  # program: the check's rank program (compile_guard.ranks.check)
         self._made: dict[str, Healthy] = {}
 
-    def of(self, spec: RunSpec) -> Healthy:
-        """The healthy baseline of `spec` (RUNS check runs without any fault, pooled as `baseline refresh --runs`
+    def of(self, job: RankJob) -> Healthy:
+        """The healthy baseline of `job` (RUNS check runs without any fault, pooled as `baseline refresh --runs`
         pools them), written the first time it is asked."""
-        key = spec.to_json()
+        key = job.to_json()
         if key not in self._made:
             where = self.root / f"healthy-{len(self._made)}"
             runs = []
             for i in range(RUNS):
                 request = CheckRequest(
-                    spec=spec, program=self.program, baselines=where, need_baseline=False, log_dir=where / f"logs{i}"
+                    job=job, program=self.program, baselines=where, need_baseline=False, log_dir=where / f"logs{i}"
                 )
                 judged = run_and_judge(request, Launched())
                 run = judged.run
                 if run is None or run.reports is None or run.result is None:
                     raise RuntimeError(f"the healthy run the NU rows are judged against failed: {judged.report.text}")
                 runs.append(run)
-            first = bl.Baseline.of(spec, runs[0].reports)
-            moved = sorted({k for r in runs[1:] for k in bl.Baseline.of(spec, r.reports).moved_from(first)})
+            first = bl.Baseline.of(job, runs[0].reports)
+            moved = sorted({k for r in runs[1:] for k in bl.Baseline.of(job, r.reports).moved_from(first)})
             if moved:
                 raise RuntimeError(f"the healthy runs the NU rows are judged against compiled differently: {moved}")
-            pooled = bl.Baseline.pooled(spec, [r.reports for r in runs if r.reports is not None])
+            pooled = bl.Baseline.pooled(job, [r.reports for r in runs if r.reports is not None])
             bl.write(where / bl.file_name(pooled.factors), pooled)
             ranks = [events.parse(r.log_path.read_text(errors="replace")) for r in runs[0].result.ranks]
             self._made[key] = Healthy(baselines=where, events=ranks)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from tabulate import tabulate
 
 from compile_guard import compat
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.health.settings import settings_payload
@@ -28,7 +29,10 @@ from engine.hooks import Hooks
 log = logging.getLogger(__name__)
 
 
-def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
+def compile_payload(ccfg: CompileConfig, job: RankJob) -> dict[str, Any]:
+    """What every rank of the group must compile with: the compile config, every setting that changes the program
+    (health.settings) and the job's options (the agreement's, the measurement's, the target: compile_guard.contracts
+    .rank_job; the engine's own fields are the env handshake's)."""
     payload = {
         # effective: TORCH_COMPILE_DISABLE=1 on one rank turns compile off there alone
         "compile.enabled": ccfg.enabled and not compat.dynamo_config().disable,
@@ -37,7 +41,7 @@ def compile_payload(ccfg: CompileConfig) -> dict[str, Any]:
         "compile.fullgraph": ccfg.fullgraph,
         "compile.dynamic": ccfg.dynamic,
     }
-    return {**payload, **settings_payload()}
+    return {**payload, **settings_payload(), **job.parity_items()}
 
 
 def require_symmetric(

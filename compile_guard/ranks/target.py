@@ -16,31 +16,32 @@ from typing import Any
 import torch
 
 from compile_guard.agreement import agreement_on, ledger_on
+from compile_guard.contracts.rank_job import RankJob
 from compile_guard.contracts.rank_report import MESH, RankReport, RunSummary
 from compile_guard.health.probe import CompileProbe
 from compile_guard.health.schema import symmetric_view
 from compile_guard.integrations.target import TargetContext, build
 from compile_guard.quality.compile_time import CompileClock
 from compile_guard.quality.measure import measure
-from compile_guard.quality.options import Measure
 from compile_guard.quality.subjects import target_subject
 from compile_guard.ranks.handshakes import compile_payload, require_symmetric
 from compile_guard.ranks.signature import agree_on_inputs
 from engine.compile import CompiledRegion
 from engine.control.parity import env_payload, handshake
 from engine.layout import ParallelLayout, RankContext
-from engine.runspec import RunSpec
 
 
-def run(ctx: RankContext, spec: RunSpec, *, cold: bool = False) -> RankReport:
+def run(ctx: RankContext, job: RankJob, *, cold: bool = False) -> RankReport:
     """The user's --target on this rank; `cold`: it compiles in an empty inductor cache of its own."""
+    spec, opts, agreement = job.spec, job.measure, job.agreement
+    assert job.target is not None, "a target job names its factory"
     layout = ParallelLayout(ctx, tp=ctx.world_size)
     group, ranks = layout.group("tp"), layout.ranks("tp")
     ccfg = spec.compile_config()
     handshake("env", env_payload(spec, ctx), group=group, ranks=ranks, device=ctx.device)
-    handshake("compile", compile_payload(ccfg), group=group, ranks=ranks, device=ctx.device)
+    handshake("compile", compile_payload(ccfg, job), group=group, ranks=ranks, device=ctx.device)
     target = build(
-        spec.target, TargetContext(rank=ctx.rank, world_size=ctx.world_size, tp_group=group, device=ctx.device)
+        job.target.factory, TargetContext(rank=ctx.rank, world_size=ctx.world_size, tp_group=group, device=ctx.device)
     )
     effective = {
         "compile_backend": ccfg.backend,
@@ -52,21 +53,20 @@ def run(ctx: RankContext, spec: RunSpec, *, cold: bool = False) -> RankReport:
     handshake("effective_backend", effective, group=group, ranks=ranks, device=ctx.device)
     region = CompiledRegion("target", target.fn, ccfg)
     probe = CompileProbe(region)
-    opts = Measure.from_dict(spec.quality)
     clock = CompileClock(cold=cold) if opts.compile_time != "off" and region.compiled else None
     with (
         agreement_on(
             region,
             group=group,
-            stall_s=spec.stall_s or None,
-            enabled=spec.agree_compiles,
+            stall_s=agreement.stall_s or None,
+            enabled=agreement.compiles,
             stop_on_asymmetry=True,
             exit_status=ctx.exit_status,
         ) as agreed,
-        ledger_on(spec.eager_ledger, groups=[group]),
+        ledger_on(agreement.eager_ledger, groups=[group]),
     ):
         probe.agreement = agreed  # rank-varying constants and issued schedules (metrics)
-        report = _steps(ctx, spec, target, region, probe, effective, group=group, ranks=ranks)
+        report = _steps(ctx, job, target, region, probe, effective, group=group, ranks=ranks)
     if not (opts.any and region.compiled):
         return report
     quality = measure(
@@ -75,7 +75,7 @@ def run(ctx: RankContext, spec: RunSpec, *, cold: bool = False) -> RankReport:
         group=group,
         ranks=ranks,
         device=ctx.device,
-        what=f"--target {spec.target}",
+        what=f"--target {job.target.factory}",
         clock=clock,
     )
     return dataclasses.replace(report, quality=quality)
@@ -83,7 +83,7 @@ def run(ctx: RankContext, spec: RunSpec, *, cold: bool = False) -> RankReport:
 
 def _steps(
     ctx: RankContext,
-    spec: RunSpec,
+    job: RankJob,
     target: Any,
     region: CompiledRegion,
     probe: CompileProbe,
@@ -98,7 +98,7 @@ def _steps(
         nonlocal steps
         if target.before_step is not None:
             target.before_step(steps)
-        if spec.agree_inputs:
+        if job.agreement.inputs:
             agree_on_inputs(args, step=steps, group=group, ranks=ranks, device=ctx.device)  # before the step runs
         region(*args)
         steps += 1
@@ -107,14 +107,14 @@ def _steps(
         for args in target.inputs:
             run_step(args)
         warm = require_symmetric(
-            probe.snapshot(), group=group, ranks=ranks, device=ctx.device, enabled=spec.gate_health
+            probe.snapshot(), group=group, ranks=ranks, device=ctx.device, enabled=job.agreement.gate_health
         )
-        for _ in range(spec.steady):
+        for _ in range(job.target.steady if job.target else 0):
             for args in target.inputs:
                 run_step(args)
     final = probe.health(effective_backend=effective, warmup_recompiles=len(warm["recompile_reasons"]))
     return RankReport(
-        scenario=spec.name,
+        scenario=job.name,
         rank=ctx.rank,
         role=MESH,
         effective_backend=effective,
