@@ -8,7 +8,6 @@ process in place); neither the flow nor the launch layer imports it.
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
         env={**allocator_env(job), **spec.env, **env},
         rank_env=request.rank_env,
         followed_rank=1 if spec.topology == "pp1" else 0,  # pp1: the mesh leader compiles
+        title=f"check {spec.name}" if request.progress else "",
     )
     log_dir = request.log_dir
     if log_dir is None and mode.launches:  # in place, each rank logs where its launcher put it
@@ -68,13 +68,7 @@ def run_ranks(request: CheckRequest, mode: RunMode) -> CheckRun:
             if request.progress and event["event"] in ("parity_ok", "progress"):
                 mode.out.print(_progress_line(event))
 
-    announce = request.progress and mode.launches  # in place, the launcher speaks of the ranks
-    if announce:
-        mode.out.print(f"check {spec.name}: launching {spec.nprocs} ranks (logs: {log_dir})")
-    started = time.monotonic()
     ran = mode.run(program, log_dir=log_dir, on_line=follow)
-    if announce:
-        mode.out.print(f"  ranks done in {time.monotonic() - started:.1f}s")
     reports = None
     if ran.reports is not None:
         reports = [

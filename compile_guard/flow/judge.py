@@ -49,32 +49,34 @@ def judge(reports: list[RankReport], found: Found, request: CheckRequest) -> Jud
     rank, quality.rules via quality.rows) against the baseline found for it, decided under the request's flags."""
     job, base, ranks = request.job, found.baseline, mesh(reports)
     factors = bl.Factors.observed(job, reports)
-    health, renames = policy.health_rows(
+    quality, lines, timings = quality_rows.rows(
+        base.quality, [(f"rank{r.rank}", r.quality) for r in ranks], request.judging
+    )
+    gate = policy.gate(
         base.metrics,
         base.break_sites,
         [baseline_view(r.health) for r in ranks],
         [r.health.break_sites for r in ranks],
+        others=quality,
         other_release=base.factors.torch != factors.torch,
         compile_on=job.spec.compile != "off",
+        allow_improvement=request.allow_improvement,
+        strict=request.strict,
     )
-    quality, lines, timings = quality_rows.rows(
-        base.quality, [(f"rank{r.rank}", r.quality) for r in ranks], request.judging
-    )
-    gate = policy.gate(health + quality, allow_improvement=request.allow_improvement, strict=request.strict)
     return Judgement(
         job=job,
         reports=reports,
         found=found,
         factors=factors,
         ranks=[f"rank{r.rank}" for r in ranks],
-        health=health,
+        health=gate.health,
         quality=quality,
         quality_lines=lines,
         timings=timings,
-        renames=renames,
+        renames=gate.renames,
         passed=gate.passed,
         problems=gate.problems,
         failing=gate.failing,
-        refresh=request.refresh_command(),
+        refresh=found.refresh,
         allow_improvement=request.allow_improvement,
     )

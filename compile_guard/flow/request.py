@@ -51,26 +51,24 @@ class Found:
     path: Path  # the baseline file
     exact: bool  # recorded on this very torch (else the newest other release's, compared across versions)
     baseline: bl.Baseline
+    refresh: str  # the command that stores this run's baseline instead (the report's hint on a change)
 
 
 def find_baseline(request: CheckRequest) -> Found:
     """The baseline a run of the request's spec is judged against. NoBaseline when there is none; BaselineError
     when it cannot be used — unreadable, or recorded for another configuration."""
-    job, directory = request.job, request.baselines
-    factors = bl.Factors.expected(job)
-    found = bl.find(directory, factors)
-    if found is None:
+    job, directory, refresh = request.job, request.baselines, request.refresh_command()
+    found = bl.lookup(directory, job)
+    if isinstance(found, str):
         raise NoBaseline(
-            f"no baseline for scenario {job.name} in {directory} (looked for"
-            f" {bl.file_name(factors)}); create it with `{request.refresh_command()}`"
+            f"no baseline for scenario {job.name} in {directory} (looked for {found}); create it with `{refresh}`"
         )
-    path, exact = found
-    base = bl.load(path)
+    path, exact, base = found
     if base.factors.config_hash != job.config_hash():
         raise bl.BaselineError(
             path,
             f"is for another configuration (config hash {base.factors.config_hash},"
             f" this run {job.config_hash()}): compare like with like — refresh it with"
-            f" `{request.refresh_command()}`",
+            f" `{refresh}`",
         )
-    return Found(path=path, exact=exact, baseline=base)
+    return Found(path=path, exact=exact, baseline=base, refresh=refresh)

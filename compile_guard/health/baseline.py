@@ -269,6 +269,16 @@ def find(directory: Path, factors: Factors | dict[str, Any]) -> tuple[Path, bool
     return (others[-1], False) if others else None
 
 
+def lookup(directory: Path, job: RankJob) -> tuple[Path, bool, Baseline] | str:
+    """The baseline a run of `job` is judged against, loaded: (path, exact, baseline); else the file name looked
+    for. BaselineError when the file found cannot be used."""
+    factors = Factors.expected(job)
+    found = find(directory, factors)
+    if found is None:
+        return file_name(factors)
+    return found[0], found[1], load(found[0])
+
+
 def version_key(version: str) -> tuple[tuple[int, ...], str]:
     """'2.12.0_cpu' sorts after '2.9.0_cpu': release numbers as numbers, the local part as text."""
     release = re.split(r"[+_]", version, maxsplit=1)[0]

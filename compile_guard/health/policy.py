@@ -217,33 +217,36 @@ def outcome(rows: list[Row], *, allow_improvement: bool, strict: bool) -> tuple[
     return not problems, problems
 
 
-def health_rows(
+@dataclass(frozen=True, kw_only=True)
+class Gate:
+    health: list[Row]  # the compile-health rows (and "nothing compiled" when compile did not happen)
+    renames: list[str]  # break reasons another torch only renamed, as notes
+    passed: bool  # no row (the health rows and the others given) fails under the flags
+    problems: list[str]  # a line per failing row
+    failing: list[str]  # the failing rows' metrics
+
+
+def gate(
     base_metrics: dict[str, Any],
     base_sites: list[dict[str, Any]],
     per_rank: list[dict[str, Any]],
     per_rank_sites: list[list[dict[str, Any]]],
     *,
+    others: list[Row],
     other_release: bool,
     compile_on: bool,
-) -> tuple[list[Row], list[str]]:
-    """The compile-health rows of a run against its baseline: every metric (`compare`; for a baseline of
-    `other_release`, the break reasons that release only renamed read as the baseline's, `across_releases`) and
-    `nothing_compiled`; and the renames, as notes."""
+    allow_improvement: bool,
+    strict: bool,
+) -> Gate:
+    """A run's compile health against its baseline, and the verdict of every row under the flags: each metric
+    (`compare`; for a baseline of `other_release`, the break reasons that release only renamed read as the
+    baseline's, `across_releases`) and `nothing_compiled`, then `outcome` over them and the `others` (the quality
+    rows, compile_guard.quality.rows)."""
     renames: list[str] = []
     if other_release:
         per_rank, renames = across_releases(base_metrics, base_sites, per_rank, per_rank_sites)
-    return compare(base_metrics, per_rank) + nothing_compiled(per_rank, compile_on=compile_on), renames
-
-
-@dataclass(frozen=True, kw_only=True)
-class Gate:
-    passed: bool  # no row fails under the flags
-    problems: list[str]  # a line per failing row
-    failing: list[str]  # the failing rows' metrics
-
-
-def gate(rows: list[Row], *, allow_improvement: bool, strict: bool) -> Gate:
-    """The verdict of the rows under the flags (`outcome`, and which rows failed)."""
+    health = compare(base_metrics, per_rank) + nothing_compiled(per_rank, compile_on=compile_on)
+    rows = health + others
     passed, problems = outcome(rows, allow_improvement=allow_improvement, strict=strict)
     fails = failing(rows, allow_improvement=allow_improvement, strict=strict)
-    return Gate(passed=passed, problems=problems, failing=[r.metric for r in fails])
+    return Gate(health=health, renames=renames, passed=passed, problems=problems, failing=[r.metric for r in fails])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class RankProgram:
     env: dict[str, str] = field(default_factory=dict)  # launched: every rank's extra environment
     rank_env: dict[int, dict[str, str]] = field(default_factory=dict)  # launched: one rank's extra environment
     followed_rank: int = 0  # launched: whose output lines `on_line` sees
+    title: str = ""  # launched: named in the lines that say the ranks start and end ("": say nothing)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +93,9 @@ class Launched(RunMode):
 
     def run(self, program: RankProgram, *, log_dir: Path | None, on_line: Callable[[str], None] | None = None) -> Ran:
         log_dir = log_dir or Path(tempfile.mkdtemp(prefix="compile_guard_ranks_"))
+        if program.title:
+            self.out.print(f"{program.title}: launching {program.nprocs} ranks (logs: {log_dir})")
+        started = time.monotonic()
         argv = python_module_argv(program.module, *program.argv, "--out", str(log_dir))
         result = launch(
             LaunchSpec(
@@ -104,6 +109,8 @@ class Launched(RunMode):
                 followed_rank=program.followed_rank,
             )
         )
+        if program.title:
+            self.out.print(f"  ranks done in {time.monotonic() - started:.1f}s")
         paths = [log_dir / program.report.format(rank=r) for r in range(program.nprocs)]
         reports = [p.read_text() for p in paths] if result.ok and all(p.exists() for p in paths) else None
         return Ran(reports=reports, code=Cli.OK, result=result, log_dir=log_dir)
