@@ -38,6 +38,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from compile_guard.contracts import wire
+from compile_guard.contracts.rank_report import QualityReport
 from compile_guard.launch.supervision import die_with_parent
 from compile_guard.quality import rows as quality_rows
 from compile_guard.quality.options import Judging
@@ -107,7 +109,11 @@ def one_run(pick: list[str], baselines: Path, out: Path, name: str, env: dict[st
         env={**env, "TORCHINDUCTOR_CACHE_DIR": cache},
     )
     data = json.loads(report.read_text()) if report.exists() else {}
-    quality = [(f"rank{p['rank']}", p["quality"]) for p in data.get("probes", []) if p.get("quality")]
+    quality = [  # each rank's measurement as the judge reads it: typed, by the one reader
+        (f"rank{p['rank']}", wire.read(QualityReport, p["quality"], what=f"rank {p['rank']}'s quality"))
+        for p in data.get("probes", [])
+        if p.get("quality")
+    ]
     return {"code": code, "wall": wall, "quality": quality}
 
 
