@@ -73,9 +73,9 @@ def test_accuracy_passes_reassociation_noise_and_fails_another_gelu() -> None:
     x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
     eager, fp64 = _gelu(x, "tanh"), _gelu(x.double(), "tanh")
     noisy = eager + eager.abs() * 2e-7  # a few ulps: what fusion and reassociation leave
-    healthy = accuracy.judge_output("out", noisy, eager, eager.clone(), fp64)
+    healthy = accuracy.rule_output("out", noisy, eager, eager.clone(), fp64)
     assert healthy["status"] == accuracy.PASS, healthy
-    erf = accuracy.judge_output("out", _gelu(x, "none"), eager, eager.clone(), fp64)
+    erf = accuracy.rule_output("out", _gelu(x, "none"), eager, eager.clone(), fp64)
     assert erf["status"] == accuracy.FAIL and erf["ratio"] > 100, erf  # erf vs tanh: ~1e-4 from fp64, eager ~1e-7
     assert erf["worst"]["index"] and "rmse from fp64" in erf["detail"]
 
@@ -84,16 +84,16 @@ def test_accuracy_more_accurate_than_eager_passes_though_not_close() -> None:
     # compiled equal to the fp64 reference: far from a bad eager, closer to the truth: same() passes it too
     fp64 = torch.linspace(-1, 1, 100, dtype=torch.float64)
     eager = (fp64 + 1e-3).float()
-    assert accuracy.judge_output("o", fp64.float(), eager, eager.clone(), fp64)["status"] == accuracy.PASS
+    assert accuracy.rule_output("o", fp64.float(), eager, eager.clone(), fp64)["status"] == accuracy.PASS
 
 
 def test_accuracy_states_nondeterministic_eager_and_judges_without_fp64() -> None:
     a = torch.ones(4)
-    said = accuracy.judge_output("o", a, a, a + 1, None)
+    said = accuracy.rule_output("o", a, a, a + 1, None)
     assert said["status"] == accuracy.NONDETERMINISTIC
-    assert accuracy.judge_output("o", a + 1e-3, a, a.clone(), None)["status"] == accuracy.FAIL  # eager only: 1e-4
+    assert accuracy.rule_output("o", a + 1e-3, a, a.clone(), None)["status"] == accuracy.FAIL  # eager only: 1e-4
     assert (
-        accuracy.judge_output("o", torch.tensor([1, 2]), torch.tensor([1, 3]), torch.tensor([1, 3]), None)["status"]
+        accuracy.rule_output("o", torch.tensor([1, 2]), torch.tensor([1, 3]), torch.tensor([1, 3]), None)["status"]
         == accuracy.FAIL
     )  # integers: exact
 

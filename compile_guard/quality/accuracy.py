@@ -44,7 +44,7 @@ def _worst(res: torch.Tensor, ref: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def judge_output(
+def rule_output(
     name: str, compiled: Any, eager: Any, eager_again: Any, fp64: Any | None, *, tol_override: float = 0.0
 ) -> dict[str, Any]:
     """One output leaf's verdict, with the numbers that explain it."""

@@ -124,7 +124,7 @@ def _accuracy(subject: Subject, calls: list[Call], opts: Measure) -> tuple[dict[
         ):
             label = f"call{i}{name}"
             outputs.append(
-                accuracy.judge_output(
+                accuracy.rule_output(
                     label,
                     parity.local(value),
                     parity.local(e1),

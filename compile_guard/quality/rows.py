@@ -28,7 +28,7 @@ from compile_guard.quality.rules import (
     speed_growth,
 )
 
-Judged = tuple[str, str, list[str], dict[str, Any]]  # (cell, verdict, lines, what the judgement found)
+Ruled = tuple[str, str, list[str], dict[str, Any]]  # one rank by a rule: (cell, verdict, lines, what it found)
 _ORDER = (REGRESSION, NOT_COMPARABLE, REPORTED, OK)  # a row's verdict: the first of these any rank has
 
 
@@ -40,7 +40,7 @@ def _not_judged(base: dict[str, Any] | None, q: QualityReport, judging: Judging)
     return (NOT_COMPARABLE, f"not comparable ({apart})") if apart else None
 
 
-def _accuracy(base: dict[str, Any] | None, q: QualityReport) -> Judged:
+def _accuracy(base: dict[str, Any] | None, q: QualityReport) -> Ruled:
     assert q.accuracy is not None
     outputs = q.accuracy["outputs"]
     fails = [o for o in outputs if o["status"] == "fail"]
@@ -71,7 +71,7 @@ def _said(o: dict[str, Any]) -> str:
     )
 
 
-def _speed(base: dict[str, Any] | None, q: QualityReport, judging: Judging, stored: dict[str, Any] | None) -> Judged:
+def _speed(base: dict[str, Any] | None, q: QualityReport, judging: Judging, stored: dict[str, Any] | None) -> Ruled:
     s = q.speed or {}
     cell = f"{s['speedup']:.3f} [{s['spread'][0]:.2f}-{s['spread'][1]:.2f}]"
     what = f"{s['speedup']:.3f} ({s.get('basis', 'wall')}, {s.get('repeats', len(s['samples']))} pairs"
@@ -106,7 +106,7 @@ def _speed(base: dict[str, Any] | None, q: QualityReport, judging: Judging, stor
 
 def _compile(
     base: dict[str, Any] | None, state: str, c: dict[str, Any], judging: Judging, q: QualityReport, stored: Any
-) -> Judged:
+) -> Ruled:
     basis = c.get("basis", "wall")
     how = "alone" if c.get("alone") else "in the run"
     cell = f"{c['total_s']:.2f}s {basis} x{c['ratio']}"
@@ -148,7 +148,7 @@ def _compile(
     return cell, OK, [said], {**found, "regressed": False}
 
 
-def _memory(base: dict[str, Any] | None, m: dict[str, Any], judging: Judging) -> Judged:
+def _memory(base: dict[str, Any] | None, m: dict[str, Any], judging: Judging) -> Ruled:
     if not m.get("measured"):
         return "n/a", OK, [], {}
     cell = f"x{m['ratio']}"
@@ -169,14 +169,12 @@ class _Table:
         self.lines: list[str] = []
         self.timings: dict[str, dict[str, Any]] = {}
 
-    def row(
-        self, metric: str, base_cell: str, judge_rank: Callable[[str, QualityReport], Judged], key: str = ""
-    ) -> None:
-        judged = [judge_rank(rank, q) for rank, q in self.quality]
-        verdicts = {v for _, v, _, _ in judged}
+    def row(self, metric: str, base_cell: str, rule: Callable[[str, QualityReport], Ruled], key: str = "") -> None:
+        ruled = [rule(rank, q) for rank, q in self.quality]
+        verdicts = {v for _, v, _, _ in ruled}
         verdict = next(v for v in _ORDER if v in verdicts)
-        self.out.append(Row(metric=metric, baseline=base_cell, per_rank=[c for c, _, _, _ in judged], verdict=verdict))
-        for rank, (_, _, said, found) in zip(self.ranks, judged, strict=True):
+        self.out.append(Row(metric=metric, baseline=base_cell, per_rank=[c for c, _, _, _ in ruled], verdict=verdict))
+        for rank, (_, _, said, found) in zip(self.ranks, ruled, strict=True):
             self.lines.extend(f"{rank}: {metric}: {line}" for line in said)
             if key and found:
                 parts = key.split(".")
