@@ -113,9 +113,9 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80  # a file one concern; a function o
 
 
 def test_every_file_and_function_of_the_harness_stays_small():
-    """compile_guard/: every module <= 400 lines, every function (its decorators excluded) <= 80 lines."""
+    """compile_guard/ and engine/: every module <= 400 lines, every function (its decorators excluded) <= 80."""
     too_long = []
-    for path in sorted((REPO / "compile_guard").rglob("*.py")):
+    for path in sorted([*(REPO / "compile_guard").rglob("*.py"), *(REPO / "engine").rglob("*.py")]):
         source = path.read_text()
         name = path.relative_to(REPO)
         if len(source.splitlines()) > MAX_FILE_LINES:
