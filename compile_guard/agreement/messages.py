@@ -195,6 +195,7 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_WHERE = tuple(f.name for f in dataclasses.fields(Where))  # a Position's counters, flat on the wire
 _SENT_BY = ("ask", "pos", "report", "stated")  # the kinds that name their sender (the answer goes back to it)
 
 
@@ -210,12 +211,11 @@ def parse(data: dict[str, Any]) -> Message:
         fields = {k: v for k, v in data.items() if k not in ("kind", "from")}
         if cls is Report:  # the row travels flat beside the question number
             fields = {"seq": fields.get("seq"), "row": {k: v for k, v in fields.items() if k != "seq"}}
-        holding = None
         if cls is Position:  # the counters travel flat; the holding names its own class
-            fields["at"] = {f.name: fields.pop(f.name) for f in dataclasses.fields(Where) if f.name in fields}
-            holding, fields["holding"] = parse_holding(fields.get("holding")), None
-        message = wire.read(cls, {**fields, "sender": sender}, what=f"a {cls.KIND} message", error=BadEntry)
-        return dataclasses.replace(message, holding=holding) if cls is Position else message
+            fields["at"] = {name: fields.pop(name) for name in _WHERE if name in fields}
+            fields["holding"] = parse_holding(fields.get("holding"))
+        fields["sender"] = sender
+        return wire.read(cls, fields, what=cls.KIND, error=BadEntry)
     except (KeyError, TypeError, ValueError, IndexError):
         return Unreadable(sender=sender, raw=data)
 

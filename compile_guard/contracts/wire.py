@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -28,9 +28,28 @@ class WireError(ValueError):
     """A JSON object that is not the value this version writes: names the field, what was seen and expected."""
 
 
+# (value, parent, key, error) -> the value, typed; the field's path (`parent.key`, `parent[i]`) is spelled only
+# when it is wrong or nested: the agreement reads thousands of messages a run
+Check = Callable[[Any, str, "str | int", type[WireError]], Any]
+
+
+def _path(parent: str, key: str | int) -> str:
+    return f"{parent}[{key}]" if isinstance(key, int) else f"{parent}.{key}"
+
+
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _fields(cls: type) -> tuple[tuple[tuple[str, Check, bool], ...], frozenset[str]]:
+    """Each field's (name, its compiled check, whether it is required) and every name: once per class."""
+    hints = typing.get_type_hints(cls)
+    fields = tuple(
+        (
+            f.name,
+            _check(hints[f.name]),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in dataclasses.fields(cls)
+    )
+    return fields, frozenset(name for name, _, _ in fields)
 
 
 def read(cls: type[T], data: Any, *, what: str, error: type[WireError] = WireError, strict: bool = False) -> T:
@@ -38,54 +57,96 @@ def read(cls: type[T], data: Any, *, what: str, error: type[WireError] = WireErr
     or refused with `strict` (the parent and its ranks run one version: a stray key is a version mix)."""
     if not isinstance(data, dict):
         raise error(f"{what} is a JSON {type(data).__name__}, expected an object ({cls.__name__})")
-    hints, fields = _hints(cls), dataclasses.fields(cls)
-    missing = [
-        f.name
-        for f in fields
-        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    unknown = sorted(set(data) - {f.name for f in fields}) if strict else []
+    fields, names = _fields(cls)
+    missing = [name for name, _, required in fields if required and name not in data]
+    unknown = sorted(set(data) - names) if strict else []
     if unknown or (strict and missing):
         raise error(
             f"{what}: unknown field(s) {unknown}, missing field(s) {missing}; parent and ranks run different"
             " compile_guard versions?"
         )
     if missing:
-        hint = hints[missing[0]]
-        raise error(f"{what} has no field {missing[0]!r} (expected {_name(hint)})")
-    values = {f.name: _value(data[f.name], hints[f.name], f"{what}.{f.name}", error) for f in fields if f.name in data}
-    return cls(**values)
+        raise error(f"{what} has no field {missing[0]!r} (expected {_name(typing.get_type_hints(cls)[missing[0]])})")
+    return cls(**{name: check(data[name], what, name, error) for name, check, _ in fields if name in data})
 
 
-def _value(value: Any, hint: Any, what: str, error: type[WireError]) -> Any:
-    """`value` checked against the type `hint` (nested dataclasses built); `error` when it is not one."""
+@functools.cache
+def _check(hint: Any) -> Check:
+    """The check of a value against the type `hint`, built once per annotation (nested dataclasses read by `read`)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
-        return value
+        return lambda value, parent, key, error: value
     if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]  # only `X | None` is used
-        return _value(value, inner, what, error)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:  # `A | B | None` (a holding): its owner reads the JSON and passes the object
+            return _either(tuple(inner))
+        optional = _check(inner[0])
+        return lambda value, parent, key, error: None if value is None else optional(value, parent, key, error)
     if dataclasses.is_dataclass(hint):
-        return read(hint, value, what=what, error=error)
+        return lambda value, parent, key, error: read(hint, value, what=_path(parent, key), error=error)
     if origin is tuple:  # a fixed-length tuple, a JSON list on the wire
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise error(f"{what} is {value!r:.60}, expected a list of {len(args)}")
-        return tuple(_value(v, a, f"{what}[{i}]", error) for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)  # JSON writes a whole float as it likes
+        return _tuple([_check(a) for a in args])
     if origin is list:
-        if not isinstance(value, list):
-            raise error(f"{what} is {type(value).__name__} {value!r:.60}, expected a list")
-        return value if args[0] is Any else [_value(v, args[0], f"{what}[{i}]", error) for i, v in enumerate(value)]
+        return _list(None if args[0] is Any else _check(args[0]))
     if origin is dict:
+        return _dict(None if args[1] is Any else _check(args[1]))
+    return _scalar(hint)
+
+
+def _either(kinds: tuple[type, ...]) -> Check:
+    def check(value: Any, parent: str, key: str | int, error: type[WireError]) -> Any:
+        if value is None or isinstance(value, kinds):
+            return value
+        raise error(
+            f"{_path(parent, key)} is {type(value).__name__} {value!r:.60}, expected one of {[_name(k) for k in kinds]}"
+        )
+
+    return check
+
+
+def _tuple(items: list[Check]) -> Check:
+    def check(value: Any, parent: str, key: str | int, error: type[WireError]) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise error(f"{_path(parent, key)} is {value!r:.60}, expected a list of {len(items)}")
+        what = _path(parent, key)
+        return tuple(c(v, what, i, error) for i, (v, c) in enumerate(zip(value, items, strict=True)))
+
+    return check
+
+
+def _list(item: Check | None) -> Check:
+    def check(value: Any, parent: str, key: str | int, error: type[WireError]) -> Any:
+        if not isinstance(value, list):
+            raise error(f"{_path(parent, key)} is {type(value).__name__} {value!r:.60}, expected a list")
+        if item is None:
+            return value
+        what = _path(parent, key)
+        return [item(v, what, i, error) for i, v in enumerate(value)]
+
+    return check
+
+
+def _dict(item: Check | None) -> Check:
+    def check(value: Any, parent: str, key: str | int, error: type[WireError]) -> Any:
         if not isinstance(value, dict):
-            raise error(f"{what} is {type(value).__name__} {value!r:.60}, expected an object")
-        return value if args[1] is Any else {k: _value(v, args[1], f"{what}.{k}", error) for k, v in value.items()}
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    raise error(f"{what} is {type(value).__name__} {value!r:.60}, expected {_name(hint)}")
+            raise error(f"{_path(parent, key)} is {type(value).__name__} {value!r:.60}, expected an object")
+        if item is None:
+            return value
+        what = _path(parent, key)
+        return {k: item(v, what, k, error) for k, v in value.items()}
+
+    return check
+
+
+def _scalar(hint: type) -> Check:
+    def check(value: Any, parent: str, key: str | int, error: type[WireError]) -> Any:
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)  # JSON writes a whole float as it likes
+        raise error(f"{_path(parent, key)} is {type(value).__name__} {value!r:.60}, expected {_name(hint)}")
+
+    return check
 
 
 def _name(hint: Any) -> str:
